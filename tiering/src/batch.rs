@@ -1,0 +1,294 @@
+//! Kafka record batches (magic v2) as the log stores them: verbatim bytes with a parsed header.
+//!
+//! The log never decompresses or re-encodes records. It checks each incoming batch (length,
+//! magic, CRC32C, offset arithmetic), rewrites the base offset (outside the CRC) when offsets are
+//! assigned, and rewrites the timestamp fields (recomputing the CRC) for `LogAppendTime` topics.
+
+use bytes::Bytes;
+
+/// Bytes before the records: baseOffset .. recordsCount.
+pub const HEADER_LEN: usize = 61;
+/// baseOffset (8) + batchLength (4): the part of the header outside `batchLength`.
+pub const LOG_OVERHEAD: usize = 12;
+const MAGIC_OFFSET: usize = 16;
+const CRC_OFFSET: usize = 17;
+const ATTRIBUTES_OFFSET: usize = 21;
+const LAST_OFFSET_DELTA_OFFSET: usize = 23;
+const BASE_TIMESTAMP_OFFSET: usize = 27;
+const MAX_TIMESTAMP_OFFSET: usize = 35;
+const PRODUCER_ID_OFFSET: usize = 43;
+const RECORDS_COUNT_OFFSET: usize = 57;
+const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
+const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
+const ATTRIBUTE_CONTROL: i16 = 0x20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    /// Whole batch size in bytes, header included.
+    pub size_bytes: usize,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTRIBUTE_TRANSACTIONAL != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTRIBUTE_CONTROL != 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// Damaged bytes: bad length, truncated batch or CRC mismatch (Kafka: CORRUPT_MESSAGE).
+    #[error("corrupt record batch: {0}")]
+    Corrupt(String),
+    /// Well-formed bytes Kafka would refuse (Kafka: INVALID_RECORD).
+    #[error("invalid record batch: {0}")]
+    Invalid(String),
+    /// A batch over the size limit (Kafka: MESSAGE_TOO_LARGE).
+    #[error("record batch too large: size={size} max={max}")]
+    TooLarge { size: usize, max: usize },
+}
+
+fn read_i16(buf: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([buf[at], buf[at + 1]])
+}
+
+fn read_i32(buf: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(buf[at..at + 4].try_into().expect("4-byte slice"))
+}
+
+fn read_i64(buf: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(buf[at..at + 8].try_into().expect("8-byte slice"))
+}
+
+/// Parses the header at the start of `buf` without checking the CRC.
+pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    if buf.len() < HEADER_LEN {
+        return Err(BatchError::Corrupt(format!(
+            "truncated header: len={}",
+            buf.len()
+        )));
+    }
+    let batch_length = read_i32(buf, 8);
+    let size_bytes = usize::try_from(batch_length)
+        .ok()
+        .map(|l| l + LOG_OVERHEAD)
+        .filter(|size| *size >= HEADER_LEN)
+        .ok_or_else(|| BatchError::Corrupt(format!("bad batch length: {batch_length}")))?;
+    Ok(BatchHeader {
+        base_offset: read_i64(buf, 0),
+        size_bytes,
+        magic: buf[MAGIC_OFFSET] as i8,
+        crc: u32::from_be_bytes(buf[CRC_OFFSET..CRC_OFFSET + 4].try_into().expect("4 bytes")),
+        attributes: read_i16(buf, ATTRIBUTES_OFFSET),
+        last_offset_delta: read_i32(buf, LAST_OFFSET_DELTA_OFFSET),
+        base_timestamp: read_i64(buf, BASE_TIMESTAMP_OFFSET),
+        max_timestamp: read_i64(buf, MAX_TIMESTAMP_OFFSET),
+        producer_id: read_i64(buf, PRODUCER_ID_OFFSET),
+        records_count: read_i32(buf, RECORDS_COUNT_OFFSET),
+    })
+}
+
+/// Checks one complete batch: magic 2, CRC32C over attributes..end, sane offset arithmetic.
+pub fn validate(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchError> {
+    if header.magic != 2 {
+        return Err(BatchError::Invalid(format!(
+            "unsupported magic: {} (only v2 record batches)",
+            header.magic
+        )));
+    }
+    if batch.len() != header.size_bytes {
+        return Err(BatchError::Corrupt(format!(
+            "length mismatch: header={} actual={}",
+            header.size_bytes,
+            batch.len()
+        )));
+    }
+    let computed = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
+    if computed != header.crc {
+        return Err(BatchError::Corrupt(format!(
+            "crc mismatch: stored={:#010x} computed={computed:#010x}",
+            header.crc
+        )));
+    }
+    if header.records_count < 1 || header.last_offset_delta != header.records_count - 1 {
+        return Err(BatchError::Invalid(format!(
+            "records_count={} does not match last_offset_delta={}",
+            header.records_count, header.last_offset_delta
+        )));
+    }
+    Ok(())
+}
+
+/// Splits produce data into validated batches (zero-copy slices of `records`).
+pub fn split_and_validate(
+    records: &Bytes,
+    max_batch_bytes: usize,
+) -> Result<Vec<(BatchHeader, Bytes)>, BatchError> {
+    let mut batches = Vec::new();
+    let mut position = 0;
+    while position < records.len() {
+        let header = parse_header(&records[position..])?;
+        if header.size_bytes > max_batch_bytes {
+            return Err(BatchError::TooLarge {
+                size: header.size_bytes,
+                max: max_batch_bytes,
+            });
+        }
+        let end = position + header.size_bytes;
+        if end > records.len() {
+            return Err(BatchError::Corrupt(format!(
+                "truncated batch: need={} have={}",
+                header.size_bytes,
+                records.len() - position
+            )));
+        }
+        let batch = records.slice(position..end);
+        validate(&header, &batch)?;
+        batches.push((header, batch));
+        position = end;
+    }
+    if batches.is_empty() {
+        return Err(BatchError::Corrupt("no record batch".into()));
+    }
+    Ok(batches)
+}
+
+/// Iterates the headers of consecutive stored batches; stops at the first damaged one.
+pub fn headers(mut buf: &[u8]) -> impl Iterator<Item = (usize, BatchHeader)> + '_ {
+    let mut position = 0;
+    std::iter::from_fn(move || {
+        let header = parse_header(buf).ok()?;
+        if header.size_bytes > buf.len() {
+            return None;
+        }
+        let start = position;
+        position += header.size_bytes;
+        buf = &buf[header.size_bytes..];
+        Some((start, header))
+    })
+}
+
+/// Writes a batch's base offset (not covered by the CRC).
+pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
+    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+}
+
+/// Marks a batch `LogAppendTime` with `timestamp_ms` as its max timestamp and recomputes the CRC,
+/// as Kafka does for topics with `message.timestamp.type=LogAppendTime`.
+pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) {
+    let attributes = read_i16(batch, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_LOG_APPEND;
+    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+        .copy_from_slice(&timestamp_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A minimal valid v2 batch with `count` empty-ish records (record bodies are opaque here).
+    pub(crate) fn sample_batch(count: i32, max_timestamp: i64, body_len: usize) -> Vec<u8> {
+        let mut batch = vec![0u8; HEADER_LEN + body_len];
+        let batch_length = (batch.len() - LOG_OVERHEAD) as i32;
+        batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
+        batch[MAGIC_OFFSET] = 2;
+        batch[LAST_OFFSET_DELTA_OFFSET..LAST_OFFSET_DELTA_OFFSET + 4]
+            .copy_from_slice(&(count - 1).to_be_bytes());
+        batch[BASE_TIMESTAMP_OFFSET..BASE_TIMESTAMP_OFFSET + 8]
+            .copy_from_slice(&max_timestamp.to_be_bytes());
+        batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+            .copy_from_slice(&max_timestamp.to_be_bytes());
+        batch[PRODUCER_ID_OFFSET..PRODUCER_ID_OFFSET + 8].copy_from_slice(&(-1i64).to_be_bytes());
+        batch[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4].copy_from_slice(&count.to_be_bytes());
+        for (i, byte) in batch[HEADER_LEN..].iter_mut().enumerate() {
+            *byte = i as u8;
+        }
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
+        batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
+    #[test]
+    fn accepts_valid_batches_back_to_back() {
+        let mut data = sample_batch(3, 100, 20);
+        data.extend(sample_batch(1, 200, 5));
+        let batches = split_and_validate(&Bytes::from(data), 1 << 20).expect("valid");
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0].0.records_count, 3);
+        assert_eq!(batches[1].0.max_timestamp, 200);
+    }
+
+    #[test]
+    fn rejects_crc_mismatch_as_corrupt() {
+        let mut data = sample_batch(1, 1, 10);
+        data[HEADER_LEN + 3] ^= 0xff;
+        let error = split_and_validate(&Bytes::from(data), 1 << 20).expect_err("corrupt");
+        assert!(matches!(error, BatchError::Corrupt(m) if m.contains("crc")));
+    }
+
+    #[test]
+    fn rejects_old_magic_truncation_and_size() {
+        let mut old = sample_batch(1, 1, 10);
+        old[MAGIC_OFFSET] = 1;
+        assert!(matches!(
+            split_and_validate(&Bytes::from(old), 1 << 20),
+            Err(BatchError::Invalid(_))
+        ));
+        let whole = sample_batch(1, 1, 10);
+        let cut = Bytes::copy_from_slice(&whole[..whole.len() - 1]);
+        assert!(matches!(
+            split_and_validate(&cut, 1 << 20),
+            Err(BatchError::Corrupt(_))
+        ));
+        assert!(matches!(
+            split_and_validate(&Bytes::from(whole), 40),
+            Err(BatchError::TooLarge { .. })
+        ));
+        assert!(split_and_validate(&Bytes::from_static(&[0u8; 7]), 1 << 20).is_err());
+        let mut negative = sample_batch(1, 1, 0);
+        negative[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        assert!(split_and_validate(&Bytes::from(negative), 1 << 20).is_err());
+    }
+
+    #[test]
+    fn rewrites_keep_the_batch_valid() {
+        let mut batch = sample_batch(2, 5, 8);
+        set_base_offset(&mut batch, 42);
+        set_log_append_time(&mut batch, 777);
+        let header = parse_header(&batch).expect("header");
+        validate(&header, &batch).expect("still valid");
+        assert_eq!(header.base_offset, 42);
+        assert_eq!(header.last_offset(), 43);
+        assert_eq!(header.max_timestamp, 777);
+        assert_eq!(
+            header.attributes & TIMESTAMP_TYPE_LOG_APPEND,
+            TIMESTAMP_TYPE_LOG_APPEND
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_bytes(data in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = split_and_validate(&Bytes::from(data.clone()), 1 << 20);
+            let _ = headers(&data).count();
+        }
+    }
+}

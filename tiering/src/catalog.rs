@@ -1,0 +1,193 @@
+//! Topics: their names, ids, partition counts and config overrides, kept in the metadata store.
+//!
+//! Partition state keys are created lazily by the first commit to a partition, so creating a
+//! topic is one transaction whatever its partition count; deleting one is one transaction too
+//! (topic key plus two prefix deletes). The topic key's `create_revision` identifies one
+//! incarnation of a name: log commits compare it, so data produced to a topic that was deleted
+//! (and perhaps re-created) meanwhile is never committed into the new one.
+
+use crate::keys::{self, TopicRecord};
+use crate::metadata::{Compare, MetadataError, MetadataStore, Revision, Txn, TxnOp};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Kafka's limit on topic name length.
+pub const TOPIC_NAME_LEN_MAX: usize = 249;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("topic already exists: topic={0}")]
+    TopicAlreadyExists(String),
+    #[error("unknown topic: topic={0}")]
+    UnknownTopic(String),
+    #[error("invalid topic name: {0}")]
+    InvalidTopicName(String),
+    #[error("invalid partitions: {0}")]
+    InvalidPartitions(String),
+    #[error("concurrent change: topic={0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// A topic as stored, with the revision identifying this incarnation of its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topic {
+    pub record: TopicRecord,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+}
+
+/// Checks a topic name the way Kafka does (`org.apache.kafka.common.internals.Topic`).
+pub fn validate_topic_name(name: &str) -> Result<(), CatalogError> {
+    let invalid = |why: &str| Err(CatalogError::InvalidTopicName(format!("{why}: {name:?}")));
+    if name.is_empty() {
+        return invalid("topic name is empty");
+    }
+    if name == "." || name == ".." {
+        return invalid("topic name cannot be '.' or '..'");
+    }
+    if name.len() > TOPIC_NAME_LEN_MAX {
+        return invalid("topic name is longer than 249 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return invalid("topic name may only contain ASCII alphanumerics, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    store: Arc<dyn MetadataStore>,
+}
+
+impl Catalog {
+    pub fn new(store: Arc<dyn MetadataStore>) -> Self {
+        Self { store }
+    }
+
+    fn decode(kv: crate::metadata::KeyValue) -> Result<Topic, CatalogError> {
+        let record = keys::decode(&kv.key, &kv.value).map_err(CatalogError::Corrupt)?;
+        Ok(Topic {
+            record,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+        })
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Option<Topic>, CatalogError> {
+        match self.store.get(&keys::topic(name)).await? {
+            Some(kv) => Ok(Some(Self::decode(kv)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn list(&self) -> Result<Vec<Topic>, CatalogError> {
+        let kvs = self.store.range_prefix(&keys::topics_prefix(), 0).await?;
+        kvs.into_iter().map(Self::decode).collect()
+    }
+
+    pub async fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Result<Topic, CatalogError> {
+        validate_topic_name(name)?;
+        if partitions < 1 {
+            return Err(CatalogError::InvalidPartitions(format!(
+                "number of partitions must be at least 1: partitions={partitions}"
+            )));
+        }
+        let record = TopicRecord {
+            name: name.to_owned(),
+            id: format!("{:032x}", ulid::Ulid::new().0),
+            partitions,
+            configs,
+            created_ms: now_ms,
+        };
+        let key = keys::topic(name);
+        let txn = Txn::when(vec![Compare::absent(&key)])
+            .and_then(vec![TxnOp::put(&key, keys::encode(&record))]);
+        let outcome = self.store.txn(txn).await?;
+        if !outcome.succeeded {
+            return Err(CatalogError::TopicAlreadyExists(name.to_owned()));
+        }
+        Ok(Topic {
+            record,
+            create_revision: outcome.revision,
+            mod_revision: outcome.revision,
+        })
+    }
+
+    /// Deletes the topic and its log metadata. Its objects become garbage for the compactor.
+    pub async fn delete(&self, name: &str) -> Result<Topic, CatalogError> {
+        let topic = self
+            .get(name)
+            .await?
+            .ok_or_else(|| CatalogError::UnknownTopic(name.to_owned()))?;
+        let key = keys::topic(name);
+        let txn = Txn::when(vec![Compare::mod_revision(&key, topic.mod_revision)]).and_then(vec![
+            TxnOp::delete(&key),
+            TxnOp::DeletePrefix {
+                prefix: keys::partitions_prefix(name),
+            },
+            TxnOp::DeletePrefix {
+                prefix: keys::topic_index_prefix(name),
+            },
+        ]);
+        if !self.store.txn(txn).await?.succeeded {
+            return Err(CatalogError::Conflict(name.to_owned()));
+        }
+        Ok(topic)
+    }
+
+    /// Grows a topic to `total` partitions (Kafka never shrinks).
+    pub async fn create_partitions(&self, name: &str, total: i32) -> Result<Topic, CatalogError> {
+        let topic = self
+            .get(name)
+            .await?
+            .ok_or_else(|| CatalogError::UnknownTopic(name.to_owned()))?;
+        if total <= topic.record.partitions {
+            return Err(CatalogError::InvalidPartitions(format!(
+                "topic currently has {} partitions, {total} would not be an increase",
+                topic.record.partitions
+            )));
+        }
+        let mut record = topic.record.clone();
+        record.partitions = total;
+        let key = keys::topic(name);
+        let txn = Txn::when(vec![Compare::mod_revision(&key, topic.mod_revision)])
+            .and_then(vec![TxnOp::put(&key, keys::encode(&record))]);
+        let outcome = self.store.txn(txn).await?;
+        if !outcome.succeeded {
+            return Err(CatalogError::Conflict(name.to_owned()));
+        }
+        Ok(Topic {
+            record,
+            create_revision: topic.create_revision,
+            mod_revision: outcome.revision,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_names_like_kafka() {
+        for ok in ["a", "test-topic", "a.b_c-D9", &"x".repeat(249)] {
+            validate_topic_name(ok).expect(ok);
+        }
+        for bad in ["", ".", "..", "a b", "a/b", "ü", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Skiff's log, independent of the Kafka wire protocol and of sockets.
+//!
+//! Produced record batches are buffered for all partitions, written as one object per flush to an
+//! [`object_store::ObjectStore`], and made visible by one commit to a [`metadata::MetadataStore`].
+//! Reads find the object covering an offset through the per-partition index and fetch byte ranges.
+//! See ARCHITECTURE.md for the data flow and the invariants.
+
+pub mod batch;
+pub mod catalog;
+pub mod clock;
+pub mod keys;
+pub mod log;
+pub mod metadata;
+pub mod object;
+pub mod paths;
+
+pub use clock::{Clock, SystemClock};
+pub use log::{Log, LogConfig, LogError};

@@ -1,0 +1,393 @@
+//! The log: append record batches to partitions, read them back by offset.
+//!
+//! Writes from all partitions are buffered ([`pending`]), written as one object per flush and
+//! committed to the metadata store in one transaction per chunk of partitions ([`writer`]); only
+//! then are appends acknowledged. Reads find the covering sections through the per-partition index
+//! and serve them from the recent-objects cache or with ranged GETs ([`reader`]).
+
+mod pending;
+mod reader;
+mod recent;
+mod writer;
+
+pub use reader::ReadOutcome;
+
+use crate::batch::BatchHeader;
+use crate::catalog::{Catalog, CatalogError};
+use crate::clock::Clock;
+use crate::keys::{self, IndexEntry, PartitionState};
+use crate::metadata::{MetadataError, MetadataStore, Revision};
+use bytes::Bytes;
+use object_store::ObjectStore;
+use pending::{Pending, PendingAppend};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{oneshot, watch, Notify, Semaphore};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: &str, partition: i32) -> Self {
+        Self {
+            topic: Arc::from(topic),
+            partition,
+        }
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// How long the first buffered append waits for company before its object is written.
+    pub flush_linger_ms: u64,
+    /// Buffered bytes that trigger a flush before the linger time is up.
+    pub flush_max_bytes: usize,
+    /// Produce bytes accepted but not yet committed; appends wait when it is used up.
+    pub buffer_max_bytes: usize,
+    /// Recently written objects kept in memory for tailing consumers.
+    pub recent_cache_max_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            flush_linger_ms: 250,
+            flush_max_bytes: 8 * 1024 * 1024,
+            buffer_max_bytes: 256 * 1024 * 1024,
+            recent_cache_max_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    #[error("unknown topic or partition: {0}")]
+    UnknownTopicOrPartition(String),
+    #[error("offset out of range: offset={offset} log_start={log_start_offset} high_watermark={high_watermark}")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        high_watermark: i64,
+    },
+    /// The partition's state changed under this writer (another leader, a deleted topic): the
+    /// append was not committed. Retriable after refreshing metadata.
+    #[error("not committed, partition changed: {0}")]
+    Fenced(String),
+    /// Object store or metadata store failure; the append may be retried.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("data corrupt: {0}")]
+    Corrupt(String),
+    #[error("append larger than the produce buffer: bytes={bytes} max={max}")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("log is shutting down")]
+    ShuttingDown,
+}
+
+impl From<MetadataError> for LogError {
+    fn from(error: MetadataError) -> Self {
+        match error {
+            MetadataError::Corrupt(m) => LogError::Corrupt(m),
+            other => LogError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<CatalogError> for LogError {
+    fn from(error: CatalogError) -> Self {
+        match error {
+            CatalogError::UnknownTopic(t) => LogError::UnknownTopicOrPartition(t),
+            CatalogError::Metadata(m) => m.into(),
+            other => LogError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    /// Set when the topic uses `LogAppendTime`: the timestamp written into the batches.
+    pub log_append_time_ms: Option<i64>,
+    pub log_start_offset: i64,
+}
+
+/// Counters exposed by the admin API and used by tests.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    pub flushes: AtomicU64,
+    pub objects_written: AtomicU64,
+    pub object_bytes_written: AtomicU64,
+    pub commit_failures: AtomicU64,
+    pub range_reads: AtomicU64,
+    pub recent_cache_hits: AtomicU64,
+}
+
+/// One partition's committed state as this broker knows it.
+#[derive(Debug)]
+pub(crate) struct PartitionLog {
+    /// Identifies the incarnation of the topic this partition belongs to.
+    pub(crate) topic_create_revision: Revision,
+    pub(crate) view: Mutex<PartitionView>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PartitionView {
+    pub(crate) state: PartitionState,
+    /// `mod_revision` of the state key (0: absent); every commit compares it.
+    pub(crate) state_revision: Revision,
+    pub(crate) index: BTreeMap<i64, IndexEntry>,
+}
+
+#[derive(Debug)]
+pub(crate) struct LogInner {
+    pub(crate) store: Arc<dyn MetadataStore>,
+    pub(crate) objects: Arc<dyn ObjectStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: LogConfig,
+    pub(crate) catalog: Catalog,
+    pub(crate) partitions: RwLock<HashMap<TopicPartition, Arc<PartitionLog>>>,
+    pub(crate) pending: Mutex<Pending>,
+    /// Wakes the flusher: data arrived, the size trigger was reached, or shutdown.
+    pub(crate) flush_wakeup: Notify,
+    pub(crate) buffer: Arc<Semaphore>,
+    /// Bumped after every commit; long-polling fetches wait on it.
+    pub(crate) commits: watch::Sender<u64>,
+    pub(crate) recent: Mutex<recent::RecentObjects>,
+    pub(crate) stats: LogStats,
+    pub(crate) shutting_down: AtomicBool,
+}
+
+/// The log of every partition this broker leads. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Log {
+    inner: Arc<LogInner>,
+    flusher: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Log {
+    pub fn open(
+        store: Arc<dyn MetadataStore>,
+        objects: Arc<dyn ObjectStore>,
+        clock: Arc<dyn Clock>,
+        config: LogConfig,
+    ) -> Self {
+        let (commits, _) = watch::channel(0);
+        let inner = Arc::new(LogInner {
+            catalog: Catalog::new(store.clone()),
+            buffer: Arc::new(Semaphore::new(config.buffer_max_bytes)),
+            recent: Mutex::new(recent::RecentObjects::new(config.recent_cache_max_bytes)),
+            store,
+            objects,
+            clock,
+            config,
+            partitions: RwLock::new(HashMap::new()),
+            pending: Mutex::new(Pending::default()),
+            flush_wakeup: Notify::new(),
+            commits,
+            stats: LogStats::default(),
+            shutting_down: AtomicBool::new(false),
+        });
+        let flusher = tokio::spawn(writer::run_flusher(inner.clone()));
+        Self {
+            inner,
+            flusher: Arc::new(Mutex::new(Some(flusher))),
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    pub fn stats(&self) -> &LogStats {
+        &self.inner.stats
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// A receiver that changes after every commit (for long polls).
+    pub fn subscribe_commits(&self) -> watch::Receiver<u64> {
+        self.inner.commits.subscribe()
+    }
+
+    /// Appends validated batches to a partition and waits until they are durable: written to an
+    /// object and committed to the metadata store. Returns the assigned base offset.
+    pub async fn append(
+        &self,
+        tp: TopicPartition,
+        batches: Vec<(BatchHeader, Bytes)>,
+        log_append_time: bool,
+    ) -> Result<AppendOutcome, LogError> {
+        let receiver = self.enqueue(tp, batches, log_append_time).await?;
+        receiver.await.map_err(|_| LogError::ShuttingDown)?
+    }
+
+    /// Queues an append; the receiver resolves when it is committed (or failed).
+    pub async fn enqueue(
+        &self,
+        tp: TopicPartition,
+        batches: Vec<(BatchHeader, Bytes)>,
+        log_append_time: bool,
+    ) -> Result<oneshot::Receiver<Result<AppendOutcome, LogError>>, LogError> {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(LogError::ShuttingDown);
+        }
+        // Fail fast on unknown partitions, before buffering anything.
+        self.partition(&tp).await?;
+        let bytes: usize = batches.iter().map(|(_, b)| b.len()).sum();
+        if bytes > self.inner.config.buffer_max_bytes {
+            return Err(LogError::TooLarge {
+                bytes,
+                max: self.inner.config.buffer_max_bytes,
+            });
+        }
+        let permits = u32::try_from(bytes).expect("append bytes bounded by buffer_max_bytes");
+        // Backpressure: wait until earlier appends are committed and their bytes released.
+        let permit = self
+            .inner
+            .buffer
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| LogError::ShuttingDown)?;
+        let (reply, receiver) = oneshot::channel();
+        let reached_size = {
+            let mut pending = self.inner.pending.lock().expect("pending mutex poisoned");
+            pending.push(
+                tp,
+                PendingAppend {
+                    batches,
+                    log_append_time,
+                    bytes,
+                    reply,
+                    _permit: permit,
+                },
+                tokio::time::Instant::now(),
+            );
+            pending.bytes() >= self.inner.config.flush_max_bytes || pending.len() == 1
+        };
+        if reached_size {
+            self.inner.flush_wakeup.notify_one();
+        }
+        Ok(receiver)
+    }
+
+    /// Reads whole batches from `offset`, about `max_bytes` of them (at least one batch).
+    pub async fn read(
+        &self,
+        tp: &TopicPartition,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadOutcome, LogError> {
+        let partition = self.partition(tp).await?;
+        reader::read(&self.inner, &partition, offset, max_bytes).await
+    }
+
+    /// The first stored batch whose max timestamp is at or after `timestamp_ms`.
+    pub async fn batch_at_timestamp(
+        &self,
+        tp: &TopicPartition,
+        timestamp_ms: i64,
+    ) -> Result<Option<Bytes>, LogError> {
+        let partition = self.partition(tp).await?;
+        reader::batch_at_timestamp(&self.inner, &partition, timestamp_ms).await
+    }
+
+    /// (log start offset, high watermark).
+    pub async fn offsets(&self, tp: &TopicPartition) -> Result<(i64, i64), LogError> {
+        let partition = self.partition(tp).await?;
+        let view = partition.view.lock().expect("view mutex poisoned");
+        Ok((view.state.log_start_offset, view.state.next_offset))
+    }
+
+    pub async fn leader_epoch(&self, tp: &TopicPartition) -> Result<i32, LogError> {
+        let partition = self.partition(tp).await?;
+        let view = partition.view.lock().expect("view mutex poisoned");
+        Ok(view.state.leader_epoch)
+    }
+
+    /// Drops what this broker remembers of a topic (after it was deleted or changed).
+    pub fn forget_topic(&self, topic: &str) {
+        let mut partitions = self.inner.partitions.write().expect("partitions poisoned");
+        partitions.retain(|tp, _| &*tp.topic != topic);
+    }
+
+    pub(crate) async fn partition(
+        &self,
+        tp: &TopicPartition,
+    ) -> Result<Arc<PartitionLog>, LogError> {
+        load_partition(&self.inner, tp).await
+    }
+
+    /// Flushes everything buffered, then stops the flusher. Appends after this fail.
+    pub async fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        self.inner.flush_wakeup.notify_one();
+        let handle = self.flusher.lock().expect("flusher mutex poisoned").take();
+        if let Some(handle) = handle {
+            if let Err(error) = handle.await {
+                tracing::error!(%error, "flusher task failed");
+            }
+        }
+    }
+}
+
+pub(crate) async fn load_partition(
+    inner: &LogInner,
+    tp: &TopicPartition,
+) -> Result<Arc<PartitionLog>, LogError> {
+    if let Some(found) = inner
+        .partitions
+        .read()
+        .expect("partitions poisoned")
+        .get(tp)
+    {
+        return Ok(found.clone());
+    }
+    let unknown = || LogError::UnknownTopicOrPartition(tp.to_string());
+    let topic = inner.catalog.get(&tp.topic).await?.ok_or_else(unknown)?;
+    if tp.partition < 0 || tp.partition >= topic.record.partitions {
+        return Err(unknown());
+    }
+    let state_key = keys::partition(&tp.topic, tp.partition);
+    let (state, state_revision) = match inner.store.get(&state_key).await? {
+        Some(kv) => (
+            keys::decode::<PartitionState>(&kv.key, &kv.value).map_err(LogError::Corrupt)?,
+            kv.mod_revision,
+        ),
+        None => (PartitionState::default(), 0),
+    };
+    let mut index = BTreeMap::new();
+    for kv in inner
+        .store
+        .range_prefix(&keys::index_prefix(&tp.topic, tp.partition), 0)
+        .await?
+    {
+        let entry: IndexEntry = keys::decode(&kv.key, &kv.value).map_err(LogError::Corrupt)?;
+        index.insert(entry.base_offset, entry);
+    }
+    let loaded = Arc::new(PartitionLog {
+        topic_create_revision: topic.create_revision,
+        view: Mutex::new(PartitionView {
+            state,
+            state_revision,
+            index,
+        }),
+    });
+    let mut partitions = inner.partitions.write().expect("partitions poisoned");
+    Ok(partitions.entry(tp.clone()).or_insert(loaded).clone())
+}
+
+#[cfg(test)]
+mod tests;

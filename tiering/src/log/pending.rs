@@ -1,0 +1,224 @@
+//! Produce data waiting for the next flush, grouped by partition in arrival order.
+//!
+//! Pure bookkeeping, no I/O: the flusher takes a batch of partitions out and turns them into one
+//! object with [`assemble`]; offsets are assigned there, from the partition's committed next
+//! offset, so a failed flush never leaves holes or reassigned offsets behind.
+
+use super::{AppendOutcome, LogError, TopicPartition};
+use crate::batch::{self, BatchHeader};
+use crate::object::{ObjectBuilder, SectionMeta};
+use bytes::Bytes;
+use indexmap::IndexMap;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::time::Instant;
+
+pub(crate) type Reply = oneshot::Sender<Result<AppendOutcome, LogError>>;
+
+#[derive(Debug)]
+pub(crate) struct PendingAppend {
+    pub(crate) batches: Vec<(BatchHeader, Bytes)>,
+    pub(crate) log_append_time: bool,
+    pub(crate) bytes: usize,
+    pub(crate) reply: Reply,
+    /// Produce-buffer bytes held until the append is committed or failed.
+    pub(crate) _permit: OwnedSemaphorePermit,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    partitions: IndexMap<TopicPartition, Vec<PendingAppend>>,
+    bytes: usize,
+    appends: usize,
+    first_at: Option<Instant>,
+}
+
+impl Pending {
+    pub(crate) fn push(&mut self, tp: TopicPartition, append: PendingAppend, now: Instant) {
+        self.bytes += append.bytes;
+        self.appends += 1;
+        self.first_at.get_or_insert(now);
+        self.partitions.entry(tp).or_default().push(append);
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Number of queued appends.
+    pub(crate) fn len(&self) -> usize {
+        self.appends
+    }
+
+    /// When the oldest queued append arrived.
+    pub(crate) fn first_at(&self) -> Option<Instant> {
+        self.first_at
+    }
+
+    /// Takes whole partitions, in arrival order, until at least `max_bytes` are taken (at least
+    /// one partition). What is left keeps its order and counts as arrived now.
+    pub(crate) fn take(
+        &mut self,
+        max_bytes: usize,
+        now: Instant,
+    ) -> Vec<(TopicPartition, Vec<PendingAppend>)> {
+        if self.bytes <= max_bytes {
+            self.bytes = 0;
+            self.appends = 0;
+            self.first_at = None;
+            return self.partitions.drain(..).collect();
+        }
+        let mut taken = Vec::new();
+        let mut taken_bytes = 0;
+        while taken_bytes < max_bytes {
+            let Some((tp, appends)) = self.partitions.shift_remove_index(0) else {
+                break;
+            };
+            let bytes: usize = appends.iter().map(|a| a.bytes).sum();
+            taken_bytes += bytes;
+            self.bytes -= bytes;
+            self.appends -= appends.len();
+            taken.push((tp, appends));
+        }
+        self.first_at = (!self.partitions.is_empty()).then_some(now);
+        taken
+    }
+}
+
+/// One partition's part of an assembled object.
+#[derive(Debug)]
+pub(crate) struct PlannedSection {
+    pub(crate) tp: TopicPartition,
+    pub(crate) section: SectionMeta,
+    /// Base offset assigned to each append, in order.
+    pub(crate) base_offsets: Vec<i64>,
+    pub(crate) log_append_time_ms: Option<i64>,
+}
+
+/// Builds one object from the taken partitions: assigns offsets starting at each partition's
+/// committed next offset, rewrites base offsets (and `LogAppendTime` timestamps) in the copies.
+pub(crate) fn assemble(
+    partitions: &[(TopicPartition, Vec<PendingAppend>, i64)],
+    now_ms: i64,
+) -> (Bytes, Vec<PlannedSection>) {
+    let total: usize = partitions
+        .iter()
+        .flat_map(|(_, appends, _)| appends.iter().map(|a| a.bytes))
+        .sum();
+    let mut builder = ObjectBuilder::with_capacity(total);
+    let mut planned = Vec::with_capacity(partitions.len());
+    for (tp, appends, next_offset) in partitions {
+        let mut next_offset = *next_offset;
+        builder.begin_section(&tp.topic, tp.partition, next_offset);
+        let mut base_offsets = Vec::with_capacity(appends.len());
+        let mut log_append_time_ms = None;
+        for append in appends {
+            base_offsets.push(next_offset);
+            for (header, bytes) in &append.batches {
+                let copy = builder.append_batch(bytes);
+                batch::set_base_offset(copy, next_offset);
+                let mut max_timestamp = header.max_timestamp;
+                if append.log_append_time {
+                    batch::set_log_append_time(copy, now_ms);
+                    max_timestamp = now_ms;
+                    log_append_time_ms = Some(now_ms);
+                }
+                next_offset += i64::from(header.last_offset_delta) + 1;
+                builder.note_batch(next_offset - 1, max_timestamp);
+            }
+        }
+        planned.push(PlannedSection {
+            tp: tp.clone(),
+            section: builder.end_section(),
+            base_offsets,
+            log_append_time_ms,
+        });
+    }
+    let (object, _) = builder.finish();
+    (object, planned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::tests::sample_batch;
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
+
+    fn append(
+        count: i32,
+        ts: i64,
+        log_append_time: bool,
+    ) -> (
+        PendingAppend,
+        oneshot::Receiver<Result<AppendOutcome, LogError>>,
+    ) {
+        let bytes = Bytes::from(sample_batch(count, ts, 16));
+        let header = batch::parse_header(&bytes).expect("header");
+        let (reply, rx) = oneshot::channel();
+        let permit = Arc::new(Semaphore::new(1 << 20))
+            .try_acquire_many_owned(bytes.len() as u32)
+            .expect("permit");
+        (
+            PendingAppend {
+                bytes: bytes.len(),
+                batches: vec![(header, bytes)],
+                log_append_time,
+                reply,
+                _permit: permit,
+            },
+            rx,
+        )
+    }
+
+    #[tokio::test]
+    async fn assigns_contiguous_offsets_per_partition() {
+        let a = TopicPartition::new("a", 0);
+        let b = TopicPartition::new("b", 2);
+        let parts = vec![
+            (
+                a.clone(),
+                vec![append(3, 10, false).0, append(2, 20, false).0],
+                100,
+            ),
+            (b.clone(), vec![append(1, 30, true).0], 0),
+        ];
+        let (object, planned) = assemble(&parts, 999);
+        assert_eq!(planned[0].base_offsets, vec![100, 103]);
+        assert_eq!(planned[0].section.last_offset, 104);
+        assert_eq!(planned[0].section.max_timestamp, 20);
+        assert_eq!(planned[1].base_offsets, vec![0]);
+        assert_eq!(planned[1].log_append_time_ms, Some(999));
+        let footer = crate::object::read_footer(&object).expect("footer");
+        assert_eq!(footer.len(), 2);
+        let s = &planned[0].section;
+        let section = &object[s.position as usize..(s.position + s.length) as usize];
+        let offsets: Vec<(i64, i64)> = batch::headers(section)
+            .map(|(_, h)| (h.base_offset, h.last_offset()))
+            .collect();
+        assert_eq!(offsets, vec![(100, 102), (103, 104)]);
+        let s = &planned[1].section;
+        let section = &object[s.position as usize..(s.position + s.length) as usize];
+        let header = batch::parse_header(section).expect("header");
+        batch::validate(&header, section).expect("crc recomputed after LogAppendTime rewrite");
+        assert_eq!(header.max_timestamp, 999);
+    }
+
+    #[tokio::test]
+    async fn take_respects_size_and_keeps_order() {
+        let mut pending = Pending::default();
+        let now = Instant::now();
+        for p in 0..4 {
+            pending.push(TopicPartition::new("t", p), append(1, 0, false).0, now);
+        }
+        let per = pending.bytes() / 4;
+        let taken = pending.take(per * 2, now);
+        let order: Vec<i32> = taken.iter().map(|(tp, _)| tp.partition).collect();
+        assert_eq!(order, vec![0, 1]);
+        assert_eq!(pending.len(), 2);
+        assert_eq!(pending.bytes(), per * 2);
+        let rest = pending.take(usize::MAX, now);
+        assert_eq!(rest.len(), 2);
+        assert_eq!(pending.len(), 0);
+        assert!(pending.first_at().is_none());
+    }
+}

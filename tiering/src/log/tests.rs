@@ -1,0 +1,286 @@
+use super::*;
+use crate::batch::{self, tests::sample_batch};
+use crate::clock::ManualClock;
+use crate::metadata::embedded::EmbeddedStore;
+use crate::metadata::{Txn, TxnOp};
+use futures::TryStreamExt;
+use object_store::memory::InMemory;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn MetadataStore>,
+    objects: Arc<InMemory>,
+    clock: Arc<ManualClock>,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let store = EmbeddedStore::open(&dir.path().join("meta.redb"), clock.clone())
+            .await
+            .expect("open store");
+        Self {
+            _dir: dir,
+            store: Arc::new(store),
+            objects: Arc::new(InMemory::new()),
+            clock,
+        }
+    }
+
+    fn log(&self, linger_ms: u64) -> Log {
+        Log::open(
+            self.store.clone(),
+            self.objects.clone(),
+            self.clock.clone(),
+            LogConfig {
+                flush_linger_ms: linger_ms,
+                ..LogConfig::default()
+            },
+        )
+    }
+
+    async fn object_count(&self) -> usize {
+        let listed: Vec<_> = self.objects.list(None).try_collect().await.expect("list");
+        listed.len()
+    }
+}
+
+fn batches(count: i32, ts: i64) -> Vec<(batch::BatchHeader, Bytes)> {
+    let bytes = Bytes::from(sample_batch(count, ts, 32));
+    vec![(batch::parse_header(&bytes).expect("header"), bytes)]
+}
+
+#[tokio::test]
+async fn one_object_per_flush_across_partitions() {
+    let fx = Fixture::new().await;
+    let log = fx.log(50);
+    log.catalog()
+        .create("t", 4, Default::default(), 0)
+        .await
+        .expect("create");
+    let mut appends = Vec::new();
+    for p in 0..4 {
+        for _ in 0..3 {
+            appends.push(log.append(TopicPartition::new("t", p), batches(2, 10), false));
+        }
+    }
+    let outcomes = futures::future::join_all(appends).await;
+    for per_partition in outcomes.chunks(3) {
+        let mut bases: Vec<i64> = per_partition
+            .iter()
+            .map(|o| o.as_ref().expect("append").base_offset)
+            .collect();
+        bases.sort();
+        assert_eq!(bases, vec![0, 2, 4], "contiguous offsets, no overlap");
+    }
+    assert_eq!(fx.object_count().await, 1, "one object for all partitions");
+    assert_eq!(log.stats().objects_written.load(Ordering::Relaxed), 1);
+    for p in 0..4 {
+        let tp = TopicPartition::new("t", p);
+        assert_eq!(log.offsets(&tp).await.expect("offsets"), (0, 6));
+        let read = log.read(&tp, 3, 1 << 20).await.expect("read");
+        let firsts: Vec<i64> = read
+            .batches
+            .iter()
+            .map(|b| batch::parse_header(b).expect("header").base_offset)
+            .collect();
+        assert_eq!(firsts, vec![2, 4], "starts with the batch holding offset 3");
+        for b in &read.batches {
+            let header = batch::parse_header(b).expect("header");
+            batch::validate(&header, b).expect("stored batches stay valid");
+        }
+    }
+    log.shutdown().await;
+}
+
+#[tokio::test]
+async fn committed_data_survives_a_new_broker_process() {
+    let fx = Fixture::new().await;
+    let log = fx.log(1);
+    log.catalog()
+        .create("t", 1, Default::default(), 0)
+        .await
+        .expect("create");
+    let tp = TopicPartition::new("t", 0);
+    for i in 0..5 {
+        let outcome = log
+            .append(tp.clone(), batches(1, i), false)
+            .await
+            .expect("append");
+        assert_eq!(outcome.base_offset, i);
+    }
+    log.shutdown().await;
+    drop(log);
+
+    // A fresh log over the same stores: nothing cached in memory.
+    let log = fx.log(1);
+    assert_eq!(log.offsets(&tp).await.expect("offsets"), (0, 5));
+    let read = log.read(&tp, 0, 1 << 20).await.expect("read");
+    assert_eq!(read.batches.len(), 5);
+    assert_eq!(log.stats().range_reads.load(Ordering::Relaxed), 5);
+    let next = log
+        .append(tp.clone(), batches(3, 9), false)
+        .await
+        .expect("append");
+    assert_eq!(next.base_offset, 5);
+    assert_eq!(log.offsets(&tp).await.expect("offsets"), (0, 8));
+    log.shutdown().await;
+}
+
+#[tokio::test]
+async fn read_bounds_and_unknown_partitions() {
+    let fx = Fixture::new().await;
+    let log = fx.log(1);
+    log.catalog()
+        .create("t", 2, Default::default(), 0)
+        .await
+        .expect("create");
+    let tp = TopicPartition::new("t", 1);
+    log.append(tp.clone(), batches(4, 1), false)
+        .await
+        .expect("append");
+    assert!(log
+        .read(&tp, 4, 100)
+        .await
+        .expect("at hwm")
+        .batches
+        .is_empty());
+    assert!(matches!(
+        log.read(&tp, 5, 100).await,
+        Err(LogError::OffsetOutOfRange {
+            high_watermark: 4,
+            ..
+        })
+    ));
+    assert!(matches!(
+        log.read(&TopicPartition::new("t", 2), 0, 100).await,
+        Err(LogError::UnknownTopicOrPartition(_))
+    ));
+    assert!(matches!(
+        log.append(TopicPartition::new("nope", 0), batches(1, 1), false)
+            .await,
+        Err(LogError::UnknownTopicOrPartition(_))
+    ));
+    // max_bytes smaller than one batch still returns that batch (KIP-74).
+    assert_eq!(log.read(&tp, 0, 1).await.expect("read").batches.len(), 1);
+    log.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_commit_after_the_partition_changed_is_fenced() {
+    let fx = Fixture::new().await;
+    let log = fx.log(1);
+    log.catalog()
+        .create("t", 1, Default::default(), 0)
+        .await
+        .expect("create");
+    let tp = TopicPartition::new("t", 0);
+    log.append(tp.clone(), batches(1, 1), false)
+        .await
+        .expect("append");
+    // Another leader takes over: it bumps the epoch (and appends) behind this broker's back.
+    let state = PartitionState {
+        leader_epoch: 1,
+        log_start_offset: 0,
+        next_offset: 1,
+    };
+    fx.store
+        .txn(Txn::when(vec![]).and_then(vec![TxnOp::put(
+            keys::partition("t", 0),
+            keys::encode(&state),
+        )]))
+        .await
+        .expect("takeover");
+    let fenced = log.append(tp.clone(), batches(1, 1), false).await;
+    assert!(matches!(fenced, Err(LogError::Fenced(_))), "{fenced:?}");
+    // Nothing the fenced append wrote is visible.
+    assert_eq!(log.offsets(&tp).await.expect("offsets"), (0, 1));
+    assert_eq!(log.leader_epoch(&tp).await.expect("epoch"), 1);
+    log.shutdown().await;
+}
+
+#[tokio::test]
+async fn data_for_a_deleted_topic_is_never_committed_into_its_successor() {
+    let fx = Fixture::new().await;
+    let log = fx.log(200);
+    log.catalog()
+        .create("t", 1, Default::default(), 0)
+        .await
+        .expect("create");
+    let tp = TopicPartition::new("t", 0);
+    let pending = log
+        .enqueue(tp.clone(), batches(1, 1), false)
+        .await
+        .expect("enqueue");
+    log.catalog().delete("t").await.expect("delete");
+    log.catalog()
+        .create("t", 1, Default::default(), 0)
+        .await
+        .expect("re-create");
+    let outcome = pending.await.expect("reply");
+    assert!(outcome.is_err(), "{outcome:?}");
+    log.forget_topic("t");
+    assert_eq!(log.offsets(&tp).await.expect("offsets"), (0, 0));
+    log.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_log_writes_nothing_and_shutdown_flushes() {
+    let fx = Fixture::new().await;
+    let log = fx.log(60_000);
+    log.catalog()
+        .create("t", 1, Default::default(), 0)
+        .await
+        .expect("create");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(fx.object_count().await, 0);
+    let pending = log
+        .enqueue(TopicPartition::new("t", 0), batches(1, 1), false)
+        .await
+        .expect("enqueue");
+    log.shutdown().await;
+    assert_eq!(
+        pending
+            .await
+            .expect("reply")
+            .expect("committed")
+            .base_offset,
+        0
+    );
+    assert_eq!(fx.object_count().await, 1);
+}
+
+#[tokio::test]
+async fn log_append_time_and_timestamp_lookup() {
+    let fx = Fixture::new().await;
+    let log = fx.log(1);
+    log.catalog()
+        .create("t", 1, Default::default(), 0)
+        .await
+        .expect("create");
+    let tp = TopicPartition::new("t", 0);
+    log.append(tp.clone(), batches(2, 100), false)
+        .await
+        .expect("append");
+    log.append(tp.clone(), batches(2, 300), false)
+        .await
+        .expect("append");
+    let stamped = log
+        .append(tp.clone(), batches(1, 5), true)
+        .await
+        .expect("append");
+    assert_eq!(stamped.log_append_time_ms, Some(fx.clock.now_ms()));
+    let found = log
+        .batch_at_timestamp(&tp, 200)
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(batch::parse_header(&found).expect("header").base_offset, 2);
+    assert!(log
+        .batch_at_timestamp(&tp, i64::MAX)
+        .await
+        .expect("lookup")
+        .is_none());
+    log.shutdown().await;
+}

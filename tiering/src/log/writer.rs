@@ -1,0 +1,226 @@
+//! The flusher: turns buffered appends into one object per flush, commits it, acknowledges.
+//!
+//! Order of a flush (the invariant "acknowledged ⇒ durable" rests on it):
+//! 1. take buffered appends (whole partitions, up to `flush_max_bytes`);
+//! 2. assign offsets from each partition's committed next offset and assemble the object;
+//! 3. PUT the object under a fresh key (never overwritten);
+//! 4. commit, per chunk of partitions, one metadata transaction that compares each partition's
+//!    state `mod_revision` and its topic's `create_revision`, and writes the new state and one
+//!    index entry per partition;
+//! 5. only then update the in-memory view, wake long polls and acknowledge the appends.
+//!
+//! Flushes run one at a time, so a partition's commits happen in offset order. A failed PUT or
+//! commit fails its appends with a retriable error; nothing they wrote becomes visible (the object
+//! is left for garbage collection), and the partitions are reloaded from the store.
+
+use super::pending::{assemble, PendingAppend, PlannedSection};
+use super::{load_partition, AppendOutcome, LogError, LogInner, PartitionLog, TopicPartition};
+use crate::keys::{self, IndexEntry};
+use crate::metadata::{Compare, CompareOp, CompareTarget, Txn, TxnOp};
+use crate::paths;
+use object_store::ObjectStoreExt;
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Metadata operations one partition adds to a commit: its state and one index entry.
+const OPS_PER_PARTITION: usize = 2;
+
+pub(crate) async fn run_flusher(inner: Arc<LogInner>) {
+    let linger = Duration::from_millis(inner.config.flush_linger_ms);
+    loop {
+        let (first_at, full) = {
+            let pending = inner.pending.lock().expect("pending mutex poisoned");
+            (
+                pending.first_at(),
+                pending.bytes() >= inner.config.flush_max_bytes,
+            )
+        };
+        let stopping = inner.shutting_down.load(Ordering::Acquire);
+        match first_at {
+            None if stopping => return,
+            None => {
+                inner.flush_wakeup.notified().await;
+                continue;
+            }
+            Some(first_at) if !full && !stopping => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(first_at + linger) => {}
+                    _ = inner.flush_wakeup.notified() => continue,
+                }
+            }
+            Some(_) => {}
+        }
+        let taken = inner
+            .pending
+            .lock()
+            .expect("pending mutex poisoned")
+            .take(inner.config.flush_max_bytes, Instant::now());
+        if !taken.is_empty() {
+            flush(&inner, taken).await;
+        }
+    }
+}
+
+struct Prepared {
+    tp: TopicPartition,
+    partition: Arc<PartitionLog>,
+    appends: Vec<PendingAppend>,
+}
+
+#[tracing::instrument(level = "debug", skip_all, fields(partitions = taken.len()))]
+async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)>) {
+    inner.stats.flushes.fetch_add(1, Ordering::Relaxed);
+    let mut inputs = Vec::with_capacity(taken.len());
+    let mut handles = Vec::with_capacity(taken.len());
+    for (tp, appends) in taken {
+        match load_partition(inner, &tp).await {
+            Ok(partition) => {
+                let next_offset = partition
+                    .view
+                    .lock()
+                    .expect("view mutex poisoned")
+                    .state
+                    .next_offset;
+                inputs.push((tp, appends, next_offset));
+                handles.push(partition);
+            }
+            Err(error) => fail(appends, &error),
+        }
+    }
+    if inputs.is_empty() {
+        return;
+    }
+    let (object, planned) = assemble(&inputs, inner.clock.now_ms());
+    let prepared: Vec<Prepared> = inputs
+        .into_iter()
+        .zip(handles)
+        .map(|((tp, appends, _), partition)| Prepared {
+            tp,
+            partition,
+            appends,
+        })
+        .collect();
+
+    let path = paths::new_wal_object();
+    let size = object.len();
+    if let Err(error) = inner.objects.put(&path, object.clone().into()).await {
+        tracing::warn!(%error, object = %path, "flush object upload failed");
+        let error = LogError::Unavailable(format!("object upload failed: {error}"));
+        for p in prepared {
+            fail(p.appends, &error);
+        }
+        return;
+    }
+    inner.stats.objects_written.fetch_add(1, Ordering::Relaxed);
+    inner
+        .stats
+        .object_bytes_written
+        .fetch_add(size as u64, Ordering::Relaxed);
+    inner
+        .recent
+        .lock()
+        .expect("recent mutex poisoned")
+        .insert(path.to_string(), object);
+
+    let chunk_len = (inner.store.max_txn_ops() / OPS_PER_PARTITION).max(1);
+    let mut planned = planned.into_iter();
+    let mut prepared = prepared.into_iter();
+    loop {
+        let chunk: Vec<(Prepared, PlannedSection)> = prepared
+            .by_ref()
+            .zip(planned.by_ref())
+            .take(chunk_len)
+            .collect();
+        if chunk.is_empty() {
+            break;
+        }
+        commit_chunk(inner, path.as_ref(), chunk).await;
+    }
+    inner.commits.send_modify(|n| *n += 1);
+}
+
+async fn commit_chunk(inner: &LogInner, object: &str, chunk: Vec<(Prepared, PlannedSection)>) {
+    let mut compares = Vec::new();
+    let mut ops = Vec::new();
+    let mut topics_checked = BTreeSet::new();
+    let mut updates = Vec::with_capacity(chunk.len());
+    for (prepared, planned) in &chunk {
+        let tp = &prepared.tp;
+        let (mut state, revision) = {
+            let view = prepared.partition.view.lock().expect("view mutex poisoned");
+            (view.state.clone(), view.state_revision)
+        };
+        if topics_checked.insert(tp.topic.clone()) {
+            compares.push(Compare {
+                key: keys::topic(&tp.topic),
+                op: CompareOp::Equal,
+                target: CompareTarget::CreateRevision(prepared.partition.topic_create_revision),
+            });
+        }
+        let state_key = keys::partition(&tp.topic, tp.partition);
+        compares.push(Compare::mod_revision(&state_key, revision));
+        debug_assert_eq!(planned.tp, *tp);
+        debug_assert_eq!(planned.section.base_offset, state.next_offset);
+        state.next_offset = planned.section.last_offset + 1;
+        let entry = IndexEntry {
+            base_offset: planned.section.base_offset,
+            last_offset: planned.section.last_offset,
+            max_timestamp: planned.section.max_timestamp,
+            object: object.to_owned(),
+            position: planned.section.position,
+            length: planned.section.length,
+            crc32c: planned.section.crc32c,
+        };
+        ops.push(TxnOp::put(state_key, keys::encode(&state)));
+        ops.push(TxnOp::put(
+            keys::index_entry(&tp.topic, tp.partition, entry.base_offset),
+            keys::encode(&entry),
+        ));
+        updates.push((state, entry));
+    }
+    let outcome = inner.store.txn(Txn::when(compares).and_then(ops)).await;
+    let error = match outcome {
+        Ok(outcome) if outcome.succeeded => {
+            for ((prepared, planned), (state, entry)) in chunk.into_iter().zip(updates) {
+                let log_start_offset = state.log_start_offset;
+                {
+                    let mut view = prepared.partition.view.lock().expect("view mutex poisoned");
+                    view.state = state;
+                    view.state_revision = outcome.revision;
+                    view.index.insert(entry.base_offset, entry);
+                }
+                for (append, base_offset) in prepared.appends.into_iter().zip(planned.base_offsets)
+                {
+                    // A requester that went away is fine: the data is committed regardless.
+                    let _ = append.reply.send(Ok(AppendOutcome {
+                        base_offset,
+                        log_append_time_ms: planned.log_append_time_ms,
+                        log_start_offset,
+                    }));
+                }
+            }
+            return;
+        }
+        Ok(_) => LogError::Fenced(format!(
+            "partition state changed before commit object={object}"
+        )),
+        Err(error) => LogError::Unavailable(format!("commit failed: {error}")),
+    };
+    tracing::warn!(%error, partitions = chunk.len(), "flush commit failed");
+    inner.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+    let mut partitions = inner.partitions.write().expect("partitions poisoned");
+    for (prepared, _) in chunk {
+        // Whatever happened, reload the partition from the store before its next use.
+        partitions.remove(&prepared.tp);
+        fail(prepared.appends, &error);
+    }
+}
+
+fn fail(appends: Vec<PendingAppend>, error: &LogError) {
+    for append in appends {
+        let _ = append.reply.send(Err(error.clone()));
+    }
+}

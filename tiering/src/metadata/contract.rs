@@ -1,0 +1,260 @@
+//! The contract every [`MetadataStore`] implementation must pass: etcd's semantics for revisions,
+//! compares, prefix ranges, watches and leases, as far as Skiff relies on them.
+//!
+//! `advance_ms` moves the store's clock (a manual clock for the embedded store, real waiting for
+//! etcd). Every check uses keys under its own prefix so runs against a shared server don't clash.
+
+use super::{Compare, CompareOp, CompareTarget, MetadataStore, Txn, TxnOp, WatchEvent};
+use bytes::Bytes;
+use futures::StreamExt;
+use std::time::Duration;
+
+pub async fn run_all(store: &dyn MetadataStore, advance_ms: &(dyn Fn(i64) + Sync)) {
+    put_get_and_revisions(store).await;
+    range_prefix_is_ordered_and_bounded(store).await;
+    compares_guard_transactions(store).await;
+    delete_prefix_removes_only_the_prefix(store).await;
+    watch_sees_changes_under_prefix(store).await;
+    leases_expire_and_take_their_keys(store, advance_ms).await;
+}
+
+async fn put(store: &dyn MetadataStore, key: &str, value: &str) -> i64 {
+    let outcome = store
+        .txn(Txn::when(vec![]).and_then(vec![TxnOp::put(key, value.to_owned())]))
+        .await
+        .expect("put");
+    assert!(outcome.succeeded);
+    outcome.revision
+}
+
+async fn put_get_and_revisions(store: &dyn MetadataStore) {
+    let first = put(store, "/contract/kv/a", "1").await;
+    let second = put(store, "/contract/kv/a", "2").await;
+    assert!(second > first, "revision must grow: {first} then {second}");
+    let kv = store
+        .get("/contract/kv/a")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(kv.value.as_ref(), b"2");
+    assert_eq!(kv.version, 2);
+    assert_eq!(kv.create_revision, first);
+    assert_eq!(kv.mod_revision, second);
+    assert!(store
+        .get("/contract/kv/missing")
+        .await
+        .expect("get")
+        .is_none());
+}
+
+async fn range_prefix_is_ordered_and_bounded(store: &dyn MetadataStore) {
+    for key in [
+        "/contract/range/b",
+        "/contract/range/a",
+        "/contract/range/c",
+    ] {
+        put(store, key, key).await;
+    }
+    put(store, "/contract/range0", "sibling, not under the prefix").await;
+    let all = store
+        .range_prefix("/contract/range/", 0)
+        .await
+        .expect("range");
+    let keys: Vec<_> = all.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "/contract/range/a",
+            "/contract/range/b",
+            "/contract/range/c"
+        ]
+    );
+    let two = store
+        .range_prefix("/contract/range/", 2)
+        .await
+        .expect("range");
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[1].key, "/contract/range/b");
+}
+
+async fn compares_guard_transactions(store: &dyn MetadataStore) {
+    let key = "/contract/txn/k";
+    let create = Txn::when(vec![Compare::absent(key)]).and_then(vec![TxnOp::put(key, "v1")]);
+    let created = store.txn(create.clone()).await.expect("txn");
+    assert!(created.succeeded);
+    let again = store.txn(create).await.expect("txn");
+    assert!(
+        !again.succeeded,
+        "create-if-absent must fail when the key exists"
+    );
+
+    let kv = store.get(key).await.expect("get").expect("present");
+    let stale = Txn::when(vec![Compare::mod_revision(key, kv.mod_revision - 1)])
+        .and_then(vec![TxnOp::put(key, "stale")]);
+    let mut stale = stale;
+    stale.failure = vec![TxnOp::put("/contract/txn/failure-branch", "ran")];
+    assert!(!store.txn(stale).await.expect("txn").succeeded);
+    assert!(store
+        .get("/contract/txn/failure-branch")
+        .await
+        .expect("get")
+        .is_some());
+    assert_eq!(
+        store
+            .get(key)
+            .await
+            .expect("get")
+            .expect("kv")
+            .value
+            .as_ref(),
+        b"v1"
+    );
+
+    let fresh = Txn::when(vec![
+        Compare::mod_revision(key, kv.mod_revision),
+        Compare::value(key, "v1"),
+        Compare {
+            key: key.into(),
+            op: CompareOp::Greater,
+            target: CompareTarget::Version(0),
+        },
+    ])
+    .and_then(vec![
+        TxnOp::put(key, "v2"),
+        TxnOp::put("/contract/txn/other", "x"),
+    ]);
+    let outcome = store.txn(fresh).await.expect("txn");
+    assert!(outcome.succeeded);
+    let a = store.get(key).await.expect("get").expect("kv");
+    let b = store
+        .get("/contract/txn/other")
+        .await
+        .expect("get")
+        .expect("kv");
+    assert_eq!(
+        a.mod_revision, b.mod_revision,
+        "one transaction, one revision"
+    );
+    assert_eq!(a.mod_revision, outcome.revision);
+
+    let missing_value = Txn::when(vec![Compare::value("/contract/txn/nothing", "")])
+        .and_then(vec![TxnOp::put(key, "never")]);
+    assert!(!store.txn(missing_value).await.expect("txn").succeeded);
+}
+
+async fn delete_prefix_removes_only_the_prefix(store: &dyn MetadataStore) {
+    for key in [
+        "/contract/del/x/1",
+        "/contract/del/x/2",
+        "/contract/del/y/1",
+    ] {
+        put(store, key, "v").await;
+    }
+    store
+        .txn(Txn::when(vec![]).and_then(vec![TxnOp::DeletePrefix {
+            prefix: "/contract/del/x/".into(),
+        }]))
+        .await
+        .expect("delete");
+    assert!(store
+        .range_prefix("/contract/del/x/", 0)
+        .await
+        .expect("range")
+        .is_empty());
+    assert_eq!(
+        store
+            .range_prefix("/contract/del/", 0)
+            .await
+            .expect("range")
+            .len(),
+        1
+    );
+    // Deleting a missing key is not an error.
+    store
+        .txn(Txn::when(vec![]).and_then(vec![TxnOp::delete("/contract/del/none")]))
+        .await
+        .expect("delete missing");
+}
+
+async fn watch_sees_changes_under_prefix(store: &dyn MetadataStore) {
+    let mut watch = store.watch_prefix("/contract/watch/").await.expect("watch");
+    put(store, "/contract/unwatched", "x").await;
+    put(store, "/contract/watch/a", "1").await;
+    store
+        .txn(Txn::when(vec![]).and_then(vec![TxnOp::delete("/contract/watch/a")]))
+        .await
+        .expect("delete");
+    match next_event(&mut watch).await {
+        WatchEvent::Put(kv) => {
+            assert_eq!(kv.key, "/contract/watch/a");
+            assert_eq!(kv.value, Bytes::from_static(b"1"));
+        }
+        other => panic!("expected put, got {other:?}"),
+    }
+    match next_event(&mut watch).await {
+        WatchEvent::Delete { key, .. } => assert_eq!(key, "/contract/watch/a"),
+        other => panic!("expected delete, got {other:?}"),
+    }
+}
+
+async fn leases_expire_and_take_their_keys(
+    store: &dyn MetadataStore,
+    advance_ms: &(dyn Fn(i64) + Sync),
+) {
+    let short = store.lease_grant(2_000).await.expect("grant");
+    let kept = store.lease_grant(2_000).await.expect("grant");
+    let revoked = store.lease_grant(60_000).await.expect("grant");
+    let leased = |key: &str, lease| TxnOp::Put {
+        key: key.into(),
+        value: Bytes::from_static(b"v"),
+        lease: Some(lease),
+    };
+    store
+        .txn(Txn::when(vec![]).and_then(vec![
+            leased("/contract/lease/short", short),
+            leased("/contract/lease/kept", kept),
+            leased("/contract/lease/revoked", revoked),
+        ]))
+        .await
+        .expect("txn");
+    store.lease_revoke(revoked).await.expect("revoke");
+    assert!(store
+        .get("/contract/lease/revoked")
+        .await
+        .expect("get")
+        .is_none());
+
+    // Keep `kept` alive across twice its TTL; let `short` lapse.
+    for _ in 0..4 {
+        advance_ms(1_000);
+        store.lease_keep_alive(kept).await.expect("keep alive");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store
+        .get("/contract/lease/short")
+        .await
+        .expect("get")
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expired lease kept its key"
+        );
+        advance_ms(200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(store
+        .get("/contract/lease/kept")
+        .await
+        .expect("get")
+        .is_some());
+    assert!(store.lease_keep_alive(short).await.is_err());
+    store.lease_revoke(kept).await.expect("revoke");
+}
+
+async fn next_event(watch: &mut futures::stream::BoxStream<'static, WatchEvent>) -> WatchEvent {
+    tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("watch event within 5 s")
+        .expect("watch stream open")
+}
