@@ -4,6 +4,7 @@
 //! /skiff/topics/<topic>                                  TopicRecord (JSON)
 //! /skiff/partitions/<topic>/<partition:010>              PartitionState (JSON)
 //! /skiff/index/<topic>/<partition:010>/<base_offset:020> IndexEntry (JSON)
+//! /skiff/producer-ids                                    ProducerIdBlock (JSON)
 //! ```
 //! Kafka topic names only contain `[a-zA-Z0-9._-]`, so `/` separates fields unambiguously, and the
 //! zero-padded numbers make key order equal numeric order, so a prefix range reads a partition's
@@ -51,6 +52,16 @@ pub struct IndexEntry {
     pub length: u64,
     /// CRC32C of the section's bytes, checked after every read.
     pub crc32c: u32,
+}
+
+/// The next producer id no broker has reserved yet; brokers reserve blocks of ids from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIdBlock {
+    pub next_producer_id: i64,
+}
+
+pub fn producer_ids() -> String {
+    format!("{ROOT}/producer-ids")
 }
 
 pub fn topics_prefix() -> String {

@@ -304,6 +304,15 @@ impl Log {
         reader::batch_at_timestamp(&self.inner, &partition, timestamp_ms).await
     }
 
+    /// The first stored batch holding the partition's largest timestamp.
+    pub async fn batch_with_max_timestamp(
+        &self,
+        tp: &TopicPartition,
+    ) -> Result<Option<Bytes>, LogError> {
+        let partition = self.partition(tp).await?;
+        reader::batch_with_max_timestamp(&self.inner, &partition).await
+    }
+
     /// (log start offset, high watermark).
     pub async fn offsets(&self, tp: &TopicPartition) -> Result<(i64, i64), LogError> {
         let partition = self.partition(tp).await?;

@@ -109,6 +109,30 @@ pub(crate) async fn batch_at_timestamp(
     Ok(None)
 }
 
+pub(crate) async fn batch_with_max_timestamp(
+    inner: &LogInner,
+    partition: &PartitionLog,
+) -> Result<Option<Bytes>, LogError> {
+    let best: Option<IndexEntry> = {
+        let view = partition.view.lock().expect("view mutex poisoned");
+        let start = view.state.log_start_offset;
+        view.index
+            .values()
+            .filter(|e| e.last_offset >= start)
+            .fold(None, |best: Option<&IndexEntry>, e| match best {
+                Some(b) if b.max_timestamp >= e.max_timestamp => Some(b),
+                _ => Some(e),
+            })
+            .cloned()
+    };
+    let Some(entry) = best else { return Ok(None) };
+    let section = section_bytes(inner, &entry).await?;
+    let found = batch::headers(&section)
+        .find(|(_, h)| h.max_timestamp == entry.max_timestamp)
+        .map(|(position, h)| section.slice(position..position + h.size_bytes));
+    Ok(found)
+}
+
 /// A section's bytes, checked against the CRC recorded at write time.
 async fn section_bytes(inner: &LogInner, entry: &IndexEntry) -> Result<Bytes, LogError> {
     let start = usize::try_from(entry.position).map_err(|e| LogError::Corrupt(e.to_string()))?;

@@ -1,0 +1,347 @@
+//! Topic configs: the ones Skiff knows (Kafka's names and defaults), their validation, and
+//! DescribeConfigs for topics and brokers.
+//!
+//! `retention.*`, `cleanup.policy`, `delete.retention.ms` and `min.compaction.lag.ms` are stored
+//! and reported now and enforced by the compactor; the others take effect on produce.
+
+use super::Broker;
+use crate::config::TimestampType;
+use bytes::Bytes;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::ResponseError;
+use skiff_tiering::batch::BatchHeader;
+use std::collections::BTreeMap;
+
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+const TYPE_BOOLEAN: i8 = 1;
+const TYPE_STRING: i8 = 2;
+const TYPE_INT: i8 = 3;
+const TYPE_LONG: i8 = 5;
+const TYPE_LIST: i8 = 7;
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Long {
+        min: i64,
+    },
+    Int {
+        min: i64,
+    },
+    OneOf(&'static [&'static str]),
+    /// Comma-separated subset of the listed values.
+    ListOf(&'static [&'static str]),
+}
+
+struct TopicConfigDef {
+    name: &'static str,
+    kind: Kind,
+    /// Fixed default; `None` when it comes from a broker setting.
+    default: Option<&'static str>,
+}
+
+const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
+
+const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    TopicConfigDef {
+        name: "cleanup.policy",
+        kind: Kind::ListOf(&["delete", "compact"]),
+        default: Some("delete"),
+    },
+    TopicConfigDef {
+        name: "compression.type",
+        kind: Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
+        default: Some("producer"),
+    },
+    TopicConfigDef {
+        name: "delete.retention.ms",
+        kind: Kind::Long { min: 0 },
+        default: Some("86400000"),
+    },
+    TopicConfigDef {
+        name: "max.message.bytes",
+        kind: Kind::Int { min: 0 },
+        default: None,
+    },
+    TopicConfigDef {
+        name: "message.timestamp.type",
+        kind: Kind::OneOf(TIMESTAMP_TYPES),
+        default: None,
+    },
+    TopicConfigDef {
+        name: "min.compaction.lag.ms",
+        kind: Kind::Long { min: 0 },
+        default: Some("0"),
+    },
+    TopicConfigDef {
+        name: "min.insync.replicas",
+        kind: Kind::Int { min: 1 },
+        default: Some("1"),
+    },
+    TopicConfigDef {
+        name: "retention.bytes",
+        kind: Kind::Long { min: -1 },
+        default: Some("-1"),
+    },
+    TopicConfigDef {
+        name: "retention.ms",
+        kind: Kind::Long { min: -1 },
+        default: Some("604800000"),
+    },
+    TopicConfigDef {
+        name: "segment.bytes",
+        kind: Kind::Int { min: 14 },
+        default: Some("1073741824"),
+    },
+    TopicConfigDef {
+        name: "segment.ms",
+        kind: Kind::Long { min: 1 },
+        default: Some("604800000"),
+    },
+];
+
+fn definition(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|def| def.name == name)
+}
+
+/// Checks one topic config override; the error says what is wrong.
+pub fn validate(name: &str, value: &str) -> Result<(), String> {
+    let def = definition(name).ok_or_else(|| format!("unknown topic config {name:?}"))?;
+    let ok = match def.kind {
+        Kind::Long { min } | Kind::Int { min } => {
+            let max = if matches!(def.kind, Kind::Int { .. }) {
+                i64::from(i32::MAX)
+            } else {
+                i64::MAX
+            };
+            value.parse::<i64>().is_ok_and(|v| v >= min && v <= max)
+        }
+        Kind::OneOf(values) => values.contains(&value),
+        Kind::ListOf(values) => value.split(',').all(|item| values.contains(&item.trim())),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid value {value:?} for topic config {name:?}"))
+    }
+}
+
+/// A topic's effective configs: its overrides over the broker's defaults.
+pub struct TopicConfigs<'a> {
+    broker: &'a Broker,
+    overrides: &'a BTreeMap<String, String>,
+}
+
+impl<'a> TopicConfigs<'a> {
+    pub fn new(broker: &'a Broker, overrides: &'a BTreeMap<String, String>) -> Self {
+        Self { broker, overrides }
+    }
+
+    fn default_of(&self, def: &TopicConfigDef) -> String {
+        match (def.default, def.name) {
+            (Some(value), _) => value.to_owned(),
+            (None, "max.message.bytes") => self.broker.limits.message_max_bytes.to_string(),
+            (None, _) => match self.broker.topic_defaults.message_timestamp_type {
+                TimestampType::CreateTime => "CreateTime".to_owned(),
+                TimestampType::LogAppendTime => "LogAppendTime".to_owned(),
+            },
+        }
+    }
+
+    /// (name, value, is an override) for every known config.
+    pub fn describe_all(&self) -> impl Iterator<Item = (&'static str, String, bool)> + '_ {
+        TOPIC_CONFIGS
+            .iter()
+            .map(|def| match self.overrides.get(def.name) {
+                Some(value) => (def.name, value.clone(), true),
+                None => (def.name, self.default_of(def), false),
+            })
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        let def = definition(name)?;
+        Some(
+            self.overrides
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| self.default_of(def)),
+        )
+    }
+
+    pub fn max_message_bytes(&self) -> usize {
+        self.get("max.message.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.broker.limits.message_max_bytes)
+    }
+
+    pub fn timestamp_type(&self) -> TimestampType {
+        match self.get("message.timestamp.type").as_deref() {
+            Some("LogAppendTime") => TimestampType::LogAppendTime,
+            _ => TimestampType::CreateTime,
+        }
+    }
+
+    pub fn is_compacted(&self) -> bool {
+        self.get("cleanup.policy")
+            .is_some_and(|p| p.split(',').any(|item| item.trim() == "compact"))
+    }
+}
+
+/// Kafka refuses records without a key on compacted topics (INVALID_RECORD).
+pub fn check_keys_for_compaction(batches: &[(BatchHeader, Bytes)]) -> Result<(), String> {
+    for (_, batch) in batches {
+        let mut buf = batch.clone();
+        let set = RecordBatchDecoder::decode(&mut buf)
+            .map_err(|e| format!("undecodable record batch: {e}"))?;
+        if set.records.iter().any(|record| record.key.is_none()) {
+            return Err("compacted topic cannot accept message without key".to_owned());
+        }
+    }
+    Ok(())
+}
+
+fn config_type(name: &str) -> i8 {
+    match definition(name).map(|d| d.kind) {
+        Some(Kind::Long { .. }) => TYPE_LONG,
+        Some(Kind::Int { .. }) => TYPE_INT,
+        Some(Kind::ListOf(_)) => TYPE_LIST,
+        _ => TYPE_STRING,
+    }
+}
+
+fn entry(name: &str, value: String, source: i8, kind: i8) -> DescribeConfigsResourceResult {
+    DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_string(name.to_owned()))
+        .with_value(Some(StrBytes::from_string(value)))
+        .with_read_only(source != SOURCE_DYNAMIC_TOPIC)
+        .with_config_source(source)
+        .with_config_type(kind)
+}
+
+pub async fn describe(broker: &Broker, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let mut response = DescribeConfigsResponse::default();
+    for resource in request.resources {
+        let wanted = |name: &str| {
+            resource
+                .configuration_keys
+                .as_ref()
+                .is_none_or(|keys| keys.is_empty() || keys.iter().any(|k| k.as_str() == name))
+        };
+        let mut result = DescribeConfigsResult::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        match resource.resource_type {
+            RESOURCE_TOPIC => match broker.log.catalog().get(&resource.resource_name).await {
+                Ok(Some(topic)) => {
+                    let configs = TopicConfigs::new(broker, &topic.record.configs);
+                    result.configs = configs
+                        .describe_all()
+                        .filter(|(name, _, _)| wanted(name))
+                        .map(|(name, value, overridden)| {
+                            let source = if overridden {
+                                SOURCE_DYNAMIC_TOPIC
+                            } else {
+                                SOURCE_DEFAULT
+                            };
+                            entry(name, value, source, config_type(name))
+                        })
+                        .collect();
+                }
+                Ok(None) => {
+                    result.error_code = ResponseError::UnknownTopicOrPartition.code();
+                    result.error_message = Some(StrBytes::from_string(format!(
+                        "unknown topic {}",
+                        resource.resource_name.as_str()
+                    )));
+                }
+                Err(error) => {
+                    result.error_code = ResponseError::KafkaStorageError.code();
+                    result.error_message = Some(StrBytes::from_string(error.to_string()));
+                }
+            },
+            RESOURCE_BROKER
+                if resource.resource_name.is_empty()
+                    || resource.resource_name.as_str() == broker.node.node_id.to_string() =>
+            {
+                result.configs = broker_configs(broker)
+                    .into_iter()
+                    .filter(|(name, _, _)| wanted(name))
+                    .map(|(name, value, kind)| entry(name, value, SOURCE_STATIC_BROKER, kind))
+                    .collect();
+            }
+            _ => {
+                result.error_code = ResponseError::InvalidRequest.code();
+                result.error_message = Some(StrBytes::from_static_str(
+                    "only topic and broker resources are supported",
+                ));
+            }
+        }
+        response.results.push(result);
+    }
+    response
+}
+
+fn broker_configs(broker: &Broker) -> Vec<(&'static str, String, i8)> {
+    let timestamp_type = match broker.topic_defaults.message_timestamp_type {
+        TimestampType::CreateTime => "CreateTime",
+        TimestampType::LogAppendTime => "LogAppendTime",
+    };
+    vec![
+        ("node.id", broker.node.node_id.to_string(), TYPE_INT),
+        (
+            "auto.create.topics.enable",
+            broker.topic_defaults.auto_create_topics_enable.to_string(),
+            TYPE_BOOLEAN,
+        ),
+        (
+            "num.partitions",
+            broker.topic_defaults.num_partitions.to_string(),
+            TYPE_INT,
+        ),
+        (
+            "message.max.bytes",
+            broker.limits.message_max_bytes.to_string(),
+            TYPE_INT,
+        ),
+        (
+            "socket.request.max.bytes",
+            broker.limits.socket_request_max_bytes.to_string(),
+            TYPE_INT,
+        ),
+        (
+            "max.connections",
+            broker.limits.max_connections.to_string(),
+            TYPE_INT,
+        ),
+        (
+            "log.message.timestamp.type",
+            timestamp_type.to_owned(),
+            TYPE_STRING,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_known_configs() {
+        validate("retention.ms", "1000").expect("valid");
+        validate("retention.ms", "-1").expect("valid");
+        validate("cleanup.policy", "compact,delete").expect("valid");
+        validate("message.timestamp.type", "LogAppendTime").expect("valid");
+        assert!(validate("retention.ms", "soon").is_err());
+        assert!(validate("max.message.bytes", "99999999999").is_err());
+        assert!(validate("cleanup.policy", "shred").is_err());
+        assert!(validate("no.such.config", "1").is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! Fetch: read whole batches from each requested partition, long-polling until `min_bytes` are
+//! available or `max_wait_ms` has passed. Sessionless: we always answer `session_id = 0`, which
+//! tells clients to keep sending full fetch requests.
+
+use super::errors::log_error;
+use super::Broker;
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::FetchPartition;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::ResponseError;
+use skiff_tiering::log::TopicPartition;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Longest long poll we honour, whatever the client asks.
+const MAX_WAIT_MS_MAX: u64 = 60_000;
+
+pub async fn handle(broker: &Broker, request: FetchRequest) -> FetchResponse {
+    let wait_ms = u64::try_from(request.max_wait_ms)
+        .unwrap_or(0)
+        .min(MAX_WAIT_MS_MAX);
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let max_bytes = usize::try_from(request.max_bytes)
+        .ok()
+        .filter(|m| *m > 0)
+        .unwrap_or(usize::MAX);
+    let mut commits = broker.log.subscribe_commits();
+    loop {
+        commits.borrow_and_update();
+        let (responses, bytes, errors) = read_once(broker, &request, max_bytes).await;
+        if bytes >= min_bytes.max(1) || errors || Instant::now() >= deadline {
+            return FetchResponse::default()
+                .with_session_id(0)
+                .with_responses(responses);
+        }
+        tokio::select! {
+            changed = commits.changed() => {
+                if changed.is_err() {
+                    return FetchResponse::default().with_responses(responses);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// One pass over every requested partition; returns the responses, bytes read, and whether
+/// any partition had an error (errors are answered at once, as Kafka does).
+async fn read_once(
+    broker: &Broker,
+    request: &FetchRequest,
+    max_bytes: usize,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let mut total = 0usize;
+    let mut errors = false;
+    let mut responses = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for partition in &topic.partitions {
+            let remaining = max_bytes.saturating_sub(total);
+            let data = read_partition(broker, &topic.topic, partition, remaining, total == 0).await;
+            total += data.records.as_ref().map_or(0, Bytes::len);
+            errors |= data.error_code != 0;
+            partitions.push(data);
+        }
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_partitions(partitions),
+        );
+    }
+    (responses, total, errors)
+}
+
+async fn read_partition(
+    broker: &Broker,
+    topic: &TopicName,
+    partition: &FetchPartition,
+    remaining: usize,
+    first: bool,
+) -> PartitionData {
+    let tp = TopicPartition::new(topic, partition.partition);
+    let empty = PartitionData::default()
+        .with_partition_index(partition.partition)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_preferred_read_replica(BrokerId(-1))
+        .with_aborted_transactions(Some(Vec::new()));
+    let fail = |code: ResponseError| empty.clone().with_error_code(code.code());
+    match broker.log.leader_epoch(&tp).await {
+        Err(error) => return fail(log_error(&error)),
+        Ok(epoch) if partition.current_leader_epoch >= 0 => {
+            if partition.current_leader_epoch < epoch {
+                return fail(ResponseError::FencedLeaderEpoch);
+            }
+            if partition.current_leader_epoch > epoch {
+                return fail(ResponseError::UnknownLeaderEpoch);
+            }
+        }
+        Ok(_) => {}
+    }
+    let partition_max = usize::try_from(partition.partition_max_bytes).unwrap_or(0);
+    // KIP-74: the first batch of the response is sent whole, even over the limits.
+    let limit = partition_max.min(remaining);
+    if limit == 0 && !first {
+        return match broker.log.offsets(&tp).await {
+            Ok((start, end)) => empty
+                .with_high_watermark(end)
+                .with_last_stable_offset(end)
+                .with_log_start_offset(start)
+                .with_records(Some(Bytes::new())),
+            Err(error) => fail(log_error(&error)),
+        };
+    }
+    match broker
+        .log
+        .read(&tp, partition.fetch_offset, limit.max(1))
+        .await
+    {
+        Ok(read) => {
+            let records = match read.batches.len() {
+                0 => Bytes::new(),
+                1 => read.batches[0].clone(),
+                _ => {
+                    let mut joined = BytesMut::with_capacity(read.bytes());
+                    for batch in &read.batches {
+                        joined.extend_from_slice(batch);
+                    }
+                    joined.freeze()
+                }
+            };
+            empty
+                .with_high_watermark(read.high_watermark)
+                .with_last_stable_offset(read.high_watermark)
+                .with_log_start_offset(read.log_start_offset)
+                .with_records(Some(records))
+        }
+        Err(error) => {
+            let mut data = fail(log_error(&error));
+            if let skiff_tiering::LogError::OffsetOutOfRange {
+                log_start_offset,
+                high_watermark,
+                ..
+            } = error
+            {
+                data.high_watermark = high_watermark;
+                data.last_stable_offset = high_watermark;
+                data.log_start_offset = log_start_offset;
+            }
+            data
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3) and by timestamp.
+
+use super::errors::log_error;
+use super::Broker;
+use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
+use kafka_protocol::ResponseError;
+use skiff_tiering::log::TopicPartition;
+use skiff_tiering::LogError;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+pub async fn handle(
+    broker: &Broker,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
+    let mut response = ListOffsetsResponse::default();
+    for topic in request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for partition in &topic.partitions {
+            let tp = TopicPartition::new(&topic.name, partition.partition_index);
+            let result = lookup(
+                broker,
+                &tp,
+                partition.timestamp,
+                partition.current_leader_epoch,
+            )
+            .await;
+            let base = ListOffsetsPartitionResponse::default()
+                .with_partition_index(partition.partition_index);
+            partitions.push(match result {
+                Ok((offset, timestamp, epoch)) => base
+                    .with_offset(offset)
+                    .with_timestamp(timestamp)
+                    // The leader epoch field exists from v4 on.
+                    .with_leader_epoch(if version >= 4 { epoch } else { -1 }),
+                Err(code) => base
+                    .with_error_code(code.code())
+                    .with_offset(-1)
+                    .with_timestamp(-1)
+                    .with_leader_epoch(-1),
+            });
+        }
+        response.topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
+    }
+    response
+}
+
+/// (offset, timestamp, leader epoch); offset -1 when no record matches a timestamp query.
+async fn lookup(
+    broker: &Broker,
+    tp: &TopicPartition,
+    timestamp: i64,
+    current_leader_epoch: i32,
+) -> Result<(i64, i64, i32), ResponseError> {
+    let log_err = |e: LogError| log_error(&e);
+    let epoch = broker.log.leader_epoch(tp).await.map_err(log_err)?;
+    if current_leader_epoch >= 0 && current_leader_epoch < epoch {
+        return Err(ResponseError::FencedLeaderEpoch);
+    }
+    if current_leader_epoch > epoch {
+        return Err(ResponseError::UnknownLeaderEpoch);
+    }
+    let (start, end) = broker.log.offsets(tp).await.map_err(log_err)?;
+    match timestamp {
+        LATEST => Ok((end, -1, epoch)),
+        EARLIEST => Ok((start, -1, epoch)),
+        MAX_TIMESTAMP => {
+            let batch = broker
+                .log
+                .batch_with_max_timestamp(tp)
+                .await
+                .map_err(log_err)?;
+            Ok(
+                match batch.and_then(|b| find_record(b, |ts, max| ts == max)) {
+                    Some((offset, ts)) => (offset, ts, epoch),
+                    None => (-1, -1, epoch),
+                },
+            )
+        }
+        target if target >= 0 => {
+            let batch = broker
+                .log
+                .batch_at_timestamp(tp, target)
+                .await
+                .map_err(log_err)?;
+            Ok(
+                match batch.and_then(|b| find_record(b, |ts, _| ts >= target)) {
+                    Some((offset, ts)) => (offset, ts, epoch),
+                    None => (-1, -1, epoch),
+                },
+            )
+        }
+        _ => Err(ResponseError::InvalidRequest),
+    }
+}
+
+/// The first record of a stored batch matching `predicate(timestamp, batch max timestamp)`.
+fn find_record(mut batch: Bytes, predicate: impl Fn(i64, i64) -> bool) -> Option<(i64, i64)> {
+    let header = skiff_tiering::batch::parse_header(&batch).ok()?;
+    let set = RecordBatchDecoder::decode(&mut batch).ok()?;
+    set.records.iter().find_map(|record| {
+        let timestamp = match record.timestamp_type {
+            TimestampType::LogAppend => header.max_timestamp,
+            TimestampType::Creation => record.timestamp,
+        };
+        predicate(timestamp, header.max_timestamp).then_some((record.offset, timestamp))
+    })
+}

@@ -1,0 +1,286 @@
+//! Kafka request handling: decoding frames into requests, the version table advertised by
+//! ApiVersions, dispatch to one module per API, and response encoding.
+//!
+//! Every codec comes from the `kafka-protocol` crate. A request whose API key or version is not
+//! in [`SUPPORTED`] closes the connection, as Kafka does, except ApiVersions, which gets a v0
+//! error response so the client can retry with a version we speak.
+
+mod api_versions;
+mod configs;
+mod errors;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+mod producer_ids;
+mod topics;
+
+pub use producer_ids::ProducerIds;
+
+use crate::config::TimestampType;
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use skiff_tiering::catalog::{CatalogError, Topic};
+use skiff_tiering::Log;
+use std::collections::BTreeMap;
+use tracing::Instrument;
+
+/// The APIs and versions this broker implements: exactly what ApiVersions advertises.
+///
+/// Produce stays at min 3 and Fetch at min 4: librdkafka < 2.11 decides which compression codecs
+/// the broker supports by probing old versions, and Kafka keeps these minimums for that reason.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+];
+
+pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(key, _, _)| *key == api_key)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+/// Where this broker is reachable, as told to clients.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub connection_max_inflight_requests: usize,
+    pub socket_request_max_bytes: usize,
+    pub message_max_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TopicDefaults {
+    pub auto_create_topics_enable: bool,
+    pub num_partitions: i32,
+    pub message_timestamp_type: TimestampType,
+}
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct Broker {
+    pub log: Log,
+    pub node: Node,
+    pub cluster_id: String,
+    pub limits: Limits,
+    pub topic_defaults: TopicDefaults,
+    pub producer_ids: ProducerIds,
+    pub flush_linger_ms: u64,
+}
+
+impl Broker {
+    /// The topic, created with defaults first when auto-creation is on and `create` is asked.
+    async fn topic_or_create(
+        &self,
+        name: &str,
+        create: bool,
+    ) -> Result<Option<Topic>, CatalogError> {
+        if let Some(topic) = self.log.catalog().get(name).await? {
+            return Ok(Some(topic));
+        }
+        if !(create && self.topic_defaults.auto_create_topics_enable) {
+            return Ok(None);
+        }
+        let now = self.log.clock().now_ms();
+        match self
+            .log
+            .catalog()
+            .create(
+                name,
+                self.topic_defaults.num_partitions,
+                BTreeMap::new(),
+                now,
+            )
+            .await
+        {
+            Ok(topic) => {
+                tracing::info!(topic = name, "auto-created topic");
+                Ok(Some(topic))
+            }
+            Err(CatalogError::TopicAlreadyExists(_)) => self.log.catalog().get(name).await,
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// A request taken off the wire.
+#[derive(Debug)]
+pub struct Request {
+    pub header: RequestHeader,
+    pub api_key: ApiKey,
+    pub body: RequestKind,
+}
+
+#[derive(Debug)]
+pub enum Decoded {
+    /// A response ready to send without handling (ApiVersions at an unsupported version).
+    Immediate(Bytes),
+    Request(Box<Request>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame too short for a request header: len={0}")]
+    Short(usize),
+    #[error("unknown api key: {0}")]
+    UnknownApiKey(i16),
+    #[error("unsupported api: key={0:?} version={1}")]
+    Unsupported(ApiKey, i16),
+    #[error("malformed request: key={0:?} version={1}: {2}")]
+    Malformed(ApiKey, i16, String),
+}
+
+pub fn decode_request(mut frame: Bytes) -> Result<Decoded, DecodeError> {
+    if frame.len() < 8 {
+        return Err(DecodeError::Short(frame.len()));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api_key = ApiKey::try_from(raw_key).map_err(|_| DecodeError::UnknownApiKey(raw_key))?;
+    let Some((min, max)) = supported_range(api_key) else {
+        return Err(DecodeError::Unsupported(api_key, version));
+    };
+    if version < min || version > max {
+        if api_key == ApiKey::ApiVersions {
+            return Ok(Decoded::Immediate(
+                api_versions::unsupported_version_response(correlation_id),
+            ));
+        }
+        return Err(DecodeError::Unsupported(api_key, version));
+    }
+    let malformed = |e: anyhow::Error| DecodeError::Malformed(api_key, version, e.to_string());
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+        .map_err(malformed)?;
+    let body = RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?;
+    Ok(Decoded::Request(Box::new(Request {
+        header,
+        api_key,
+        body,
+    })))
+}
+
+/// Encodes a response frame: length prefix, response header, body.
+pub fn encode_response(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &ResponseKind,
+) -> anyhow::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, api_key.response_header_version(version))?;
+    response.encode(&mut buf, version)?;
+    let length = i32::try_from(buf.len() - 4)?;
+    buf[0..4].copy_from_slice(&length.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// What the connection does after a request was handled.
+#[derive(Debug)]
+pub enum Reply {
+    Respond(Bytes),
+    /// Kafka sends nothing back (Produce with acks=0).
+    Nothing,
+    /// The response could not be produced; the connection is closed so the client notices.
+    Close,
+}
+
+/// Handles one request.
+pub async fn handle(broker: &Broker, request: Box<Request>) -> Reply {
+    let Request {
+        header,
+        api_key,
+        body,
+    } = *request;
+    let version = header.request_api_version;
+    let span = tracing::debug_span!(
+        "request",
+        api = ?api_key,
+        version,
+        correlation_id = header.correlation_id,
+        client_id = header.client_id.as_deref().unwrap_or(""),
+    );
+    let response = async {
+        match body {
+            RequestKind::ApiVersions(req) => Some(ResponseKind::ApiVersions(api_versions::handle(
+                &req, version,
+            ))),
+            RequestKind::Metadata(req) => Some(ResponseKind::Metadata(
+                metadata::handle(broker, req, version).await,
+            )),
+            RequestKind::Produce(req) => produce::handle(broker, req, version)
+                .await
+                .map(ResponseKind::Produce),
+            RequestKind::Fetch(req) => Some(ResponseKind::Fetch(fetch::handle(broker, req).await)),
+            RequestKind::ListOffsets(req) => Some(ResponseKind::ListOffsets(
+                list_offsets::handle(broker, req, version).await,
+            )),
+            RequestKind::CreateTopics(req) => Some(ResponseKind::CreateTopics(
+                topics::create(broker, req, version).await,
+            )),
+            RequestKind::DeleteTopics(req) => Some(ResponseKind::DeleteTopics(
+                topics::delete(broker, req).await,
+            )),
+            RequestKind::CreatePartitions(req) => Some(ResponseKind::CreatePartitions(
+                topics::create_partitions(broker, req).await,
+            )),
+            RequestKind::DescribeConfigs(req) => Some(ResponseKind::DescribeConfigs(
+                configs::describe(broker, req).await,
+            )),
+            RequestKind::InitProducerId(req) => Some(ResponseKind::InitProducerId(
+                broker.producer_ids.handle(req).await,
+            )),
+            other => {
+                // decode_request only lets SUPPORTED APIs through, and each has an arm above.
+                tracing::error!(request = ?other, "no handler for a supported api");
+                None
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    let Some(response) = response else {
+        return if api_key == ApiKey::Produce {
+            Reply::Nothing
+        } else {
+            Reply::Close
+        };
+    };
+    match encode_response(api_key, version, header.correlation_id, &response) {
+        Ok(bytes) => Reply::Respond(bytes),
+        Err(error) => {
+            tracing::error!(%error, api = ?api_key, version, "response encoding failed");
+            Reply::Close
+        }
+    }
+}
+
+/// Kafka topic ids are UUIDs; ours are stored as 32 hex digits.
+pub fn topic_uuid(topic: &Topic) -> uuid::Uuid {
+    u128::from_str_radix(&topic.record.id, 16)
+        .map(uuid::Uuid::from_u128)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,480 @@
+//! Handler tests through the real decode → handle → encode path, against the embedded metadata
+//! store and an in-memory object store.
+
+use super::*;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType as RecordTimestampType,
+};
+use skiff_tiering::clock::ManualClock;
+use skiff_tiering::metadata::embedded::EmbeddedStore;
+use skiff_tiering::metadata::MetadataStore;
+use skiff_tiering::LogConfig;
+use std::sync::Arc;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    broker: Broker,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let store: Arc<dyn MetadataStore> = Arc::new(
+        EmbeddedStore::open(&dir.path().join("meta.redb"), clock.clone())
+            .await
+            .expect("store"),
+    );
+    let log = Log::open(
+        store.clone(),
+        Arc::new(object_store::memory::InMemory::new()),
+        clock,
+        LogConfig {
+            flush_linger_ms: 1,
+            ..LogConfig::default()
+        },
+    );
+    let broker = Broker {
+        log,
+        node: Node {
+            node_id: 1,
+            host: "127.0.0.1".into(),
+            port: 9092,
+        },
+        cluster_id: "test".into(),
+        limits: Limits {
+            max_connections: 10,
+            connection_max_inflight_requests: 4,
+            socket_request_max_bytes: 1 << 20,
+            message_max_bytes: 1_048_588,
+        },
+        topic_defaults: TopicDefaults {
+            auto_create_topics_enable: true,
+            num_partitions: 2,
+            message_timestamp_type: TimestampType::CreateTime,
+        },
+        producer_ids: ProducerIds::new(store),
+        flush_linger_ms: 1,
+    };
+    Fixture { _dir: dir, broker }
+}
+
+fn frame<T: Encodable>(api_key: ApiKey, version: i16, correlation_id: i32, body: &T) -> Bytes {
+    let mut buf = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("test")))
+        .encode(&mut buf, api_key.request_header_version(version))
+        .expect("header");
+    body.encode(&mut buf, version).expect("body");
+    buf.freeze()
+}
+
+/// Sends one request through decode → handle and decodes the response body.
+async fn call<T: Encodable, R: Decodable>(
+    broker: &Broker,
+    api_key: ApiKey,
+    version: i16,
+    body: &T,
+) -> R {
+    let decoded = decode_request(frame(api_key, version, 7, body)).expect("decodes");
+    let Decoded::Request(request) = decoded else {
+        panic!("expected a request")
+    };
+    let Reply::Respond(mut bytes) = handle(broker, request).await else {
+        panic!("expected a response for {api_key:?} v{version}")
+    };
+    let length = bytes.get_i32() as usize;
+    assert_eq!(length, bytes.len());
+    let header = ResponseHeader::decode(&mut bytes, api_key.response_header_version(version))
+        .expect("response header");
+    assert_eq!(header.correlation_id, 7);
+    R::decode(&mut bytes, version).expect("response body")
+}
+
+use bytes::Buf;
+use kafka_protocol::ResponseError;
+
+fn records(values: &[&str], compression: Compression) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: RecordTimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: 1_000 + i as i64,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(v.to_string())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .expect("encode records");
+    buf.freeze()
+}
+
+fn produce_request(topic: &str, partition: i32, data: Bytes, acks: i16) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.into())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(data))])])
+}
+
+fn fetch_request(topic: &str, partition: i32, offset: i64) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.into())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+#[tokio::test]
+async fn every_advertised_version_round_trips() {
+    let fx = fixture().await;
+    let broker = &fx.broker;
+    for (api_key, min, max) in SUPPORTED {
+        for version in *min..=*max {
+            match api_key {
+                ApiKey::ApiVersions => {
+                    let r: ApiVersionsResponse =
+                        call(broker, *api_key, version, &ApiVersionsRequest::default()).await;
+                    assert_eq!(r.error_code, 0);
+                    assert_eq!(r.api_keys.len(), SUPPORTED.len());
+                }
+                ApiKey::Metadata => {
+                    let request = MetadataRequest::default()
+                        .with_allow_auto_topic_creation(true)
+                        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+                        )
+                        .with_name(Some(TopicName(StrBytes::from_static_str("versions"))))]));
+                    let r: MetadataResponse = call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.topics[0].error_code, 0, "v{version}");
+                    assert_eq!(r.topics[0].partitions.len(), 2);
+                    assert_eq!(r.brokers[0].port, 9092);
+                }
+                ApiKey::Produce => {
+                    let request =
+                        produce_request("versions", 0, records(&["a", "b"], Compression::None), -1);
+                    let r: ProduceResponse = call(broker, *api_key, version, &request).await;
+                    let p = &r.responses[0].partition_responses[0];
+                    assert_eq!(p.error_code, 0, "produce v{version}: {:?}", p.error_message);
+                }
+                ApiKey::Fetch => {
+                    let r: FetchResponse =
+                        call(broker, *api_key, version, &fetch_request("versions", 0, 0)).await;
+                    let p = &r.responses[0].partitions[0];
+                    assert_eq!(p.error_code, 0, "fetch v{version}");
+                    assert!(p.records.as_ref().is_some_and(|r| !r.is_empty()));
+                }
+                ApiKey::ListOffsets => {
+                    let request =
+                        ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default(
+                        )
+                        .with_name(TopicName(StrBytes::from_static_str("versions")))
+                        .with_partitions(vec![ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-1)])]);
+                    let r: ListOffsetsResponse = call(broker, *api_key, version, &request).await;
+                    let p = &r.topics[0].partitions[0];
+                    assert_eq!(p.error_code, 0, "list offsets v{version}");
+                    assert!(p.offset >= 2);
+                }
+                ApiKey::CreateTopics => {
+                    let request =
+                        CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(format!(
+                                "created-{version}"
+                            ))))
+                            .with_num_partitions(3)
+                            .with_replication_factor(1)]);
+                    let r: CreateTopicsResponse = call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.topics[0].error_code, 0, "create v{version}");
+                }
+                ApiKey::DeleteTopics => {
+                    let name = TopicName(StrBytes::from_string(format!("created-{}", version + 1)));
+                    let request = if version >= 6 {
+                        DeleteTopicsRequest::default()
+                            .with_topics(vec![delete_topics_request::DeleteTopicState::default()
+                                .with_name(Some(name))])
+                    } else {
+                        DeleteTopicsRequest::default().with_topic_names(vec![name])
+                    };
+                    let r: DeleteTopicsResponse = call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.responses[0].error_code, 0, "delete v{version}");
+                }
+                ApiKey::CreatePartitions => {
+                    let request = CreatePartitionsRequest::default().with_topics(vec![
+                        create_partitions_request::CreatePartitionsTopic::default()
+                            .with_name(TopicName(StrBytes::from_static_str("versions")))
+                            .with_count(3 + i32::from(version)),
+                    ]);
+                    let r: CreatePartitionsResponse =
+                        call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.results[0].error_code, 0, "create partitions v{version}");
+                }
+                ApiKey::DescribeConfigs => {
+                    let request = DescribeConfigsRequest::default().with_resources(vec![
+                        describe_configs_request::DescribeConfigsResource::default()
+                            .with_resource_type(configs::RESOURCE_TOPIC)
+                            .with_resource_name(StrBytes::from_static_str("versions")),
+                    ]);
+                    let r: DescribeConfigsResponse =
+                        call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.results[0].error_code, 0);
+                    assert!(r.results[0]
+                        .configs
+                        .iter()
+                        .any(|c| c.name.as_str() == "retention.ms"));
+                }
+                ApiKey::InitProducerId => {
+                    let request = InitProducerIdRequest::default()
+                        .with_transactional_id(None)
+                        .with_producer_id(ProducerId(-1))
+                        .with_producer_epoch(-1);
+                    let r: InitProducerIdResponse = call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.error_code, 0);
+                    assert!(r.producer_id.0 >= 0);
+                }
+                other => panic!("advertised {other:?} without a test"),
+            }
+        }
+    }
+    broker.log.shutdown().await;
+}
+
+#[tokio::test]
+async fn produce_and_fetch_preserve_records_for_every_codec() {
+    let fx = fixture().await;
+    let broker = &fx.broker;
+    let codecs = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+    for (i, codec) in codecs.into_iter().enumerate() {
+        let request = produce_request("codecs", 1, records(&["x", "y", "z"], codec), 1);
+        let r: ProduceResponse = call(broker, ApiKey::Produce, 9, &request).await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(
+            (p.error_code, p.base_offset),
+            (0, 3 * i as i64),
+            "{codec:?}"
+        );
+    }
+    let r: FetchResponse = call(broker, ApiKey::Fetch, 12, &fetch_request("codecs", 1, 4)).await;
+    let mut data = r.responses[0].partitions[0]
+        .records
+        .clone()
+        .expect("records");
+    assert_eq!(r.responses[0].partitions[0].high_watermark, 15);
+    let sets = RecordBatchDecoder::decode_all(&mut data).expect("decode");
+    let records: Vec<_> = sets.iter().flat_map(|s| s.records.iter()).collect();
+    let first = records[0].offset;
+    assert!(
+        (3..=4).contains(&first),
+        "starts at the batch holding offset 4, got {first}"
+    );
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(record.offset, first + i as i64, "contiguous offsets");
+        let expected = ["x", "y", "z"][(record.offset % 3) as usize];
+        assert_eq!(record.value.as_deref(), Some(expected.as_bytes()));
+    }
+    assert_eq!(records.last().expect("records").offset, 14);
+    broker.log.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_produce_data_gets_kafka_error_codes_and_stores_nothing() {
+    let fx = fixture().await;
+    let broker = &fx.broker;
+    let good = records(&["ok"], Compression::None);
+    let mut corrupt = BytesMut::from(&good[..]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    let cases = [
+        (
+            produce_request("bad", 0, corrupt.freeze(), -1),
+            ResponseError::CorruptMessage,
+        ),
+        (
+            produce_request("bad", 9, good.clone(), -1),
+            ResponseError::UnknownTopicOrPartition,
+        ),
+        (
+            produce_request("bad", 0, Bytes::from_static(b"garbage"), -1),
+            ResponseError::CorruptMessage,
+        ),
+        (
+            produce_request("bad", 0, good.clone(), 7),
+            ResponseError::InvalidRequiredAcks,
+        ),
+        (
+            produce_request("bad name!", 0, good.clone(), -1),
+            ResponseError::InvalidTopicException,
+        ),
+    ];
+    for (request, expected) in cases {
+        let r: ProduceResponse = call(broker, ApiKey::Produce, 9, &request).await;
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code,
+            expected.code()
+        );
+    }
+    let mut old_magic = BytesMut::from(&good[..]);
+    old_magic[16] = 1;
+    let r: ProduceResponse = call(
+        broker,
+        ApiKey::Produce,
+        9,
+        &produce_request("bad", 0, old_magic.freeze(), -1),
+    )
+    .await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        ResponseError::InvalidRecord.code()
+    );
+    let tp = skiff_tiering::log::TopicPartition::new("bad", 0);
+    assert_eq!(broker.log.offsets(&tp).await.expect("offsets"), (0, 0));
+    broker.log.shutdown().await;
+}
+
+#[tokio::test]
+async fn fetch_and_list_offsets_edges() {
+    let fx = fixture().await;
+    let broker = &fx.broker;
+    let _: ProduceResponse = call(
+        broker,
+        ApiKey::Produce,
+        9,
+        &produce_request("edges", 0, records(&["a", "b"], Compression::None), -1),
+    )
+    .await;
+    let beyond: FetchResponse =
+        call(broker, ApiKey::Fetch, 12, &fetch_request("edges", 0, 3)).await;
+    assert_eq!(
+        beyond.responses[0].partitions[0].error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
+    let at_end: FetchResponse =
+        call(broker, ApiKey::Fetch, 12, &fetch_request("edges", 0, 2)).await;
+    assert_eq!(at_end.responses[0].partitions[0].error_code, 0);
+    assert!(at_end.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .is_some_and(|r| r.is_empty()));
+    let by_time = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("edges")))
+        .with_partitions(vec![
+            ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(1_001),
+            ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-2),
+            ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-3),
+            ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(9_999),
+        ])]);
+    let r: ListOffsetsResponse = call(broker, ApiKey::ListOffsets, 7, &by_time).await;
+    let got: Vec<(i64, i64)> = r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.offset, p.timestamp))
+        .collect();
+    assert_eq!(got, vec![(1, 1_001), (0, -1), (1, 1_001), (-1, -1)]);
+    broker.log.shutdown().await;
+}
+
+#[test]
+fn unknown_and_unsupported_requests_are_refused() {
+    assert!(matches!(
+        decode_request(Bytes::from_static(b"\x00\x12")),
+        Err(DecodeError::Short(_))
+    ));
+    let unknown = frame(ApiKey::Produce, 3, 1, &ProduceRequest::default());
+    let mut unknown = BytesMut::from(&unknown[..]);
+    unknown[0..2].copy_from_slice(&9999i16.to_be_bytes());
+    assert!(matches!(
+        decode_request(unknown.freeze()),
+        Err(DecodeError::UnknownApiKey(9999))
+    ));
+    // A known API we don't implement, and a version beyond what we advertise.
+    let join = frame(ApiKey::JoinGroup, 5, 1, &JoinGroupRequest::default());
+    assert!(matches!(
+        decode_request(join),
+        Err(DecodeError::Unsupported(..))
+    ));
+    let mut future =
+        BytesMut::from(&frame(ApiKey::Metadata, 12, 1, &MetadataRequest::default())[..]);
+    future[2..4].copy_from_slice(&99i16.to_be_bytes());
+    assert!(matches!(
+        decode_request(future.freeze()),
+        Err(DecodeError::Unsupported(..))
+    ));
+    // A truncated body is malformed, not a panic.
+    let whole = frame(
+        ApiKey::Metadata,
+        12,
+        1,
+        &MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(TopicName(StrBytes::from_static_str("t"))))])),
+    );
+    assert!(matches!(
+        decode_request(whole.slice(..whole.len() - 3)),
+        Err(DecodeError::Malformed(..))
+    ));
+}
+
+#[test]
+fn api_versions_at_an_unknown_version_answers_v0_with_unsupported_version() {
+    let mut request =
+        BytesMut::from(&frame(ApiKey::ApiVersions, 3, 42, &ApiVersionsRequest::default())[..]);
+    request[2..4].copy_from_slice(&77i16.to_be_bytes());
+    let Ok(Decoded::Immediate(mut response)) = decode_request(request.freeze()) else {
+        panic!("expected an immediate response")
+    };
+    assert_eq!(response.get_i32() as usize, response.len());
+    assert_eq!(response.get_i32(), 42);
+    let body = ApiVersionsResponse::decode(&mut response, 0).expect("v0 body");
+    assert_eq!(body.error_code, ResponseError::UnsupportedVersion.code());
+    assert_eq!(body.api_keys[0].api_key, ApiKey::ApiVersions as i16);
+    assert!(response.is_empty());
+}

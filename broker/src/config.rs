@@ -1,0 +1,360 @@
+//! Settings of `skiff serve`: every one is a long flag, an environment variable (`SKIFF_` + the
+//! flag in upper snake case) and a key of the TOML config file (the flag name, or Kafka's dotted
+//! spelling: `flush-linger-ms`, `flush_linger_ms` and `flush.linger.ms` are the same key).
+//! Precedence: flag, then environment, then config file, then the default.
+
+use anyhow::{bail, Context};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "skiff",
+    version,
+    about = "Skiff: a diskless, Kafka-compatible message broker that stores its log in object storage"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a broker: the Kafka listener and the HTTP admin API.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TimestampType {
+    #[value(name = "CreateTime")]
+    CreateTime,
+    #[value(name = "LogAppendTime")]
+    LogAppendTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// TOML config file; its keys are the settings below (e.g. `flush-linger-ms = 100` or
+    /// `"auto.create.topics.enable" = false`). Flags and environment variables override it.
+    #[arg(long, env = "SKIFF_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory for the embedded default: the object store (`<dir>/objects`) and the metadata
+    /// store (`<dir>/meta`). Everything the broker keeps is here.
+    #[arg(
+        long,
+        env = "SKIFF_DATA_DIR",
+        default_value = "./skiff-data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Address the Kafka listener binds, as `HOST:PORT` or `PLAINTEXT://HOST:PORT` (Kafka's
+    /// `listeners`).
+    #[arg(
+        long,
+        env = "SKIFF_LISTENERS",
+        default_value = "127.0.0.1:9092",
+        value_name = "ADDR"
+    )]
+    pub listeners: String,
+
+    /// Address clients are told to connect to, `HOST:PORT` (Kafka's `advertised.listeners`);
+    /// defaults to the bound listener address.
+    #[arg(long, env = "SKIFF_ADVERTISED_LISTENERS", value_name = "ADDR")]
+    pub advertised_listeners: Option<String>,
+
+    /// Address the HTTP admin API binds (`/health`, `/v1/stats`, `/v1/topics`).
+    #[arg(
+        long,
+        env = "SKIFF_HTTP_LISTENERS",
+        default_value = "127.0.0.1:9644",
+        value_name = "ADDR"
+    )]
+    pub http_listeners: String,
+
+    /// This broker's id (Kafka's `node.id`).
+    #[arg(long, env = "SKIFF_NODE_ID", default_value_t = 1)]
+    pub node_id: i32,
+
+    /// Cluster id reported to clients in Metadata responses.
+    #[arg(long, env = "SKIFF_CLUSTER_ID", default_value = "skiff-embedded")]
+    pub cluster_id: String,
+
+    /// How long produced data is buffered before one object holding every partition's data is
+    /// written: the first append waits at most this long for its acknowledgement.
+    #[arg(
+        long,
+        env = "SKIFF_FLUSH_LINGER_MS",
+        default_value_t = 250,
+        value_name = "MS"
+    )]
+    pub flush_linger_ms: u64,
+
+    /// Buffered produce bytes that trigger a flush before the linger time is up (object size).
+    #[arg(long, env = "SKIFF_FLUSH_MAX_BYTES", default_value_t = 8 * 1024 * 1024, value_name = "BYTES")]
+    pub flush_max_bytes: usize,
+
+    /// Produce bytes accepted but not yet committed; when used up, produce requests wait
+    /// (backpressure) instead of the broker buffering more.
+    #[arg(long, env = "SKIFF_PRODUCE_BUFFER_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_name = "BYTES")]
+    pub produce_buffer_max_bytes: usize,
+
+    /// Memory for recently written objects, served to tailing consumers without object-store
+    /// reads.
+    #[arg(long, env = "SKIFF_RECENT_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_name = "BYTES")]
+    pub recent_cache_max_bytes: usize,
+
+    /// Create a topic when a client asks for its metadata or produces to it (Kafka's
+    /// `auto.create.topics.enable`).
+    #[arg(long, env = "SKIFF_AUTO_CREATE_TOPICS_ENABLE", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub auto_create_topics_enable: bool,
+
+    /// Partitions of auto-created topics and of CreateTopics requests that don't say (Kafka's
+    /// `num.partitions`).
+    #[arg(long, env = "SKIFF_NUM_PARTITIONS", default_value_t = 1)]
+    pub num_partitions: i32,
+
+    /// Largest record batch accepted, unless a topic's `max.message.bytes` says otherwise
+    /// (Kafka's `message.max.bytes`).
+    #[arg(
+        long,
+        env = "SKIFF_MESSAGE_MAX_BYTES",
+        default_value_t = 1_048_588,
+        value_name = "BYTES"
+    )]
+    pub message_max_bytes: usize,
+
+    /// Largest request frame; a larger length prefix closes the connection (Kafka's
+    /// `socket.request.max.bytes`).
+    #[arg(
+        long,
+        env = "SKIFF_SOCKET_REQUEST_MAX_BYTES",
+        default_value_t = 104_857_600,
+        value_name = "BYTES"
+    )]
+    pub socket_request_max_bytes: usize,
+
+    /// Most client connections at once; further connections wait to be accepted (Kafka's
+    /// `max.connections`).
+    #[arg(long, env = "SKIFF_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Requests one connection may have in progress at once (pipelined clients); the connection
+    /// is not read further until one completes.
+    #[arg(
+        long,
+        env = "SKIFF_CONNECTION_MAX_INFLIGHT_REQUESTS",
+        default_value_t = 32
+    )]
+    pub connection_max_inflight_requests: usize,
+
+    /// Default timestamp type of topics (Kafka's `log.message.timestamp.type`).
+    #[arg(
+        long,
+        env = "SKIFF_LOG_MESSAGE_TIMESTAMP_TYPE",
+        value_enum,
+        default_value = "CreateTime"
+    )]
+    pub log_message_timestamp_type: TimestampType,
+
+    /// Log filter in `tracing` syntax, e.g. `info` or `skiff=debug,info`.
+    #[arg(long, env = "SKIFF_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log line format.
+    #[arg(long, env = "SKIFF_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    pub fn kafka_bind(&self) -> anyhow::Result<SocketAddr> {
+        parse_listener(&self.listeners).context("--listeners")
+    }
+
+    pub fn http_bind(&self) -> anyhow::Result<SocketAddr> {
+        parse_listener(&self.http_listeners).context("--http-listeners")
+    }
+
+    /// Checks the settings once at start, with messages that say what to fix.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.kafka_bind()?;
+        self.http_bind()?;
+        if let Some(advertised) = &self.advertised_listeners {
+            split_host_port(advertised).context("--advertised-listeners")?;
+        }
+        if self.num_partitions < 1 {
+            bail!(
+                "--num-partitions must be at least 1, got {}",
+                self.num_partitions
+            );
+        }
+        if self.flush_max_bytes == 0 || self.flush_max_bytes > self.produce_buffer_max_bytes {
+            bail!("--flush-max-bytes must be between 1 and --produce-buffer-max-bytes");
+        }
+        if self.message_max_bytes > self.produce_buffer_max_bytes {
+            bail!("--message-max-bytes must not exceed --produce-buffer-max-bytes");
+        }
+        if self.produce_buffer_max_bytes > u32::MAX as usize {
+            bail!("--produce-buffer-max-bytes must be below 4 GiB");
+        }
+        if self.max_connections == 0 || self.connection_max_inflight_requests == 0 {
+            bail!("--max-connections and --connection-max-inflight-requests must be positive");
+        }
+        Ok(())
+    }
+}
+
+fn strip_scheme(listener: &str) -> &str {
+    listener
+        .split_once("://")
+        .map_or(listener, |(_, address)| address)
+}
+
+/// `HOST:PORT` or `PLAINTEXT://HOST:PORT` → (host, port).
+pub fn split_host_port(listener: &str) -> anyhow::Result<(String, u16)> {
+    let address = strip_scheme(listener.trim());
+    let (host, port) = address
+        .rsplit_once(':')
+        .with_context(|| format!("expected HOST:PORT, got {listener:?}"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("bad port in {listener:?}"))?;
+    Ok((host.trim_matches(['[', ']']).to_owned(), port))
+}
+
+fn parse_listener(listener: &str) -> anyhow::Result<SocketAddr> {
+    let address = strip_scheme(listener.trim());
+    let address = address.replace("localhost:", "127.0.0.1:");
+    address
+        .parse()
+        .with_context(|| format!("expected IP:PORT, got {listener:?}"))
+}
+
+/// Reads the config file named by `--config`/`SKIFF_CONFIG` (if any) and exports its keys as
+/// `SKIFF_*` environment variables that are not already set, so clap applies the precedence.
+pub fn load_config_file_into_env(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
+    let mut path = std::env::var_os("SKIFF_CONFIG").map(PathBuf::from);
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let arg = arg.to_string_lossy();
+        if arg == "--config" {
+            path = iter.next().map(PathBuf::from);
+        } else if let Some(value) = arg.strip_prefix("--config=") {
+            path = Some(PathBuf::from(value));
+        }
+    }
+    let Some(path) = path else { return Ok(()) };
+    for (name, value) in read_config_file(&path)? {
+        // Safe: called from `main` before any other thread exists.
+        if std::env::var_os(&name).is_none() {
+            std::env::set_var(&name, value);
+        }
+    }
+    Ok(())
+}
+
+/// The config file as (environment variable, value) pairs; unknown keys are an error.
+pub fn read_config_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+    let command = Cli::command();
+    let serve = command
+        .find_subcommand("serve")
+        .expect("the serve subcommand exists");
+    let known: Vec<String> = serve
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|long| *long != "config")
+        .map(str::to_owned)
+        .collect();
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let flag = key.replace(['.', '_'], "-");
+        if !known.contains(&flag) {
+            bail!(
+                "unknown key {key:?} in config file {}; known keys: {}",
+                path.display(),
+                known.join(", ")
+            );
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            other => bail!("config key {key:?} must be a string, number or boolean, got {other}"),
+        };
+        out.push((
+            format!("SKIFF_{}", flag.replace('-', "_").to_uppercase()),
+            value,
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_accept_kafka_spelling() {
+        assert_eq!(
+            parse_listener("PLAINTEXT://127.0.0.1:9092").expect("parse"),
+            "127.0.0.1:9092".parse::<SocketAddr>().expect("addr")
+        );
+        assert_eq!(
+            split_host_port("PLAINTEXT://broker-0.skiff:9092").expect("split"),
+            ("broker-0.skiff".to_owned(), 9092)
+        );
+        assert!(parse_listener("nonsense").is_err());
+    }
+
+    #[test]
+    fn config_file_keys_map_to_env_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("skiff.toml");
+        std::fs::write(
+            &path,
+            "\"auto.create.topics.enable\" = false\nflush_linger_ms = 20\nlisteners = \"127.0.0.1:1\"\n",
+        )
+        .expect("write");
+        let mut pairs = read_config_file(&path).expect("read");
+        pairs.sort();
+        assert_eq!(
+            pairs,
+            vec![
+                (
+                    "SKIFF_AUTO_CREATE_TOPICS_ENABLE".to_owned(),
+                    "false".to_owned()
+                ),
+                ("SKIFF_FLUSH_LINGER_MS".to_owned(), "20".to_owned()),
+                ("SKIFF_LISTENERS".to_owned(), "127.0.0.1:1".to_owned()),
+            ]
+        );
+        std::fs::write(&path, "flush_lingr_ms = 20\n").expect("write");
+        let error = read_config_file(&path)
+            .expect_err("unknown key")
+            .to_string();
+        assert!(error.contains("flush_lingr_ms"), "{error}");
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let cli = Cli::try_parse_from(["skiff", "serve"]).expect("parse");
+        let Command::Serve(args) = cli.command;
+        args.validate().expect("defaults are valid");
+        assert_eq!(args.flush_linger_ms, 250);
+        assert!(args.auto_create_topics_enable);
+    }
+}

@@ -1,0 +1,164 @@
+//! The `skiff` binary.
+
+mod api;
+mod config;
+mod http;
+mod server;
+
+use anyhow::Context;
+use api::{Broker, Limits, Node, ProducerIds, TopicDefaults};
+use clap::Parser;
+use config::{Cli, Command, LogFormat, ServeArgs};
+use skiff_tiering::metadata::embedded::EmbeddedStore;
+use skiff_tiering::metadata::MetadataStore;
+use skiff_tiering::{Clock, Log, LogConfig, SystemClock};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<_> = std::env::args_os().collect();
+    config::load_config_file_into_env(&args)?;
+    let cli = Cli::parse_from(args);
+    match cli.command {
+        Command::Serve(serve_args) => {
+            serve_args.validate()?;
+            init_tracing(&serve_args);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(serve(serve_args))
+        }
+    }
+}
+
+fn init_tracing(args: &ServeArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let objects_dir = args.data_dir.join("objects");
+    let meta_dir = args.data_dir.join("meta");
+    for dir in [&objects_dir, &meta_dir] {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    }
+    let store: Arc<dyn MetadataStore> = Arc::new(
+        EmbeddedStore::open(&meta_dir.join("skiff.redb"), clock.clone())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the metadata store in {} (is another broker using it?)",
+                    meta_dir.display()
+                )
+            })?,
+    );
+    let objects = Arc::new(
+        object_store::local::LocalFileSystem::new_with_prefix(&objects_dir)
+            .context("cannot open the local object store")?,
+    );
+    let log = Log::open(
+        store.clone(),
+        objects,
+        clock,
+        LogConfig {
+            flush_linger_ms: args.flush_linger_ms,
+            flush_max_bytes: args.flush_max_bytes,
+            buffer_max_bytes: args.produce_buffer_max_bytes,
+            recent_cache_max_bytes: args.recent_cache_max_bytes,
+        },
+    );
+
+    let kafka_bind = args.kafka_bind()?;
+    let listener = tokio::net::TcpListener::bind(kafka_bind)
+        .await
+        .with_context(|| format!("cannot bind the Kafka listener on {kafka_bind}"))?;
+    let bound = listener.local_addr()?;
+    let (host, port) = match &args.advertised_listeners {
+        Some(advertised) => config::split_host_port(advertised)?,
+        None => (bound.ip().to_string(), bound.port()),
+    };
+    let broker = Arc::new(Broker {
+        log: log.clone(),
+        node: Node {
+            node_id: args.node_id,
+            host,
+            port: i32::from(port),
+        },
+        cluster_id: args.cluster_id.clone(),
+        limits: Limits {
+            max_connections: args.max_connections,
+            connection_max_inflight_requests: args.connection_max_inflight_requests,
+            socket_request_max_bytes: args.socket_request_max_bytes,
+            message_max_bytes: args.message_max_bytes,
+        },
+        topic_defaults: TopicDefaults {
+            auto_create_topics_enable: args.auto_create_topics_enable,
+            num_partitions: args.num_partitions,
+            message_timestamp_type: args.log_message_timestamp_type,
+        },
+        producer_ids: ProducerIds::new(store),
+        flush_linger_ms: args.flush_linger_ms,
+    });
+
+    let http_bind = args.http_bind()?;
+    let http_listener = tokio::net::TcpListener::bind(http_bind)
+        .await
+        .with_context(|| format!("cannot bind the HTTP admin listener on {http_bind}"))?;
+    let shutdown = CancellationToken::new();
+    let http = {
+        let shutdown = shutdown.clone();
+        let app = http::router(broker.clone());
+        tokio::spawn(async move {
+            let served = axum::serve(http_listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP admin server failed");
+            }
+        })
+    };
+    tracing::info!(
+        kafka = %bound,
+        http = %http_bind,
+        data_dir = %args.data_dir.display(),
+        node_id = args.node_id,
+        "skiff broker started"
+    );
+    let kafka = tokio::spawn(server::serve(listener, broker, shutdown.clone()));
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: flushing buffered produce data");
+    shutdown.cancel();
+    let _ = kafka.await;
+    log.shutdown().await;
+    let _ = http.await;
+    tracing::info!("skiff broker stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
