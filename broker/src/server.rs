@@ -128,7 +128,9 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
         let handle = match request {
             Decoded::Immediate(response) => tokio::spawn(async move { Reply::Respond(response) }),
             Decoded::Request(request) => {
-                tokio::spawn(async move { api::handle(&broker, request).await })
+                // In order: produce data is queued before the next request is read.
+                let staged = api::stage(&broker, request).await;
+                tokio::spawn(async move { api::complete(&broker, staged).await })
             }
         };
         if responses.send(handle).await.is_err() {

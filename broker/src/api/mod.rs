@@ -205,13 +205,62 @@ pub enum Reply {
     Close,
 }
 
-/// Handles one request.
-pub async fn handle(broker: &Broker, request: Box<Request>) -> Reply {
+/// A request after the part of its handling that must happen in request order.
+#[derive(Debug)]
+pub struct Staged {
+    header: RequestHeader,
+    api_key: ApiKey,
+    body: StagedBody,
+}
+
+enum StagedBody {
+    Produce(produce::Staged),
+    Other(Box<RequestKind>),
+}
+
+impl std::fmt::Debug for StagedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StagedBody::Produce(_) => f.write_str("Produce(staged)"),
+            StagedBody::Other(body) => body.fmt(f),
+        }
+    }
+}
+
+/// The in-order part of handling: produce data is validated and queued in the log here, so
+/// pipelined produce requests on one connection keep their order. Everything else is deferred
+/// to [`complete`], which connections run concurrently.
+pub async fn stage(broker: &Broker, request: Box<Request>) -> Staged {
     let Request {
         header,
         api_key,
         body,
     } = *request;
+    let body = match body {
+        RequestKind::Produce(req) => StagedBody::Produce(produce::stage(broker, req).await),
+        other => StagedBody::Other(Box::new(other)),
+    };
+    Staged {
+        header,
+        api_key,
+        body,
+    }
+}
+
+/// Handles one request from start to end (tests; connections stage and complete separately).
+#[cfg(test)]
+pub async fn handle(broker: &Broker, request: Box<Request>) -> Reply {
+    let staged = stage(broker, request).await;
+    complete(broker, staged).await
+}
+
+/// The concurrent part of handling: waits for commits, long polls, and answers.
+pub async fn complete(broker: &Broker, staged: Staged) -> Reply {
+    let Staged {
+        header,
+        api_key,
+        body,
+    } = staged;
     let version = header.request_api_version;
     let span = tracing::debug_span!(
         "request",
@@ -220,6 +269,21 @@ pub async fn handle(broker: &Broker, request: Box<Request>) -> Reply {
         correlation_id = header.correlation_id,
         client_id = header.client_id.as_deref().unwrap_or(""),
     );
+    let body = match body {
+        StagedBody::Produce(staged) => {
+            let response = produce::complete(broker, staged).await;
+            return match response {
+                None => Reply::Nothing,
+                Some(response) => respond(
+                    api_key,
+                    version,
+                    header.correlation_id,
+                    &ResponseKind::Produce(response),
+                ),
+            };
+        }
+        StagedBody::Other(body) => *body,
+    };
     let response = async {
         match body {
             RequestKind::ApiVersions(req) => Some(ResponseKind::ApiVersions(api_versions::handle(
@@ -228,9 +292,6 @@ pub async fn handle(broker: &Broker, request: Box<Request>) -> Reply {
             RequestKind::Metadata(req) => Some(ResponseKind::Metadata(
                 metadata::handle(broker, req, version).await,
             )),
-            RequestKind::Produce(req) => produce::handle(broker, req, version)
-                .await
-                .map(ResponseKind::Produce),
             RequestKind::Fetch(req) => Some(ResponseKind::Fetch(fetch::handle(broker, req).await)),
             RequestKind::ListOffsets(req) => Some(ResponseKind::ListOffsets(
                 list_offsets::handle(broker, req, version).await,
@@ -260,13 +321,13 @@ pub async fn handle(broker: &Broker, request: Box<Request>) -> Reply {
     .instrument(span)
     .await;
     let Some(response) = response else {
-        return if api_key == ApiKey::Produce {
-            Reply::Nothing
-        } else {
-            Reply::Close
-        };
+        return Reply::Close;
     };
-    match encode_response(api_key, version, header.correlation_id, &response) {
+    respond(api_key, version, header.correlation_id, &response)
+}
+
+fn respond(api_key: ApiKey, version: i16, correlation_id: i32, response: &ResponseKind) -> Reply {
+    match encode_response(api_key, version, correlation_id, response) {
         Ok(bytes) => Reply::Respond(bytes),
         Err(error) => {
             tracing::error!(%error, api = ?api_key, version, "response encoding failed");

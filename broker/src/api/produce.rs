@@ -8,7 +8,7 @@ use super::Broker;
 use crate::config::TimestampType;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use skiff_tiering::batch;
@@ -25,11 +25,16 @@ enum Slot {
     Waiting(Pending),
 }
 
-pub async fn handle(
-    broker: &Broker,
-    request: ProduceRequest,
-    _version: i16,
-) -> Option<ProduceResponse> {
+/// A produce request whose data is validated and queued in the log, not yet committed.
+pub struct Staged {
+    acks: i16,
+    timeout_ms: i32,
+    topics: Vec<(TopicName, Vec<(i32, Slot)>)>,
+}
+
+/// Validates and queues every partition's data. Connections run this in request order, so
+/// pipelined produce requests to one partition are appended in the order they were sent.
+pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
     let acks = request.acks;
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
@@ -68,11 +73,26 @@ pub async fn handle(
         }
         topics.push((topic_data.name, slots));
     }
+    Staged {
+        acks,
+        timeout_ms: request.timeout_ms,
+        topics,
+    }
+}
+
+/// Waits until every queued partition is committed (or failed) and builds the response;
+/// `None` for acks=0, which Kafka never answers.
+pub async fn complete(broker: &Broker, staged: Staged) -> Option<ProduceResponse> {
+    let Staged {
+        acks,
+        timeout_ms,
+        topics,
+    } = staged;
     if acks == 0 {
         // The appends proceed; nobody waits for them.
         return None;
     }
-    let wait = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0))
+    let wait = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0))
         .max(Duration::from_millis(broker_min_wait_ms(broker)));
     let mut response = ProduceResponse::default();
     for (name, slots) in topics {

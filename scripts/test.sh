@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Install the test dependencies (idempotent) and run every test: Rust unit tests, then the
+# end-to-end suite (tests/e2e, pytest) against a debug build of the `skiff` binary.
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh -k kcat         # extra arguments go to pytest
+#   SKIFF_E2E_ONLY=1 scripts/test.sh   # skip cargo; use an existing $SKIFF_BIN / target/debug/skiff
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO="$(pwd)"
+VENV="$REPO/.venv"
+REQS="$REPO/tests/requirements.txt"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# ---- system packages ----------------------------------------------------------------------------
+if ! command -v kcat >/dev/null 2>&1; then
+    step "installing kcat (apt)"
+    apt_install kcat
+fi
+
+# ---- python venv --------------------------------------------------------------------------------
+PYTHON="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    step "creating $VENV"
+    rm -rf "$VENV"
+    if ! "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
+        apt_install python3-venv
+        rm -rf "$VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+fi
+# Re-install only when the requirements changed since the last successful install.
+STAMP="$VENV/.requirements.sha256"
+WANT="$(sha256sum "$REQS" | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
+    step "installing python test dependencies"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQS"
+    echo "$WANT" > "$STAMP"
+fi
+
+# ---- rust ---------------------------------------------------------------------------------------
+if [ "${SKIFF_E2E_ONLY:-0}" != "1" ]; then
+    step "cargo test --workspace"
+    cargo test --workspace
+    step "cargo build --bin skiff"
+    cargo build --bin skiff
+fi
+
+# ---- end-to-end ---------------------------------------------------------------------------------
+export SKIFF_BIN="${SKIFF_BIN:-$REPO/target/debug/skiff}"
+if [ ! -x "$SKIFF_BIN" ]; then
+    echo "error: skiff binary not found at $SKIFF_BIN" >&2
+    exit 1
+fi
+step "pytest tests/e2e (SKIFF_BIN=$SKIFF_BIN)"
+"$VENV/bin/pytest" tests/e2e -v -ra "$@"
