@@ -142,6 +142,16 @@ pub struct ServeArgs {
     )]
     pub socket_request_max_bytes: usize,
 
+    /// Most bytes one Fetch response carries, whatever the client asks (Kafka's
+    /// `fetch.max.bytes`); the first batch is always sent whole.
+    #[arg(
+        long,
+        env = "SKIFF_FETCH_MAX_BYTES",
+        default_value_t = 57_671_680,
+        value_name = "BYTES"
+    )]
+    pub fetch_max_bytes: usize,
+
     /// Most client connections at once; further connections wait to be accepted (Kafka's
     /// `max.connections`).
     #[arg(long, env = "SKIFF_MAX_CONNECTIONS", default_value_t = 10_000)]

@@ -101,6 +101,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             connection_max_inflight_requests: args.connection_max_inflight_requests,
             socket_request_max_bytes: args.socket_request_max_bytes,
             message_max_bytes: args.message_max_bytes,
+            fetch_max_bytes: args.fetch_max_bytes,
         },
         topic_defaults: TopicDefaults {
             auto_create_topics_enable: args.auto_create_topics_enable,

@@ -25,7 +25,8 @@ pub async fn handle(broker: &Broker, request: FetchRequest) -> FetchResponse {
     let max_bytes = usize::try_from(request.max_bytes)
         .ok()
         .filter(|m| *m > 0)
-        .unwrap_or(usize::MAX);
+        .unwrap_or(usize::MAX)
+        .min(broker.limits.fetch_max_bytes);
     let mut commits = broker.log.subscribe_commits();
     loop {
         commits.borrow_and_update();

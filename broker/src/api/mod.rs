@@ -64,6 +64,7 @@ pub struct Limits {
     pub connection_max_inflight_requests: usize,
     pub socket_request_max_bytes: usize,
     pub message_max_bytes: usize,
+    pub fetch_max_bytes: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -53,6 +53,7 @@ async fn fixture() -> Fixture {
             connection_max_inflight_requests: 4,
             socket_request_max_bytes: 1 << 20,
             message_max_bytes: 1_048_588,
+            fetch_max_bytes: 57_671_680,
         },
         topic_defaults: TopicDefaults {
             auto_create_topics_enable: true,
@@ -459,6 +460,27 @@ fn unknown_and_unsupported_requests_are_refused() {
     );
     assert!(matches!(
         decode_request(whole.slice(..whole.len() - 3)),
+        Err(DecodeError::Malformed(..))
+    ));
+}
+
+#[test]
+fn forged_array_lengths_are_malformed_not_allocated() {
+    // Metadata v0 whose topic array claims 54 million entries in 5 bytes: with the upstream
+    // decoder this asked for ~3.6 GiB up front and aborted the process.
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(&[0, 3, 0, 0, 0, 0, 0, 1, 0, 0]);
+    frame.extend_from_slice(&[0x03, 0x3c, 0x0c, 0x00, 0xb6]);
+    assert!(matches!(
+        decode_request(frame.freeze()),
+        Err(DecodeError::Malformed(..))
+    ));
+    // The same with a compact (flexible) array: Metadata v12, header v2.
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(&[0, 3, 0, 12, 0, 0, 0, 1, 0xff, 0xff, 0]);
+    frame.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]);
+    assert!(matches!(
+        decode_request(frame.freeze()),
         Err(DecodeError::Malformed(..))
     ));
 }
