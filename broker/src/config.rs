@@ -158,11 +158,13 @@ pub struct ServeArgs {
     pub max_connections: usize,
 
     /// Requests one connection may have in progress at once (pipelined clients); the connection
-    /// is not read further until one completes.
+    /// is not read further until one completes. A produce request waits up to
+    /// `--flush-linger-ms` for its flush, so a client sending one every few milliseconds needs
+    /// hundreds in flight; produce memory is bounded by `--produce-buffer-max-bytes` instead.
     #[arg(
         long,
         env = "SKIFF_CONNECTION_MAX_INFLIGHT_REQUESTS",
-        default_value_t = 32
+        default_value_t = 1000
     )]
     pub connection_max_inflight_requests: usize,
 

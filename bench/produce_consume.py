@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Single-broker produce/consume benchmark for Skiff on the embedded store.
+
+Starts `skiff serve` (a release build) on a fresh data directory, produces COUNT records of SIZE
+bytes over PARTITIONS partitions with confluent-kafka (librdkafka, acks=all), then consumes them
+all back, and reports:
+
+- produce throughput (MiB/s, records/s) and ack latency p50/p99 (produce() call -> delivery
+  report, so it includes client-side batching: linger.ms),
+- consume throughput,
+- objects written per second and per GiB (from the broker's /v1/stats),
+- broker CPU seconds per GiB produced and consumed (from /proc/<pid>/stat),
+- broker peak RSS (VmHWM).
+
+Run by hand, never in CI:  bench/run.sh  (or see bench/README.md)
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+GIB = 1024 ** 3
+MIB = 1024 ** 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stats(http: str) -> dict:
+    with urllib.request.urlopen(f"http://{http}/v1/stats", timeout=5) as r:
+        return json.load(r)
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def start_broker(binary: str, data_dir: Path, linger_ms: int, log) -> tuple[subprocess.Popen, str, str]:
+    kafka, http = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [binary, "serve", "--data-dir", str(data_dir), "--listeners", kafka,
+         "--http-listeners", http, "--flush-linger-ms", str(linger_ms), "--log", "warn"],
+        stdout=log, stderr=log)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://{http}/health", timeout=1).read()
+            return proc, kafka, http
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("broker did not become healthy")
+
+
+def produce(bootstrap: str, topic: str, partitions: int, count: int, size: int, linger_ms: int,
+            rate: float):
+    producer = Producer({
+        "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": linger_ms,
+        "batch.size": 1_000_000, "queue.buffering.max.kbytes": 1_048_576,
+        "queue.buffering.max.messages": 1_000_000, "enable.idempotence": False,
+    })
+    latencies = []
+    failures = []
+    payload = os.urandom(size)
+
+    def report(err, _msg, sent_at):
+        if err is not None:
+            failures.append(err)
+        else:
+            latencies.append(time.perf_counter() - sent_at)
+
+    started = time.perf_counter()
+    for i in range(count):
+        if rate > 0:
+            # Open-loop pacing: record i is due at started + i / rate.
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                producer.poll(delay) if delay > 0.001 else time.sleep(delay)
+        sent_at = time.perf_counter()
+        while True:
+            try:
+                producer.produce(topic, payload, partition=i % partitions,
+                                 on_delivery=lambda e, m, t=sent_at: report(e, m, t))
+                break
+            except BufferError:
+                producer.poll(0.01)
+        if i % 1000 == 0:
+            producer.poll(0)
+    producer.flush(120)
+    elapsed = time.perf_counter() - started
+    return elapsed, latencies, failures
+
+
+def consume(bootstrap: str, topic: str, partitions: int, count: int) -> float:
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "bench-unused", "enable.auto.commit": False,
+        "fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 8_388_608,
+    })
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    seen = 0
+    started = time.perf_counter()
+    deadline = time.monotonic() + 300
+    while seen < count and time.monotonic() < deadline:
+        for message in consumer.consume(10_000, timeout=1.0):
+            if message.error() is None:
+                seen += 1
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    if seen < count:
+        raise SystemExit(f"consumed only {seen} of {count} records")
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skiff", default="target/release/skiff")
+    parser.add_argument("--count", type=int, default=500_000)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--flush-linger-ms", type=int, default=250)
+    parser.add_argument("--client-linger-ms", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=0,
+                        help="records per second (0: as fast as possible); set it below the "
+                             "saturation throughput to measure ack latency without queueing")
+    parser.add_argument("--results", help="append a markdown row to this file")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="skiff-bench-"))
+    log = open(workdir / "skiff.log", "wb")
+    proc, bootstrap, http = start_broker(args.skiff, workdir / "data", args.flush_linger_ms, log)
+    try:
+        topic = "bench"
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics(
+            [NewTopic(topic, num_partitions=args.partitions, replication_factor=1)])[topic].result(15)
+        total_bytes = args.count * args.size
+
+        cpu0, stats0 = cpu_seconds(proc.pid), stats(http)
+        produce_s, latencies, failures = produce(bootstrap, topic, args.partitions, args.count,
+                                                 args.size, args.client_linger_ms, args.rate)
+        cpu1, stats1 = cpu_seconds(proc.pid), stats(http)
+        if failures:
+            raise SystemExit(f"{len(failures)} produce failures, first: {failures[0]}")
+        consume_s = consume(bootstrap, topic, args.partitions, args.count)
+        cpu2, stats2 = cpu_seconds(proc.pid), stats(http)
+        objects = stats1["objects_written"] - stats0["objects_written"]
+        result = {
+            "records": args.count, "record_bytes": args.size, "partitions": args.partitions,
+            "flush_linger_ms": args.flush_linger_ms, "client_linger_ms": args.client_linger_ms,
+            "rate_records_s": args.rate,
+            "produce_mib_s": total_bytes / MIB / produce_s,
+            "produce_records_s": args.count / produce_s,
+            "ack_p50_ms": percentile(latencies, 0.50) * 1000,
+            "ack_p99_ms": percentile(latencies, 0.99) * 1000,
+            "consume_mib_s": total_bytes / MIB / consume_s,
+            "objects_per_s": objects / produce_s,
+            "objects_per_gib": objects / (total_bytes / GIB),
+            "object_bytes_mean_mib": (stats1["object_bytes_written"] - stats0["object_bytes_written"]) / max(objects, 1) / MIB,
+            "cpu_s_per_gib_produced": (cpu1 - cpu0) / (total_bytes / GIB),
+            "cpu_s_per_gib_consumed": (cpu2 - cpu1) / (total_bytes / GIB),
+            "range_reads_consume": stats2["range_reads"] - stats1["range_reads"],
+            "peak_rss_mib": peak_rss_mib(proc.pid),
+        }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print(json.dumps(result, indent=2))
+    if args.results:
+        row = (f"| {time.strftime('%Y-%m-%d')} | {platform.node()} ({os.cpu_count()} cores) | "
+               f"{args.partitions} | {args.flush_linger_ms} | {args.rate or 'max'} | "
+               f"{result['produce_mib_s']:.1f} | {result['produce_records_s']:.0f} | "
+               f"{result['ack_p50_ms']:.0f} / {result['ack_p99_ms']:.0f} | "
+               f"{result['consume_mib_s']:.1f} | {result['objects_per_s']:.2f} | "
+               f"{result['objects_per_gib']:.0f} | {result['cpu_s_per_gib_produced']:.2f} | "
+               f"{result['cpu_s_per_gib_consumed']:.2f} | {result['peak_rss_mib']:.0f} |\n")
+        with open(args.results, "a") as f:
+            f.write(row)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
