@@ -65,7 +65,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let objects = Arc::new(
         object_store::local::LocalFileSystem::new_with_prefix(&objects_dir)
-            .context("cannot open the local object store")?,
+            .context("cannot open the local object store")?
+            // Acknowledged means durable: a PUT returns only once the object is on disk.
+            .with_fsync(true),
     );
     let log = Log::open(
         store.clone(),

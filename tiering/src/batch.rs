@@ -21,6 +21,7 @@ const RECORDS_COUNT_OFFSET: usize = 57;
 const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
 const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
 const ATTRIBUTE_CONTROL: i16 = 0x20;
+const ATTRIBUTE_COMPRESSION: i16 = 0x07;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
@@ -48,6 +49,19 @@ impl BatchHeader {
 
     pub fn is_control(&self) -> bool {
         self.attributes & ATTRIBUTE_CONTROL != 0
+    }
+
+    /// Compression codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+    pub fn compression(&self) -> i16 {
+        self.attributes & ATTRIBUTE_COMPRESSION
+    }
+
+    /// More records than compressed bytes: possible only for extreme compression, so such a
+    /// batch is decompressed to check its count before it may claim that many offsets.
+    pub fn count_is_implausible(&self) -> bool {
+        self.compression() != 0
+            && usize::try_from(self.records_count).unwrap_or(usize::MAX)
+                > self.size_bytes - HEADER_LEN
     }
 }
 
@@ -135,6 +149,53 @@ pub fn validate(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchError> {
     Ok(())
 }
 
+/// Checks what only the broker may write and what a forged header could claim: clients may not
+/// send control batches, and an uncompressed batch must hold exactly `records_count` records
+/// (their length prefixes must tile the batch). Compressed batches are checked by the caller,
+/// which can decompress (see [`BatchHeader::count_is_implausible`]).
+pub fn validate_client_batch(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchError> {
+    if header.is_control() {
+        return Err(BatchError::Invalid(
+            "clients are not allowed to write control records".into(),
+        ));
+    }
+    if header.compression() != 0 {
+        return Ok(());
+    }
+    let mut rest = &batch[HEADER_LEN..];
+    let mut count: i64 = 0;
+    while !rest.is_empty() {
+        let (length, used) = read_varint(rest)
+            .ok_or_else(|| BatchError::Corrupt("bad record length varint".into()))?;
+        let length = usize::try_from(length)
+            .map_err(|_| BatchError::Corrupt(format!("negative record length {length}")))?;
+        rest = rest
+            .get(used + length..)
+            .ok_or_else(|| BatchError::Corrupt("record runs past the batch".into()))?;
+        count += 1;
+    }
+    if count != i64::from(header.records_count) {
+        return Err(BatchError::Invalid(format!(
+            "batch claims {} records but holds {count}",
+            header.records_count
+        )));
+    }
+    Ok(())
+}
+
+/// A zigzag-encoded varint (Kafka's record fields): (value, bytes used).
+fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
+    let mut raw: u64 = 0;
+    for (i, byte) in buf.iter().take(5).enumerate() {
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let value = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
 /// Splits produce data into validated batches (zero-copy slices of `records`).
 pub fn split_and_validate(
     records: &Bytes,
@@ -160,6 +221,7 @@ pub fn split_and_validate(
         }
         let batch = records.slice(position..end);
         validate(&header, &batch)?;
+        validate_client_batch(&header, &batch)?;
         batches.push((header, batch));
         position = end;
     }
@@ -218,9 +280,25 @@ pub(crate) mod tests {
             .copy_from_slice(&max_timestamp.to_be_bytes());
         batch[PRODUCER_ID_OFFSET..PRODUCER_ID_OFFSET + 8].copy_from_slice(&(-1i64).to_be_bytes());
         batch[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4].copy_from_slice(&count.to_be_bytes());
-        for (i, byte) in batch[HEADER_LEN..].iter_mut().enumerate() {
-            *byte = i as u8;
+        // `count` records tiling the body: a varint length byte, then that many bytes.
+        let per_record = body_len / count as usize;
+        assert!(
+            (1..=64).contains(&per_record),
+            "sample records need 1..=64 bytes each"
+        );
+        for (i, record) in batch[HEADER_LEN..HEADER_LEN + per_record * count as usize]
+            .chunks_mut(per_record)
+            .enumerate()
+        {
+            record[0] = ((per_record - 1) * 2) as u8; // zigzag varint of the body length
+            for (j, byte) in record[1..].iter_mut().enumerate() {
+                *byte = (i + j) as u8;
+            }
         }
+        let used = HEADER_LEN + per_record * count as usize;
+        batch.truncate(used);
+        let batch_length = (batch.len() - LOG_OVERHEAD) as i32;
+        batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
         let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
         batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         batch
@@ -263,9 +341,32 @@ pub(crate) mod tests {
             Err(BatchError::TooLarge { .. })
         ));
         assert!(split_and_validate(&Bytes::from_static(&[0u8; 7]), 1 << 20).is_err());
-        let mut negative = sample_batch(1, 1, 0);
+        let mut negative = sample_batch(1, 1, 1);
         negative[8..12].copy_from_slice(&(-5i32).to_be_bytes());
         assert!(split_and_validate(&Bytes::from(negative), 1 << 20).is_err());
+    }
+
+    #[test]
+    fn rejects_forged_counts_and_control_batches() {
+        let mut forged = sample_batch(2, 1, 10);
+        // Claim 3 records (and a matching offset delta) while holding 2; fix up the CRC.
+        forged[LAST_OFFSET_DELTA_OFFSET..LAST_OFFSET_DELTA_OFFSET + 4]
+            .copy_from_slice(&2i32.to_be_bytes());
+        forged[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4].copy_from_slice(&3i32.to_be_bytes());
+        let crc = crc32c::crc32c(&forged[ATTRIBUTES_OFFSET..]);
+        forged[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            split_and_validate(&Bytes::from(forged), 1 << 20),
+            Err(BatchError::Invalid(m)) if m.contains("holds 2")
+        ));
+        let mut control = sample_batch(1, 1, 10);
+        control[ATTRIBUTES_OFFSET + 1] |= ATTRIBUTE_CONTROL as u8;
+        let crc = crc32c::crc32c(&control[ATTRIBUTES_OFFSET..]);
+        control[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            split_and_validate(&Bytes::from(control), 1 << 20),
+            Err(BatchError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -13,6 +13,23 @@ use std::sync::Arc;
 
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_LEN_MAX: usize = 249;
+/// Partitions one topic may have. Kafka has no hard limit, but every partition costs metadata
+/// keys and broker memory, and a request for millions must not be accepted in one call.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+pub fn check_partition_count(partitions: i32) -> Result<(), CatalogError> {
+    if partitions < 1 {
+        return Err(CatalogError::InvalidPartitions(format!(
+            "number of partitions must be at least 1: partitions={partitions}"
+        )));
+    }
+    if partitions > PARTITIONS_PER_TOPIC_MAX {
+        return Err(CatalogError::InvalidPartitions(format!(
+            "at most {PARTITIONS_PER_TOPIC_MAX} partitions per topic: partitions={partitions}"
+        )));
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -61,6 +78,17 @@ pub fn validate_topic_name(name: &str) -> Result<(), CatalogError> {
     Ok(())
 }
 
+/// Checks that `total` partitions would grow `topic` (Kafka never shrinks) within the limit.
+pub fn check_growth(topic: &Topic, total: i32) -> Result<(), CatalogError> {
+    if total <= topic.record.partitions {
+        return Err(CatalogError::InvalidPartitions(format!(
+            "topic currently has {} partitions, {total} would not be an increase",
+            topic.record.partitions
+        )));
+    }
+    check_partition_count(total)
+}
+
 #[derive(Debug, Clone)]
 pub struct Catalog {
     store: Arc<dyn MetadataStore>,
@@ -92,6 +120,11 @@ impl Catalog {
         kvs.into_iter().map(Self::decode).collect()
     }
 
+    /// The topic with this id (32 lowercase hex digits), if any.
+    pub async fn find_by_id(&self, id: &str) -> Result<Option<Topic>, CatalogError> {
+        Ok(self.list().await?.into_iter().find(|t| t.record.id == id))
+    }
+
     pub async fn create(
         &self,
         name: &str,
@@ -100,11 +133,7 @@ impl Catalog {
         now_ms: i64,
     ) -> Result<Topic, CatalogError> {
         validate_topic_name(name)?;
-        if partitions < 1 {
-            return Err(CatalogError::InvalidPartitions(format!(
-                "number of partitions must be at least 1: partitions={partitions}"
-            )));
-        }
+        check_partition_count(partitions)?;
         let record = TopicRecord {
             name: name.to_owned(),
             id: format!("{:032x}", ulid::Ulid::new().0),
@@ -154,12 +183,7 @@ impl Catalog {
             .get(name)
             .await?
             .ok_or_else(|| CatalogError::UnknownTopic(name.to_owned()))?;
-        if total <= topic.record.partitions {
-            return Err(CatalogError::InvalidPartitions(format!(
-                "topic currently has {} partitions, {total} would not be an increase",
-                topic.record.partitions
-            )));
-        }
+        check_growth(&topic, total)?;
         let mut record = topic.record.clone();
         record.partitions = total;
         let key = keys::topic(name);

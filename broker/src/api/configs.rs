@@ -12,7 +12,6 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 use skiff_tiering::batch::BatchHeader;
 use std::collections::BTreeMap;
@@ -198,9 +197,7 @@ impl<'a> TopicConfigs<'a> {
 /// Kafka refuses records without a key on compacted topics (INVALID_RECORD).
 pub fn check_keys_for_compaction(batches: &[(BatchHeader, Bytes)]) -> Result<(), String> {
     for (_, batch) in batches {
-        let mut buf = batch.clone();
-        let set = RecordBatchDecoder::decode(&mut buf)
-            .map_err(|e| format!("undecodable record batch: {e}"))?;
+        let set = super::records::decode_batch(batch)?;
         if set.records.iter().any(|record| record.key.is_none()) {
             return Err("compacted topic cannot accept message without key".to_owned());
         }

@@ -31,7 +31,9 @@ pub async fn handle(broker: &Broker, request: FetchRequest) -> FetchResponse {
     loop {
         commits.borrow_and_update();
         let (responses, bytes, errors) = read_once(broker, &request, max_bytes).await;
-        if bytes >= min_bytes.max(1) || errors || Instant::now() >= deadline {
+        // Kafka answers at once when min_bytes is met (min_bytes = 0 always is), on errors,
+        // and when nothing was asked for.
+        if bytes >= min_bytes || errors || request.topics.is_empty() || Instant::now() >= deadline {
             return FetchResponse::default()
                 .with_session_id(0)
                 .with_responses(responses);

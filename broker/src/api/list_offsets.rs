@@ -7,7 +7,7 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
+use kafka_protocol::records::TimestampType;
 use kafka_protocol::ResponseError;
 use skiff_tiering::log::TopicPartition;
 use skiff_tiering::LogError;
@@ -107,9 +107,9 @@ async fn lookup(
 }
 
 /// The first record of a stored batch matching `predicate(timestamp, batch max timestamp)`.
-fn find_record(mut batch: Bytes, predicate: impl Fn(i64, i64) -> bool) -> Option<(i64, i64)> {
+fn find_record(batch: Bytes, predicate: impl Fn(i64, i64) -> bool) -> Option<(i64, i64)> {
     let header = skiff_tiering::batch::parse_header(&batch).ok()?;
-    let set = RecordBatchDecoder::decode(&mut batch).ok()?;
+    let set = super::records::decode_batch(&batch).ok()?;
     set.records.iter().find_map(|record| {
         let timestamp = match record.timestamp_type {
             TimestampType::LogAppend => header.max_timestamp,

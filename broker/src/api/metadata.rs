@@ -14,7 +14,14 @@ use skiff_tiering::log::TopicPartition;
 /// "Authorized operations were not requested" in Kafka's encoding.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-pub async fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
+/// `None` when the topic list cannot be read: Metadata before v13 has no top-level error code,
+/// and an empty list would make clients drop their partitions, so the connection is closed
+/// instead and the client retries.
+pub async fn handle(
+    broker: &Broker,
+    request: MetadataRequest,
+    version: i16,
+) -> Option<MetadataResponse> {
     let node = BrokerId(broker.node.node_id);
     let mut response = MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
@@ -31,27 +38,32 @@ pub async fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> 
     };
     let auto_create = version < 4 || request.allow_auto_topic_creation;
     if all {
-        match broker.log.catalog().list().await {
-            Ok(topics) => {
-                for topic in topics {
-                    response.topics.push(describe_topic(broker, &topic).await);
-                }
-            }
+        let topics = match broker.log.catalog().list().await {
+            Ok(topics) => topics,
             Err(error) => {
                 tracing::warn!(%error, "metadata: cannot list topics");
-                response.error_code = ResponseError::KafkaStorageError.code();
+                return None;
             }
+        };
+        for topic in topics {
+            response.topics.push(describe_topic(broker, &topic).await);
         }
-        return response;
+        return Some(response);
     }
     for requested in request.topics.unwrap_or_default() {
         let Some(name) = requested.name else {
             // Lookup by topic id (v10+).
-            let found = match broker.log.catalog().list().await {
-                Ok(topics) => topics
-                    .into_iter()
-                    .find(|t| topic_uuid(t) == requested.topic_id),
-                Err(_) => None,
+            let found = match broker
+                .log
+                .catalog()
+                .find_by_id(&requested.topic_id.simple().to_string())
+                .await
+            {
+                Ok(found) => found,
+                Err(error) => {
+                    tracing::warn!(%error, "metadata: cannot look up topic id");
+                    return None;
+                }
             };
             response.topics.push(match found {
                 Some(topic) => describe_topic(broker, &topic).await,
@@ -78,7 +90,7 @@ pub async fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> 
         };
         response.topics.push(entry);
     }
-    response
+    Some(response)
 }
 
 fn topic_error(

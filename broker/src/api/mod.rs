@@ -13,6 +13,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_ids;
+mod records;
 mod topics;
 
 pub use producer_ids::ProducerIds;
@@ -290,9 +291,9 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Reply {
             RequestKind::ApiVersions(req) => Some(ResponseKind::ApiVersions(api_versions::handle(
                 &req, version,
             ))),
-            RequestKind::Metadata(req) => Some(ResponseKind::Metadata(
-                metadata::handle(broker, req, version).await,
-            )),
+            RequestKind::Metadata(req) => metadata::handle(broker, req, version)
+                .await
+                .map(ResponseKind::Metadata),
             RequestKind::Fetch(req) => Some(ResponseKind::Fetch(fetch::handle(broker, req).await)),
             RequestKind::ListOffsets(req) => Some(ResponseKind::ListOffsets(
                 list_offsets::handle(broker, req, version).await,

@@ -147,6 +147,17 @@ async fn append(
             return Slot::Failed(batch_error(&error), error.to_string());
         }
     };
+    for (header, batch) in &batches {
+        if header.count_is_implausible() {
+            let holds = super::records::decode_batch(batch).map(|set| set.records.len());
+            if holds != Ok(usize::try_from(header.records_count).unwrap_or(0)) {
+                return Slot::Failed(
+                    ResponseError::InvalidRecord,
+                    format!("batch claims {} records: {holds:?}", header.records_count),
+                );
+            }
+        }
+    }
     if configs.is_compacted() {
         if let Err(message) = configs::check_keys_for_compaction(&batches) {
             return Slot::Failed(ResponseError::InvalidRecord, message);

@@ -40,15 +40,8 @@ impl ProducerIds {
             return response
                 .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
         }
-        // A producer re-initialising with its id (KIP-360) keeps it and bumps its epoch.
-        if request.producer_id.0 >= 0 && request.producer_epoch >= 0 {
-            let epoch = request.producer_epoch.checked_add(1);
-            if let Some(epoch) = epoch.filter(|e| *e < i16::MAX) {
-                return response
-                    .with_producer_id(request.producer_id)
-                    .with_producer_epoch(epoch);
-            }
-        }
+        // Without a transactional id Kafka always hands out a fresh id (a re-initialising
+        // producer included), so no client can take over another producer's id.
         match self.next().await {
             Ok(id) => response
                 .with_producer_id(ProducerId(id))

@@ -16,7 +16,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use skiff_tiering::catalog::{validate_topic_name, CatalogError};
+use skiff_tiering::catalog::{
+    check_growth, check_partition_count as check_partitions, validate_topic_name, CatalogError,
+};
 use std::collections::BTreeMap;
 
 fn message(text: impl Into<String>) -> Option<StrBytes> {
@@ -55,11 +57,8 @@ pub async fn create(
             Err((ResponseError::InvalidConfig, why))
         } else if let Err(error) = validate_topic_name(&name) {
             Err((catalog_error(&error), error.to_string()))
-        } else if partitions < 1 {
-            Err((
-                ResponseError::InvalidPartitions,
-                format!("number of partitions must be at least 1, got {partitions}"),
-            ))
+        } else if let Err(error) = check_partitions(partitions) {
+            Err((catalog_error(&error), error.to_string()))
         } else if topic.replication_factor == 0 || topic.replication_factor < -1 {
             Err((
                 ResponseError::InvalidReplicationFactor,
@@ -145,12 +144,21 @@ pub async fn delete(broker: &Broker, request: DeleteTopicsRequest) -> DeleteTopi
     for (name, id) in targets {
         let name = match name {
             Some(name) => Some(name),
-            None => match broker.log.catalog().list().await {
-                Ok(topics) => topics
-                    .into_iter()
-                    .find(|t| topic_uuid(t) == id)
-                    .map(|t| t.record.name),
-                Err(_) => None,
+            None => match broker
+                .log
+                .catalog()
+                .find_by_id(&id.simple().to_string())
+                .await
+            {
+                Ok(found) => found.map(|t| t.record.name),
+                Err(error) => {
+                    let result = DeletableTopicResult::default()
+                        .with_topic_id(id)
+                        .with_error_code(catalog_error(&error).code())
+                        .with_error_message(message(error.to_string()));
+                    response.responses.push(result);
+                    continue;
+                }
             },
         };
         let mut result = DeletableTopicResult::default()
@@ -187,11 +195,7 @@ pub async fn create_partitions(
         let mut result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
         let outcome = if request.validate_only {
             match broker.log.catalog().get(&name).await {
-                Ok(Some(existing)) if topic.count > existing.record.partitions => Ok(()),
-                Ok(Some(existing)) => Err(CatalogError::InvalidPartitions(format!(
-                    "topic currently has {} partitions, {} would not be an increase",
-                    existing.record.partitions, topic.count
-                ))),
+                Ok(Some(existing)) => check_growth(&existing, topic.count),
                 Ok(None) => Err(CatalogError::UnknownTopic(name.clone())),
                 Err(error) => Err(error),
             }

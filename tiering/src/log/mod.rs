@@ -165,6 +165,9 @@ pub(crate) struct LogInner {
     pub(crate) recent: Mutex<recent::RecentObjects>,
     pub(crate) stats: LogStats,
     pub(crate) shutting_down: AtomicBool,
+    /// Bumped whenever cached partitions are dropped; a partition load that started before a
+    /// bump does not cache what it read (it may describe a deleted topic).
+    pub(crate) cache_generation: AtomicU64,
 }
 
 /// The log of every partition this broker leads. Cheap to clone.
@@ -196,6 +199,7 @@ impl Log {
             commits,
             stats: LogStats::default(),
             shutting_down: AtomicBool::new(false),
+            cache_generation: AtomicU64::new(0),
         });
         let flusher = tokio::spawn(writer::run_flusher(inner.clone()));
         Self {
@@ -244,7 +248,7 @@ impl Log {
             return Err(LogError::ShuttingDown);
         }
         // Fail fast on unknown partitions, before buffering anything.
-        self.partition(&tp).await?;
+        let topic_create_revision = self.partition(&tp).await?.topic_create_revision;
         let bytes: usize = batches.iter().map(|(_, b)| b.len()).sum();
         if bytes > self.inner.config.buffer_max_bytes {
             return Err(LogError::TooLarge {
@@ -267,6 +271,7 @@ impl Log {
             pending.push(
                 tp,
                 PendingAppend {
+                    topic_create_revision,
                     batches,
                     log_append_time,
                     bytes,
@@ -329,6 +334,7 @@ impl Log {
     /// Drops what this broker remembers of a topic (after it was deleted or changed).
     pub fn forget_topic(&self, topic: &str) {
         let mut partitions = self.inner.partitions.write().expect("partitions poisoned");
+        self.inner.cache_generation.fetch_add(1, Ordering::AcqRel);
         partitions.retain(|tp, _| &*tp.topic != topic);
     }
 
@@ -364,6 +370,7 @@ pub(crate) async fn load_partition(
     {
         return Ok(found.clone());
     }
+    let generation = inner.cache_generation.load(Ordering::Acquire);
     let unknown = || LogError::UnknownTopicOrPartition(tp.to_string());
     let topic = inner.catalog.get(&tp.topic).await?.ok_or_else(unknown)?;
     if tp.partition < 0 || tp.partition >= topic.record.partitions {
@@ -395,6 +402,11 @@ pub(crate) async fn load_partition(
         }),
     });
     let mut partitions = inner.partitions.write().expect("partitions poisoned");
+    if inner.cache_generation.load(Ordering::Acquire) != generation {
+        // Cached partitions were dropped while this load ran: what it read may be stale, so it
+        // serves this one call and is not cached.
+        return Ok(loaded);
+    }
     Ok(partitions.entry(tp.clone()).or_insert(loaded).clone())
 }
 

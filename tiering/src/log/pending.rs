@@ -16,6 +16,9 @@ pub(crate) type Reply = oneshot::Sender<Result<AppendOutcome, LogError>>;
 
 #[derive(Debug)]
 pub(crate) struct PendingAppend {
+    /// The topic incarnation the append was accepted for; a flush that finds another one
+    /// (the topic was deleted and re-created meanwhile) fails the append.
+    pub(crate) topic_create_revision: crate::metadata::Revision,
     pub(crate) batches: Vec<(BatchHeader, Bytes)>,
     pub(crate) log_append_time: bool,
     pub(crate) bytes: usize,
@@ -160,6 +163,7 @@ mod tests {
             .expect("permit");
         (
             PendingAppend {
+                topic_create_revision: 1,
                 bytes: bytes.len(),
                 batches: vec![(header, bytes)],
                 log_append_time,

@@ -209,17 +209,34 @@ async fn data_for_a_deleted_topic_is_never_committed_into_its_successor() {
         .await
         .expect("create");
     let tp = TopicPartition::new("t", 0);
+    let recreate = || async {
+        log.catalog()
+            .create("t", 1, Default::default(), 0)
+            .await
+            .expect("re-create");
+    };
+    // As DeleteTopics does: delete, then forget, before the flush; then re-create.
     let pending = log
         .enqueue(tp.clone(), batches(1, 1), false)
         .await
         .expect("enqueue");
     log.catalog().delete("t").await.expect("delete");
-    log.catalog()
-        .create("t", 1, Default::default(), 0)
-        .await
-        .expect("re-create");
+    log.forget_topic("t");
+    recreate().await;
     let outcome = pending.await.expect("reply");
-    assert!(outcome.is_err(), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(LogError::UnknownTopicOrPartition(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(log.offsets(&tp).await.expect("offsets"), (0, 0));
+    // The same when the flusher still has the old incarnation cached (no forget).
+    let pending = log
+        .enqueue(tp.clone(), batches(1, 1), false)
+        .await
+        .expect("enqueue");
+    log.catalog().delete("t").await.expect("delete");
+    recreate().await;
+    assert!(pending.await.expect("reply").is_err());
     log.forget_topic("t");
     assert_eq!(log.offsets(&tp).await.expect("offsets"), (0, 0));
     log.shutdown().await;

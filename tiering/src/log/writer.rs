@@ -78,6 +78,18 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
     for (tp, appends) in taken {
         match load_partition(inner, &tp).await {
             Ok(partition) => {
+                // Appends accepted for an earlier incarnation of the topic must not land here.
+                let (current, stale): (Vec<_>, Vec<_>) = appends
+                    .into_iter()
+                    .partition(|a| a.topic_create_revision == partition.topic_create_revision);
+                fail(
+                    stale,
+                    &LogError::UnknownTopicOrPartition(format!("{tp} was deleted")),
+                );
+                if current.is_empty() {
+                    continue;
+                }
+                let appends = current;
                 let next_offset = partition
                     .view
                     .lock()
