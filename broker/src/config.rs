@@ -152,6 +152,16 @@ pub struct ServeArgs {
     )]
     pub fetch_max_bytes: usize,
 
+    /// Closes a connection that sends nothing for this long, or takes this long to send one
+    /// request (Kafka's `connections.max.idle.ms`).
+    #[arg(
+        long,
+        env = "SKIFF_CONNECTIONS_MAX_IDLE_MS",
+        default_value_t = 600_000,
+        value_name = "MS"
+    )]
+    pub connections_max_idle_ms: u64,
+
     /// Most client connections at once; further connections wait to be accepted (Kafka's
     /// `max.connections`).
     #[arg(long, env = "SKIFF_MAX_CONNECTIONS", default_value_t = 10_000)]
@@ -216,6 +226,9 @@ impl ServeArgs {
         }
         if self.produce_buffer_max_bytes > u32::MAX as usize {
             bail!("--produce-buffer-max-bytes must be below 4 GiB");
+        }
+        if self.connections_max_idle_ms == 0 {
+            bail!("--connections-max-idle-ms must be positive");
         }
         if self.max_connections == 0 || self.connection_max_inflight_requests == 0 {
             bail!("--max-connections and --connection-max-inflight-requests must be positive");

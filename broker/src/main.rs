@@ -104,6 +104,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             socket_request_max_bytes: args.socket_request_max_bytes,
             message_max_bytes: args.message_max_bytes,
             fetch_max_bytes: args.fetch_max_bytes,
+            connections_max_idle: std::time::Duration::from_millis(args.connections_max_idle_ms),
         },
         topic_defaults: TopicDefaults {
             auto_create_topics_enable: args.auto_create_topics_enable,
@@ -111,7 +112,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             message_timestamp_type: args.log_message_timestamp_type,
         },
         producer_ids: ProducerIds::new(store),
-        flush_linger_ms: args.flush_linger_ms,
     });
 
     let http_bind = args.http_bind()?;

@@ -19,7 +19,6 @@ const MAX_TIMESTAMP_OFFSET: usize = 35;
 const PRODUCER_ID_OFFSET: usize = 43;
 const RECORDS_COUNT_OFFSET: usize = 57;
 const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
-const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
 const ATTRIBUTE_CONTROL: i16 = 0x20;
 const ATTRIBUTE_COMPRESSION: i16 = 0x07;
 
@@ -41,10 +40,6 @@ pub struct BatchHeader {
 impl BatchHeader {
     pub fn last_offset(&self) -> i64 {
         self.base_offset + i64::from(self.last_offset_delta)
-    }
-
-    pub fn is_transactional(&self) -> bool {
-        self.attributes & ATTRIBUTE_TRANSACTIONAL != 0
     }
 
     pub fn is_control(&self) -> bool {

@@ -101,15 +101,6 @@ impl ObjectBuilder {
         section
     }
 
-    /// Body bytes written so far (header and sections).
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sections.is_empty() && self.open.is_none()
-    }
-
     pub fn finish(mut self) -> (Bytes, Vec<SectionMeta>) {
         assert!(self.open.is_none(), "section left open");
         let footer = serde_json::to_vec(&self.sections).expect("section metadata serializes");

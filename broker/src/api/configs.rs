@@ -145,13 +145,15 @@ impl<'a> TopicConfigs<'a> {
     }
 
     fn default_of(&self, def: &TopicConfigDef) -> String {
-        match (def.default, def.name) {
-            (Some(value), _) => value.to_owned(),
-            (None, "max.message.bytes") => self.broker.limits.message_max_bytes.to_string(),
-            (None, _) => match self.broker.topic_defaults.message_timestamp_type {
-                TimestampType::CreateTime => "CreateTime".to_owned(),
-                TimestampType::LogAppendTime => "LogAppendTime".to_owned(),
-            },
+        if let Some(value) = def.default {
+            return value.to_owned();
+        }
+        match def.name {
+            "max.message.bytes" => self.broker.limits.message_max_bytes.to_string(),
+            "message.timestamp.type" => {
+                timestamp_type_name(self.broker.topic_defaults.message_timestamp_type).to_owned()
+            }
+            other => unreachable!("topic config {other} has neither a fixed nor a broker default"),
         }
     }
 
@@ -286,11 +288,15 @@ pub async fn describe(broker: &Broker, request: DescribeConfigsRequest) -> Descr
     response
 }
 
-fn broker_configs(broker: &Broker) -> Vec<(&'static str, String, i8)> {
-    let timestamp_type = match broker.topic_defaults.message_timestamp_type {
+fn timestamp_type_name(timestamp_type: TimestampType) -> &'static str {
+    match timestamp_type {
         TimestampType::CreateTime => "CreateTime",
         TimestampType::LogAppendTime => "LogAppendTime",
-    };
+    }
+}
+
+fn broker_configs(broker: &Broker) -> Vec<(&'static str, String, i8)> {
+    let timestamp_type = timestamp_type_name(broker.topic_defaults.message_timestamp_type);
     vec![
         ("node.id", broker.node.node_id.to_string(), TYPE_INT),
         (

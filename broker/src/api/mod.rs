@@ -66,6 +66,7 @@ pub struct Limits {
     pub socket_request_max_bytes: usize,
     pub message_max_bytes: usize,
     pub fetch_max_bytes: usize,
+    pub connections_max_idle: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +85,6 @@ pub struct Broker {
     pub limits: Limits,
     pub topic_defaults: TopicDefaults,
     pub producer_ids: ProducerIds,
-    pub flush_linger_ms: u64,
 }
 
 impl Broker {

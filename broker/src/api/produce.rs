@@ -6,6 +6,7 @@ use super::configs::{self, TopicConfigs};
 use super::errors::{batch_error, catalog_error, log_error};
 use super::Broker;
 use crate::config::TimestampType;
+use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
@@ -36,7 +37,9 @@ pub struct Staged {
 /// pipelined produce requests to one partition are appended in the order they were sent.
 pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
     let acks = request.acks;
-    let mut topics = Vec::with_capacity(request.topic_data.len());
+    let mut request_bytes = 0usize;
+    let mut accepted_bytes = 0usize;
+    let mut validated = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
         let name = topic_data.name.0.to_string();
         let topic = if !(-1..=1).contains(&acks) {
@@ -53,25 +56,43 @@ pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
                 Err(error) => Err((catalog_error(&error), error.to_string())),
             }
         };
-        let mut slots = Vec::with_capacity(topic_data.partition_data.len());
+        let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for partition in topic_data.partition_data {
-            let slot = match &topic {
-                Err((code, message)) => Slot::Failed(*code, message.clone()),
+            request_bytes += partition.records.as_ref().map_or(0, |r| r.len());
+            let result = match &topic {
+                Err(failure) => Err(failure.clone()),
                 Ok(topic) => {
-                    let topic_configs = TopicConfigs::new(broker, &topic.record.configs);
-                    append(
-                        broker,
-                        &name,
-                        partition.index,
-                        partition.records,
-                        &topic_configs,
-                    )
-                    .await
+                    let configs = TopicConfigs::new(broker, &topic.record.configs);
+                    validate(&name, partition.index, partition.records, &configs)
                 }
             };
-            slots.push((partition.index, slot));
+            if let Ok(ok) = &result {
+                accepted_bytes += ok.bytes();
+            }
+            partitions.push((partition.index, result));
         }
-        topics.push((topic_data.name, slots));
+        validated.push((topic_data.name, partitions));
+    }
+    // Accepted batches are slices of the request frame and keep all of it alive until their
+    // flush. When most of the frame was refused, copy them out so the produce buffer's byte
+    // accounting (which charges accepted bytes) stays true.
+    let detach = accepted_bytes * 2 < request_bytes;
+    let mut topics = Vec::with_capacity(validated.len());
+    for (name, partitions) in validated {
+        let mut slots = Vec::with_capacity(partitions.len());
+        for (index, result) in partitions {
+            let slot = match result {
+                Err((code, message)) => Slot::Failed(code, message),
+                Ok(mut ok) => {
+                    if detach {
+                        ok.detach();
+                    }
+                    enqueue(broker, &name, index, ok).await
+                }
+            };
+            slots.push((index, slot));
+        }
+        topics.push((name, slots));
     }
     Staged {
         acks,
@@ -104,10 +125,10 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Option<ProduceResponse
                         ResponseError::RequestTimedOut,
                         "not committed within the request timeout".to_owned(),
                     )),
-                    Ok(Err(_)) => Err((
-                        ResponseError::NotLeaderOrFollower,
-                        "broker shutting down".to_owned(),
-                    )),
+                    Ok(Err(_)) => {
+                        let error = LogError::ShuttingDown;
+                        Err((log_error(&error), error.to_string()))
+                    }
                     Ok(Ok(Err(error))) => Err((log_error(&error), error.to_string())),
                     Ok(Ok(Ok(outcome))) => Ok(outcome),
                 },
@@ -126,51 +147,67 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Option<ProduceResponse
 
 /// A produce never times out before its flush had a fair chance to happen.
 fn broker_min_wait_ms(broker: &Broker) -> u64 {
-    broker.flush_linger_ms + 1_000
+    broker.log.config().flush_linger_ms + 1_000
 }
 
-async fn append(
-    broker: &Broker,
+/// One partition's batches, checked and ready to queue.
+struct Validated {
+    batches: Vec<(batch::BatchHeader, Bytes)>,
+    log_append_time: bool,
+}
+
+impl Validated {
+    fn bytes(&self) -> usize {
+        self.batches.iter().map(|(_, b)| b.len()).sum()
+    }
+
+    fn detach(&mut self) {
+        for (_, bytes) in &mut self.batches {
+            *bytes = Bytes::copy_from_slice(bytes);
+        }
+    }
+}
+
+fn validate(
     topic: &str,
     partition: i32,
-    records: Option<bytes::Bytes>,
+    records: Option<Bytes>,
     configs: &TopicConfigs<'_>,
-) -> Slot {
+) -> Result<Validated, (ResponseError, String)> {
     let Some(records) = records.filter(|r| !r.is_empty()) else {
-        return Slot::Failed(ResponseError::CorruptMessage, "no records".to_owned());
+        return Err((ResponseError::CorruptMessage, "no records".to_owned()));
     };
-    let max_batch_bytes = configs.max_message_bytes();
-    let batches = match batch::split_and_validate(&records, max_batch_bytes) {
-        Ok(batches) => batches,
-        Err(error) => {
+    let batches =
+        batch::split_and_validate(&records, configs.max_message_bytes()).map_err(|error| {
             tracing::debug!(%error, topic, partition, "rejected produce data");
-            return Slot::Failed(batch_error(&error), error.to_string());
-        }
-    };
+            (batch_error(&error), error.to_string())
+        })?;
     for (header, batch) in &batches {
         if header.count_is_implausible() {
             let holds = super::records::decode_batch(batch).map(|set| set.records.len());
             if holds != Ok(usize::try_from(header.records_count).unwrap_or(0)) {
-                return Slot::Failed(
+                return Err((
                     ResponseError::InvalidRecord,
                     format!("batch claims {} records: {holds:?}", header.records_count),
-                );
+                ));
             }
         }
     }
     if configs.is_compacted() {
-        if let Err(message) = configs::check_keys_for_compaction(&batches) {
-            return Slot::Failed(ResponseError::InvalidRecord, message);
-        }
+        configs::check_keys_for_compaction(&batches)
+            .map_err(|message| (ResponseError::InvalidRecord, message))?;
     }
-    let log_append_time = configs.timestamp_type() == TimestampType::LogAppendTime;
+    Ok(Validated {
+        batches,
+        log_append_time: configs.timestamp_type() == TimestampType::LogAppendTime,
+    })
+}
+
+async fn enqueue(broker: &Broker, topic: &str, partition: i32, validated: Validated) -> Slot {
+    let tp = TopicPartition::new(topic, partition);
     match broker
         .log
-        .enqueue(
-            TopicPartition::new(topic, partition),
-            batches,
-            log_append_time,
-        )
+        .enqueue(tp, validated.batches, validated.log_append_time)
         .await
     {
         Ok(pending) => Slot::Waiting(pending),

@@ -54,6 +54,7 @@ async fn fixture() -> Fixture {
             socket_request_max_bytes: 1 << 20,
             message_max_bytes: 1_048_588,
             fetch_max_bytes: 57_671_680,
+            connections_max_idle: std::time::Duration::from_secs(60),
         },
         topic_defaults: TopicDefaults {
             auto_create_topics_enable: true,
@@ -61,7 +62,6 @@ async fn fixture() -> Fixture {
             message_timestamp_type: TimestampType::CreateTime,
         },
         producer_ids: ProducerIds::new(store),
-        flush_linger_ms: 1,
     };
     Fixture { _dir: dir, broker }
 }

@@ -220,6 +220,10 @@ impl Log {
         &self.inner.clock
     }
 
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
     /// A receiver that changes after every commit (for long polls).
     pub fn subscribe_commits(&self) -> watch::Receiver<u64> {
         self.inner.commits.subscribe()
@@ -266,7 +270,7 @@ impl Log {
             .await
             .map_err(|_| LogError::ShuttingDown)?;
         let (reply, receiver) = oneshot::channel();
-        let reached_size = {
+        let wake_flusher = {
             let mut pending = self.inner.pending.lock().expect("pending mutex poisoned");
             pending.push(
                 tp,
@@ -280,9 +284,10 @@ impl Log {
                 },
                 tokio::time::Instant::now(),
             );
-            pending.bytes() >= self.inner.config.flush_max_bytes || pending.len() == 1
+            // The first append starts the linger timer; reaching the size flushes early.
+            pending.len() == 1 || pending.bytes() >= self.inner.config.flush_max_bytes
         };
-        if reached_size {
+        if wake_flusher {
             self.inner.flush_wakeup.notify_one();
         }
         Ok(receiver)

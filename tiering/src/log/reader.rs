@@ -88,25 +88,22 @@ pub(crate) async fn batch_at_timestamp(
     partition: &PartitionLog,
     timestamp_ms: i64,
 ) -> Result<Option<Bytes>, LogError> {
-    let candidates: Vec<IndexEntry> = {
+    let candidate: Option<IndexEntry> = {
         let view = partition.view.lock().expect("view mutex poisoned");
         let start = view.state.log_start_offset;
         view.index
             .values()
-            .filter(|e| e.last_offset >= start && e.max_timestamp >= timestamp_ms)
-            .take(1)
+            .find(|e| e.last_offset >= start && e.max_timestamp >= timestamp_ms)
             .cloned()
-            .collect()
     };
-    for entry in candidates {
-        let section = section_bytes(inner, &entry).await?;
-        for (position, header) in batch::headers(&section) {
-            if header.max_timestamp >= timestamp_ms {
-                return Ok(Some(section.slice(position..position + header.size_bytes)));
-            }
-        }
-    }
-    Ok(None)
+    let Some(entry) = candidate else {
+        return Ok(None);
+    };
+    let section = section_bytes(inner, &entry).await?;
+    let found = batch::headers(&section)
+        .find(|(_, header)| header.max_timestamp >= timestamp_ms)
+        .map(|(position, header)| section.slice(position..position + header.size_bytes));
+    Ok(found)
 }
 
 pub(crate) async fn batch_with_max_timestamp(

@@ -201,6 +201,54 @@ async fn a_commit_after_the_partition_changed_is_fenced() {
 }
 
 #[tokio::test]
+async fn a_fenced_partition_does_not_fail_its_flush_mates() {
+    let fx = Fixture::new().await;
+    let log = fx.log(100);
+    log.catalog()
+        .create("t", 2, Default::default(), 0)
+        .await
+        .expect("create");
+    let (p0, p1) = (TopicPartition::new("t", 0), TopicPartition::new("t", 1));
+    log.append(p0.clone(), batches(1, 1), false)
+        .await
+        .expect("append");
+    log.append(p1.clone(), batches(1, 1), false)
+        .await
+        .expect("append");
+    let first = log
+        .enqueue(p0.clone(), batches(1, 1), false)
+        .await
+        .expect("enqueue");
+    let second = log
+        .enqueue(p1.clone(), batches(1, 1), false)
+        .await
+        .expect("enqueue");
+    // Partition 0 changes hands before the flush commits.
+    let state = PartitionState {
+        leader_epoch: 1,
+        log_start_offset: 0,
+        next_offset: 1,
+    };
+    fx.store
+        .txn(Txn::when(vec![]).and_then(vec![TxnOp::put(
+            keys::partition("t", 0),
+            keys::encode(&state),
+        )]))
+        .await
+        .expect("takeover");
+    assert!(matches!(
+        first.await.expect("reply"),
+        Err(LogError::Fenced(_))
+    ));
+    assert_eq!(
+        second.await.expect("reply").expect("committed").base_offset,
+        1
+    );
+    assert_eq!(log.offsets(&p1).await.expect("offsets"), (0, 2));
+    log.shutdown().await;
+}
+
+#[tokio::test]
 async fn data_for_a_deleted_topic_is_never_committed_into_its_successor() {
     let fx = Fixture::new().await;
     let log = fx.log(200);

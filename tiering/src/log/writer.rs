@@ -15,7 +15,7 @@
 
 use super::pending::{assemble, PendingAppend, PlannedSection};
 use super::{load_partition, AppendOutcome, LogError, LogInner, PartitionLog, TopicPartition};
-use crate::keys::{self, IndexEntry};
+use crate::keys::{self, IndexEntry, PartitionState};
 use crate::metadata::{Compare, CompareOp, CompareTarget, Txn, TxnOp};
 use crate::paths;
 use object_store::ObjectStoreExt;
@@ -154,23 +154,61 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
     inner.commits.send_modify(|n| *n += 1);
 }
 
-async fn commit_chunk(inner: &LogInner, object: &str, chunk: Vec<(Prepared, PlannedSection)>) {
+/// Commits one chunk. When a compare fails, the partitions whose state or topic changed are
+/// failed (fenced) and the others are committed in a new attempt: one deleted topic or one lost
+/// partition must not fail every partition that shared its flush.
+async fn commit_chunk(inner: &LogInner, object: &str, mut chunk: Vec<(Prepared, PlannedSection)>) {
+    while !chunk.is_empty() {
+        let (txn, updates) = build_commit(object, &chunk);
+        let error = match inner.store.txn(txn).await {
+            Ok(outcome) if outcome.succeeded => {
+                apply_commit(chunk, updates, outcome.revision);
+                return;
+            }
+            Ok(_) => {
+                let fenced = find_fenced(inner, &chunk).await;
+                if !fenced.is_empty() && fenced.len() < chunk.len() {
+                    let (stale, rest): (Vec<_>, Vec<_>) = chunk
+                        .into_iter()
+                        .enumerate()
+                        .partition(|(i, _)| fenced.contains(i));
+                    let error = LogError::Fenced(format!(
+                        "partition state changed before commit object={object}"
+                    ));
+                    fail_chunk(inner, stale.into_iter().map(|(_, c)| c).collect(), &error);
+                    chunk = rest.into_iter().map(|(_, c)| c).collect();
+                    continue;
+                }
+                LogError::Fenced(format!(
+                    "partition state changed before commit object={object}"
+                ))
+            }
+            // Ambiguous: the commit may or may not have applied. Reloading from the store
+            // tells the next flush which.
+            Err(error) => LogError::Unavailable(format!("commit failed: {error}")),
+        };
+        fail_chunk(inner, chunk, &error);
+        return;
+    }
+}
+
+/// The commit transaction for a chunk, and each partition's new state and index entry.
+fn build_commit(
+    object: &str,
+    chunk: &[(Prepared, PlannedSection)],
+) -> (Txn, Vec<(PartitionState, IndexEntry)>) {
     let mut compares = Vec::new();
     let mut ops = Vec::new();
     let mut topics_checked = BTreeSet::new();
     let mut updates = Vec::with_capacity(chunk.len());
-    for (prepared, planned) in &chunk {
+    for (prepared, planned) in chunk {
         let tp = &prepared.tp;
         let (mut state, revision) = {
             let view = prepared.partition.view.lock().expect("view mutex poisoned");
             (view.state.clone(), view.state_revision)
         };
         if topics_checked.insert(tp.topic.clone()) {
-            compares.push(Compare {
-                key: keys::topic(&tp.topic),
-                op: CompareOp::Equal,
-                target: CompareTarget::CreateRevision(prepared.partition.topic_create_revision),
-            });
+            compares.push(topic_incarnation(&prepared.tp, &prepared.partition));
         }
         let state_key = keys::partition(&tp.topic, tp.partition);
         compares.push(Compare::mod_revision(&state_key, revision));
@@ -193,41 +231,76 @@ async fn commit_chunk(inner: &LogInner, object: &str, chunk: Vec<(Prepared, Plan
         ));
         updates.push((state, entry));
     }
-    let outcome = inner.store.txn(Txn::when(compares).and_then(ops)).await;
-    let error = match outcome {
-        Ok(outcome) if outcome.succeeded => {
-            for ((prepared, planned), (state, entry)) in chunk.into_iter().zip(updates) {
-                let log_start_offset = state.log_start_offset;
-                {
-                    let mut view = prepared.partition.view.lock().expect("view mutex poisoned");
-                    view.state = state;
-                    view.state_revision = outcome.revision;
-                    view.index.insert(entry.base_offset, entry);
-                }
-                for (append, base_offset) in prepared.appends.into_iter().zip(planned.base_offsets)
-                {
-                    // A requester that went away is fine: the data is committed regardless.
-                    let _ = append.reply.send(Ok(AppendOutcome {
-                        base_offset,
-                        log_append_time_ms: planned.log_append_time_ms,
-                        log_start_offset,
-                    }));
-                }
-            }
-            return;
+    (Txn::when(compares).and_then(ops), updates)
+}
+
+fn topic_incarnation(tp: &TopicPartition, partition: &PartitionLog) -> Compare {
+    Compare {
+        key: keys::topic(&tp.topic),
+        op: CompareOp::Equal,
+        target: CompareTarget::CreateRevision(partition.topic_create_revision),
+    }
+}
+
+/// Positions in the chunk whose partition state or topic no longer match what this broker
+/// committed against (a store error counts as "changed": the partition is failed, not retried).
+async fn find_fenced(inner: &LogInner, chunk: &[(Prepared, PlannedSection)]) -> Vec<usize> {
+    let mut fenced = Vec::new();
+    for (i, (prepared, _)) in chunk.iter().enumerate() {
+        let tp = &prepared.tp;
+        let expected = prepared
+            .partition
+            .view
+            .lock()
+            .expect("view mutex poisoned")
+            .state_revision;
+        let state = inner
+            .store
+            .get(&keys::partition(&tp.topic, tp.partition))
+            .await;
+        let topic = inner.store.get(&keys::topic(&tp.topic)).await;
+        let unchanged = matches!(&state, Ok(kv) if kv.as_ref().map_or(0, |kv| kv.mod_revision) == expected)
+            && matches!(&topic, Ok(Some(kv)) if kv.create_revision == prepared.partition.topic_create_revision);
+        if !unchanged {
+            fenced.push(i);
         }
-        Ok(_) => LogError::Fenced(format!(
-            "partition state changed before commit object={object}"
-        )),
-        Err(error) => LogError::Unavailable(format!("commit failed: {error}")),
-    };
+    }
+    fenced
+}
+
+/// After a successful commit: update the views, then acknowledge.
+fn apply_commit(
+    chunk: Vec<(Prepared, PlannedSection)>,
+    updates: Vec<(PartitionState, IndexEntry)>,
+    revision: crate::metadata::Revision,
+) {
+    for ((prepared, planned), (state, entry)) in chunk.into_iter().zip(updates) {
+        let log_start_offset = state.log_start_offset;
+        {
+            let mut view = prepared.partition.view.lock().expect("view mutex poisoned");
+            view.state = state;
+            view.state_revision = revision;
+            view.index.insert(entry.base_offset, entry);
+        }
+        for (append, base_offset) in prepared.appends.into_iter().zip(planned.base_offsets) {
+            // A requester that went away is fine: the data is committed regardless.
+            let _ = append.reply.send(Ok(AppendOutcome {
+                base_offset,
+                log_append_time_ms: planned.log_append_time_ms,
+                log_start_offset,
+            }));
+        }
+    }
+}
+
+fn fail_chunk(inner: &LogInner, chunk: Vec<(Prepared, PlannedSection)>, error: &LogError) {
     tracing::warn!(%error, partitions = chunk.len(), "flush commit failed");
     inner.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
     let mut partitions = inner.partitions.write().expect("partitions poisoned");
     for (prepared, _) in chunk {
         // Whatever happened, reload the partition from the store before its next use.
         partitions.remove(&prepared.tp);
-        fail(prepared.appends, &error);
+        fail(prepared.appends, error);
     }
 }
 
