@@ -349,3 +349,59 @@ async fn log_append_time_and_timestamp_lookup() {
         .is_none());
     log.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_producer_outrunning_storage_waits_instead_of_buffering_more() {
+    use object_store::throttle::{ThrottleConfig, ThrottledStore};
+    let fx = Fixture::new().await;
+    let one = batches(1, 1);
+    let append_bytes = one[0].1.len();
+    // Room for exactly one append; every PUT takes 300 ms.
+    let slow = ThrottledStore::new(
+        InMemory::new(),
+        ThrottleConfig {
+            wait_put_per_call: std::time::Duration::from_millis(300),
+            ..ThrottleConfig::default()
+        },
+    );
+    let log = Log::open(
+        fx.store.clone(),
+        Arc::new(slow),
+        fx.clock.clone(),
+        LogConfig {
+            flush_linger_ms: 1,
+            flush_max_bytes: append_bytes,
+            buffer_max_bytes: append_bytes,
+            ..LogConfig::default()
+        },
+    );
+    log.catalog()
+        .create("t", 1, Default::default(), 0)
+        .await
+        .expect("create");
+    let tp = TopicPartition::new("t", 0);
+    let first = log.enqueue(tp.clone(), one, false).await.expect("enqueue");
+    // The buffer is full until the first append is committed: the second must wait.
+    let second = log.enqueue(tp.clone(), batches(1, 1), false);
+    tokio::pin!(second);
+    assert!(
+        futures::poll!(second.as_mut()).is_pending(),
+        "a full produce buffer must hold the next append back"
+    );
+    assert_eq!(
+        first.await.expect("reply").expect("committed").base_offset,
+        0
+    );
+    let second = second.await.expect("enqueued once the buffer drained");
+    assert_eq!(
+        second.await.expect("reply").expect("committed").base_offset,
+        1
+    );
+    let bigger = Bytes::from(sample_batch(1, 1, 64));
+    let header = batch::parse_header(&bigger).expect("header");
+    assert!(matches!(
+        log.enqueue(tp, vec![(header, bigger)], false).await,
+        Err(LogError::TooLarge { .. })
+    ));
+    log.shutdown().await;
+}
