@@ -24,9 +24,15 @@ apt_install() {
 }
 
 # ---- system packages ----------------------------------------------------------------------------
-if ! command -v kcat >/dev/null 2>&1; then
-    step "installing kcat (apt)"
-    apt_install kcat
+# kcat: a real librdkafka client; etcd-server: the real etcd the metadata-store tests start;
+# protobuf-compiler: etcd-client's build needs protoc.
+missing=()
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+if [ "${#missing[@]}" -gt 0 ]; then
+    step "installing ${missing[*]} (apt)"
+    apt_install "${missing[@]}"
 fi
 
 # ---- python venv --------------------------------------------------------------------------------

@@ -1,15 +1,19 @@
 //! The contract every [`MetadataStore`] implementation must pass: etcd's semantics for revisions,
 //! compares, prefix ranges, watches and leases, as far as Skiff relies on them.
 //!
-//! `advance_ms` moves the store's clock (a manual clock for the embedded store, real waiting for
-//! etcd). Every check uses keys under its own prefix so runs against a shared server don't clash.
+//! `advance_ms` lets the store's time pass (moves a manual clock for the embedded store, waits
+//! for real with etcd). Every check uses keys under its own prefix so runs against a shared server don't clash.
 
 use super::{Compare, CompareOp, CompareTarget, MetadataStore, Txn, TxnOp, WatchEvent};
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use std::time::Duration;
 
-pub async fn run_all(store: &dyn MetadataStore, advance_ms: &(dyn Fn(i64) + Sync)) {
+/// Lets `ms` milliseconds of the store's time pass.
+pub type Advance<'a> = &'a (dyn Fn(i64) -> BoxFuture<'static, ()> + Sync);
+
+pub async fn run_all(store: &dyn MetadataStore, advance_ms: Advance<'_>) {
     put_get_and_revisions(store).await;
     range_prefix_is_ordered_and_bounded(store).await;
     compares_guard_transactions(store).await;
@@ -197,10 +201,7 @@ async fn watch_sees_changes_under_prefix(store: &dyn MetadataStore) {
     }
 }
 
-async fn leases_expire_and_take_their_keys(
-    store: &dyn MetadataStore,
-    advance_ms: &(dyn Fn(i64) + Sync),
-) {
+async fn leases_expire_and_take_their_keys(store: &dyn MetadataStore, advance_ms: Advance<'_>) {
     let short = store.lease_grant(2_000).await.expect("grant");
     let kept = store.lease_grant(2_000).await.expect("grant");
     let revoked = store.lease_grant(60_000).await.expect("grant");
@@ -226,7 +227,7 @@ async fn leases_expire_and_take_their_keys(
 
     // Keep `kept` alive across twice its TTL; let `short` lapse.
     for _ in 0..4 {
-        advance_ms(1_000);
+        advance_ms(1_000).await;
         store.lease_keep_alive(kept).await.expect("keep alive");
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -240,7 +241,7 @@ async fn leases_expire_and_take_their_keys(
             tokio::time::Instant::now() < deadline,
             "expired lease kept its key"
         );
-        advance_ms(200);
+        advance_ms(200).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(store

@@ -432,6 +432,7 @@ impl MetadataStore for EmbeddedStore {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use futures::FutureExt;
 
     #[tokio::test]
     async fn passes_the_contract() {
@@ -440,7 +441,11 @@ mod tests {
         let store = EmbeddedStore::open(&dir.path().join("meta.redb"), clock.clone())
             .await
             .expect("open");
-        super::super::contract::run_all(&store, &|ms| clock.advance_ms(ms)).await;
+        let advance = |ms| {
+            clock.advance_ms(ms);
+            futures::future::ready(()).boxed()
+        };
+        super::super::contract::run_all(&store, &advance).await;
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 
 pub mod contract;
 pub mod embedded;
+pub mod etcd;
 
 use async_trait::async_trait;
 use bytes::Bytes;

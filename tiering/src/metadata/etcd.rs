@@ -1,0 +1,254 @@
+//! The etcd implementation of [`MetadataStore`], for cluster mode.
+//!
+//! A thin mapping onto etcd's v3 API (`etcd-client`): the trait was shaped after it, so every
+//! call is one etcd request. Transport failures are `Unavailable` (retriable); etcd's
+//! "too many operations in txn request" is `TooLarge`; an unknown lease is `LeaseNotFound`.
+
+use super::{
+    Compare, CompareOp, CompareTarget, KeyValue, LeaseId, MetadataError, MetadataStore, Result,
+    Txn, TxnOp, TxnOutcome, WatchEvent,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use etcd_client as etcd;
+use futures::stream::{BoxStream, StreamExt};
+use std::time::Duration;
+
+/// etcd's default `--max-txn-ops`.
+pub const ETCD_MAX_TXN_OPS: usize = 128;
+
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    pub connect_timeout: Duration,
+    /// Deadline of every etcd request.
+    pub request_timeout: Duration,
+    /// The server's `--max-txn-ops`.
+    pub max_txn_ops: usize,
+}
+
+impl EtcdConfig {
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self {
+            endpoints,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            max_txn_ops: ETCD_MAX_TXN_OPS,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: etcd::Client,
+    max_txn_ops: usize,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore").finish_non_exhaustive()
+    }
+}
+
+fn map_err(error: etcd::Error) -> MetadataError {
+    let text = error.to_string();
+    if text.contains("too many operations in txn") || text.contains("request is too large") {
+        MetadataError::TooLarge(text)
+    } else {
+        MetadataError::Unavailable(format!("etcd: {text}"))
+    }
+}
+
+fn from_etcd(kv: &etcd::KeyValue) -> Result<KeyValue> {
+    let key = kv
+        .key_str()
+        .map_err(|e| MetadataError::Corrupt(format!("non-UTF-8 key in etcd: {e}")))?;
+    Ok(KeyValue {
+        key: key.to_owned(),
+        value: Bytes::copy_from_slice(kv.value()),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
+        lease: (kv.lease() != 0).then_some(kv.lease()),
+    })
+}
+
+fn to_etcd_compare(compare: Compare) -> etcd::Compare {
+    let op = match compare.op {
+        CompareOp::Equal => etcd::CompareOp::Equal,
+        CompareOp::NotEqual => etcd::CompareOp::NotEqual,
+        CompareOp::Less => etcd::CompareOp::Less,
+        CompareOp::Greater => etcd::CompareOp::Greater,
+    };
+    match compare.target {
+        CompareTarget::Version(v) => etcd::Compare::version(compare.key, op, v),
+        CompareTarget::ModRevision(r) => etcd::Compare::mod_revision(compare.key, op, r),
+        CompareTarget::CreateRevision(r) => etcd::Compare::create_revision(compare.key, op, r),
+        CompareTarget::Value(v) => etcd::Compare::value(compare.key, op, v.to_vec()),
+    }
+}
+
+fn to_etcd_op(op: TxnOp) -> etcd::TxnOp {
+    match op {
+        TxnOp::Put { key, value, lease } => {
+            let options = lease.map(|id| etcd::PutOptions::new().with_lease(id));
+            etcd::TxnOp::put(key, value.to_vec(), options)
+        }
+        TxnOp::Delete { key } => etcd::TxnOp::delete(key, None),
+        TxnOp::DeletePrefix { prefix } => {
+            etcd::TxnOp::delete(prefix, Some(etcd::DeleteOptions::new().with_prefix()))
+        }
+    }
+}
+
+impl EtcdStore {
+    pub async fn connect(config: &EtcdConfig) -> Result<Self> {
+        let options = etcd::ConnectOptions::new()
+            .with_connect_timeout(config.connect_timeout)
+            .with_timeout(config.request_timeout)
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        let client = etcd::Client::connect(&config.endpoints, Some(options))
+            .await
+            .map_err(map_err)?;
+        Ok(Self {
+            client,
+            max_txn_ops: config.max_txn_ops,
+        })
+    }
+}
+
+#[async_trait]
+impl MetadataStore for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let response = self.client.clone().get(key, None).await.map_err(map_err)?;
+        response.kvs().first().map(from_etcd).transpose()
+    }
+
+    async fn range_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<KeyValue>> {
+        let mut options = etcd::GetOptions::new()
+            .with_prefix()
+            .with_sort(etcd::SortTarget::Key, etcd::SortOrder::Ascend);
+        if limit > 0 {
+            options = options.with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        }
+        let response = self
+            .client
+            .clone()
+            .get(prefix, Some(options))
+            .await
+            .map_err(map_err)?;
+        response.kvs().iter().map(from_etcd).collect()
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome> {
+        let etcd_txn = etcd::Txn::new()
+            .when(
+                txn.compares
+                    .into_iter()
+                    .map(to_etcd_compare)
+                    .collect::<Vec<_>>(),
+            )
+            .and_then(txn.success.into_iter().map(to_etcd_op).collect::<Vec<_>>())
+            .or_else(txn.failure.into_iter().map(to_etcd_op).collect::<Vec<_>>());
+        let response = self.client.clone().txn(etcd_txn).await.map_err(map_err)?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        Ok(TxnOutcome {
+            succeeded: response.succeeded(),
+            revision,
+        })
+    }
+
+    async fn watch_prefix(&self, prefix: &str) -> Result<BoxStream<'static, WatchEvent>> {
+        let mut stream = self
+            .client
+            .clone()
+            .watch(prefix, Some(etcd::WatchOptions::new().with_prefix()))
+            .await
+            .map_err(map_err)?;
+        // Wait until etcd confirms the watch, so every change after this call is seen.
+        match stream.next().await {
+            Some(Ok(response)) if response.created() => {}
+            Some(Ok(_)) => {
+                return Err(MetadataError::Unavailable("etcd: watch not created".into()))
+            }
+            Some(Err(error)) => return Err(map_err(error)),
+            None => {
+                return Err(MetadataError::Unavailable(
+                    "etcd: watch stream closed".into(),
+                ))
+            }
+        }
+        let events = stream
+            .take_while(|response| {
+                let keep = matches!(response, Ok(r) if !r.canceled());
+                async move { keep }
+            })
+            .flat_map(|response| {
+                let events: Vec<WatchEvent> = match response {
+                    Ok(response) => {
+                        let revision = response.header().map_or(0, |h| h.revision());
+                        response
+                            .events()
+                            .iter()
+                            .filter_map(|event| {
+                                let kv = from_etcd(event.kv()?).ok()?;
+                                Some(match event.event_type() {
+                                    etcd::EventType::Put => WatchEvent::Put(kv),
+                                    etcd::EventType::Delete => WatchEvent::Delete {
+                                        key: kv.key,
+                                        revision: kv.mod_revision.max(revision),
+                                    },
+                                })
+                            })
+                            .collect()
+                    }
+                    Err(_) => Vec::new(),
+                };
+                futures::stream::iter(events)
+            });
+        Ok(events.boxed())
+    }
+
+    async fn lease_grant(&self, ttl_ms: i64) -> Result<LeaseId> {
+        // etcd counts TTLs in whole seconds.
+        let ttl_s = ((ttl_ms + 999) / 1000).max(1);
+        let response = self
+            .client
+            .clone()
+            .lease_grant(ttl_s, None)
+            .await
+            .map_err(map_err)?;
+        Ok(response.id())
+    }
+
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<()> {
+        let (mut keeper, mut stream) = self
+            .client
+            .clone()
+            .lease_keep_alive(lease)
+            .await
+            .map_err(map_err)?;
+        keeper.keep_alive().await.map_err(map_err)?;
+        match stream.message().await.map_err(map_err)? {
+            Some(response) if response.ttl() > 0 => Ok(()),
+            Some(_) => Err(MetadataError::LeaseNotFound(lease)),
+            None => Err(MetadataError::Unavailable(
+                "etcd: keep-alive stream closed".into(),
+            )),
+        }
+    }
+
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+        match self.client.clone().lease_revoke(lease).await {
+            Ok(_) => Ok(()),
+            Err(error) if error.to_string().contains("lease not found") => {
+                Err(MetadataError::LeaseNotFound(lease))
+            }
+            Err(error) => Err(map_err(error)),
+        }
+    }
+
+    fn max_txn_ops(&self) -> usize {
+        self.max_txn_ops
+    }
+}
