@@ -32,6 +32,7 @@ async fn stats(State(broker): State<Arc<Broker>>) -> Json<Value> {
         "objects_written": load(&stats.objects_written),
         "object_bytes_written": load(&stats.object_bytes_written),
         "commit_failures": load(&stats.commit_failures),
+        "upload_failures": load(&stats.upload_failures),
         "range_reads": load(&stats.range_reads),
         "recent_cache_hits": load(&stats.recent_cache_hits),
     }))

@@ -4,13 +4,12 @@ mod api;
 mod config;
 mod http;
 mod server;
+mod storage;
 
 use anyhow::Context;
 use api::{Broker, Limits, Node, ProducerIds, TopicDefaults};
 use clap::Parser;
 use config::{Cli, Command, LogFormat, ServeArgs};
-use skiff_tiering::metadata::embedded::EmbeddedStore;
-use skiff_tiering::metadata::MetadataStore;
 use skiff_tiering::{Clock, Log, LogConfig, SystemClock};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -47,28 +46,8 @@ fn init_tracing(args: &ServeArgs) {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let objects_dir = args.data_dir.join("objects");
-    let meta_dir = args.data_dir.join("meta");
-    for dir in [&objects_dir, &meta_dir] {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-    }
-    let store: Arc<dyn MetadataStore> = Arc::new(
-        EmbeddedStore::open(&meta_dir.join("skiff.redb"), clock.clone())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open the metadata store in {} (is another broker using it?)",
-                    meta_dir.display()
-                )
-            })?,
-    );
-    let objects = Arc::new(
-        object_store::local::LocalFileSystem::new_with_prefix(&objects_dir)
-            .context("cannot open the local object store")?
-            // Acknowledged means durable: a PUT returns only once the object is on disk.
-            .with_fsync(true),
-    );
+    let store = storage::open_metadata_store(&args, clock.clone()).await?;
+    let objects = storage::open_object_store(&args)?;
     let log = Log::open(
         store.clone(),
         objects,

@@ -270,3 +270,19 @@ def broker(request, start_broker) -> SkiffBroker:
     marker = request.node.get_closest_marker("skiff")
     kwargs = dict(marker.kwargs) if marker else {}
     return start_broker(**kwargs)
+
+
+@pytest.fixture
+def etcd(tmp_path):
+    from servers import Etcd
+    server = Etcd(tmp_path / "etcd").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(tmp_path):
+    from servers import MotoS3
+    server = MotoS3(tmp_path / "moto").start()
+    yield server
+    server.stop()

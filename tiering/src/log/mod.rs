@@ -128,6 +128,7 @@ pub struct LogStats {
     pub objects_written: AtomicU64,
     pub object_bytes_written: AtomicU64,
     pub commit_failures: AtomicU64,
+    pub upload_failures: AtomicU64,
     pub range_reads: AtomicU64,
     pub recent_cache_hits: AtomicU64,
 }

@@ -120,6 +120,7 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
     let size = object.len();
     if let Err(error) = inner.objects.put(&path, object.clone().into()).await {
         tracing::warn!(%error, object = %path, "flush object upload failed");
+        inner.stats.upload_failures.fetch_add(1, Ordering::Relaxed);
         let error = LogError::Unavailable(format!("object upload failed: {error}"));
         for p in prepared {
             fail(p.appends, &error);

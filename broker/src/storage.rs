@@ -1,0 +1,121 @@
+//! Opens the two stores a broker runs on, from its settings: the metadata store (embedded, or
+//! etcd with `--etcd-endpoints`) and the object store (local directory, or an S3-compatible
+//! bucket with `--object-store-url s3://bucket/prefix`).
+
+use crate::config::ServeArgs;
+use anyhow::{bail, Context};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use skiff_tiering::metadata::embedded::EmbeddedStore;
+use skiff_tiering::metadata::etcd::{EtcdConfig, EtcdStore};
+use skiff_tiering::metadata::MetadataStore;
+use skiff_tiering::Clock;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub async fn open_metadata_store(
+    args: &ServeArgs,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<dyn MetadataStore>> {
+    if let Some(endpoints) = &args.etcd_endpoints {
+        let endpoints: Vec<String> = endpoints
+            .split(',')
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect();
+        let config = EtcdConfig {
+            request_timeout: Duration::from_millis(args.etcd_request_timeout_ms),
+            ..EtcdConfig::new(endpoints.clone())
+        };
+        let store = EtcdStore::connect(&config)
+            .await
+            .with_context(|| format!("cannot connect to etcd at {}", endpoints.join(",")))?;
+        tracing::info!(endpoints = endpoints.join(","), "metadata store: etcd");
+        return Ok(Arc::new(store));
+    }
+    let meta_dir = args.data_dir.join("meta");
+    std::fs::create_dir_all(&meta_dir)
+        .with_context(|| format!("cannot create {}", meta_dir.display()))?;
+    let store = EmbeddedStore::open(&meta_dir.join("skiff.redb"), clock)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the metadata store in {} (is another broker using it?)",
+                meta_dir.display()
+            )
+        })?;
+    tracing::info!(dir = %meta_dir.display(), "metadata store: embedded");
+    Ok(Arc::new(store))
+}
+
+pub fn open_object_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let url = args.object_store_url.as_deref().unwrap_or("");
+    if url.is_empty() {
+        let dir = args.data_dir.join("objects");
+        return local(&dir);
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        return local(std::path::Path::new(path));
+    }
+    let Some(rest) = url.strip_prefix("s3://") else {
+        bail!("--object-store-url must start with s3:// or file://, got {url:?}");
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        bail!("--object-store-url {url:?} names no bucket");
+    }
+    // Standard AWS_* variables (credentials, region, endpoint) apply unless a flag says otherwise.
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_region(&args.s3_region)
+        .with_allow_http(args.s3_allow_http)
+        .with_virtual_hosted_style_request(args.s3_virtual_hosted_style)
+        .with_client_options(
+            ClientOptions::new()
+                .with_allow_http(args.s3_allow_http)
+                .with_connect_timeout(Duration::from_secs(5))
+                .with_timeout(Duration::from_millis(args.object_store_timeout_ms)),
+        )
+        .with_retry(RetryConfig {
+            max_retries: args.object_store_max_retries,
+            retry_timeout: Duration::from_millis(args.object_store_timeout_ms),
+            ..RetryConfig::default()
+        });
+    if let Some(endpoint) = &args.s3_endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    if let Some(key) = &args.s3_access_key_id {
+        builder = builder.with_access_key_id(key);
+    }
+    if let Some(secret) = &args.s3_secret_access_key {
+        builder = builder.with_secret_access_key(secret.expose());
+    }
+    let s3 = builder
+        .build()
+        .context("invalid S3 settings (--object-store-url, --s3-*)")?;
+    tracing::info!(
+        bucket,
+        prefix,
+        endpoint = args.s3_endpoint.as_deref().unwrap_or("(AWS)"),
+        "object store: S3"
+    );
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        Ok(Arc::new(s3))
+    } else {
+        Ok(Arc::new(PrefixStore::new(s3, ObjectPath::from(prefix))))
+    }
+}
+
+fn local(dir: &std::path::Path) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let store = LocalFileSystem::new_with_prefix(dir)
+        .with_context(|| format!("cannot open the local object store in {}", dir.display()))?
+        // Acknowledged means durable: a PUT returns only once the object is on disk.
+        .with_fsync(true);
+    tracing::info!(dir = %dir.display(), "object store: local directory");
+    Ok(Arc::new(store))
+}

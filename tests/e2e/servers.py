@@ -1,0 +1,154 @@
+"""The real servers cluster-mode tests run Skiff against: etcd (Debian `etcd-server`) and an
+S3-compatible server (moto's server mode, from PyPI).
+
+Why moto: MinIO's server cannot be installed from the registries this project can reach, rustfs
+needs a newer Rust, and s3s-fs's conditional writes are not atomic. moto speaks enough S3 for
+object_store's client (put, ranged get, list, delete, multipart) and installs with pip. It keeps
+objects in memory, so "S3 down" is simulated by freezing the process (SIGSTOP/SIGCONT), which
+is what a hung or unreachable endpoint looks like to a client, without losing the bucket.
+
+Each server runs on free loopback ports with its own data, and is stopped by its own pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+
+from conftest import _die_with_parent, free_port
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} did not become ready within {timeout} s")
+
+
+class Etcd:
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = workdir / "etcd.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    def start(self) -> "Etcd":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [os.environ.get("SKIFF_ETCD_BIN", "etcd"), "--name", "e2e",
+                 "--data-dir", str(self.workdir / "data"),
+                 "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
+                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                 "--initial-cluster", f"e2e={peer}",
+                 "--heartbeat-interval", "10", "--election-timeout", "100"],
+                stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        _wait(self._healthy, 20, "etcd")
+        return self
+
+    def _healthy(self) -> bool:
+        import urllib.request
+        try:
+            with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1) as r:
+                return b"true" in r.read()
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+class MotoS3:
+    BUCKET = "skiff-e2e"
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = workdir / "moto.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self):
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="test", aws_secret_access_key="test")
+
+    def start(self) -> "MotoS3":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "from moto.server import main; main()",
+                 "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+
+        def ready() -> bool:
+            try:
+                self.client().create_bucket(Bucket=self.BUCKET)
+                return True
+            except Exception:  # not listening yet
+                return False
+        _wait(ready, 30, "moto S3 server")
+        return self
+
+    def freeze(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        keys, token = [], None
+        while True:
+            kwargs = {"Bucket": self.BUCKET, "Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self.client().list_objects_v2(**kwargs)
+            keys += [o["Key"] for o in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return keys
+            token = page["NextContinuationToken"]
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.thaw()
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def broker_args(etcd: Etcd, s3: MotoS3, prefix: str = "cluster") -> list[str]:
+    """`skiff serve` flags for cluster mode against these servers."""
+    return ["--etcd-endpoints", etcd.endpoint,
+            "--object-store-url", f"s3://{MotoS3.BUCKET}/{prefix}",
+            "--s3-endpoint", s3.endpoint, "--s3-allow-http", "true",
+            "--s3-access-key-id", "test", "--s3-secret-access-key", "test",
+            "--object-store-timeout-ms", "3000"]

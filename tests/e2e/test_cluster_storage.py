@@ -1,0 +1,71 @@
+"""A broker on the cluster stores: metadata in a real etcd, objects in an S3-compatible bucket."""
+
+import time
+
+import helpers as h
+from servers import broker_args
+
+
+def test_produce_consume_through_etcd_and_s3(start_broker, etcd, s3):
+    b = start_broker(args=broker_args(etcd, s3), flush_linger_ms=50)
+    topic = "on-s3"
+    h.create_topic(b.bootstrap, topic, 4)
+    p = h.producer(b.bootstrap)
+    delivered = []
+    for i in range(400):
+        p.produce(topic, key=f"k{i}".encode(), value=f"v{i}".encode(), partition=i % 4,
+                  on_delivery=lambda err, msg: delivered.append((err, msg.partition(), msg.offset())))
+    assert p.flush(30) == 0
+    assert all(err is None for err, _, _ in delivered), delivered[:3]
+    assert len(delivered) == 400
+
+    wal = s3.keys("cluster/wal/")
+    assert wal, "no flush objects in the bucket"
+    assert len(wal) == b.stats()["objects_written"]
+    assert len(wal) < 100, f"{len(wal)} objects for 400 records: not batching partitions"
+
+    recs = h.read_partitions(b.bootstrap, topic, range(4))
+    assert sorted(r.value for r in recs) == sorted(f"v{i}".encode() for i in range(400))
+
+    # The broker keeps nothing locally: a fresh data directory on the same etcd and bucket
+    # serves the same log.
+    b.stop()
+    fresh = start_broker(args=broker_args(etcd, s3), name="fresh")
+    again = h.read_partitions(fresh.bootstrap, topic, range(4))
+    assert sorted(r.value for r in again) == sorted(r.value for r in recs)
+
+
+def test_a_frozen_bucket_fails_produces_retriably_and_loses_nothing(start_broker, etcd, s3):
+    b = start_broker(args=broker_args(etcd, s3), flush_linger_ms=20)
+    topic = "s3-outage"
+    h.create_topic(b.bootstrap, topic, 1)
+    acked, failed = {}, []
+
+    def on_delivery(err, msg):
+        if err is None:
+            acked[msg.value()] = msg.offset()
+        else:
+            failed.append(err)
+
+    p = h.producer(b.bootstrap, **{"message.timeout.ms": 60000, "retry.backoff.ms": 100})
+    for i in range(50):
+        p.produce(topic, value=f"before-{i}".encode(), on_delivery=on_delivery)
+    assert p.flush(30) == 0
+    s3.freeze()
+    try:
+        for i in range(50):
+            p.produce(topic, value=f"during-{i}".encode(), on_delivery=on_delivery)
+        p.poll(5)   # uploads time out meanwhile; the producer retries
+    finally:
+        s3.thaw()
+    assert p.flush(60) == 0
+    assert not failed, failed[:3]
+    assert len(acked) == 100
+    recs = h.read_partitions(b.bootstrap, topic, [0])
+    by_value = {r.value: r.offset for r in recs}
+    for value, offset in acked.items():
+        assert by_value.get(value) == offset, f"{value!r} acknowledged at {offset}, stored at {by_value.get(value)}"
+    offsets = [r.offset for r in recs]
+    assert offsets == list(range(100)), "gaps or duplicates: no commit can have been ambiguous"
+    assert b.stats()["upload_failures"] > 0, "the outage never reached the broker"
+    assert b.is_running()
