@@ -142,9 +142,21 @@ pub struct ServeArgs {
     )]
     pub http_listeners: String,
 
-    /// This broker's id (Kafka's `node.id`).
-    #[arg(long, env = "SKIFF_NODE_ID", default_value_t = 1)]
-    pub node_id: i32,
+    /// This broker's id (Kafka's `node.id`). Default: 1 on the embedded store; in cluster mode
+    /// a free id allocated through etcd.
+    #[arg(long, env = "SKIFF_NODE_ID")]
+    pub node_id: Option<i32>,
+
+    /// How long a broker that stops renewing its session (crashed, paused, cut off) still
+    /// counts as live; its partitions move to other brokers after this (Kafka's
+    /// `broker.session.timeout.ms`). etcd counts whole seconds.
+    #[arg(
+        long,
+        env = "SKIFF_BROKER_SESSION_TIMEOUT_MS",
+        default_value_t = 6_000,
+        value_name = "MS"
+    )]
+    pub broker_session_timeout_ms: u64,
 
     /// Cluster id reported to clients in Metadata responses.
     #[arg(long, env = "SKIFF_CLUSTER_ID", default_value = "skiff-embedded")]
@@ -273,6 +285,12 @@ impl ServeArgs {
         self.http_bind()?;
         if let Some(advertised) = &self.advertised_listeners {
             split_host_port(advertised).context("--advertised-listeners")?;
+        }
+        if self.node_id.is_some_and(|id| id < 0) {
+            bail!("--node-id must not be negative");
+        }
+        if self.broker_session_timeout_ms < 1_000 {
+            bail!("--broker-session-timeout-ms must be at least 1000");
         }
         if self.num_partitions < 1 {
             bail!(

@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
-use skiff_tiering::log::TopicPartition;
+use skiff_tiering::cluster::membership::live_brokers;
+use skiff_tiering::cluster::partition_states;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -16,11 +17,22 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/health", get(health))
         .route("/v1/stats", get(stats))
         .route("/v1/topics", get(topics))
+        .route("/v1/brokers", get(brokers))
         .with_state(broker)
 }
 
 async fn health() -> &'static str {
     "ok"
+}
+
+async fn brokers(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    match live_brokers(&*broker.store).await {
+        Ok(live) => (StatusCode::OK, Json(json!({ "brokers": live }))),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": error.to_string() })),
+        ),
+    }
 }
 
 async fn stats(State(broker): State<Arc<Broker>>) -> Json<Value> {
@@ -50,16 +62,25 @@ async fn topics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     };
     let mut out = Vec::with_capacity(topics.len());
     for topic in topics {
-        let mut partitions = Vec::new();
-        for index in 0..topic.record.partitions {
-            let tp = TopicPartition::new(&topic.record.name, index);
-            let offsets = broker.log.offsets(&tp).await.ok();
-            partitions.push(json!({
-                "partition": index,
-                "log_start_offset": offsets.map(|o| o.0),
-                "high_watermark": offsets.map(|o| o.1),
-            }));
-        }
+        // The stored partition states: what every broker agrees on, whoever leads.
+        let states = partition_states(&*broker.store, &topic.record.name)
+            .await
+            .unwrap_or_default();
+        let partitions: Vec<Value> = (0..topic.record.partitions)
+            .map(|index| {
+                let state = states
+                    .get(&index)
+                    .map(|(s, _)| s.clone())
+                    .unwrap_or_default();
+                json!({
+                    "partition": index,
+                    "leader": state.leader,
+                    "leader_epoch": state.leader_epoch,
+                    "log_start_offset": state.log_start_offset,
+                    "high_watermark": state.next_offset,
+                })
+            })
+            .collect();
         out.push(json!({
             "name": topic.record.name,
             "id": topic.record.id,

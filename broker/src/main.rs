@@ -10,6 +10,9 @@ use anyhow::Context;
 use api::{Broker, Limits, Node, ProducerIds, TopicDefaults};
 use clap::Parser;
 use config::{Cli, Command, LogFormat, ServeArgs};
+use skiff_tiering::cluster::controller::Controller;
+use skiff_tiering::cluster::membership::{self, Membership};
+use skiff_tiering::keys::BrokerRecord;
 use skiff_tiering::{Clock, Log, LogConfig, SystemClock};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -48,17 +51,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = storage::open_metadata_store(&args, clock.clone()).await?;
     let objects = storage::open_object_store(&args)?;
-    let log = Log::open(
-        store.clone(),
-        objects,
-        clock,
-        LogConfig {
-            flush_linger_ms: args.flush_linger_ms,
-            flush_max_bytes: args.flush_max_bytes,
-            buffer_max_bytes: args.produce_buffer_max_bytes,
-            recent_cache_max_bytes: args.recent_cache_max_bytes,
-        },
-    );
+    let node_id = match args.node_id {
+        Some(id) => id,
+        None if args.etcd_endpoints.is_some() => membership::allocate_node_id(&*store)
+            .await
+            .context("cannot allocate a node id through etcd")?,
+        None => 1,
+    };
 
     let kafka_bind = args.kafka_bind()?;
     let listener = tokio::net::TcpListener::bind(kafka_bind)
@@ -69,13 +68,44 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(advertised) => config::split_host_port(advertised)?,
         None => (bound.ip().to_string(), bound.port()),
     };
+    let session_ms = i64::try_from(args.broker_session_timeout_ms).unwrap_or(i64::MAX);
+    // A restart after a crash finds its old registration until that session lapses.
+    let membership = Arc::new(
+        Membership::register(
+            store.clone(),
+            BrokerRecord {
+                node_id,
+                host: host.clone(),
+                port: i32::from(port),
+                rack: None,
+            },
+            session_ms,
+            std::time::Duration::from_millis(args.broker_session_timeout_ms * 2 + 2_000),
+        )
+        .await
+        .with_context(|| format!("cannot register node id {node_id}"))?,
+    );
+    let log = Log::open(
+        store.clone(),
+        objects,
+        clock,
+        LogConfig {
+            node_id,
+            flush_linger_ms: args.flush_linger_ms,
+            flush_max_bytes: args.flush_max_bytes,
+            buffer_max_bytes: args.produce_buffer_max_bytes,
+            recent_cache_max_bytes: args.recent_cache_max_bytes,
+        },
+    );
+    let (stop_controller, controller_stopped) = tokio::sync::watch::channel(false);
+    let controller = tokio::spawn(
+        Controller::new(store.clone(), log.clone(), membership.clone()).run(controller_stopped),
+    );
+
     let broker = Arc::new(Broker {
         log: log.clone(),
-        node: Node {
-            node_id: args.node_id,
-            host,
-            port: i32::from(port),
-        },
+        store: store.clone(),
+        node: Node { node_id },
         cluster_id: args.cluster_id.clone(),
         limits: Limits {
             max_connections: args.max_connections,
@@ -114,16 +144,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         kafka = %bound,
         http = %http_bind,
         data_dir = %args.data_dir.display(),
-        node_id = args.node_id,
+        node_id,
         "skiff broker started"
     );
     let kafka = tokio::spawn(server::serve(listener, broker, shutdown.clone()));
 
     wait_for_signal().await;
-    tracing::info!("shutting down: flushing buffered produce data");
+    tracing::info!("shutting down: flushing buffered produce data, then leaving the cluster");
     shutdown.cancel();
     let _ = kafka.await;
     log.shutdown().await;
+    stop_controller.send_replace(true);
+    let _ = controller.await;
+    // Other brokers see the session end now and claim this broker's partitions at once.
+    membership.deregister().await;
     let _ = http.await;
     tracing::info!("skiff broker stopped");
     Ok(())

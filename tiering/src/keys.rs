@@ -5,6 +5,8 @@
 //! /skiff/partitions/<topic>/<partition:010>              PartitionState (JSON)
 //! /skiff/index/<topic>/<partition:010>/<base_offset:020> IndexEntry (JSON)
 //! /skiff/producer-ids                                    ProducerIdBlock (JSON)
+//! /skiff/brokers/<node_id:010>                           BrokerRecord (JSON), on the broker's lease
+//! /skiff/broker-ids                                      NodeIdCounter (JSON)
 //! ```
 //! Kafka topic names only contain `[a-zA-Z0-9._-]`, so `/` separates fields unambiguously, and the
 //! zero-padded numbers make key order equal numeric order, so a prefix range reads a partition's
@@ -30,13 +32,60 @@ pub struct TopicRecord {
 ///
 /// Every log commit compares this key's `mod_revision`, so any other change to it — a new leader
 /// bumping `leader_epoch`, another writer's commit — makes a stale writer's commit fail.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionState {
+    /// The broker that may commit to this partition; -1: none (released or never claimed).
+    #[serde(default = "no_leader")]
+    pub leader: i32,
+    /// Increased by every claim of leadership.
     pub leader_epoch: i32,
     /// The first offset still in the log.
     pub log_start_offset: i64,
     /// One past the last committed offset: the high watermark.
     pub next_offset: i64,
+}
+
+impl Default for PartitionState {
+    fn default() -> Self {
+        Self {
+            leader: no_leader(),
+            leader_epoch: 0,
+            log_start_offset: 0,
+            next_offset: 0,
+        }
+    }
+}
+
+fn no_leader() -> i32 {
+    -1
+}
+
+/// A live broker: where clients reach it. Written on the broker's lease, so it disappears
+/// when the broker stops renewing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRecord {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+/// The next node id no broker has taken (for brokers started without `--node-id`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeIdCounter {
+    pub next_node_id: i32,
+}
+
+pub fn brokers_prefix() -> String {
+    format!("{ROOT}/brokers/")
+}
+
+pub fn broker(node_id: i32) -> String {
+    format!("{ROOT}/brokers/{node_id:010}")
+}
+
+pub fn broker_ids() -> String {
+    format!("{ROOT}/broker-ids")
 }
 
 /// Where the committed batches of one offset range live: a section of one object.
@@ -120,9 +169,17 @@ mod tests {
                 object: "wal/x".into(), position: 8, length: len, crc32c: crc,
             };
             prop_assert_eq!(decode::<IndexEntry>("k", &encode(&entry)).expect("decode"), entry);
-            let state = PartitionState { leader_epoch: 3, log_start_offset: base, next_offset: base + 10 };
+            let state = PartitionState { leader: 2, leader_epoch: 3, log_start_offset: base, next_offset: base + 10 };
             prop_assert_eq!(decode::<PartitionState>("k", &encode(&state)).expect("decode"), state);
         }
+    }
+
+    #[test]
+    fn states_written_before_leadership_existed_have_no_leader() {
+        let old = br#"{"leader_epoch":0,"log_start_offset":0,"next_offset":5}"#;
+        let state: PartitionState = decode("k", old).expect("decode");
+        assert_eq!(state.leader, -1);
+        assert_eq!(state.next_offset, 5);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod catalog;
 pub mod clock;
+pub mod cluster;
 pub mod keys;
 pub mod log;
 pub mod metadata;

@@ -147,10 +147,17 @@ async fn one_flush_over_many_partitions_commits_within_etcd_limits() {
     );
     // 150 partitions: 300 puts in one flush, more than twice etcd's 128 operations per txn.
     let partitions = 150;
-    log.catalog()
+    let topic = log
+        .catalog()
         .create("wide", partitions, Default::default(), 0)
         .await
         .expect("create");
+    for p in 0..partitions {
+        skiff_tiering::cluster::claim(&*store, "wide", p, 1, None, topic.create_revision)
+            .await
+            .expect("claim")
+            .expect("unclaimed");
+    }
     // Load every partition first, so all 150 appends land within one linger.
     for p in 0..partitions {
         let tp = TopicPartition::new("wide", p);

@@ -9,7 +9,7 @@ pub fn log_error(error: &LogError) -> ResponseError {
     match error {
         LogError::UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        LogError::Fenced(_) => ResponseError::NotLeaderOrFollower,
+        LogError::Fenced(_) | LogError::NotLeader(_) => ResponseError::NotLeaderOrFollower,
         LogError::Unavailable(_) | LogError::Corrupt(_) => ResponseError::KafkaStorageError,
         LogError::TooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::ShuttingDown => ResponseError::NotLeaderOrFollower,

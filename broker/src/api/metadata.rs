@@ -1,6 +1,6 @@
 //! Metadata: this broker, the topics asked for (auto-created when allowed), their partitions.
 
-use super::errors::{catalog_error, log_error};
+use super::errors::catalog_error;
 use super::{topic_uuid, Broker};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -9,7 +9,8 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use skiff_tiering::catalog::{validate_topic_name, Topic};
-use skiff_tiering::log::TopicPartition;
+use skiff_tiering::cluster::membership::live_brokers;
+use skiff_tiering::cluster::partition_states;
 
 /// "Authorized operations were not requested" in Kafka's encoding.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -22,14 +23,35 @@ pub async fn handle(
     request: MetadataRequest,
     version: i16,
 ) -> Option<MetadataResponse> {
-    let node = BrokerId(broker.node.node_id);
+    let live = match live_brokers(&*broker.store).await {
+        Ok(live) => live,
+        Err(error) => {
+            tracing::warn!(%error, "metadata: cannot list brokers");
+            return None;
+        }
+    };
+    let live_ids: Vec<i32> = live.iter().map(|b| b.node_id).collect();
+    // Any broker can serve admin requests (they are metadata-store transactions); clients that
+    // insist on a controller get the lowest live id.
+    let controller = live_ids
+        .iter()
+        .copied()
+        .min()
+        .unwrap_or(broker.node.node_id);
     let mut response = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node)
-            .with_host(StrBytes::from_string(broker.node.host.clone()))
-            .with_port(broker.node.port)])
+        .with_brokers(
+            live.into_iter()
+                .map(|b| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(b.node_id))
+                        .with_host(StrBytes::from_string(b.host))
+                        .with_port(b.port)
+                        .with_rack(b.rack.map(StrBytes::from_string))
+                })
+                .collect(),
+        )
         .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
-        .with_controller_id(node)
+        .with_controller_id(BrokerId(controller))
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
     // v0: an empty list means all topics; v1+: null means all topics.
     let all = match &request.topics {
@@ -46,7 +68,9 @@ pub async fn handle(
             }
         };
         for topic in topics {
-            response.topics.push(describe_topic(broker, &topic).await);
+            response
+                .topics
+                .push(describe_topic(broker, &topic, &live_ids).await);
         }
         return Some(response);
     }
@@ -66,7 +90,7 @@ pub async fn handle(
                 }
             };
             response.topics.push(match found {
-                Some(topic) => describe_topic(broker, &topic).await,
+                Some(topic) => describe_topic(broker, &topic, &live_ids).await,
                 None => topic_error(None, requested.topic_id, ResponseError::UnknownTopicId),
             });
             continue;
@@ -80,7 +104,7 @@ pub async fn handle(
             continue;
         }
         let entry = match broker.topic_or_create(&name, auto_create).await {
-            Ok(Some(topic)) => describe_topic(broker, &topic).await,
+            Ok(Some(topic)) => describe_topic(broker, &topic, &live_ids).await,
             Ok(None) => topic_error(
                 Some(name),
                 uuid::Uuid::nil(),
@@ -105,29 +129,42 @@ fn topic_error(
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-async fn describe_topic(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
-    let node = BrokerId(broker.node.node_id);
+async fn describe_topic(broker: &Broker, topic: &Topic, live: &[i32]) -> MetadataResponseTopic {
+    let name = TopicName(StrBytes::from_string(topic.record.name.clone()));
+    let states = match partition_states(&*broker.store, &topic.record.name).await {
+        Ok(states) => states,
+        Err(error) => {
+            tracing::warn!(%error, topic = topic.record.name, "metadata: cannot read partitions");
+            return topic_error(
+                Some(name),
+                topic_uuid(topic),
+                ResponseError::KafkaStorageError,
+            );
+        }
+    };
     let mut partitions = Vec::with_capacity(topic.record.partitions as usize);
     for index in 0..topic.record.partitions {
-        let tp = TopicPartition::new(&topic.record.name, index);
-        let (error_code, epoch) = match broker.log.leader_epoch(&tp).await {
-            Ok(epoch) => (0, epoch),
-            Err(error) => (log_error(&error).code(), -1),
+        let (leader, epoch) = states
+            .get(&index)
+            .map_or((-1, -1), |(state, _)| (state.leader, state.leader_epoch));
+        let leader = if live.contains(&leader) { leader } else { -1 };
+        let (error, nodes) = if leader < 0 {
+            (ResponseError::LeaderNotAvailable.code(), Vec::new())
+        } else {
+            (0, vec![BrokerId(leader)])
         };
         partitions.push(
             MetadataResponsePartition::default()
-                .with_error_code(error_code)
+                .with_error_code(error)
                 .with_partition_index(index)
-                .with_leader_id(node)
+                .with_leader_id(BrokerId(leader))
                 .with_leader_epoch(epoch)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node]),
+                .with_replica_nodes(nodes.clone())
+                .with_isr_nodes(nodes),
         );
     }
     MetadataResponseTopic::default()
-        .with_name(Some(TopicName(StrBytes::from_string(
-            topic.record.name.clone(),
-        ))))
+        .with_name(Some(name))
         .with_topic_id(topic_uuid(topic))
         .with_partitions(partitions)
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)

@@ -23,8 +23,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use skiff_tiering::catalog::{CatalogError, Topic};
+use skiff_tiering::metadata::MetadataStore;
 use skiff_tiering::Log;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 use tracing::Instrument;
 
 /// The APIs and versions this broker implements: exactly what ApiVersions advertises.
@@ -51,12 +54,10 @@ pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
         .map(|(_, min, max)| (*min, *max))
 }
 
-/// Where this broker is reachable, as told to clients.
+/// This broker, as other brokers and clients know it (its address is in its membership record).
 #[derive(Debug, Clone)]
 pub struct Node {
     pub node_id: i32,
-    pub host: String,
-    pub port: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +81,7 @@ pub struct TopicDefaults {
 #[derive(Debug)]
 pub struct Broker {
     pub log: Log,
+    pub store: Arc<dyn MetadataStore>,
     pub node: Node,
     pub cluster_id: String,
     pub limits: Limits,
@@ -114,11 +116,44 @@ impl Broker {
         {
             Ok(topic) => {
                 tracing::info!(topic = name, "auto-created topic");
+                self.wait_for_leaders(&topic, AUTO_CREATE_LEADER_WAIT).await;
                 Ok(Some(topic))
             }
             Err(CatalogError::TopicAlreadyExists(_)) => self.log.catalog().get(name).await,
             Err(error) => Err(error),
         }
+    }
+}
+
+/// How long an auto-created topic waits for its partitions to get leaders before the request
+/// that created it is answered (clients retry past that anyway).
+const AUTO_CREATE_LEADER_WAIT: Duration = Duration::from_secs(2);
+
+impl Broker {
+    /// Waits (bounded) until every partition of a new topic has a live leader, as Kafka's
+    /// CreateTopics does, so clients do not start with a round of LEADER_NOT_AVAILABLE.
+    pub async fn wait_for_leaders(&self, topic: &Topic, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            let live = skiff_tiering::cluster::membership::live_brokers(&*self.store).await;
+            let states =
+                skiff_tiering::cluster::partition_states(&*self.store, &topic.record.name).await;
+            if let (Ok(live), Ok(states)) = (live, states) {
+                let led = (0..topic.record.partitions).all(|p| {
+                    states
+                        .get(&p)
+                        .is_some_and(|(s, _)| live.iter().any(|b| b.node_id == s.leader))
+                });
+                if led {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(
+            topic = topic.record.name,
+            "partitions still without leaders; clients will retry"
+        );
     }
 }
 

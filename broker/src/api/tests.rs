@@ -13,6 +13,9 @@ use kafka_protocol::records::{
     TimestampType as RecordTimestampType,
 };
 use skiff_tiering::clock::ManualClock;
+use skiff_tiering::cluster::controller::Controller;
+use skiff_tiering::cluster::membership::Membership;
+use skiff_tiering::keys::BrokerRecord;
 use skiff_tiering::metadata::embedded::EmbeddedStore;
 use skiff_tiering::metadata::MetadataStore;
 use skiff_tiering::LogConfig;
@@ -21,6 +24,8 @@ use std::sync::Arc;
 struct Fixture {
     _dir: tempfile::TempDir,
     broker: Broker,
+    /// Keeps the controller (which gives node 1 leadership of every partition) running.
+    _stop_controller: tokio::sync::watch::Sender<bool>,
 }
 
 async fn fixture() -> Fixture {
@@ -40,13 +45,27 @@ async fn fixture() -> Fixture {
             ..LogConfig::default()
         },
     );
+    let membership = Arc::new(
+        Membership::register(
+            store.clone(),
+            BrokerRecord {
+                node_id: 1,
+                host: "127.0.0.1".into(),
+                port: 9092,
+                rack: None,
+            },
+            60_000,
+            std::time::Duration::ZERO,
+        )
+        .await
+        .expect("register"),
+    );
+    let (stop_controller, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(Controller::new(store.clone(), log.clone(), membership).run(stopped));
     let broker = Broker {
         log,
-        node: Node {
-            node_id: 1,
-            host: "127.0.0.1".into(),
-            port: 9092,
-        },
+        store: store.clone(),
+        node: Node { node_id: 1 },
         cluster_id: "test".into(),
         limits: Limits {
             max_connections: 10,
@@ -63,7 +82,11 @@ async fn fixture() -> Fixture {
         },
         producer_ids: ProducerIds::new(store),
     };
-    Fixture { _dir: dir, broker }
+    Fixture {
+        _dir: dir,
+        broker,
+        _stop_controller: stop_controller,
+    }
 }
 
 fn frame<T: Encodable>(api_key: ApiKey, version: i16, correlation_id: i32, body: &T) -> Bytes {

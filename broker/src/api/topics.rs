@@ -20,6 +20,7 @@ use skiff_tiering::catalog::{
     check_growth, check_partition_count as check_partitions, validate_topic_name, CatalogError,
 };
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 fn message(text: impl Into<String>) -> Option<StrBytes> {
     Some(StrBytes::from_string(text.into()))
@@ -86,6 +87,10 @@ pub async fn create(
             {
                 Ok(created) => {
                     tracing::info!(topic = name, partitions, "created topic");
+                    let wait =
+                        Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0))
+                            .min(Duration::from_secs(30));
+                    broker.wait_for_leaders(&created, wait).await;
                     Ok(Some(created))
                 }
                 Err(CatalogError::TopicAlreadyExists(_)) => Err((

@@ -16,7 +16,7 @@ use crate::batch::BatchHeader;
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Clock;
 use crate::keys::{self, IndexEntry, PartitionState};
-use crate::metadata::{MetadataError, MetadataStore, Revision};
+use crate::metadata::{Compare, MetadataError, MetadataStore, Revision, Txn, TxnOp};
 use bytes::Bytes;
 use object_store::ObjectStore;
 use pending::{Pending, PendingAppend};
@@ -48,6 +48,9 @@ impl std::fmt::Display for TopicPartition {
 
 #[derive(Debug, Clone)]
 pub struct LogConfig {
+    /// This broker's node id: it may append to a partition only while the partition's state
+    /// names it leader.
+    pub node_id: i32,
     /// How long the first buffered append waits for company before its object is written.
     pub flush_linger_ms: u64,
     /// Buffered bytes that trigger a flush before the linger time is up.
@@ -61,6 +64,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
+            node_id: 1,
             flush_linger_ms: 250,
             flush_max_bytes: 8 * 1024 * 1024,
             buffer_max_bytes: 256 * 1024 * 1024,
@@ -73,6 +77,9 @@ impl Default for LogConfig {
 pub enum LogError {
     #[error("unknown topic or partition: {0}")]
     UnknownTopicOrPartition(String),
+    /// Another broker (or no broker) leads the partition. Retriable after refreshing metadata.
+    #[error("not the leader: {0}")]
+    NotLeader(String),
     #[error("offset out of range: offset={offset} log_start={log_start_offset} high_watermark={high_watermark}")]
     OffsetOutOfRange {
         offset: i64,
@@ -144,6 +151,8 @@ pub(crate) struct PartitionLog {
 #[derive(Debug, Clone)]
 pub(crate) struct PartitionView {
     pub(crate) state: PartitionState,
+    /// Set while leadership is being handed over: no new appends are accepted.
+    pub(crate) releasing: bool,
     /// `mod_revision` of the state key (0: absent); every commit compares it.
     pub(crate) state_revision: Revision,
     pub(crate) index: BTreeMap<i64, IndexEntry>,
@@ -166,6 +175,10 @@ pub(crate) struct LogInner {
     pub(crate) recent: Mutex<recent::RecentObjects>,
     pub(crate) stats: LogStats,
     pub(crate) shutting_down: AtomicBool,
+    /// Set by `flush_now`: flush without waiting for the linger time.
+    pub(crate) flush_urgent: AtomicBool,
+    /// True while a flush is between taking appends and answering them.
+    pub(crate) flushing: AtomicBool,
     /// Bumped whenever cached partitions are dropped; a partition load that started before a
     /// bump does not cache what it read (it may describe a deleted topic).
     pub(crate) cache_generation: AtomicU64,
@@ -200,6 +213,8 @@ impl Log {
             commits,
             stats: LogStats::default(),
             shutting_down: AtomicBool::new(false),
+            flush_urgent: AtomicBool::new(false),
+            flushing: AtomicBool::new(false),
             cache_generation: AtomicU64::new(0),
         });
         let flusher = tokio::spawn(writer::run_flusher(inner.clone()));
@@ -252,8 +267,9 @@ impl Log {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(LogError::ShuttingDown);
         }
-        // Fail fast on unknown partitions, before buffering anything.
-        let topic_create_revision = self.partition(&tp).await?.topic_create_revision;
+        // Fail fast on unknown partitions and on partitions led elsewhere, before buffering.
+        let partition = self.led_partition(&tp).await?;
+        let topic_create_revision = partition.topic_create_revision;
         let bytes: usize = batches.iter().map(|(_, b)| b.len()).sum();
         if bytes > self.inner.config.buffer_max_bytes {
             return Err(LogError::TooLarge {
@@ -301,7 +317,7 @@ impl Log {
         offset: i64,
         max_bytes: usize,
     ) -> Result<ReadOutcome, LogError> {
-        let partition = self.partition(tp).await?;
+        let partition = self.led_partition(tp).await?;
         reader::read(&self.inner, &partition, offset, max_bytes).await
     }
 
@@ -311,7 +327,7 @@ impl Log {
         tp: &TopicPartition,
         timestamp_ms: i64,
     ) -> Result<Option<Bytes>, LogError> {
-        let partition = self.partition(tp).await?;
+        let partition = self.led_partition(tp).await?;
         reader::batch_at_timestamp(&self.inner, &partition, timestamp_ms).await
     }
 
@@ -320,19 +336,19 @@ impl Log {
         &self,
         tp: &TopicPartition,
     ) -> Result<Option<Bytes>, LogError> {
-        let partition = self.partition(tp).await?;
+        let partition = self.led_partition(tp).await?;
         reader::batch_with_max_timestamp(&self.inner, &partition).await
     }
 
     /// (log start offset, high watermark).
     pub async fn offsets(&self, tp: &TopicPartition) -> Result<(i64, i64), LogError> {
-        let partition = self.partition(tp).await?;
+        let partition = self.led_partition(tp).await?;
         let view = partition.view.lock().expect("view mutex poisoned");
         Ok((view.state.log_start_offset, view.state.next_offset))
     }
 
     pub async fn leader_epoch(&self, tp: &TopicPartition) -> Result<i32, LogError> {
-        let partition = self.partition(tp).await?;
+        let partition = self.led_partition(tp).await?;
         let view = partition.view.lock().expect("view mutex poisoned");
         Ok(view.state.leader_epoch)
     }
@@ -344,11 +360,77 @@ impl Log {
         partitions.retain(|tp, _| &*tp.topic != topic);
     }
 
-    pub(crate) async fn partition(
+    /// The partition, if this broker leads it (and is not handing it over).
+    pub(crate) async fn led_partition(
         &self,
         tp: &TopicPartition,
     ) -> Result<Arc<PartitionLog>, LogError> {
-        load_partition(&self.inner, tp).await
+        let partition = load_partition(&self.inner, tp).await?;
+        let (leader, releasing) = {
+            let view = partition.view.lock().expect("view mutex poisoned");
+            (view.state.leader, view.releasing)
+        };
+        if leader != self.inner.config.node_id || releasing {
+            return Err(LogError::NotLeader(format!("{tp} is led by node {leader}")));
+        }
+        Ok(partition)
+    }
+
+    /// Drops what this broker remembers of one partition; the next use reloads it.
+    pub fn forget_partition(&self, tp: &TopicPartition) {
+        let mut partitions = self.inner.partitions.write().expect("partitions poisoned");
+        self.inner.cache_generation.fetch_add(1, Ordering::AcqRel);
+        partitions.remove(tp);
+    }
+
+    /// Flushes everything buffered now, without waiting for the linger time, and returns once
+    /// it is committed (or failed).
+    pub async fn flush_now(&self) {
+        let mut commits = self.subscribe_commits();
+        loop {
+            let idle = {
+                let pending = self.inner.pending.lock().expect("pending mutex poisoned");
+                pending.len() == 0 && !self.inner.flushing.load(Ordering::Acquire)
+            };
+            if idle {
+                return;
+            }
+            self.inner.flush_urgent.store(true, Ordering::Release);
+            self.inner.flush_wakeup.notify_one();
+            // Woken by the next commit, or re-checked shortly (a failed flush commits nothing).
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(20), commits.changed()).await;
+        }
+    }
+
+    /// Hands leadership of a partition over: stops accepting appends, commits what is
+    /// buffered, then records "no leader" (same epoch; the next leader's claim bumps it).
+    pub async fn release(&self, tp: &TopicPartition) -> Result<(), LogError> {
+        let partition = self.led_partition(tp).await?;
+        partition
+            .view
+            .lock()
+            .expect("view mutex poisoned")
+            .releasing = true;
+        self.flush_now().await;
+        let (mut state, revision) = {
+            let view = partition.view.lock().expect("view mutex poisoned");
+            (view.state.clone(), view.state_revision)
+        };
+        state.leader = -1;
+        let state_key = keys::partition(&tp.topic, tp.partition);
+        let txn = Txn::when(vec![
+            Compare::mod_revision(&state_key, revision),
+            writer::topic_incarnation(tp, &partition),
+        ])
+        .and_then(vec![TxnOp::put(state_key, keys::encode(&state))]);
+        let outcome = self.inner.store.txn(txn).await;
+        self.forget_partition(tp);
+        match outcome {
+            Ok(outcome) if outcome.succeeded => Ok(()),
+            Ok(_) => Err(LogError::Fenced(format!("{tp} changed before its release"))),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Flushes everything buffered, then stops the flusher. Appends after this fail.
@@ -403,6 +485,7 @@ pub(crate) async fn load_partition(
         topic_create_revision: topic.create_revision,
         view: Mutex::new(PartitionView {
             state,
+            releasing: false,
             state_revision,
             index,
         }),

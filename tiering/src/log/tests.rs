@@ -40,6 +40,22 @@ impl Fixture {
         )
     }
 
+    /// Creates a topic and makes node 1 (every test log's node) lead all its partitions, as
+    /// the cluster controller would.
+    async fn topic(&self, log: &Log, name: &str, partitions: i32) {
+        let topic = log
+            .catalog()
+            .create(name, partitions, Default::default(), 0)
+            .await
+            .expect("create");
+        for p in 0..partitions {
+            crate::cluster::claim(&*self.store, name, p, 1, None, topic.create_revision)
+                .await
+                .expect("claim")
+                .expect("unclaimed partition");
+        }
+    }
+
     async fn object_count(&self) -> usize {
         let listed: Vec<_> = self.objects.list(None).try_collect().await.expect("list");
         listed.len()
@@ -55,10 +71,7 @@ fn batches(count: i32, ts: i64) -> Vec<(batch::BatchHeader, Bytes)> {
 async fn one_object_per_flush_across_partitions() {
     let fx = Fixture::new().await;
     let log = fx.log(50);
-    log.catalog()
-        .create("t", 4, Default::default(), 0)
-        .await
-        .expect("create");
+    fx.topic(&log, "t", 4).await;
     let mut appends = Vec::new();
     for p in 0..4 {
         for _ in 0..3 {
@@ -98,10 +111,7 @@ async fn one_object_per_flush_across_partitions() {
 async fn committed_data_survives_a_new_broker_process() {
     let fx = Fixture::new().await;
     let log = fx.log(1);
-    log.catalog()
-        .create("t", 1, Default::default(), 0)
-        .await
-        .expect("create");
+    fx.topic(&log, "t", 1).await;
     let tp = TopicPartition::new("t", 0);
     for i in 0..5 {
         let outcome = log
@@ -132,10 +142,7 @@ async fn committed_data_survives_a_new_broker_process() {
 async fn read_bounds_and_unknown_partitions() {
     let fx = Fixture::new().await;
     let log = fx.log(1);
-    log.catalog()
-        .create("t", 2, Default::default(), 0)
-        .await
-        .expect("create");
+    fx.topic(&log, "t", 2).await;
     let tp = TopicPartition::new("t", 1);
     log.append(tp.clone(), batches(4, 1), false)
         .await
@@ -171,16 +178,14 @@ async fn read_bounds_and_unknown_partitions() {
 async fn a_commit_after_the_partition_changed_is_fenced() {
     let fx = Fixture::new().await;
     let log = fx.log(1);
-    log.catalog()
-        .create("t", 1, Default::default(), 0)
-        .await
-        .expect("create");
+    fx.topic(&log, "t", 1).await;
     let tp = TopicPartition::new("t", 0);
     log.append(tp.clone(), batches(1, 1), false)
         .await
         .expect("append");
     // Another leader takes over: it bumps the epoch (and appends) behind this broker's back.
     let state = PartitionState {
+        leader: 2,
         leader_epoch: 1,
         log_start_offset: 0,
         next_offset: 1,
@@ -194,9 +199,25 @@ async fn a_commit_after_the_partition_changed_is_fenced() {
         .expect("takeover");
     let fenced = log.append(tp.clone(), batches(1, 1), false).await;
     assert!(matches!(fenced, Err(LogError::Fenced(_))), "{fenced:?}");
-    // Nothing the fenced append wrote is visible.
-    assert_eq!(log.offsets(&tp).await.expect("offsets"), (0, 1));
-    assert_eq!(log.leader_epoch(&tp).await.expect("epoch"), 1);
+    // Nothing the fenced append wrote is visible, and this broker now knows it is not leader.
+    let stored = fx
+        .store
+        .get(&keys::partition("t", 0))
+        .await
+        .expect("get")
+        .expect("state");
+    assert_eq!(
+        keys::decode::<PartitionState>(&stored.key, &stored.value),
+        Ok(state)
+    );
+    assert!(matches!(
+        log.offsets(&tp).await,
+        Err(LogError::NotLeader(_))
+    ));
+    assert!(matches!(
+        log.append(tp.clone(), batches(1, 1), false).await,
+        Err(LogError::NotLeader(_))
+    ));
     log.shutdown().await;
 }
 
@@ -204,10 +225,7 @@ async fn a_commit_after_the_partition_changed_is_fenced() {
 async fn a_fenced_partition_does_not_fail_its_flush_mates() {
     let fx = Fixture::new().await;
     let log = fx.log(100);
-    log.catalog()
-        .create("t", 2, Default::default(), 0)
-        .await
-        .expect("create");
+    fx.topic(&log, "t", 2).await;
     let (p0, p1) = (TopicPartition::new("t", 0), TopicPartition::new("t", 1));
     log.append(p0.clone(), batches(1, 1), false)
         .await
@@ -225,6 +243,7 @@ async fn a_fenced_partition_does_not_fail_its_flush_mates() {
         .expect("enqueue");
     // Partition 0 changes hands before the flush commits.
     let state = PartitionState {
+        leader: 2,
         leader_epoch: 1,
         log_start_offset: 0,
         next_offset: 1,
@@ -252,17 +271,9 @@ async fn a_fenced_partition_does_not_fail_its_flush_mates() {
 async fn data_for_a_deleted_topic_is_never_committed_into_its_successor() {
     let fx = Fixture::new().await;
     let log = fx.log(200);
-    log.catalog()
-        .create("t", 1, Default::default(), 0)
-        .await
-        .expect("create");
+    fx.topic(&log, "t", 1).await;
     let tp = TopicPartition::new("t", 0);
-    let recreate = || async {
-        log.catalog()
-            .create("t", 1, Default::default(), 0)
-            .await
-            .expect("re-create");
-    };
+    let recreate = || fx.topic(&log, "t", 1);
     // As DeleteTopics does: delete, then forget, before the flush; then re-create.
     let pending = log
         .enqueue(tp.clone(), batches(1, 1), false)
@@ -294,10 +305,7 @@ async fn data_for_a_deleted_topic_is_never_committed_into_its_successor() {
 async fn idle_log_writes_nothing_and_shutdown_flushes() {
     let fx = Fixture::new().await;
     let log = fx.log(60_000);
-    log.catalog()
-        .create("t", 1, Default::default(), 0)
-        .await
-        .expect("create");
+    fx.topic(&log, "t", 1).await;
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert_eq!(fx.object_count().await, 0);
     let pending = log
@@ -320,10 +328,7 @@ async fn idle_log_writes_nothing_and_shutdown_flushes() {
 async fn log_append_time_and_timestamp_lookup() {
     let fx = Fixture::new().await;
     let log = fx.log(1);
-    log.catalog()
-        .create("t", 1, Default::default(), 0)
-        .await
-        .expect("create");
+    fx.topic(&log, "t", 1).await;
     let tp = TopicPartition::new("t", 0);
     log.append(tp.clone(), batches(2, 100), false)
         .await
@@ -375,10 +380,7 @@ async fn a_producer_outrunning_storage_waits_instead_of_buffering_more() {
             ..LogConfig::default()
         },
     );
-    log.catalog()
-        .create("t", 1, Default::default(), 0)
-        .await
-        .expect("create");
+    fx.topic(&log, "t", 1).await;
     let tp = TopicPartition::new("t", 0);
     let first = log.enqueue(tp.clone(), one, false).await.expect("enqueue");
     // The buffer is full until the first append is committed: the second must wait.

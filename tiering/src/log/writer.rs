@@ -39,13 +39,14 @@ pub(crate) async fn run_flusher(inner: Arc<LogInner>) {
             )
         };
         let stopping = inner.shutting_down.load(Ordering::Acquire);
+        let urgent = inner.flush_urgent.swap(false, Ordering::AcqRel);
         match first_at {
             None if stopping => return,
             None => {
                 inner.flush_wakeup.notified().await;
                 continue;
             }
-            Some(first_at) if !full && !stopping => {
+            Some(first_at) if !full && !stopping && !urgent => {
                 tokio::select! {
                     _ = tokio::time::sleep_until(first_at + linger) => {}
                     _ = inner.flush_wakeup.notified() => continue,
@@ -53,13 +54,19 @@ pub(crate) async fn run_flusher(inner: Arc<LogInner>) {
             }
             Some(_) => {}
         }
-        let taken = inner
-            .pending
-            .lock()
-            .expect("pending mutex poisoned")
-            .take(inner.config.flush_max_bytes, Instant::now());
+        let taken = {
+            let mut pending = inner.pending.lock().expect("pending mutex poisoned");
+            let taken = pending.take(inner.config.flush_max_bytes, Instant::now());
+            // Set under the pending lock, so `flush_now` never sees "nothing pending" and
+            // "not flushing" while these appends are in between.
+            inner.flushing.store(!taken.is_empty(), Ordering::Release);
+            taken
+        };
         if !taken.is_empty() {
             flush(&inner, taken).await;
+            inner.flushing.store(false, Ordering::Release);
+            // Wake `flush_now` waiters even when the flush committed nothing.
+            inner.commits.send_modify(|n| *n += 1);
         }
     }
 }
@@ -152,7 +159,6 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
         }
         commit_chunk(inner, path.as_ref(), chunk).await;
     }
-    inner.commits.send_modify(|n| *n += 1);
 }
 
 /// Commits one chunk. When a compare fails, the partitions whose state or topic changed are
@@ -235,7 +241,7 @@ fn build_commit(
     (Txn::when(compares).and_then(ops), updates)
 }
 
-fn topic_incarnation(tp: &TopicPartition, partition: &PartitionLog) -> Compare {
+pub(crate) fn topic_incarnation(tp: &TopicPartition, partition: &PartitionLog) -> Compare {
     Compare {
         key: keys::topic(&tp.topic),
         op: CompareOp::Equal,

@@ -1,0 +1,318 @@
+//! Every broker runs this loop: it claims the partitions it should lead and hands over the
+//! ones it should not, whenever membership or topics change (watches) and on a short tick.
+//!
+//! Decisions come from [`super::assignment`]; every claim and release is a compare-and-set on
+//! the partition state, so brokers with momentarily different views of membership cause at most
+//! a fenced commit (a retriable error for a producer), never two leaders committing.
+
+use super::assignment::{decide, preferred_leader, Action};
+use super::membership::{live_brokers, Membership};
+use crate::keys;
+use crate::log::{Log, TopicPartition};
+use crate::metadata::MetadataStore;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often leadership is re-checked even without a watch event.
+const RECONCILE_INTERVAL: Duration = Duration::from_millis(500);
+
+pub struct Controller {
+    store: Arc<dyn MetadataStore>,
+    log: Log,
+    membership: Arc<Membership>,
+}
+
+impl Controller {
+    pub fn new(store: Arc<dyn MetadataStore>, log: Log, membership: Arc<Membership>) -> Self {
+        Self {
+            store,
+            log,
+            membership,
+        }
+    }
+
+    /// Runs until `stop` turns true. Also keeps the broker's registration alive.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let keep_alive = tokio::spawn(keep_alive_loop(self.membership.clone(), stop.clone()));
+        let mut changes = self.watch_changes().await;
+        let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let Err(error) = self.reconcile().await {
+                tracing::warn!(%error, "leadership reconcile failed; retrying");
+            }
+            if *stop.borrow() {
+                break;
+            }
+            tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                _ = tick.tick() => {}
+                event = changes.next() => {
+                    if event.is_none() {
+                        // The watch ended (store hiccup): watch again; the tick covers the gap.
+                        changes = self.watch_changes().await;
+                    }
+                }
+            }
+        }
+        let _ = keep_alive.await;
+    }
+
+    async fn watch_changes(&self) -> futures::stream::BoxStream<'static, ()> {
+        let brokers = self.store.watch_prefix(&keys::brokers_prefix()).await;
+        let topics = self.store.watch_prefix(&keys::topics_prefix()).await;
+        match (brokers, topics) {
+            (Ok(brokers), Ok(topics)) => {
+                futures::stream::select(brokers.map(|_| ()), topics.map(|_| ())).boxed()
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!(%error, "cannot watch membership and topics; relying on the tick");
+                futures::stream::pending().boxed()
+            }
+        }
+    }
+
+    /// One pass over every partition of every topic.
+    pub async fn reconcile(&self) -> Result<(), String> {
+        let me = self.membership.node_id();
+        let mut live: Vec<i32> = live_brokers(&*self.store)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|b| b.node_id)
+            .collect();
+        live.sort_unstable();
+        if !live.contains(&me) {
+            // Not registered (session lapsed): claiming now would only be undone.
+            return Ok(());
+        }
+        let topics = self.log.catalog().list().await.map_err(|e| e.to_string())?;
+        for topic in topics {
+            let name = &topic.record.name;
+            let states = super::partition_states(&*self.store, name)
+                .await
+                .map_err(|e| e.to_string())?;
+            for partition in 0..topic.record.partitions {
+                let current = states.get(&partition);
+                let leader = current.map_or(-1, |(state, _)| state.leader);
+                let preferred = preferred_leader(name, partition, &live);
+                let tp = TopicPartition::new(name, partition);
+                match decide(me, leader, preferred, &live) {
+                    Action::Keep => {}
+                    Action::Claim => {
+                        let claimed = super::claim(
+                            &*self.store,
+                            name,
+                            partition,
+                            me,
+                            current.map(|(s, r)| (s, *r)),
+                            topic.create_revision,
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                        if let Some(epoch) = claimed {
+                            // Load the partition afresh on its next use.
+                            self.log.forget_partition(&tp);
+                            tracing::info!(partition = %tp, epoch, previous = leader, "claimed leadership");
+                        }
+                    }
+                    Action::Release => match self.log.release(&tp).await {
+                        Ok(()) => {
+                            tracing::info!(partition = %tp, ?preferred, "released leadership")
+                        }
+                        Err(error) => tracing::info!(partition = %tp, %error, "release skipped"),
+                    },
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn keep_alive_loop(membership: Arc<Membership>, mut stop: watch::Receiver<bool>) {
+    let period = Duration::from_millis((membership.ttl_ms() / 3).max(100) as u64);
+    let mut tick = tokio::time::interval(period);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+            _ = tick.tick() => {}
+        }
+        if let Err(error) = membership.keep_alive().await {
+            tracing::warn!(%error, "cannot renew the broker session");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::keys::{BrokerRecord, PartitionState};
+    use crate::log::LogConfig;
+    use crate::metadata::embedded::EmbeddedStore;
+    use object_store::memory::InMemory;
+
+    struct Node {
+        log: Log,
+        membership: Arc<Membership>,
+        controller: Controller,
+    }
+
+    async fn node(store: &Arc<dyn MetadataStore>, objects: &Arc<InMemory>, id: i32) -> Node {
+        let log = Log::open(
+            store.clone(),
+            objects.clone(),
+            Arc::new(ManualClock::new(0)),
+            LogConfig {
+                node_id: id,
+                flush_linger_ms: 1,
+                ..LogConfig::default()
+            },
+        );
+        let record = BrokerRecord {
+            node_id: id,
+            host: "127.0.0.1".into(),
+            port: 9000 + id,
+            rack: None,
+        };
+        let membership = Arc::new(
+            Membership::register(store.clone(), record, 60_000, Duration::ZERO)
+                .await
+                .expect("register"),
+        );
+        let controller = Controller::new(store.clone(), log.clone(), membership.clone());
+        Node {
+            log,
+            membership,
+            controller,
+        }
+    }
+
+    async fn leaders(store: &dyn MetadataStore, topic: &str) -> Vec<(i32, i32)> {
+        let mut out = Vec::new();
+        for kv in store
+            .range_prefix(&keys::partitions_prefix(topic), 0)
+            .await
+            .expect("range")
+        {
+            let state: PartitionState = keys::decode(&kv.key, &kv.value).expect("state");
+            out.push((state.leader, state.leader_epoch));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn partitions_spread_over_brokers_and_move_when_one_leaves() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn MetadataStore> = Arc::new(
+            EmbeddedStore::open(&dir.path().join("m.redb"), Arc::new(ManualClock::new(0)))
+                .await
+                .expect("store"),
+        );
+        let objects = Arc::new(InMemory::new());
+        let (a, b) = (
+            node(&store, &objects, 1).await,
+            node(&store, &objects, 2).await,
+        );
+        a.log
+            .catalog()
+            .create("t", 12, Default::default(), 0)
+            .await
+            .expect("create");
+        for _ in 0..2 {
+            a.controller.reconcile().await.expect("reconcile");
+            b.controller.reconcile().await.expect("reconcile");
+        }
+        let before = leaders(&*store, "t").await;
+        assert_eq!(before.len(), 12, "every partition has a state");
+        for (p, (leader, epoch)) in before.iter().enumerate() {
+            let preferred = preferred_leader("t", p as i32, &[1, 2]).expect("live");
+            assert_eq!((*leader, *epoch), (preferred, 0), "partition {p}");
+        }
+        assert!(before.iter().any(|(l, _)| *l == 1) && before.iter().any(|(l, _)| *l == 2));
+
+        // Broker 2 leads some partitions and takes writes on them; broker 1 refuses those.
+        let led_by_b = before
+            .iter()
+            .position(|(l, _)| *l == 2)
+            .expect("b leads one") as i32;
+        let tp = TopicPartition::new("t", led_by_b);
+        assert!(matches!(
+            a.log.offsets(&tp).await,
+            Err(crate::LogError::NotLeader(_))
+        ));
+        assert_eq!(b.log.offsets(&tp).await.expect("offsets"), (0, 0));
+
+        // Broker 2 leaves: broker 1 claims everything, with a higher epoch where it changed.
+        b.membership.deregister().await;
+        a.controller.reconcile().await.expect("reconcile");
+        let after = leaders(&*store, "t").await;
+        for ((leader, epoch), (old_leader, old_epoch)) in after.iter().zip(&before) {
+            assert_eq!(*leader, 1);
+            assert_eq!(
+                *epoch,
+                if *old_leader == 2 {
+                    old_epoch + 1
+                } else {
+                    *old_epoch
+                }
+            );
+        }
+        assert_eq!(a.log.offsets(&tp).await.expect("offsets"), (0, 0));
+        // The old leader is fenced even though it still believes it leads.
+        let data = crate::batch::tests::sample_batch(1, 1, 8);
+        let batch = bytes::Bytes::from(data);
+        let header = crate::batch::parse_header(&batch).expect("header");
+        let fenced = b.log.append(tp.clone(), vec![(header, batch)], false).await;
+        assert!(
+            matches!(fenced, Err(crate::LogError::Fenced(_))),
+            "{fenced:?}"
+        );
+        a.log.shutdown().await;
+        b.log.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_joining_broker_gets_its_partitions_handed_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn MetadataStore> = Arc::new(
+            EmbeddedStore::open(&dir.path().join("m.redb"), Arc::new(ManualClock::new(0)))
+                .await
+                .expect("store"),
+        );
+        let objects = Arc::new(InMemory::new());
+        let a = node(&store, &objects, 1).await;
+        a.log
+            .catalog()
+            .create("t", 12, Default::default(), 0)
+            .await
+            .expect("create");
+        a.controller.reconcile().await.expect("reconcile");
+        assert!(leaders(&*store, "t").await.iter().all(|(l, _)| *l == 1));
+        let b = node(&store, &objects, 2).await;
+        // a releases what b should lead; b then claims it.
+        a.controller.reconcile().await.expect("reconcile");
+        b.controller.reconcile().await.expect("reconcile");
+        for (p, (leader, epoch)) in leaders(&*store, "t").await.iter().enumerate() {
+            let preferred = preferred_leader("t", p as i32, &[1, 2]).expect("live");
+            assert_eq!(*leader, preferred, "partition {p}");
+            assert_eq!(*epoch, if preferred == 2 { 1 } else { 0 });
+        }
+        a.log.shutdown().await;
+        b.log.shutdown().await;
+    }
+}

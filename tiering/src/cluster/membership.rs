@@ -1,0 +1,154 @@
+//! Broker registration: one key per live broker, on a lease the broker keeps alive.
+
+use crate::keys::{self, BrokerRecord, NodeIdCounter};
+use crate::metadata::{Compare, LeaseId, MetadataError, MetadataStore, Txn, TxnOp};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+const NODE_ID_ATTEMPTS_MAX: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("node id {0} is registered by a live broker")]
+    NodeIdTaken(i32),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// This broker's registration.
+#[derive(Debug)]
+pub struct Membership {
+    store: Arc<dyn MetadataStore>,
+    record: BrokerRecord,
+    ttl_ms: i64,
+    lease: Mutex<LeaseId>,
+}
+
+/// The brokers registered now, by node id.
+pub async fn live_brokers(store: &dyn MetadataStore) -> Result<Vec<BrokerRecord>, MembershipError> {
+    let kvs = store.range_prefix(&keys::brokers_prefix(), 0).await?;
+    kvs.iter()
+        .map(|kv| keys::decode(&kv.key, &kv.value).map_err(MembershipError::Corrupt))
+        .collect()
+}
+
+/// Takes the next free node id from the cluster-wide counter.
+pub async fn allocate_node_id(store: &dyn MetadataStore) -> Result<i32, MembershipError> {
+    let key = keys::broker_ids();
+    for _ in 0..NODE_ID_ATTEMPTS_MAX {
+        let current = store.get(&key).await?;
+        let (next, revision) = match &current {
+            Some(kv) => (
+                keys::decode::<NodeIdCounter>(&kv.key, &kv.value)
+                    .map_err(MembershipError::Corrupt)?
+                    .next_node_id,
+                kv.mod_revision,
+            ),
+            // Leave low ids to brokers configured with explicit ones.
+            None => (1000, 0),
+        };
+        let txn =
+            Txn::when(vec![Compare::mod_revision(&key, revision)]).and_then(vec![TxnOp::put(
+                &key,
+                keys::encode(&NodeIdCounter {
+                    next_node_id: next + 1,
+                }),
+            )]);
+        if store.txn(txn).await?.succeeded {
+            return Ok(next);
+        }
+    }
+    Err(MembershipError::Metadata(MetadataError::Unavailable(
+        "node id counter contended".into(),
+    )))
+}
+
+impl Membership {
+    /// Registers this broker, waiting up to `wait` for a previous holder of the same node id
+    /// (say, this broker before a crash) to lapse.
+    pub async fn register(
+        store: Arc<dyn MetadataStore>,
+        record: BrokerRecord,
+        ttl_ms: i64,
+        wait: Duration,
+    ) -> Result<Self, MembershipError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match Self::try_register(&*store, &record, ttl_ms).await {
+                Ok(lease) => {
+                    return Ok(Self {
+                        store,
+                        record,
+                        ttl_ms,
+                        lease: Mutex::new(lease),
+                    })
+                }
+                Err(MembershipError::NodeIdTaken(id)) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!(
+                        node_id = id,
+                        "node id still registered; waiting for it to lapse"
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn try_register(
+        store: &dyn MetadataStore,
+        record: &BrokerRecord,
+        ttl_ms: i64,
+    ) -> Result<LeaseId, MembershipError> {
+        let lease = store.lease_grant(ttl_ms).await?;
+        let key = keys::broker(record.node_id);
+        let txn = Txn::when(vec![Compare::absent(&key)]).and_then(vec![TxnOp::Put {
+            key,
+            value: keys::encode(record).into(),
+            lease: Some(lease),
+        }]);
+        if store.txn(txn).await?.succeeded {
+            Ok(lease)
+        } else {
+            let _ = store.lease_revoke(lease).await;
+            Err(MembershipError::NodeIdTaken(record.node_id))
+        }
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.record.node_id
+    }
+
+    pub fn ttl_ms(&self) -> i64 {
+        self.ttl_ms
+    }
+
+    /// Renews the lease; if it lapsed (the broker was paused or cut off for longer than the
+    /// TTL), registers again with a new one. Returns true when it had to re-register.
+    pub async fn keep_alive(&self) -> Result<bool, MembershipError> {
+        let mut lease = self.lease.lock().await;
+        match self.store.lease_keep_alive(*lease).await {
+            Ok(()) => Ok(false),
+            Err(MetadataError::LeaseNotFound(_)) => {
+                tracing::warn!(
+                    node_id = self.record.node_id,
+                    "broker session lapsed; registering again"
+                );
+                *lease = Self::try_register(&*self.store, &self.record, self.ttl_ms).await?;
+                Ok(true)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Leaves the cluster now (graceful shutdown): other brokers take over at once.
+    pub async fn deregister(&self) {
+        let lease = *self.lease.lock().await;
+        if let Err(error) = self.store.lease_revoke(lease).await {
+            tracing::warn!(%error, "cannot revoke the broker lease; it will lapse by itself");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Brokers and partition leadership, kept in the metadata store.
+//!
+//! - [`membership`]: each broker registers itself under `/skiff/brokers/` on a lease it renews;
+//!   a broker that stops renewing (crash, pause, partition) disappears after the lease TTL.
+//! - [`assignment`]: pure rendezvous hashing of partitions over live brokers.
+//! - [`controller`]: every broker's loop that claims the partitions it should lead and hands
+//!   over those it should not.
+//!
+//! Claims and releases are transactions on the partition state key, compared on its
+//! `mod_revision`; a claim bumps the leader epoch. Since every log commit compares the same key,
+//! a broker that lost a partition can never commit to it again (see ARCHITECTURE.md, fencing).
+
+pub mod assignment;
+pub mod controller;
+pub mod membership;
+
+use crate::keys::{self, PartitionState};
+use crate::metadata::{Compare, MetadataError, MetadataStore, Revision, Txn, TxnOp};
+use std::collections::HashMap;
+
+/// The stored state of every partition of `topic` that has one, with its `mod_revision`.
+pub async fn partition_states(
+    store: &dyn MetadataStore,
+    topic: &str,
+) -> Result<HashMap<i32, (PartitionState, Revision)>, MetadataError> {
+    let kvs = store
+        .range_prefix(&keys::partitions_prefix(topic), 0)
+        .await?;
+    let mut states = HashMap::with_capacity(kvs.len());
+    for kv in kvs {
+        let Some(partition) = kv
+            .key
+            .rsplit('/')
+            .next()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let state: PartitionState =
+            keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?;
+        states.insert(partition, (state, kv.mod_revision));
+    }
+    Ok(states)
+}
+
+/// Claims leadership of one partition for `node_id`, if its state is still at `revision`
+/// (0: absent) and its topic is still the incarnation created at `topic_create_revision`.
+/// Returns the new leader epoch, or `None` if something changed first.
+pub async fn claim(
+    store: &dyn MetadataStore,
+    topic: &str,
+    partition: i32,
+    node_id: i32,
+    current: Option<(&PartitionState, Revision)>,
+    topic_create_revision: Revision,
+) -> Result<Option<i32>, MetadataError> {
+    let (mut state, revision) = match current {
+        Some((state, revision)) => {
+            let mut next = state.clone();
+            next.leader_epoch += 1;
+            (next, revision)
+        }
+        None => (PartitionState::default(), 0),
+    };
+    state.leader = node_id;
+    let key = keys::partition(topic, partition);
+    let txn = Txn::when(vec![
+        Compare::mod_revision(&key, revision),
+        Compare {
+            key: keys::topic(topic),
+            op: crate::metadata::CompareOp::Equal,
+            target: crate::metadata::CompareTarget::CreateRevision(topic_create_revision),
+        },
+    ])
+    .and_then(vec![TxnOp::put(key, keys::encode(&state))]);
+    let outcome = store.txn(txn).await?;
+    Ok(outcome.succeeded.then_some(state.leader_epoch))
+}
