@@ -186,6 +186,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SKIFF_RECENT_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_name = "BYTES")]
     pub recent_cache_max_bytes: usize,
 
+    /// Index entries per index object. A partition keeps at most about four times this many
+    /// index keys in the metadata store (etcd); older ones are rolled up into the bucket.
+    #[arg(long, env = "SKIFF_INDEX_ROLLUP_FANOUT", default_value_t = skiff_tiering::log::ROLLUP_FANOUT)]
+    pub index_rollup_fanout: usize,
+
     /// Create a topic when a client asks for its metadata or produces to it (Kafka's
     /// `auto.create.topics.enable`).
     #[arg(long, env = "SKIFF_AUTO_CREATE_TOPICS_ENABLE", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -306,6 +311,9 @@ impl ServeArgs {
         }
         if self.produce_buffer_max_bytes > u32::MAX as usize {
             bail!("--produce-buffer-max-bytes must be below 4 GiB");
+        }
+        if self.index_rollup_fanout < 2 {
+            bail!("--index-rollup-fanout must be at least 2");
         }
         if self.connections_max_idle_ms == 0 {
             bail!("--connections-max-idle-ms must be positive");

@@ -95,6 +95,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             flush_max_bytes: args.flush_max_bytes,
             buffer_max_bytes: args.produce_buffer_max_bytes,
             recent_cache_max_bytes: args.recent_cache_max_bytes,
+            index_rollup_fanout: args.index_rollup_fanout,
         },
     );
     let (stop_controller, controller_stopped) = tokio::sync::watch::channel(false);

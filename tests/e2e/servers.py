@@ -152,3 +152,20 @@ def broker_args(etcd: Etcd, s3: MotoS3, prefix: str = "cluster") -> list[str]:
             "--s3-endpoint", s3.endpoint, "--s3-allow-http", "true",
             "--s3-access-key-id", "test", "--s3-secret-access-key", "test",
             "--object-store-timeout-ms", "3000"]
+
+
+def etcd_keys(etcd: Etcd, prefix: str) -> tuple[int, int]:
+    """(number of keys, bytes of keys and values) under `prefix`, via etcd's JSON gateway."""
+    import base64
+    import json
+    import urllib.request
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
+                       "range_end": base64.b64encode(end.encode()).decode()}).encode()
+    req = urllib.request.Request(f"{etcd.endpoint}/v3/kv/range", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        kvs = json.load(r).get("kvs", [])
+    size = sum(len(base64.b64decode(kv["key"])) + len(base64.b64decode(kv.get("value", "")))
+               for kv in kvs)
+    return len(kvs), size

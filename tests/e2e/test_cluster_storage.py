@@ -69,3 +69,27 @@ def test_a_frozen_bucket_fails_produces_retriably_and_loses_nothing(start_broker
     assert offsets == list(range(100)), "gaps or duplicates: no commit can have been ambiguous"
     assert b.stats()["upload_failures"] > 0, "the outage never reached the broker"
     assert b.is_running()
+
+
+def test_the_index_in_etcd_stays_bounded(start_broker, etcd, s3):
+    from servers import etcd_keys
+    fanout = 4
+    b = start_broker(args=broker_args(etcd, s3) + ["--index-rollup-fanout", str(fanout)],
+                     flush_linger_ms=1)
+    topic = "long-log"
+    h.create_topic(b.bootstrap, topic, 1)
+    # acks=all with one record per request and linger 0: one flush, one index entry, per record.
+    p = h.producer(b.bootstrap, **{"linger.ms": 0, "max.in.flight.requests.per.connection": 1})
+    count = 300
+    for i in range(count):
+        p.produce(topic, value=f"v{i}".encode(), partition=0)
+        p.flush(10)
+    keys, size = etcd_keys(etcd, f"/skiff/index/{topic}/")
+    rollups, rollup_size = etcd_keys(etcd, f"/skiff/rollups/{topic}/")
+    print(f"{count} flushes: {keys} tail keys ({size} B), {rollups} rollup keys ({rollup_size} B)")
+    assert b.stats()["flushes"] >= count // 2, "records were not flushed one by one"
+    assert keys <= 2 * fanout + 1 and rollups <= 2 * fanout + 1
+    assert s3.keys("cluster/index/"), "no index objects in the bucket"
+    recs = h.read_partitions(b.bootstrap, topic, [0])
+    assert [r.value for r in recs] == [f"v{i}".encode() for i in range(count)]
+    assert [r.offset for r in recs] == list(range(count))

@@ -170,6 +170,9 @@ impl Catalog {
             TxnOp::DeletePrefix {
                 prefix: keys::topic_index_prefix(name),
             },
+            TxnOp::DeletePrefix {
+                prefix: keys::topic_rollup_prefix(name),
+            },
         ]);
         if !self.store.txn(txn).await?.succeeded {
             return Err(CatalogError::Conflict(name.to_owned()));

@@ -3,7 +3,8 @@
 //! ```text
 //! /skiff/topics/<topic>                                  TopicRecord (JSON)
 //! /skiff/partitions/<topic>/<partition:010>              PartitionState (JSON)
-//! /skiff/index/<topic>/<partition:010>/<base_offset:020> IndexEntry (JSON)
+//! /skiff/index/<topic>/<partition:010>/<base_offset:020> IndexEntry (JSON): the index tail
+//! /skiff/rollups/<topic>/<partition:010>/<base_offset:020> RollupEntry (JSON): older ranges
 //! /skiff/producer-ids                                    ProducerIdBlock (JSON)
 //! /skiff/brokers/<node_id:010>                           BrokerRecord (JSON), on the broker's lease
 //! /skiff/broker-ids                                      NodeIdCounter (JSON)
@@ -139,6 +140,41 @@ pub fn index_prefix(topic: &str, partition: i32) -> String {
 
 pub fn index_entry(topic: &str, partition: i32, base_offset: i64) -> String {
     format!("{ROOT}/index/{topic}/{partition:010}/{base_offset:020}")
+}
+
+/// A range of older index entries moved out of the metadata store into an index object.
+///
+/// The leader rolls up its oldest tail entries once the tail grows past a bound, and rolls up
+/// its oldest rollups the same way, so each partition keeps a bounded number of keys however
+/// long its log: a tree with a fan-out of `log::ROLLUP_FANOUT`, whose leaves are sections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollupEntry {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    /// Index object key (see `paths`).
+    pub object: String,
+    /// CRC32C of the index object, checked after every read.
+    pub crc32c: u32,
+}
+
+/// The content of an index object: either sections (the leaves) or more rollups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RollupBody {
+    Sections(Vec<IndexEntry>),
+    Rollups(Vec<RollupEntry>),
+}
+
+pub fn topic_rollup_prefix(topic: &str) -> String {
+    format!("{ROOT}/rollups/{topic}/")
+}
+
+pub fn rollup_prefix(topic: &str, partition: i32) -> String {
+    format!("{ROOT}/rollups/{topic}/{partition:010}/")
+}
+
+pub fn rollup(topic: &str, partition: i32, base_offset: i64) -> String {
+    format!("{ROOT}/rollups/{topic}/{partition:010}/{base_offset:020}")
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -5,17 +5,19 @@
 //! then are appends acknowledged. Reads find the covering sections through the per-partition index
 //! and serve them from the recent-objects cache or with ranged GETs ([`reader`]).
 
+mod index;
 mod pending;
 mod reader;
 mod recent;
 mod writer;
 
+pub use index::ROLLUP_FANOUT;
 pub use reader::ReadOutcome;
 
 use crate::batch::BatchHeader;
 use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Clock;
-use crate::keys::{self, IndexEntry, PartitionState};
+use crate::keys::{self, IndexEntry, PartitionState, RollupEntry};
 use crate::metadata::{Compare, MetadataError, MetadataStore, Revision, Txn, TxnOp};
 use bytes::Bytes;
 use object_store::ObjectStore;
@@ -59,6 +61,9 @@ pub struct LogConfig {
     pub buffer_max_bytes: usize,
     /// Recently written objects kept in memory for tailing consumers.
     pub recent_cache_max_bytes: usize,
+    /// Index entries per index object; a partition keeps at most about four times this many
+    /// keys in the metadata store (see `index`).
+    pub index_rollup_fanout: usize,
 }
 
 impl Default for LogConfig {
@@ -69,6 +74,7 @@ impl Default for LogConfig {
             flush_max_bytes: 8 * 1024 * 1024,
             buffer_max_bytes: 256 * 1024 * 1024,
             recent_cache_max_bytes: 256 * 1024 * 1024,
+            index_rollup_fanout: index::ROLLUP_FANOUT,
         }
     }
 }
@@ -155,7 +161,10 @@ pub(crate) struct PartitionView {
     pub(crate) releasing: bool,
     /// `mod_revision` of the state key (0: absent); every commit compares it.
     pub(crate) state_revision: Revision,
+    /// The index tail: newest sections, by base offset.
     pub(crate) index: BTreeMap<i64, IndexEntry>,
+    /// Older ranges rolled up into index objects, by base offset (see `index`).
+    pub(crate) rollups: BTreeMap<i64, RollupEntry>,
 }
 
 #[derive(Debug)]
@@ -170,6 +179,10 @@ pub(crate) struct LogInner {
     /// Wakes the flusher: data arrived, the size trigger was reached, or shutdown.
     pub(crate) flush_wakeup: Notify,
     pub(crate) buffer: Arc<Semaphore>,
+    /// Index objects read recently.
+    pub(crate) rollups: Mutex<index::RollupCache>,
+    /// Partitions whose index grew past the bound at their last commit.
+    pub(crate) needs_rollup: Mutex<Vec<(TopicPartition, Arc<PartitionLog>)>>,
     /// Bumped after every commit; long-polling fetches wait on it.
     pub(crate) commits: watch::Sender<u64>,
     pub(crate) recent: Mutex<recent::RecentObjects>,
@@ -208,6 +221,8 @@ impl Log {
             clock,
             config,
             partitions: RwLock::new(HashMap::new()),
+            rollups: Mutex::new(index::RollupCache::default()),
+            needs_rollup: Mutex::new(Vec::new()),
             pending: Mutex::new(Pending::default()),
             flush_wakeup: Notify::new(),
             commits,
@@ -481,6 +496,15 @@ pub(crate) async fn load_partition(
         let entry: IndexEntry = keys::decode(&kv.key, &kv.value).map_err(LogError::Corrupt)?;
         index.insert(entry.base_offset, entry);
     }
+    let mut rollups = BTreeMap::new();
+    for kv in inner
+        .store
+        .range_prefix(&keys::rollup_prefix(&tp.topic, tp.partition), 0)
+        .await?
+    {
+        let entry: RollupEntry = keys::decode(&kv.key, &kv.value).map_err(LogError::Corrupt)?;
+        rollups.insert(entry.base_offset, entry);
+    }
     let loaded = Arc::new(PartitionLog {
         topic_create_revision: topic.create_revision,
         view: Mutex::new(PartitionView {
@@ -488,6 +512,7 @@ pub(crate) async fn load_partition(
             releasing: false,
             state_revision,
             index,
+            rollups,
         }),
     });
     let mut partitions = inner.partitions.write().expect("partitions poisoned");

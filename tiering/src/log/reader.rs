@@ -1,6 +1,7 @@
 //! The read path: offsets → index entries → section bytes (recent cache or ranged GET) →
 //! whole record batches.
 
+use super::index::{self, Slot};
 use super::{LogError, LogInner, PartitionLog};
 use crate::batch;
 use crate::keys::IndexEntry;
@@ -30,7 +31,7 @@ pub(crate) async fn read(
     offset: i64,
     max_bytes: usize,
 ) -> Result<ReadOutcome, LogError> {
-    let (entries, high_watermark, log_start_offset) = {
+    let (top, high_watermark, log_start_offset) = {
         let view = partition.view.lock().expect("view mutex poisoned");
         let (start, end) = (view.state.log_start_offset, view.state.next_offset);
         if offset < start || offset > end {
@@ -40,30 +41,17 @@ pub(crate) async fn read(
                 high_watermark: end,
             });
         }
-        let mut entries = Vec::new();
-        let mut planned_bytes = 0u64;
-        let first = view
-            .index
-            .range(..=offset)
-            .next_back()
-            .map_or(offset, |(base, _)| *base);
-        for entry in view.index.range(first..).map(|(_, e)| e) {
-            if entry.last_offset < offset {
-                continue;
-            }
-            if !entries.is_empty() && planned_bytes >= max_bytes as u64 {
-                break;
-            }
-            planned_bytes += entry.length;
-            entries.push(entry.clone());
-        }
-        (entries, end, start)
+        (index::top_slots(&view), end, start)
     };
     let mut outcome = ReadOutcome {
         batches: Vec::new(),
         high_watermark,
         log_start_offset,
     };
+    if offset == high_watermark {
+        return Ok(outcome);
+    }
+    let entries = index::sections_from(inner, top, offset, max_bytes).await?;
     let mut taken = 0usize;
     'entries: for entry in entries {
         let section = section_bytes(inner, &entry).await?;
@@ -83,20 +71,26 @@ pub(crate) async fn read(
     Ok(outcome)
 }
 
+/// The live slots of a partition's top level (those not before the log start).
+fn live_top(partition: &PartitionLog) -> Vec<Slot> {
+    let view = partition.view.lock().expect("view mutex poisoned");
+    let start = view.state.log_start_offset;
+    index::top_slots(&view)
+        .into_iter()
+        .filter(|slot| slot.last_offset() >= start)
+        .collect()
+}
+
 pub(crate) async fn batch_at_timestamp(
     inner: &LogInner,
     partition: &PartitionLog,
     timestamp_ms: i64,
 ) -> Result<Option<Bytes>, LogError> {
-    let candidate: Option<IndexEntry> = {
-        let view = partition.view.lock().expect("view mutex poisoned");
-        let start = view.state.log_start_offset;
-        view.index
-            .values()
-            .find(|e| e.last_offset >= start && e.max_timestamp >= timestamp_ms)
-            .cloned()
-    };
-    let Some(entry) = candidate else {
+    let found = index::find_section(inner, live_top(partition), |slots| {
+        slots.iter().position(|s| s.max_timestamp() >= timestamp_ms)
+    })
+    .await?;
+    let Some(entry) = found else {
         return Ok(None);
     };
     let section = section_bytes(inner, &entry).await?;
@@ -110,19 +104,14 @@ pub(crate) async fn batch_with_max_timestamp(
     inner: &LogInner,
     partition: &PartitionLog,
 ) -> Result<Option<Bytes>, LogError> {
-    let best: Option<IndexEntry> = {
-        let view = partition.view.lock().expect("view mutex poisoned");
-        let start = view.state.log_start_offset;
-        view.index
-            .values()
-            .filter(|e| e.last_offset >= start)
-            .fold(None, |best: Option<&IndexEntry>, e| match best {
-                Some(b) if b.max_timestamp >= e.max_timestamp => Some(b),
-                _ => Some(e),
-            })
-            .cloned()
+    // The first slot holding the largest timestamp, at every level.
+    let first_max = |slots: &[Slot]| {
+        let max = slots.iter().map(Slot::max_timestamp).max()?;
+        slots.iter().position(|s| s.max_timestamp() == max)
     };
-    let Some(entry) = best else { return Ok(None) };
+    let Some(entry) = index::find_section(inner, live_top(partition), first_max).await? else {
+        return Ok(None);
+    };
     let section = section_bytes(inner, &entry).await?;
     let found = batch::headers(&section)
         .find(|(_, h)| h.max_timestamp == entry.max_timestamp)

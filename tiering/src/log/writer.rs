@@ -64,6 +64,13 @@ pub(crate) async fn run_flusher(inner: Arc<LogInner>) {
         };
         if !taken.is_empty() {
             flush(&inner, taken).await;
+            let rollups =
+                std::mem::take(&mut *inner.needs_rollup.lock().expect("rollup list poisoned"));
+            for (tp, partition) in rollups {
+                if let Err(error) = super::index::roll_up(&inner, &tp, &partition).await {
+                    tracing::warn!(%error, partition = %tp, "index roll-up failed; retried after the next commit");
+                }
+            }
             inner.flushing.store(false, Ordering::Release);
             // Wake `flush_now` waiters even when the flush committed nothing.
             inner.commits.send_modify(|n| *n += 1);
@@ -169,7 +176,7 @@ async fn commit_chunk(inner: &LogInner, object: &str, mut chunk: Vec<(Prepared, 
         let (txn, updates) = build_commit(object, &chunk);
         let error = match inner.store.txn(txn).await {
             Ok(outcome) if outcome.succeeded => {
-                apply_commit(chunk, updates, outcome.revision);
+                apply_commit(inner, chunk, updates, outcome.revision);
                 return;
             }
             Ok(_) => {
@@ -277,6 +284,7 @@ async fn find_fenced(inner: &LogInner, chunk: &[(Prepared, PlannedSection)]) -> 
 
 /// After a successful commit: update the views, then acknowledge.
 fn apply_commit(
+    inner: &LogInner,
     chunk: Vec<(Prepared, PlannedSection)>,
     updates: Vec<(PartitionState, IndexEntry)>,
     revision: crate::metadata::Revision,
@@ -288,6 +296,13 @@ fn apply_commit(
             view.state = state;
             view.state_revision = revision;
             view.index.insert(entry.base_offset, entry);
+            if super::index::plan(&view, inner.config.index_rollup_fanout).is_some() {
+                inner
+                    .needs_rollup
+                    .lock()
+                    .expect("rollup list poisoned")
+                    .push((prepared.tp.clone(), prepared.partition.clone()));
+            }
         }
         for (append, base_offset) in prepared.appends.into_iter().zip(planned.base_offsets) {
             // A requester that went away is fine: the data is committed regardless.

@@ -173,6 +173,36 @@ async fn delete_prefix_removes_only_the_prefix(store: &dyn MetadataStore) {
             .len(),
         1
     );
+    // A range delete is half-open, and may sit next to a put of its start key.
+    for key in [
+        "/contract/rng/a",
+        "/contract/rng/b",
+        "/contract/rng/c",
+        "/contract/rng/d",
+    ] {
+        put(store, key, "v").await;
+    }
+    store
+        .txn(Txn::when(vec![]).and_then(vec![
+            TxnOp::DeleteRange {
+                start: "/contract/rng/a\0".into(),
+                end: "/contract/rng/c".into(),
+            },
+            TxnOp::put("/contract/rng/a", "merged"),
+        ]))
+        .await
+        .expect("range delete");
+    let left: Vec<String> = store
+        .range_prefix("/contract/rng/", 0)
+        .await
+        .expect("range")
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    assert_eq!(
+        left,
+        ["/contract/rng/a", "/contract/rng/c", "/contract/rng/d"]
+    );
     // Deleting a missing key is not an error.
     store
         .txn(Txn::when(vec![]).and_then(vec![TxnOp::delete("/contract/del/none")]))

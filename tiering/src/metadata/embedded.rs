@@ -270,12 +270,19 @@ fn apply_blocking(db: &Database, txn: Txn) -> Result<(TxnOutcome, Vec<WatchEvent
                         });
                     }
                 }
-                TxnOp::DeletePrefix { prefix } => {
+                TxnOp::DeletePrefix { .. } | TxnOp::DeleteRange { .. } => {
+                    let (start, end) = match op {
+                        TxnOp::DeletePrefix { prefix } => {
+                            let end = super::prefix_end(&prefix);
+                            (prefix, end)
+                        }
+                        TxnOp::DeleteRange { start, end } => (start, Some(end)),
+                        _ => unreachable!("matched above"),
+                    };
                     let keys: Vec<String> = {
-                        let end = super::prefix_end(&prefix);
                         let range = match &end {
-                            Some(end) => table.range(prefix.as_str()..end.as_str()),
-                            None => table.range(prefix.as_str()..),
+                            Some(end) => table.range(start.as_str()..end.as_str()),
+                            None => table.range(start.as_str()..),
                         }
                         .map_err(storage_err)?;
                         let mut keys = Vec::new();

@@ -98,6 +98,9 @@ fn to_etcd_op(op: TxnOp) -> etcd::TxnOp {
         TxnOp::DeletePrefix { prefix } => {
             etcd::TxnOp::delete(prefix, Some(etcd::DeleteOptions::new().with_prefix()))
         }
+        TxnOp::DeleteRange { start, end } => {
+            etcd::TxnOp::delete(start, Some(etcd::DeleteOptions::new().with_range(end)))
+        }
     }
 }
 

@@ -98,6 +98,11 @@ pub enum TxnOp {
     DeletePrefix {
         prefix: String,
     },
+    /// Deletes every key in `[start, end)`.
+    DeleteRange {
+        start: String,
+        end: String,
+    },
 }
 
 impl TxnOp {
