@@ -45,6 +45,7 @@ async fn stats(State(broker): State<Arc<Broker>>) -> Json<Value> {
         "object_bytes_written": load(&stats.object_bytes_written),
         "commit_failures": load(&stats.commit_failures),
         "upload_failures": load(&stats.upload_failures),
+        "fenced_appends": load(&stats.fenced_appends),
         "range_reads": load(&stats.range_reads),
         "recent_cache_hits": load(&stats.recent_cache_hits),
     }))

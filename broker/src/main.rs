@@ -148,13 +148,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         node_id,
         "skiff broker started"
     );
-    let kafka = tokio::spawn(server::serve(listener, broker, shutdown.clone()));
+    let close_connections = CancellationToken::new();
+    let kafka = tokio::spawn(server::serve(
+        listener,
+        broker,
+        shutdown.clone(),
+        close_connections.clone(),
+    ));
 
     wait_for_signal().await;
     tracing::info!("shutting down: flushing buffered produce data, then leaving the cluster");
+    // Stop taking connections and appends, commit what was accepted and answer it, and only
+    // then close connections: a producer is never left without the answer to a committed
+    // request (which it would resend elsewhere, duplicating it).
     shutdown.cancel();
-    let _ = kafka.await;
     log.shutdown().await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    close_connections.cancel();
+    let _ = kafka.await;
     stop_controller.send_replace(true);
     let _ = controller.await;
     // Other brokers see the session end now and claim this broker's partitions at once.

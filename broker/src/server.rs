@@ -16,7 +16,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken) {
+/// Serves until `stop_accepting`; open connections keep being served until `close`, so a
+/// shutting-down broker still answers the requests it is committing.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    stop_accepting: CancellationToken,
+    close: CancellationToken,
+) {
+    let shutdown = stop_accepting;
     let connections = Arc::new(Semaphore::new(broker.limits.max_connections));
     loop {
         let permit = tokio::select! {
@@ -34,7 +42,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: Cancell
             _ = shutdown.cancelled() => return,
         };
         let broker = broker.clone();
-        let shutdown = shutdown.clone();
+        let close = close.clone();
         tokio::spawn(async move {
             let _permit = permit;
             if let Err(error) = socket.set_nodelay(true) {
@@ -42,7 +50,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: Cancell
             }
             tokio::select! {
                 _ = run_connection(socket, broker) => {}
-                _ = shutdown.cancelled() => {}
+                _ = close.cancelled() => {}
             }
             tracing::debug!(%peer, "connection closed");
         });

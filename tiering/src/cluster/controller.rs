@@ -9,8 +9,9 @@ use super::assignment::{decide, preferred_leader, Action};
 use super::membership::{live_brokers, Membership};
 use crate::keys;
 use crate::log::{Log, TopicPartition};
-use crate::metadata::MetadataStore;
+use crate::metadata::{MetadataStore, Revision};
 use futures::StreamExt;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -35,7 +36,11 @@ impl Controller {
 
     /// Runs until `stop` turns true. Also keeps the broker's registration alive.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let keep_alive = tokio::spawn(keep_alive_loop(self.membership.clone(), stop.clone()));
+        let keep_alive = tokio::spawn(keep_alive_loop(
+            self.membership.clone(),
+            self.log.clone(),
+            stop.clone(),
+        ));
         let mut changes = self.watch_changes().await;
         let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -72,8 +77,11 @@ impl Controller {
                 futures::stream::select(brokers.map(|_| ()), topics.map(|_| ())).boxed()
             }
             (Err(error), _) | (_, Err(error)) => {
-                tracing::warn!(%error, "cannot watch membership and topics; relying on the tick");
-                futures::stream::pending().boxed()
+                tracing::warn!(%error, "cannot watch membership and topics; retrying");
+                // Ends after a pause, so the loop watches again; the tick covers the gap.
+                futures::stream::once(tokio::time::sleep(Duration::from_secs(1)))
+                    .filter(|_| async { false })
+                    .boxed()
             }
         }
     }
@@ -88,21 +96,28 @@ impl Controller {
             .map(|b| b.node_id)
             .collect();
         live.sort_unstable();
-        if !live.contains(&me) {
-            // Not registered (session lapsed): claiming now would only be undone.
-            return Ok(());
-        }
         let topics = self.log.catalog().list().await.map_err(|e| e.to_string())?;
-        for topic in topics {
+        let mut seen: HashMap<TopicPartition, (i32, i32, Revision)> = HashMap::new();
+        for topic in &topics {
             let name = &topic.record.name;
-            let states = super::partition_states(&*self.store, name)
-                .await
-                .map_err(|e| e.to_string())?;
+            // One topic's trouble must not stall leadership of the others.
+            let states = match super::partition_states(&*self.store, name).await {
+                Ok(states) => states,
+                Err(error) => {
+                    tracing::warn!(topic = name, %error, "cannot read partition states");
+                    continue;
+                }
+            };
             for partition in 0..topic.record.partitions {
                 let current = states.get(&partition);
-                let leader = current.map_or(-1, |(state, _)| state.leader);
-                let preferred = preferred_leader(name, partition, &live);
+                let (leader, epoch) = current.map_or((-1, -1), |(s, _)| (s.leader, s.leader_epoch));
                 let tp = TopicPartition::new(name, partition);
+                seen.insert(tp.clone(), (leader, epoch, topic.create_revision));
+                if !live.contains(&me) {
+                    // Not registered (session lapsed): claiming now would only be undone.
+                    continue;
+                }
+                let preferred = preferred_leader(name, partition, &live);
                 match decide(me, leader, preferred, &live) {
                     Action::Keep => {}
                     Action::Claim => {
@@ -114,12 +129,16 @@ impl Controller {
                             current.map(|(s, r)| (s, *r)),
                             topic.create_revision,
                         )
-                        .await
-                        .map_err(|e| e.to_string())?;
-                        if let Some(epoch) = claimed {
-                            // Load the partition afresh on its next use.
-                            self.log.forget_partition(&tp);
-                            tracing::info!(partition = %tp, epoch, previous = leader, "claimed leadership");
+                        .await;
+                        // Whatever happened (an etcd timeout may hide a success), load the
+                        // partition afresh on its next use.
+                        self.log.forget_partition(&tp);
+                        match claimed {
+                            Ok(Some(epoch)) => {
+                                tracing::info!(partition = %tp, epoch, previous = leader, "claimed leadership")
+                            }
+                            Ok(None) => {}
+                            Err(error) => tracing::warn!(partition = %tp, %error, "claim failed"),
                         }
                     }
                     Action::Release => match self.log.release(&tp).await {
@@ -131,11 +150,24 @@ impl Controller {
                 }
             }
         }
+        self.drop_stale_views(&seen);
         Ok(())
+    }
+
+    /// Forgets cached partitions whose leadership, epoch or topic changed elsewhere (claimed
+    /// while this broker was paused, topic deleted or re-created through another broker), so
+    /// it stops serving them from a stale view.
+    fn drop_stale_views(&self, stored: &HashMap<TopicPartition, (i32, i32, Revision)>) {
+        for (tp, leader, epoch, created) in self.log.cached_leadership() {
+            if stored.get(&tp) != Some(&(leader, epoch, created)) {
+                tracing::info!(partition = %tp, "dropping a stale cached view");
+                self.log.forget_partition(&tp);
+            }
+        }
     }
 }
 
-async fn keep_alive_loop(membership: Arc<Membership>, mut stop: watch::Receiver<bool>) {
+async fn keep_alive_loop(membership: Arc<Membership>, log: Log, mut stop: watch::Receiver<bool>) {
     let period = Duration::from_millis((membership.ttl_ms() / 3).max(100) as u64);
     let mut tick = tokio::time::interval(period);
     loop {
@@ -151,8 +183,11 @@ async fn keep_alive_loop(membership: Arc<Membership>, mut stop: watch::Receiver<
             }
             _ = tick.tick() => {}
         }
-        if let Err(error) = membership.keep_alive().await {
-            tracing::warn!(%error, "cannot renew the broker session");
+        match membership.keep_alive().await {
+            // The session lapsed: other brokers may have taken partitions meanwhile.
+            Ok(true) => log.forget_all(),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "cannot renew the broker session"),
         }
     }
 }

@@ -27,6 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{oneshot, watch, Notify, Semaphore};
 
+/// How long a hand-over waits for the partition's buffered appends to be committed.
+const RELEASE_DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
     pub topic: Arc<str>,
@@ -142,6 +145,8 @@ pub struct LogStats {
     pub object_bytes_written: AtomicU64,
     pub commit_failures: AtomicU64,
     pub upload_failures: AtomicU64,
+    /// Appends refused at flush time because leadership moved after they were accepted.
+    pub fenced_appends: AtomicU64,
     pub range_reads: AtomicU64,
     pub recent_cache_hits: AtomicU64,
 }
@@ -152,6 +157,8 @@ pub(crate) struct PartitionLog {
     /// Identifies the incarnation of the topic this partition belongs to.
     pub(crate) topic_create_revision: Revision,
     pub(crate) view: Mutex<PartitionView>,
+    /// Appends accepted and not yet answered; a hand-over waits for them.
+    pub(crate) inflight: pending::Inflight,
 }
 
 #[derive(Debug, Clone)]
@@ -188,10 +195,8 @@ pub(crate) struct LogInner {
     pub(crate) recent: Mutex<recent::RecentObjects>,
     pub(crate) stats: LogStats,
     pub(crate) shutting_down: AtomicBool,
-    /// Set by `flush_now`: flush without waiting for the linger time.
+    /// Set by a hand-over: flush without waiting for the linger time.
     pub(crate) flush_urgent: AtomicBool,
-    /// True while a flush is between taking appends and answering them.
-    pub(crate) flushing: AtomicBool,
     /// Bumped whenever cached partitions are dropped; a partition load that started before a
     /// bump does not cache what it read (it may describe a deleted topic).
     pub(crate) cache_generation: AtomicU64,
@@ -229,7 +234,6 @@ impl Log {
             stats: LogStats::default(),
             shutting_down: AtomicBool::new(false),
             flush_urgent: AtomicBool::new(false),
-            flushing: AtomicBool::new(false),
             cache_generation: AtomicU64::new(0),
         });
         let flusher = tokio::spawn(writer::run_flusher(inner.clone()));
@@ -285,6 +289,14 @@ impl Log {
         // Fail fast on unknown partitions and on partitions led elsewhere, before buffering.
         let partition = self.led_partition(&tp).await?;
         let topic_create_revision = partition.topic_create_revision;
+        let leader_epoch = partition
+            .view
+            .lock()
+            .expect("view mutex poisoned")
+            .state
+            .leader_epoch;
+        // Counted before waiting for buffer space, so a hand-over waits for this append too.
+        let inflight = partition.inflight.enter();
         let bytes: usize = batches.iter().map(|(_, b)| b.len()).sum();
         if bytes > self.inner.config.buffer_max_bytes {
             return Err(LogError::TooLarge {
@@ -308,6 +320,8 @@ impl Log {
                 tp,
                 PendingAppend {
                     topic_create_revision,
+                    leader_epoch,
+                    _inflight: inflight,
                     batches,
                     log_append_time,
                     bytes,
@@ -391,31 +405,35 @@ impl Log {
         Ok(partition)
     }
 
+    /// What this broker has cached: (partition, leader, leader epoch, topic incarnation).
+    pub fn cached_leadership(&self) -> Vec<(TopicPartition, i32, i32, Revision)> {
+        let partitions = self.inner.partitions.read().expect("partitions poisoned");
+        partitions
+            .iter()
+            .map(|(tp, partition)| {
+                let view = partition.view.lock().expect("view mutex poisoned");
+                (
+                    tp.clone(),
+                    view.state.leader,
+                    view.state.leader_epoch,
+                    partition.topic_create_revision,
+                )
+            })
+            .collect()
+    }
+
+    /// Drops every cached partition (after this broker's session lapsed).
+    pub fn forget_all(&self) {
+        let mut partitions = self.inner.partitions.write().expect("partitions poisoned");
+        self.inner.cache_generation.fetch_add(1, Ordering::AcqRel);
+        partitions.clear();
+    }
+
     /// Drops what this broker remembers of one partition; the next use reloads it.
     pub fn forget_partition(&self, tp: &TopicPartition) {
         let mut partitions = self.inner.partitions.write().expect("partitions poisoned");
         self.inner.cache_generation.fetch_add(1, Ordering::AcqRel);
         partitions.remove(tp);
-    }
-
-    /// Flushes everything buffered now, without waiting for the linger time, and returns once
-    /// it is committed (or failed).
-    pub async fn flush_now(&self) {
-        let mut commits = self.subscribe_commits();
-        loop {
-            let idle = {
-                let pending = self.inner.pending.lock().expect("pending mutex poisoned");
-                pending.len() == 0 && !self.inner.flushing.load(Ordering::Acquire)
-            };
-            if idle {
-                return;
-            }
-            self.inner.flush_urgent.store(true, Ordering::Release);
-            self.inner.flush_wakeup.notify_one();
-            // Woken by the next commit, or re-checked shortly (a failed flush commits nothing).
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_millis(20), commits.changed()).await;
-        }
     }
 
     /// Hands leadership of a partition over: stops accepting appends, commits what is
@@ -427,7 +445,20 @@ impl Log {
             .lock()
             .expect("view mutex poisoned")
             .releasing = true;
-        self.flush_now().await;
+        // Flush now rather than after the linger, and wait for this partition's appends only:
+        // other partitions keep producing meanwhile.
+        self.inner.flush_urgent.store(true, Ordering::Release);
+        self.inner.flush_wakeup.notify_one();
+        if !partition.inflight.drained(RELEASE_DRAIN_WAIT).await {
+            partition
+                .view
+                .lock()
+                .expect("view mutex poisoned")
+                .releasing = false;
+            return Err(LogError::Unavailable(format!(
+                "{tp}: buffered appends not committed within {RELEASE_DRAIN_WAIT:?}; hand-over retried later"
+            )));
+        }
         let (mut state, revision) = {
             let view = partition.view.lock().expect("view mutex poisoned");
             (view.state.clone(), view.state_revision)
@@ -514,7 +545,20 @@ pub(crate) async fn load_partition(
             index,
             rollups,
         }),
+        inflight: pending::Inflight::default(),
     });
+    if loaded
+        .view
+        .lock()
+        .expect("view mutex poisoned")
+        .state
+        .leader
+        != inner.config.node_id
+    {
+        // Only led partitions are cached: a view of someone else's partition would go stale
+        // unnoticed, and answering NOT_LEADER from a fresh read costs little.
+        return Ok(loaded);
+    }
     let mut partitions = inner.partitions.write().expect("partitions poisoned");
     if inner.cache_generation.load(Ordering::Acquire) != generation {
         // Cached partitions were dropped while this load ran: what it read may be stale, so it

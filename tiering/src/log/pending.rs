@@ -9,7 +9,9 @@ use crate::batch::{self, BatchHeader};
 use crate::object::{ObjectBuilder, SectionMeta};
 use bytes::Bytes;
 use indexmap::IndexMap;
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 pub(crate) type Reply = oneshot::Sender<Result<AppendOutcome, LogError>>;
@@ -19,12 +21,62 @@ pub(crate) struct PendingAppend {
     /// The topic incarnation the append was accepted for; a flush that finds another one
     /// (the topic was deleted and re-created meanwhile) fails the append.
     pub(crate) topic_create_revision: crate::metadata::Revision,
+    /// The leader epoch under which it was accepted; a flush under any other epoch (or after
+    /// leadership moved) fails it.
+    pub(crate) leader_epoch: i32,
+    /// Counts the append as in flight on its partition until it is answered (dropped).
+    pub(crate) _inflight: InflightGuard,
     pub(crate) batches: Vec<(BatchHeader, Bytes)>,
     pub(crate) log_append_time: bool,
     pub(crate) bytes: usize,
     pub(crate) reply: Reply,
     /// Produce-buffer bytes held until the append is committed or failed.
     pub(crate) _permit: OwnedSemaphorePermit,
+}
+
+/// Appends of one partition accepted but not answered yet.
+#[derive(Debug, Default)]
+pub(crate) struct Inflight {
+    state: Arc<(AtomicUsize, Notify)>,
+}
+
+#[derive(Debug)]
+pub(crate) struct InflightGuard {
+    state: Arc<(AtomicUsize, Notify)>,
+}
+
+impl Inflight {
+    pub(crate) fn enter(&self) -> InflightGuard {
+        self.state.0.fetch_add(1, Ordering::AcqRel);
+        InflightGuard {
+            state: self.state.clone(),
+        }
+    }
+
+    /// Waits until no append is in flight; false if that took longer than `wait`.
+    pub(crate) async fn drained(&self, wait: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.state.1.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a drop in between cannot be missed.
+            notified.as_mut().enable();
+            if self.state.0.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.state.0.load(Ordering::Acquire) == 0;
+            }
+        }
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if self.state.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.state.1.notify_waiters();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -164,6 +216,8 @@ mod tests {
         (
             PendingAppend {
                 topic_create_revision: 1,
+                leader_epoch: 0,
+                _inflight: Inflight::default().enter(),
                 bytes: bytes.len(),
                 batches: vec![(header, bytes)],
                 log_append_time,

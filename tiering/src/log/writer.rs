@@ -54,14 +54,11 @@ pub(crate) async fn run_flusher(inner: Arc<LogInner>) {
             }
             Some(_) => {}
         }
-        let taken = {
-            let mut pending = inner.pending.lock().expect("pending mutex poisoned");
-            let taken = pending.take(inner.config.flush_max_bytes, Instant::now());
-            // Set under the pending lock, so `flush_now` never sees "nothing pending" and
-            // "not flushing" while these appends are in between.
-            inner.flushing.store(!taken.is_empty(), Ordering::Release);
-            taken
-        };
+        let taken = inner
+            .pending
+            .lock()
+            .expect("pending mutex poisoned")
+            .take(inner.config.flush_max_bytes, Instant::now());
         if !taken.is_empty() {
             flush(&inner, taken).await;
             let rollups =
@@ -71,7 +68,6 @@ pub(crate) async fn run_flusher(inner: Arc<LogInner>) {
                     tracing::warn!(%error, partition = %tp, "index roll-up failed; retried after the next commit");
                 }
             }
-            inner.flushing.store(false, Ordering::Release);
             // Wake `flush_now` waiters even when the flush committed nothing.
             inner.commits.send_modify(|n| *n += 1);
         }
@@ -92,13 +88,30 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
     for (tp, appends) in taken {
         match load_partition(inner, &tp).await {
             Ok(partition) => {
-                // Appends accepted for an earlier incarnation of the topic must not land here.
+                // Appends accepted for an earlier incarnation of the topic, or under another
+                // leadership, must not land here: only the leader that accepted them, still in
+                // the same epoch, may commit them.
+                let (leader, epoch) = {
+                    let view = partition.view.lock().expect("view mutex poisoned");
+                    (view.state.leader, view.state.leader_epoch)
+                };
                 let (current, stale): (Vec<_>, Vec<_>) = appends
                     .into_iter()
                     .partition(|a| a.topic_create_revision == partition.topic_create_revision);
                 fail(
                     stale,
                     &LogError::UnknownTopicOrPartition(format!("{tp} was deleted")),
+                );
+                let (current, deposed): (Vec<_>, Vec<_>) = current
+                    .into_iter()
+                    .partition(|a| leader == inner.config.node_id && a.leader_epoch == epoch);
+                inner
+                    .stats
+                    .fenced_appends
+                    .fetch_add(deposed.len() as u64, Ordering::Relaxed);
+                fail(
+                    deposed,
+                    &LogError::NotLeader(format!("{tp} changed leadership before the flush")),
                 );
                 if current.is_empty() {
                     continue;
@@ -318,6 +331,13 @@ fn apply_commit(
 fn fail_chunk(inner: &LogInner, chunk: Vec<(Prepared, PlannedSection)>, error: &LogError) {
     tracing::warn!(%error, partitions = chunk.len(), "flush commit failed");
     inner.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+    if matches!(error, LogError::Fenced(_)) {
+        let appends: usize = chunk.iter().map(|(p, _)| p.appends.len()).sum();
+        inner
+            .stats
+            .fenced_appends
+            .fetch_add(appends as u64, Ordering::Relaxed);
+    }
     let mut partitions = inner.partitions.write().expect("partitions poisoned");
     for (prepared, _) in chunk {
         // Whatever happened, reload the partition from the store before its next use.

@@ -42,6 +42,9 @@ impl EtcdConfig {
 pub struct EtcdStore {
     client: etcd::Client,
     max_txn_ops: usize,
+    /// Deadline of streaming calls (watch creation, lease keep-alive), which the client's
+    /// per-request timeout does not cover.
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -116,6 +119,7 @@ impl EtcdStore {
         Ok(Self {
             client,
             max_txn_ops: config.max_txn_ops,
+            request_timeout: config.request_timeout,
         })
     }
 }
@@ -169,7 +173,10 @@ impl MetadataStore for EtcdStore {
             .await
             .map_err(map_err)?;
         // Wait until etcd confirms the watch, so every change after this call is seen.
-        match stream.next().await {
+        let created = tokio::time::timeout(self.request_timeout, stream.next())
+            .await
+            .map_err(|_| MetadataError::Unavailable("etcd: watch not confirmed in time".into()))?;
+        match created {
             Some(Ok(response)) if response.created() => {}
             Some(Ok(_)) => {
                 return Err(MetadataError::Unavailable("etcd: watch not created".into()))
@@ -225,20 +232,9 @@ impl MetadataStore for EtcdStore {
     }
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<()> {
-        let (mut keeper, mut stream) = self
-            .client
-            .clone()
-            .lease_keep_alive(lease)
+        tokio::time::timeout(self.request_timeout, self.keep_alive_once(lease))
             .await
-            .map_err(map_err)?;
-        keeper.keep_alive().await.map_err(map_err)?;
-        match stream.message().await.map_err(map_err)? {
-            Some(response) if response.ttl() > 0 => Ok(()),
-            Some(_) => Err(MetadataError::LeaseNotFound(lease)),
-            None => Err(MetadataError::Unavailable(
-                "etcd: keep-alive stream closed".into(),
-            )),
-        }
+            .map_err(|_| MetadataError::Unavailable("etcd: lease keep-alive timed out".into()))?
     }
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
@@ -253,5 +249,24 @@ impl MetadataStore for EtcdStore {
 
     fn max_txn_ops(&self) -> usize {
         self.max_txn_ops
+    }
+}
+
+impl EtcdStore {
+    async fn keep_alive_once(&self, lease: LeaseId) -> Result<()> {
+        let (mut keeper, mut stream) = self
+            .client
+            .clone()
+            .lease_keep_alive(lease)
+            .await
+            .map_err(map_err)?;
+        keeper.keep_alive().await.map_err(map_err)?;
+        match stream.message().await.map_err(map_err)? {
+            Some(response) if response.ttl() > 0 => Ok(()),
+            Some(_) => Err(MetadataError::LeaseNotFound(lease)),
+            None => Err(MetadataError::Unavailable(
+                "etcd: keep-alive stream closed".into(),
+            )),
+        }
     }
 }
