@@ -8,6 +8,7 @@
 //! /skiff/producer-ids                                    ProducerIdBlock (JSON)
 //! /skiff/brokers/<node_id:010>                           BrokerRecord (JSON), on the broker's lease
 //! /skiff/broker-ids                                      NodeIdCounter (JSON)
+//! /skiff/groups/<group, escaped>/offsets/<topic>/<partition:010>  CommittedOffset (JSON)
 //! ```
 //! Kafka topic names only contain `[a-zA-Z0-9._-]`, so `/` separates fields unambiguously, and the
 //! zero-padded numbers make key order equal numeric order, so a prefix range reads a partition's
@@ -175,6 +176,41 @@ pub fn rollup_prefix(topic: &str, partition: i32) -> String {
 
 pub fn rollup(topic: &str, partition: i32, base_offset: i64) -> String {
     format!("{ROOT}/rollups/{topic}/{partition:010}/{base_offset:020}")
+}
+
+/// A consumer group's committed offset for one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_timestamp_ms: i64,
+}
+
+/// Group ids are arbitrary strings: everything but `[A-Za-z0-9._-]` is percent-escaped, so a
+/// group's keys never run into another's.
+pub fn escape_group(group: &str) -> String {
+    let mut out = String::with_capacity(group.len());
+    for byte in group.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+pub fn group_prefix(group: &str) -> String {
+    format!("{ROOT}/groups/{}/", escape_group(group))
+}
+
+pub fn group_offsets_prefix(group: &str) -> String {
+    format!("{}offsets/", group_prefix(group))
+}
+
+pub fn group_offset(group: &str, topic: &str, partition: i32) -> String {
+    format!("{}{topic}/{partition:010}", group_offsets_prefix(group))
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {

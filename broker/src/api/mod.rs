@@ -11,6 +11,7 @@ mod errors;
 mod fetch;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
 mod producer_ids;
 mod records;
@@ -45,6 +46,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
 ];
 
 pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -344,6 +348,15 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Reply {
             )),
             RequestKind::DescribeConfigs(req) => Some(ResponseKind::DescribeConfigs(
                 configs::describe(broker, req).await,
+            )),
+            RequestKind::FindCoordinator(req) => Some(ResponseKind::FindCoordinator(
+                offsets::find_coordinator(broker, req, version).await,
+            )),
+            RequestKind::OffsetCommit(req) => Some(ResponseKind::OffsetCommit(
+                offsets::commit(broker, req).await,
+            )),
+            RequestKind::OffsetFetch(req) => Some(ResponseKind::OffsetFetch(
+                offsets::fetch(broker, req, version).await,
             )),
             RequestKind::InitProducerId(req) => Some(ResponseKind::InitProducerId(
                 broker.producer_ids.handle(req).await,

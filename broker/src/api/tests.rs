@@ -290,6 +290,81 @@ async fn every_advertised_version_round_trips() {
                     assert_eq!(r.error_code, 0);
                     assert!(r.producer_id.0 >= 0);
                 }
+                ApiKey::FindCoordinator => {
+                    let request = if version >= 4 {
+                        FindCoordinatorRequest::default()
+                            .with_coordinator_keys(vec![StrBytes::from_static_str("g")])
+                    } else {
+                        FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"))
+                    };
+                    let r: FindCoordinatorResponse =
+                        call(broker, *api_key, version, &request).await;
+                    let node = if version >= 4 {
+                        r.coordinators[0].node_id
+                    } else {
+                        r.node_id
+                    };
+                    assert_eq!(node.0, 1, "find coordinator v{version}");
+                }
+                ApiKey::OffsetCommit => {
+                    let request = OffsetCommitRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                        .with_generation_id_or_member_epoch(-1)
+                        .with_topics(vec![
+                            offset_commit_request::OffsetCommitRequestTopic::default()
+                                .with_name(TopicName(StrBytes::from_static_str("versions")))
+                                .with_partitions(vec![
+                                    offset_commit_request::OffsetCommitRequestPartition::default()
+                                        .with_partition_index(0)
+                                        .with_committed_offset(100 + i64::from(version))
+                                        .with_committed_metadata(Some(StrBytes::from_static_str(
+                                            "meta",
+                                        ))),
+                                ]),
+                        ]);
+                    let r: OffsetCommitResponse = call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.topics[0].partitions[0].error_code, 0, "commit v{version}");
+                }
+                ApiKey::OffsetFetch => {
+                    let (offset, metadata) = if version >= 8 {
+                        let request = OffsetFetchRequest::default().with_groups(vec![
+                            offset_fetch_request::OffsetFetchRequestGroup::default()
+                                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                                .with_topics(Some(vec![
+                                    offset_fetch_request::OffsetFetchRequestTopics::default()
+                                        .with_name(TopicName(StrBytes::from_static_str("versions")))
+                                        .with_partition_indexes(vec![0, 1]),
+                                ])),
+                        ]);
+                        let r: OffsetFetchResponse =
+                            call(broker, *api_key, version, &request).await;
+                        let ps = &r.groups[0].topics[0].partitions;
+                        assert_eq!(
+                            ps[1].committed_offset, -1,
+                            "nothing committed for partition 1"
+                        );
+                        (ps[0].committed_offset, ps[0].metadata.clone())
+                    } else {
+                        let request = OffsetFetchRequest::default()
+                            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                            .with_topics(Some(vec![
+                                offset_fetch_request::OffsetFetchRequestTopic::default()
+                                    .with_name(TopicName(StrBytes::from_static_str("versions")))
+                                    .with_partition_indexes(vec![0, 1]),
+                            ]));
+                        let r: OffsetFetchResponse =
+                            call(broker, *api_key, version, &request).await;
+                        let ps = &r.topics[0].partitions;
+                        assert_eq!(
+                            ps[1].committed_offset, -1,
+                            "nothing committed for partition 1"
+                        );
+                        (ps[0].committed_offset, ps[0].metadata.clone())
+                    };
+                    // OffsetCommit ran before at every version; its last value was 100 + 8.
+                    assert_eq!(offset, 108, "fetch v{version}");
+                    assert_eq!(metadata.as_deref(), Some("meta"));
+                }
                 other => panic!("advertised {other:?} without a test"),
             }
         }

@@ -1,0 +1,279 @@
+//! FindCoordinator, OffsetCommit and OffsetFetch: committed offsets for consumers, durable in
+//! the metadata store before OffsetCommit is answered.
+//!
+//! Group membership (JoinGroup/SyncGroup/Heartbeat) is not implemented yet, so this serves
+//! standalone consumers: those that assign partitions themselves and commit with generation -1
+//! (kafka-python `KafkaConsumer(group_id=...)` + `assign`, librdkafka `assign` + `commit`). Each
+//! group still gets one coordinator, chosen among live brokers by rendezvous hashing, which is
+//! where membership will live.
+
+use super::Broker;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use skiff_tiering::cluster::assignment::preferred_leader;
+use skiff_tiering::cluster::membership::live_brokers;
+use skiff_tiering::group_offsets::{self, OffsetKey};
+use skiff_tiering::keys::{BrokerRecord, CommittedOffset};
+
+const KEY_TYPE_GROUP: i8 = 0;
+
+/// The broker that coordinates `group` among the live ones.
+fn coordinator<'a>(group: &str, live: &'a [BrokerRecord]) -> Option<&'a BrokerRecord> {
+    let ids: Vec<i32> = live.iter().map(|b| b.node_id).collect();
+    let id = preferred_leader(&format!("group:{group}"), 0, &ids)?;
+    live.iter().find(|b| b.node_id == id)
+}
+
+pub async fn find_coordinator(
+    broker: &Broker,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let keys = if version >= 4 {
+        request.coordinator_keys.clone()
+    } else {
+        vec![request.key.clone()]
+    };
+    let live = live_brokers(&*broker.store).await.unwrap_or_default();
+    let answers: Vec<Coordinator> = keys
+        .into_iter()
+        .map(|key| {
+            let answer = Coordinator::default().with_key(key.clone());
+            if request.key_type != KEY_TYPE_GROUP {
+                return answer
+                    .with_node_id(BrokerId(-1))
+                    .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "transactions are not supported yet",
+                    )));
+            }
+            match coordinator(&key, &live) {
+                Some(b) => answer
+                    .with_node_id(BrokerId(b.node_id))
+                    .with_host(StrBytes::from_string(b.host.clone()))
+                    .with_port(b.port),
+                None => answer
+                    .with_node_id(BrokerId(-1))
+                    .with_error_code(ResponseError::CoordinatorNotAvailable.code()),
+            }
+        })
+        .collect();
+    if version >= 4 {
+        return FindCoordinatorResponse::default().with_coordinators(answers);
+    }
+    let answer = answers.into_iter().next().unwrap_or_default();
+    let response = FindCoordinatorResponse::default()
+        .with_error_code(answer.error_code)
+        .with_node_id(answer.node_id)
+        .with_host(answer.host)
+        .with_port(answer.port);
+    if version >= 1 {
+        response.with_error_message(answer.error_message)
+    } else {
+        response
+    }
+}
+
+pub async fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
+    let group = request.group_id.0.to_string();
+    let now = broker.log.clock().now_ms();
+    // Without group membership only standalone commits (generation -1) can be valid.
+    let membership_error =
+        (request.generation_id_or_member_epoch >= 0).then_some(ResponseError::IllegalGeneration);
+    let mut accepted = Vec::new();
+    let mut answers = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let known = broker.log.catalog().get(&topic.name).await;
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in &topic.partitions {
+            let error = match (&membership_error, &known) {
+                (Some(error), _) => Some(*error),
+                (None, Err(_)) => Some(ResponseError::CoordinatorLoadInProgress),
+                (None, Ok(None)) => Some(ResponseError::UnknownTopicOrPartition),
+                (None, Ok(Some(t)))
+                    if p.partition_index < 0 || p.partition_index >= t.record.partitions =>
+                {
+                    Some(ResponseError::UnknownTopicOrPartition)
+                }
+                (None, Ok(Some(_))) => None,
+            };
+            if error.is_none() {
+                accepted.push((
+                    OffsetKey {
+                        topic: topic.name.0.to_string(),
+                        partition: p.partition_index,
+                    },
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                        commit_timestamp_ms: now,
+                    },
+                ));
+            }
+            partitions.push((p.partition_index, error));
+        }
+        answers.push((topic.name.clone(), partitions));
+    }
+    // Durable before the answer: a failed write fails every partition it carried (retriable).
+    let store_error = match group_offsets::commit(&*broker.store, &group, &accepted).await {
+        Ok(()) => None,
+        Err(error) => {
+            tracing::warn!(%error, group, "offset commit failed");
+            Some(ResponseError::CoordinatorNotAvailable)
+        }
+    };
+    OffsetCommitResponse::default().with_topics(
+        answers
+            .into_iter()
+            .map(|(name, partitions)| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(
+                        partitions
+                            .into_iter()
+                            .map(|(index, error)| {
+                                let code = error.or(store_error).map_or(0, |e| e.code());
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}
+
+/// (topic, partitions) asked for; `None`: every partition the group committed.
+type Wanted = Option<Vec<(TopicName, Vec<i32>)>>;
+
+/// One group's committed offsets, as (topic, [(partition, offset or None)]).
+async fn lookup(
+    broker: &Broker,
+    group: &str,
+    wanted: Wanted,
+) -> Result<Vec<(TopicName, Vec<(i32, Option<CommittedOffset>)>)>, ResponseError> {
+    let committed = group_offsets::fetch_all(&*broker.store, group)
+        .await
+        .map_err(|_| ResponseError::CoordinatorLoadInProgress)?;
+    Ok(match wanted {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                let stored = committed.get(name.0.as_str());
+                let entries = partitions
+                    .into_iter()
+                    .map(|p| (p, stored.and_then(|s| s.get(&p)).cloned()))
+                    .collect();
+                (name, entries)
+            })
+            .collect(),
+        None => committed
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let entries = partitions.into_iter().map(|(p, o)| (p, Some(o))).collect();
+                (TopicName(StrBytes::from_string(topic)), entries)
+            })
+            .collect(),
+    })
+}
+
+pub async fn fetch(
+    broker: &Broker,
+    request: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    // Kafka's "no offset": -1 and empty metadata; the leader epoch field exists from v5.
+    let epoch = |o: &Option<CommittedOffset>| match o {
+        Some(o) if version >= 5 => o.leader_epoch,
+        _ => -1,
+    };
+    let metadata = |o: &Option<CommittedOffset>| {
+        Some(StrBytes::from_string(
+            o.as_ref()
+                .and_then(|o| o.metadata.clone())
+                .unwrap_or_default(),
+        ))
+    };
+    let offset = |o: &Option<CommittedOffset>| o.as_ref().map_or(-1, |o| o.offset);
+    if version >= 8 {
+        let mut groups = Vec::with_capacity(request.groups.len());
+        for g in request.groups {
+            let wanted = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name, t.partition_indexes))
+                    .collect()
+            });
+            let answer = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            groups.push(match lookup(broker, &g.group_id, wanted).await {
+                Err(error) => answer.with_error_code(error.code()),
+                Ok(topics) => answer.with_topics(
+                    topics
+                        .into_iter()
+                        .map(|(name, entries)| {
+                            OffsetFetchResponseTopics::default()
+                                .with_name(name)
+                                .with_partitions(
+                                    entries
+                                        .iter()
+                                        .map(|(p, o)| {
+                                            OffsetFetchResponsePartitions::default()
+                                                .with_partition_index(*p)
+                                                .with_committed_offset(offset(o))
+                                                .with_committed_leader_epoch(epoch(o))
+                                                .with_metadata(metadata(o))
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                ),
+            });
+        }
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let group: GroupId = request.group_id;
+    let wanted = request.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name, t.partition_indexes))
+            .collect()
+    });
+    match lookup(broker, &group, wanted).await {
+        Err(error) if version >= 2 => OffsetFetchResponse::default().with_error_code(error.code()),
+        Err(_) => OffsetFetchResponse::default(),
+        Ok(topics) => OffsetFetchResponse::default().with_topics(
+            topics
+                .into_iter()
+                .map(|(name, entries)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(name)
+                        .with_partitions(
+                            entries
+                                .iter()
+                                .map(|(p, o)| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(*p)
+                                        .with_committed_offset(offset(o))
+                                        .with_committed_leader_epoch(epoch(o))
+                                        .with_metadata(metadata(o))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        ),
+    }
+}

@@ -1,0 +1,122 @@
+//! Committed consumer-group offsets, durable in the metadata store.
+//!
+//! One key per (group, topic, partition). A commit of many partitions is written in as few
+//! transactions as the store's operation limit allows; OffsetCommit is answered only after they
+//! succeed, so an acknowledged commit survives any broker's death.
+
+use crate::keys::{self, CommittedOffset};
+use crate::metadata::{MetadataError, MetadataStore, Txn, TxnOp};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetKey {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// Writes committed offsets for `group`.
+pub async fn commit(
+    store: &dyn MetadataStore,
+    group: &str,
+    offsets: &[(OffsetKey, CommittedOffset)],
+) -> Result<(), MetadataError> {
+    for chunk in offsets.chunks(store.max_txn_ops().max(1)) {
+        let ops = chunk
+            .iter()
+            .map(|(key, offset)| {
+                TxnOp::put(
+                    keys::group_offset(group, &key.topic, key.partition),
+                    keys::encode(offset),
+                )
+            })
+            .collect();
+        store.txn(Txn::when(vec![]).and_then(ops)).await?;
+    }
+    Ok(())
+}
+
+/// Every committed offset of `group`, by topic and partition.
+pub async fn fetch_all(
+    store: &dyn MetadataStore,
+    group: &str,
+) -> Result<BTreeMap<String, BTreeMap<i32, CommittedOffset>>, MetadataError> {
+    let prefix = keys::group_offsets_prefix(group);
+    let mut out: BTreeMap<String, BTreeMap<i32, CommittedOffset>> = BTreeMap::new();
+    for kv in store.range_prefix(&prefix, 0).await? {
+        let Some((topic, partition)) = kv.key[prefix.len()..].rsplit_once('/') else {
+            continue;
+        };
+        let Ok(partition) = partition.parse::<i32>() else {
+            continue;
+        };
+        let offset: CommittedOffset =
+            keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?;
+        out.entry(topic.to_owned())
+            .or_default()
+            .insert(partition, offset);
+    }
+    Ok(out)
+}
+
+/// Deletes every committed offset of `group`.
+pub async fn delete_group(store: &dyn MetadataStore, group: &str) -> Result<(), MetadataError> {
+    store
+        .txn(Txn::when(vec![]).and_then(vec![TxnOp::DeletePrefix {
+            prefix: keys::group_prefix(group),
+        }]))
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::metadata::embedded::EmbeddedStore;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn commits_survive_and_stay_per_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(&dir.path().join("m.redb"), Arc::new(ManualClock::new(0)))
+            .await
+            .expect("store");
+        let offset = |o| CommittedOffset {
+            offset: o,
+            leader_epoch: -1,
+            metadata: Some(format!("m{o}")),
+            commit_timestamp_ms: 5,
+        };
+        // 300 partitions: more than one transaction's worth.
+        let many: Vec<_> = (0..300)
+            .map(|p| {
+                (
+                    OffsetKey {
+                        topic: "t".into(),
+                        partition: p,
+                    },
+                    offset(i64::from(p)),
+                )
+            })
+            .collect();
+        commit(&store, "g/1 odd name", &many).await.expect("commit");
+        commit(&store, "other", &many[..1]).await.expect("commit");
+        let got = fetch_all(&store, "g/1 odd name").await.expect("fetch");
+        assert_eq!(got["t"].len(), 300);
+        assert_eq!(got["t"][&299], offset(299));
+        assert_eq!(
+            fetch_all(&store, "g").await.expect("fetch").len(),
+            0,
+            "prefix of a name"
+        );
+        delete_group(&store, "g/1 odd name").await.expect("delete");
+        assert!(fetch_all(&store, "g/1 odd name")
+            .await
+            .expect("fetch")
+            .is_empty());
+        assert_eq!(
+            fetch_all(&store, "other").await.expect("fetch")["t"].len(),
+            1
+        );
+    }
+}
