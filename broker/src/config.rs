@@ -191,6 +191,36 @@ pub struct ServeArgs {
     #[arg(long, env = "SKIFF_INDEX_ROLLUP_FANOUT", default_value_t = skiff_tiering::log::ROLLUP_FANOUT)]
     pub index_rollup_fanout: usize,
 
+    /// How long a new consumer group waits for more members before its first rebalance
+    /// completes (Kafka's `group.initial.rebalance.delay.ms`).
+    #[arg(
+        long,
+        env = "SKIFF_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3_000,
+        value_name = "MS"
+    )]
+    pub group_initial_rebalance_delay_ms: u64,
+
+    /// Shortest session timeout a group member may ask for (Kafka's
+    /// `group.min.session.timeout.ms`).
+    #[arg(
+        long,
+        env = "SKIFF_GROUP_MIN_SESSION_TIMEOUT_MS",
+        default_value_t = 6_000,
+        value_name = "MS"
+    )]
+    pub group_min_session_timeout_ms: u64,
+
+    /// Longest session timeout a group member may ask for (Kafka's
+    /// `group.max.session.timeout.ms`).
+    #[arg(
+        long,
+        env = "SKIFF_GROUP_MAX_SESSION_TIMEOUT_MS",
+        default_value_t = 1_800_000,
+        value_name = "MS"
+    )]
+    pub group_max_session_timeout_ms: u64,
+
     /// Create a topic when a client asks for its metadata or produces to it (Kafka's
     /// `auto.create.topics.enable`).
     #[arg(long, env = "SKIFF_AUTO_CREATE_TOPICS_ENABLE", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]

@@ -18,6 +18,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/stats", get(stats))
         .route("/v1/topics", get(topics))
         .route("/v1/brokers", get(brokers))
+        .route("/v1/groups", get(groups))
         .with_state(broker)
 }
 
@@ -33,6 +34,70 @@ async fn brokers(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
             Json(json!({ "error": error.to_string() })),
         ),
     }
+}
+
+/// Topics and partitions in a member's assignment (the consumer protocol's encoding).
+fn decode_assignment(bytes: &bytes::Bytes) -> Value {
+    use kafka_protocol::messages::ConsumerProtocolAssignment;
+    use kafka_protocol::protocol::Decodable;
+    if bytes.len() < 2 {
+        return json!([]);
+    }
+    let mut buf = bytes.clone();
+    let version = i16::from_be_bytes([bytes[0], bytes[1]]);
+    let _ = bytes::Buf::get_i16(&mut buf);
+    match ConsumerProtocolAssignment::decode(&mut buf, version) {
+        Ok(assignment) => json!(assignment
+            .assigned_partitions
+            .iter()
+            .map(|t| json!({ "topic": t.topic.0.as_str(), "partitions": t.partitions }))
+            .collect::<Vec<_>>()),
+        Err(_) => json!(null),
+    }
+}
+
+/// Groups this broker coordinates: members, assignments, and per partition the committed
+/// offset, the high watermark and the lag.
+async fn groups(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    let mut out = Vec::new();
+    for group in broker.groups.summaries() {
+        let committed = skiff_tiering::group_offsets::fetch_all(&*broker.store, &group.group_id)
+            .await
+            .unwrap_or_default();
+        let mut offsets = Vec::new();
+        for (topic, partitions) in committed {
+            let states = partition_states(&*broker.store, &topic)
+                .await
+                .unwrap_or_default();
+            for (partition, offset) in partitions {
+                let high = states.get(&partition).map(|(s, _)| s.next_offset);
+                offsets.push(json!({
+                    "topic": topic,
+                    "partition": partition,
+                    "committed_offset": offset.offset,
+                    "metadata": offset.metadata,
+                    "high_watermark": high,
+                    "lag": high.map(|h| (h - offset.offset).max(0)),
+                }));
+            }
+        }
+        out.push(json!({
+            "group_id": group.group_id,
+            "state": format!("{:?}", group.phase),
+            "generation": group.generation,
+            "protocol_type": group.protocol_type,
+            "protocol": group.protocol,
+            "leader": group.leader,
+            "members": group.members.iter().map(|(id, instance, client, _host, assignment)| json!({
+                "member_id": id,
+                "group_instance_id": instance,
+                "client_id": client,
+                "assignment": decode_assignment(assignment),
+            })).collect::<Vec<_>>(),
+            "offsets": offsets,
+        }));
+    }
+    (StatusCode::OK, Json(json!({ "groups": out })))
 }
 
 async fn stats(State(broker): State<Arc<Broker>>) -> Json<Value> {

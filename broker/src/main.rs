@@ -2,6 +2,7 @@
 
 mod api;
 mod config;
+mod group;
 mod http;
 mod server;
 mod storage;
@@ -103,8 +104,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Controller::new(store.clone(), log.clone(), membership.clone()).run(controller_stopped),
     );
 
+    let groups = Arc::new(group::coordinator::Coordinator::new(
+        group::state::GroupSettings {
+            initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms as i64,
+            min_session_timeout_ms: args.group_min_session_timeout_ms as i64,
+            max_session_timeout_ms: args.group_max_session_timeout_ms as i64,
+        },
+        log.clock().clone(),
+    ));
+    {
+        // Group time moves on its own: sessions expire, rebalance deadlines pass.
+        let groups = Arc::downgrade(&groups);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                let Some(groups) = groups.upgrade() else {
+                    return;
+                };
+                groups.tick();
+            }
+        });
+    }
     let broker = Arc::new(Broker {
         log: log.clone(),
+        groups,
         store: store.clone(),
         node: Node { node_id },
         cluster_id: args.cluster_id.clone(),

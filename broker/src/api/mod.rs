@@ -9,6 +9,7 @@ mod api_versions;
 mod configs;
 mod errors;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod offsets;
@@ -49,6 +50,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
 ];
 
 pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -85,6 +90,7 @@ pub struct TopicDefaults {
 #[derive(Debug)]
 pub struct Broker {
     pub log: Log,
+    pub groups: Arc<crate::group::coordinator::Coordinator>,
     pub store: Arc<dyn MetadataStore>,
     pub node: Node,
     pub cluster_id: String,
@@ -348,6 +354,21 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Reply {
             )),
             RequestKind::DescribeConfigs(req) => Some(ResponseKind::DescribeConfigs(
                 configs::describe(broker, req).await,
+            )),
+            RequestKind::JoinGroup(req) => {
+                let client_id = header.client_id.as_deref().unwrap_or("").to_owned();
+                Some(ResponseKind::JoinGroup(
+                    groups::join(broker, req, version, &client_id).await,
+                ))
+            }
+            RequestKind::SyncGroup(req) => {
+                Some(ResponseKind::SyncGroup(groups::sync(broker, req).await))
+            }
+            RequestKind::Heartbeat(req) => Some(ResponseKind::Heartbeat(
+                groups::heartbeat(broker, req).await,
+            )),
+            RequestKind::LeaveGroup(req) => Some(ResponseKind::LeaveGroup(
+                groups::leave(broker, req, version).await,
             )),
             RequestKind::FindCoordinator(req) => Some(ResponseKind::FindCoordinator(
                 offsets::find_coordinator(broker, req, version).await,

@@ -1,11 +1,10 @@
 //! FindCoordinator, OffsetCommit and OffsetFetch: committed offsets for consumers, durable in
 //! the metadata store before OffsetCommit is answered.
 //!
-//! Group membership (JoinGroup/SyncGroup/Heartbeat) is not implemented yet, so this serves
-//! standalone consumers: those that assign partitions themselves and commit with generation -1
-//! (kafka-python `KafkaConsumer(group_id=...)` + `assign`, librdkafka `assign` + `commit`). Each
-//! group still gets one coordinator, chosen among live brokers by rendezvous hashing, which is
-//! where membership will live.
+//! Members of a group commit with their generation through the group's coordinator (one per
+//! group among live brokers, by rendezvous hashing); standalone consumers that assign
+//! partitions themselves commit with generation -1 (kafka-python `assign` + `commit`,
+//! librdkafka `assign` + `commit`).
 
 use super::Broker;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -28,6 +27,15 @@ use skiff_tiering::group_offsets::{self, OffsetKey};
 use skiff_tiering::keys::{BrokerRecord, CommittedOffset};
 
 const KEY_TYPE_GROUP: i8 = 0;
+
+/// The node id coordinating `group` now (`None`: no live broker).
+pub async fn coordinator_of(
+    broker: &Broker,
+    group: &str,
+) -> Result<Option<i32>, skiff_tiering::cluster::membership::MembershipError> {
+    let live = live_brokers(&*broker.store).await?;
+    Ok(coordinator(group, &live).map(|b| b.node_id))
+}
 
 /// The broker that coordinates `group` among the live ones.
 fn coordinator<'a>(group: &str, live: &'a [BrokerRecord]) -> Option<&'a BrokerRecord> {
@@ -89,9 +97,25 @@ pub async fn find_coordinator(
 pub async fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.0.to_string();
     let now = broker.log.clock().now_ms();
-    // Without group membership only standalone commits (generation -1) can be valid.
-    let membership_error =
-        (request.generation_id_or_member_epoch >= 0).then_some(ResponseError::IllegalGeneration);
+    // Members commit through their coordinator, with their generation; standalone consumers
+    // (generation -1) may commit anywhere, the offsets being in the shared metadata store.
+    let generation = request.generation_id_or_member_epoch;
+    let membership_error = if generation >= 0 {
+        match super::groups::check_coordinator(broker, &group).await {
+            Err(code) => Some(code),
+            Ok(()) => broker
+                .groups
+                .check_commit(&group, &request.member_id, generation)
+                .err()
+                .map(super::groups::group_error),
+        }
+    } else {
+        broker
+            .groups
+            .check_commit(&group, &request.member_id, generation)
+            .err()
+            .map(super::groups::group_error)
+    };
     let mut accepted = Vec::new();
     let mut answers = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {

@@ -62,7 +62,16 @@ async fn fixture() -> Fixture {
     );
     let (stop_controller, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(Controller::new(store.clone(), log.clone(), membership).run(stopped));
+    let groups = Arc::new(crate::group::coordinator::Coordinator::new(
+        crate::group::state::GroupSettings {
+            initial_rebalance_delay_ms: 0,
+            min_session_timeout_ms: 1_000,
+            max_session_timeout_ms: 60_000,
+        },
+        log.clock().clone(),
+    ));
     let broker = Broker {
+        groups,
         log,
         store: store.clone(),
         node: Node { node_id: 1 },
@@ -365,11 +374,96 @@ async fn every_advertised_version_round_trips() {
                     assert_eq!(offset, 108, "fetch v{version}");
                     assert_eq!(metadata.as_deref(), Some("meta"));
                 }
+                ApiKey::JoinGroup => {
+                    let (member, generation) =
+                        join_fresh(broker, &format!("join-{version}"), version).await;
+                    assert!(!member.is_empty() && generation == 1, "join v{version}");
+                }
+                ApiKey::SyncGroup => {
+                    let group = format!("sync-{version}");
+                    let (member, generation) = join_fresh(broker, &group, 5).await;
+                    let request = SyncGroupRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_string(group)))
+                        .with_generation_id(generation)
+                        .with_member_id(StrBytes::from_string(member.clone()))
+                        .with_assignments(vec![
+                            sync_group_request::SyncGroupRequestAssignment::default()
+                                .with_member_id(StrBytes::from_string(member))
+                                .with_assignment(Bytes::from_static(b"mine")),
+                        ]);
+                    let request = if version >= 5 {
+                        request
+                            .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
+                            .with_protocol_name(Some(StrBytes::from_static_str("range")))
+                    } else {
+                        request
+                    };
+                    let r: SyncGroupResponse = call(broker, *api_key, version, &request).await;
+                    assert_eq!(
+                        (r.error_code, r.assignment.as_ref()),
+                        (0, &b"mine"[..]),
+                        "sync v{version}"
+                    );
+                }
+                ApiKey::Heartbeat => {
+                    let group = format!("heartbeat-{version}");
+                    let (member, generation) = join_fresh(broker, &group, 5).await;
+                    let request = HeartbeatRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_string(group)))
+                        .with_generation_id(generation + 1)
+                        .with_member_id(StrBytes::from_string(member));
+                    let r: HeartbeatResponse = call(broker, *api_key, version, &request).await;
+                    assert_eq!(
+                        r.error_code,
+                        ResponseError::IllegalGeneration.code(),
+                        "heartbeat v{version}"
+                    );
+                }
+                ApiKey::LeaveGroup => {
+                    let group = format!("leave-{version}");
+                    let (member, _) = join_fresh(broker, &group, 5).await;
+                    let request = if version >= 3 {
+                        LeaveGroupRequest::default()
+                            .with_group_id(GroupId(StrBytes::from_string(group)))
+                            .with_members(vec![leave_group_request::MemberIdentity::default()
+                                .with_member_id(StrBytes::from_string(member))])
+                    } else {
+                        LeaveGroupRequest::default()
+                            .with_group_id(GroupId(StrBytes::from_string(group)))
+                            .with_member_id(StrBytes::from_string(member))
+                    };
+                    let r: LeaveGroupResponse = call(broker, *api_key, version, &request).await;
+                    let code = if version >= 3 {
+                        r.members[0].error_code
+                    } else {
+                        r.error_code
+                    };
+                    assert_eq!(code, 0, "leave v{version}");
+                }
                 other => panic!("advertised {other:?} without a test"),
             }
         }
     }
     broker.log.shutdown().await;
+}
+
+/// Joins a new member to a new group (no initial delay in tests): (member id, generation).
+async fn join_fresh(broker: &Broker, group: &str, version: i16) -> (String, i32) {
+    let request = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+        )
+        .with_name(StrBytes::from_static_str("range"))
+        .with_metadata(Bytes::from_static(b"subscription"))]);
+    let r: JoinGroupResponse = call(broker, ApiKey::JoinGroup, version, &request).await;
+    assert_eq!(r.error_code, 0, "join v{version}");
+    assert_eq!(r.leader, r.member_id, "a lone member leads");
+    assert_eq!(r.members.len(), 1);
+    assert_eq!(r.protocol_name.as_deref(), Some("range"));
+    (r.member_id.to_string(), r.generation_id)
 }
 
 #[tokio::test]
@@ -534,9 +628,14 @@ fn unknown_and_unsupported_requests_are_refused() {
         Err(DecodeError::UnknownApiKey(9999))
     ));
     // A known API we don't implement, and a version beyond what we advertise.
-    let join = frame(ApiKey::JoinGroup, 5, 1, &JoinGroupRequest::default());
+    let sasl = frame(
+        ApiKey::SaslHandshake,
+        1,
+        1,
+        &SaslHandshakeRequest::default(),
+    );
     assert!(matches!(
-        decode_request(join),
+        decode_request(sasl),
         Err(DecodeError::Unsupported(..))
     ));
     let mut future =

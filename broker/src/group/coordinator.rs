@@ -1,0 +1,237 @@
+//! Runs the group state machine for the groups this broker coordinates: holds the members'
+//! pending JoinGroup/SyncGroup answers and delivers them when the machine completes a phase,
+//! and ticks time forward (session expiry, rebalance deadlines).
+//!
+//! Membership lives in memory: after a coordinator fails over, members rejoin the new one (as
+//! with Kafka). Committed offsets are durable in the metadata store, not here.
+
+use super::state::{Group, GroupError, GroupSettings, JoinRequest, Joined, Phase, SyncOutcome};
+use bytes::Bytes;
+use skiff_tiering::Clock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+type JoinReply = oneshot::Sender<Result<Joined, GroupError>>;
+type SyncReply = oneshot::Sender<Result<Bytes, GroupError>>;
+
+#[derive(Default)]
+struct Slot {
+    group: Group,
+    joins: HashMap<String, JoinReply>,
+    syncs: HashMap<String, SyncReply>,
+}
+
+impl Slot {
+    /// Delivers whatever the machine can answer now.
+    fn drive(&mut self, now_ms: i64) {
+        if let Some(joined) = self.group.try_complete_join(now_ms) {
+            for answer in joined {
+                if let Some(reply) = self.joins.remove(&answer.member_id) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            // Joiners that were dropped from the group meanwhile.
+            for (_, reply) in self.joins.drain() {
+                let _ = reply.send(Err(GroupError::UnknownMemberId));
+            }
+        }
+        if self.group.phase == Phase::Empty {
+            // Everyone left or expired while these joins waited.
+            for (_, reply) in self.joins.drain() {
+                let _ = reply.send(Err(GroupError::UnknownMemberId));
+            }
+        }
+        if self.group.phase == Phase::PreparingRebalance {
+            for (_, reply) in self.syncs.drain() {
+                let _ = reply.send(Err(GroupError::RebalanceInProgress));
+            }
+        }
+    }
+}
+
+/// A summary for ListGroups/DescribeGroups and the admin API.
+#[derive(Debug, Clone)]
+pub struct GroupSummary {
+    pub group_id: String,
+    pub phase: Phase,
+    pub generation: i32,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub leader: String,
+    /// (member id, instance id, client id, client host, assignment)
+    pub members: Vec<(String, Option<String>, String, String, Bytes)>,
+}
+
+pub struct Coordinator {
+    groups: Mutex<HashMap<String, Slot>>,
+    settings: GroupSettings,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator").finish_non_exhaustive()
+    }
+}
+
+impl Coordinator {
+    pub fn new(settings: GroupSettings, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            groups: Mutex::new(HashMap::new()),
+            settings,
+            clock,
+        }
+    }
+
+    fn with_slot<T>(&self, group: &str, f: impl FnOnce(&mut Slot, i64) -> T) -> T {
+        let now = self.clock.now_ms();
+        let mut groups = self.groups.lock().expect("groups mutex poisoned");
+        let slot = groups.entry(group.to_owned()).or_default();
+        f(slot, now)
+    }
+
+    pub async fn join(&self, group: &str, request: JoinRequest) -> Result<Joined, GroupError> {
+        let client = request.client_id.clone();
+        let settings = self.settings.clone();
+        let receiver = self.with_slot(group, |slot, now| {
+            let id = slot.group.join(
+                request,
+                || format!("{client}-{}", uuid::Uuid::new_v4()),
+                &settings,
+                now,
+            )?;
+            let (reply, receiver) = oneshot::channel();
+            if let Some(previous) = slot.joins.insert(id, reply) {
+                // The same member joined twice; the newer request is the one it waits for.
+                let _ = previous.send(Err(GroupError::RebalanceInProgress));
+            }
+            slot.drive(now);
+            Ok(receiver)
+        })?;
+        receiver
+            .await
+            .unwrap_or(Err(GroupError::RebalanceInProgress))
+    }
+
+    pub async fn sync(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Result<Bytes, GroupError> {
+        let receiver = self.with_slot(group, |slot, now| {
+            match slot.group.sync(member_id, generation, assignments, now)? {
+                SyncOutcome::Assigned(assignment) => Ok(Ok(assignment)),
+                SyncOutcome::Wait => {
+                    let (reply, receiver) = oneshot::channel();
+                    slot.syncs.insert(member_id.to_owned(), reply);
+                    Ok(Err(receiver))
+                }
+                SyncOutcome::Completed(all) => {
+                    let mut own = Bytes::new();
+                    for (id, assignment) in all {
+                        if id == member_id {
+                            own = assignment;
+                        } else if let Some(reply) = slot.syncs.remove(&id) {
+                            let _ = reply.send(Ok(assignment));
+                        }
+                    }
+                    Ok(Ok(own))
+                }
+            }
+        })?;
+        match receiver {
+            Ok(assignment) => Ok(assignment),
+            Err(receiver) => receiver
+                .await
+                .unwrap_or(Err(GroupError::RebalanceInProgress)),
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Result<(), GroupError> {
+        self.with_slot(group, |slot, now| {
+            slot.group.heartbeat(member_id, generation, now)
+        })
+    }
+
+    pub fn leave(&self, group: &str, member_id: &str) -> Result<(), GroupError> {
+        self.with_slot(group, |slot, now| {
+            let result = slot.group.leave(member_id, now);
+            slot.drive(now);
+            result
+        })
+    }
+
+    pub fn check_commit(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Result<(), GroupError> {
+        let groups = self.groups.lock().expect("groups mutex poisoned");
+        match groups.get(group) {
+            Some(slot) => slot.group.check_commit(member_id, generation),
+            None if generation < 0 => Ok(()),
+            None => Err(GroupError::IllegalGeneration),
+        }
+    }
+
+    /// Moves time forward: expires sessions and completes due rebalances.
+    pub fn tick(&self) {
+        let now = self.clock.now_ms();
+        let mut groups = self.groups.lock().expect("groups mutex poisoned");
+        for (id, slot) in groups.iter_mut() {
+            let expired = slot.group.expire(now);
+            if !expired.is_empty() {
+                tracing::info!(
+                    group = id,
+                    ?expired,
+                    "members' sessions expired; rebalancing"
+                );
+            }
+            slot.drive(now);
+        }
+        // Forget empty groups nobody waits on (their offsets stay in the metadata store).
+        groups.retain(|_, slot| {
+            slot.group.phase != Phase::Empty || !slot.joins.is_empty() || !slot.syncs.is_empty()
+        });
+    }
+
+    pub fn summaries(&self) -> Vec<GroupSummary> {
+        let groups = self.groups.lock().expect("groups mutex poisoned");
+        groups
+            .iter()
+            .map(|(id, slot)| {
+                let g = &slot.group;
+                GroupSummary {
+                    group_id: id.clone(),
+                    phase: g.phase,
+                    generation: g.generation,
+                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                    protocol: g.protocol.clone().unwrap_or_default(),
+                    leader: g.leader.clone().unwrap_or_default(),
+                    members: g
+                        .members
+                        .values()
+                        .map(|m| {
+                            (
+                                m.id.clone(),
+                                m.instance_id.clone(),
+                                m.client_id.clone(),
+                                m.client_host.clone(),
+                                m.assignment.clone(),
+                            )
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,418 @@
+//! The classic consumer-group protocol as a pure state machine: no I/O, no timers, no Kafka
+//! types. The coordinator shell feeds it requests and the time, and delivers what it answers.
+//!
+//! Phases follow Kafka's group coordinator: Empty → PreparingRebalance (members (re)join until
+//! all known members have, or the deadline passes) → CompletingRebalance (the leader's
+//! SyncGroup carries the assignment) → Stable. A join, a leave or an expired session starts
+//! the next rebalance; every completed join bumps the generation.
+
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupError {
+    UnknownMemberId,
+    IllegalGeneration,
+    RebalanceInProgress,
+    InconsistentGroupProtocol,
+    InvalidSessionTimeout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i64,
+    pub rebalance_timeout_ms: i64,
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
+    pub last_seen_ms: i64,
+}
+
+/// What a join asks for.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i64,
+    pub rebalance_timeout_ms: i64,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+}
+
+/// A completed join, as told to one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub member_id: String,
+    pub generation: i32,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub leader: String,
+    /// Only the leader gets the members and their metadata for its chosen protocol.
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    /// How long a new group waits for more members before its first rebalance completes
+    /// (Kafka's `group.initial.rebalance.delay.ms`).
+    pub initial_rebalance_delay_ms: i64,
+    pub min_session_timeout_ms: i64,
+    pub max_session_timeout_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub phase: Phase,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub members: BTreeMap<String, Member>,
+    /// Members that joined in the rebalance under way.
+    joined: BTreeSet<String>,
+    /// When the rebalance under way completes even if members are missing.
+    rebalance_deadline_ms: i64,
+    /// The rebalance under way started from an empty group: it waits out the initial delay.
+    initial_rebalance: bool,
+}
+
+impl Default for Group {
+    fn default() -> Self {
+        Self {
+            phase: Phase::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            joined: BTreeSet::new(),
+            rebalance_deadline_ms: 0,
+            initial_rebalance: false,
+        }
+    }
+}
+
+impl Group {
+    /// Adds or refreshes a member and starts (or joins) a rebalance. Returns the member id.
+    pub fn join(
+        &mut self,
+        request: JoinRequest,
+        new_member_id: impl FnOnce() -> String,
+        settings: &GroupSettings,
+        now_ms: i64,
+    ) -> Result<String, GroupError> {
+        if request.session_timeout_ms < settings.min_session_timeout_ms
+            || request.session_timeout_ms > settings.max_session_timeout_ms
+        {
+            return Err(GroupError::InvalidSessionTimeout);
+        }
+        if request.protocols.is_empty()
+            || self
+                .protocol_type
+                .as_ref()
+                .is_some_and(|t| !self.members.is_empty() && *t != request.protocol_type)
+            || !self.members.values().all(|m| {
+                m.id == request.member_id
+                    || m.protocols
+                        .iter()
+                        .any(|(n, _)| request.protocols.iter().any(|(r, _)| r == n))
+            })
+        {
+            return Err(GroupError::InconsistentGroupProtocol);
+        }
+        let mut member_id = request.member_id.clone();
+        if member_id.is_empty() {
+            // A static member coming back takes its old place.
+            let previous = request.instance_id.as_ref().and_then(|instance| {
+                self.members
+                    .values()
+                    .find(|m| m.instance_id.as_ref() == Some(instance))
+                    .map(|m| m.id.clone())
+            });
+            if let Some(previous) = previous {
+                self.members.remove(&previous);
+                self.joined.remove(&previous);
+                if self.leader.as_ref() == Some(&previous) {
+                    self.leader = None;
+                }
+            }
+            member_id = new_member_id();
+        } else if !self.members.contains_key(&member_id) {
+            return Err(GroupError::UnknownMemberId);
+        }
+        let assignment = self
+            .members
+            .get(&member_id)
+            .map(|m| m.assignment.clone())
+            .unwrap_or_default();
+        self.protocol_type = Some(request.protocol_type.clone());
+        self.members.insert(
+            member_id.clone(),
+            Member {
+                id: member_id.clone(),
+                instance_id: request.instance_id,
+                client_id: request.client_id,
+                client_host: request.client_host,
+                session_timeout_ms: request.session_timeout_ms,
+                rebalance_timeout_ms: request.rebalance_timeout_ms,
+                protocols: request.protocols,
+                assignment,
+                last_seen_ms: now_ms,
+            },
+        );
+        self.joined.insert(member_id.clone());
+        if self.phase != Phase::PreparingRebalance {
+            let initial = self.phase == Phase::Empty;
+            let delay = if initial {
+                settings.initial_rebalance_delay_ms
+            } else {
+                self.max_rebalance_timeout_ms()
+            };
+            self.start_rebalance(now_ms + delay, initial);
+        }
+        Ok(member_id)
+    }
+
+    fn max_rebalance_timeout_ms(&self) -> i64 {
+        self.members
+            .values()
+            .map(|m| m.rebalance_timeout_ms)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn start_rebalance(&mut self, deadline_ms: i64, initial: bool) {
+        self.phase = Phase::PreparingRebalance;
+        self.rebalance_deadline_ms = deadline_ms;
+        self.initial_rebalance = initial;
+    }
+
+    /// Completes the join phase if every member joined, or the deadline passed. Returns the
+    /// answers for the members that joined.
+    pub fn try_complete_join(&mut self, now_ms: i64) -> Option<Vec<Joined>> {
+        if self.phase != Phase::PreparingRebalance {
+            return None;
+        }
+        let everyone = self.members.keys().all(|id| self.joined.contains(id));
+        // A brand-new group waits out the initial delay to gather its first members.
+        let complete =
+            now_ms >= self.rebalance_deadline_ms || (everyone && !self.initial_rebalance);
+        if !complete {
+            return None;
+        }
+        self.members.retain(|id, _| self.joined.contains(id));
+        self.joined.clear();
+        self.generation += 1;
+        // Every member gets a full session to send its SyncGroup.
+        for member in self.members.values_mut() {
+            member.last_seen_ms = now_ms;
+        }
+        if self.members.is_empty() {
+            self.phase = Phase::Empty;
+            self.leader = None;
+            self.protocol = None;
+            return Some(Vec::new());
+        }
+        if !self
+            .leader
+            .as_ref()
+            .is_some_and(|l| self.members.contains_key(l))
+        {
+            self.leader = self.members.keys().next().cloned();
+        }
+        let leader = self.leader.clone().expect("a member leads");
+        // The leader's most preferred protocol that every member supports.
+        let protocol = self.members[&leader]
+            .protocols
+            .iter()
+            .map(|(name, _)| name.clone())
+            .find(|name| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+            })
+            .expect("join refuses members without a common protocol");
+        self.protocol = Some(protocol.clone());
+        self.phase = Phase::CompletingRebalance;
+        let roster: Vec<(String, Option<String>, Bytes)> = self
+            .members
+            .values()
+            .map(|m| {
+                let metadata = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == protocol)
+                    .map(|(_, md)| md.clone())
+                    .unwrap_or_default();
+                (m.id.clone(), m.instance_id.clone(), metadata)
+            })
+            .collect();
+        let protocol_type = self.protocol_type.clone().unwrap_or_default();
+        Some(
+            self.members
+                .keys()
+                .map(|id| Joined {
+                    member_id: id.clone(),
+                    generation: self.generation,
+                    protocol_type: protocol_type.clone(),
+                    protocol: protocol.clone(),
+                    leader: leader.clone(),
+                    members: if *id == leader {
+                        roster.clone()
+                    } else {
+                        Vec::new()
+                    },
+                })
+                .collect(),
+        )
+    }
+
+    fn check_member(&self, member_id: &str, generation: i32) -> Result<(), GroupError> {
+        if !self.members.contains_key(member_id) {
+            return Err(GroupError::UnknownMemberId);
+        }
+        if generation != self.generation {
+            return Err(GroupError::IllegalGeneration);
+        }
+        Ok(())
+    }
+
+    /// SyncGroup. `Ok(Some(assignment))`: answer now; `Ok(None)`: wait for the leader's sync.
+    /// When the leader syncs, the returned map holds every waiting member's assignment.
+    pub fn sync(
+        &mut self,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+        now_ms: i64,
+    ) -> Result<SyncOutcome, GroupError> {
+        self.check_member(member_id, generation)?;
+        if let Some(member) = self.members.get_mut(member_id) {
+            member.last_seen_ms = now_ms;
+        }
+        match self.phase {
+            Phase::PreparingRebalance => Err(GroupError::RebalanceInProgress),
+            Phase::Stable => Ok(SyncOutcome::Assigned(
+                self.members[member_id].assignment.clone(),
+            )),
+            Phase::CompletingRebalance if self.leader.as_deref() == Some(member_id) => {
+                let mut given: BTreeMap<String, Bytes> = assignments.into_iter().collect();
+                for member in self.members.values_mut() {
+                    member.assignment = given.remove(&member.id).unwrap_or_default();
+                }
+                self.phase = Phase::Stable;
+                Ok(SyncOutcome::Completed(
+                    self.members
+                        .values()
+                        .map(|m| (m.id.clone(), m.assignment.clone()))
+                        .collect(),
+                ))
+            }
+            Phase::CompletingRebalance => Ok(SyncOutcome::Wait),
+            Phase::Empty => Err(GroupError::UnknownMemberId),
+        }
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        member_id: &str,
+        generation: i32,
+        now_ms: i64,
+    ) -> Result<(), GroupError> {
+        self.check_member(member_id, generation)?;
+        if let Some(member) = self.members.get_mut(member_id) {
+            member.last_seen_ms = now_ms;
+        }
+        match self.phase {
+            Phase::PreparingRebalance => Err(GroupError::RebalanceInProgress),
+            _ => Ok(()),
+        }
+    }
+
+    /// A member leaves; the others rebalance.
+    pub fn leave(&mut self, member_id: &str, now_ms: i64) -> Result<(), GroupError> {
+        if self.members.remove(member_id).is_none() {
+            return Err(GroupError::UnknownMemberId);
+        }
+        self.joined.remove(member_id);
+        self.after_departure(now_ms);
+        Ok(())
+    }
+
+    /// Removes members whose session expired; returns their ids.
+    pub fn expire(&mut self, now_ms: i64) -> Vec<String> {
+        // A member whose JoinGroup is waiting for the rebalance is kept alive (it cannot
+        // heartbeat meanwhile); any other member must have been heard from within its session.
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| {
+                let awaiting_join =
+                    self.phase == Phase::PreparingRebalance && self.joined.contains(&m.id);
+                !awaiting_join && m.last_seen_ms + m.session_timeout_ms < now_ms
+            })
+            .map(|m| m.id.clone())
+            .collect();
+        for id in &expired {
+            self.members.remove(id);
+        }
+        if !expired.is_empty() {
+            self.after_departure(now_ms);
+        }
+        expired
+    }
+
+    fn after_departure(&mut self, now_ms: i64) {
+        if self.members.is_empty() {
+            self.joined.clear();
+            self.generation += 1;
+            self.phase = Phase::Empty;
+            self.leader = None;
+            self.protocol = None;
+        } else if self.phase != Phase::PreparingRebalance {
+            let deadline = now_ms + self.max_rebalance_timeout_ms();
+            self.start_rebalance(deadline, false);
+        }
+    }
+
+    /// Whether a commit from this member and generation may be accepted now.
+    pub fn check_commit(&self, member_id: &str, generation: i32) -> Result<(), GroupError> {
+        if generation < 0 && member_id.is_empty() {
+            // Standalone commits are fine unless the group has live members.
+            return if self.members.is_empty() {
+                Ok(())
+            } else {
+                Err(GroupError::IllegalGeneration)
+            };
+        }
+        self.check_member(member_id, generation)?;
+        if self.phase == Phase::PreparingRebalance {
+            return Err(GroupError::RebalanceInProgress);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutcome {
+    Assigned(Bytes),
+    Wait,
+    /// The leader's sync completed the rebalance: every member's assignment.
+    Completed(Vec<(String, Bytes)>),
+}
+
+#[cfg(test)]
+mod tests;

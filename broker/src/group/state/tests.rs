@@ -1,0 +1,260 @@
+use super::*;
+use proptest::prelude::*;
+
+fn settings() -> GroupSettings {
+    GroupSettings {
+        initial_rebalance_delay_ms: 100,
+        min_session_timeout_ms: 10,
+        max_session_timeout_ms: 100_000,
+    }
+}
+
+fn request(member_id: &str) -> JoinRequest {
+    JoinRequest {
+        member_id: member_id.into(),
+        instance_id: None,
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 1_000,
+        rebalance_timeout_ms: 500,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"md"))],
+    }
+}
+
+fn join_new(group: &mut Group, id: &str, now: i64) -> String {
+    let id = id.to_owned();
+    group
+        .join(request(""), || id, &settings(), now)
+        .expect("join")
+}
+
+/// Joins `ids` to an empty group and completes the first rebalance and sync.
+fn stable_group(ids: &[&str]) -> Group {
+    let mut group = Group::default();
+    for id in ids {
+        join_new(&mut group, id, 0);
+    }
+    assert!(group.try_complete_join(50).is_none(), "initial delay");
+    let joined = group.try_complete_join(100).expect("complete at the delay");
+    assert_eq!(joined.len(), ids.len());
+    let leader = group.leader.clone().expect("leader");
+    let assignments = ids
+        .iter()
+        .map(|id| (id.to_string(), Bytes::from(format!("a-{id}"))))
+        .collect();
+    assert!(matches!(
+        group.sync(&leader, 1, assignments, 100),
+        Ok(SyncOutcome::Completed(_))
+    ));
+    assert_eq!(group.phase, Phase::Stable);
+    group
+}
+
+#[test]
+fn first_rebalance_gathers_members_and_the_leader_assigns() {
+    let mut group = Group::default();
+    let a = join_new(&mut group, "a", 0);
+    let b = join_new(&mut group, "b", 10);
+    let joined = group.try_complete_join(100).expect("complete");
+    assert_eq!(group.generation, 1);
+    let leader = joined
+        .iter()
+        .find(|j| j.member_id == j.leader)
+        .expect("leader");
+    assert_eq!(leader.members.len(), 2, "the leader sees every member");
+    let follower = joined
+        .iter()
+        .find(|j| j.member_id != j.leader)
+        .expect("follower");
+    assert!(follower.members.is_empty());
+    assert_eq!(
+        group.sync(&follower.member_id, 1, vec![], 100),
+        Ok(SyncOutcome::Wait)
+    );
+    let outcome = group
+        .sync(
+            &leader.member_id,
+            1,
+            vec![
+                (a.clone(), Bytes::from_static(b"A")),
+                (b.clone(), Bytes::from_static(b"B")),
+            ],
+            100,
+        )
+        .expect("sync");
+    assert!(matches!(outcome, SyncOutcome::Completed(ref all) if all.len() == 2));
+    assert_eq!(
+        group.sync(&a, 1, vec![], 101),
+        Ok(SyncOutcome::Assigned(Bytes::from_static(b"A")))
+    );
+    assert_eq!(group.heartbeat(&b, 1, 102), Ok(()));
+}
+
+#[test]
+fn fencing_errors_follow_kafka() {
+    let mut group = stable_group(&["a", "b"]);
+    assert_eq!(
+        group.heartbeat("nobody", 1, 200),
+        Err(GroupError::UnknownMemberId)
+    );
+    assert_eq!(
+        group.heartbeat("a", 0, 200),
+        Err(GroupError::IllegalGeneration)
+    );
+    assert_eq!(group.check_commit("a", 1), Ok(()));
+    assert_eq!(
+        group.check_commit("", -1),
+        Err(GroupError::IllegalGeneration)
+    );
+    // A third member arrives: the others learn of the rebalance from their heartbeat.
+    join_new(&mut group, "c", 300);
+    assert_eq!(group.phase, Phase::PreparingRebalance);
+    assert_eq!(
+        group.heartbeat("a", 1, 301),
+        Err(GroupError::RebalanceInProgress)
+    );
+    assert_eq!(
+        group.check_commit("a", 1),
+        Err(GroupError::RebalanceInProgress)
+    );
+    // Concurrent rejoins during the rebalance are all accepted.
+    group
+        .join(request("a"), || unreachable!(), &settings(), 302)
+        .expect("a rejoins");
+    group
+        .join(request("b"), || unreachable!(), &settings(), 303)
+        .expect("b rejoins");
+    let joined = group.try_complete_join(303).expect("everyone rejoined");
+    assert_eq!(joined.len(), 3);
+    assert_eq!(group.generation, 2);
+    assert_eq!(
+        group.join(request("zzz"), || unreachable!(), &settings(), 304),
+        Err(GroupError::UnknownMemberId)
+    );
+}
+
+#[test]
+fn members_that_do_not_rejoin_are_dropped_at_the_deadline() {
+    let mut group = stable_group(&["a", "b"]);
+    join_new(&mut group, "c", 1_000);
+    group
+        .join(request("a"), || unreachable!(), &settings(), 1_001)
+        .expect("a rejoins");
+    assert!(
+        group.try_complete_join(1_100).is_none(),
+        "b may still rejoin"
+    );
+    let joined = group
+        .try_complete_join(1_501)
+        .expect("rebalance timeout passed");
+    let ids: Vec<_> = joined.iter().map(|j| j.member_id.clone()).collect();
+    assert_eq!(ids, ["a", "c"]);
+    assert!(!group.members.contains_key("b"));
+}
+
+#[test]
+fn expired_sessions_and_leaves_trigger_rebalances() {
+    let mut group = stable_group(&["a", "b"]);
+    group.heartbeat("a", 1, 900).expect("a is alive");
+    assert!(
+        group.expire(950).is_empty(),
+        "b was last seen at 0 with a 1 s session"
+    );
+    assert_eq!(group.expire(1_200), vec!["b".to_owned()]);
+    assert_eq!(group.phase, Phase::PreparingRebalance);
+    group
+        .join(request("a"), || unreachable!(), &settings(), 1_201)
+        .expect("rejoin");
+    assert_eq!(group.try_complete_join(1_201).expect("complete").len(), 1);
+    group
+        .sync("a", 2, vec![("a".into(), Bytes::new())], 1_202)
+        .expect("sync");
+    group.leave("a", 1_300).expect("leave");
+    assert_eq!(group.phase, Phase::Empty);
+    assert!(group.members.is_empty());
+    assert_eq!(
+        group.check_commit("", -1),
+        Ok(()),
+        "standalone commits once empty"
+    );
+}
+
+#[test]
+fn static_members_take_their_old_place() {
+    let mut group = Group::default();
+    let mut static_join = request("");
+    static_join.instance_id = Some("i-1".into());
+    group
+        .join(static_join.clone(), || "m1".into(), &settings(), 0)
+        .expect("join");
+    group.try_complete_join(100).expect("complete");
+    group
+        .join(static_join, || "m2".into(), &settings(), 200)
+        .expect("rejoin after restart");
+    assert_eq!(group.members.keys().collect::<Vec<_>>(), ["m2"]);
+}
+
+#[test]
+fn protocols_must_overlap() {
+    let mut group = stable_group(&["a"]);
+    let mut other = request("");
+    other.protocols = vec![("roundrobin".into(), Bytes::new())];
+    assert_eq!(
+        group.join(other, || "x".into(), &settings(), 10),
+        Err(GroupError::InconsistentGroupProtocol)
+    );
+    let mut short = request("");
+    short.session_timeout_ms = 1;
+    assert_eq!(
+        group.join(short, || "y".into(), &settings(), 10),
+        Err(GroupError::InvalidSessionTimeout)
+    );
+}
+
+proptest! {
+    /// Whatever the interleaving of joins, leaves, heartbeats and time, the group stays
+    /// consistent: the generation never decreases, a stable group's leader is a member, and a
+    /// completed join answers exactly the members that remain.
+    #[test]
+    fn invariants_hold_under_random_operations(ops in proptest::collection::vec((0u8..5, 0usize..4, 0i64..400), 1..80)) {
+        let mut group = Group::default();
+        let mut now = 0;
+        let names = ["a", "b", "c", "d"];
+        let mut last_generation = 0;
+        for (op, who, dt) in ops {
+            now += dt;
+            let id = names[who];
+            match op {
+                0 => {
+                    let known = group.members.contains_key(id);
+                    let req = request(if known { id } else { "" });
+                    let _ = group.join(req, || id.to_owned(), &settings(), now);
+                }
+                1 => { let _ = group.leave(id, now); }
+                2 => { let _ = group.heartbeat(id, group.generation, now); }
+                3 => { group.expire(now); }
+                _ => {
+                    if let Some(joined) = group.try_complete_join(now) {
+                        let ids: Vec<_> = joined.iter().map(|j| j.member_id.clone()).collect();
+                        let members: Vec<_> = group.members.keys().cloned().collect();
+                        prop_assert_eq!(ids, members);
+                        if let Some(leader) = group.leader.clone() {
+                            let assignments = group.members.keys().map(|m| (m.clone(), Bytes::new())).collect();
+                            let _ = group.sync(&leader, group.generation, assignments, now);
+                        }
+                    }
+                }
+            }
+            prop_assert!(group.generation >= last_generation);
+            last_generation = group.generation;
+            if group.phase == Phase::Stable || group.phase == Phase::CompletingRebalance {
+                let leader = group.leader.clone();
+                prop_assert!(leader.is_some_and(|l| group.members.contains_key(&l)));
+            }
+            if group.phase == Phase::Empty {
+                prop_assert!(group.members.is_empty());
+            }
+        }
+    }
+}

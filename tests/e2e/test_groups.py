@@ -1,0 +1,150 @@
+"""Consumer groups (classic protocol) with real clients: members split a topic's partitions,
+a member leaving or dying hands its partitions to the others, committed offsets resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from confluent_kafka import Consumer
+from kafka import KafkaConsumer
+
+import helpers as h
+
+pytestmark = pytest.mark.skiff(args=["--group-initial-rebalance-delay-ms", "300"])
+PARTITIONS = 6
+
+
+def group_consumer(bootstrap, group, **conf):
+    base = {"bootstrap.servers": bootstrap, "group.id": group,
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            "session.timeout.ms": 6000, "heartbeat.interval.ms": 300}
+    base.update(conf)
+    return Consumer(base)
+
+
+def produce(bootstrap, topic, count, start=0):
+    p = h.producer(bootstrap)
+    for i in range(start, start + count):
+        p.produce(topic, value=f"v{i}".encode(), partition=i % PARTITIONS)
+    assert p.flush(30) == 0
+
+
+def drain(consumers, expected, timeout=60):
+    """Polls all consumers round-robin until `expected` records arrived; returns
+    {consumer index: [values]}."""
+    got = {i: [] for i in range(len(consumers))}
+    deadline = time.monotonic() + timeout
+    while sum(len(v) for v in got.values()) < expected:
+        assert time.monotonic() < deadline, f"only {sum(len(v) for v in got.values())} of {expected}"
+        for i, c in enumerate(consumers):
+            m = c.poll(0.1)
+            if m is not None and m.error() is None:
+                got[i].append(m.value().decode())
+    return got
+
+
+def test_members_split_partitions_and_take_over_when_one_leaves(broker):
+    topic, group = "grouped", "splitters"
+    h.create_topic(broker.bootstrap, topic, PARTITIONS)
+    members = [group_consumer(broker.bootstrap, group) for _ in range(3)]
+    for c in members:
+        c.subscribe([topic])
+    produce(broker.bootstrap, topic, 300)
+    got = drain(members, 300)
+    values = [v for vs in got.values() for v in vs]
+    assert sorted(values) == sorted(f"v{i}" for i in range(300)), "each record exactly once"
+    assert sum(1 for vs in got.values() if vs) >= 2, f"one member did all the work: {got.keys()}"
+    assignments = [{tp.partition for tp in c.assignment()} for c in members]
+    assert set().union(*assignments) == set(range(PARTITIONS))
+    assert sum(len(a) for a in assignments) == PARTITIONS, f"overlap: {assignments}"
+    for c in members:
+        c.commit(asynchronous=False)
+    import json
+    status, body = broker.http_get("/v1/groups")
+    assert status == 200
+    [described] = [g for g in json.loads(body)["groups"] if g["group_id"] == group]
+    assert described["state"] == "Stable" and len(described["members"]) == 3
+    listed = sorted(p for m in described["members"] for a in m["assignment"] for p in a["partitions"])
+    assert listed == list(range(PARTITIONS))
+    assert sum(o["committed_offset"] for o in described["offsets"]) == 300
+    assert all(o["lag"] == 0 for o in described["offsets"])
+    members[0].close()   # leaves the group: the others take its partitions
+    rest = members[1:]
+    deadline = time.monotonic() + 30
+    while set().union(*({tp.partition for tp in c.assignment()} for c in rest)) != set(range(PARTITIONS)):
+        assert time.monotonic() < deadline, "the leaver's partitions were not reassigned"
+        for c in rest:
+            assert c.poll(0.1) is None, "a record before anything new was produced"
+    produce(broker.bootstrap, topic, 120, start=300)
+    got = drain(rest, 120)
+    later = sorted(v for vs in got.values() for v in vs)
+    assert later == sorted(f"v{i}" for i in range(300, 420)), "after a leave, nothing lost or repeated"
+    for c in rest:
+        c.close()
+
+
+def test_a_killed_member_is_replaced_after_its_session_and_offsets_resume(broker):
+    topic, group = "crashy", "survivors"
+    h.create_topic(broker.bootstrap, topic, PARTITIONS)
+    produce(broker.bootstrap, topic, 60)
+    # A member in another process, killed with SIGKILL once it has joined and committed.
+    script = textwrap.dedent(f"""
+        import sys, time
+        from confluent_kafka import Consumer
+        c = Consumer({{"bootstrap.servers": "{broker.bootstrap}", "group.id": "{group}",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                      "session.timeout.ms": 6000, "heartbeat.interval.ms": 300}})
+        c.subscribe(["{topic}"])
+        while not c.assignment():
+            c.poll(0.2)
+        print("joined", flush=True)
+        while True:
+            c.poll(0.2)
+    """)
+    victim = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert victim.stdout.readline().strip() == b"joined"
+    survivor = group_consumer(broker.bootstrap, group)
+    survivor.subscribe([topic])
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    # After the victim's session expires, the survivor owns every partition and reads all.
+    got = drain([survivor], 60, timeout=60)
+    assert sorted(got[0]) == sorted(f"v{i}" for i in range(60))
+    assert {tp.partition for tp in survivor.assignment()} == set(range(PARTITIONS))
+    survivor.commit(asynchronous=False)
+    survivor.close()
+    # A restarted member resumes after the committed offsets: it reads only new records.
+    produce(broker.bootstrap, topic, 12, start=60)
+    again = group_consumer(broker.bootstrap, group)
+    again.subscribe([topic])
+    got = drain([again], 12, timeout=60)
+    assert sorted(got[0]) == sorted(f"v{i}" for i in range(60, 72))
+    assert again.poll(2) is None, "re-read records before the committed offset"
+    again.close()
+
+
+def test_cooperative_sticky_and_kafka_python_groups(broker):
+    topic = "coop"
+    h.create_topic(broker.bootstrap, topic, PARTITIONS)
+    produce(broker.bootstrap, topic, 60)
+    coop = [group_consumer(broker.bootstrap, "coop-group",
+                           **{"partition.assignment.strategy": "cooperative-sticky"})
+            for _ in range(2)]
+    for c in coop:
+        c.subscribe([topic])
+    got = drain(coop, 60)
+    assert sorted(v for vs in got.values() for v in vs) == sorted(f"v{i}" for i in range(60))
+    for c in coop:
+        c.close()
+    # kafka-python's own group protocol implementation, subscribing with a group id.
+    kp = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id="kp-members",
+                       auto_offset_reset="earliest", consumer_timeout_ms=10000,
+                       enable_auto_commit=False)
+    values = sorted(m.value.decode() for m in kp)
+    assert values == sorted(f"v{i}" for i in range(60))
+    kp.commit()
+    kp.close()
