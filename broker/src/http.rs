@@ -88,11 +88,11 @@ async fn groups(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
             "protocol_type": group.protocol_type,
             "protocol": group.protocol,
             "leader": group.leader,
-            "members": group.members.iter().map(|(id, instance, client, _host, assignment)| json!({
-                "member_id": id,
-                "group_instance_id": instance,
-                "client_id": client,
-                "assignment": decode_assignment(assignment),
+            "members": group.members.iter().map(|m| json!({
+                "member_id": m.member_id,
+                "group_instance_id": m.instance_id,
+                "client_id": m.client_id,
+                "assignment": decode_assignment(&m.assignment),
             })).collect::<Vec<_>>(),
             "offsets": offsets,
         }));

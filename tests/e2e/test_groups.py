@@ -148,3 +148,36 @@ def test_cooperative_sticky_and_kafka_python_groups(broker):
     assert values == sorted(f"v{i}" for i in range(60))
     kp.commit()
     kp.close()
+
+
+def test_admin_tools_list_describe_and_delete_groups(broker):
+    from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions
+    topic = "admin-groups"
+    h.create_topic(broker.bootstrap, topic, PARTITIONS)
+    produce(broker.bootstrap, topic, 10)
+    member = group_consumer(broker.bootstrap, "described")
+    member.subscribe([topic])
+    assert len(drain([member], 10)[0]) == 10
+    member.commit(asynchronous=False)
+    admin = h.admin(broker.bootstrap)
+    listed = {g.group_id: g for g in admin.list_consumer_groups().result(15).valid}
+    assert "described" in listed
+    desc = admin.describe_consumer_groups(["described"])["described"].result(15)
+    assert desc.state == ConsumerGroupState.STABLE and len(desc.members) == 1
+    offsets = admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions("described")])["described"].result(15)
+    assert sum(tp.offset for tp in offsets.topic_partitions if tp.offset >= 0) == 10
+    member.close()
+    admin.delete_consumer_groups(["described"])["described"].result(15)
+    listed = {g.group_id for g in admin.list_consumer_groups().result(15).valid}
+    assert "described" not in listed
+
+
+def test_kcat_balanced_consumer(broker):
+    topic = "kcat-group"
+    h.create_topic(broker.bootstrap, topic, PARTITIONS)
+    produce(broker.bootstrap, topic, 8)
+    out = subprocess.run(["kcat", "-b", broker.bootstrap, "-G", "kcat-members", topic, "-e",
+                          "-o", "beginning", "-f", "%s\\n"],
+                         capture_output=True, timeout=60, check=True)
+    assert sorted(out.stdout.decode().split()) == sorted(f"v{i}" for i in range(8))

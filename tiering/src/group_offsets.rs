@@ -58,6 +58,40 @@ pub async fn fetch_all(
     Ok(out)
 }
 
+/// Deletes some committed offsets of `group`.
+pub async fn delete(
+    store: &dyn MetadataStore,
+    group: &str,
+    partitions: &[OffsetKey],
+) -> Result<(), MetadataError> {
+    for chunk in partitions.chunks(store.max_txn_ops().max(1)) {
+        let ops = chunk
+            .iter()
+            .map(|k| TxnOp::delete(keys::group_offset(group, &k.topic, k.partition)))
+            .collect();
+        store.txn(Txn::when(vec![]).and_then(ops)).await?;
+    }
+    Ok(())
+}
+
+/// The groups that have committed offsets.
+pub async fn groups(store: &dyn MetadataStore) -> Result<Vec<String>, MetadataError> {
+    let prefix = keys::groups_prefix();
+    let mut out: Vec<String> = store
+        .range_prefix(&prefix, 0)
+        .await?
+        .iter()
+        .filter_map(|kv| {
+            kv.key[prefix.len()..]
+                .split('/')
+                .next()
+                .and_then(keys::unescape_group)
+        })
+        .collect();
+    out.dedup();
+    Ok(out)
+}
+
 /// Deletes every committed offset of `group`.
 pub async fn delete_group(store: &dyn MetadataStore, group: &str) -> Result<(), MetadataError> {
     store

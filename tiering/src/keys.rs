@@ -201,6 +201,25 @@ pub fn escape_group(group: &str) -> String {
     out
 }
 
+/// The inverse of [`escape_group`]; `None` for a malformed name.
+pub fn unescape_group(escaped: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(escaped.len());
+    let mut iter = escaped.bytes();
+    while let Some(b) = iter.next() {
+        if b == b'%' {
+            let hex = [iter.next()?, iter.next()?];
+            bytes.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            bytes.push(b);
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+pub fn groups_prefix() -> String {
+    format!("{ROOT}/groups/")
+}
+
 pub fn group_prefix(group: &str) -> String {
     format!("{ROOT}/groups/{}/", escape_group(group))
 }
@@ -252,6 +271,15 @@ mod tests {
         let state: PartitionState = decode("k", old).expect("decode");
         assert_eq!(state.leader, -1);
         assert_eq!(state.next_offset, 5);
+    }
+
+    proptest! {
+        #[test]
+        fn group_names_round_trip(name in ".{0,40}") {
+            let escaped = escape_group(&name);
+            prop_assert!(!escaped.contains('/'));
+            prop_assert_eq!(unescape_group(&escaped), Some(name));
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod api_versions;
 mod configs;
 mod errors;
 mod fetch;
+mod group_admin;
 mod groups;
 mod list_offsets;
 mod metadata;
@@ -54,6 +55,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -369,6 +374,18 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Reply {
             )),
             RequestKind::LeaveGroup(req) => Some(ResponseKind::LeaveGroup(
                 groups::leave(broker, req, version).await,
+            )),
+            RequestKind::ListGroups(req) => Some(ResponseKind::ListGroups(
+                group_admin::list(broker, req, version).await,
+            )),
+            RequestKind::DescribeGroups(req) => Some(ResponseKind::DescribeGroups(
+                group_admin::describe(broker, req, version).await,
+            )),
+            RequestKind::DeleteGroups(req) => Some(ResponseKind::DeleteGroups(
+                group_admin::delete(broker, req).await,
+            )),
+            RequestKind::OffsetDelete(req) => Some(ResponseKind::OffsetDelete(
+                group_admin::delete_offsets(broker, req).await,
             )),
             RequestKind::FindCoordinator(req) => Some(ResponseKind::FindCoordinator(
                 offsets::find_coordinator(broker, req, version).await,

@@ -440,6 +440,62 @@ async fn every_advertised_version_round_trips() {
                     };
                     assert_eq!(code, 0, "leave v{version}");
                 }
+                ApiKey::ListGroups => {
+                    let r: ListGroupsResponse =
+                        call(broker, *api_key, version, &ListGroupsRequest::default()).await;
+                    assert_eq!(r.error_code, 0);
+                    // "g" has committed offsets (OffsetCommit ran) and this broker coordinates it.
+                    assert!(
+                        r.groups.iter().any(|g| g.group_id.as_str() == "g"),
+                        "list v{version}"
+                    );
+                }
+                ApiKey::DescribeGroups => {
+                    let group = format!("describe-{version}");
+                    let (member, _) = join_fresh(broker, &group, 5).await;
+                    let request = DescribeGroupsRequest::default()
+                        .with_groups(vec![GroupId(StrBytes::from_string(group))]);
+                    let r: DescribeGroupsResponse = call(broker, *api_key, version, &request).await;
+                    let g = &r.groups[0];
+                    assert_eq!(
+                        (g.error_code, g.group_state.as_str()),
+                        (0, "CompletingRebalance")
+                    );
+                    assert_eq!(g.members[0].member_id.as_str(), member);
+                    assert_eq!(g.members[0].member_metadata.as_ref(), b"subscription");
+                }
+                ApiKey::DeleteGroups => {
+                    let busy = format!("busy-{version}");
+                    join_fresh(broker, &busy, 5).await;
+                    let request = DeleteGroupsRequest::default().with_groups_names(vec![
+                        GroupId(StrBytes::from_string(busy)),
+                        GroupId(StrBytes::from_static_str("never-existed")),
+                    ]);
+                    let r: DeleteGroupsResponse = call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.results[0].error_code, ResponseError::NonEmptyGroup.code());
+                    assert_eq!(
+                        r.results[1].error_code,
+                        ResponseError::GroupIdNotFound.code()
+                    );
+                }
+                ApiKey::OffsetDelete => {
+                    let request = OffsetDeleteRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                        .with_topics(vec![
+                            offset_delete_request::OffsetDeleteRequestTopic::default()
+                                .with_name(TopicName(StrBytes::from_static_str("versions")))
+                                .with_partitions(vec![
+                                    offset_delete_request::OffsetDeleteRequestPartition::default()
+                                        .with_partition_index(0),
+                                ]),
+                        ]);
+                    let r: OffsetDeleteResponse = call(broker, *api_key, version, &request).await;
+                    assert_eq!((r.error_code, r.topics[0].partitions[0].error_code), (0, 0));
+                    let gone = skiff_tiering::group_offsets::fetch_all(&*broker.store, "g")
+                        .await
+                        .expect("fetch");
+                    assert!(gone.get("versions").is_none_or(|p| !p.contains_key(&0)));
+                }
                 other => panic!("advertised {other:?} without a test"),
             }
         }

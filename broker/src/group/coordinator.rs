@@ -59,8 +59,18 @@ pub struct GroupSummary {
     pub protocol_type: String,
     pub protocol: String,
     pub leader: String,
-    /// (member id, instance id, client id, client host, assignment)
-    pub members: Vec<(String, Option<String>, String, String, Bytes)>,
+    pub members: Vec<MemberSummary>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberSummary {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// The member's metadata for the group's protocol (a consumer's subscription).
+    pub metadata: Bytes,
+    pub assignment: Bytes,
 }
 
 pub struct Coordinator {
@@ -204,6 +214,10 @@ impl Coordinator {
         });
     }
 
+    pub fn summary(&self, group: &str) -> Option<GroupSummary> {
+        self.summaries().into_iter().find(|s| s.group_id == group)
+    }
+
     pub fn summaries(&self) -> Vec<GroupSummary> {
         let groups = self.groups.lock().expect("groups mutex poisoned");
         groups
@@ -220,14 +234,18 @@ impl Coordinator {
                     members: g
                         .members
                         .values()
-                        .map(|m| {
-                            (
-                                m.id.clone(),
-                                m.instance_id.clone(),
-                                m.client_id.clone(),
-                                m.client_host.clone(),
-                                m.assignment.clone(),
-                            )
+                        .map(|m| MemberSummary {
+                            member_id: m.id.clone(),
+                            instance_id: m.instance_id.clone(),
+                            client_id: m.client_id.clone(),
+                            client_host: m.client_host.clone(),
+                            metadata: m
+                                .protocols
+                                .iter()
+                                .find(|(n, _)| Some(n) == g.protocol.as_ref())
+                                .map(|(_, md)| md.clone())
+                                .unwrap_or_default(),
+                            assignment: m.assignment.clone(),
                         })
                         .collect(),
                 }
