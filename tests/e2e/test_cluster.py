@@ -59,8 +59,9 @@ def wait_for(predicate, timeout, what):
 class Recorder:
     """A continuously producing acks=all client that remembers every delivery report."""
 
-    def __init__(self, bootstrap, topic):
+    def __init__(self, bootstrap, topic, prefix="r"):
         self.topic = topic
+        self.prefix = prefix
         self.acked = {}        # value -> (partition, offset)
         self.failed = {}
         self.sent = 0
@@ -82,7 +83,7 @@ class Recorder:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             for _ in range(20):
-                value = f"r{self.sent:07d}"
+                value = f"{self.prefix}{self.sent:07d}"
                 try:
                     self.p.produce(self.topic, value=value.encode(),
                                    partition=self.sent % PARTITIONS, on_delivery=self._report)
@@ -215,3 +216,53 @@ def test_etcd_restart(cluster, etcd):
     rec.finish()
     check_log(cluster[1].bootstrap, rec)
     assert all(b.is_running() for b in cluster)
+
+
+@pytest.mark.timeout(180)
+def test_group_coordinator_kill9_members_rejoin_and_offsets_survive(cluster):
+    from confluent_kafka import Consumer
+    topic, group = "group-failover", "fo-group"
+    h.create_topic(cluster[0].bootstrap, topic, PARTITIONS)
+    rec = Recorder(cluster[0].bootstrap, topic)
+    rec.produce_for(1)
+    rec.finish()
+    conf = {"bootstrap.servers": ",".join(b.bootstrap for b in cluster), "group.id": group,
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            "session.timeout.ms": 6000, "heartbeat.interval.ms": 300}
+    c = Consumer(conf)
+    c.subscribe([topic])
+    seen = set()
+    deadline = time.monotonic() + 60
+    while len(seen) < len(rec.acked):
+        assert time.monotonic() < deadline, f"read {len(seen)} of {len(rec.acked)}"
+        m = c.poll(0.2)
+        if m is not None and m.error() is None:
+            seen.add(m.value().decode())
+    c.commit(asynchronous=False)
+
+    def coordinator():
+        for b in cluster:
+            if b.is_running():
+                status, body = b.http_get("/v1/groups")
+                if status == 200 and any(g["group_id"] == group for g in json.loads(body)["groups"]):
+                    return b
+        return None
+    victim = coordinator()
+    assert victim is not None, "no broker coordinates the group"
+    victim.kill9()
+    # New records after the coordinator died: the member finds the new coordinator, rejoins,
+    # and reads them (partitions the victim led move too).
+    more = Recorder(next(b for b in cluster if b.is_running()).bootstrap, topic, prefix="after-")
+    more.produce_for(1)
+    more.finish()
+    fresh = set()
+    deadline = time.monotonic() + 90
+    while len(fresh) < len(more.acked):
+        assert time.monotonic() < deadline, f"after failover read {len(fresh)} of {len(more.acked)}"
+        m = c.poll(0.2)
+        if m is not None and m.error() is None:
+            value = m.value().decode()
+            assert value not in seen, f"{value} re-read: committed offsets lost"
+            fresh.add(value)
+    assert coordinator() not in (None, victim)
+    c.close()
