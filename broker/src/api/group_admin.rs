@@ -160,6 +160,10 @@ pub async fn delete(broker: &Broker, request: DeleteGroupsRequest) -> DeleteGrou
                 Ok(offsets) if offsets.is_empty() && broker.groups.summary(&group_id).is_none() => {
                     ResponseError::GroupIdNotFound.code()
                 }
+                // Forgets it from memory too, so it is not listed until it is used again.
+                Ok(_) if !broker.groups.forget_if_empty(&group_id) => {
+                    ResponseError::NonEmptyGroup.code()
+                }
                 Ok(_) => match group_offsets::delete_group(&*broker.store, &group_id).await {
                     Ok(()) => 0,
                     Err(_) => ResponseError::CoordinatorNotAvailable.code(),

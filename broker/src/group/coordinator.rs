@@ -214,6 +214,19 @@ impl Coordinator {
         });
     }
 
+    /// Forgets a group that has no members (DeleteGroups); false if it has members.
+    pub fn forget_if_empty(&self, group: &str) -> bool {
+        let mut groups = self.groups.lock().expect("groups mutex poisoned");
+        match groups.get(group) {
+            Some(slot) if !slot.group.members.is_empty() => false,
+            Some(_) => {
+                groups.remove(group);
+                true
+            }
+            None => true,
+        }
+    }
+
     pub fn summary(&self, group: &str) -> Option<GroupSummary> {
         self.summaries().into_iter().find(|s| s.group_id == group)
     }
