@@ -42,9 +42,15 @@ impl Slot {
                 let _ = reply.send(Err(GroupError::UnknownMemberId));
             }
         }
-        if self.group.phase == Phase::PreparingRebalance {
+        // Syncs wait only while the leader's assignment is due; otherwise answer them now.
+        if self.group.phase != Phase::CompletingRebalance {
+            let error = if self.group.phase == Phase::Empty {
+                GroupError::UnknownMemberId
+            } else {
+                GroupError::RebalanceInProgress
+            };
             for (_, reply) in self.syncs.drain() {
-                let _ = reply.send(Err(GroupError::RebalanceInProgress));
+                let _ = reply.send(Err(error));
             }
         }
     }

@@ -119,17 +119,19 @@ impl Group {
         {
             return Err(GroupError::InvalidSessionTimeout);
         }
-        if request.protocols.is_empty()
+        // One protocol must be supported by every member, this one included (Kafka's
+        // candidate protocols), or no assignment could ever be agreed.
+        let common = request.protocols.iter().any(|(name, _)| {
+            self.members
+                .values()
+                .filter(|m| m.id != request.member_id)
+                .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+        });
+        if !common
             || self
                 .protocol_type
                 .as_ref()
                 .is_some_and(|t| !self.members.is_empty() && *t != request.protocol_type)
-            || !self.members.values().all(|m| {
-                m.id == request.member_id
-                    || m.protocols
-                        .iter()
-                        .any(|(n, _)| request.protocols.iter().any(|(r, _)| r == n))
-            })
         {
             return Err(GroupError::InconsistentGroupProtocol);
         }
@@ -244,7 +246,15 @@ impl Group {
                     .values()
                     .all(|m| m.protocols.iter().any(|(n, _)| n == name))
             })
-            .expect("join refuses members without a common protocol");
+            // Join admits only members sharing a protocol with all others; should that ever
+            // fail, the leader's own first choice is used rather than failing the group.
+            .or_else(|| {
+                self.members[&leader]
+                    .protocols
+                    .first()
+                    .map(|(n, _)| n.clone())
+            })
+            .unwrap_or_default();
         self.protocol = Some(protocol.clone());
         self.phase = Phase::CompletingRebalance;
         let roster: Vec<(String, Option<String>, Bytes)> = self
@@ -395,11 +405,14 @@ impl Group {
             return if self.members.is_empty() {
                 Ok(())
             } else {
-                Err(GroupError::IllegalGeneration)
+                Err(GroupError::UnknownMemberId)
             };
         }
         self.check_member(member_id, generation)?;
-        if self.phase == Phase::PreparingRebalance {
+        // As Kafka: members commit while a rebalance is being prepared (their generation is
+        // still current; clients commit on revocation exactly then), but not between the join
+        // and the assignment.
+        if self.phase == Phase::CompletingRebalance {
             return Err(GroupError::RebalanceInProgress);
         }
         Ok(())

@@ -103,10 +103,7 @@ fn fencing_errors_follow_kafka() {
         Err(GroupError::IllegalGeneration)
     );
     assert_eq!(group.check_commit("a", 1), Ok(()));
-    assert_eq!(
-        group.check_commit("", -1),
-        Err(GroupError::IllegalGeneration)
-    );
+    assert_eq!(group.check_commit("", -1), Err(GroupError::UnknownMemberId));
     // A third member arrives: the others learn of the rebalance from their heartbeat.
     join_new(&mut group, "c", 300);
     assert_eq!(group.phase, Phase::PreparingRebalance);
@@ -116,7 +113,8 @@ fn fencing_errors_follow_kafka() {
     );
     assert_eq!(
         group.check_commit("a", 1),
-        Err(GroupError::RebalanceInProgress)
+        Ok(()),
+        "commits on revocation are accepted"
     );
     // Concurrent rejoins during the rebalance are all accepted.
     group
@@ -193,6 +191,42 @@ fn static_members_take_their_old_place() {
         .join(static_join, || "m2".into(), &settings(), 200)
         .expect("rejoin after restart");
     assert_eq!(group.members.keys().collect::<Vec<_>>(), ["m2"]);
+}
+
+#[test]
+fn one_protocol_must_be_common_to_all_members() {
+    let mut group = Group::default();
+    let with = |protocols: &[&str]| {
+        let mut r = request("");
+        r.protocols = protocols
+            .iter()
+            .map(|p| (p.to_string(), Bytes::new()))
+            .collect();
+        r
+    };
+    group
+        .join(
+            with(&["range", "roundrobin"]),
+            || "a".into(),
+            &settings(),
+            0,
+        )
+        .expect("a");
+    group
+        .join(with(&["range", "sticky"]), || "b".into(), &settings(), 0)
+        .expect("b");
+    // Overlaps with each member pairwise, but nothing is common to all three.
+    assert_eq!(
+        group.join(
+            with(&["roundrobin", "sticky"]),
+            || "c".into(),
+            &settings(),
+            0
+        ),
+        Err(GroupError::InconsistentGroupProtocol)
+    );
+    let joined = group.try_complete_join(100).expect("complete");
+    assert!(joined.iter().all(|j| j.protocol == "range"));
 }
 
 #[test]
