@@ -181,3 +181,41 @@ def test_kcat_balanced_consumer(broker):
                           "-o", "beginning", "-f", "%s\\n"],
                          capture_output=True, timeout=60, check=True)
     assert sorted(out.stdout.decode().split()) == sorted(f"v{i}" for i in range(8))
+
+
+def test_static_member_restart_keeps_its_partitions_without_a_rebalance(broker):
+    import json
+    topic, group = "static", "static-group"
+    h.create_topic(broker.bootstrap, topic, PARTITIONS)
+    produce(broker.bootstrap, topic, 60)
+
+    def describe():
+        status, body = broker.http_get("/v1/groups")
+        assert status == 200
+        [g] = [g for g in json.loads(body)["groups"] if g["group_id"] == group]
+        return g
+
+    pod = group_consumer(broker.bootstrap, group, **{"group.instance.id": "pod-0"})
+    other = group_consumer(broker.bootstrap, group)
+    for c in (pod, other):
+        c.subscribe([topic])
+    drain([pod, other], 60)
+    before = describe()
+    assert before["state"] == "Stable" and len(before["members"]) == 2
+    pod_partitions = {tp.partition for tp in pod.assignment()}
+    other_partitions = {tp.partition for tp in other.assignment()}
+    assert pod_partitions and other_partitions
+    pod.close()                 # a static member leaves no LeaveGroup behind (KIP-345)
+    restarted = group_consumer(broker.bootstrap, group, **{"group.instance.id": "pod-0"})
+    restarted.subscribe([topic])
+    deadline = time.monotonic() + 30
+    while not restarted.assignment():
+        assert time.monotonic() < deadline, "the restarted static member got no assignment"
+        restarted.poll(0.1)
+        other.poll(0.1)
+    after = describe()
+    assert after["generation"] == before["generation"], "a rebalance happened"
+    assert {tp.partition for tp in restarted.assignment()} == pod_partitions
+    assert {tp.partition for tp in other.assignment()} == other_partitions
+    restarted.close()
+    other.close()

@@ -16,6 +16,7 @@ use kafka_protocol::ResponseError;
 pub fn group_error(error: GroupError) -> ResponseError {
     match error {
         GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
         GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
         GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
         GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
@@ -124,6 +125,7 @@ pub async fn sync(broker: &Broker, request: SyncGroupRequest) -> SyncGroupRespon
         .sync(
             &request.group_id,
             &request.member_id,
+            request.group_instance_id.as_deref(),
             request.generation_id,
             assignments,
         )
@@ -142,10 +144,12 @@ pub async fn heartbeat(broker: &Broker, request: HeartbeatRequest) -> HeartbeatR
     if let Err(code) = check_coordinator(broker, &request.group_id).await {
         return HeartbeatResponse::default().with_error_code(code.code());
     }
-    match broker
-        .groups
-        .heartbeat(&request.group_id, &request.member_id, request.generation_id)
-    {
+    match broker.groups.heartbeat(
+        &request.group_id,
+        &request.member_id,
+        request.group_instance_id.as_deref(),
+        request.generation_id,
+    ) {
         Ok(()) => HeartbeatResponse::default(),
         Err(error) => HeartbeatResponse::default().with_error_code(group_error(error).code()),
     }
@@ -160,7 +164,10 @@ pub async fn leave(
         return LeaveGroupResponse::default().with_error_code(code.code());
     }
     if version < 3 {
-        return match broker.groups.leave(&request.group_id, &request.member_id) {
+        return match broker
+            .groups
+            .leave(&request.group_id, &request.member_id, None)
+        {
             Ok(()) => LeaveGroupResponse::default(),
             Err(error) => LeaveGroupResponse::default().with_error_code(group_error(error).code()),
         };
@@ -171,7 +178,11 @@ pub async fn leave(
         .map(|m| {
             let code = broker
                 .groups
-                .leave(&request.group_id, &m.member_id)
+                .leave(
+                    &request.group_id,
+                    &m.member_id,
+                    m.group_instance_id.as_deref(),
+                )
                 .err()
                 .map_or(0, |e| group_error(e).code());
             MemberResponse::default()

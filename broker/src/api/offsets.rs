@@ -105,14 +105,24 @@ pub async fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetComm
             Err(code) => Some(code),
             Ok(()) => broker
                 .groups
-                .check_commit(&group, &request.member_id, generation)
+                .check_commit(
+                    &group,
+                    &request.member_id,
+                    request.group_instance_id.as_deref(),
+                    generation,
+                )
                 .err()
                 .map(super::groups::group_error),
         }
     } else {
         broker
             .groups
-            .check_commit(&group, &request.member_id, generation)
+            .check_commit(
+                &group,
+                &request.member_id,
+                request.group_instance_id.as_deref(),
+                generation,
+            )
             .err()
             .map(super::groups::group_error)
     };

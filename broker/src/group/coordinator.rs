@@ -110,6 +110,16 @@ impl Coordinator {
     pub async fn join(&self, group: &str, request: JoinRequest) -> Result<Joined, GroupError> {
         let client = request.client_id.clone();
         let settings = self.settings.clone();
+        let immediate = self.with_slot(group, |slot, now| {
+            slot.group.rejoin_static(
+                &request,
+                || format!("{client}-{}", uuid::Uuid::new_v4()),
+                now,
+            )
+        });
+        if let Some(joined) = immediate {
+            return Ok(joined);
+        }
         let receiver = self.with_slot(group, |slot, now| {
             let id = slot.group.join(
                 request,
@@ -134,10 +144,12 @@ impl Coordinator {
         &self,
         group: &str,
         member_id: &str,
+        instance_id: Option<&str>,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
     ) -> Result<Bytes, GroupError> {
         let receiver = self.with_slot(group, |slot, now| {
+            slot.group.check_instance(member_id, instance_id)?;
             match slot.group.sync(member_id, generation, assignments, now)? {
                 SyncOutcome::Assigned(assignment) => Ok(Ok(assignment)),
                 SyncOutcome::Wait => {
@@ -170,15 +182,23 @@ impl Coordinator {
         &self,
         group: &str,
         member_id: &str,
+        instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), GroupError> {
         self.with_slot(group, |slot, now| {
+            slot.group.check_instance(member_id, instance_id)?;
             slot.group.heartbeat(member_id, generation, now)
         })
     }
 
-    pub fn leave(&self, group: &str, member_id: &str) -> Result<(), GroupError> {
+    pub fn leave(
+        &self,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), GroupError> {
         self.with_slot(group, |slot, now| {
+            slot.group.check_instance(member_id, instance_id)?;
             let result = slot.group.leave(member_id, now);
             slot.drive(now);
             result
@@ -189,11 +209,15 @@ impl Coordinator {
         &self,
         group: &str,
         member_id: &str,
+        instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), GroupError> {
         let groups = self.groups.lock().expect("groups mutex poisoned");
         match groups.get(group) {
-            Some(slot) => slot.group.check_commit(member_id, generation),
+            Some(slot) => {
+                slot.group.check_instance(member_id, instance_id)?;
+                slot.group.check_commit(member_id, generation)
+            }
             None if generation < 0 => Ok(()),
             None => Err(GroupError::IllegalGeneration),
         }

@@ -20,6 +20,8 @@ pub enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupError {
     UnknownMemberId,
+    /// Another process now holds this static member's `group.instance.id`.
+    FencedInstanceId,
     IllegalGeneration,
     RebalanceInProgress,
     InconsistentGroupProtocol,
@@ -106,6 +108,75 @@ impl Default for Group {
 }
 
 impl Group {
+    /// A static member (`group.instance.id`) coming back to a stable group with the same
+    /// protocols takes its old place and assignment under a new member id, with no rebalance
+    /// (KIP-345): the answer is immediate. `None`: the ordinary join applies.
+    pub fn rejoin_static(
+        &mut self,
+        request: &JoinRequest,
+        new_member_id: impl FnOnce() -> String,
+        now_ms: i64,
+    ) -> Option<Joined> {
+        let instance = request.instance_id.as_ref()?;
+        if !request.member_id.is_empty() || self.phase != Phase::Stable {
+            return None;
+        }
+        let old = self
+            .members
+            .values()
+            .find(|m| m.instance_id.as_ref() == Some(instance))?
+            .clone();
+        if old.protocols != request.protocols {
+            return None;
+        }
+        let id = new_member_id();
+        self.members.remove(&old.id);
+        self.members.insert(
+            id.clone(),
+            Member {
+                id: id.clone(),
+                client_id: request.client_id.clone(),
+                client_host: request.client_host.clone(),
+                session_timeout_ms: request.session_timeout_ms,
+                rebalance_timeout_ms: request.rebalance_timeout_ms,
+                last_seen_ms: now_ms,
+                ..old.clone()
+            },
+        );
+        if self.leader.as_ref() == Some(&old.id) {
+            self.leader = Some(id.clone());
+        }
+        Some(Joined {
+            member_id: id,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            protocol: self.protocol.clone().unwrap_or_default(),
+            leader: self.leader.clone().unwrap_or_default(),
+            // Nothing to assign: the group keeps its assignment.
+            members: Vec::new(),
+        })
+    }
+
+    /// A request naming a static member's instance id must come from its current member id;
+    /// the previous holder of the id is fenced (FENCED_INSTANCE_ID), as in Kafka.
+    pub fn check_instance(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), GroupError> {
+        let Some(instance) = instance_id else {
+            return Ok(());
+        };
+        match self
+            .members
+            .values()
+            .find(|m| m.instance_id.as_deref() == Some(instance))
+        {
+            Some(current) if current.id != member_id => Err(GroupError::FencedInstanceId),
+            _ => Ok(()),
+        }
+    }
+
     /// Adds or refreshes a member and starts (or joins) a rebalance. Returns the member id.
     pub fn join(
         &mut self,

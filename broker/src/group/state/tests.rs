@@ -292,3 +292,47 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_static_member_rejoining_unchanged_keeps_its_assignment_without_a_rebalance() {
+    let mut group = Group::default();
+    let mut static_join = request("");
+    static_join.instance_id = Some("pod-0".into());
+    group
+        .join(static_join.clone(), || "m1".into(), &settings(), 0)
+        .expect("join");
+    join_new(&mut group, "b", 0);
+    group.try_complete_join(100).expect("complete");
+    let leader = group.leader.clone().expect("leader");
+    let assignments = vec![
+        ("m1".to_owned(), Bytes::from_static(b"P0")),
+        ("b".to_owned(), Bytes::from_static(b"P1")),
+    ];
+    group.sync(&leader, 1, assignments, 100).expect("sync");
+    // The pod restarts: same instance id, new process, no member id.
+    let joined = group
+        .rejoin_static(&static_join, || "m2".into(), 200)
+        .expect("immediate rejoin");
+    assert_eq!((joined.member_id.as_str(), joined.generation), ("m2", 1));
+    assert_eq!(group.phase, Phase::Stable, "no rebalance");
+    assert_eq!(group.generation, 1);
+    assert_eq!(
+        group.sync("m2", 1, vec![], 201),
+        Ok(SyncOutcome::Assigned(Bytes::from_static(b"P0")))
+    );
+    assert_eq!(
+        group.heartbeat("b", 1, 201),
+        Ok(()),
+        "the other member is undisturbed"
+    );
+    // The old process, if it is still around, is fenced.
+    assert_eq!(
+        group.check_instance("m1", Some("pod-0")),
+        Err(GroupError::FencedInstanceId)
+    );
+    assert_eq!(group.check_instance("m2", Some("pod-0")), Ok(()));
+    // Changed protocols need a real rebalance.
+    let mut changed = static_join.clone();
+    changed.protocols = vec![("range".into(), Bytes::from_static(b"new subscription"))];
+    assert!(group.rejoin_static(&changed, || "m3".into(), 300).is_none());
+}
