@@ -43,20 +43,7 @@ def etcd_txns(etcd: Etcd) -> float:
 
 
 def start(binary, workdir, name, etcd, s3, extra, log):
-    import subprocess
-    kafka, http = f"127.0.0.1:{pc.free_port()}", f"127.0.0.1:{pc.free_port()}"
-    proc = subprocess.Popen(
-        [binary, "serve", "--data-dir", str(workdir / name), "--listeners", kafka,
-         "--http-listeners", http, "--log", "warn", *broker_args(etcd, s3), *extra],
-        stdout=log, stderr=log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://{http}/health", timeout=1).read()
-            return proc, kafka, http
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{name} did not start")
+    return pc.start_broker(binary, workdir / name, 250, log, (*broker_args(etcd, s3), *extra))
 
 
 def leaders(http, topic):
@@ -76,7 +63,7 @@ def failover_once(binary, workdir, etcd, s3, run, log, session_ms):
     admin = AdminClient({"bootstrap.servers": brokers[0][1]})
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(15)
     owner = leaders(brokers[0][2], topic)[0]
-    victim = next(b for b in brokers if b[0].pid and owner == 100 * run + 1 + brokers.index(b))
+    victim = brokers[owner - (100 * run + 1)]   # node ids are 100*run + 1..3, in order
     survivor = next(b for b in brokers if b is not victim)
     p = Producer({"bootstrap.servers": survivor[1], "acks": "all", "linger.ms": 0,
                   "retry.backoff.ms": 20, "retry.backoff.max.ms": 100,

@@ -66,11 +66,12 @@ def percentile(values, p):
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
-def start_broker(binary: str, data_dir: Path, linger_ms: int, log) -> tuple[subprocess.Popen, str, str]:
+def start_broker(binary: str, data_dir: Path, linger_ms: int, log,
+                 extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str, str]:
     kafka, http = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
         [binary, "serve", "--data-dir", str(data_dir), "--listeners", kafka,
-         "--http-listeners", http, "--flush-linger-ms", str(linger_ms), "--log", "warn"],
+         "--http-listeners", http, "--flush-linger-ms", str(linger_ms), "--log", "warn", *extra],
         stdout=log, stderr=log)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

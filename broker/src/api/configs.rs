@@ -40,11 +40,20 @@ enum Kind {
     ListOf(&'static [&'static str]),
 }
 
+/// Where a topic config's default comes from.
+#[derive(Debug, Clone, Copy)]
+enum DefaultValue {
+    Fixed(&'static str),
+    /// The broker's `message.max.bytes`.
+    MessageMaxBytes,
+    /// The broker's `log.message.timestamp.type`.
+    TimestampType,
+}
+
 struct TopicConfigDef {
     name: &'static str,
     kind: Kind,
-    /// Fixed default; `None` when it comes from a broker setting.
-    default: Option<&'static str>,
+    default: DefaultValue,
 }
 
 const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
@@ -53,57 +62,57 @@ const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef {
         name: "cleanup.policy",
         kind: Kind::ListOf(&["delete", "compact"]),
-        default: Some("delete"),
+        default: DefaultValue::Fixed("delete"),
     },
     TopicConfigDef {
         name: "compression.type",
         kind: Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
-        default: Some("producer"),
+        default: DefaultValue::Fixed("producer"),
     },
     TopicConfigDef {
         name: "delete.retention.ms",
         kind: Kind::Long { min: 0 },
-        default: Some("86400000"),
+        default: DefaultValue::Fixed("86400000"),
     },
     TopicConfigDef {
         name: "max.message.bytes",
         kind: Kind::Int { min: 0 },
-        default: None,
+        default: DefaultValue::MessageMaxBytes,
     },
     TopicConfigDef {
         name: "message.timestamp.type",
         kind: Kind::OneOf(TIMESTAMP_TYPES),
-        default: None,
+        default: DefaultValue::TimestampType,
     },
     TopicConfigDef {
         name: "min.compaction.lag.ms",
         kind: Kind::Long { min: 0 },
-        default: Some("0"),
+        default: DefaultValue::Fixed("0"),
     },
     TopicConfigDef {
         name: "min.insync.replicas",
         kind: Kind::Int { min: 1 },
-        default: Some("1"),
+        default: DefaultValue::Fixed("1"),
     },
     TopicConfigDef {
         name: "retention.bytes",
         kind: Kind::Long { min: -1 },
-        default: Some("-1"),
+        default: DefaultValue::Fixed("-1"),
     },
     TopicConfigDef {
         name: "retention.ms",
         kind: Kind::Long { min: -1 },
-        default: Some("604800000"),
+        default: DefaultValue::Fixed("604800000"),
     },
     TopicConfigDef {
         name: "segment.bytes",
         kind: Kind::Int { min: 14 },
-        default: Some("1073741824"),
+        default: DefaultValue::Fixed("1073741824"),
     },
     TopicConfigDef {
         name: "segment.ms",
         kind: Kind::Long { min: 1 },
-        default: Some("604800000"),
+        default: DefaultValue::Fixed("604800000"),
     },
 ];
 
@@ -145,15 +154,12 @@ impl<'a> TopicConfigs<'a> {
     }
 
     fn default_of(&self, def: &TopicConfigDef) -> String {
-        if let Some(value) = def.default {
-            return value.to_owned();
-        }
-        match def.name {
-            "max.message.bytes" => self.broker.limits.message_max_bytes.to_string(),
-            "message.timestamp.type" => {
+        match def.default {
+            DefaultValue::Fixed(value) => value.to_owned(),
+            DefaultValue::MessageMaxBytes => self.broker.limits.message_max_bytes.to_string(),
+            DefaultValue::TimestampType => {
                 timestamp_type_name(self.broker.topic_defaults.message_timestamp_type).to_owned()
             }
-            other => unreachable!("topic config {other} has neither a fixed nor a broker default"),
         }
     }
 

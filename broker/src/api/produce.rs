@@ -13,6 +13,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use skiff_tiering::batch;
+use skiff_tiering::keys::TopicRecord;
 use skiff_tiering::log::{AppendOutcome, TopicPartition};
 use skiff_tiering::LogError;
 use std::time::Duration;
@@ -50,11 +51,7 @@ pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
                 "transactions are not supported yet".to_owned(),
             ))
         } else {
-            match broker.topic_or_create(&name, true).await {
-                Ok(Some(topic)) => Ok(topic),
-                Ok(None) => Err((ResponseError::UnknownTopicOrPartition, name.clone())),
-                Err(error) => Err((catalog_error(&error), error.to_string())),
-            }
+            topic_record(broker, &name, &topic_data.partition_data).await
         };
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for partition in topic_data.partition_data {
@@ -62,7 +59,7 @@ pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
             let result = match &topic {
                 Err(failure) => Err(failure.clone()),
                 Ok(topic) => {
-                    let configs = TopicConfigs::new(broker, &topic.record.configs);
+                    let configs = TopicConfigs::new(broker, &topic.configs);
                     validate(&name, partition.index, partition.records, &configs)
                 }
             };
@@ -148,6 +145,29 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Option<ProduceResponse
 /// A produce never times out before its flush had a fair chance to happen.
 fn broker_min_wait_ms(broker: &Broker) -> u64 {
     broker.log.config().flush_linger_ms + 1_000
+}
+
+/// The topic's record: cached with a partition this broker leads (the usual case, no store
+/// read), else read from the store, creating the topic if auto-creation is on.
+async fn topic_record(
+    broker: &Broker,
+    name: &str,
+    partitions: &[kafka_protocol::messages::produce_request::PartitionProduceData],
+) -> Result<TopicRecord, (ResponseError, String)> {
+    if let Some(first) = partitions.first() {
+        if let Ok(record) = broker
+            .log
+            .led_topic(&TopicPartition::new(name, first.index))
+            .await
+        {
+            return Ok(record);
+        }
+    }
+    match broker.topic_or_create(name, true).await {
+        Ok(Some(topic)) => Ok(topic.record),
+        Ok(None) => Err((ResponseError::UnknownTopicOrPartition, name.to_owned())),
+        Err(error) => Err((catalog_error(&error), error.to_string())),
+    }
 }
 
 /// One partition's batches, checked and ready to queue.

@@ -31,6 +31,13 @@ pub(crate) enum Slot {
 }
 
 impl Slot {
+    fn base_offset(&self) -> i64 {
+        match self {
+            Slot::Section(e) => e.base_offset,
+            Slot::Rollup(r) => r.base_offset,
+        }
+    }
+
     pub(crate) fn last_offset(&self) -> i64 {
         match self {
             Slot::Section(e) => e.last_offset,
@@ -138,10 +145,15 @@ pub(crate) async fn children(
             body
         }
     };
-    Ok(match &*body {
+    Ok(slots_of(&body))
+}
+
+/// An index object's entries as slots, in offset order.
+fn slots_of(body: &RollupBody) -> Vec<Slot> {
+    match body {
         RollupBody::Sections(entries) => entries.iter().cloned().map(Slot::Section).collect(),
         RollupBody::Rollups(rollups) => rollups.iter().cloned().map(Slot::Rollup).collect(),
-    })
+    }
 }
 
 /// Sections holding offsets from `offset` on, in order, until about `max_bytes` are planned
@@ -213,19 +225,11 @@ pub(crate) async fn roll_up(
             None => return Ok(()),
         }
     };
-    let slots: Vec<Slot> = match &body {
-        RollupBody::Sections(entries) => entries.iter().cloned().map(Slot::Section).collect(),
-        RollupBody::Rollups(rollups) => rollups.iter().cloned().map(Slot::Rollup).collect(),
+    let slots = slots_of(&body);
+    let (Some(first), Some(last)) = (slots.first(), slots.last()) else {
+        return Ok(());
     };
-    let (first_base, last_base) = match (&body, slots.first(), slots.last()) {
-        (RollupBody::Sections(e), Some(_), Some(_)) => {
-            (e[0].base_offset, e[e.len() - 1].base_offset)
-        }
-        (RollupBody::Rollups(r), Some(_), Some(_)) => {
-            (r[0].base_offset, r[r.len() - 1].base_offset)
-        }
-        _ => return Ok(()),
-    };
+    let (first_base, last_base) = (first.base_offset(), last.base_offset());
     let bytes = serde_json::to_vec(&body).expect("index entries serialize");
     let path = paths::new_index_object();
     let entry = RollupEntry {

@@ -156,6 +156,9 @@ pub struct LogStats {
 pub(crate) struct PartitionLog {
     /// Identifies the incarnation of the topic this partition belongs to.
     pub(crate) topic_create_revision: Revision,
+    /// That incarnation's record (configs are fixed at creation; a re-created topic is a new
+    /// incarnation, whose cached partitions are dropped).
+    pub(crate) topic: keys::TopicRecord,
     pub(crate) view: Mutex<PartitionView>,
     /// Appends accepted and not yet answered; a hand-over waits for them.
     pub(crate) inflight: pending::Inflight,
@@ -429,6 +432,12 @@ impl Log {
         partitions.clear();
     }
 
+    /// The topic record of a partition this broker leads, from its cache: the produce path's
+    /// way to a topic's configs without a metadata-store read per request.
+    pub async fn led_topic(&self, tp: &TopicPartition) -> Result<keys::TopicRecord, LogError> {
+        Ok(self.led_partition(tp).await?.topic.clone())
+    }
+
     /// Drops what this broker remembers of one partition; the next use reloads it.
     pub fn forget_partition(&self, tp: &TopicPartition) {
         let mut partitions = self.inner.partitions.write().expect("partitions poisoned");
@@ -538,6 +547,7 @@ pub(crate) async fn load_partition(
     }
     let loaded = Arc::new(PartitionLog {
         topic_create_revision: topic.create_revision,
+        topic: topic.record,
         view: Mutex::new(PartitionView {
             state,
             releasing: false,

@@ -270,35 +270,18 @@ fn apply_blocking(db: &Database, txn: Txn) -> Result<(TxnOutcome, Vec<WatchEvent
                         });
                     }
                 }
-                TxnOp::DeletePrefix { .. } | TxnOp::DeleteRange { .. } => {
-                    let (start, end) = match op {
-                        TxnOp::DeletePrefix { prefix } => {
-                            let end = super::prefix_end(&prefix);
-                            (prefix, end)
-                        }
-                        TxnOp::DeleteRange { start, end } => (start, Some(end)),
-                        _ => unreachable!("matched above"),
-                    };
-                    let keys: Vec<String> = {
-                        let range = match &end {
-                            Some(end) => table.range(start.as_str()..end.as_str()),
-                            None => table.range(start.as_str()..),
-                        }
-                        .map_err(storage_err)?;
-                        let mut keys = Vec::new();
-                        for entry in range {
-                            let (k, _) = entry.map_err(storage_err)?;
-                            keys.push(k.value().to_owned());
-                        }
-                        keys
-                    };
-                    for key in keys {
-                        table.remove(key.as_str()).map_err(storage_err)?;
-                        events.push(WatchEvent::Delete {
-                            key,
-                            revision: next_revision,
-                        });
-                    }
+                TxnOp::DeletePrefix { prefix } => {
+                    let end = super::prefix_end(&prefix);
+                    delete_between(
+                        &mut table,
+                        &prefix,
+                        end.as_deref(),
+                        next_revision,
+                        &mut events,
+                    )?;
+                }
+                TxnOp::DeleteRange { start, end } => {
+                    delete_between(&mut table, &start, Some(&end), next_revision, &mut events)?;
                 }
             }
         }
@@ -316,6 +299,34 @@ fn apply_blocking(db: &Database, txn: Txn) -> Result<(TxnOutcome, Vec<WatchEvent
     };
     write.commit().map_err(storage_err)?;
     Ok((outcome, events))
+}
+
+/// Deletes the keys in `[start, end)` (`end` None: to the last key), recording the events.
+fn delete_between(
+    table: &mut redb::Table<&str, &[u8]>,
+    start: &str,
+    end: Option<&str>,
+    revision: Revision,
+    events: &mut Vec<WatchEvent>,
+) -> Result<()> {
+    let keys: Vec<String> = {
+        let range = match end {
+            Some(end) => table.range(start..end),
+            None => table.range(start..),
+        }
+        .map_err(storage_err)?;
+        let mut keys = Vec::new();
+        for entry in range {
+            let (k, _) = entry.map_err(storage_err)?;
+            keys.push(k.value().to_owned());
+        }
+        keys
+    };
+    for key in keys {
+        table.remove(key.as_str()).map_err(storage_err)?;
+        events.push(WatchEvent::Delete { key, revision });
+    }
+    Ok(())
 }
 
 #[async_trait]
