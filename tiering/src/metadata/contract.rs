@@ -4,7 +4,9 @@
 //! `advance_ms` lets the store's time pass (moves a manual clock for the embedded store, waits
 //! for real with etcd). Every check uses keys under its own prefix so runs against a shared server don't clash.
 
-use super::{Compare, CompareOp, CompareTarget, MetadataStore, Txn, TxnOp, WatchEvent};
+use super::{
+    Compare, CompareOp, CompareTarget, MetadataError, MetadataStore, Txn, TxnOp, WatchEvent,
+};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -279,8 +281,23 @@ async fn leases_expire_and_take_their_keys(store: &dyn MetadataStore, advance_ms
         .await
         .expect("get")
         .is_some());
-    assert!(store.lease_keep_alive(short).await.is_err());
+    // A lapsed or revoked lease is reported as such: a broker re-registers only on this error.
+    let lapsed = store.lease_keep_alive(short).await;
+    assert!(
+        matches!(lapsed, Err(MetadataError::LeaseNotFound(_))),
+        "{lapsed:?}"
+    );
+    let revoked_again = store.lease_keep_alive(revoked).await;
+    assert!(
+        matches!(revoked_again, Err(MetadataError::LeaseNotFound(_))),
+        "{revoked_again:?}"
+    );
     store.lease_revoke(kept).await.expect("revoke");
+    let twice = store.lease_revoke(kept).await;
+    assert!(
+        matches!(twice, Err(MetadataError::LeaseNotFound(_))),
+        "{twice:?}"
+    );
 }
 
 async fn next_event(watch: &mut futures::stream::BoxStream<'static, WatchEvent>) -> WatchEvent {

@@ -53,12 +53,37 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
+/// Sorts etcd's errors by what the caller can do about them: the gRPC status code first, then
+/// etcd's documented error text where one code covers several errors (`rpctypes` in etcd).
 fn map_err(error: etcd::Error) -> MetadataError {
-    let text = error.to_string();
-    if text.contains("too many operations in txn") || text.contains("request is too large") {
-        MetadataError::TooLarge(text)
-    } else {
-        MetadataError::Unavailable(format!("etcd: {text}"))
+    match &error {
+        etcd::Error::GRpcStatus(status) => match status.code() {
+            tonic::Code::InvalidArgument
+                if status
+                    .message()
+                    .contains("too many operations in txn request")
+                    || status.message().contains("request is too large") =>
+            {
+                MetadataError::TooLarge(status.message().to_owned())
+            }
+            // The client refuses to send a message over its gRPC limit.
+            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange => {
+                MetadataError::TooLarge(status.message().to_owned())
+            }
+            _ => MetadataError::Unavailable(format!("etcd: {error}")),
+        },
+        _ => MetadataError::Unavailable(format!("etcd: {error}")),
+    }
+}
+
+/// Whether etcd said the lease does not exist (expired or revoked): a gRPC `NotFound` status,
+/// or the keep-alive stream's zero-TTL answer, which etcd-client reports as
+/// `LeaseKeepAliveError`.
+fn is_lease_not_found(error: &etcd::Error) -> bool {
+    match error {
+        etcd::Error::GRpcStatus(status) => status.code() == tonic::Code::NotFound,
+        etcd::Error::LeaseKeepAliveError(message) => message.contains("lease not found"),
+        _ => false,
     }
 }
 
@@ -240,9 +265,7 @@ impl MetadataStore for EtcdStore {
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
         match self.client.clone().lease_revoke(lease).await {
             Ok(_) => Ok(()),
-            Err(error) if error.to_string().contains("lease not found") => {
-                Err(MetadataError::LeaseNotFound(lease))
-            }
+            Err(error) if is_lease_not_found(&error) => Err(MetadataError::LeaseNotFound(lease)),
             Err(error) => Err(map_err(error)),
         }
     }
@@ -254,12 +277,13 @@ impl MetadataStore for EtcdStore {
 
 impl EtcdStore {
     async fn keep_alive_once(&self, lease: LeaseId) -> Result<()> {
-        let (mut keeper, mut stream) = self
-            .client
-            .clone()
-            .lease_keep_alive(lease)
-            .await
-            .map_err(map_err)?;
+        let (mut keeper, mut stream) = match self.client.clone().lease_keep_alive(lease).await {
+            Ok(opened) => opened,
+            Err(error) if is_lease_not_found(&error) => {
+                return Err(MetadataError::LeaseNotFound(lease))
+            }
+            Err(error) => return Err(map_err(error)),
+        };
         keeper.keep_alive().await.map_err(map_err)?;
         match stream.message().await.map_err(map_err)? {
             Some(response) if response.ttl() > 0 => Ok(()),
