@@ -191,6 +191,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SKIFF_INDEX_ROLLUP_FANOUT", default_value_t = skiff_tiering::log::ROLLUP_FANOUT)]
     pub index_rollup_fanout: usize,
 
+    /// How long a partition remembers an idempotent producer that stopped writing to it
+    /// (Kafka's `producer.id.expiration.ms`). A retry from a forgotten producer is stored again.
+    #[arg(
+        long,
+        env = "SKIFF_PRODUCER_ID_EXPIRATION_MS",
+        default_value_t = 86_400_000,
+        value_name = "MS"
+    )]
+    pub producer_id_expiration_ms: i64,
+
     /// How long a new consumer group waits for more members before its first rebalance
     /// completes (Kafka's `group.initial.rebalance.delay.ms`).
     #[arg(
@@ -344,6 +354,9 @@ impl ServeArgs {
         }
         if self.index_rollup_fanout < 2 {
             bail!("--index-rollup-fanout must be at least 2");
+        }
+        if self.producer_id_expiration_ms <= 0 {
+            bail!("--producer-id-expiration-ms must be positive");
         }
         if self.connections_max_idle_ms == 0 {
             bail!("--connections-max-idle-ms must be positive");

@@ -113,6 +113,7 @@ async fn stats(State(broker): State<Arc<Broker>>) -> Json<Value> {
         "fenced_appends": load(&stats.fenced_appends),
         "range_reads": load(&stats.range_reads),
         "recent_cache_hits": load(&stats.recent_cache_hits),
+        "buffered_bytes": broker.log.buffered_bytes(),
     }))
 }
 

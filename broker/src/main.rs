@@ -97,6 +97,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             buffer_max_bytes: args.produce_buffer_max_bytes,
             recent_cache_max_bytes: args.recent_cache_max_bytes,
             index_rollup_fanout: args.index_rollup_fanout,
+            producer_id_expiration_ms: args.producer_id_expiration_ms,
         },
     );
     let (stop_controller, controller_stopped) = tokio::sync::watch::channel(false);

@@ -17,8 +17,11 @@ const LAST_OFFSET_DELTA_OFFSET: usize = 23;
 const BASE_TIMESTAMP_OFFSET: usize = 27;
 const MAX_TIMESTAMP_OFFSET: usize = 35;
 const PRODUCER_ID_OFFSET: usize = 43;
+const PRODUCER_EPOCH_OFFSET: usize = 51;
+const BASE_SEQUENCE_OFFSET: usize = 53;
 const RECORDS_COUNT_OFFSET: usize = 57;
 const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
+const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
 const ATTRIBUTE_CONTROL: i16 = 0x20;
 const ATTRIBUTE_COMPRESSION: i16 = 0x07;
 
@@ -33,13 +36,26 @@ pub struct BatchHeader {
     pub last_offset_delta: i32,
     pub base_timestamp: i64,
     pub max_timestamp: i64,
+    /// -1 unless the batch comes from an idempotent producer.
     pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// Sequence number of the first record (-1 without a producer id).
+    pub base_sequence: i32,
     pub records_count: i32,
 }
 
 impl BatchHeader {
     pub fn last_offset(&self) -> i64 {
         self.base_offset + i64::from(self.last_offset_delta)
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTRIBUTE_TRANSACTIONAL != 0
+    }
+
+    /// Whether the batch carries an idempotent producer's id and sequence numbers.
+    pub fn is_idempotent(&self) -> bool {
+        self.producer_id >= 0
     }
 
     pub fn is_control(&self) -> bool {
@@ -109,6 +125,8 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         base_timestamp: read_i64(buf, BASE_TIMESTAMP_OFFSET),
         max_timestamp: read_i64(buf, MAX_TIMESTAMP_OFFSET),
         producer_id: read_i64(buf, PRODUCER_ID_OFFSET),
+        producer_epoch: read_i16(buf, PRODUCER_EPOCH_OFFSET),
+        base_sequence: read_i32(buf, BASE_SEQUENCE_OFFSET),
         records_count: read_i32(buf, RECORDS_COUNT_OFFSET),
     })
 }
@@ -153,6 +171,19 @@ pub fn validate_client_batch(header: &BatchHeader, batch: &[u8]) -> Result<(), B
         return Err(BatchError::Invalid(
             "clients are not allowed to write control records".into(),
         ));
+    }
+    if header.is_transactional() {
+        // No client can get a transactional producer id yet (InitProducerId refuses them), and a
+        // transactional batch without its coordinator would hold read_committed consumers back.
+        return Err(BatchError::Invalid(
+            "transactional batches are not supported yet".into(),
+        ));
+    }
+    if header.is_idempotent() && (header.producer_epoch < 0 || header.base_sequence < 0) {
+        return Err(BatchError::Invalid(format!(
+            "idempotent batch with producer_id={} but epoch={} base_sequence={}",
+            header.producer_id, header.producer_epoch, header.base_sequence
+        )));
     }
     if header.compression() != 0 {
         return Ok(());
@@ -222,6 +253,13 @@ pub fn split_and_validate(
     }
     if batches.is_empty() {
         return Err(BatchError::Corrupt("no record batch".into()));
+    }
+    if batches.len() > 1 && batches.iter().any(|(h, _)| h.is_idempotent()) {
+        // As Kafka: sequence numbers are checked per batch, and a retry must match one batch.
+        return Err(BatchError::Invalid(format!(
+            "an idempotent producer must send one batch per partition, not {}",
+            batches.len()
+        )));
     }
     Ok(batches)
 }
@@ -297,6 +335,53 @@ pub(crate) mod tests {
         let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
         batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         batch
+    }
+
+    /// A sample batch from an idempotent producer.
+    pub(crate) fn sample_idempotent_batch(
+        count: i32,
+        producer_id: i64,
+        epoch: i16,
+        base_sequence: i32,
+    ) -> Vec<u8> {
+        let mut batch = sample_batch(count, 1, 32);
+        batch[PRODUCER_ID_OFFSET..PRODUCER_ID_OFFSET + 8]
+            .copy_from_slice(&producer_id.to_be_bytes());
+        batch[PRODUCER_EPOCH_OFFSET..PRODUCER_EPOCH_OFFSET + 2]
+            .copy_from_slice(&epoch.to_be_bytes());
+        batch[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4]
+            .copy_from_slice(&base_sequence.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
+        batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
+    #[test]
+    fn idempotent_batches_come_alone_and_transactional_ones_are_refused() {
+        let one = sample_idempotent_batch(2, 7, 0, 0);
+        let batches = split_and_validate(&Bytes::from(one.clone()), 1 << 20).expect("valid");
+        assert_eq!(
+            (
+                batches[0].0.producer_id,
+                batches[0].0.producer_epoch,
+                batches[0].0.base_sequence
+            ),
+            (7, 0, 0)
+        );
+        let mut two = one.clone();
+        two.extend(sample_idempotent_batch(2, 7, 0, 2));
+        assert!(matches!(
+            split_and_validate(&Bytes::from(two), 1 << 20),
+            Err(BatchError::Invalid(_))
+        ));
+        let mut transactional = one;
+        transactional[ATTRIBUTES_OFFSET + 1] |= ATTRIBUTE_TRANSACTIONAL as u8;
+        let crc = crc32c::crc32c(&transactional[ATTRIBUTES_OFFSET..]);
+        transactional[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            split_and_validate(&Bytes::from(transactional), 1 << 20),
+            Err(BatchError::Invalid(_))
+        ));
     }
 
     #[test]

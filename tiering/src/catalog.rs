@@ -173,6 +173,9 @@ impl Catalog {
             TxnOp::DeletePrefix {
                 prefix: keys::topic_rollup_prefix(name),
             },
+            TxnOp::DeletePrefix {
+                prefix: keys::topic_producers_prefix(name),
+            },
         ]);
         if !self.store.txn(txn).await?.succeeded {
             return Err(CatalogError::Conflict(name.to_owned()));

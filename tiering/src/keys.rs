@@ -5,6 +5,7 @@
 //! /skiff/partitions/<topic>/<partition:010>              PartitionState (JSON)
 //! /skiff/index/<topic>/<partition:010>/<base_offset:020> IndexEntry (JSON): the index tail
 //! /skiff/rollups/<topic>/<partition:010>/<base_offset:020> RollupEntry (JSON): older ranges
+//! /skiff/producers/<topic>/<partition:010>               ProducerStates (JSON): idempotence
 //! /skiff/producer-ids                                    ProducerIdBlock (JSON)
 //! /skiff/brokers/<node_id:010>                           BrokerRecord (JSON), on the broker's lease
 //! /skiff/broker-ids                                      NodeIdCounter (JSON)
@@ -113,6 +114,16 @@ pub struct ProducerIdBlock {
 
 pub fn producer_ids() -> String {
     format!("{ROOT}/producer-ids")
+}
+
+/// The idempotent producers a partition remembers (`producers::ProducerStates`), written in
+/// the same transaction as the partition state whenever a flush stores their batches.
+pub fn producers(topic: &str, partition: i32) -> String {
+    format!("{ROOT}/producers/{topic}/{partition:010}")
+}
+
+pub fn topic_producers_prefix(topic: &str) -> String {
+    format!("{ROOT}/producers/{topic}/")
 }
 
 pub fn topics_prefix() -> String {

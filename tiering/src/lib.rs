@@ -15,6 +15,7 @@ pub mod log;
 pub mod metadata;
 pub mod object;
 pub mod paths;
+pub mod producers;
 
 pub use clock::{Clock, SystemClock};
 pub use log::{Log, LogConfig, LogError};

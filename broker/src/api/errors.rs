@@ -13,6 +13,8 @@ pub fn log_error(error: &LogError) -> ResponseError {
         LogError::Unavailable(_) | LogError::Corrupt(_) => ResponseError::KafkaStorageError,
         LogError::TooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+        LogError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+        LogError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
     }
 }
 

@@ -2,8 +2,8 @@
 //! restarts, reserved from the metadata store in blocks.
 //!
 //! Idempotent producers (kafka-python's default, librdkafka's `enable.idempotence`) need an id
-//! to start. Sequence-number checks that drop retried duplicates come with the idempotence
-//! issue; until then a retried batch may be stored twice, as with a non-idempotent producer.
+//! to start; the log then checks their sequence numbers per partition and answers a retried
+//! batch with its first offset instead of storing it twice (`skiff_tiering::producers`).
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;

@@ -19,6 +19,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::clock::Clock;
 use crate::keys::{self, IndexEntry, PartitionState, RollupEntry};
 use crate::metadata::{Compare, MetadataError, MetadataStore, Revision, Txn, TxnOp};
+use crate::producers::{AwaitedSequences, ProducerStates};
 use bytes::Bytes;
 use object_store::ObjectStore;
 use pending::{Pending, PendingAppend};
@@ -67,6 +68,9 @@ pub struct LogConfig {
     /// Index entries per index object; a partition keeps at most about four times this many
     /// keys in the metadata store (see `index`).
     pub index_rollup_fanout: usize,
+    /// How long a partition remembers an idempotent producer that stopped writing to it
+    /// (Kafka's `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -78,6 +82,7 @@ impl Default for LogConfig {
             buffer_max_bytes: 256 * 1024 * 1024,
             recent_cache_max_bytes: 256 * 1024 * 1024,
             index_rollup_fanout: index::ROLLUP_FANOUT,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -108,6 +113,12 @@ pub enum LogError {
     TooLarge { bytes: usize, max: usize },
     #[error("log is shutting down")]
     ShuttingDown,
+    /// An idempotent producer's batch does not continue its sequence.
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequence(String),
+    /// An idempotent producer's batch carries an epoch older than the partition has seen.
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
 }
 
 impl From<MetadataError> for LogError {
@@ -175,6 +186,8 @@ pub(crate) struct PartitionView {
     pub(crate) index: BTreeMap<i64, IndexEntry>,
     /// Older ranges rolled up into index objects, by base offset (see `index`).
     pub(crate) rollups: BTreeMap<i64, RollupEntry>,
+    /// Committed idempotent-producer state (loaded only for partitions this broker leads).
+    pub(crate) producers: ProducerStates,
 }
 
 #[derive(Debug)]
@@ -203,6 +216,9 @@ pub(crate) struct LogInner {
     /// Bumped whenever cached partitions are dropped; a partition load that started before a
     /// bump does not cache what it read (it may describe a deleted topic).
     pub(crate) cache_generation: AtomicU64,
+    /// Idempotent producers unknown to a partition whose batch failed here: the first sequence
+    /// the partition waits for from them (see `producers::ProducerStates::check`).
+    pub(crate) awaited_sequences: Mutex<HashMap<TopicPartition, AwaitedSequences>>,
 }
 
 /// The log of every partition this broker leads. Cheap to clone.
@@ -238,6 +254,7 @@ impl Log {
             shutting_down: AtomicBool::new(false),
             flush_urgent: AtomicBool::new(false),
             cache_generation: AtomicU64::new(0),
+            awaited_sequences: Mutex::new(HashMap::new()),
         });
         let flusher = tokio::spawn(writer::run_flusher(inner.clone()));
         Self {
@@ -260,6 +277,15 @@ impl Log {
 
     pub fn config(&self) -> &LogConfig {
         &self.inner.config
+    }
+
+    /// Produce bytes accepted and waiting for the next flush.
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner
+            .pending
+            .lock()
+            .expect("pending mutex poisoned")
+            .bytes()
     }
 
     /// A receiver that changes after every commit (for long polls).
@@ -545,6 +571,18 @@ pub(crate) async fn load_partition(
         let entry: RollupEntry = keys::decode(&kv.key, &kv.value).map_err(LogError::Corrupt)?;
         rollups.insert(entry.base_offset, entry);
     }
+    let producers = if state.leader == inner.config.node_id {
+        match inner
+            .store
+            .get(&keys::producers(&tp.topic, tp.partition))
+            .await?
+        {
+            Some(kv) => keys::decode(&kv.key, &kv.value).map_err(LogError::Corrupt)?,
+            None => ProducerStates::default(),
+        }
+    } else {
+        ProducerStates::default()
+    };
     let loaded = Arc::new(PartitionLog {
         topic_create_revision: topic.create_revision,
         topic: topic.record,
@@ -554,6 +592,7 @@ pub(crate) async fn load_partition(
             state_revision,
             index,
             rollups,
+            producers,
         }),
         inflight: pending::Inflight::default(),
     });

@@ -7,6 +7,7 @@
 use super::{AppendOutcome, LogError, TopicPartition};
 use crate::batch::{self, BatchHeader};
 use crate::object::{ObjectBuilder, SectionMeta};
+use crate::producers::{AwaitedSequences, ProducerStates, Sequenced, Verdict};
 use bytes::Bytes;
 use indexmap::IndexMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +33,87 @@ pub(crate) struct PendingAppend {
     pub(crate) reply: Reply,
     /// Produce-buffer bytes held until the append is committed or failed.
     pub(crate) _permit: OwnedSemaphorePermit,
+}
+
+impl PendingAppend {
+    /// The sequence numbers the append claims, if it comes from an idempotent producer (whose
+    /// appends hold exactly one batch: see `batch::split_and_validate`).
+    pub(crate) fn sequenced(&self) -> Option<Sequenced> {
+        match self.batches.as_slice() {
+            [(h, _)] if h.is_idempotent() => Some(Sequenced::new(
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.last_offset_delta,
+            )),
+            _ => None,
+        }
+    }
+
+    /// How many offsets the append takes.
+    pub(crate) fn offsets(&self) -> i64 {
+        self.batches
+            .iter()
+            .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
+            .sum()
+    }
+}
+
+/// One partition's appends sorted by what idempotence makes of them (see `producers`).
+#[derive(Debug, Default)]
+pub(crate) struct Sequencing {
+    /// To be stored, in arrival order.
+    pub(crate) appends: Vec<PendingAppend>,
+    /// Retries of an append earlier in this flush: answered with its offset once it commits.
+    pub(crate) echoes: Vec<(PendingAppend, i64)>,
+    /// Retries of committed appends: answered with the committed offset at once.
+    pub(crate) committed_duplicates: Vec<(PendingAppend, i64)>,
+    pub(crate) rejected: Vec<(PendingAppend, LogError)>,
+    /// The partition's producer state once this flush commits, if the flush changes it.
+    pub(crate) producers: Option<ProducerStates>,
+}
+
+/// Checks each append of an idempotent producer against the partition's committed producer
+/// state as the flush would leave it, assigning offsets the way [`assemble`] will.
+pub(crate) fn sequence(
+    committed: &ProducerStates,
+    awaited: Option<&AwaitedSequences>,
+    appends: Vec<PendingAppend>,
+    committed_next_offset: i64,
+    now_ms: i64,
+) -> Sequencing {
+    let mut out = Sequencing::default();
+    let mut next_offset = committed_next_offset;
+    for append in appends {
+        let Some(batch) = append.sequenced() else {
+            next_offset += append.offsets();
+            out.appends.push(append);
+            continue;
+        };
+        let states = out.producers.as_ref().unwrap_or(committed);
+        let awaited = awaited.and_then(|a| a.get(&batch.producer_id)).copied();
+        match states.check(&batch, awaited) {
+            Verdict::Append => {
+                let last_offset = next_offset + append.offsets() - 1;
+                out.producers
+                    .get_or_insert_with(|| committed.clone())
+                    .record(&batch, next_offset, last_offset, now_ms);
+                next_offset = last_offset + 1;
+                out.appends.push(append);
+            }
+            Verdict::Duplicate { base_offset } if base_offset < committed_next_offset => {
+                out.committed_duplicates.push((append, base_offset));
+            }
+            Verdict::Duplicate { base_offset } => out.echoes.push((append, base_offset)),
+            Verdict::OutOfOrder(message) => out
+                .rejected
+                .push((append, LogError::OutOfOrderSequence(message))),
+            Verdict::InvalidEpoch(message) => out
+                .rejected
+                .push((append, LogError::InvalidProducerEpoch(message))),
+        }
+    }
+    out
 }
 
 /// Appends of one partition accepted but not answered yet.

@@ -5,9 +5,13 @@
 //! 2. assign offsets from each partition's committed next offset and assemble the object;
 //! 3. PUT the object under a fresh key (never overwritten);
 //! 4. commit, per chunk of partitions, one metadata transaction that compares each partition's
-//!    state `mod_revision` and its topic's `create_revision`, and writes the new state and one
-//!    index entry per partition;
+//!    state `mod_revision` and its topic's `create_revision`, and writes the new state, one
+//!    index entry and (when idempotent producers wrote) the producer state per partition;
 //! 5. only then update the in-memory view, wake long polls and acknowledge the appends.
+//!
+//! Idempotent producers' sequence numbers are checked in step 2, against the committed producer
+//! state: flushes run one at a time, so that state is exact, and a retry of a batch committed
+//! earlier (here or by a previous leader) is answered with its first offset instead of stored.
 //!
 //! Flushes run one at a time, so a partition's commits happen in offset order. A failed PUT or
 //! commit fails its appends with a retriable error; nothing they wrote becomes visible (the object
@@ -18,15 +22,19 @@ use super::{load_partition, AppendOutcome, LogError, LogInner, PartitionLog, Top
 use crate::keys::{self, IndexEntry, PartitionState};
 use crate::metadata::{Compare, CompareOp, CompareTarget, Txn, TxnOp};
 use crate::paths;
+use crate::producers::{ProducerStates, PRODUCERS_PER_PARTITION_MAX};
 use object_store::ObjectStoreExt;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Metadata operations one partition adds to a commit: its state and one index entry.
-const OPS_PER_PARTITION: usize = 2;
+/// Metadata operations one partition adds to a commit at most: its state, one index entry and
+/// its producer state.
+const OPS_PER_PARTITION: usize = 3;
+/// Producer-state bytes one commit carries at most (etcd refuses requests over 1.5 MiB).
+const TXN_PRODUCER_BYTES_MAX: usize = 1024 * 1024;
 
 pub(crate) async fn run_flusher(inner: Arc<LogInner>) {
     let linger = Duration::from_millis(inner.config.flush_linger_ms);
@@ -78,6 +86,15 @@ struct Prepared {
     tp: TopicPartition,
     partition: Arc<PartitionLog>,
     appends: Vec<PendingAppend>,
+    /// Retries of `appends`, answered with their offsets.
+    echoes: Vec<(PendingAppend, i64)>,
+    /// The new producer state and its encoding, when idempotent producers wrote.
+    producers: Option<(ProducerStates, Vec<u8>)>,
+}
+
+struct Sequenced {
+    echoes: Vec<(PendingAppend, i64)>,
+    producers: Option<ProducerStates>,
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(partitions = taken.len()))]
@@ -85,6 +102,7 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
     inner.stats.flushes.fetch_add(1, Ordering::Relaxed);
     let mut inputs = Vec::with_capacity(taken.len());
     let mut handles = Vec::with_capacity(taken.len());
+    let now_ms = inner.clock.now_ms();
     for (tp, appends) in taken {
         match load_partition(inner, &tp).await {
             Ok(partition) => {
@@ -116,15 +134,47 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
                 if current.is_empty() {
                     continue;
                 }
-                let appends = current;
-                let next_offset = partition
-                    .view
-                    .lock()
-                    .expect("view mutex poisoned")
-                    .state
-                    .next_offset;
-                inputs.push((tp, appends, next_offset));
-                handles.push(partition);
+                let (sequencing, next_offset, log_start_offset) = {
+                    let view = partition.view.lock().expect("view mutex poisoned");
+                    let awaited = inner
+                        .awaited_sequences
+                        .lock()
+                        .expect("awaited mutex poisoned");
+                    let sequencing = super::pending::sequence(
+                        &view.producers,
+                        awaited.get(&tp),
+                        current,
+                        view.state.next_offset,
+                        now_ms,
+                    );
+                    (
+                        sequencing,
+                        view.state.next_offset,
+                        view.state.log_start_offset,
+                    )
+                };
+                for (append, error) in sequencing.rejected {
+                    let _ = append.reply.send(Err(error));
+                }
+                for (append, base_offset) in sequencing.committed_duplicates {
+                    let _ = append.reply.send(Ok(AppendOutcome {
+                        base_offset,
+                        log_append_time_ms: None,
+                        log_start_offset,
+                    }));
+                }
+                if sequencing.appends.is_empty() {
+                    debug_assert!(sequencing.echoes.is_empty());
+                    continue;
+                }
+                inputs.push((tp, sequencing.appends, next_offset));
+                handles.push((
+                    partition,
+                    Sequenced {
+                        echoes: sequencing.echoes,
+                        producers: sequencing.producers,
+                    },
+                ));
             }
             Err(error) => fail(appends, &error),
         }
@@ -132,14 +182,21 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
     if inputs.is_empty() {
         return;
     }
-    let (object, planned) = assemble(&inputs, inner.clock.now_ms());
+    let (object, planned) = assemble(&inputs, now_ms);
+    let expiration_ms = inner.config.producer_id_expiration_ms;
     let prepared: Vec<Prepared> = inputs
         .into_iter()
         .zip(handles)
-        .map(|((tp, appends, _), partition)| Prepared {
+        .map(|((tp, appends, _), (partition, sequenced))| Prepared {
             tp,
             partition,
             appends,
+            echoes: sequenced.echoes,
+            producers: sequenced.producers.map(|mut states| {
+                states.expire(now_ms, expiration_ms, PRODUCERS_PER_PARTITION_MAX);
+                let encoded = keys::encode(&states);
+                (states, encoded)
+            }),
         })
         .collect();
 
@@ -150,7 +207,7 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
         inner.stats.upload_failures.fetch_add(1, Ordering::Relaxed);
         let error = LogError::Unavailable(format!("object upload failed: {error}"));
         for p in prepared {
-            fail(p.appends, &error);
+            fail_prepared(inner, p, &error);
         }
         return;
     }
@@ -165,18 +222,22 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
         .expect("recent mutex poisoned")
         .insert(path.to_string(), object);
 
+    // Chunks bounded by the store's operations per transaction and by request size.
     let chunk_len = (inner.store.max_txn_ops() / OPS_PER_PARTITION).max(1);
-    let mut planned = planned.into_iter();
-    let mut prepared = prepared.into_iter();
-    loop {
-        let chunk: Vec<(Prepared, PlannedSection)> = prepared
-            .by_ref()
-            .zip(planned.by_ref())
-            .take(chunk_len)
-            .collect();
-        if chunk.is_empty() {
-            break;
+    let mut chunk: Vec<(Prepared, PlannedSection)> = Vec::new();
+    let mut chunk_bytes = 0;
+    for item in prepared.into_iter().zip(planned) {
+        let bytes = item.0.producers.as_ref().map_or(0, |(_, e)| e.len());
+        if !chunk.is_empty()
+            && (chunk.len() == chunk_len || chunk_bytes + bytes > TXN_PRODUCER_BYTES_MAX)
+        {
+            commit_chunk(inner, path.as_ref(), std::mem::take(&mut chunk)).await;
+            chunk_bytes = 0;
         }
+        chunk_bytes += bytes;
+        chunk.push(item);
+    }
+    if !chunk.is_empty() {
         commit_chunk(inner, path.as_ref(), chunk).await;
     }
 }
@@ -256,6 +317,12 @@ fn build_commit(
             keys::index_entry(&tp.topic, tp.partition, entry.base_offset),
             keys::encode(&entry),
         ));
+        if let Some((_, encoded)) = &prepared.producers {
+            ops.push(TxnOp::put(
+                keys::producers(&tp.topic, tp.partition),
+                encoded.clone(),
+            ));
+        }
         updates.push((state, entry));
     }
     (Txn::when(compares).and_then(ops), updates)
@@ -309,6 +376,19 @@ fn apply_commit(
             view.state = state;
             view.state_revision = revision;
             view.index.insert(entry.base_offset, entry);
+            if let Some((producers, _)) = prepared.producers {
+                let mut awaited = inner
+                    .awaited_sequences
+                    .lock()
+                    .expect("awaited mutex poisoned");
+                if let Some(waiting) = awaited.get_mut(&prepared.tp) {
+                    waiting.retain(|id, _| !producers.producers.contains_key(id));
+                    if waiting.is_empty() {
+                        awaited.remove(&prepared.tp);
+                    }
+                }
+                view.producers = producers;
+            }
             if super::index::plan(&view, inner.config.index_rollup_fanout).is_some() {
                 inner
                     .needs_rollup
@@ -317,7 +397,13 @@ fn apply_commit(
                     .push((prepared.tp.clone(), prepared.partition.clone()));
             }
         }
-        for (append, base_offset) in prepared.appends.into_iter().zip(planned.base_offsets) {
+        let echoes = prepared.echoes.into_iter();
+        for (append, base_offset) in prepared
+            .appends
+            .into_iter()
+            .zip(planned.base_offsets)
+            .chain(echoes)
+        {
             // A requester that went away is fine: the data is committed regardless.
             let _ = append.reply.send(Ok(AppendOutcome {
                 base_offset,
@@ -342,8 +428,39 @@ fn fail_chunk(inner: &LogInner, chunk: Vec<(Prepared, PlannedSection)>, error: &
     for (prepared, _) in chunk {
         // Whatever happened, reload the partition from the store before its next use.
         partitions.remove(&prepared.tp);
-        fail(prepared.appends, error);
+        fail_prepared(inner, prepared, error);
     }
+}
+
+/// Fails a partition's appends. An idempotent producer the partition does not know yet must
+/// resend its failed batch before anything after it (a known one is held to its sequence anyway).
+fn fail_prepared(inner: &LogInner, prepared: Prepared, error: &LogError) {
+    /// Bounds the memory of failed producers; beyond it, order after a failure is the client's.
+    const AWAITED_MAX: usize = 100_000;
+    {
+        let known = &prepared
+            .partition
+            .view
+            .lock()
+            .expect("view mutex poisoned")
+            .producers;
+        let mut awaited = inner
+            .awaited_sequences
+            .lock()
+            .expect("awaited mutex poisoned");
+        let total: usize = awaited.values().map(HashMap::len).sum();
+        for batch in prepared.appends.iter().filter_map(PendingAppend::sequenced) {
+            if total < AWAITED_MAX && !known.producers.contains_key(&batch.producer_id) {
+                awaited
+                    .entry(prepared.tp.clone())
+                    .or_default()
+                    .entry(batch.producer_id)
+                    .or_insert((batch.epoch, batch.first_sequence));
+            }
+        }
+    }
+    fail(prepared.appends, error);
+    fail(prepared.echoes.into_iter().map(|(a, _)| a).collect(), error);
 }
 
 fn fail(appends: Vec<PendingAppend>, error: &LogError) {
