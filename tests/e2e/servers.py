@@ -4,8 +4,10 @@ S3-compatible server (moto's server mode, from PyPI).
 Why moto: MinIO's server cannot be installed from the registries this project can reach, rustfs
 needs a newer Rust, and s3s-fs's conditional writes are not atomic. moto speaks enough S3 for
 object_store's client (put, ranged get, list, delete, multipart) and installs with pip. It keeps
-objects in memory, so "S3 down" is simulated by freezing the process (SIGSTOP/SIGCONT), which
-is what a hung or unreachable endpoint looks like to a client, without losing the bucket.
+objects in memory, so "S3 down" is simulated without losing the bucket in two ways: freezing the
+process (SIGSTOP/SIGCONT), which is what a hung endpoint looks like to a client, and stopping a
+TCP front door (`S3Door`) that the brokers connect through, which is what a stopped and restarted
+server looks like: connections reset, then refused, then accepted again on the same port.
 
 Each server runs on free loopback ports with its own data, and is stopped by its own pid.
 """
@@ -14,8 +16,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -143,6 +147,81 @@ class MotoS3:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+class S3Door:
+    """A TCP forwarder in front of the S3 server that can be stopped and started again on the
+    same port: stopping resets every open connection and refuses new ones, as a server process
+    that exits does."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "S3Door":
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            conns, self._conns = self._conns, set()
+        for conn in conns:
+            try:
+                # RST rather than FIN: the peer sees the connection die, not a clean close.
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                conn.close()
+            except OSError:
+                pass
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # stopped
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:
+                    client.close()
+                    upstream.close()
+                    return
+                self._conns |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        with self._lock:
+            self._conns.discard(src)
+            self._conns.discard(dst)
 
 
 def broker_args(etcd: Etcd, s3: MotoS3, prefix: str = "cluster") -> list[str]:

@@ -3,7 +3,7 @@
 import time
 
 import helpers as h
-from servers import broker_args
+from servers import S3Door, broker_args
 
 
 def test_produce_consume_through_etcd_and_s3(start_broker, etcd, s3):
@@ -69,6 +69,61 @@ def test_a_frozen_bucket_fails_produces_retriably_and_loses_nothing(start_broker
     assert offsets == list(range(100)), "gaps or duplicates: no commit can have been ambiguous"
     assert b.stats()["upload_failures"] > 0, "the outage never reached the broker"
     assert b.is_running()
+
+
+def test_s3_server_stopped_and_restarted_mid_produce(start_broker, etcd, s3):
+    """The S3 endpoint goes away (connections reset, then refused) while an idempotent acks=all
+    producer keeps producing, and comes back 4 s later: every record is acknowledged once, at the
+    offset it is stored at, with no gap and no duplicate."""
+    door = S3Door(s3.port).start()
+    args = [a if a != s3.endpoint else door.endpoint for a in broker_args(etcd, s3)]
+    b = start_broker(args=args, flush_linger_ms=20)
+    topic = "s3-restart"
+    h.create_topic(b.bootstrap, topic, 2)
+    acked, failed = {}, []
+
+    def on_delivery(err, msg):
+        if err is None:
+            acked[msg.value()] = (msg.partition(), msg.offset())
+        else:
+            failed.append(err)
+
+    p = h.producer(b.bootstrap, **{"enable.idempotence": True, "message.timeout.ms": 90000,
+                                   "retry.backoff.ms": 100, "retry.backoff.max.ms": 1000})
+    sent = 0
+
+    def produce_for(seconds):
+        nonlocal sent
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            p.produce(topic, value=f"r{sent:06d}".encode(), partition=sent % 2,
+                      on_delivery=on_delivery)
+            sent += 1
+            p.poll(0.005)
+
+    try:
+        produce_for(1)
+        door.stop()
+        produce_for(4)
+    finally:
+        door.start()
+    produce_for(1)
+    assert p.flush(90) == 0
+    assert not failed, failed[:3]
+    assert len(acked) == sent
+    assert b.stats()["upload_failures"] > 0, "the outage never reached the broker"
+    recs = h.read_partitions(b.bootstrap, topic, [0, 1])
+    stored = {}
+    for r in recs:
+        stored.setdefault(r.value, []).append((r.partition, r.offset))
+    for value, where in acked.items():
+        assert stored.get(value) == [where], f"{value!r} acknowledged at {where}, stored at {stored.get(value)}"
+    assert len(recs) == sent, "records stored twice or never acknowledged"
+    for part in (0, 1):
+        offsets = [r.offset for r in recs if r.partition == part]
+        assert offsets == list(range(len(offsets))), f"partition {part}: gaps"
+    assert b.is_running()
+    door.stop()
 
 
 def test_the_index_in_etcd_stays_bounded(start_broker, etcd, s3):
