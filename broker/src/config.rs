@@ -231,6 +231,16 @@ pub struct ServeArgs {
     )]
     pub group_max_session_timeout_ms: u64,
 
+    /// Members one consumer group may have (Kafka's `group.max.size`); a member joining a full
+    /// group gets GROUP_MAX_SIZE_REACHED. Bounds the coordinator's memory per group.
+    #[arg(
+        long,
+        env = "SKIFF_GROUP_MAX_SIZE",
+        default_value_t = 10_000,
+        value_name = "MEMBERS"
+    )]
+    pub group_max_size: usize,
+
     /// Create a topic when a client asks for its metadata or produces to it (Kafka's
     /// `auto.create.topics.enable`).
     #[arg(long, env = "SKIFF_AUTO_CREATE_TOPICS_ENABLE", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -357,6 +367,9 @@ impl ServeArgs {
         }
         if self.producer_id_expiration_ms <= 0 {
             bail!("--producer-id-expiration-ms must be positive");
+        }
+        if self.group_max_size == 0 {
+            bail!("--group-max-size must be at least 1");
         }
         if self.connections_max_idle_ms == 0 {
             bail!("--connections-max-idle-ms must be positive");

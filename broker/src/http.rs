@@ -56,19 +56,41 @@ fn decode_assignment(bytes: &bytes::Bytes) -> Value {
     }
 }
 
-/// Groups this broker coordinates: members, assignments, and per partition the committed
-/// offset, the high watermark and the lag.
+/// Every group with committed offsets or members: per partition the committed offset, the high
+/// watermark and the lag (also for groups with no live member, when lag matters most), and,
+/// from the group's coordinator, its state, members and assignments (`null` on other brokers).
 async fn groups(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    let (stored, live) = match (
+        skiff_tiering::group_offsets::groups(&*broker.store).await,
+        live_brokers(&*broker.store).await,
+    ) {
+        (Ok(stored), Ok(live)) => (stored, live),
+        (Err(error), _) => return unavailable(error.to_string()),
+        (_, Err(error)) => return unavailable(error.to_string()),
+    };
+    let mut local: std::collections::BTreeMap<String, _> = broker
+        .groups
+        .summaries()
+        .into_iter()
+        .map(|g| (g.group_id.clone(), g))
+        .collect();
+    let mut ids: std::collections::BTreeSet<String> = stored.into_iter().collect();
+    ids.extend(local.keys().cloned());
+    let mut high_watermarks = std::collections::HashMap::new();
     let mut out = Vec::new();
-    for group in broker.groups.summaries() {
-        let committed = skiff_tiering::group_offsets::fetch_all(&*broker.store, &group.group_id)
+    for id in ids {
+        let committed = skiff_tiering::group_offsets::fetch_all(&*broker.store, &id)
             .await
             .unwrap_or_default();
         let mut offsets = Vec::new();
         for (topic, partitions) in committed {
-            let states = partition_states(&*broker.store, &topic)
-                .await
-                .unwrap_or_default();
+            if !high_watermarks.contains_key(&topic) {
+                let states = partition_states(&*broker.store, &topic)
+                    .await
+                    .unwrap_or_default();
+                high_watermarks.insert(topic.clone(), states);
+            }
+            let states = &high_watermarks[&topic];
             for (partition, offset) in partitions {
                 let high = states.get(&partition).map(|(s, _)| s.next_offset);
                 offsets.push(json!({
@@ -81,23 +103,50 @@ async fn groups(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
                 }));
             }
         }
-        out.push(json!({
-            "group_id": group.group_id,
-            "state": format!("{:?}", group.phase),
-            "generation": group.generation,
-            "protocol_type": group.protocol_type,
-            "protocol": group.protocol,
-            "leader": group.leader,
-            "members": group.members.iter().map(|m| json!({
-                "member_id": m.member_id,
-                "group_instance_id": m.instance_id,
-                "client_id": m.client_id,
-                "assignment": decode_assignment(&m.assignment),
-            })).collect::<Vec<_>>(),
+        let coordinator = crate::api::coordinator(&id, &live).map(|b| b.node_id);
+        let here = coordinator == Some(broker.node.node_id);
+        let mut entry = json!({
+            "group_id": id,
+            "coordinator": coordinator,
+            "state": null,
+            "members": null,
             "offsets": offsets,
-        }));
+        });
+        match local.remove(&id) {
+            Some(group) => {
+                entry["state"] = json!(format!("{:?}", group.phase));
+                entry["generation"] = json!(group.generation);
+                entry["protocol_type"] = json!(group.protocol_type);
+                entry["protocol"] = json!(group.protocol);
+                entry["leader"] = json!(group.leader);
+                entry["members"] = json!(group
+                    .members
+                    .iter()
+                    .map(|m| json!({
+                        "member_id": m.member_id,
+                        "group_instance_id": m.instance_id,
+                        "client_id": m.client_id,
+                        "assignment": decode_assignment(&m.assignment),
+                    }))
+                    .collect::<Vec<_>>());
+            }
+            // Coordinated here and not in memory: no member is alive.
+            None if here => {
+                entry["state"] = json!("Empty");
+                entry["members"] = json!([]);
+            }
+            None => {}
+        }
+        out.push(entry);
     }
     (StatusCode::OK, Json(json!({ "groups": out })))
+}
+
+fn unavailable(error: String) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "error": error })),
+    )
 }
 
 async fn stats(State(broker): State<Arc<Broker>>) -> Json<Value> {

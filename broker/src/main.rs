@@ -110,6 +110,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms as i64,
             min_session_timeout_ms: args.group_min_session_timeout_ms as i64,
             max_session_timeout_ms: args.group_max_session_timeout_ms as i64,
+            max_size: args.group_max_size,
         },
         log.clock().clone(),
     ));

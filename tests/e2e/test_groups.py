@@ -1,11 +1,13 @@
 """Consumer groups (classic protocol) with real clients: members split a topic's partitions,
 a member leaving or dying hands its partitions to the others, committed offsets resume."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -14,8 +16,45 @@ from kafka import KafkaConsumer
 
 import helpers as h
 
-pytestmark = pytest.mark.skiff(args=["--group-initial-rebalance-delay-ms", "300"])
+GROUP_ARGS = ["--group-initial-rebalance-delay-ms", "300"]
 PARTITIONS = 6
+
+
+class Cluster:
+    """Three brokers over etcd and S3, seen as one: clients bootstrap from all of them, and
+    /v1/groups merges every broker's answer (members are known to the group's coordinator)."""
+
+    def __init__(self, brokers):
+        self.brokers = brokers
+
+    @property
+    def bootstrap(self):
+        return ",".join(b.bootstrap for b in self.brokers)
+
+    def http_get(self, path):
+        if path != "/v1/groups":
+            return self.brokers[0].http_get(path)
+        merged = {}
+        for b in self.brokers:
+            status, body = b.http_get(path)
+            assert status == 200, body
+            for g in json.loads(body)["groups"]:
+                if g["group_id"] not in merged or g["state"] is not None:
+                    merged[g["group_id"]] = g
+        return 200, json.dumps({"groups": list(merged.values())}).encode()
+
+
+@pytest.fixture(params=["embedded", "cluster"])
+def broker(request, start_broker):
+    """Every group test runs on the embedded default and on a 3-broker cluster, where each
+    group's coordinator is one of the three."""
+    if request.param == "embedded":
+        return start_broker(args=GROUP_ARGS)
+    from servers import broker_args
+    etcd, s3 = request.getfixturevalue("etcd"), request.getfixturevalue("s3")
+    return Cluster([start_broker(name=f"node{n}", flush_linger_ms=20,
+                                 args=broker_args(etcd, s3) + GROUP_ARGS + ["--node-id", str(n)])
+                    for n in (1, 2, 3)])
 
 
 def group_consumer(bootstrap, group, **conf):
@@ -53,6 +92,13 @@ def test_members_split_partitions_and_take_over_when_one_leaves(broker):
     members = [group_consumer(broker.bootstrap, group) for _ in range(3)]
     for c in members:
         c.subscribe([topic])
+    # "Each record once" holds while membership is stable: wait until all three share the
+    # partitions (a member joining later would take partitions whose reads were not committed).
+    deadline = time.monotonic() + 60
+    while not all(c.assignment() for c in members):
+        assert time.monotonic() < deadline, "not every member got partitions"
+        for c in members:
+            assert c.poll(0.1) is None, "a record before anything was produced"
     produce(broker.bootstrap, topic, 300)
     got = drain(members, 300)
     values = [v for vs in got.values() for v in vs]
@@ -63,7 +109,6 @@ def test_members_split_partitions_and_take_over_when_one_leaves(broker):
     assert sum(len(a) for a in assignments) == PARTITIONS, f"overlap: {assignments}"
     for c in members:
         c.commit(asynchronous=False)
-    import json
     status, body = broker.http_get("/v1/groups")
     assert status == 200
     [described] = [g for g in json.loads(body)["groups"] if g["group_id"] == group]
@@ -148,6 +193,107 @@ def test_cooperative_sticky_and_kafka_python_groups(broker):
     assert values == sorted(f"v{i}" for i in range(60))
     kp.commit()
     kp.close()
+
+
+class KafkaPythonMember(threading.Thread):
+    """A kafka-python group member polling in its own thread, as applications run it (one
+    consumer per thread; kafka-python's group protocol runs inside poll())."""
+
+    def __init__(self, bootstrap, topic, group):
+        super().__init__(daemon=True)
+        self.consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+                                      auto_offset_reset="earliest", enable_auto_commit=False,
+                                      session_timeout_ms=6000, heartbeat_interval_ms=300)
+        self.values = []
+        self.assigned = set()
+        self.stopping = threading.Event()
+        self.error = None
+
+    def run(self):
+        try:
+            while not self.stopping.is_set():
+                polled = self.consumer.poll(timeout_ms=200)
+                for records in polled.values():
+                    self.values.extend(r.value.decode() for r in records)
+                if polled:
+                    # Partitions may move at the next rebalance: commit what was read.
+                    self.consumer.commit()
+                self.assigned = {tp.partition for tp in self.consumer.assignment()}
+            self.consumer.commit()
+            self.consumer.close()
+        except Exception as e:  # surfaced by stop()
+            self.error = e
+
+    def stop(self):
+        self.stopping.set()
+        self.join(30)
+        assert not self.is_alive() and self.error is None, self.error
+
+
+def test_kafka_python_and_librdkafka_members_share_one_group(broker):
+    """Two kafka-python members (its own protocol code, JoinGroup v5 with MEMBER_ID_REQUIRED)
+    and one librdkafka member split a topic; when a kafka-python member leaves, the others take
+    its partitions with nothing lost or repeated."""
+    topic, group = "mixed", "mixed-members"
+    h.create_topic(broker.bootstrap, topic, PARTITIONS)
+    kps = [KafkaPythonMember(broker.bootstrap, topic, group) for _ in range(2)]
+    for kp in kps:
+        kp.start()
+    rd = group_consumer(broker.bootstrap, group)
+    rd.subscribe([topic])
+    rd_values = []
+
+    def assignments(members):
+        return [kp.assigned for kp in members] + [{tp.partition for tp in rd.assignment()}]
+
+    def poll_rd():
+        m = rd.poll(0.1)
+        if m is not None and m.error() is None:
+            rd_values.append(m.value().decode())
+
+    def settle(members, what):
+        deadline = time.monotonic() + 60
+        while True:
+            split = assignments(members)
+            if all(split) and set().union(*split) == set(range(PARTITIONS)) \
+                    and sum(map(len, split)) == PARTITIONS:
+                return split
+            assert time.monotonic() < deadline, f"{what}: {split} {broker.http_get('/v1/groups')}"
+            poll_rd()
+
+    settle(kps, "every member gets its own partitions")
+    produce(broker.bootstrap, topic, 300)
+    deadline = time.monotonic() + 60
+    while len(rd_values) + sum(len(kp.values) for kp in kps) < 300:
+        assert time.monotonic() < deadline, "not every record arrived"
+        poll_rd()
+    values = sorted(rd_values + [v for kp in kps for v in kp.values])
+    assert values == sorted(f"v{i}" for i in range(300)), "each record exactly once"
+    assert all(kp.values for kp in kps) and rd_values, "a member read nothing"
+    rd.commit(asynchronous=False)
+    # Wait until the kafka-python members committed what they read.
+    deadline = time.monotonic() + 30
+    while True:
+        status, body = broker.http_get("/v1/groups")
+        [described] = [g for g in json.loads(body)["groups"] if g["group_id"] == group]
+        if sum(o["committed_offset"] for o in described["offsets"]) == 300:
+            break
+        assert time.monotonic() < deadline, f"commits missing: {described['offsets']}"
+        poll_rd()
+    kps[0].stop()          # commits, then leaves the group
+    rest = kps[1:]
+    settle(rest, "the leaver's partitions move to the others")
+    before = len(rd_values) + len(rest[0].values)
+    produce(broker.bootstrap, topic, 120, start=300)
+    deadline = time.monotonic() + 60
+    while len(rd_values) + len(rest[0].values) < before + 120:
+        assert time.monotonic() < deadline, "not every later record arrived"
+        poll_rd()
+    later = sorted((rd_values + rest[0].values))
+    assert later == sorted([v for v in values if v not in kps[0].values] +
+                           [f"v{i}" for i in range(300, 420)]), "after a leave, lost or repeated"
+    rest[0].stop()
+    rd.close()
 
 
 def test_admin_tools_list_describe_and_delete_groups(broker):

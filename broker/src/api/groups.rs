@@ -21,6 +21,7 @@ pub fn group_error(error: GroupError) -> ResponseError {
         GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
         GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
         GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
     }
 }
 
@@ -77,10 +78,14 @@ pub async fn join(
             .iter()
             .map(|p| (p.name.to_string(), p.metadata.clone()))
             .collect(),
+        require_known_member_id: version >= 4,
     };
     match broker.groups.join(&request.group_id, join).await {
         Err(error) => failed(group_error(error)),
-        Ok(joined) => {
+        Ok(Err(member_id)) => {
+            failed(ResponseError::MemberIdRequired).with_member_id(text(member_id))
+        }
+        Ok(Ok(joined)) => {
             let response = JoinGroupResponse::default()
                 .with_generation_id(joined.generation)
                 .with_protocol_name(Some(text(joined.protocol)))

@@ -19,6 +19,7 @@ mod producer_ids;
 mod records;
 mod topics;
 
+pub use offsets::coordinator;
 pub use producer_ids::ProducerIds;
 
 use crate::config::TimestampType;

@@ -38,7 +38,7 @@ pub async fn coordinator_of(
 }
 
 /// The broker that coordinates `group` among the live ones.
-fn coordinator<'a>(group: &str, live: &'a [BrokerRecord]) -> Option<&'a BrokerRecord> {
+pub fn coordinator<'a>(group: &str, live: &'a [BrokerRecord]) -> Option<&'a BrokerRecord> {
     let ids: Vec<i32> = live.iter().map(|b| b.node_id).collect();
     let id = preferred_leader(&format!("group:{group}"), 0, &ids)?;
     live.iter().find(|b| b.node_id == id)

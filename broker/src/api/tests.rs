@@ -67,6 +67,7 @@ async fn fixture() -> Fixture {
             initial_rebalance_delay_ms: 0,
             min_session_timeout_ms: 1_000,
             max_session_timeout_ms: 60_000,
+            max_size: 1_000,
         },
         log.clock().clone(),
     ));
@@ -514,7 +515,18 @@ async fn join_fresh(broker: &Broker, group: &str, version: i16) -> (String, i32)
         )
         .with_name(StrBytes::from_static_str("range"))
         .with_metadata(Bytes::from_static(b"subscription"))]);
-    let r: JoinGroupResponse = call(broker, ApiKey::JoinGroup, version, &request).await;
+    let mut r: JoinGroupResponse = call(broker, ApiKey::JoinGroup, version, &request).await;
+    if version >= 4 {
+        // v4+: the first join without an id only hands out the id to join with.
+        assert_eq!(
+            r.error_code,
+            ResponseError::MemberIdRequired.code(),
+            "join v{version}"
+        );
+        assert!(!r.member_id.is_empty());
+        let request = request.with_member_id(r.member_id.clone());
+        r = call(broker, ApiKey::JoinGroup, version, &request).await;
+    }
     assert_eq!(r.error_code, 0, "join v{version}");
     assert_eq!(r.leader, r.member_id, "a lone member leads");
     assert_eq!(r.members.len(), 1);

@@ -5,7 +5,9 @@
 //! Membership lives in memory: after a coordinator fails over, members rejoin the new one (as
 //! with Kafka). Committed offsets are durable in the metadata store, not here.
 
-use super::state::{Group, GroupError, GroupSettings, JoinRequest, Joined, Phase, SyncOutcome};
+use super::state::{
+    Admission, Group, GroupError, GroupSettings, JoinRequest, Joined, Phase, SyncOutcome,
+};
 use bytes::Bytes;
 use skiff_tiering::Clock;
 use std::collections::HashMap;
@@ -107,7 +109,12 @@ impl Coordinator {
         f(slot, now)
     }
 
-    pub async fn join(&self, group: &str, request: JoinRequest) -> Result<Joined, GroupError> {
+    /// JoinGroup: `Ok(Err(id))` asks the member to join again with `id` (MEMBER_ID_REQUIRED).
+    pub async fn join(
+        &self,
+        group: &str,
+        request: JoinRequest,
+    ) -> Result<Result<Joined, String>, GroupError> {
         let client = request.client_id.clone();
         let settings = self.settings.clone();
         let immediate = self.with_slot(group, |slot, now| {
@@ -118,26 +125,34 @@ impl Coordinator {
             )
         });
         if let Some(joined) = immediate {
-            return Ok(joined);
+            return Ok(Ok(joined));
         }
         let receiver = self.with_slot(group, |slot, now| {
-            let id = slot.group.join(
+            let id = match slot.group.join(
                 request,
                 || format!("{client}-{}", uuid::Uuid::new_v4()),
                 &settings,
                 now,
-            )?;
+            )? {
+                Admission::Joined(id) => id,
+                Admission::MemberIdRequired(id) => return Ok(Err(Err(id))),
+                Admission::Current(joined) => return Ok(Err(Ok(joined))),
+            };
             let (reply, receiver) = oneshot::channel();
             if let Some(previous) = slot.joins.insert(id, reply) {
                 // The same member joined twice; the newer request is the one it waits for.
                 let _ = previous.send(Err(GroupError::RebalanceInProgress));
             }
             slot.drive(now);
-            Ok(receiver)
+            Ok(Ok(receiver))
         })?;
-        receiver
-            .await
-            .unwrap_or(Err(GroupError::RebalanceInProgress))
+        match receiver {
+            Ok(receiver) => receiver
+                .await
+                .unwrap_or(Err(GroupError::RebalanceInProgress))
+                .map(Ok),
+            Err(answered) => Ok(answered),
+        }
     }
 
     pub async fn sync(

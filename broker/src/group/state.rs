@@ -26,6 +26,21 @@ pub enum GroupError {
     RebalanceInProgress,
     InconsistentGroupProtocol,
     InvalidSessionTimeout,
+    /// The group has `group.max.size` members; a new one may not join.
+    GroupMaxSizeReached,
+}
+
+/// What a join leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The member (with this id) joined the rebalance.
+    Joined(String),
+    /// JoinGroup v4+ without a member id: the member must join again with this id (Kafka's
+    /// MEMBER_ID_REQUIRED), so a join retried after a lost answer cannot leave a ghost member.
+    MemberIdRequired(String),
+    /// A member that already joined this generation asked again with unchanged protocols (it
+    /// lost the answer): the same answer, now, and no new rebalance (as Kafka).
+    Current(Joined),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +67,8 @@ pub struct JoinRequest {
     pub rebalance_timeout_ms: i64,
     pub protocol_type: String,
     pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a member without an id is given one to join with (MEMBER_ID_REQUIRED).
+    pub require_known_member_id: bool,
 }
 
 /// A completed join, as told to one member.
@@ -73,6 +90,8 @@ pub struct GroupSettings {
     pub initial_rebalance_delay_ms: i64,
     pub min_session_timeout_ms: i64,
     pub max_session_timeout_ms: i64,
+    /// Members a group may have (Kafka's `group.max.size`).
+    pub max_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +108,10 @@ pub struct Group {
     rebalance_deadline_ms: i64,
     /// The rebalance under way started from an empty group: it waits out the initial delay.
     initial_rebalance: bool,
+    /// Ids handed out with MEMBER_ID_REQUIRED, not joined yet: id → when the offer lapses.
+    pending_members: BTreeMap<String, i64>,
+    /// Members whose SyncGroup waits for the leader's assignment (they cannot heartbeat).
+    awaiting_sync: BTreeSet<String>,
 }
 
 impl Default for Group {
@@ -103,6 +126,8 @@ impl Default for Group {
             joined: BTreeSet::new(),
             rebalance_deadline_ms: 0,
             initial_rebalance: false,
+            pending_members: BTreeMap::new(),
+            awaiting_sync: BTreeSet::new(),
         }
     }
 }
@@ -177,14 +202,14 @@ impl Group {
         }
     }
 
-    /// Adds or refreshes a member and starts (or joins) a rebalance. Returns the member id.
+    /// Adds or refreshes a member and starts (or joins) a rebalance.
     pub fn join(
         &mut self,
         request: JoinRequest,
         new_member_id: impl FnOnce() -> String,
         settings: &GroupSettings,
         now_ms: i64,
-    ) -> Result<String, GroupError> {
+    ) -> Result<Admission, GroupError> {
         if request.session_timeout_ms < settings.min_session_timeout_ms
             || request.session_timeout_ms > settings.max_session_timeout_ms
         {
@@ -207,6 +232,26 @@ impl Group {
             return Err(GroupError::InconsistentGroupProtocol);
         }
         let mut member_id = request.member_id.clone();
+        let replaces_static = request.instance_id.as_ref().is_some_and(|instance| {
+            self.members
+                .values()
+                .any(|m| m.instance_id.as_ref() == Some(instance))
+        });
+        // Ids handed out and not used yet count too, so join retries cannot grow the group's
+        // memory past the limit either.
+        if member_id.is_empty()
+            && !replaces_static
+            && self.members.len() + self.pending_members.len() >= settings.max_size
+        {
+            return Err(GroupError::GroupMaxSizeReached);
+        }
+        if member_id.is_empty() && request.require_known_member_id && request.instance_id.is_none()
+        {
+            let id = new_member_id();
+            self.pending_members
+                .insert(id.clone(), now_ms + request.session_timeout_ms);
+            return Ok(Admission::MemberIdRequired(id));
+        }
         if member_id.is_empty() {
             // A static member coming back takes its old place.
             let previous = request.instance_id.as_ref().and_then(|instance| {
@@ -223,7 +268,20 @@ impl Group {
                 }
             }
             member_id = new_member_id();
-        } else if !self.members.contains_key(&member_id) {
+        } else if let Some(existing) = self.members.get_mut(&member_id) {
+            let unchanged = existing.protocols == request.protocols;
+            let is_leader = self.leader.as_ref() == Some(&member_id);
+            // A follower of a stable group, or anyone once the join phase is over, asking
+            // again unchanged gets the current answer. A leader's join in a stable group
+            // starts a rebalance: that is how it asks for one (say, for new partitions).
+            if unchanged
+                && (self.phase == Phase::CompletingRebalance
+                    || (self.phase == Phase::Stable && !is_leader))
+            {
+                existing.last_seen_ms = now_ms;
+                return Ok(Admission::Current(self.answer(&member_id)));
+            }
+        } else if self.pending_members.remove(&member_id).is_none() {
             return Err(GroupError::UnknownMemberId);
         }
         let assignment = self
@@ -256,7 +314,7 @@ impl Group {
             };
             self.start_rebalance(now_ms + delay, initial);
         }
-        Ok(member_id)
+        Ok(Admission::Joined(member_id))
     }
 
     fn max_rebalance_timeout_ms(&self) -> i64 {
@@ -269,6 +327,7 @@ impl Group {
 
     fn start_rebalance(&mut self, deadline_ms: i64, initial: bool) {
         self.phase = Phase::PreparingRebalance;
+        self.awaiting_sync.clear();
         self.rebalance_deadline_ms = deadline_ms;
         self.initial_rebalance = initial;
     }
@@ -326,39 +385,40 @@ impl Group {
                     .map(|(n, _)| n.clone())
             })
             .unwrap_or_default();
-        self.protocol = Some(protocol.clone());
+        self.protocol = Some(protocol);
         self.phase = Phase::CompletingRebalance;
-        let roster: Vec<(String, Option<String>, Bytes)> = self
-            .members
-            .values()
-            .map(|m| {
-                let metadata = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| *n == protocol)
-                    .map(|(_, md)| md.clone())
-                    .unwrap_or_default();
-                (m.id.clone(), m.instance_id.clone(), metadata)
-            })
-            .collect();
-        let protocol_type = self.protocol_type.clone().unwrap_or_default();
-        Some(
+        Some(self.members.keys().map(|id| self.answer(id)).collect())
+    }
+
+    /// The current generation's JoinGroup answer for one member; only the leader gets the
+    /// members and their metadata for the chosen protocol.
+    fn answer(&self, member_id: &str) -> Joined {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let leader = self.leader.clone().unwrap_or_default();
+        let members = if member_id == leader {
             self.members
-                .keys()
-                .map(|id| Joined {
-                    member_id: id.clone(),
-                    generation: self.generation,
-                    protocol_type: protocol_type.clone(),
-                    protocol: protocol.clone(),
-                    leader: leader.clone(),
-                    members: if *id == leader {
-                        roster.clone()
-                    } else {
-                        Vec::new()
-                    },
+                .values()
+                .map(|m| {
+                    let metadata = m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| *n == protocol)
+                        .map(|(_, md)| md.clone())
+                        .unwrap_or_default();
+                    (m.id.clone(), m.instance_id.clone(), metadata)
                 })
-                .collect(),
-        )
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Joined {
+            member_id: member_id.to_owned(),
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            protocol,
+            leader,
+            members,
+        }
     }
 
     fn check_member(&self, member_id: &str, generation: i32) -> Result<(), GroupError> {
@@ -395,6 +455,7 @@ impl Group {
                     member.assignment = given.remove(&member.id).unwrap_or_default();
                 }
                 self.phase = Phase::Stable;
+                self.awaiting_sync.clear();
                 Ok(SyncOutcome::Completed(
                     self.members
                         .values()
@@ -402,7 +463,10 @@ impl Group {
                         .collect(),
                 ))
             }
-            Phase::CompletingRebalance => Ok(SyncOutcome::Wait),
+            Phase::CompletingRebalance => {
+                self.awaiting_sync.insert(member_id.to_owned());
+                Ok(SyncOutcome::Wait)
+            }
             Phase::Empty => Err(GroupError::UnknownMemberId),
         }
     }
@@ -429,26 +493,33 @@ impl Group {
             return Err(GroupError::UnknownMemberId);
         }
         self.joined.remove(member_id);
+        self.awaiting_sync.remove(member_id);
         self.after_departure(now_ms);
         Ok(())
     }
 
     /// Removes members whose session expired; returns their ids.
     pub fn expire(&mut self, now_ms: i64) -> Vec<String> {
-        // A member whose JoinGroup is waiting for the rebalance is kept alive (it cannot
-        // heartbeat meanwhile); any other member must have been heard from within its session.
+        self.pending_members
+            .retain(|_, lapses_ms| *lapses_ms >= now_ms);
+        // A member whose JoinGroup or SyncGroup is waiting for the group is kept alive (it
+        // cannot heartbeat meanwhile), as in Kafka; any other member must have been heard from
+        // within its session. The leader that never syncs expires, which restarts the rebalance.
         let expired: Vec<String> = self
             .members
             .values()
             .filter(|m| {
                 let awaiting_join =
                     self.phase == Phase::PreparingRebalance && self.joined.contains(&m.id);
-                !awaiting_join && m.last_seen_ms + m.session_timeout_ms < now_ms
+                let awaiting_sync =
+                    self.phase == Phase::CompletingRebalance && self.awaiting_sync.contains(&m.id);
+                !awaiting_join && !awaiting_sync && m.last_seen_ms + m.session_timeout_ms < now_ms
             })
             .map(|m| m.id.clone())
             .collect();
         for id in &expired {
             self.members.remove(id);
+            self.awaiting_sync.remove(id);
         }
         if !expired.is_empty() {
             self.after_departure(now_ms);

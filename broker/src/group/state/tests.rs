@@ -6,6 +6,7 @@ fn settings() -> GroupSettings {
         initial_rebalance_delay_ms: 100,
         min_session_timeout_ms: 10,
         max_session_timeout_ms: 100_000,
+        max_size: 100,
     }
 }
 
@@ -19,14 +20,19 @@ fn request(member_id: &str) -> JoinRequest {
         rebalance_timeout_ms: 500,
         protocol_type: "consumer".into(),
         protocols: vec![("range".into(), Bytes::from_static(b"md"))],
+        require_known_member_id: false,
     }
 }
 
 fn join_new(group: &mut Group, id: &str, now: i64) -> String {
     let id = id.to_owned();
-    group
+    match group
         .join(request(""), || id, &settings(), now)
         .expect("join")
+    {
+        Admission::Joined(id) => id,
+        other => panic!("{other:?}"),
+    }
 }
 
 /// Joins `ids` to an empty group and completes the first rebalance and sync.
@@ -335,4 +341,153 @@ fn a_static_member_rejoining_unchanged_keeps_its_assignment_without_a_rebalance(
     let mut changed = static_join.clone();
     changed.protocols = vec![("range".into(), Bytes::from_static(b"new subscription"))];
     assert!(group.rejoin_static(&changed, || "m3".into(), 300).is_none());
+}
+
+#[test]
+fn v4_joins_without_an_id_get_one_first_and_unused_ids_lapse() {
+    let mut group = Group::default();
+    let mut first = request("");
+    first.require_known_member_id = true;
+    let id = match group.join(first.clone(), || "m-1".into(), &settings(), 0) {
+        Ok(Admission::MemberIdRequired(id)) => id,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        group.members.is_empty(),
+        "no member before it joins with its id"
+    );
+    assert_eq!(group.phase, Phase::Empty);
+    // A retried first join (its answer was lost) gets another id; the first one never
+    // becomes a member, so no ghost waits in the rebalance.
+    assert!(matches!(
+        group.join(first.clone(), || "m-2".into(), &settings(), 5),
+        Ok(Admission::MemberIdRequired(_))
+    ));
+    let mut second = first.clone();
+    second.member_id = id.clone();
+    assert_eq!(
+        group.join(second.clone(), unreachable_id, &settings(), 10),
+        Ok(Admission::Joined(id.clone()))
+    );
+    assert_eq!(group.members.keys().collect::<Vec<_>>(), vec![&id]);
+    // The unused id lapses after a session; joining with it then is UNKNOWN_MEMBER_ID.
+    group.expire(2_000);
+    let mut stale = first.clone();
+    stale.member_id = "m-2".into();
+    assert_eq!(
+        group.join(stale, unreachable_id, &settings(), 2_000),
+        Err(GroupError::UnknownMemberId)
+    );
+    // Static members skip the step.
+    let mut fresh = Group::default();
+    let mut static_member = first;
+    static_member.instance_id = Some("i-1".into());
+    assert_eq!(
+        fresh.join(static_member, || "s-1".into(), &settings(), 0),
+        Ok(Admission::Joined("s-1".into()))
+    );
+}
+
+fn unreachable_id() -> String {
+    panic!("a known member id needs no new one")
+}
+
+#[test]
+fn members_waiting_for_the_leaders_assignment_do_not_expire() {
+    let mut group = Group::default();
+    let a = join_new(&mut group, "a", 0);
+    let b = join_new(&mut group, "b", 0);
+    group.try_complete_join(100).expect("complete");
+    let leader = group.leader.clone().expect("leader");
+    let follower = if leader == a { b } else { a };
+    assert_eq!(group.sync(&follower, 1, vec![], 100), Ok(SyncOutcome::Wait));
+    // The leader is slow but alive; the waiting follower cannot heartbeat meanwhile.
+    group.heartbeat(&leader, 1, 900).expect("leader heartbeat");
+    assert!(
+        group.expire(1_500).is_empty(),
+        "the waiting follower expired"
+    );
+    assert_eq!(group.phase, Phase::CompletingRebalance);
+    // A leader that never syncs expires, and the follower is told to rejoin.
+    assert_eq!(group.expire(2_000), vec![leader]);
+    assert_eq!(group.phase, Phase::PreparingRebalance);
+}
+
+#[test]
+fn a_full_group_refuses_new_members_but_keeps_its_own() {
+    let limits = GroupSettings {
+        max_size: 2,
+        ..settings()
+    };
+    let mut group = Group::default();
+    for id in ["a", "b"] {
+        group
+            .join(request(""), || id.into(), &limits, 0)
+            .expect("join");
+    }
+    assert_eq!(
+        group.join(request(""), || "c".into(), &limits, 0),
+        Err(GroupError::GroupMaxSizeReached)
+    );
+    assert_eq!(
+        group.join(request("a"), unreachable_id, &limits, 1),
+        Ok(Admission::Joined("a".into()))
+    );
+}
+
+#[test]
+fn a_member_repeating_its_join_unchanged_gets_the_current_answer_without_a_rebalance() {
+    let mut group = stable_group(&["a", "b"]);
+    let leader = group.leader.clone().expect("leader");
+    let follower = if leader == "a" { "b" } else { "a" };
+    // A follower of a stable group that lost its JoinGroup answer.
+    match group.join(request(follower), unreachable_id, &settings(), 200) {
+        Ok(Admission::Current(joined)) => {
+            assert_eq!(
+                (joined.generation, joined.leader.as_str()),
+                (1, leader.as_str())
+            );
+            assert!(joined.members.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(group.phase, Phase::Stable);
+    // Changed protocols, or the leader's join, start a rebalance.
+    let mut changed = request(follower);
+    changed.protocols = vec![("range".into(), Bytes::from_static(b"other"))];
+    assert_eq!(
+        group.join(changed, unreachable_id, &settings(), 210),
+        Ok(Admission::Joined(follower.into()))
+    );
+    assert_eq!(group.phase, Phase::PreparingRebalance);
+    let mut group = stable_group(&["a", "b"]);
+    let leader = group.leader.clone().expect("leader");
+    assert_eq!(
+        group.join(request(&leader), unreachable_id, &settings(), 200),
+        Ok(Admission::Joined(leader.clone()))
+    );
+    assert_eq!(group.phase, Phase::PreparingRebalance);
+    // While the leader's assignment is due, the leader asking again gets the roster again.
+    group
+        .join(
+            request(follower_of(&leader)),
+            unreachable_id,
+            &settings(),
+            210,
+        )
+        .expect("rejoin");
+    group.try_complete_join(220).expect("complete");
+    match group.join(request(&leader), unreachable_id, &settings(), 230) {
+        Ok(Admission::Current(joined)) => assert_eq!(joined.members.len(), 2),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(group.phase, Phase::CompletingRebalance);
+}
+
+fn follower_of(leader: &str) -> &'static str {
+    if leader == "a" {
+        "b"
+    } else {
+        "a"
+    }
 }
