@@ -241,6 +241,26 @@ pub struct ServeArgs {
     )]
     pub group_max_size: usize,
 
+    /// How long the committed offsets of a group without members are kept after its last
+    /// commit (Kafka's `offsets.retention.minutes`, 7 days).
+    #[arg(
+        long,
+        env = "SKIFF_OFFSETS_RETENTION_MINUTES",
+        default_value_t = 10_080,
+        value_name = "MINUTES"
+    )]
+    pub offsets_retention_minutes: u64,
+
+    /// How often each broker expires the offsets of idle groups it coordinates (Kafka's
+    /// `offsets.retention.check.interval.ms`).
+    #[arg(
+        long,
+        env = "SKIFF_OFFSETS_RETENTION_CHECK_INTERVAL_MS",
+        default_value_t = 600_000,
+        value_name = "MS"
+    )]
+    pub offsets_retention_check_interval_ms: u64,
+
     /// Create a topic when a client asks for its metadata or produces to it (Kafka's
     /// `auto.create.topics.enable`).
     #[arg(long, env = "SKIFF_AUTO_CREATE_TOPICS_ENABLE", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -370,6 +390,9 @@ impl ServeArgs {
         }
         if self.group_max_size == 0 {
             bail!("--group-max-size must be at least 1");
+        }
+        if self.offsets_retention_minutes == 0 || self.offsets_retention_check_interval_ms == 0 {
+            bail!("--offsets-retention-minutes and --offsets-retention-check-interval-ms must be positive");
         }
         if self.connections_max_idle_ms == 0 {
             bail!("--connections-max-idle-ms must be positive");

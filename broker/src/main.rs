@@ -128,6 +128,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
+    tokio::spawn(group::retention::run(
+        store.clone(),
+        Arc::downgrade(&groups),
+        log.clock().clone(),
+        node_id,
+        group::retention::OffsetsRetention {
+            retention_ms: i64::try_from(args.offsets_retention_minutes.saturating_mul(60_000))
+                .unwrap_or(i64::MAX),
+            check_interval: std::time::Duration::from_millis(
+                args.offsets_retention_check_interval_ms,
+            ),
+        },
+    ));
     let broker = Arc::new(Broker {
         log: log.clone(),
         groups,

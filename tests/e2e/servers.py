@@ -248,3 +248,16 @@ def etcd_keys(etcd: Etcd, prefix: str) -> tuple[int, int]:
     size = sum(len(base64.b64decode(kv["key"])) + len(base64.b64decode(kv.get("value", "")))
                for kv in kvs)
     return len(kvs), size
+
+
+def etcd_put(etcd: Etcd, key: str, value: bytes) -> None:
+    """Writes one key through etcd's JSON gateway (to stage state a test cannot wait for)."""
+    import base64
+    import json
+    import urllib.request
+    body = json.dumps({"key": base64.b64encode(key.encode()).decode(),
+                       "value": base64.b64encode(value).decode()}).encode()
+    req = urllib.request.Request(f"{etcd.endpoint}/v3/kv/put", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        r.read()

@@ -148,3 +148,40 @@ def test_the_index_in_etcd_stays_bounded(start_broker, etcd, s3):
     recs = h.read_partitions(b.bootstrap, topic, [0])
     assert [r.value for r in recs] == [f"v{i}".encode() for i in range(count)]
     assert [r.offset for r in recs] == list(range(count))
+
+
+def test_offsets_of_idle_groups_expire_and_live_ones_stay(start_broker, etcd, s3):
+    """offsets.retention.minutes: a group with no member whose last commit is older than the
+    retention loses its offsets; a recent commit, or a group with a live member, keeps them."""
+    import json
+    from confluent_kafka import Consumer, TopicPartition
+    from servers import etcd_keys, etcd_put
+    b = start_broker(args=broker_args(etcd, s3) + [
+        "--offsets-retention-minutes", "1", "--offsets-retention-check-interval-ms", "300",
+        "--group-initial-rebalance-delay-ms", "0"])
+    topic = "retained"
+    h.create_topic(b.bootstrap, topic, 1)
+    old = json.dumps({"offset": 5, "leader_epoch": -1, "metadata": None,
+                      "commit_timestamp_ms": 1_000}).encode()
+    # Two groups whose last commit was long ago (staged in etcd: the retention is a minute).
+    for group in ("idle", "busy"):
+        etcd_put(etcd, f"/skiff/groups/{group}/offsets/{topic}/0000000000", old)
+    # "busy" has a live member; "recent" committed just now.
+    member = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "busy",
+                       "session.timeout.ms": 6000, "enable.auto.commit": False})
+    member.subscribe([topic])
+    deadline = time.monotonic() + 30
+    while not member.assignment():
+        assert time.monotonic() < deadline, "the member never joined"
+        member.poll(0.1)
+    recent = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "recent"})
+    recent.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
+    recent.close()
+    deadline = time.monotonic() + 15
+    while etcd_keys(etcd, "/skiff/groups/idle/")[0] != 0:
+        assert time.monotonic() < deadline, "the idle group's offsets never expired"
+        member.poll(0.1)
+    time.sleep(1)   # a few more passes
+    assert etcd_keys(etcd, "/skiff/groups/busy/")[0] == 1, "a live group lost its offsets"
+    assert etcd_keys(etcd, "/skiff/groups/recent/")[0] == 1, "a recent commit expired"
+    member.close()

@@ -102,6 +102,46 @@ pub async fn delete_group(store: &dyn MetadataStore, group: &str) -> Result<(), 
     Ok(())
 }
 
+/// Deletes every committed offset of `group` if none was committed within `retention_ms` of
+/// `now_ms` (Kafka's `offsets.retention.minutes`, applied by the group's coordinator to groups
+/// without members). Each deletion compares the key's revision, so a commit that lands meanwhile
+/// keeps its offset. Returns how many offsets were deleted.
+pub async fn expire_group(
+    store: &dyn MetadataStore,
+    group: &str,
+    now_ms: i64,
+    retention_ms: i64,
+) -> Result<usize, MetadataError> {
+    let kvs = store
+        .range_prefix(&keys::group_offsets_prefix(group), 0)
+        .await?;
+    let mut newest_ms = i64::MIN;
+    for kv in &kvs {
+        let offset: CommittedOffset =
+            keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?;
+        newest_ms = newest_ms.max(offset.commit_timestamp_ms);
+    }
+    if kvs.is_empty() || now_ms.saturating_sub(newest_ms) < retention_ms {
+        return Ok(0);
+    }
+    let mut deleted = 0;
+    for chunk in kvs.chunks((store.max_txn_ops() / 2).max(1)) {
+        let compares = chunk
+            .iter()
+            .map(|kv| crate::metadata::Compare::mod_revision(&kv.key, kv.mod_revision))
+            .collect();
+        let ops = chunk.iter().map(|kv| TxnOp::delete(&kv.key)).collect();
+        if store
+            .txn(Txn::when(compares).and_then(ops))
+            .await?
+            .succeeded
+        {
+            deleted += chunk.len();
+        }
+    }
+    Ok(deleted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +191,56 @@ mod tests {
         assert_eq!(
             fetch_all(&store, "other").await.expect("fetch")["t"].len(),
             1
+        );
+    }
+
+    #[tokio::test]
+    async fn offsets_expire_only_after_the_retention_since_the_last_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(&dir.path().join("m.redb"), Arc::new(ManualClock::new(0)))
+            .await
+            .expect("store");
+        let at = |partition, ms| {
+            (
+                OffsetKey {
+                    topic: "t".into(),
+                    partition,
+                },
+                CommittedOffset {
+                    offset: 1,
+                    leader_epoch: -1,
+                    metadata: None,
+                    commit_timestamp_ms: ms,
+                },
+            )
+        };
+        let many: Vec<_> = (0..200).map(|p| at(p, 1_000)).collect();
+        commit(&store, "idle", &many).await.expect("commit");
+        commit(&store, "idle", &[at(7, 5_000)])
+            .await
+            .expect("commit");
+        assert_eq!(
+            expire_group(&store, "idle", 9_999, 5_000)
+                .await
+                .expect("expire"),
+            0
+        );
+        assert_eq!(
+            fetch_all(&store, "idle").await.expect("fetch")["t"].len(),
+            200
+        );
+        assert_eq!(
+            expire_group(&store, "idle", 10_000, 5_000)
+                .await
+                .expect("expire"),
+            200
+        );
+        assert!(fetch_all(&store, "idle").await.expect("fetch").is_empty());
+        assert_eq!(
+            expire_group(&store, "idle", 20_000, 5_000)
+                .await
+                .expect("expire"),
+            0
         );
     }
 }
