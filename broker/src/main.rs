@@ -101,8 +101,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     );
     let (stop_controller, controller_stopped) = tokio::sync::watch::channel(false);
+    let view = skiff_tiering::cluster::view::ViewCell::default();
     let controller = tokio::spawn(
-        Controller::new(store.clone(), log.clone(), membership.clone()).run(controller_stopped),
+        Controller::new(store.clone(), log.clone(), membership.clone(), view.clone())
+            .run(controller_stopped),
     );
 
     let groups = Arc::new(group::coordinator::Coordinator::new(
@@ -161,6 +163,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             message_timestamp_type: args.log_message_timestamp_type,
         },
         producer_ids: ProducerIds::new(store),
+        view,
     });
 
     let http_bind = args.http_bind()?;

@@ -1,4 +1,9 @@
 //! Metadata: this broker, the topics asked for (auto-created when allowed), their partitions.
+//!
+//! Brokers and topics come from the controller's latest cluster view (at most `VIEW_MAX_AGE`
+//! old); partition leaders are read fresh, with one range for all topics or one per named topic,
+//! so a request costs a bounded number of metadata-store reads however many topics exist.
+//! Topics the view does not know yet (just created) and a stale view fall back to the store.
 
 use super::errors::catalog_error;
 use super::{topic_uuid, Broker};
@@ -10,7 +15,14 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use skiff_tiering::catalog::{validate_topic_name, Topic};
 use skiff_tiering::cluster::membership::live_brokers;
-use skiff_tiering::cluster::partition_states;
+use skiff_tiering::cluster::{all_partition_states, partition_states};
+use skiff_tiering::keys::PartitionState;
+use skiff_tiering::metadata::Revision;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// A controller view older than this is not used (the controller passes every 500 ms).
+const VIEW_MAX_AGE: Duration = Duration::from_secs(2);
 
 /// "Authorized operations were not requested" in Kafka's encoding.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -23,12 +35,16 @@ pub async fn handle(
     request: MetadataRequest,
     version: i16,
 ) -> Option<MetadataResponse> {
-    let live = match live_brokers(&*broker.store).await {
-        Ok(live) => live,
-        Err(error) => {
-            tracing::warn!(%error, "metadata: cannot list brokers");
-            return None;
-        }
+    let view = broker.view.latest(VIEW_MAX_AGE);
+    let live = match &view {
+        Some(view) => view.brokers.clone(),
+        None => match live_brokers(&*broker.store).await {
+            Ok(live) => live,
+            Err(error) => {
+                tracing::warn!(%error, "metadata: cannot list brokers");
+                return None;
+            }
+        },
     };
     let live_ids: Vec<i32> = live.iter().map(|b| b.node_id).collect();
     // Any broker can serve admin requests (they are metadata-store transactions); clients that
@@ -60,6 +76,22 @@ pub async fn handle(
     };
     let auto_create = version < 4 || request.allow_auto_topic_creation;
     if all {
+        if let Some(view) = &view {
+            let mut states = match all_partition_states(&*broker.store).await {
+                Ok(states) => states,
+                Err(error) => {
+                    tracing::warn!(%error, "metadata: cannot read partition states");
+                    return None;
+                }
+            };
+            for topic in view.topics.values() {
+                let topic_states = states.remove(&topic.topic.record.name).unwrap_or_default();
+                response
+                    .topics
+                    .push(describe(&topic.topic, &topic_states, &live_ids));
+            }
+            return Some(response);
+        }
         let topics = match broker.log.catalog().list().await {
             Ok(topics) => topics,
             Err(error) => {
@@ -77,6 +109,16 @@ pub async fn handle(
     for requested in request.topics.unwrap_or_default() {
         let Some(name) = requested.name else {
             // Lookup by topic id (v10+).
+            let id = requested.topic_id.simple().to_string();
+            if let Some(topic) = view
+                .as_ref()
+                .and_then(|v| v.topics.values().find(|t| t.topic.record.id == id))
+            {
+                response
+                    .topics
+                    .push(describe_topic(broker, &topic.topic, &live_ids).await);
+                continue;
+            }
             let found = match broker
                 .log
                 .catalog()
@@ -101,6 +143,12 @@ pub async fn handle(
                 uuid::Uuid::nil(),
                 ResponseError::InvalidTopicException,
             ));
+            continue;
+        }
+        if let Some(topic) = view.as_ref().and_then(|v| v.topics.get(name.as_str())) {
+            response
+                .topics
+                .push(describe_topic(broker, &topic.topic, &live_ids).await);
             continue;
         }
         let entry = match broker.topic_or_create(&name, auto_create).await {
@@ -142,6 +190,17 @@ async fn describe_topic(broker: &Broker, topic: &Topic, live: &[i32]) -> Metadat
             );
         }
     };
+    describe(topic, &states, live)
+}
+
+/// A topic's Metadata entry from its partitions' stored states; partitions whose leader is
+/// not live (or none) are LEADER_NOT_AVAILABLE.
+fn describe(
+    topic: &Topic,
+    states: &HashMap<i32, (PartitionState, Revision)>,
+    live: &[i32],
+) -> MetadataResponseTopic {
+    let name = TopicName(StrBytes::from_string(topic.record.name.clone()));
     let mut partitions = Vec::with_capacity(topic.record.partitions as usize);
     for index in 0..topic.record.partitions {
         let (leader, epoch) = states

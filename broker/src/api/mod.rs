@@ -29,7 +29,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use skiff_tiering::catalog::{CatalogError, Topic};
 use skiff_tiering::metadata::MetadataStore;
 use skiff_tiering::Log;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -103,6 +103,8 @@ pub struct Broker {
     pub limits: Limits,
     pub topic_defaults: TopicDefaults,
     pub producer_ids: ProducerIds,
+    /// The latest cluster view the controller read (brokers, topics, leaders).
+    pub view: skiff_tiering::cluster::view::ViewCell,
 }
 
 impl Broker {
@@ -131,8 +133,10 @@ impl Broker {
             .await
         {
             Ok(topic) => {
+                self.view.invalidate();
                 tracing::info!(topic = name, "auto-created topic");
-                self.wait_for_leaders(&topic, AUTO_CREATE_LEADER_WAIT).await;
+                self.wait_for_leaders(std::slice::from_ref(&topic), AUTO_CREATE_LEADER_WAIT)
+                    .await;
                 Ok(Some(topic))
             }
             Err(CatalogError::TopicAlreadyExists(_)) => self.log.catalog().get(name).await,
@@ -148,17 +152,28 @@ const AUTO_CREATE_LEADER_WAIT: Duration = Duration::from_secs(2);
 impl Broker {
     /// Waits (bounded) until every partition of a new topic has a live leader, as Kafka's
     /// CreateTopics does, so clients do not start with a round of LEADER_NOT_AVAILABLE.
-    pub async fn wait_for_leaders(&self, topic: &Topic, wait: Duration) {
+    /// Waits (up to `wait`, all topics together) until every partition of `topics` has a live
+    /// leader, so clients that produce right after creating a topic find one.
+    pub async fn wait_for_leaders(&self, topics: &[Topic], wait: Duration) {
+        use skiff_tiering::cluster::{all_partition_states, partition_states};
         let deadline = tokio::time::Instant::now() + wait;
-        while tokio::time::Instant::now() < deadline {
+        while !topics.is_empty() && tokio::time::Instant::now() < deadline {
             let live = skiff_tiering::cluster::membership::live_brokers(&*self.store).await;
-            let states =
-                skiff_tiering::cluster::partition_states(&*self.store, &topic.record.name).await;
+            // One range for the lot, or a small one for a single topic.
+            let states = match topics {
+                [one] => partition_states(&*self.store, &one.record.name)
+                    .await
+                    .map(|states| HashMap::from([(one.record.name.clone(), states)])),
+                _ => all_partition_states(&*self.store).await,
+            };
             if let (Ok(live), Ok(states)) = (live, states) {
-                let led = (0..topic.record.partitions).all(|p| {
-                    states
-                        .get(&p)
-                        .is_some_and(|(s, _)| live.iter().any(|b| b.node_id == s.leader))
+                let led = topics.iter().all(|topic| {
+                    let states = states.get(&topic.record.name);
+                    (0..topic.record.partitions).all(|p| {
+                        states
+                            .and_then(|s| s.get(&p))
+                            .is_some_and(|(s, _)| live.iter().any(|b| b.node_id == s.leader))
+                    })
                 });
                 if led {
                     return;
@@ -166,10 +181,12 @@ impl Broker {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tracing::info!(
-            topic = topic.record.name,
-            "partitions still without leaders; clients will retry"
-        );
+        if !topics.is_empty() {
+            tracing::info!(
+                topics = topics.len(),
+                "partitions still without leaders; clients will retry"
+            );
+        }
     }
 }
 

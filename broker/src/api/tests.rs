@@ -61,7 +61,10 @@ async fn fixture() -> Fixture {
         .expect("register"),
     );
     let (stop_controller, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(Controller::new(store.clone(), log.clone(), membership).run(stopped));
+    let view = skiff_tiering::cluster::view::ViewCell::default();
+    tokio::spawn(
+        Controller::new(store.clone(), log.clone(), membership, view.clone()).run(stopped),
+    );
     let groups = Arc::new(crate::group::coordinator::Coordinator::new(
         crate::group::state::GroupSettings {
             initial_rebalance_delay_ms: 0,
@@ -91,6 +94,7 @@ async fn fixture() -> Fixture {
             message_timestamp_type: TimestampType::CreateTime,
         },
         producer_ids: ProducerIds::new(store),
+        view,
     };
     Fixture {
         _dir: dir,

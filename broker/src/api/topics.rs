@@ -32,6 +32,7 @@ pub async fn create(
     version: i16,
 ) -> CreateTopicsResponse {
     let mut response = CreateTopicsResponse::default();
+    let mut created_topics = Vec::new();
     for topic in request.topics {
         let mut result = CreatableTopicResult::default()
             .with_name(topic.name.clone())
@@ -86,11 +87,9 @@ pub async fn create(
                 .await
             {
                 Ok(created) => {
+                    broker.view.invalidate();
                     tracing::info!(topic = name, partitions, "created topic");
-                    let wait =
-                        Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0))
-                            .min(Duration::from_secs(30));
-                    broker.wait_for_leaders(&created, wait).await;
+                    created_topics.push(created.clone());
                     Ok(Some(created))
                 }
                 Err(CatalogError::TopicAlreadyExists(_)) => Err((
@@ -129,6 +128,10 @@ pub async fn create(
         }
         response.topics.push(result);
     }
+    // Leaders are awaited once for every topic created, within the request's timeout.
+    let wait = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0))
+        .min(Duration::from_secs(30));
+    broker.wait_for_leaders(&created_topics, wait).await;
     response
 }
 
@@ -176,6 +179,7 @@ pub async fn delete(broker: &Broker, request: DeleteTopicsRequest) -> DeleteTopi
         };
         match broker.log.catalog().delete(&name).await {
             Ok(deleted) => {
+                broker.view.invalidate();
                 broker.log.forget_topic(&name);
                 result.topic_id = topic_uuid(&deleted);
                 tracing::info!(topic = name, "deleted topic");
@@ -211,6 +215,7 @@ pub async fn create_partitions(
                 .create_partitions(&name, topic.count)
                 .await
                 .map(|_| {
+                    broker.view.invalidate();
                     tracing::info!(topic = name, partitions = topic.count, "added partitions");
                 })
         };

@@ -6,11 +6,12 @@
 //! a fenced commit (a retriable error for a producer), never two leaders committing.
 
 use super::assignment::{decide, preferred_leader, Action};
-use super::membership::{live_brokers, Membership};
+use super::membership::Membership;
+use super::view::{ClusterView, ViewCell};
 use crate::keys;
 use crate::log::{Log, TopicPartition};
 use crate::metadata::{MetadataStore, Revision};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,19 +19,29 @@ use tokio::sync::watch;
 
 /// How often leadership is re-checked even without a watch event.
 const RECONCILE_INTERVAL: Duration = Duration::from_millis(500);
+/// A burst of watch events (say, 100 topics created at once) makes one pass, not 100.
+const EVENT_COALESCE: Duration = Duration::from_millis(50);
 
 pub struct Controller {
     store: Arc<dyn MetadataStore>,
     log: Log,
     membership: Arc<Membership>,
+    view: ViewCell,
 }
 
 impl Controller {
-    pub fn new(store: Arc<dyn MetadataStore>, log: Log, membership: Arc<Membership>) -> Self {
+    /// `view` receives the cluster view each pass reads (for Metadata requests).
+    pub fn new(
+        store: Arc<dyn MetadataStore>,
+        log: Log,
+        membership: Arc<Membership>,
+        view: ViewCell,
+    ) -> Self {
         Self {
             store,
             log,
             membership,
+            view,
         }
     }
 
@@ -62,6 +73,9 @@ impl Controller {
                     if event.is_none() {
                         // The watch ended (store hiccup): watch again; the tick covers the gap.
                         changes = self.watch_changes().await;
+                    } else {
+                        tokio::time::sleep(EVENT_COALESCE).await;
+                        while let Some(Some(())) = changes.next().now_or_never() {}
                     }
                 }
             }
@@ -86,28 +100,20 @@ impl Controller {
         }
     }
 
-    /// One pass over every partition of every topic.
+    /// One pass over every partition of every topic, from a view read with three requests;
+    /// the view (with this pass's own claims and releases applied) is then published.
     pub async fn reconcile(&self) -> Result<(), String> {
         let me = self.membership.node_id();
-        let mut live: Vec<i32> = live_brokers(&*self.store)
+        let generation = self.view.generation();
+        let mut view = ClusterView::read(&self.store)
             .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|b| b.node_id)
-            .collect();
-        live.sort_unstable();
-        let topics = self.log.catalog().list().await.map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?;
+        let live = view.live_ids();
         let mut seen: HashMap<TopicPartition, (i32, i32, Revision)> = HashMap::new();
-        for topic in &topics {
+        for topic_view in view.topics.values_mut() {
+            let topic = &topic_view.topic;
+            let states = &mut topic_view.partitions;
             let name = &topic.record.name;
-            // One topic's trouble must not stall leadership of the others.
-            let states = match super::partition_states(&*self.store, name).await {
-                Ok(states) => states,
-                Err(error) => {
-                    tracing::warn!(topic = name, %error, "cannot read partition states");
-                    continue;
-                }
-            };
             for partition in 0..topic.record.partitions {
                 let current = states.get(&partition);
                 let (leader, epoch) = current.map_or((-1, -1), |(s, _)| (s.leader, s.leader_epoch));
@@ -135,7 +141,10 @@ impl Controller {
                         self.log.forget_partition(&tp);
                         match claimed {
                             Ok(Some(epoch)) => {
-                                tracing::info!(partition = %tp, epoch, previous = leader, "claimed leadership")
+                                tracing::info!(partition = %tp, epoch, previous = leader, "claimed leadership");
+                                let entry = states.entry(partition).or_default();
+                                entry.0.leader = me;
+                                entry.0.leader_epoch = epoch;
                             }
                             Ok(None) => {}
                             Err(error) => tracing::warn!(partition = %tp, %error, "claim failed"),
@@ -143,7 +152,10 @@ impl Controller {
                     }
                     Action::Release => match self.log.release(&tp).await {
                         Ok(()) => {
-                            tracing::info!(partition = %tp, ?preferred, "released leadership")
+                            tracing::info!(partition = %tp, ?preferred, "released leadership");
+                            if let Some(entry) = states.get_mut(&partition) {
+                                entry.0.leader = -1;
+                            }
                         }
                         Err(error) => tracing::info!(partition = %tp, %error, "release skipped"),
                     },
@@ -151,6 +163,7 @@ impl Controller {
             }
         }
         self.drop_stale_views(&seen);
+        self.view.publish(generation, view);
         Ok(())
     }
 
@@ -229,7 +242,12 @@ mod tests {
                 .await
                 .expect("register"),
         );
-        let controller = Controller::new(store.clone(), log.clone(), membership.clone());
+        let controller = Controller::new(
+            store.clone(),
+            log.clone(),
+            membership.clone(),
+            ViewCell::default(),
+        );
         Node {
             log,
             membership,

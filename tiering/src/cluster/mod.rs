@@ -4,7 +4,7 @@
 //!   a broker that stops renewing (crash, pause, partition) disappears after the lease TTL.
 //! - [`assignment`]: pure rendezvous hashing of partitions over live brokers.
 //! - [`controller`]: every broker's loop that claims the partitions it should lead and hands
-//!   over those it should not.
+//!   over those it should not, from a [`view`] of the cluster it reads and publishes each pass.
 //!
 //! Claims and releases are transactions on the partition state key, compared on its
 //! `mod_revision`; a claim bumps the leader epoch. Since every log commit compares the same key,
@@ -13,6 +13,7 @@
 pub mod assignment;
 pub mod controller;
 pub mod membership;
+pub mod view;
 
 use crate::keys::{self, PartitionState};
 use crate::metadata::{Compare, MetadataError, MetadataStore, Revision, Txn, TxnOp};
@@ -41,6 +42,28 @@ pub async fn partition_states(
         states.insert(partition, (state, kv.mod_revision));
     }
     Ok(states)
+}
+
+/// The stored state of every partition of every topic, by topic (one range request).
+pub async fn all_partition_states(
+    store: &dyn MetadataStore,
+) -> Result<HashMap<String, HashMap<i32, (PartitionState, Revision)>>, MetadataError> {
+    let prefix = format!("{}/partitions/", keys::ROOT);
+    let mut out: HashMap<String, HashMap<i32, (PartitionState, Revision)>> = HashMap::new();
+    for kv in store.range_prefix(&prefix, 0).await? {
+        let Some((topic, partition)) = kv.key[prefix.len()..].rsplit_once('/') else {
+            continue;
+        };
+        let Ok(partition) = partition.parse::<i32>() else {
+            continue;
+        };
+        let state: PartitionState =
+            keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?;
+        out.entry(topic.to_owned())
+            .or_default()
+            .insert(partition, (state, kv.mod_revision));
+    }
+    Ok(out)
 }
 
 /// Claims leadership of one partition for `node_id`, if its state is still at `revision`
