@@ -6,13 +6,13 @@
 //! a fenced commit (a retriable error for a producer), never two leaders committing.
 
 use super::assignment::{decide, preferred_leader, Action};
-use super::membership::Membership;
+use super::membership::{Membership, MembershipError};
 use super::view::{ClusterView, ViewCell};
 use crate::keys;
 use crate::log::{Log, TopicPartition};
 use crate::metadata::{MetadataStore, Revision};
 use futures::{FutureExt, StreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -27,6 +27,10 @@ pub struct Controller {
     log: Log,
     membership: Arc<Membership>,
     view: ViewCell,
+    /// Partitions this process claimed. One whose state names this node id without being here
+    /// was led by an earlier process with the same id: it is claimed again (a new epoch), so
+    /// nothing that process may still hold can commit.
+    claimed: std::sync::Mutex<HashSet<TopicPartition>>,
 }
 
 impl Controller {
@@ -42,6 +46,7 @@ impl Controller {
             log,
             membership,
             view,
+            claimed: std::sync::Mutex::new(HashSet::new()),
         }
     }
 
@@ -104,6 +109,11 @@ impl Controller {
     /// the view (with this pass's own claims and releases applied) is then published.
     pub async fn reconcile(&self) -> Result<(), String> {
         let me = self.membership.node_id();
+        if self.membership.displaced() {
+            return Err(format!(
+                "another process registered node id {me} while this one was cut off; this one leads nothing until restarted"
+            ));
+        }
         let generation = self.view.generation();
         let mut view = ClusterView::read(&self.store)
             .await
@@ -124,7 +134,23 @@ impl Controller {
                     continue;
                 }
                 let preferred = preferred_leader(name, partition, &live);
-                match decide(me, leader, preferred, &live) {
+                let inherited = leader == me
+                    && !self
+                        .claimed
+                        .lock()
+                        .expect("claimed mutex poisoned")
+                        .contains(&tp);
+                if leader != me {
+                    self.claimed
+                        .lock()
+                        .expect("claimed mutex poisoned")
+                        .remove(&tp);
+                }
+                let action = match decide(me, leader, preferred, &live) {
+                    Action::Keep if inherited && preferred == Some(me) => Action::Claim,
+                    action => action,
+                };
+                match action {
                     Action::Keep => {}
                     Action::Claim => {
                         let claimed = super::claim(
@@ -142,6 +168,10 @@ impl Controller {
                         match claimed {
                             Ok(Some(epoch)) => {
                                 tracing::info!(partition = %tp, epoch, previous = leader, "claimed leadership");
+                                self.claimed
+                                    .lock()
+                                    .expect("claimed mutex poisoned")
+                                    .insert(tp.clone());
                                 let entry = states.entry(partition).or_default();
                                 entry.0.leader = me;
                                 entry.0.leader_epoch = epoch;
@@ -200,6 +230,16 @@ async fn keep_alive_loop(membership: Arc<Membership>, log: Log, mut stop: watch:
             // The session lapsed: other brokers may have taken partitions meanwhile.
             Ok(true) => log.forget_all(),
             Ok(false) => {}
+            Err(MembershipError::NodeIdTaken(id)) => {
+                tracing::error!(
+                    node_id = id,
+                    "another process registered this node id while this broker was cut off; \
+                     it stops leading (give each broker its own --node-id, then restart it)"
+                );
+                log.forget_all();
+                log.shutdown().await;
+                return;
+            }
             Err(error) => tracing::warn!(%error, "cannot renew the broker session"),
         }
     }
@@ -367,5 +407,48 @@ mod tests {
         }
         a.log.shutdown().await;
         b.log.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_restarted_broker_claims_its_partitions_again_and_fences_its_predecessor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn MetadataStore> = Arc::new(
+            EmbeddedStore::open(&dir.path().join("m.redb"), Arc::new(ManualClock::new(0)))
+                .await
+                .expect("store"),
+        );
+        let objects = Arc::new(InMemory::new());
+        let old = node(&store, &objects, 1).await;
+        old.log
+            .catalog()
+            .create("t", 3, Default::default(), 0)
+            .await
+            .expect("create");
+        old.controller.reconcile().await.expect("reconcile");
+        old.controller.reconcile().await.expect("second pass keeps");
+        assert_eq!(leaders(&*store, "t").await, vec![(1, 0); 3]);
+        let tp = TopicPartition::new("t", 0);
+        assert_eq!(old.log.offsets(&tp).await.expect("cached"), (0, 0));
+        // The same node id in a new process (the old one hung, not dead): its first pass
+        // claims every partition again under a new epoch.
+        old.membership.deregister().await;
+        let new = node(&store, &objects, 1).await;
+        new.controller.reconcile().await.expect("reconcile");
+        assert_eq!(leaders(&*store, "t").await, vec![(1, 1); 3]);
+        new.controller.reconcile().await.expect("reconcile");
+        assert_eq!(leaders(&*store, "t").await, vec![(1, 1); 3], "claimed once");
+        // What the old process still holds cannot commit.
+        let batch = bytes::Bytes::from(crate::batch::tests::sample_batch(1, 1, 8));
+        let header = crate::batch::parse_header(&batch).expect("header");
+        let fenced = old
+            .log
+            .append(tp.clone(), vec![(header, batch)], false)
+            .await;
+        assert!(
+            matches!(fenced, Err(crate::LogError::Fenced(_))),
+            "{fenced:?}"
+        );
+        old.log.shutdown().await;
+        new.log.shutdown().await;
     }
 }

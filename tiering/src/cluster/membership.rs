@@ -25,6 +25,9 @@ pub struct Membership {
     record: BrokerRecord,
     ttl_ms: i64,
     lease: Mutex<LeaseId>,
+    /// Set when this broker's session lapsed and another process registered its node id
+    /// meanwhile: this process must not lead anything any more.
+    displaced: std::sync::atomic::AtomicBool,
 }
 
 /// The brokers registered now, by node id.
@@ -84,6 +87,7 @@ impl Membership {
                         record,
                         ttl_ms,
                         lease: Mutex::new(lease),
+                        displaced: std::sync::atomic::AtomicBool::new(false),
                     })
                 }
                 Err(MembershipError::NodeIdTaken(id)) if tokio::time::Instant::now() < deadline => {
@@ -118,6 +122,11 @@ impl Membership {
         }
     }
 
+    /// Whether another process took this node id while this one's session had lapsed.
+    pub fn displaced(&self) -> bool {
+        self.displaced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub fn node_id(&self) -> i32 {
         self.record.node_id
     }
@@ -137,8 +146,18 @@ impl Membership {
                     node_id = self.record.node_id,
                     "broker session lapsed; registering again"
                 );
-                *lease = Self::try_register(&*self.store, &self.record, self.ttl_ms).await?;
-                Ok(true)
+                match Self::try_register(&*self.store, &self.record, self.ttl_ms).await {
+                    Ok(renewed) => {
+                        *lease = renewed;
+                        Ok(true)
+                    }
+                    Err(MembershipError::NodeIdTaken(id)) => {
+                        self.displaced
+                            .store(true, std::sync::atomic::Ordering::Release);
+                        Err(MembershipError::NodeIdTaken(id))
+                    }
+                    Err(error) => Err(error),
+                }
             }
             Err(error) => Err(error.into()),
         }
