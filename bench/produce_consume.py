@@ -85,11 +85,13 @@ def start_broker(binary: str, data_dir: Path, linger_ms: int, log,
 
 
 def produce(bootstrap: str, topic: str, partitions: int, count: int, size: int, linger_ms: int,
-            rate: float):
+            rate: float, idempotence: bool = False, request_max_bytes: int = 1_000_000):
     producer = Producer({
         "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": linger_ms,
         "batch.size": 1_000_000, "queue.buffering.max.kbytes": 1_048_576,
-        "queue.buffering.max.messages": 1_000_000, "enable.idempotence": False,
+        "queue.buffering.max.messages": 1_000_000, "enable.idempotence": idempotence,
+        # librdkafka's cap on one ProduceRequest (its message.max.bytes).
+        "message.max.bytes": request_max_bytes,
     })
     latencies = []
     failures = []
@@ -154,6 +156,10 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0,
                         help="records per second (0: as fast as possible); set it below the "
                              "saturation throughput to measure ack latency without queueing")
+    parser.add_argument("--idempotence", action="store_true",
+                        help="idempotent producer (sequence numbers checked and committed)")
+    parser.add_argument("--client-request-max-bytes", type=int, default=1_000_000,
+                        help="librdkafka message.max.bytes: the size cap of one ProduceRequest")
     parser.add_argument("--results", help="append a markdown row to this file")
     args = parser.parse_args()
 
@@ -169,7 +175,8 @@ def main() -> int:
 
         cpu0, stats0 = cpu_seconds(proc.pid), stats(http)
         produce_s, latencies, failures = produce(bootstrap, topic, args.partitions, args.count,
-                                                 args.size, args.client_linger_ms, args.rate)
+                                                 args.size, args.client_linger_ms, args.rate,
+                                                 args.idempotence, args.client_request_max_bytes)
         cpu1, stats1 = cpu_seconds(proc.pid), stats(http)
         if failures:
             raise SystemExit(f"{len(failures)} produce failures, first: {failures[0]}")
@@ -179,7 +186,8 @@ def main() -> int:
         result = {
             "records": args.count, "record_bytes": args.size, "partitions": args.partitions,
             "flush_linger_ms": args.flush_linger_ms, "client_linger_ms": args.client_linger_ms,
-            "rate_records_s": args.rate,
+            "rate_records_s": args.rate, "idempotence": args.idempotence,
+            "client_request_max_bytes": args.client_request_max_bytes,
             "produce_mib_s": total_bytes / MIB / produce_s,
             "produce_records_s": args.count / produce_s,
             "ack_p50_ms": percentile(latencies, 0.50) * 1000,
