@@ -180,32 +180,45 @@ pub async fn delete(broker: &Broker, request: DeleteGroupsRequest) -> DeleteGrou
     DeleteGroupsResponse::default().with_results(results)
 }
 
-/// Topics the group's current members subscribe to (consumer protocol).
-fn subscribed_topics(summary: &GroupSummary) -> Vec<String> {
-    summary
-        .members
-        .iter()
-        .filter_map(|m| {
-            if m.metadata.len() < 2 {
-                return None;
-            }
-            let version = i16::from_be_bytes([m.metadata[0], m.metadata[1]]);
-            let mut buf: Bytes = m.metadata.slice(2..);
-            ConsumerProtocolSubscription::decode(&mut buf, version).ok()
-        })
-        .flat_map(|s| s.topics.into_iter().map(|t| t.to_string()))
-        .collect()
+/// Topics the group's current members subscribe to; `None` when that is unknown (a group not
+/// using the consumer protocol, or a subscription that does not decode).
+fn subscribed_topics(summary: &GroupSummary) -> Option<Vec<String>> {
+    if summary.protocol_type != "consumer" {
+        return None;
+    }
+    let mut topics = Vec::new();
+    for member in &summary.members {
+        if member.metadata.len() < 2 {
+            return None;
+        }
+        let version = i16::from_be_bytes([member.metadata[0], member.metadata[1]]);
+        let mut buf: Bytes = member.metadata.slice(2..);
+        let subscription = ConsumerProtocolSubscription::decode(&mut buf, version).ok()?;
+        topics.extend(subscription.topics.into_iter().map(|t| t.to_string()));
+    }
+    Some(topics)
 }
 
 pub async fn delete_offsets(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     if let Err(code) = check_coordinator(broker, &request.group_id).await {
         return OffsetDeleteResponse::default().with_error_code(code.code());
     }
-    let subscribed = broker
+    // As Kafka: an empty group loses any offsets; a live consumer group keeps those of topics
+    // it subscribes to; a live group whose subscriptions are unknown keeps all (NON_EMPTY_GROUP).
+    let subscribed = match broker
         .groups
         .summary(&request.group_id)
-        .map(|s| subscribed_topics(&s))
-        .unwrap_or_default();
+        .filter(|s| !s.members.is_empty())
+    {
+        None => Vec::new(),
+        Some(summary) => match subscribed_topics(&summary) {
+            Some(topics) => topics,
+            None => {
+                return OffsetDeleteResponse::default()
+                    .with_error_code(ResponseError::NonEmptyGroup.code())
+            }
+        },
+    };
     let mut deletable = Vec::new();
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {

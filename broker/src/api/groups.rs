@@ -3,6 +3,7 @@
 
 use super::offsets::coordinator_of;
 use super::Broker;
+use crate::group::coordinator::SyncMember;
 use crate::group::state::{GroupError, JoinRequest};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
@@ -116,7 +117,7 @@ pub async fn join(
     }
 }
 
-pub async fn sync(broker: &Broker, request: SyncGroupRequest) -> SyncGroupResponse {
+pub async fn sync(broker: &Broker, request: SyncGroupRequest, version: i16) -> SyncGroupResponse {
     if let Err(code) = check_coordinator(broker, &request.group_id).await {
         return SyncGroupResponse::default().with_error_code(code.code());
     }
@@ -125,22 +126,29 @@ pub async fn sync(broker: &Broker, request: SyncGroupRequest) -> SyncGroupRespon
         .iter()
         .map(|a| (a.member_id.to_string(), a.assignment.clone()))
         .collect();
+    let member = SyncMember {
+        member_id: &request.member_id,
+        instance_id: request.group_instance_id.as_deref(),
+        generation: request.generation_id,
+        protocol_type: request.protocol_type.as_deref(),
+        protocol: request.protocol_name.as_deref(),
+    };
     match broker
         .groups
-        .sync(
-            &request.group_id,
-            &request.member_id,
-            request.group_instance_id.as_deref(),
-            request.generation_id,
-            assignments,
-        )
+        .sync(&request.group_id, member, assignments)
         .await
     {
-        Ok(assignment) => SyncGroupResponse::default()
-            .with_assignment(assignment)
-            // v5 echoes the protocol type and name; earlier versions have neither.
-            .with_protocol_type(request.protocol_type.clone())
-            .with_protocol_name(request.protocol_name.clone()),
+        Ok((assignment, protocol_type, protocol)) => {
+            let response = SyncGroupResponse::default().with_assignment(assignment);
+            // v5 answers with the group's protocol type and name; earlier versions have none.
+            if version >= 5 {
+                response
+                    .with_protocol_type(Some(text(protocol_type)))
+                    .with_protocol_name(Some(text(protocol)))
+            } else {
+                response
+            }
+        }
         Err(error) => SyncGroupResponse::default().with_error_code(group_error(error).code()),
     }
 }

@@ -384,9 +384,9 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Reply {
                     groups::join(broker, req, version, &client_id).await,
                 ))
             }
-            RequestKind::SyncGroup(req) => {
-                Some(ResponseKind::SyncGroup(groups::sync(broker, req).await))
-            }
+            RequestKind::SyncGroup(req) => Some(ResponseKind::SyncGroup(
+                groups::sync(broker, req, version).await,
+            )),
             RequestKind::Heartbeat(req) => Some(ResponseKind::Heartbeat(
                 groups::heartbeat(broker, req).await,
             )),

@@ -16,6 +16,18 @@ use tokio::sync::oneshot;
 
 type JoinReply = oneshot::Sender<Result<Joined, GroupError>>;
 type SyncReply = oneshot::Sender<Result<Bytes, GroupError>>;
+/// A SyncGroup answer: the assignment now, or the receiver it will arrive on.
+type SyncAnswer = Result<Bytes, oneshot::Receiver<Result<Bytes, GroupError>>>;
+
+/// Who sends a SyncGroup, and (v5) the protocol type and name it joined with.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncMember<'a> {
+    pub member_id: &'a str,
+    pub instance_id: Option<&'a str>,
+    pub generation: i32,
+    pub protocol_type: Option<&'a str>,
+    pub protocol: Option<&'a str>,
+}
 
 #[derive(Default)]
 struct Slot {
@@ -155,41 +167,65 @@ impl Coordinator {
         }
     }
 
+    /// SyncGroup: the member's assignment, with the group's protocol type and name.
     pub async fn sync(
         &self,
         group: &str,
-        member_id: &str,
-        instance_id: Option<&str>,
-        generation: i32,
+        member: SyncMember<'_>,
         assignments: Vec<(String, Bytes)>,
-    ) -> Result<Bytes, GroupError> {
-        let receiver = self.with_slot(group, |slot, now| {
+    ) -> Result<(Bytes, String, String), GroupError> {
+        let SyncMember {
+            member_id,
+            instance_id,
+            generation,
+            protocol_type,
+            protocol,
+        } = member;
+        let (receiver, protocol_type, protocol) = self.with_slot(group, |slot, now| {
             slot.group.check_instance(member_id, instance_id)?;
-            match slot.group.sync(member_id, generation, assignments, now)? {
-                SyncOutcome::Assigned(assignment) => Ok(Ok(assignment)),
-                SyncOutcome::Wait => {
-                    let (reply, receiver) = oneshot::channel();
-                    slot.syncs.insert(member_id.to_owned(), reply);
-                    Ok(Err(receiver))
-                }
-                SyncOutcome::Completed(all) => {
-                    let mut own = Bytes::new();
-                    for (id, assignment) in all {
-                        if id == member_id {
-                            own = assignment;
-                        } else if let Some(reply) = slot.syncs.remove(&id) {
-                            let _ = reply.send(Ok(assignment));
-                        }
-                    }
-                    Ok(Ok(own))
-                }
-            }
+            slot.group.sync_protocol(protocol_type, protocol)?;
+            let named = (
+                slot.group.protocol_type.clone().unwrap_or_default(),
+                slot.group.protocol.clone().unwrap_or_default(),
+            );
+            Self::sync_in(slot, member_id, generation, assignments, now)
+                .map(|receiver| (receiver, named.0, named.1))
         })?;
-        match receiver {
-            Ok(assignment) => Ok(assignment),
+        let assignment = match receiver {
+            Ok(assignment) => assignment,
             Err(receiver) => receiver
                 .await
-                .unwrap_or(Err(GroupError::RebalanceInProgress)),
+                .unwrap_or(Err(GroupError::RebalanceInProgress))?,
+        };
+        Ok((assignment, protocol_type, protocol))
+    }
+
+    /// Runs SyncGroup on the machine: the assignment now, or where it will arrive.
+    fn sync_in(
+        slot: &mut Slot,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+        now: i64,
+    ) -> Result<SyncAnswer, GroupError> {
+        match slot.group.sync(member_id, generation, assignments, now)? {
+            SyncOutcome::Assigned(assignment) => Ok(Ok(assignment)),
+            SyncOutcome::Wait => {
+                let (reply, receiver) = oneshot::channel();
+                slot.syncs.insert(member_id.to_owned(), reply);
+                Ok(Err(receiver))
+            }
+            SyncOutcome::Completed(all) => {
+                let mut own = Bytes::new();
+                for (id, assignment) in all {
+                    if id == member_id {
+                        own = assignment;
+                    } else if let Some(reply) = slot.syncs.remove(&id) {
+                        let _ = reply.send(Ok(assignment));
+                    }
+                }
+                Ok(Ok(own))
+            }
         }
     }
 

@@ -471,6 +471,22 @@ impl Group {
         }
     }
 
+    /// SyncGroup v5 names the protocol type and name the member joined with: they must be the
+    /// group's (INCONSISTENT_GROUP_PROTOCOL otherwise, as Kafka).
+    pub fn sync_protocol(
+        &self,
+        protocol_type: Option<&str>,
+        protocol: Option<&str>,
+    ) -> Result<(), GroupError> {
+        let differs = |given: Option<&str>, ours: &Option<String>| {
+            given.is_some_and(|g| ours.as_deref().is_some_and(|o| o != g))
+        };
+        if differs(protocol_type, &self.protocol_type) || differs(protocol, &self.protocol) {
+            return Err(GroupError::InconsistentGroupProtocol);
+        }
+        Ok(())
+    }
+
     pub fn heartbeat(
         &mut self,
         member_id: &str,

@@ -491,3 +491,22 @@ fn follower_of(leader: &str) -> &'static str {
         "a"
     }
 }
+
+#[test]
+fn sync_v5_must_name_the_groups_protocol() {
+    let group = stable_group(&["a"]);
+    assert_eq!(group.sync_protocol(Some("consumer"), Some("range")), Ok(()));
+    assert_eq!(
+        group.sync_protocol(None, None),
+        Ok(()),
+        "older versions name nothing"
+    );
+    assert_eq!(
+        group.sync_protocol(Some("connect"), Some("range")),
+        Err(GroupError::InconsistentGroupProtocol)
+    );
+    assert_eq!(
+        group.sync_protocol(Some("consumer"), Some("roundrobin")),
+        Err(GroupError::InconsistentGroupProtocol)
+    );
+}
