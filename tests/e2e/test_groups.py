@@ -86,10 +86,12 @@ def drain(consumers, expected, timeout=60):
     return got
 
 
-def test_members_split_partitions_and_take_over_when_one_leaves(broker):
+@pytest.mark.parametrize("strategy", ["range", "roundrobin"])
+def test_members_split_partitions_and_take_over_when_one_leaves(broker, strategy):
     topic, group = "grouped", "splitters"
     h.create_topic(broker.bootstrap, topic, PARTITIONS)
-    members = [group_consumer(broker.bootstrap, group) for _ in range(3)]
+    members = [group_consumer(broker.bootstrap, group,
+                              **{"partition.assignment.strategy": strategy}) for _ in range(3)]
     for c in members:
         c.subscribe([topic])
     # "Each record once" holds while membership is stable: wait until all three share the
@@ -199,11 +201,11 @@ class KafkaPythonMember(threading.Thread):
     """A kafka-python group member polling in its own thread, as applications run it (one
     consumer per thread; kafka-python's group protocol runs inside poll())."""
 
-    def __init__(self, bootstrap, topic, group):
+    def __init__(self, bootstrap, topic, group, **conf):
         super().__init__(daemon=True)
         self.consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
                                       auto_offset_reset="earliest", enable_auto_commit=False,
-                                      session_timeout_ms=6000, heartbeat_interval_ms=300)
+                                      session_timeout_ms=6000, heartbeat_interval_ms=300, **conf)
         self.values = []
         self.assigned = set()
         self.stopping = threading.Event()
@@ -294,6 +296,34 @@ def test_kafka_python_and_librdkafka_members_share_one_group(broker):
                            [f"v{i}" for i in range(300, 420)]), "after a leave, lost or repeated"
     rest[0].stop()
     rd.close()
+
+
+def test_kafka_python_sticky_members_split_a_topic(broker):
+    """kafka-python's (eager) sticky assignor: two members share six partitions, each record
+    read once."""
+    from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+    topic, group = "sticky", "sticky-members"
+    h.create_topic(broker.bootstrap, topic, PARTITIONS)
+    members = [KafkaPythonMember(broker.bootstrap, topic, group,
+                                 partition_assignment_strategy=[StickyPartitionAssignor])
+               for _ in range(2)]
+    for m in members:
+        m.start()
+    deadline = time.monotonic() + 60
+    while not (all(m.assigned for m in members)
+               and sum(len(m.assigned) for m in members) == PARTITIONS
+               and set().union(*(m.assigned for m in members)) == set(range(PARTITIONS))):
+        assert time.monotonic() < deadline, [m.assigned for m in members]
+        time.sleep(0.1)
+    produce(broker.bootstrap, topic, 120)
+    deadline = time.monotonic() + 60
+    while sum(len(m.values) for m in members) < 120:
+        assert time.monotonic() < deadline, "not every record arrived"
+        time.sleep(0.1)
+    for m in members:
+        m.stop()
+    assert sorted(v for m in members for v in m.values) == sorted(f"v{i}" for i in range(120))
+    assert all(m.values for m in members)
 
 
 def test_admin_tools_list_describe_and_delete_groups(broker):
