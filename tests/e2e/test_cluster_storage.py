@@ -2,6 +2,8 @@
 
 import time
 
+import pytest
+
 import helpers as h
 from servers import S3Door, broker_args
 
@@ -150,22 +152,26 @@ def test_the_index_in_etcd_stays_bounded(start_broker, etcd, s3):
     assert [r.offset for r in recs] == list(range(count))
 
 
+@pytest.mark.timeout(180)
 def test_offsets_of_idle_groups_expire_and_live_ones_stay(start_broker, etcd, s3):
-    """offsets.retention.minutes: a group with no member whose last commit is older than the
-    retention loses its offsets; a recent commit, or a group with a live member, keeps them."""
+    """offsets.retention.minutes: a group without members whose last commit is older than the
+    retention loses its offsets, but only after the coordinator itself has seen it empty for a
+    whole retention (a coordinator that just started cannot know how long it has been empty);
+    a recent commit, or a group with a live member, keeps them."""
     import json
     from confluent_kafka import Consumer, TopicPartition
     from servers import etcd_keys, etcd_put
-    b = start_broker(args=broker_args(etcd, s3) + [
-        "--offsets-retention-minutes", "1", "--offsets-retention-check-interval-ms", "300",
-        "--group-initial-rebalance-delay-ms", "0"])
     topic = "retained"
-    h.create_topic(b.bootstrap, topic, 1)
     old = json.dumps({"offset": 5, "leader_epoch": -1, "metadata": None,
                       "commit_timestamp_ms": 1_000}).encode()
     # Two groups whose last commit was long ago (staged in etcd: the retention is a minute).
     for group in ("idle", "busy"):
         etcd_put(etcd, f"/skiff/groups/{group}/offsets/{topic}/0000000000", old)
+    b = start_broker(args=broker_args(etcd, s3) + [
+        "--offsets-retention-minutes", "1", "--offsets-retention-check-interval-ms", "300",
+        "--group-initial-rebalance-delay-ms", "0"])
+    started = time.monotonic()
+    h.create_topic(b.bootstrap, topic, 1)
     # "busy" has a live member; "recent" committed just now.
     member = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "busy",
                        "session.timeout.ms": 6000, "enable.auto.commit": False})
@@ -174,14 +180,22 @@ def test_offsets_of_idle_groups_expire_and_live_ones_stay(start_broker, etcd, s3
     while not member.assignment():
         assert time.monotonic() < deadline, "the member never joined"
         member.poll(0.1)
-    recent = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "recent"})
-    recent.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
-    recent.close()
-    deadline = time.monotonic() + 15
+    while time.monotonic() - started < 5:
+        member.poll(0.1)
+    assert etcd_keys(etcd, "/skiff/groups/idle/")[0] == 1, "expired before a retention passed"
+    deadline = started + 90
+    committed_recent = False
     while etcd_keys(etcd, "/skiff/groups/idle/")[0] != 0:
         assert time.monotonic() < deadline, "the idle group's offsets never expired"
-        member.poll(0.1)
-    time.sleep(1)   # a few more passes
+        member.poll(0.2)
+        if not committed_recent and time.monotonic() - started > 45:
+            # A group without members that committed well within the retention.
+            recent = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "recent"})
+            recent.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
+            recent.close()
+            committed_recent = True
+    assert committed_recent
+    assert time.monotonic() - started >= 55, "expired sooner than a retention after start-up"
     assert etcd_keys(etcd, "/skiff/groups/busy/")[0] == 1, "a live group lost its offsets"
     assert etcd_keys(etcd, "/skiff/groups/recent/")[0] == 1, "a recent commit expired"
     member.close()

@@ -291,7 +291,10 @@ impl Coordinator {
         }
         // Forget empty groups nobody waits on (their offsets stay in the metadata store).
         groups.retain(|_, slot| {
-            slot.group.phase != Phase::Empty || !slot.joins.is_empty() || !slot.syncs.is_empty()
+            slot.group.phase != Phase::Empty
+                || !slot.joins.is_empty()
+                || !slot.syncs.is_empty()
+                || slot.group.has_pending_members()
         });
     }
 
@@ -306,6 +309,15 @@ impl Coordinator {
             }
             None => true,
         }
+    }
+
+    /// Whether `group` has members here (cheap; for the offsets retention pass).
+    pub fn has_members(&self, group: &str) -> bool {
+        self.groups
+            .lock()
+            .expect("groups mutex poisoned")
+            .get(group)
+            .is_some_and(|slot| !slot.group.members.is_empty() || slot.group.has_pending_members())
     }
 
     pub fn summary(&self, group: &str) -> Option<GroupSummary> {
@@ -345,5 +357,54 @@ impl Coordinator {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_tiering::clock::ManualClock;
+
+    #[tokio::test]
+    async fn an_id_handed_out_survives_ticks_until_the_member_joins_with_it() {
+        let clock = Arc::new(ManualClock::new(0));
+        let coordinator = Coordinator::new(
+            GroupSettings {
+                initial_rebalance_delay_ms: 0,
+                min_session_timeout_ms: 10,
+                max_session_timeout_ms: 60_000,
+                max_size: 10,
+            },
+            clock.clone(),
+        );
+        let mut request = JoinRequest {
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: String::new(),
+            session_timeout_ms: 6_000,
+            rebalance_timeout_ms: 6_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"md"))],
+            require_known_member_id: true,
+        };
+        let id = match coordinator.join("g", request.clone()).await {
+            Ok(Err(id)) => id,
+            other => panic!("{other:?}"),
+        };
+        // The group has no member yet; ticks between the two joins must not forget the id.
+        clock.advance_ms(500);
+        coordinator.tick();
+        coordinator.tick();
+        request.member_id = id.clone();
+        // No initial delay: the join completes as soon as the member joins with its id.
+        let joined = coordinator
+            .join("g", request)
+            .await
+            .expect("joined")
+            .expect("not asked again");
+        assert_eq!(joined.member_id, id);
+        assert_eq!(joined.generation, 1);
+        assert!(coordinator.has_members("g"));
     }
 }

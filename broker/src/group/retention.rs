@@ -3,8 +3,11 @@
 //! services).
 //!
 //! Kafka's rule (KIP-211): a group's offsets expire `offsets.retention.minutes` after the group
-//! became empty. Here: once the group has no member on its coordinator and its newest commit is
-//! older than the retention. Only the group's coordinator expires it, every
+//! became empty. Membership lives in the coordinator's memory, so "empty since" is when this
+//! coordinator process first saw the group without members (its start-up at the earliest: a
+//! coordinator that just took over, or a group briefly empty during a redeploy, waits a whole
+//! retention); the offsets expire once that and the group's newest commit are both older than
+//! the retention. Only the group's coordinator expires it, every
 //! `offsets.retention.check.interval.ms`; each deletion compares the key's revision, so a commit
 //! that lands meanwhile survives.
 
@@ -13,6 +16,7 @@ use skiff_tiering::cluster::membership::{live_brokers, MembershipError};
 use skiff_tiering::group_offsets;
 use skiff_tiering::metadata::MetadataStore;
 use skiff_tiering::Clock;
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -32,12 +36,21 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(settings.check_interval);
     tick.tick().await; // the first tick is immediate; start one interval after start-up
+    let mut empty_since = HashMap::new();
     loop {
         tick.tick().await;
         let Some(groups) = groups.upgrade() else {
             return;
         };
-        match pass(&*store, &groups, &*clock, node_id, settings.retention_ms).await {
+        let pass = pass(
+            &*store,
+            &groups,
+            &*clock,
+            node_id,
+            settings.retention_ms,
+            &mut empty_since,
+        );
+        match pass.await {
             Ok(0) => {}
             Ok(expired) => tracing::info!(expired, "expired committed offsets of idle groups"),
             Err(error) => tracing::warn!(%error, "offsets retention pass failed; retried later"),
@@ -45,25 +58,35 @@ pub async fn run(
     }
 }
 
+/// One pass. `empty_since` remembers, across passes, when each group coordinated here was first
+/// seen without members.
 async fn pass(
     store: &dyn MetadataStore,
     groups: &Coordinator,
     clock: &dyn Clock,
     node_id: i32,
     retention_ms: i64,
+    empty_since: &mut HashMap<String, i64>,
 ) -> Result<usize, MembershipError> {
     let live = live_brokers(store).await?;
+    let stored = group_offsets::groups(store).await?;
+    let now = clock.now_ms();
+    {
+        let known: std::collections::HashSet<&String> = stored.iter().collect();
+        empty_since.retain(|group, _| known.contains(group));
+    }
     let mut expired = 0;
-    for group in group_offsets::groups(store).await? {
+    for group in stored {
         let coordinator = crate::api::coordinator(&group, &live).map(|b| b.node_id);
-        let has_members = groups
-            .summary(&group)
-            .is_some_and(|g| !g.members.is_empty());
-        if coordinator != Some(node_id) || has_members {
+        if coordinator != Some(node_id) || groups.has_members(&group) {
+            empty_since.remove(&group);
             continue;
         }
-        let deleted =
-            group_offsets::expire_group(store, &group, clock.now_ms(), retention_ms).await?;
+        let since = *empty_since.entry(group.clone()).or_insert(now);
+        if now.saturating_sub(since) < retention_ms {
+            continue;
+        }
+        let deleted = group_offsets::expire_group(store, &group, now, retention_ms).await?;
         if deleted > 0 {
             tracing::info!(group, offsets = deleted, "committed offsets expired");
         }

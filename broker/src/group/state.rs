@@ -338,7 +338,10 @@ impl Group {
         if self.phase != Phase::PreparingRebalance {
             return None;
         }
-        let everyone = self.members.keys().all(|id| self.joined.contains(id));
+        // Members handed an id (MEMBER_ID_REQUIRED) are about to join: wait for them too, as
+        // Kafka does (their offers lapse after a session).
+        let everyone = self.members.keys().all(|id| self.joined.contains(id))
+            && self.pending_members.is_empty();
         // A brand-new group waits out the initial delay to gather its first members.
         let complete =
             now_ms >= self.rebalance_deadline_ms || (everyone && !self.initial_rebalance);
@@ -512,6 +515,11 @@ impl Group {
         self.awaiting_sync.remove(member_id);
         self.after_departure(now_ms);
         Ok(())
+    }
+
+    /// Whether ids handed out with MEMBER_ID_REQUIRED are still waiting to be used.
+    pub fn has_pending_members(&self) -> bool {
+        !self.pending_members.is_empty()
     }
 
     /// Removes members whose session expired; returns their ids.
