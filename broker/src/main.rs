@@ -79,6 +79,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 host: host.clone(),
                 port: i32::from(port),
                 rack: None,
+                incarnation: String::new(),
             },
             session_ms,
             std::time::Duration::from_millis(args.broker_session_timeout_ms * 2 + 2_000),

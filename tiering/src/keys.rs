@@ -71,6 +71,10 @@ pub struct BrokerRecord {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// Unique per broker process (set at registration): tells this process's own registration
+    /// from another process that took the same node id.
+    #[serde(default)]
+    pub incarnation: String,
 }
 
 /// The next node id no broker has taken (for brokers started without `--node-id`).

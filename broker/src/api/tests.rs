@@ -53,6 +53,7 @@ async fn fixture() -> Fixture {
                 host: "127.0.0.1".into(),
                 port: 9092,
                 rack: None,
+                incarnation: String::new(),
             },
             60_000,
             std::time::Duration::ZERO,

@@ -276,6 +276,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 9000 + id,
             rack: None,
+            incarnation: String::new(),
         };
         let membership = Arc::new(
             Membership::register(store.clone(), record, 60_000, Duration::ZERO)

@@ -74,10 +74,11 @@ impl Membership {
     /// (say, this broker before a crash) to lapse.
     pub async fn register(
         store: Arc<dyn MetadataStore>,
-        record: BrokerRecord,
+        mut record: BrokerRecord,
         ttl_ms: i64,
         wait: Duration,
     ) -> Result<Self, MembershipError> {
+        record.incarnation = ulid::Ulid::new().to_string();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             match Self::try_register(&*store, &record, ttl_ms).await {
@@ -122,6 +123,18 @@ impl Membership {
         }
     }
 
+    /// The lease of this node id's registration if this process wrote it.
+    async fn own_registration(&self) -> Result<Option<LeaseId>, MembershipError> {
+        let Some(kv) = self.store.get(&keys::broker(self.record.node_id)).await? else {
+            return Ok(None);
+        };
+        let record: BrokerRecord =
+            keys::decode(&kv.key, &kv.value).map_err(MembershipError::Corrupt)?;
+        Ok((record.incarnation == self.record.incarnation)
+            .then_some(kv.lease)
+            .flatten())
+    }
+
     /// Whether another process took this node id while this one's session had lapsed.
     pub fn displaced(&self) -> bool {
         self.displaced.load(std::sync::atomic::Ordering::Acquire)
@@ -152,6 +165,12 @@ impl Membership {
                         Ok(true)
                     }
                     Err(MembershipError::NodeIdTaken(id)) => {
+                        // An earlier attempt may have registered and only its answer was
+                        // lost: then the key is this process's own, on a lease to adopt.
+                        if let Some(own) = self.own_registration().await? {
+                            *lease = own;
+                            return Ok(true);
+                        }
                         self.displaced
                             .store(true, std::sync::atomic::Ordering::Release);
                         Err(MembershipError::NodeIdTaken(id))
@@ -169,5 +188,68 @@ impl Membership {
         if let Err(error) = self.store.lease_revoke(lease).await {
             tracing::warn!(%error, "cannot revoke the broker lease; it will lapse by itself");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::metadata::embedded::EmbeddedStore;
+
+    fn record(node_id: i32) -> BrokerRecord {
+        BrokerRecord {
+            node_id,
+            host: "127.0.0.1".into(),
+            port: 9092,
+            rack: None,
+            incarnation: String::new(),
+        }
+    }
+
+    /// Re-registers `record` under a fresh lease behind the membership's back, as a registration
+    /// whose answer was lost (or another process) would have.
+    async fn register_behind(store: &Arc<dyn MetadataStore>, record: &BrokerRecord) -> LeaseId {
+        let lease = store.lease_grant(60_000).await.expect("grant");
+        store
+            .txn(Txn::when(vec![]).and_then(vec![TxnOp::Put {
+                key: keys::broker(record.node_id),
+                value: keys::encode(record).into(),
+                lease: Some(lease),
+            }]))
+            .await
+            .expect("put");
+        lease
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_session_adopts_its_own_registration_and_yields_to_another_process() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn MetadataStore> = Arc::new(
+            EmbeddedStore::open(&dir.path().join("m.redb"), Arc::new(ManualClock::new(0)))
+                .await
+                .expect("store"),
+        );
+        let membership = Membership::register(store.clone(), record(7), 60_000, Duration::ZERO)
+            .await
+            .expect("register");
+        // The session lapses, and the re-registration's answer is lost although it applied.
+        let lapsed = *membership.lease.lock().await;
+        store.lease_revoke(lapsed).await.expect("revoke");
+        let own = register_behind(&store, &membership.record).await;
+        assert!(membership.keep_alive().await.expect("adopted"));
+        assert_eq!(*membership.lease.lock().await, own);
+        assert!(!membership.displaced());
+        assert!(!membership.keep_alive().await.expect("renewed"));
+        // Another process takes the node id while this one is cut off: this one yields.
+        store.lease_revoke(own).await.expect("revoke");
+        let mut other = membership.record.clone();
+        other.incarnation = "another-process".into();
+        register_behind(&store, &other).await;
+        assert!(matches!(
+            membership.keep_alive().await,
+            Err(MembershipError::NodeIdTaken(7))
+        ));
+        assert!(membership.displaced());
     }
 }
