@@ -27,8 +27,12 @@ pub const BATCHES_REMEMBERED: usize = 5;
 
 /// Producers remembered per partition; beyond it the least recently seen are forgotten (and a
 /// retry from one of them would be stored again). Bounds the state's size in the metadata store
-/// (about 250 bytes per producer).
-pub const PRODUCERS_PER_PARTITION_MAX: usize = 2_000;
+/// (about 200 bytes per producer in its compact encoding; the whole state is rewritten by every
+/// flush that touches the partition's idempotent producers).
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 1_000;
+/// Encoded state of one partition at most; producers are forgotten (least recently seen first)
+/// until it fits, so one partition's state always fits one metadata transaction.
+pub const ENCODED_BYTES_MAX: usize = 256 * 1024;
 
 /// Per producer id: the (epoch, first sequence) a partition waits for from a producer it does
 /// not remember, after that producer's batch failed on this broker.
@@ -40,21 +44,51 @@ pub struct ProducerStates {
     pub producers: BTreeMap<i64, ProducerEntry>,
 }
 
+/// Stored compactly (`{"e": epoch, "t": last_seen_ms, "b": [[first_sequence, last_sequence,
+/// base_offset, last_offset], ...]}`): the state is rewritten on every flush.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerEntry {
+    #[serde(rename = "e")]
     pub epoch: i16,
     /// When the producer's last batch was committed (for expiry).
+    #[serde(rename = "t")]
     pub last_seen_ms: i64,
     /// The newest batches, oldest first, at most [`BATCHES_REMEMBERED`].
+    #[serde(rename = "b")]
     pub batches: Vec<SequencedBatch>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(i32, i32, i64, i64)", into = "(i32, i32, i64, i64)")]
 pub struct SequencedBatch {
     pub first_sequence: i32,
     pub last_sequence: i32,
     pub base_offset: i64,
     pub last_offset: i64,
+}
+
+impl From<(i32, i32, i64, i64)> for SequencedBatch {
+    fn from(
+        (first_sequence, last_sequence, base_offset, last_offset): (i32, i32, i64, i64),
+    ) -> Self {
+        Self {
+            first_sequence,
+            last_sequence,
+            base_offset,
+            last_offset,
+        }
+    }
+}
+
+impl From<SequencedBatch> for (i32, i32, i64, i64) {
+    fn from(b: SequencedBatch) -> Self {
+        (
+            b.first_sequence,
+            b.last_sequence,
+            b.base_offset,
+            b.last_offset,
+        )
+    }
 }
 
 /// The sequence numbers one batch (one append) of an idempotent producer claims.
@@ -171,6 +205,20 @@ impl ProducerStates {
         });
         if entry.batches.len() > BATCHES_REMEMBERED {
             entry.batches.remove(0);
+        }
+    }
+
+    /// Encodes the state for the metadata store after expiring it (see [`expire`]), forgetting
+    /// the least recently seen producers until the encoding fits [`ENCODED_BYTES_MAX`].
+    pub fn encode_pruned(&mut self, now_ms: i64, expiration_ms: i64) -> Vec<u8> {
+        let mut keep = PRODUCERS_PER_PARTITION_MAX;
+        loop {
+            self.expire(now_ms, expiration_ms, keep);
+            let encoded = serde_json::to_vec(self).expect("producer state always serializes");
+            if encoded.len() <= ENCODED_BYTES_MAX || self.producers.len() <= 1 {
+                return encoded;
+            }
+            keep = self.producers.len() / 2;
         }
     }
 
@@ -339,5 +387,25 @@ mod tests {
             let decoded: ProducerStates = serde_json::from_slice(&encoded).expect("decode");
             prop_assert_eq!(decoded, states);
         }
+    }
+
+    #[test]
+    fn the_encoded_state_stays_bounded() {
+        let mut states = ProducerStates::default();
+        for id in 0..5_000i64 {
+            for i in 0..5 {
+                let b = Sequenced::new(id + 1_000_000_000, 0, i * 100, 99);
+                states.record(&b, 1 << 40, (1 << 40) + 99, 1_700_000_000_000 + id);
+            }
+        }
+        let encoded = states.encode_pruned(1_700_000_010_000, 86_400_000);
+        assert!(encoded.len() <= ENCODED_BYTES_MAX, "{}", encoded.len());
+        assert!(states.producers.len() <= PRODUCERS_PER_PARTITION_MAX);
+        // The most recently seen survive.
+        assert!(states.producers.contains_key(&(1_000_000_000 + 4_999)));
+        let per_producer = encoded.len() / states.producers.len();
+        assert!(per_producer < 256, "{per_producer} bytes per producer");
+        let decoded: ProducerStates = serde_json::from_slice(&encoded).expect("decode");
+        assert_eq!(decoded, states);
     }
 }

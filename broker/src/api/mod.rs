@@ -159,12 +159,21 @@ impl Broker {
         let deadline = tokio::time::Instant::now() + wait;
         while !topics.is_empty() && tokio::time::Instant::now() < deadline {
             let live = skiff_tiering::cluster::membership::live_brokers(&*self.store).await;
-            // One range for the lot, or a small one for a single topic.
-            let states = match topics {
-                [one] => partition_states(&*self.store, &one.record.name)
-                    .await
-                    .map(|states| HashMap::from([(one.record.name.clone(), states)])),
-                _ => all_partition_states(&*self.store).await,
+            // One small range per topic for a few topics, one range of everything for many.
+            let states = if topics.len() <= 8 {
+                let mut states = HashMap::new();
+                let mut failed = None;
+                for topic in topics {
+                    match partition_states(&*self.store, &topic.record.name).await {
+                        Ok(s) => {
+                            states.insert(topic.record.name.clone(), s);
+                        }
+                        Err(error) => failed = Some(error),
+                    }
+                }
+                failed.map_or(Ok(states), Err)
+            } else {
+                all_partition_states(&*self.store).await
             };
             if let (Ok(live), Ok(states)) = (live, states) {
                 let led = topics.iter().all(|topic| {
@@ -179,7 +188,8 @@ impl Broker {
                     return;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let pause_ms = if topics.len() <= 8 { 20 } else { 100 };
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         }
         if !topics.is_empty() {
             tracing::info!(

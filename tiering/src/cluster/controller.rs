@@ -153,18 +153,33 @@ impl Controller {
                 match action {
                     Action::Keep => {}
                     Action::Claim => {
+                        // An inherited partition may already take appends here, moving its
+                        // state on since the view was read: claim against a fresh read.
+                        let fresh = if inherited {
+                            match self.fresh_state(name, partition).await {
+                                Ok(fresh) => fresh,
+                                Err(error) => {
+                                    tracing::warn!(partition = %tp, %error, "cannot re-read state");
+                                    continue;
+                                }
+                            }
+                        } else {
+                            current.cloned()
+                        };
                         let claimed = super::claim(
                             &*self.store,
                             name,
                             partition,
                             me,
-                            current.map(|(s, r)| (s, *r)),
+                            fresh.as_ref().map(|(s, r)| (s, *r)),
                             topic.create_revision,
                         )
                         .await;
-                        // Whatever happened (an etcd timeout may hide a success), load the
-                        // partition afresh on its next use.
-                        self.log.forget_partition(&tp);
+                        // Unless the claim lost a race (nothing changed here), load the
+                        // partition afresh on its next use (an etcd timeout may hide a success).
+                        if !matches!(claimed, Ok(None)) {
+                            self.log.forget_partition(&tp);
+                        }
                         match claimed {
                             Ok(Some(epoch)) => {
                                 tracing::info!(partition = %tp, epoch, previous = leader, "claimed leadership");
@@ -195,6 +210,23 @@ impl Controller {
         self.drop_stale_views(&seen);
         self.view.publish(generation, view);
         Ok(())
+    }
+
+    async fn fresh_state(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<(keys::PartitionState, Revision)>, String> {
+        let Some(kv) = self
+            .store
+            .get(&keys::partition(topic, partition))
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let state = keys::decode(&kv.key, &kv.value)?;
+        Ok(Some((state, kv.mod_revision)))
     }
 
     /// Forgets cached partitions whose leadership, epoch or topic changed elsewhere (claimed

@@ -416,6 +416,11 @@ impl Log {
         let mut partitions = self.inner.partitions.write().expect("partitions poisoned");
         self.inner.cache_generation.fetch_add(1, Ordering::AcqRel);
         partitions.retain(|tp, _| &*tp.topic != topic);
+        self.inner
+            .awaited_sequences
+            .lock()
+            .expect("awaited mutex poisoned")
+            .retain(|tp, _| &*tp.topic != topic);
     }
 
     /// The partition, if this broker leads it (and is not handing it over).
@@ -456,6 +461,11 @@ impl Log {
         let mut partitions = self.inner.partitions.write().expect("partitions poisoned");
         self.inner.cache_generation.fetch_add(1, Ordering::AcqRel);
         partitions.clear();
+        self.inner
+            .awaited_sequences
+            .lock()
+            .expect("awaited mutex poisoned")
+            .clear();
     }
 
     /// The topic record of a partition this broker leads, from its cache: the produce path's

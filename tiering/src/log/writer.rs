@@ -22,7 +22,7 @@ use super::{load_partition, AppendOutcome, LogError, LogInner, PartitionLog, Top
 use crate::keys::{self, IndexEntry, PartitionState};
 use crate::metadata::{Compare, CompareOp, CompareTarget, Txn, TxnOp};
 use crate::paths;
-use crate::producers::{ProducerStates, PRODUCERS_PER_PARTITION_MAX};
+use crate::producers::ProducerStates;
 use object_store::ObjectStoreExt;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -127,6 +127,9 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
                     .stats
                     .fenced_appends
                     .fetch_add(deposed.len() as u64, Ordering::Relaxed);
+                // This broker may lead again under a new epoch (a re-claim): batches after
+                // these must not overtake them.
+                note_failed_sequences(inner, &tp, &partition, &deposed);
                 fail(
                     deposed,
                     &LogError::NotLeader(format!("{tp} changed leadership before the flush")),
@@ -193,8 +196,7 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
             appends,
             echoes: sequenced.echoes,
             producers: sequenced.producers.map(|mut states| {
-                states.expire(now_ms, expiration_ms, PRODUCERS_PER_PARTITION_MAX);
-                let encoded = keys::encode(&states);
+                let encoded = states.encode_pruned(now_ms, expiration_ms);
                 (states, encoded)
             }),
         })
@@ -435,32 +437,37 @@ fn fail_chunk(inner: &LogInner, chunk: Vec<(Prepared, PlannedSection)>, error: &
 /// Fails a partition's appends. An idempotent producer the partition does not know yet must
 /// resend its failed batch before anything after it (a known one is held to its sequence anyway).
 fn fail_prepared(inner: &LogInner, prepared: Prepared, error: &LogError) {
-    /// Bounds the memory of failed producers; beyond it, order after a failure is the client's.
-    const AWAITED_MAX: usize = 100_000;
-    {
-        let known = &prepared
-            .partition
-            .view
-            .lock()
-            .expect("view mutex poisoned")
-            .producers;
-        let mut awaited = inner
-            .awaited_sequences
-            .lock()
-            .expect("awaited mutex poisoned");
-        let total: usize = awaited.values().map(HashMap::len).sum();
-        for batch in prepared.appends.iter().filter_map(PendingAppend::sequenced) {
-            if total < AWAITED_MAX && !known.producers.contains_key(&batch.producer_id) {
-                awaited
-                    .entry(prepared.tp.clone())
-                    .or_default()
-                    .entry(batch.producer_id)
-                    .or_insert((batch.epoch, batch.first_sequence));
-            }
-        }
-    }
+    note_failed_sequences(inner, &prepared.tp, &prepared.partition, &prepared.appends);
     fail(prepared.appends, error);
     fail(prepared.echoes.into_iter().map(|(a, _)| a).collect(), error);
+}
+
+/// Remembers the first failed sequence of each idempotent producer the partition does not know
+/// yet: it must resend that batch before anything after it (a known one is held to its sequence
+/// anyway). Entries go when the producer's batch commits, or with the topic or the session.
+fn note_failed_sequences(
+    inner: &LogInner,
+    tp: &TopicPartition,
+    partition: &PartitionLog,
+    appends: &[PendingAppend],
+) {
+    /// Bounds the memory of failed producers; beyond it, order after a failure is the client's.
+    const AWAITED_MAX: usize = 100_000;
+    let view = partition.view.lock().expect("view mutex poisoned");
+    let mut awaited = inner
+        .awaited_sequences
+        .lock()
+        .expect("awaited mutex poisoned");
+    let total: usize = awaited.values().map(HashMap::len).sum();
+    for batch in appends.iter().filter_map(PendingAppend::sequenced) {
+        if total < AWAITED_MAX && !view.producers.producers.contains_key(&batch.producer_id) {
+            awaited
+                .entry(tp.clone())
+                .or_default()
+                .entry(batch.producer_id)
+                .or_insert((batch.epoch, batch.first_sequence));
+        }
+    }
 }
 
 fn fail(appends: Vec<PendingAppend>, error: &LogError) {

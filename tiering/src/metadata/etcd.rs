@@ -66,8 +66,12 @@ fn map_err(error: etcd::Error) -> MetadataError {
             {
                 MetadataError::TooLarge(status.message().to_owned())
             }
-            // The client refuses to send a message over its gRPC limit.
-            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange => {
+            // The client refuses to send or read a message over its gRPC limit. (etcd also
+            // uses ResourceExhausted for a full database, NOSPACE: that stays Unavailable.)
+            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange
+                if status.message().contains("too large")
+                    || status.message().contains("larger than max") =>
+            {
                 MetadataError::TooLarge(status.message().to_owned())
             }
             _ => MetadataError::Unavailable(format!("etcd: {error}")),
