@@ -199,7 +199,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         close_connections.clone(),
     ));
 
-    wait_for_signal().await;
+    let displaced = tokio::select! {
+        _ = wait_for_signal() => false,
+        _ = displacement(&membership) => true,
+    };
     tracing::info!("shutting down: flushing buffered produce data, then leaving the cluster");
     // Stop taking connections and appends, commit what was accepted and answer it, and only
     // then close connections: a producer is never left without the answer to a committed
@@ -211,11 +214,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = kafka.await;
     stop_controller.send_replace(true);
     let _ = controller.await;
+    let _ = http.await;
+    if displaced {
+        // The registration is the other process's now: leave it alone.
+        anyhow::bail!(
+            "node id {node_id} was registered by another process while this one was cut off; \
+             give every broker its own --node-id"
+        );
+    }
     // Other brokers see the session end now and claim this broker's partitions at once.
     membership.deregister().await;
-    let _ = http.await;
     tracing::info!("skiff broker stopped");
     Ok(())
+}
+
+/// Resolves when another process has taken this broker's node id (see `Membership::displaced`):
+/// this process then shuts down rather than serve as a second broker with the same identity.
+async fn displacement(membership: &Membership) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if membership.displaced() {
+            return;
+        }
+    }
 }
 
 async fn wait_for_signal() {

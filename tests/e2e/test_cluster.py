@@ -200,6 +200,35 @@ def test_a_paused_leader_is_fenced_when_it_wakes(start_broker, etcd, s3):
 
 
 @pytest.mark.timeout(180)
+def test_a_paused_broker_whose_node_id_was_taken_exits(start_broker, etcd, s3):
+    """A broker paused past its session while a new process starts with the same node id (a
+    restarted pod whose predecessor hung): the new process takes over under new epochs, and the
+    old one, once woken, neither commits what it buffered nor keeps serving: it exits."""
+    args = broker_args(etcd, s3) + ["--broker-session-timeout-ms", str(SESSION_MS),
+                                    "--node-id", "1"]
+    old = start_broker(name="old", flush_linger_ms=3000, args=args)
+    topic = "same-id"
+    h.create_topic(old.bootstrap, topic, PARTITIONS)
+    rec = Recorder(old.bootstrap, topic)
+    deadline = time.monotonic() + 15
+    while old.stats()["buffered_bytes"] == 0:
+        assert time.monotonic() < deadline, "the old process never buffered a produce request"
+        rec.produce_for(0.1)
+    os.kill(old.pid, signal.SIGSTOP)
+    try:
+        new = start_broker(name="new", flush_linger_ms=20, args=args)   # waits out the lease
+        wait_for(lambda: set(leaders(new, topic).values()) == {1}, 15, "the new process to lead")
+    finally:
+        os.kill(old.pid, signal.SIGCONT)
+    rec.p.poll(0)
+    wait_for(lambda: not old.is_running(), 20, "the displaced process to exit")
+    assert old.proc.returncode != 0
+    rec.produce_for(1)
+    rec.finish()
+    check_log(new.bootstrap, rec)
+
+
+@pytest.mark.timeout(180)
 def test_join_and_graceful_leave_move_leadership_without_errors(start_broker, etcd, s3):
     args = broker_args(etcd, s3) + ["--broker-session-timeout-ms", str(SESSION_MS)]
     first = start_broker(name="node1", args=args + ["--node-id", "1"])
