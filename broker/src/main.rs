@@ -214,16 +214,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = kafka.await;
     stop_controller.send_replace(true);
     let _ = controller.await;
-    let _ = http.await;
     if displaced {
         // The registration is the other process's now: leave it alone.
+        let _ = http.await;
         anyhow::bail!(
             "node id {node_id} was registered by another process while this one was cut off; \
              give every broker its own --node-id"
         );
     }
-    // Other brokers see the session end now and claim this broker's partitions at once.
+    // Other brokers see the session end now and claim this broker's partitions at once (before
+    // waiting for the admin server, which a slow client could hold up).
     membership.deregister().await;
+    let _ = http.await;
     tracing::info!("skiff broker stopped");
     Ok(())
 }

@@ -42,6 +42,15 @@ def leaders(broker, topic) -> dict[int, int]:
     return {}
 
 
+def epochs(broker, topic) -> dict[int, int]:
+    status, body = broker.http_get("/v1/topics")
+    assert status == 200
+    for t in json.loads(body)["topics"]:
+        if t["name"] == topic:
+            return {p["partition"]: p["leader_epoch"] for p in t["partitions"]}
+    return {}
+
+
 def live_ids(broker) -> set[int]:
     status, body = broker.http_get("/v1/brokers")
     assert status == 200
@@ -214,10 +223,13 @@ def test_a_paused_broker_whose_node_id_was_taken_exits(start_broker, etcd, s3):
     while old.stats()["buffered_bytes"] == 0:
         assert time.monotonic() < deadline, "the old process never buffered a produce request"
         rec.produce_for(0.1)
+    before = epochs(old, topic)
     os.kill(old.pid, signal.SIGSTOP)
     try:
         new = start_broker(name="new", flush_linger_ms=20, args=args)   # waits out the lease
-        wait_for(lambda: set(leaders(new, topic).values()) == {1}, 15, "the new process to lead")
+        # Same node id, so "leader 1" says nothing: the new process claims under new epochs.
+        wait_for(lambda: all(e > before[p] for p, e in epochs(new, topic).items()), 15,
+                 "the new process to claim every partition again")
     finally:
         os.kill(old.pid, signal.SIGCONT)
     rec.p.poll(0)

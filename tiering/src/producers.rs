@@ -48,18 +48,45 @@ pub struct ProducerStates {
 /// base_offset, last_offset], ...]}`): the state is rewritten on every flush.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerEntry {
-    #[serde(rename = "e")]
+    #[serde(rename = "e", alias = "epoch")]
     pub epoch: i16,
     /// When the producer's last batch was committed (for expiry).
-    #[serde(rename = "t")]
+    #[serde(rename = "t", alias = "last_seen_ms")]
     pub last_seen_ms: i64,
     /// The newest batches, oldest first, at most [`BATCHES_REMEMBERED`].
-    #[serde(rename = "b")]
+    #[serde(rename = "b", alias = "batches")]
     pub batches: Vec<SequencedBatch>,
 }
 
+/// A remembered batch as stored: a 4-tuple, or the longer form the first builds wrote.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredBatch {
+    Tuple(i32, i32, i64, i64),
+    Named {
+        first_sequence: i32,
+        last_sequence: i32,
+        base_offset: i64,
+        last_offset: i64,
+    },
+}
+
+impl From<StoredBatch> for SequencedBatch {
+    fn from(stored: StoredBatch) -> Self {
+        match stored {
+            StoredBatch::Tuple(f, l, b, o) => (f, l, b, o).into(),
+            StoredBatch::Named {
+                first_sequence,
+                last_sequence,
+                base_offset,
+                last_offset,
+            } => (first_sequence, last_sequence, base_offset, last_offset).into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "(i32, i32, i64, i64)", into = "(i32, i32, i64, i64)")]
+#[serde(from = "StoredBatch", into = "(i32, i32, i64, i64)")]
 pub struct SequencedBatch {
     pub first_sequence: i32,
     pub last_sequence: i32,
@@ -387,6 +414,16 @@ mod tests {
             let decoded: ProducerStates = serde_json::from_slice(&encoded).expect("decode");
             prop_assert_eq!(decoded, states);
         }
+    }
+
+    #[test]
+    fn state_in_the_first_builds_longer_form_still_decodes() {
+        let old = br#"{"producers":{"7":{"epoch":1,"last_seen_ms":5,"batches":[{"first_sequence":0,"last_sequence":2,"base_offset":10,"last_offset":12}]}}}"#;
+        let states: ProducerStates = serde_json::from_slice(old).expect("decode");
+        assert_eq!(
+            states.check(&Sequenced::new(7, 1, 0, 2), None),
+            Verdict::Duplicate { base_offset: 10 }
+        );
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub struct MemberSummary {
 
 pub struct Coordinator {
     groups: Mutex<HashMap<String, Slot>>,
+    /// When each group last lost its last member here (for offsets retention).
+    emptied_at: Mutex<HashMap<String, i64>>,
     settings: GroupSettings,
     clock: Arc<dyn Clock>,
 }
@@ -109,6 +111,7 @@ impl Coordinator {
     pub fn new(settings: GroupSettings, clock: Arc<dyn Clock>) -> Self {
         Self {
             groups: Mutex::new(HashMap::new()),
+            emptied_at: Mutex::new(HashMap::new()),
             settings,
             clock,
         }
@@ -183,6 +186,8 @@ impl Coordinator {
         } = member;
         let (receiver, protocol_type, protocol) = self.with_slot(group, |slot, now| {
             slot.group.check_instance(member_id, instance_id)?;
+            // As Kafka: a stale member hears that first, not about protocols.
+            slot.group.check_member(member_id, generation)?;
             slot.group.sync_protocol(protocol_type, protocol)?;
             let named = (
                 slot.group.protocol_type.clone().unwrap_or_default(),
@@ -289,12 +294,18 @@ impl Coordinator {
             }
             slot.drive(now);
         }
-        // Forget empty groups nobody waits on (their offsets stay in the metadata store).
-        groups.retain(|_, slot| {
-            slot.group.phase != Phase::Empty
+        // Forget empty groups nobody waits on (their offsets stay in the metadata store),
+        // noting when they emptied.
+        let mut emptied_at = self.emptied_at.lock().expect("emptied mutex poisoned");
+        groups.retain(|id, slot| {
+            let keep = slot.group.phase != Phase::Empty
                 || !slot.joins.is_empty()
                 || !slot.syncs.is_empty()
-                || slot.group.has_pending_members()
+                || slot.group.has_pending_members();
+            if !keep {
+                emptied_at.insert(id.clone(), now);
+            }
+            keep
         });
     }
 
@@ -309,6 +320,23 @@ impl Coordinator {
             }
             None => true,
         }
+    }
+
+    /// When `group` last lost its last member on this coordinator, if it did.
+    pub fn emptied_at(&self, group: &str) -> Option<i64> {
+        self.emptied_at
+            .lock()
+            .expect("emptied mutex poisoned")
+            .get(group)
+            .copied()
+    }
+
+    /// Forgets emptied-at times of groups the retention pass no longer tracks.
+    pub fn retain_emptied(&self, keep: impl Fn(&str) -> bool) {
+        self.emptied_at
+            .lock()
+            .expect("emptied mutex poisoned")
+            .retain(|group, _| keep(group));
     }
 
     /// Whether `group` has members here (cheap; for the offsets retention pass).
@@ -406,5 +434,12 @@ mod tests {
         assert_eq!(joined.member_id, id);
         assert_eq!(joined.generation, 1);
         assert!(coordinator.has_members("g"));
+        assert_eq!(coordinator.emptied_at("g"), None);
+        // The member leaves; the next tick forgets the group and notes when it emptied.
+        coordinator.leave("g", &id, None).expect("leave");
+        clock.advance_ms(1_000);
+        coordinator.tick();
+        assert!(!coordinator.has_members("g"));
+        assert_eq!(coordinator.emptied_at("g"), Some(1_500));
     }
 }

@@ -424,7 +424,7 @@ impl Group {
         }
     }
 
-    fn check_member(&self, member_id: &str, generation: i32) -> Result<(), GroupError> {
+    pub fn check_member(&self, member_id: &str, generation: i32) -> Result<(), GroupError> {
         if !self.members.contains_key(member_id) {
             return Err(GroupError::UnknownMemberId);
         }
@@ -508,6 +508,11 @@ impl Group {
 
     /// A member leaves; the others rebalance.
     pub fn leave(&mut self, member_id: &str, now_ms: i64) -> Result<(), GroupError> {
+        if self.pending_members.remove(member_id).is_some() {
+            // Left before joining with the id it was handed: nothing to rebalance, and no
+            // rebalance waits for it any more.
+            return Ok(());
+        }
         if self.members.remove(member_id).is_none() {
             return Err(GroupError::UnknownMemberId);
         }

@@ -157,6 +157,8 @@ impl Controller {
                         // state on since the view was read: claim against a fresh read.
                         let fresh = if inherited {
                             match self.fresh_state(name, partition).await {
+                                // Someone else claimed it meanwhile: it hands over first.
+                                Ok(Some((state, _))) if state.leader != me => continue,
                                 Ok(fresh) => fresh,
                                 Err(error) => {
                                     tracing::warn!(partition = %tp, %error, "cannot re-read state");

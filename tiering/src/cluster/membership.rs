@@ -18,6 +18,12 @@ pub enum MembershipError {
     Corrupt(String),
 }
 
+enum Registration {
+    Absent,
+    Ours(LeaseId),
+    Theirs,
+}
+
 /// This broker's registration.
 #[derive(Debug)]
 pub struct Membership {
@@ -123,16 +129,19 @@ impl Membership {
         }
     }
 
-    /// The lease of this node id's registration if this process wrote it.
-    async fn own_registration(&self) -> Result<Option<LeaseId>, MembershipError> {
+    /// Who holds this node id's registration now.
+    async fn registration(&self) -> Result<Registration, MembershipError> {
         let Some(kv) = self.store.get(&keys::broker(self.record.node_id)).await? else {
-            return Ok(None);
+            return Ok(Registration::Absent);
         };
         let record: BrokerRecord =
             keys::decode(&kv.key, &kv.value).map_err(MembershipError::Corrupt)?;
-        Ok((record.incarnation == self.record.incarnation)
-            .then_some(kv.lease)
-            .flatten())
+        Ok(match kv.lease {
+            Some(lease) if record.incarnation == self.record.incarnation => {
+                Registration::Ours(lease)
+            }
+            _ => Registration::Theirs,
+        })
     }
 
     /// Whether another process took this node id while this one's session had lapsed.
@@ -164,17 +173,26 @@ impl Membership {
                         *lease = renewed;
                         Ok(true)
                     }
-                    Err(MembershipError::NodeIdTaken(id)) => {
-                        // An earlier attempt may have registered and only its answer was
-                        // lost: then the key is this process's own, on a lease to adopt.
-                        if let Some(own) = self.own_registration().await? {
+                    Err(MembershipError::NodeIdTaken(id)) => match self.registration().await? {
+                        // An earlier attempt registered and only its answer was lost: adopt
+                        // its lease (if that lapsed too, the next renewal registers again).
+                        Registration::Ours(own) => {
                             *lease = own;
-                            return Ok(true);
+                            Ok(true)
                         }
-                        self.displaced
-                            .store(true, std::sync::atomic::Ordering::Release);
-                        Err(MembershipError::NodeIdTaken(id))
-                    }
+                        // The old key expired between the attempt and the look: try again at
+                        // the next renewal.
+                        Registration::Absent => {
+                            Err(MembershipError::Metadata(MetadataError::Unavailable(
+                                "registration raced with its own expiry; retrying".into(),
+                            )))
+                        }
+                        Registration::Theirs => {
+                            self.displaced
+                                .store(true, std::sync::atomic::Ordering::Release);
+                            Err(MembershipError::NodeIdTaken(id))
+                        }
+                    },
                     Err(error) => Err(error),
                 }
             }

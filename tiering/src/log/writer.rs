@@ -127,9 +127,11 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
                     .stats
                     .fenced_appends
                     .fetch_add(deposed.len() as u64, Ordering::Relaxed);
-                // This broker may lead again under a new epoch (a re-claim): batches after
-                // these must not overtake them.
-                note_failed_sequences(inner, &tp, &partition, &deposed);
+                // This broker leads again under a new epoch (a re-claim): batches after these
+                // must not overtake them. (Led elsewhere, the new leader decides.)
+                if leader == inner.config.node_id {
+                    note_failed_sequences(inner, &tp, &partition, &deposed);
+                }
                 fail(
                     deposed,
                     &LogError::NotLeader(format!("{tp} changed leadership before the flush")),

@@ -510,3 +510,40 @@ fn sync_v5_must_name_the_groups_protocol() {
         Err(GroupError::InconsistentGroupProtocol)
     );
 }
+
+#[test]
+fn a_member_leaving_with_only_a_handed_out_id_no_longer_holds_the_rebalance() {
+    let mut group = stable_group(&["a"]);
+    let mut first = request("");
+    first.require_known_member_id = true;
+    let pending = match group.join(first, || "p".into(), &settings(), 200) {
+        Ok(Admission::MemberIdRequired(id)) => id,
+        other => panic!("{other:?}"),
+    };
+    // "a" rejoins (say, new metadata): the join phase waits for the handed-out id...
+    let mut changed = request("a");
+    changed.protocols = vec![("range".into(), Bytes::from_static(b"new"))];
+    group
+        .join(changed, unreachable_id, &settings(), 210)
+        .expect("rejoin");
+    assert!(
+        group.try_complete_join(220).is_none(),
+        "waits for the pending member"
+    );
+    // ...until that client leaves without ever joining.
+    assert_eq!(group.leave(&pending, 230), Ok(()));
+    assert!(group.try_complete_join(240).is_some());
+}
+
+#[test]
+fn a_stale_sync_hears_about_its_generation_before_protocols() {
+    let group = stable_group(&["a"]);
+    assert_eq!(
+        group.check_member("a", 0),
+        Err(GroupError::IllegalGeneration)
+    );
+    assert_eq!(
+        group.check_member("gone", 1),
+        Err(GroupError::UnknownMemberId)
+    );
+}
