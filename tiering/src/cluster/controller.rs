@@ -330,6 +330,18 @@ mod tests {
         }
     }
 
+    /// An embedded metadata store (in a temporary directory, kept alive by the first value) and
+    /// an in-memory bucket.
+    async fn stores() -> (tempfile::TempDir, Arc<dyn MetadataStore>, Arc<InMemory>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn MetadataStore> = Arc::new(
+            EmbeddedStore::open(&dir.path().join("m.redb"), Arc::new(ManualClock::new(0)))
+                .await
+                .expect("store"),
+        );
+        (dir, store, Arc::new(InMemory::new()))
+    }
+
     async fn leaders(store: &dyn MetadataStore, topic: &str) -> Vec<(i32, i32)> {
         let mut out = Vec::new();
         for kv in store
@@ -345,13 +357,7 @@ mod tests {
 
     #[tokio::test]
     async fn partitions_spread_over_brokers_and_move_when_one_leaves() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn MetadataStore> = Arc::new(
-            EmbeddedStore::open(&dir.path().join("m.redb"), Arc::new(ManualClock::new(0)))
-                .await
-                .expect("store"),
-        );
-        let objects = Arc::new(InMemory::new());
+        let (_dir, store, objects) = stores().await;
         let (a, b) = (
             node(&store, &objects, 1).await,
             node(&store, &objects, 2).await,
@@ -416,13 +422,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_joining_broker_gets_its_partitions_handed_over() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn MetadataStore> = Arc::new(
-            EmbeddedStore::open(&dir.path().join("m.redb"), Arc::new(ManualClock::new(0)))
-                .await
-                .expect("store"),
-        );
-        let objects = Arc::new(InMemory::new());
+        let (_dir, store, objects) = stores().await;
         let a = node(&store, &objects, 1).await;
         a.log
             .catalog()
@@ -446,13 +446,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_restarted_broker_claims_its_partitions_again_and_fences_its_predecessor() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn MetadataStore> = Arc::new(
-            EmbeddedStore::open(&dir.path().join("m.redb"), Arc::new(ManualClock::new(0)))
-                .await
-                .expect("store"),
-        );
-        let objects = Arc::new(InMemory::new());
+        let (_dir, store, objects) = stores().await;
         let old = node(&store, &objects, 1).await;
         old.log
             .catalog()
