@@ -138,6 +138,10 @@ pub fn topic(name: &str) -> String {
     format!("{ROOT}/topics/{name}")
 }
 
+pub fn all_partitions_prefix() -> String {
+    format!("{ROOT}/partitions/")
+}
+
 pub fn partitions_prefix(topic: &str) -> String {
     format!("{ROOT}/partitions/{topic}/")
 }

@@ -15,10 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use skiff_tiering::catalog::{validate_topic_name, Topic};
 use skiff_tiering::cluster::membership::live_brokers;
-use skiff_tiering::cluster::{all_partition_states, partition_states};
-use skiff_tiering::keys::PartitionState;
-use skiff_tiering::metadata::Revision;
-use std::collections::HashMap;
+use skiff_tiering::cluster::{all_partition_states, partition_states, PartitionStates};
 use std::time::Duration;
 
 /// A controller view older than this is not used (the controller passes every 500 ms).
@@ -76,33 +73,28 @@ pub async fn handle(
     };
     let auto_create = version < 4 || request.allow_auto_topic_creation;
     if all {
-        if let Some(view) = &view {
-            let mut states = match all_partition_states(&*broker.store).await {
-                Ok(states) => states,
+        let topics = match &view {
+            Some(view) => view.topics.values().map(|t| t.topic.clone()).collect(),
+            None => match broker.log.catalog().list().await {
+                Ok(topics) => topics,
                 Err(error) => {
-                    tracing::warn!(%error, "metadata: cannot read partition states");
+                    tracing::warn!(%error, "metadata: cannot list topics");
                     return None;
                 }
-            };
-            for topic in view.topics.values() {
-                let topic_states = states.remove(&topic.topic.record.name).unwrap_or_default();
-                response
-                    .topics
-                    .push(describe(&topic.topic, &topic_states, &live_ids));
-            }
-            return Some(response);
-        }
-        let topics = match broker.log.catalog().list().await {
-            Ok(topics) => topics,
+            },
+        };
+        let mut states = match all_partition_states(&*broker.store).await {
+            Ok(states) => states,
             Err(error) => {
-                tracing::warn!(%error, "metadata: cannot list topics");
+                tracing::warn!(%error, "metadata: cannot read partition states");
                 return None;
             }
         };
         for topic in topics {
+            let topic_states = states.remove(&topic.record.name).unwrap_or_default();
             response
                 .topics
-                .push(describe_topic(broker, &topic, &live_ids).await);
+                .push(describe(&topic, &topic_states, &live_ids));
         }
         return Some(response);
     }
@@ -110,26 +102,21 @@ pub async fn handle(
         let Some(name) = requested.name else {
             // Lookup by topic id (v10+).
             let id = requested.topic_id.simple().to_string();
-            if let Some(topic) = view
-                .as_ref()
-                .and_then(|v| v.topics.values().find(|t| t.topic.record.id == id))
-            {
-                response
-                    .topics
-                    .push(describe_topic(broker, &topic.topic, &live_ids).await);
-                continue;
-            }
-            let found = match broker
-                .log
-                .catalog()
-                .find_by_id(&requested.topic_id.simple().to_string())
-                .await
-            {
-                Ok(found) => found,
-                Err(error) => {
-                    tracing::warn!(%error, "metadata: cannot look up topic id");
-                    return None;
-                }
+            let in_view = view.as_ref().and_then(|v| {
+                v.topics
+                    .values()
+                    .find(|t| t.topic.record.id == id)
+                    .map(|t| t.topic.clone())
+            });
+            let found = match in_view {
+                Some(topic) => Some(topic),
+                None => match broker.log.catalog().find_by_id(&id).await {
+                    Ok(found) => found,
+                    Err(error) => {
+                        tracing::warn!(%error, "metadata: cannot look up topic id");
+                        return None;
+                    }
+                },
             };
             response.topics.push(match found {
                 Some(topic) => describe_topic(broker, &topic, &live_ids).await,
@@ -195,11 +182,7 @@ async fn describe_topic(broker: &Broker, topic: &Topic, live: &[i32]) -> Metadat
 
 /// A topic's Metadata entry from its partitions' stored states; partitions whose leader is
 /// not live (or none) are LEADER_NOT_AVAILABLE.
-fn describe(
-    topic: &Topic,
-    states: &HashMap<i32, (PartitionState, Revision)>,
-    live: &[i32],
-) -> MetadataResponseTopic {
+fn describe(topic: &Topic, states: &PartitionStates, live: &[i32]) -> MetadataResponseTopic {
     let name = TopicName(StrBytes::from_string(topic.record.name.clone()));
     let mut partitions = Vec::with_capacity(topic.record.partitions as usize);
     for index in 0..topic.record.partitions {

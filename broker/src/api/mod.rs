@@ -27,7 +27,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use skiff_tiering::catalog::{CatalogError, Topic};
-use skiff_tiering::metadata::MetadataStore;
+use skiff_tiering::cluster::{all_partition_states, partition_states, PartitionStates};
+use skiff_tiering::metadata::{MetadataError, MetadataStore};
 use skiff_tiering::Log;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -155,27 +156,13 @@ impl Broker {
     /// Waits (up to `wait`, all topics together) until every partition of `topics` has a live
     /// leader, so clients that produce right after creating a topic find one.
     pub async fn wait_for_leaders(&self, topics: &[Topic], wait: Duration) {
-        use skiff_tiering::cluster::{all_partition_states, partition_states};
+        /// Up to this many topics are read one small range each; more, one range of all.
+        const PER_TOPIC_READS_MAX: usize = 8;
+        let few = topics.len() <= PER_TOPIC_READS_MAX;
         let deadline = tokio::time::Instant::now() + wait;
         while !topics.is_empty() && tokio::time::Instant::now() < deadline {
             let live = skiff_tiering::cluster::membership::live_brokers(&*self.store).await;
-            // One small range per topic for a few topics, one range of everything for many.
-            let states = if topics.len() <= 8 {
-                let mut states = HashMap::new();
-                let mut failed = None;
-                for topic in topics {
-                    match partition_states(&*self.store, &topic.record.name).await {
-                        Ok(s) => {
-                            states.insert(topic.record.name.clone(), s);
-                        }
-                        Err(error) => failed = Some(error),
-                    }
-                }
-                failed.map_or(Ok(states), Err)
-            } else {
-                all_partition_states(&*self.store).await
-            };
-            if let (Ok(live), Ok(states)) = (live, states) {
+            if let (Ok(live), Ok(states)) = (live, self.states_of(topics, few).await) {
                 let led = topics.iter().all(|topic| {
                     let states = states.get(&topic.record.name);
                     (0..topic.record.partitions).all(|p| {
@@ -188,7 +175,7 @@ impl Broker {
                     return;
                 }
             }
-            let pause_ms = if topics.len() <= 8 { 20 } else { 100 };
+            let pause_ms = if few { 20 } else { 100 };
             tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         }
         if !topics.is_empty() {
@@ -197,6 +184,23 @@ impl Broker {
                 "partitions still without leaders; clients will retry"
             );
         }
+    }
+
+    /// The partition states of `topics`, by topic name.
+    async fn states_of(
+        &self,
+        topics: &[Topic],
+        per_topic: bool,
+    ) -> Result<HashMap<String, PartitionStates>, MetadataError> {
+        if !per_topic {
+            return all_partition_states(&*self.store).await;
+        }
+        let mut states = HashMap::with_capacity(topics.len());
+        for topic in topics {
+            let read = partition_states(&*self.store, &topic.record.name).await?;
+            states.insert(topic.record.name.clone(), read);
+        }
+        Ok(states)
     }
 }
 

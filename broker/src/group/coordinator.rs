@@ -435,6 +435,26 @@ mod tests {
         assert_eq!(joined.generation, 1);
         assert!(coordinator.has_members("g"));
         assert_eq!(coordinator.emptied_at("g"), None);
+        // SyncGroup: a stale generation is told so before any protocol mismatch, as Kafka.
+        let stale = SyncMember {
+            member_id: &id,
+            instance_id: None,
+            generation: 0,
+            protocol_type: Some("consumer"),
+            protocol: Some("roundrobin"),
+        };
+        assert_eq!(
+            coordinator.sync("g", stale, vec![]).await,
+            Err(GroupError::IllegalGeneration)
+        );
+        let mismatched = SyncMember {
+            generation: 1,
+            ..stale
+        };
+        assert_eq!(
+            coordinator.sync("g", mismatched, vec![]).await,
+            Err(GroupError::InconsistentGroupProtocol)
+        );
         // The member leaves; the next tick forgets the group and notes when it emptied.
         coordinator.leave("g", &id, None).expect("leave");
         clock.advance_ms(1_000);

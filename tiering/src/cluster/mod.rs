@@ -19,39 +19,34 @@ use crate::keys::{self, PartitionState};
 use crate::metadata::{Compare, MetadataError, MetadataStore, Revision, Txn, TxnOp};
 use std::collections::HashMap;
 
+/// Stored partition states with their `mod_revision`, by partition.
+pub type PartitionStates = HashMap<i32, (PartitionState, Revision)>;
+
 /// The stored state of every partition of `topic` that has one, with its `mod_revision`.
 pub async fn partition_states(
     store: &dyn MetadataStore,
     topic: &str,
-) -> Result<HashMap<i32, (PartitionState, Revision)>, MetadataError> {
-    let kvs = store
-        .range_prefix(&keys::partitions_prefix(topic), 0)
-        .await?;
-    let mut states = HashMap::with_capacity(kvs.len());
-    for kv in kvs {
-        let Some(partition) = kv
-            .key
-            .rsplit('/')
-            .next()
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let state: PartitionState =
-            keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?;
-        states.insert(partition, (state, kv.mod_revision));
-    }
-    Ok(states)
+) -> Result<PartitionStates, MetadataError> {
+    let mut by_topic = states_under(store, &keys::partitions_prefix(topic)).await?;
+    Ok(by_topic.remove(topic).unwrap_or_default())
 }
 
 /// The stored state of every partition of every topic, by topic (one range request).
 pub async fn all_partition_states(
     store: &dyn MetadataStore,
-) -> Result<HashMap<String, HashMap<i32, (PartitionState, Revision)>>, MetadataError> {
-    let prefix = format!("{}/partitions/", keys::ROOT);
-    let mut out: HashMap<String, HashMap<i32, (PartitionState, Revision)>> = HashMap::new();
-    for kv in store.range_prefix(&prefix, 0).await? {
-        let Some((topic, partition)) = kv.key[prefix.len()..].rsplit_once('/') else {
+) -> Result<HashMap<String, PartitionStates>, MetadataError> {
+    states_under(store, &keys::all_partitions_prefix()).await
+}
+
+/// Partition states under `prefix` (a prefix of `/skiff/partitions/`), by topic.
+async fn states_under(
+    store: &dyn MetadataStore,
+    prefix: &str,
+) -> Result<HashMap<String, PartitionStates>, MetadataError> {
+    let root = keys::all_partitions_prefix();
+    let mut out: HashMap<String, PartitionStates> = HashMap::new();
+    for kv in store.range_prefix(prefix, 0).await? {
+        let Some((topic, partition)) = kv.key[root.len()..].rsplit_once('/') else {
             continue;
         };
         let Ok(partition) = partition.parse::<i32>() else {

@@ -9,8 +9,8 @@
 
 use super::membership::{live_brokers, MembershipError};
 use crate::catalog::{Catalog, CatalogError, Topic};
-use crate::keys::{BrokerRecord, PartitionState};
-use crate::metadata::{MetadataError, MetadataStore, Revision};
+use crate::keys::BrokerRecord;
+use crate::metadata::{MetadataError, MetadataStore};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ pub enum ViewError {
 pub struct TopicView {
     pub topic: Topic,
     /// Stored partition states with their `mod_revision` (absent: nothing committed or claimed).
-    pub partitions: HashMap<i32, (PartitionState, Revision)>,
+    pub partitions: super::PartitionStates,
 }
 
 #[derive(Debug, Clone)]

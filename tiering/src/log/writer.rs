@@ -92,7 +92,11 @@ struct Prepared {
     producers: Option<(ProducerStates, Vec<u8>)>,
 }
 
-struct Sequenced {
+/// A partition's appends that passed the leadership and sequence checks.
+struct Admitted {
+    appends: Vec<PendingAppend>,
+    next_offset: i64,
+    /// Retries of `appends`, answered with their offsets.
     echoes: Vec<(PendingAppend, i64)>,
     producers: Option<ProducerStates>,
 }
@@ -104,84 +108,16 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
     let mut handles = Vec::with_capacity(taken.len());
     let now_ms = inner.clock.now_ms();
     for (tp, appends) in taken {
-        match load_partition(inner, &tp).await {
-            Ok(partition) => {
-                // Appends accepted for an earlier incarnation of the topic, or under another
-                // leadership, must not land here: only the leader that accepted them, still in
-                // the same epoch, may commit them.
-                let (leader, epoch) = {
-                    let view = partition.view.lock().expect("view mutex poisoned");
-                    (view.state.leader, view.state.leader_epoch)
-                };
-                let (current, stale): (Vec<_>, Vec<_>) = appends
-                    .into_iter()
-                    .partition(|a| a.topic_create_revision == partition.topic_create_revision);
-                fail(
-                    stale,
-                    &LogError::UnknownTopicOrPartition(format!("{tp} was deleted")),
-                );
-                let (current, deposed): (Vec<_>, Vec<_>) = current
-                    .into_iter()
-                    .partition(|a| leader == inner.config.node_id && a.leader_epoch == epoch);
-                inner
-                    .stats
-                    .fenced_appends
-                    .fetch_add(deposed.len() as u64, Ordering::Relaxed);
-                // This broker leads again under a new epoch (a re-claim): batches after these
-                // must not overtake them. (Led elsewhere, the new leader decides.)
-                if leader == inner.config.node_id {
-                    note_failed_sequences(inner, &tp, &partition, &deposed);
-                }
-                fail(
-                    deposed,
-                    &LogError::NotLeader(format!("{tp} changed leadership before the flush")),
-                );
-                if current.is_empty() {
-                    continue;
-                }
-                let (sequencing, next_offset, log_start_offset) = {
-                    let view = partition.view.lock().expect("view mutex poisoned");
-                    let awaited = inner
-                        .awaited_sequences
-                        .lock()
-                        .expect("awaited mutex poisoned");
-                    let sequencing = super::pending::sequence(
-                        &view.producers,
-                        awaited.get(&tp),
-                        current,
-                        view.state.next_offset,
-                        now_ms,
-                    );
-                    (
-                        sequencing,
-                        view.state.next_offset,
-                        view.state.log_start_offset,
-                    )
-                };
-                for (append, error) in sequencing.rejected {
-                    let _ = append.reply.send(Err(error));
-                }
-                for (append, base_offset) in sequencing.committed_duplicates {
-                    let _ = append.reply.send(Ok(AppendOutcome {
-                        base_offset,
-                        log_append_time_ms: None,
-                        log_start_offset,
-                    }));
-                }
-                if sequencing.appends.is_empty() {
-                    debug_assert!(sequencing.echoes.is_empty());
-                    continue;
-                }
-                inputs.push((tp, sequencing.appends, next_offset));
-                handles.push((
-                    partition,
-                    Sequenced {
-                        echoes: sequencing.echoes,
-                        producers: sequencing.producers,
-                    },
-                ));
+        let partition = match load_partition(inner, &tp).await {
+            Ok(partition) => partition,
+            Err(error) => {
+                fail(appends, &error);
+                continue;
             }
-            Err(error) => fail(appends, &error),
+        };
+        if let Some(admitted) = admit(inner, &tp, &partition, appends, now_ms) {
+            inputs.push((tp, admitted.appends, admitted.next_offset));
+            handles.push((partition, admitted.echoes, admitted.producers));
         }
     }
     if inputs.is_empty() {
@@ -192,16 +128,18 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
     let prepared: Vec<Prepared> = inputs
         .into_iter()
         .zip(handles)
-        .map(|((tp, appends, _), (partition, sequenced))| Prepared {
-            tp,
-            partition,
-            appends,
-            echoes: sequenced.echoes,
-            producers: sequenced.producers.map(|mut states| {
-                let encoded = states.encode_pruned(now_ms, expiration_ms);
-                (states, encoded)
-            }),
-        })
+        .map(
+            |((tp, appends, _), (partition, echoes, producers))| Prepared {
+                tp,
+                partition,
+                appends,
+                echoes,
+                producers: producers.map(|mut states| {
+                    let encoded = states.encode_pruned(now_ms, expiration_ms);
+                    (states, encoded)
+                }),
+            },
+        )
         .collect();
 
     let path = paths::new_wal_object();
@@ -244,6 +182,88 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
     if !chunk.is_empty() {
         commit_chunk(inner, path.as_ref(), chunk).await;
     }
+}
+
+/// Answers what a partition's appends need no commit for, and returns the rest: appends for an
+/// earlier incarnation of the topic, or accepted under another leadership, fail (only the leader
+/// that accepted them, still in the same epoch, may commit them); idempotent producers'
+/// duplicates of committed batches are answered with their offsets, and sequence errors fail.
+fn admit(
+    inner: &LogInner,
+    tp: &TopicPartition,
+    partition: &PartitionLog,
+    appends: Vec<PendingAppend>,
+    now_ms: i64,
+) -> Option<Admitted> {
+    let (leader, epoch) = {
+        let view = partition.view.lock().expect("view mutex poisoned");
+        (view.state.leader, view.state.leader_epoch)
+    };
+    let (current, stale): (Vec<_>, Vec<_>) = appends
+        .into_iter()
+        .partition(|a| a.topic_create_revision == partition.topic_create_revision);
+    fail(
+        stale,
+        &LogError::UnknownTopicOrPartition(format!("{tp} was deleted")),
+    );
+    let (current, deposed): (Vec<_>, Vec<_>) = current
+        .into_iter()
+        .partition(|a| leader == inner.config.node_id && a.leader_epoch == epoch);
+    inner
+        .stats
+        .fenced_appends
+        .fetch_add(deposed.len() as u64, Ordering::Relaxed);
+    // This broker leads again under a new epoch (a re-claim): batches after these must not
+    // overtake them. (Led elsewhere, the new leader decides.)
+    if leader == inner.config.node_id {
+        note_failed_sequences(inner, tp, partition, &deposed);
+    }
+    fail(
+        deposed,
+        &LogError::NotLeader(format!("{tp} changed leadership before the flush")),
+    );
+    if current.is_empty() {
+        return None;
+    }
+    let (sequencing, next_offset, log_start_offset) = {
+        let view = partition.view.lock().expect("view mutex poisoned");
+        let awaited = inner
+            .awaited_sequences
+            .lock()
+            .expect("awaited mutex poisoned");
+        let sequencing = super::pending::sequence(
+            &view.producers,
+            awaited.get(tp),
+            current,
+            view.state.next_offset,
+            now_ms,
+        );
+        (
+            sequencing,
+            view.state.next_offset,
+            view.state.log_start_offset,
+        )
+    };
+    for (append, error) in sequencing.rejected {
+        let _ = append.reply.send(Err(error));
+    }
+    for (append, base_offset) in sequencing.committed_duplicates {
+        let _ = append.reply.send(Ok(AppendOutcome {
+            base_offset,
+            log_append_time_ms: None,
+            log_start_offset,
+        }));
+    }
+    if sequencing.appends.is_empty() {
+        debug_assert!(sequencing.echoes.is_empty());
+        return None;
+    }
+    Some(Admitted {
+        appends: sequencing.appends,
+        next_offset,
+        echoes: sequencing.echoes,
+        producers: sequencing.producers,
+    })
 }
 
 /// Commits one chunk. When a compare fails, the partitions whose state or topic changed are

@@ -534,16 +534,3 @@ fn a_member_leaving_with_only_a_handed_out_id_no_longer_holds_the_rebalance() {
     assert_eq!(group.leave(&pending, 230), Ok(()));
     assert!(group.try_complete_join(240).is_some());
 }
-
-#[test]
-fn a_stale_sync_hears_about_its_generation_before_protocols() {
-    let group = stable_group(&["a"]);
-    assert_eq!(
-        group.check_member("a", 0),
-        Err(GroupError::IllegalGeneration)
-    );
-    assert_eq!(
-        group.check_member("gone", 1),
-        Err(GroupError::UnknownMemberId)
-    );
-}
