@@ -327,6 +327,67 @@ pub struct ServeArgs {
     )]
     pub connection_max_inflight_requests: usize,
 
+    /// Memory of requests being read and handled, broker-wide (Kafka's
+    /// `queued.max.request.bytes`): a Produce frame counts its length, any other frame its
+    /// length × 100 (what decoding may allocate); connections wait to read more when it is spent.
+    #[arg(
+        long,
+        env = "SKIFF_QUEUED_MAX_REQUEST_BYTES",
+        default_value_t = 512 * 1024 * 1024,
+        value_name = "BYTES"
+    )]
+    pub queued_max_request_bytes: usize,
+
+    /// Largest frame of any request but Produce; a longer one closes the connection. Requests
+    /// other than Produce are small (a Metadata request naming 20,000 topics is ~0.5 MB).
+    #[arg(
+        long,
+        env = "SKIFF_NON_PRODUCE_REQUEST_MAX_BYTES",
+        default_value_t = 4 * 1024 * 1024,
+        value_name = "BYTES"
+    )]
+    pub non_produce_request_max_bytes: usize,
+
+    /// Memory of Fetch responses from reading their records until they are written, broker-wide.
+    /// When it is spent, fetches read less (down to 1 MiB) or wait.
+    #[arg(
+        long,
+        env = "SKIFF_FETCH_BUFFER_MAX_BYTES",
+        default_value_t = 512 * 1024 * 1024,
+        value_name = "BYTES"
+    )]
+    pub fetch_buffer_max_bytes: usize,
+
+    /// Share of `--fetch-buffer-max-bytes` one connection may hold: a client that pipelines
+    /// fetches and does not read its socket waits for its own earlier responses.
+    #[arg(
+        long,
+        env = "SKIFF_CONNECTION_FETCH_BUFFER_MAX_BYTES",
+        default_value_t = 64 * 1024 * 1024,
+        value_name = "BYTES"
+    )]
+    pub connection_fetch_buffer_max_bytes: usize,
+
+    /// Closes a connection whose client reads nothing of a response for this long (the
+    /// response holds broker memory until it is written).
+    #[arg(
+        long,
+        env = "SKIFF_CONNECTION_WRITE_TIMEOUT_MS",
+        default_value_t = 60_000,
+        value_name = "MS"
+    )]
+    pub connection_write_timeout_ms: u64,
+
+    /// Most bytes of metadata a committed offset may carry; longer commits are answered with
+    /// OFFSET_METADATA_TOO_LARGE (Kafka's `offset.metadata.max.bytes`).
+    #[arg(
+        long,
+        env = "SKIFF_OFFSET_METADATA_MAX_BYTES",
+        default_value_t = 4096,
+        value_name = "BYTES"
+    )]
+    pub offset_metadata_max_bytes: usize,
+
     /// Default timestamp type of topics (Kafka's `log.message.timestamp.type`).
     #[arg(
         long,
@@ -352,6 +413,15 @@ impl ServeArgs {
 
     pub fn http_bind(&self) -> anyhow::Result<SocketAddr> {
         parse_listener(&self.http_listeners).context("--http-listeners")
+    }
+
+    pub fn budget_settings(&self) -> crate::memory::BudgetSettings {
+        crate::memory::BudgetSettings {
+            queued_max_request_bytes: self.queued_max_request_bytes,
+            non_produce_request_max_bytes: self.non_produce_request_max_bytes,
+            fetch_buffer_max_bytes: self.fetch_buffer_max_bytes,
+            connection_fetch_buffer_max_bytes: self.connection_fetch_buffer_max_bytes,
+        }
     }
 
     /// Checks the settings once at start, with messages that say what to fix.
@@ -397,6 +467,12 @@ impl ServeArgs {
         if self.connections_max_idle_ms == 0 {
             bail!("--connections-max-idle-ms must be positive");
         }
+        if self.connection_write_timeout_ms == 0 {
+            bail!("--connection-write-timeout-ms must be positive");
+        }
+        self.budget_settings()
+            .validate(self.socket_request_max_bytes)
+            .map_err(anyhow::Error::msg)?;
         if self.max_connections == 0 || self.connection_max_inflight_requests == 0 {
             bail!("--max-connections and --connection-max-inflight-requests must be positive");
         }

@@ -4,6 +4,7 @@ mod api;
 mod config;
 mod group;
 mod http;
+mod memory;
 mod server;
 mod storage;
 
@@ -157,7 +158,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             message_max_bytes: args.message_max_bytes,
             fetch_max_bytes: args.fetch_max_bytes,
             connections_max_idle: std::time::Duration::from_millis(args.connections_max_idle_ms),
+            connection_write_timeout: std::time::Duration::from_millis(
+                args.connection_write_timeout_ms,
+            ),
+            offset_metadata_max_bytes: args.offset_metadata_max_bytes,
         },
+        budgets: Arc::new(memory::Budgets::new(args.budget_settings())),
         topic_defaults: TopicDefaults {
             auto_create_topics_enable: args.auto_create_topics_enable,
             num_partitions: args.num_partitions,

@@ -8,12 +8,14 @@
 //! client sends can at worst close its own connection.
 
 use crate::api::{self, Broker, Decoded, Reply};
+use crate::memory::{Budgets, Held};
 use bytes::BytesMut;
+use kafka_protocol::messages::ApiKey;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Serves until `stop_accepting`; open connections keep being served until `close`, so a
@@ -61,10 +63,25 @@ pub async fn serve(
 /// length it announced.
 const FRAME_READ_CHUNK_BYTES: usize = 64 * 1024;
 
+/// Bytes of a response written at a time; each write must make progress within
+/// `connection_write_timeout`.
+const RESPONSE_WRITE_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Frame length limits: every frame, and frames of APIs other than Produce.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameLimits {
+    pub max_bytes: usize,
+    pub non_produce_max_bytes: usize,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("frame length {0} is negative or over the limit {1}")]
     BadLength(i64, usize),
+    #[error(
+        "frame of api key {0} has length {1}, over the limit {2} for requests other than produce"
+    )]
+    NonProduceTooLong(i16, usize, usize),
     #[error("connection idle for longer than {0:?}")]
     Idle(Duration),
     #[error("connection closed in the middle of a frame")]
@@ -73,13 +90,24 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+/// A request frame and the budget it holds until its request was handled.
+#[derive(Debug)]
+pub struct Frame {
+    pub bytes: BytesMut,
+    pub held: Held,
+}
+
 /// Reads one length-prefixed frame; `Ok(None)` on a clean end of stream. Waiting for the frame
-/// to start, and then for its last byte, each may take at most `idle`.
+/// to start, and then for its last byte, each may take at most `idle`. The frame's bytes are
+/// taken from the request budget before they are read (waiting, not counted as idle, when the
+/// broker's budget is spent), and a frame that is not a Produce request also takes what its
+/// decoding may allocate.
 pub async fn read_frame(
     reader: &mut (impl AsyncReadExt + Unpin),
-    max_bytes: usize,
+    limits: FrameLimits,
     idle: Duration,
-) -> Result<Option<BytesMut>, FrameError> {
+    budgets: &Budgets,
+) -> Result<Option<Frame>, FrameError> {
     let mut prefix = [0u8; 4];
     match tokio::time::timeout(idle, reader.read_exact(&mut prefix)).await {
         Err(_) => return Err(FrameError::Idle(idle)),
@@ -89,12 +117,14 @@ pub async fn read_frame(
     }
     let length = i32::from_be_bytes(prefix);
     let Ok(length) = usize::try_from(length) else {
-        return Err(FrameError::BadLength(i64::from(length), max_bytes));
+        return Err(FrameError::BadLength(i64::from(length), limits.max_bytes));
     };
-    if length > max_bytes {
-        return Err(FrameError::BadLength(length as i64, max_bytes));
+    if length > limits.max_bytes {
+        return Err(FrameError::BadLength(length as i64, limits.max_bytes));
     }
+    let mut held = budgets.frame(length).await;
     let mut frame = BytesMut::with_capacity(length.min(FRAME_READ_CHUNK_BYTES));
+    let mut api_key = None;
     let body = async {
         while frame.len() < length {
             let wanted = (length - frame.len()).min(FRAME_READ_CHUNK_BYTES);
@@ -106,23 +136,67 @@ pub async fn read_frame(
             if read == 0 {
                 return Err(FrameError::Truncated);
             }
+            if api_key.is_none() && frame.len() >= 2 {
+                let key = i16::from_be_bytes([frame[0], frame[1]]);
+                api_key = Some(key);
+                if key != ApiKey::Produce as i16 && length > limits.non_produce_max_bytes {
+                    return Err(FrameError::NonProduceTooLong(
+                        key,
+                        length,
+                        limits.non_produce_max_bytes,
+                    ));
+                }
+            }
         }
         Ok(())
     };
     match tokio::time::timeout(idle, body).await {
-        Err(_) => Err(FrameError::Idle(idle)),
-        Ok(result) => result.map(|()| Some(frame)),
+        Err(_) => return Err(FrameError::Idle(idle)),
+        Ok(result) => result?,
     }
+    if api_key.is_some_and(|key| key != ApiKey::Produce as i16) {
+        budgets.decoded(length, &mut held).await;
+    }
+    Ok(Some(Frame { bytes: frame, held }))
+}
+
+/// Writes one response, closing the connection (an error) when the client reads nothing of it
+/// for `timeout`: its memory is held until it is written.
+async fn write_response(
+    writer: &mut (impl AsyncWriteExt + Unpin),
+    response: &[u8],
+    timeout: Duration,
+) -> std::io::Result<()> {
+    for chunk in response.chunks(RESPONSE_WRITE_CHUNK_BYTES) {
+        match tokio::time::timeout(timeout, writer.write_all(chunk)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("client read nothing for {timeout:?}"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a request takes effect in connection order: all but Produce (staged in order
+/// instead, so pipelined produce keeps its throughput) and Fetch (reads only what was
+/// committed), as Kafka, which handles a connection's requests one at a time.
+fn ordered(api_key: ApiKey) -> bool {
+    !matches!(api_key, ApiKey::Produce | ApiKey::Fetch)
 }
 
 async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
     let (mut reader, writer) = socket.into_split();
-    let (responses, mut ordered) = mpsc::channel::<tokio::task::JoinHandle<Reply>>(
+    let (responses, mut ordered_replies) = mpsc::channel::<tokio::task::JoinHandle<Reply>>(
         broker.limits.connection_max_inflight_requests,
     );
+    let write_timeout = broker.limits.connection_write_timeout;
     let writer_task = tokio::spawn(async move {
         let mut writer = BufWriter::new(writer);
-        while let Some(handle) = ordered.recv().await {
+        while let Some(handle) = ordered_replies.recv().await {
             let response = match handle.await {
                 Ok(response) => response,
                 Err(error) => {
@@ -130,25 +204,38 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
                     return;
                 }
             };
-            let response = match response {
-                Reply::Respond(response) => response,
+            let (response, held) = match response {
+                Reply::Respond(response, held) => (response, held),
                 Reply::Nothing => continue,
                 Reply::Close => break,
             };
-            if writer.write_all(&response).await.is_err() {
+            if let Err(error) = write_response(&mut writer, &response, write_timeout).await {
+                tracing::info!(%error, "closing connection");
                 return;
             }
-            if ordered.is_empty() && writer.flush().await.is_err() {
-                return;
+            if ordered_replies.is_empty() {
+                match tokio::time::timeout(write_timeout, writer.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => return,
+                }
             }
+            drop(held);
         }
-        let _ = writer.flush().await;
+        let _ = tokio::time::timeout(write_timeout, writer.flush()).await;
     });
+    let connection = Arc::new(broker.budgets.connection());
+    let limits = FrameLimits {
+        max_bytes: broker.limits.socket_request_max_bytes,
+        non_produce_max_bytes: broker.budgets.non_produce_request_max_bytes,
+    };
+    // Completes when the last ordered request so far has been handled.
+    let mut previous: Option<oneshot::Receiver<()>> = None;
     loop {
         let frame = match read_frame(
             &mut reader,
-            broker.limits.socket_request_max_bytes,
+            limits,
             broker.limits.connections_max_idle,
+            &broker.budgets,
         )
         .await
         {
@@ -159,7 +246,8 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
                 break;
             }
         };
-        let request = match api::decode_request(frame.freeze()) {
+        let Frame { bytes, held } = frame;
+        let request = match api::decode_request(bytes.freeze()) {
             Ok(request) => request,
             Err(error) => {
                 tracing::info!(%error, "undecodable request; closing connection");
@@ -168,11 +256,38 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
         };
         let broker = broker.clone();
         let handle = match request {
-            Decoded::Immediate(response) => tokio::spawn(async move { Reply::Respond(response) }),
-            Decoded::Request(request) => {
-                // In order: produce data is queued before the next request is read.
+            Decoded::Immediate(response) => {
+                tokio::spawn(async move { Reply::Respond(response, held) })
+            }
+            Decoded::Request(request) if request.api_key == ApiKey::Produce => {
+                // Queued after every earlier request took effect, before the next is read.
+                if let Some(previous) = previous.take() {
+                    let _ = previous.await;
+                }
                 let staged = api::stage(&broker, request).await;
-                tokio::spawn(async move { api::complete(&broker, staged).await })
+                drop(held);
+                let connection = connection.clone();
+                tokio::spawn(async move { api::complete(&broker, staged, &connection).await })
+            }
+            Decoded::Request(request) => {
+                let (done, next) = oneshot::channel();
+                let after = if ordered(request.api_key) {
+                    previous.replace(next)
+                } else {
+                    None
+                };
+                let connection = connection.clone();
+                tokio::spawn(async move {
+                    if let Some(after) = after {
+                        // Err: that handler panicked; its connection closes anyway.
+                        let _ = after.await;
+                    }
+                    let staged = api::stage(&broker, request).await;
+                    let reply = api::complete(&broker, staged, &connection).await;
+                    drop(held);
+                    let _ = done.send(());
+                    reply
+                })
             }
         };
         if responses.send(handle).await.is_err() {
@@ -186,35 +301,52 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::BudgetSettings;
+
+    fn limits(max_bytes: usize) -> FrameLimits {
+        FrameLimits {
+            max_bytes,
+            non_produce_max_bytes: max_bytes,
+        }
+    }
+
+    fn budgets() -> Budgets {
+        Budgets::new(BudgetSettings {
+            queued_max_request_bytes: 1 << 30,
+            non_produce_request_max_bytes: 1 << 20,
+            fetch_buffer_max_bytes: 1 << 20,
+            connection_fetch_buffer_max_bytes: 1 << 20,
+        })
+    }
 
     #[tokio::test]
     async fn frames_are_bounded_and_read_as_they_arrive() {
         let idle = Duration::from_secs(5);
         let mut ok: &[u8] = &[0, 0, 0, 3, b'a', b'b', b'c'];
-        let frame = read_frame(&mut ok, 10, idle)
+        let frame = read_frame(&mut ok, limits(10), idle, &budgets())
             .await
             .expect("frame")
             .expect("some");
-        assert_eq!(&frame[..], b"abc");
+        assert_eq!(&frame.bytes[..], b"abc");
         let mut empty: &[u8] = &[];
-        assert!(read_frame(&mut empty, 10, idle)
+        assert!(read_frame(&mut empty, limits(10), idle, &budgets())
             .await
             .expect("eof")
             .is_none());
         let mut too_long: &[u8] = &[0, 0, 0, 11];
         assert!(matches!(
-            read_frame(&mut too_long, 10, idle).await,
+            read_frame(&mut too_long, limits(10), idle, &budgets()).await,
             Err(FrameError::BadLength(11, 10))
         ));
         let mut negative: &[u8] = &[0xff, 0xff, 0xff, 0xff];
         assert!(matches!(
-            read_frame(&mut negative, 10, idle).await,
+            read_frame(&mut negative, limits(10), idle, &budgets()).await,
             Err(FrameError::BadLength(-1, 10))
         ));
         // Announces 100 MB, sends 2 bytes: an error, and no 100 MB buffer.
         let mut short: &[u8] = &[0x05, 0xf5, 0xe1, 0x00, 1, 2];
         assert!(matches!(
-            read_frame(&mut short, 200_000_000, idle).await,
+            read_frame(&mut short, limits(200_000_000), idle, &budgets()).await,
             Err(FrameError::Truncated)
         ));
     }
@@ -223,9 +355,59 @@ mod tests {
     async fn silent_connections_time_out() {
         let (mut client, mut server) = tokio::io::duplex(64);
         let idle = Duration::from_secs(30);
-        let reading = tokio::spawn(async move { read_frame(&mut server, 10, idle).await });
+        let reading =
+            tokio::spawn(
+                async move { read_frame(&mut server, limits(10), idle, &budgets()).await },
+            );
         client.write_all(&[0, 0, 0, 5, 1]).await.expect("write");
         let result = reading.await.expect("join");
         assert!(matches!(result, Err(FrameError::Idle(_))), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn only_produce_frames_may_be_large_and_others_hold_their_decoded_size() {
+        let idle = Duration::from_secs(5);
+        let budgets = budgets();
+        let limits = FrameLimits {
+            max_bytes: 100,
+            non_produce_max_bytes: 10,
+        };
+        let frame = |key: i16, len: usize| {
+            let mut bytes = (len as i32).to_be_bytes().to_vec();
+            bytes.extend_from_slice(&key.to_be_bytes());
+            bytes.resize(4 + len, 0);
+            bytes
+        };
+        let produce = frame(ApiKey::Produce as i16, 50);
+        let read = read_frame(&mut &produce[..], limits, idle, &budgets)
+            .await
+            .expect("produce frame")
+            .expect("some");
+        assert_eq!(read.held.bytes(), 50);
+        let metadata = frame(ApiKey::Metadata as i16, 50);
+        assert!(matches!(
+            read_frame(&mut &metadata[..], limits, idle, &budgets).await,
+            Err(FrameError::NonProduceTooLong(3, 50, 10))
+        ));
+        let small = frame(ApiKey::Metadata as i16, 10);
+        let read = read_frame(&mut &small[..], limits, idle, &budgets)
+            .await
+            .expect("small frame")
+            .expect("some");
+        assert_eq!(
+            read.held.bytes(),
+            10 * crate::memory::DECODED_BYTES_PER_WIRE_BYTE_MAX
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_closed() {
+        let (_client, mut server) = tokio::io::duplex(1024);
+        let response = vec![7u8; 4096];
+        let result = write_response(&mut server, &response, Duration::from_secs(30)).await;
+        assert_eq!(
+            result.expect_err("times out").kind(),
+            std::io::ErrorKind::TimedOut
+        );
     }
 }

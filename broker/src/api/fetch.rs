@@ -4,6 +4,7 @@
 
 use super::errors::log_error;
 use super::Broker;
+use crate::memory::{ConnectionMemory, Held};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -16,7 +17,13 @@ use tokio::time::Instant;
 /// Longest long poll we honour, whatever the client asks.
 const MAX_WAIT_MS_MAX: u64 = 60_000;
 
-pub async fn handle(broker: &Broker, request: FetchRequest) -> FetchResponse {
+/// Answers a Fetch, with the memory its records hold until the response is written: each pass
+/// over the partitions reads only as many bytes as it could reserve first.
+pub async fn handle(
+    broker: &Broker,
+    request: FetchRequest,
+    connection: &ConnectionMemory,
+) -> (FetchResponse, Held) {
     let wait_ms = u64::try_from(request.max_wait_ms)
         .unwrap_or(0)
         .min(MAX_WAIT_MS_MAX);
@@ -30,18 +37,22 @@ pub async fn handle(broker: &Broker, request: FetchRequest) -> FetchResponse {
     let mut commits = broker.log.subscribe_commits();
     loop {
         commits.borrow_and_update();
-        let (responses, bytes, errors) = read_once(broker, &request, max_bytes).await;
+        let reservation = connection.reserve_fetch(max_bytes).await;
+        let (responses, bytes, errors) = read_once(broker, &request, reservation.bytes()).await;
+        let response = FetchResponse::default()
+            .with_session_id(0)
+            .with_responses(responses);
         // Kafka answers at once when min_bytes is met (min_bytes = 0 always is), on errors,
         // and when nothing was asked for.
         if bytes >= min_bytes || errors || request.topics.is_empty() || Instant::now() >= deadline {
-            return FetchResponse::default()
-                .with_session_id(0)
-                .with_responses(responses);
+            return (response, reservation.shrink_to(bytes));
         }
+        // Nothing is held while waiting.
+        drop(reservation);
         tokio::select! {
             changed = commits.changed() => {
                 if changed.is_err() {
-                    return FetchResponse::default().with_responses(responses);
+                    return (response, Held::default());
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {}
@@ -106,7 +117,8 @@ async fn read_partition(
         Ok(_) => {}
     }
     let partition_max = usize::try_from(partition.partition_max_bytes).unwrap_or(0);
-    // KIP-74: the first batch of the response is sent whole, even over the limits.
+    // KIP-74: the first batch of the response is sent whole, even over the limits; past it,
+    // no batch goes over fetch.max.bytes nor max.partition.fetch.bytes.
     let limit = partition_max.min(remaining);
     if limit == 0 && !first {
         return match broker.log.offsets(&tp).await {
@@ -124,12 +136,17 @@ async fn read_partition(
         .await
     {
         Ok(read) => {
-            let records = match read.batches.len() {
+            let batches = if first {
+                &read.batches[..]
+            } else {
+                within(&read.batches, limit)
+            };
+            let records = match batches.len() {
                 0 => Bytes::new(),
-                1 => read.batches[0].clone(),
+                1 => batches[0].clone(),
                 _ => {
-                    let mut joined = BytesMut::with_capacity(read.bytes());
-                    for batch in &read.batches {
+                    let mut joined = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
+                    for batch in batches {
                         joined.extend_from_slice(batch);
                     }
                     joined.freeze()
@@ -155,5 +172,31 @@ async fn read_partition(
             }
             data
         }
+    }
+}
+
+/// The leading batches that fit in `limit` bytes together.
+fn within(batches: &[Bytes], limit: usize) -> &[Bytes] {
+    let mut total = 0usize;
+    let fitting = batches
+        .iter()
+        .take_while(|batch| {
+            total += batch.len();
+            total <= limit
+        })
+        .count();
+    &batches[..fitting]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_the_first_partition_no_batch_goes_over_the_limit() {
+        let batches = vec![Bytes::from(vec![0u8; 900]), Bytes::from(vec![0u8; 50])];
+        assert_eq!(within(&batches, 100).len(), 0);
+        assert_eq!(within(&batches, 900).len(), 1);
+        assert_eq!(within(&batches, 950).len(), 2);
     }
 }

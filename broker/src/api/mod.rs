@@ -84,6 +84,10 @@ pub struct Limits {
     pub message_max_bytes: usize,
     pub fetch_max_bytes: usize,
     pub connections_max_idle: std::time::Duration,
+    /// A connection whose client reads nothing of a response for this long is closed.
+    pub connection_write_timeout: std::time::Duration,
+    /// Most bytes of metadata one committed offset may carry (`offset.metadata.max.bytes`).
+    pub offset_metadata_max_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +106,8 @@ pub struct Broker {
     pub node: Node,
     pub cluster_id: String,
     pub limits: Limits,
+    /// What requests and Fetch responses may hold in memory (see `crate::memory`).
+    pub budgets: Arc<crate::memory::Budgets>,
     pub topic_defaults: TopicDefaults,
     pub producer_ids: ProducerIds,
     /// The latest cluster view the controller read (brokers, topics, leaders).
@@ -282,7 +288,8 @@ pub fn encode_response(
 /// What the connection does after a request was handled.
 #[derive(Debug)]
 pub enum Reply {
-    Respond(Bytes),
+    /// The response, and the memory it holds until it has been written.
+    Respond(Bytes, crate::memory::Held),
     /// Kafka sends nothing back (Produce with acks=0).
     Nothing,
     /// The response could not be produced; the connection is closed so the client notices.
@@ -335,11 +342,15 @@ pub async fn stage(broker: &Broker, request: Box<Request>) -> Staged {
 #[cfg(test)]
 pub async fn handle(broker: &Broker, request: Box<Request>) -> Reply {
     let staged = stage(broker, request).await;
-    complete(broker, staged).await
+    complete(broker, staged, &broker.budgets.connection()).await
 }
 
 /// The concurrent part of handling: waits for commits, long polls, and answers.
-pub async fn complete(broker: &Broker, staged: Staged) -> Reply {
+pub async fn complete(
+    broker: &Broker,
+    staged: Staged,
+    connection: &crate::memory::ConnectionMemory,
+) -> Reply {
     let Staged {
         header,
         api_key,
@@ -363,11 +374,13 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Reply {
                     version,
                     header.correlation_id,
                     &ResponseKind::Produce(response),
+                    crate::memory::Held::default(),
                 ),
             };
         }
         StagedBody::Other(body) => *body,
     };
+    let mut held = crate::memory::Held::default();
     let response = async {
         match body {
             RequestKind::ApiVersions(req) => Some(ResponseKind::ApiVersions(api_versions::handle(
@@ -376,7 +389,11 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Reply {
             RequestKind::Metadata(req) => metadata::handle(broker, req, version)
                 .await
                 .map(ResponseKind::Metadata),
-            RequestKind::Fetch(req) => Some(ResponseKind::Fetch(fetch::handle(broker, req).await)),
+            RequestKind::Fetch(req) => {
+                let (response, reserved) = fetch::handle(broker, req, connection).await;
+                held = reserved;
+                Some(ResponseKind::Fetch(response))
+            }
             RequestKind::ListOffsets(req) => Some(ResponseKind::ListOffsets(
                 list_offsets::handle(broker, req, version).await,
             )),
@@ -443,12 +460,18 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Reply {
     let Some(response) = response else {
         return Reply::Close;
     };
-    respond(api_key, version, header.correlation_id, &response)
+    respond(api_key, version, header.correlation_id, &response, held)
 }
 
-fn respond(api_key: ApiKey, version: i16, correlation_id: i32, response: &ResponseKind) -> Reply {
+fn respond(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &ResponseKind,
+    held: crate::memory::Held,
+) -> Reply {
     match encode_response(api_key, version, correlation_id, response) {
-        Ok(bytes) => Reply::Respond(bytes),
+        Ok(bytes) => Reply::Respond(bytes, held),
         Err(error) => {
             tracing::error!(%error, api = ?api_key, version, "response encoding failed");
             Reply::Close

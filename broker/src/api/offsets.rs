@@ -54,7 +54,11 @@ pub async fn find_coordinator(
     } else {
         vec![request.key.clone()]
     };
-    let live = live_brokers(&*broker.store).await.unwrap_or_default();
+    // A store error answers COORDINATOR_NOT_AVAILABLE (retriable), as no live broker does.
+    let live = live_brokers(&*broker.store).await.unwrap_or_else(|error| {
+        tracing::warn!(%error, "cannot read live brokers for FindCoordinator");
+        Vec::new()
+    });
     let answers: Vec<Coordinator> = keys
         .into_iter()
         .map(|key| {
@@ -140,6 +144,13 @@ pub async fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetComm
                     if p.partition_index < 0 || p.partition_index >= t.record.partitions =>
                 {
                     Some(ResponseError::UnknownTopicOrPartition)
+                }
+                (None, Ok(Some(_)))
+                    if p.committed_metadata
+                        .as_ref()
+                        .is_some_and(|m| m.len() > broker.limits.offset_metadata_max_bytes) =>
+                {
+                    Some(ResponseError::OffsetMetadataTooLarge)
                 }
                 (None, Ok(Some(_))) => None,
             };
@@ -280,14 +291,38 @@ pub async fn fetch(
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let group: GroupId = request.group_id;
-    let wanted = request.topics.map(|ts| {
+    let wanted: Wanted = request.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.name, t.partition_indexes))
             .collect()
     });
-    match lookup(broker, &group, wanted).await {
+    match lookup(broker, &group, wanted.clone()).await {
         Err(error) if version >= 2 => OffsetFetchResponse::default().with_error_code(error.code()),
-        Err(_) => OffsetFetchResponse::default(),
+        // v0-v1 have no top-level error: each partition asked for carries it, never an empty
+        // answer that a consumer would read as "no committed offset".
+        Err(error) => OffsetFetchResponse::default().with_topics(
+            wanted
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, partitions)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(name)
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_committed_leader_epoch(-1)
+                                        .with_metadata(Some(StrBytes::default()))
+                                        .with_error_code(error.code())
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        ),
         Ok(topics) => OffsetFetchResponse::default().with_topics(
             topics
                 .into_iter()

@@ -88,7 +88,15 @@ async fn fixture() -> Fixture {
             message_max_bytes: 1_048_588,
             fetch_max_bytes: 57_671_680,
             connections_max_idle: std::time::Duration::from_secs(60),
+            connection_write_timeout: std::time::Duration::from_secs(60),
+            offset_metadata_max_bytes: 4096,
         },
+        budgets: Arc::new(crate::memory::Budgets::new(crate::memory::BudgetSettings {
+            queued_max_request_bytes: 1 << 30,
+            non_produce_request_max_bytes: 1 << 20,
+            fetch_buffer_max_bytes: 256 << 20,
+            connection_fetch_buffer_max_bytes: 64 << 20,
+        })),
         topic_defaults: TopicDefaults {
             auto_create_topics_enable: true,
             num_partitions: 2,
@@ -128,7 +136,7 @@ async fn call<T: Encodable, R: Decodable>(
     let Decoded::Request(request) = decoded else {
         panic!("expected a request")
     };
-    let Reply::Respond(mut bytes) = handle(broker, request).await else {
+    let Reply::Respond(mut bytes, _) = handle(broker, request).await else {
         panic!("expected a response for {api_key:?} v{version}")
     };
     let length = bytes.get_i32() as usize;
@@ -769,4 +777,86 @@ fn api_versions_at_an_unknown_version_answers_v0_with_unsupported_version() {
     assert_eq!(body.error_code, ResponseError::UnsupportedVersion.code());
     assert_eq!(body.api_keys[0].api_key, ApiKey::ApiVersions as i16);
     assert!(response.is_empty());
+}
+
+#[tokio::test]
+async fn fetch_max_bytes_is_kept_past_the_first_batch() {
+    let fx = fixture().await;
+    let broker = &fx.broker;
+    // The fixture's topics have 2 partitions; one ~900 KB batch in each.
+    let big = "x".repeat(900_000);
+    for partition in 0..2 {
+        let r: ProduceResponse = call(
+            broker,
+            ApiKey::Produce,
+            9,
+            &produce_request("big", partition, records(&[&big], Compression::None), -1),
+        )
+        .await;
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    let partition = |p: i32| {
+        FetchPartition::default()
+            .with_partition(p)
+            .with_fetch_offset(0)
+            .with_partition_max_bytes(20_000_000)
+    };
+    let request = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1_000_000)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("big")))
+            .with_partitions(vec![partition(0), partition(1)])]);
+    let r: FetchResponse = call(broker, ApiKey::Fetch, 12, &request).await;
+    let sizes: Vec<usize> = r.responses[0]
+        .partitions
+        .iter()
+        .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+        .collect();
+    // KIP-74: the first batch whole, over the limit; nothing more.
+    assert!(sizes[0] > 900_000, "{sizes:?}");
+    assert_eq!(sizes[1], 0, "{sizes:?}");
+    broker.log.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_offset_metadata_is_refused_and_not_stored() {
+    let fx = fixture().await;
+    let broker = &fx.broker;
+    let _: ProduceResponse = call(
+        broker,
+        ApiKey::Produce,
+        9,
+        &produce_request("meta", 0, records(&["a"], Compression::None), -1),
+    )
+    .await;
+    let commit = |metadata: String| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("meta")))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(1)
+                            .with_committed_metadata(Some(StrBytes::from_string(metadata))),
+                    ]),
+            ])
+    };
+    let r: OffsetCommitResponse =
+        call(broker, ApiKey::OffsetCommit, 8, &commit("m".repeat(4097))).await;
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        ResponseError::OffsetMetadataTooLarge.code()
+    );
+    let stored = skiff_tiering::group_offsets::fetch_all(&*broker.store, "g")
+        .await
+        .expect("read offsets");
+    assert!(stored.is_empty(), "{stored:?}");
+    let r: OffsetCommitResponse =
+        call(broker, ApiKey::OffsetCommit, 8, &commit("m".repeat(4096))).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    broker.log.shutdown().await;
 }

@@ -124,6 +124,21 @@ impl Coordinator {
         f(slot, now)
     }
 
+    /// Runs `f` on a group that exists here; a group nobody joined answers UNKNOWN_MEMBER_ID
+    /// (as Kafka) and is not created, so requests naming made-up groups cost no memory.
+    fn with_existing_slot<T>(
+        &self,
+        group: &str,
+        f: impl FnOnce(&mut Slot, i64) -> Result<T, GroupError>,
+    ) -> Result<T, GroupError> {
+        let now = self.clock.now_ms();
+        let mut groups = self.groups.lock().expect("groups mutex poisoned");
+        match groups.get_mut(group) {
+            Some(slot) => f(slot, now),
+            None => Err(GroupError::UnknownMemberId),
+        }
+    }
+
     /// JoinGroup: `Ok(Err(id))` asks the member to join again with `id` (MEMBER_ID_REQUIRED).
     pub async fn join(
         &self,
@@ -184,7 +199,7 @@ impl Coordinator {
             protocol_type,
             protocol,
         } = member;
-        let (receiver, protocol_type, protocol) = self.with_slot(group, |slot, now| {
+        let (receiver, protocol_type, protocol) = self.with_existing_slot(group, |slot, now| {
             slot.group.check_instance(member_id, instance_id)?;
             // As Kafka: a stale member hears that first, not about protocols.
             slot.group.check_member(member_id, generation)?;
@@ -241,7 +256,7 @@ impl Coordinator {
         instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), GroupError> {
-        self.with_slot(group, |slot, now| {
+        self.with_existing_slot(group, |slot, now| {
             slot.group.check_instance(member_id, instance_id)?;
             slot.group.heartbeat(member_id, generation, now)
         })
@@ -253,7 +268,7 @@ impl Coordinator {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> Result<(), GroupError> {
-        self.with_slot(group, |slot, now| {
+        self.with_existing_slot(group, |slot, now| {
             slot.group.check_instance(member_id, instance_id)?;
             let result = slot.group.leave(member_id, now);
             slot.drive(now);
@@ -461,5 +476,43 @@ mod tests {
         coordinator.tick();
         assert!(!coordinator.has_members("g"));
         assert_eq!(coordinator.emptied_at("g"), Some(1_500));
+    }
+
+    #[tokio::test]
+    async fn requests_for_made_up_groups_create_nothing() {
+        let coordinator = Coordinator::new(
+            GroupSettings {
+                initial_rebalance_delay_ms: 0,
+                min_session_timeout_ms: 10,
+                max_session_timeout_ms: 60_000,
+                max_size: 10,
+            },
+            Arc::new(ManualClock::new(0)),
+        );
+        for i in 0..1_000 {
+            let group = format!("made-up-{i}");
+            assert_eq!(
+                coordinator.heartbeat(&group, "m", None, 1),
+                Err(GroupError::UnknownMemberId)
+            );
+            assert_eq!(
+                coordinator.leave(&group, "m", None),
+                Err(GroupError::UnknownMemberId)
+            );
+            let member = SyncMember {
+                member_id: "m",
+                instance_id: None,
+                generation: 1,
+                protocol_type: None,
+                protocol: None,
+            };
+            assert_eq!(
+                coordinator.sync(&group, member, vec![]).await,
+                Err(GroupError::UnknownMemberId)
+            );
+        }
+        coordinator.tick();
+        assert!(coordinator.summaries().is_empty());
+        assert_eq!(coordinator.emptied_at("made-up-1"), None);
     }
 }

@@ -1,0 +1,291 @@
+//! Memory budgets: what client requests may make the broker hold, whatever they send.
+//!
+//! Two broker-wide byte budgets, each a semaphore of bytes:
+//! - **requests** (`--queued-max-request-bytes`, Kafka's `queued.max.request.bytes`): frames read
+//!   off sockets and the requests decoded from them, from the moment a frame's length is known
+//!   until the request was handled (Produce: until its data is queued, where
+//!   `--produce-buffer-max-bytes` takes over). A Produce frame costs its length; any other costs
+//!   its length × [`DECODED_BYTES_PER_WIRE_BYTE_MAX`], because the decoder turns arrays of tiny
+//!   elements into structs up to ~90× larger than their wire bytes. Such frames are also capped
+//!   at `--non-produce-request-max-bytes`.
+//! - **fetch responses** (`--fetch-buffer-max-bytes`): Fetch responses from the moment their
+//!   records are read until their last byte is written to the socket; each connection may hold
+//!   at most `--connection-fetch-buffer-max-bytes` of it, so a client that never reads its socket
+//!   stalls only its own connection (and is closed after `--connection-write-timeout-ms`).
+//!
+//! When a budget is spent, readers wait (TCP then slows the clients), never the broker's own
+//! tasks: sessions, the controller and flushes take nothing from these budgets.
+
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Upper bound of decoded request memory per byte of a non-Produce frame: an array element
+/// takes at least one wire byte and at most about this many bytes once decoded (measured: a
+/// Metadata request of empty topic names decodes into 88× its frame).
+pub const DECODED_BYTES_PER_WIRE_BYTE_MAX: usize = 100;
+
+/// Least a fetch takes from the broker-wide budget before it reads: when others hold most of
+/// it, a fetch reads this much (or waits for it) rather than nothing.
+const FETCH_RESERVATION_MIN_BYTES: usize = 1024 * 1024;
+
+/// Tokio semaphores count in u32 per acquisition.
+fn permits(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// Memory held on behalf of one request or response; given back when dropped.
+#[derive(Debug, Default)]
+pub struct Held(Vec<OwnedSemaphorePermit>);
+
+impl Held {
+    fn push(&mut self, permit: OwnedSemaphorePermit) {
+        self.0.push(permit);
+    }
+
+    /// Bytes held, over every budget it holds from.
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.0.iter().map(OwnedSemaphorePermit::num_permits).sum()
+    }
+}
+
+#[derive(Debug)]
+struct Budget {
+    semaphore: Arc<Semaphore>,
+    max_bytes: usize,
+}
+
+impl Budget {
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            semaphore: Arc::new(Semaphore::new(max_bytes)),
+            max_bytes,
+        }
+    }
+
+    /// Waits for `bytes` (at most the whole budget).
+    async fn acquire(&self, bytes: usize) -> OwnedSemaphorePermit {
+        self.semaphore
+            .clone()
+            .acquire_many_owned(permits(bytes.min(self.max_bytes)))
+            .await
+            .expect("budget semaphores are never closed")
+    }
+
+    fn available(&self) -> usize {
+        self.semaphore.available_permits()
+    }
+}
+
+/// The broker-wide budgets.
+#[derive(Debug)]
+pub struct Budgets {
+    requests: Budget,
+    fetch: Budget,
+    connection_fetch_max_bytes: usize,
+    pub non_produce_request_max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BudgetSettings {
+    pub queued_max_request_bytes: usize,
+    pub non_produce_request_max_bytes: usize,
+    pub fetch_buffer_max_bytes: usize,
+    pub connection_fetch_buffer_max_bytes: usize,
+}
+
+impl BudgetSettings {
+    /// Checks that every request that passes the frame limits fits in the budgets.
+    pub fn validate(&self, socket_request_max_bytes: usize) -> Result<(), String> {
+        let decoded = self
+            .non_produce_request_max_bytes
+            .saturating_mul(DECODED_BYTES_PER_WIRE_BYTE_MAX);
+        if decoded > self.queued_max_request_bytes {
+            return Err(format!(
+                "--non-produce-request-max-bytes {} may decode into {decoded} bytes, more than \
+                 --queued-max-request-bytes {}: lower the first or raise the second",
+                self.non_produce_request_max_bytes, self.queued_max_request_bytes
+            ));
+        }
+        if socket_request_max_bytes > self.queued_max_request_bytes {
+            return Err(format!(
+                "--socket-request-max-bytes {socket_request_max_bytes} is more than \
+                 --queued-max-request-bytes {}",
+                self.queued_max_request_bytes
+            ));
+        }
+        if self.connection_fetch_buffer_max_bytes > self.fetch_buffer_max_bytes {
+            return Err(format!(
+                "--connection-fetch-buffer-max-bytes {} is more than --fetch-buffer-max-bytes {}",
+                self.connection_fetch_buffer_max_bytes, self.fetch_buffer_max_bytes
+            ));
+        }
+        if self.connection_fetch_buffer_max_bytes == 0 || self.non_produce_request_max_bytes == 0 {
+            return Err("memory budgets must be positive".to_owned());
+        }
+        Ok(())
+    }
+}
+
+impl Budgets {
+    pub fn new(settings: BudgetSettings) -> Self {
+        Self {
+            requests: Budget::new(settings.queued_max_request_bytes),
+            fetch: Budget::new(settings.fetch_buffer_max_bytes),
+            connection_fetch_max_bytes: settings.connection_fetch_buffer_max_bytes,
+            non_produce_request_max_bytes: settings.non_produce_request_max_bytes,
+        }
+    }
+
+    /// Holds a frame of `bytes` about to be read.
+    pub async fn frame(&self, bytes: usize) -> Held {
+        let mut held = Held::default();
+        held.push(self.requests.acquire(bytes).await);
+        held
+    }
+
+    /// Adds what decoding a non-Produce frame of `bytes` may take, on top of [`Self::frame`].
+    pub async fn decoded(&self, bytes: usize, held: &mut Held) {
+        let extra = bytes.saturating_mul(DECODED_BYTES_PER_WIRE_BYTE_MAX - 1);
+        held.push(self.requests.acquire(extra).await);
+    }
+
+    /// A new connection's share of the fetch budget.
+    pub fn connection(self: &Arc<Self>) -> ConnectionMemory {
+        ConnectionMemory {
+            budgets: self.clone(),
+            fetch: Budget::new(self.connection_fetch_max_bytes),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn fetch_available(&self) -> usize {
+        self.fetch.available()
+    }
+}
+
+/// One connection's budget for its Fetch responses.
+#[derive(Debug)]
+pub struct ConnectionMemory {
+    budgets: Arc<Budgets>,
+    fetch: Budget,
+}
+
+/// Bytes reserved for one Fetch response being read.
+#[derive(Debug)]
+pub struct FetchReservation {
+    connection: OwnedSemaphorePermit,
+    broker: OwnedSemaphorePermit,
+}
+
+impl FetchReservation {
+    /// How many bytes of records the response may take.
+    pub fn bytes(&self) -> usize {
+        self.broker.num_permits()
+    }
+
+    /// Keeps only what a response of `bytes` needs; gives back the rest.
+    pub fn shrink_to(mut self, bytes: usize) -> Held {
+        let keep = bytes.min(self.bytes());
+        let surplus = self.broker.num_permits() - keep;
+        drop(self.broker.split(surplus));
+        let surplus = self.connection.num_permits() - keep;
+        drop(self.connection.split(surplus));
+        let mut held = Held::default();
+        held.push(self.connection);
+        held.push(self.broker);
+        held
+    }
+}
+
+impl ConnectionMemory {
+    /// Reserves up to `wanted` bytes for a Fetch response: waits for this connection's earlier
+    /// responses to be written when its share is spent, then takes what the broker has free
+    /// (at least [`FETCH_RESERVATION_MIN_BYTES`], waiting for that much if need be).
+    pub async fn reserve_fetch(&self, wanted: usize) -> FetchReservation {
+        let wanted = wanted.clamp(1, self.fetch.max_bytes);
+        let mut connection = self.fetch.acquire(wanted).await;
+        let broker = &self.budgets.fetch;
+        let take = wanted
+            .min(broker.available())
+            .max(FETCH_RESERVATION_MIN_BYTES.min(wanted));
+        let broker = broker.acquire(take).await;
+        let granted = broker.num_permits();
+        if granted < connection.num_permits() {
+            drop(connection.split(connection.num_permits() - granted));
+        }
+        FetchReservation { connection, broker }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn budgets(fetch: usize, connection: usize) -> Arc<Budgets> {
+        Arc::new(Budgets::new(BudgetSettings {
+            queued_max_request_bytes: 1000,
+            non_produce_request_max_bytes: 10,
+            fetch_buffer_max_bytes: fetch,
+            connection_fetch_buffer_max_bytes: connection,
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_writes_stalls_only_itself() {
+        let mib = 1024 * 1024;
+        let budgets = budgets(8 * mib, 4 * mib);
+        let stuck = budgets.connection();
+        let held = stuck.reserve_fetch(10 * mib).await.shrink_to(4 * mib);
+        assert_eq!(
+            held.bytes(),
+            8 * mib,
+            "4 MiB of the connection and of the broker"
+        );
+        // Its next fetch waits for the first response to be written...
+        let waiting =
+            tokio::time::timeout(Duration::from_millis(50), stuck.reserve_fetch(mib)).await;
+        assert!(waiting.is_err());
+        // ...while another connection is served from what is left.
+        let healthy = budgets.connection();
+        let reservation = healthy.reserve_fetch(10 * mib).await;
+        assert_eq!(reservation.bytes(), 4 * mib);
+        drop(reservation);
+        drop(held);
+        assert_eq!(budgets.fetch_available(), 8 * mib);
+    }
+
+    #[tokio::test]
+    async fn a_fetch_takes_what_is_free_but_at_least_the_minimum() {
+        let mib = 1024 * 1024;
+        let budgets = budgets(3 * mib, 3 * mib);
+        let a = budgets.connection().reserve_fetch(mib + mib / 2).await;
+        let b = budgets.connection().reserve_fetch(3 * mib).await;
+        assert_eq!(b.bytes(), mib + mib / 2, "only what is free");
+        drop(b);
+        let _c = budgets.connection().reserve_fetch(mib).await;
+        // Half a MiB free, less than the minimum: waits until `a` is written.
+        let late = budgets.connection();
+        let waiting =
+            tokio::time::timeout(Duration::from_millis(50), late.reserve_fetch(mib)).await;
+        assert!(waiting.is_err());
+        drop(a);
+        let d = late.reserve_fetch(3 * mib).await;
+        assert_eq!(d.bytes(), 2 * mib);
+    }
+
+    #[test]
+    fn settings_that_let_a_request_exceed_the_budget_are_refused() {
+        let mut settings = BudgetSettings {
+            queued_max_request_bytes: 512 << 20,
+            non_produce_request_max_bytes: 2 << 20,
+            fetch_buffer_max_bytes: 512 << 20,
+            connection_fetch_buffer_max_bytes: 64 << 20,
+        };
+        assert!(settings.validate(100 << 20).is_ok());
+        assert!(settings.validate(600 << 20).is_err());
+        settings.non_produce_request_max_bytes = 8 << 20;
+        assert!(settings.validate(100 << 20).is_err());
+    }
+}
