@@ -98,7 +98,16 @@ pub async fn handle(
         }
         return Some(response);
     }
-    for requested in request.topics.unwrap_or_default() {
+    // Each topic once, however often it was named (as Kafka): the answer never grows with
+    // repetitions a client sends.
+    let mut seen = std::collections::HashSet::new();
+    let requested_topics = request.topics.unwrap_or_default().into_iter().filter(|t| {
+        seen.insert(match &t.name {
+            Some(name) => (Some(name.0.clone()), uuid::Uuid::nil()),
+            None => (None, t.topic_id),
+        })
+    });
+    for requested in requested_topics {
         let Some(name) = requested.name else {
             // Lookup by topic id (v10+).
             let id = requested.topic_id.simple().to_string();
