@@ -205,10 +205,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         close_connections.clone(),
     ));
 
-    let displaced = tokio::select! {
-        _ = wait_for_signal() => false,
-        _ = displacement(&membership) => true,
+    let mut controller = controller;
+    let stop = tokio::select! {
+        _ = wait_for_signal() => Stop::Signal,
+        _ = displacement(&membership) => Stop::Displaced,
+        _ = log.flusher_failed() => Stop::Failed("the flusher task ended"),
+        _ = &mut controller => Stop::Failed("the controller task ended"),
     };
+    if let Stop::Failed(what) = stop {
+        // This broker can no longer make appends durable or keep its claims: give up its
+        // session at once so other brokers take its partitions over, and exit non-zero.
+        tracing::error!(
+            reason = what,
+            "broker cannot go on; leaving the cluster and exiting"
+        );
+        shutdown.cancel();
+        close_connections.cancel();
+        membership.deregister().await;
+        anyhow::bail!("{what} unexpectedly; see the log above");
+    }
+    let displaced = matches!(stop, Stop::Displaced);
     tracing::info!("shutting down: flushing buffered produce data, then leaving the cluster");
     // Stop taking connections and appends, commit what was accepted and answer it, and only
     // then close connections: a producer is never left without the answer to a committed
@@ -234,6 +250,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = http.await;
     tracing::info!("skiff broker stopped");
     Ok(())
+}
+
+/// Why the broker stops serving.
+enum Stop {
+    Signal,
+    Displaced,
+    /// A task the broker cannot work without ended (a panic or a bug).
+    Failed(&'static str),
 }
 
 /// Resolves when another process has taken this broker's node id (see `Membership::displaced`):

@@ -226,6 +226,17 @@ pub(crate) struct LogInner {
 pub struct Log {
     inner: Arc<LogInner>,
     flusher: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Turns true when the flusher task has ended, by shutdown, panic or otherwise.
+    flusher_ended: watch::Receiver<bool>,
+}
+
+/// Says that a task ended when dropped, which also happens when the task panics.
+struct EndSignal(watch::Sender<bool>);
+
+impl Drop for EndSignal {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
 }
 
 impl Log {
@@ -256,10 +267,30 @@ impl Log {
             cache_generation: AtomicU64::new(0),
             awaited_sequences: Mutex::new(HashMap::new()),
         });
-        let flusher = tokio::spawn(writer::run_flusher(inner.clone()));
+        let (ended, flusher_ended) = watch::channel(false);
+        let flusher = tokio::spawn({
+            let inner = inner.clone();
+            async move {
+                let _ended = EndSignal(ended);
+                writer::run_flusher(inner).await;
+            }
+        });
         Self {
             inner,
             flusher: Arc::new(Mutex::new(Some(flusher))),
+            flusher_ended,
+        }
+    }
+
+    /// Resolves if the flusher ends before [`Log::shutdown`] was called (a panic or a bug):
+    /// appends can then never become durable, so the broker must stop and let another take
+    /// its partitions over rather than keep its leadership silently.
+    pub async fn flusher_failed(&self) {
+        let mut ended = self.flusher_ended.clone();
+        // The sender lives in the task; an error means it is gone, which is an end too.
+        let _ = ended.wait_for(|ended| *ended).await;
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
         }
     }
 

@@ -630,3 +630,104 @@ async fn a_new_producer_whose_batch_failed_must_resend_it_first() {
         .is_empty());
     log.shutdown().await;
 }
+
+/// An object store whose every write panics: stands for a bug in the flush path.
+#[derive(Debug, Default)]
+struct PanickingWrites(InMemory);
+
+impl std::fmt::Display for PanickingWrites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PanickingWrites")
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for PanickingWrites {
+    async fn put_opts(
+        &self,
+        _: &object_store::path::Path,
+        _: object_store::PutPayload,
+        _: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        panic!("injected flush-path bug");
+    }
+    async fn put_multipart_opts(
+        &self,
+        _: &object_store::path::Path,
+        _: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        panic!("injected flush-path bug");
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.0.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.0.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.0.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.0.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::test]
+async fn a_flusher_that_dies_is_reported_not_silent() {
+    let fx = Fixture::new().await;
+    let log = Log::open(
+        fx.store.clone(),
+        Arc::new(PanickingWrites::default()),
+        fx.clock.clone(),
+        LogConfig {
+            flush_linger_ms: 1,
+            ..LogConfig::default()
+        },
+    );
+    fx.topic(&log, "doomed", 1).await;
+    let appending = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            log.append(TopicPartition::new("doomed", 0), batches(1, 1), false)
+                .await
+        })
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), log.flusher_failed())
+        .await
+        .expect("the flusher's death is reported");
+    appending.abort();
+}
+
+#[tokio::test]
+async fn a_flusher_stopped_by_shutdown_is_no_failure() {
+    let fx = Fixture::new().await;
+    let log = fx.log(1);
+    log.shutdown().await;
+    let reported =
+        tokio::time::timeout(std::time::Duration::from_millis(100), log.flusher_failed()).await;
+    assert!(reported.is_err());
+}
