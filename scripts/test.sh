@@ -57,6 +57,10 @@ fi
 
 # ---- rust ---------------------------------------------------------------------------------------
 if [ "${SKIFF_E2E_ONLY:-0}" != "1" ]; then
+    step "cargo fmt --check"
+    cargo fmt --all --check
+    step "cargo clippy --all-targets -- -D warnings (clippy.toml bans the std clocks)"
+    cargo clippy --workspace --all-targets -- -D warnings
     step "cargo test --workspace"
     cargo test --workspace
     step "cargo build --bin skiff"

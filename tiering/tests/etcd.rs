@@ -4,6 +4,9 @@
 //! loopback ports with a temporary data directory, so tests never share state. Set
 //! `SKIFF_ETCD_BIN` to use another binary.
 
+// Waits for a real etcd process in real time; the clock seam is for the code under test.
+#![allow(clippy::disallowed_methods)]
+
 use bytes::Bytes;
 use futures::FutureExt;
 use object_store::memory::InMemory;
