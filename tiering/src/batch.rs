@@ -66,14 +66,6 @@ impl BatchHeader {
     pub fn compression(&self) -> i16 {
         self.attributes & ATTRIBUTE_COMPRESSION
     }
-
-    /// More records than compressed bytes: possible only for extreme compression, so such a
-    /// batch is decompressed to check its count before it may claim that many offsets.
-    pub fn count_is_implausible(&self) -> bool {
-        self.compression() != 0
-            && usize::try_from(self.records_count).unwrap_or(usize::MAX)
-                > self.size_bytes - HEADER_LEN
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,20 +180,26 @@ pub fn validate_client_batch(header: &BatchHeader, batch: &[u8]) -> Result<(), B
     if header.compression() != 0 {
         return Ok(());
     }
-    let mut rest = &batch[HEADER_LEN..];
+    check_records_count(header, &batch[HEADER_LEN..])
+}
+
+/// Checks that `records` (a batch's records, uncompressed) holds exactly the records the header
+/// claims: their length prefixes must tile it. A forged count would consume offsets without
+/// records (Kafka: CORRUPT_MESSAGE).
+pub fn check_records_count(header: &BatchHeader, mut records: &[u8]) -> Result<(), BatchError> {
     let mut count: i64 = 0;
-    while !rest.is_empty() {
-        let (length, used) = read_varint(rest)
+    while !records.is_empty() {
+        let (length, used) = read_varint(records)
             .ok_or_else(|| BatchError::Corrupt("bad record length varint".into()))?;
         let length = usize::try_from(length)
             .map_err(|_| BatchError::Corrupt(format!("negative record length {length}")))?;
-        rest = rest
+        records = records
             .get(used + length..)
             .ok_or_else(|| BatchError::Corrupt("record runs past the batch".into()))?;
         count += 1;
     }
     if count != i64::from(header.records_count) {
-        return Err(BatchError::Invalid(format!(
+        return Err(BatchError::Corrupt(format!(
             "batch claims {} records but holds {count}",
             header.records_count
         )));
@@ -437,7 +435,7 @@ pub(crate) mod tests {
         forged[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         assert!(matches!(
             split_and_validate(&Bytes::from(forged), 1 << 20),
-            Err(BatchError::Invalid(m)) if m.contains("holds 2")
+            Err(BatchError::Corrupt(m)) if m.contains("holds 2")
         ));
         let mut control = sample_batch(1, 1, 10);
         control[ATTRIBUTES_OFFSET + 1] |= ATTRIBUTE_CONTROL as u8;

@@ -202,15 +202,18 @@ fn validate(
             tracing::debug!(%error, topic, partition, "rejected produce data");
             (batch_error(&error), error.to_string())
         })?;
+    // As Kafka's validation: a compressed batch is decompressed (capped) to check that it holds
+    // the records its header claims, which is what offsets are assigned from.
     for (header, batch) in &batches {
-        if header.count_is_implausible() {
-            let holds = super::records::decode_batch(batch).map(|set| set.records.len());
-            if holds != Ok(usize::try_from(header.records_count).unwrap_or(0)) {
-                return Err((
-                    ResponseError::InvalidRecord,
-                    format!("batch claims {} records: {holds:?}", header.records_count),
-                ));
-            }
+        if header.compression() == 0 {
+            continue;
+        }
+        let checked = super::records::decompressed_records(header, batch)
+            .map_err(batch::BatchError::Corrupt)
+            .and_then(|records| batch::check_records_count(header, &records));
+        if let Err(error) = checked {
+            tracing::debug!(%error, topic, partition, "rejected compressed produce data");
+            return Err((batch_error(&error), error.to_string()));
         }
     }
     if configs.is_compacted() {

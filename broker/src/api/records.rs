@@ -8,6 +8,7 @@
 use anyhow::{bail, Context};
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::records::{Compression, RecordBatchDecoder, RecordSet};
+use skiff_tiering::batch::{BatchHeader, HEADER_LEN};
 use std::io::Read;
 
 /// Most bytes one batch may decompress to (a 1 MiB batch of repetitive JSON stays well below).
@@ -27,6 +28,21 @@ pub fn decode_batch(batch: &Bytes) -> Result<RecordSet, String> {
         }),
     )
     .map_err(|e| format!("undecodable record batch: {e:#}"))
+}
+
+/// The records of a compressed batch, decompressed (at most [`DECOMPRESSED_BATCH_MAX_BYTES`]).
+pub fn decompressed_records(header: &BatchHeader, batch: &Bytes) -> Result<Bytes, String> {
+    let compression = match header.compression() {
+        0 => Compression::None,
+        1 => Compression::Gzip,
+        2 => Compression::Snappy,
+        3 => Compression::Lz4,
+        4 => Compression::Zstd,
+        other => return Err(format!("unknown compression codec {other}")),
+    };
+    let mut payload = batch.slice(HEADER_LEN..);
+    decompress(&mut payload, compression, DECOMPRESSED_BATCH_MAX_BYTES)
+        .map_err(|e| format!("{e:#}"))
 }
 
 fn read_capped(reader: impl Read, cap: usize) -> anyhow::Result<Bytes> {

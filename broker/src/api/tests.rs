@@ -640,6 +640,32 @@ async fn bad_produce_data_gets_kafka_error_codes_and_stores_nothing() {
         r.responses[0].partition_responses[0].error_code,
         ResponseError::InvalidRecord.code()
     );
+    // Compressed batches claiming more (or fewer) records than they hold, with a valid CRC:
+    // they would consume offsets without records.
+    for (codec, claimed) in [
+        (Compression::Gzip, 5),
+        (Compression::Zstd, 2),
+        (Compression::Lz4, 40),
+        (Compression::Snappy, 4),
+    ] {
+        let mut forged = BytesMut::from(&records(&["a", "b", "c"], codec)[..]);
+        forged[23..27].copy_from_slice(&(claimed - 1i32).to_be_bytes()); // last offset delta
+        forged[57..61].copy_from_slice(&claimed.to_be_bytes()); // records count
+        let crc = crc32c::crc32c(&forged[21..]);
+        forged[17..21].copy_from_slice(&crc.to_be_bytes());
+        let r: ProduceResponse = call(
+            broker,
+            ApiKey::Produce,
+            9,
+            &produce_request("bad", 0, forged.freeze(), -1),
+        )
+        .await;
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code,
+            ResponseError::CorruptMessage.code(),
+            "{codec:?} claiming {claimed}"
+        );
+    }
     let tp = skiff_tiering::log::TopicPartition::new("bad", 0);
     assert_eq!(broker.log.offsets(&tp).await.expect("offsets"), (0, 0));
     broker.log.shutdown().await;
