@@ -79,15 +79,18 @@ async fn groups(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     let mut high_watermarks = std::collections::HashMap::new();
     let mut out = Vec::new();
     for id in ids {
-        let committed = skiff_tiering::group_offsets::fetch_all(&*broker.store, &id)
-            .await
-            .unwrap_or_default();
+        // A store error is a 503, never an empty answer that reads as "nothing committed".
+        let committed = match skiff_tiering::group_offsets::fetch_all(&*broker.store, &id).await {
+            Ok(committed) => committed,
+            Err(error) => return unavailable(error.to_string()),
+        };
         let mut offsets = Vec::new();
         for (topic, partitions) in committed {
             if !high_watermarks.contains_key(&topic) {
-                let states = partition_states(&*broker.store, &topic)
-                    .await
-                    .unwrap_or_default();
+                let states = match partition_states(&*broker.store, &topic).await {
+                    Ok(states) => states,
+                    Err(error) => return unavailable(error.to_string()),
+                };
                 high_watermarks.insert(topic.clone(), states);
             }
             let states = &high_watermarks[&topic];
@@ -169,19 +172,15 @@ async fn stats(State(broker): State<Arc<Broker>>) -> Json<Value> {
 async fn topics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     let topics = match broker.log.catalog().list().await {
         Ok(topics) => topics,
-        Err(error) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "error": error.to_string() })),
-            )
-        }
+        Err(error) => return unavailable(error.to_string()),
     };
     let mut out = Vec::with_capacity(topics.len());
     for topic in topics {
         // The stored partition states: what every broker agrees on, whoever leads.
-        let states = partition_states(&*broker.store, &topic.record.name)
-            .await
-            .unwrap_or_default();
+        let states = match partition_states(&*broker.store, &topic.record.name).await {
+            Ok(states) => states,
+            Err(error) => return unavailable(error.to_string()),
+        };
         let partitions: Vec<Value> = (0..topic.record.partitions)
             .map(|index| {
                 let state = states

@@ -82,12 +82,10 @@ async fn lookup(
                 .batch_with_max_timestamp(tp)
                 .await
                 .map_err(log_err)?;
-            Ok(
-                match batch.and_then(|b| find_record(b, |ts, max| ts == max)) {
-                    Some((offset, ts)) => (offset, ts, epoch),
-                    None => (-1, -1, epoch),
-                },
-            )
+            Ok(match find_record(batch, |ts, max| ts == max)? {
+                Some((offset, ts)) => (offset, ts, epoch),
+                None => (-1, -1, epoch),
+            })
         }
         target if target >= 0 => {
             let batch = broker
@@ -95,26 +93,37 @@ async fn lookup(
                 .batch_at_timestamp(tp, target)
                 .await
                 .map_err(log_err)?;
-            Ok(
-                match batch.and_then(|b| find_record(b, |ts, _| ts >= target)) {
-                    Some((offset, ts)) => (offset, ts, epoch),
-                    None => (-1, -1, epoch),
-                },
-            )
+            Ok(match find_record(batch, |ts, _| ts >= target)? {
+                Some((offset, ts)) => (offset, ts, epoch),
+                None => (-1, -1, epoch),
+            })
         }
         _ => Err(ResponseError::InvalidRequest),
     }
 }
 
 /// The first record of a stored batch matching `predicate(timestamp, batch max timestamp)`.
-fn find_record(batch: Bytes, predicate: impl Fn(i64, i64) -> bool) -> Option<(i64, i64)> {
-    let header = skiff_tiering::batch::parse_header(&batch).ok()?;
-    let set = super::records::decode_batch(&batch).ok()?;
-    set.records.iter().find_map(|record| {
+/// A stored batch that cannot be decoded is damage, answered KAFKA_STORAGE_ERROR, never "no
+/// such record".
+fn find_record(
+    batch: Option<Bytes>,
+    predicate: impl Fn(i64, i64) -> bool,
+) -> Result<Option<(i64, i64)>, ResponseError> {
+    let Some(batch) = batch else {
+        return Ok(None);
+    };
+    let decoded = skiff_tiering::batch::parse_header(&batch)
+        .map_err(|e| e.to_string())
+        .and_then(|header| super::records::decode_batch(&batch).map(|set| (header, set)));
+    let (header, set) = decoded.map_err(|error| {
+        tracing::error!(%error, "ListOffsets: a stored batch cannot be decoded");
+        ResponseError::KafkaStorageError
+    })?;
+    Ok(set.records.iter().find_map(|record| {
         let timestamp = match record.timestamp_type {
             TimestampType::LogAppend => header.max_timestamp,
             TimestampType::Creation => record.timestamp,
         };
         predicate(timestamp, header.max_timestamp).then_some((record.offset, timestamp))
-    })
+    }))
 }
