@@ -5,22 +5,28 @@
 #![allow(clippy::doc_lazy_continuation)]
 #![allow(dead_code)]
 
+// Skiff patch: the modules below include code generated once by `codegen/` and checked in,
+// instead of `tonic::include_proto!` from OUT_DIR, so building needs no protoc. That code has
+// no gRPC servers.
+#[cfg(feature = "build-server")]
+compile_error!("the Skiff-vendored etcd-client has no generated servers; see SKIFF-PATCH.md");
+
 pub mod authpb {
-    tonic::include_proto!("authpb");
+    include!("generated/authpb.rs");
 }
 
 pub mod etcdserverpb {
-    tonic::include_proto!("etcdserverpb");
+    include!("generated/etcdserverpb.rs");
 }
 
 pub mod mvccpb {
-    tonic::include_proto!("mvccpb");
+    include!("generated/mvccpb.rs");
 }
 
 pub mod v3electionpb {
-    tonic::include_proto!("v3electionpb");
+    include!("generated/v3electionpb.rs");
 }
 
 pub mod v3lockpb {
-    tonic::include_proto!("v3lockpb");
+    include!("generated/v3lockpb.rs");
 }
