@@ -24,12 +24,11 @@ apt_install() {
 }
 
 # ---- system packages ----------------------------------------------------------------------------
-# kcat: a real librdkafka client; etcd-server: the real etcd the metadata-store tests start;
-# protobuf-compiler: etcd-client's build needs protoc.
+# kcat: a real librdkafka client; etcd-server: the real etcd the metadata-store tests start.
+# No protobuf-compiler: the build must not need protoc (see third_party/etcd-client).
 missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
-command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 if [ "${#missing[@]}" -gt 0 ]; then
     step "installing ${missing[*]} (apt)"
     apt_install "${missing[@]}"
@@ -56,13 +55,39 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
 fi
 
 # ---- rust ---------------------------------------------------------------------------------------
+# Print a PATH like $PATH in which no `protoc` can be found: each directory that holds one is
+# replaced by a directory of symlinks to everything else in it (rebuilt on every run).
+path_without_protoc() {
+    local dir out="" i=0 shadow="$REPO/target/path-without-protoc"
+    rm -rf "$shadow"
+    local IFS=:
+    for dir in $PATH; do
+        if [ -e "$dir/protoc" ]; then
+            i=$((i + 1))
+            mkdir -p "$shadow/$i"
+            for f in "$dir"/* "$dir"/.[!.]*; do
+                if [ -e "$f" ] && [ "${f##*/}" != protoc ]; then ln -s "$f" "$shadow/$i/"; fi
+            done
+            dir="$shadow/$i"
+        fi
+        out="${out:+$out:}$dir"
+    done
+    printf '%s' "$out"
+}
+
 if [ "${SKIFF_E2E_ONLY:-0}" != "1" ]; then
     step "cargo fmt --check"
     cargo fmt --all --check
-    step "cargo clippy --all-targets -- -D warnings (clippy.toml bans the std clocks)"
-    cargo clippy --workspace --all-targets -- -D warnings
-    step "cargo test --workspace"
-    cargo test --workspace
+    # Every cargo command runs without protoc (PROTOC unset, PATH without it) even where one is
+    # installed, so every CI run proves what a newcomer with only the Rust toolchain gets: a
+    # dependency that starts needing protoc fails here, not on their machine.
+    nopath="$(path_without_protoc)"
+    env -u PROTOC PATH="$nopath" sh -c '! command -v protoc >/dev/null' \
+        || { echo "error: protoc still reachable on PATH=$nopath" >&2; exit 1; }
+    step "cargo clippy --all-targets -- -D warnings (no protoc reachable; clippy.toml bans the std clocks)"
+    env -u PROTOC PATH="$nopath" cargo clippy --workspace --all-targets -- -D warnings
+    step "cargo test --workspace (no protoc reachable)"
+    env -u PROTOC PATH="$nopath" cargo test --workspace
     step "cargo build --bin skiff"
     cargo build --bin skiff
 fi

@@ -199,3 +199,26 @@ async fn one_flush_over_many_partitions_commits_within_etcd_limits() {
     }
     log.shutdown().await;
 }
+
+/// The paged range (`metadata/etcd/range.rs`) restarts when its snapshot revision is compacted,
+/// recognising etcd's answer by code and text: check this etcd answers that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_reports_a_compacted_revision_as_out_of_range() {
+    let (etcd, _store) = start_etcd().await;
+    let mut client = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+        .await
+        .expect("connect");
+    let first = client.put("/compact/k", "1", None).await.expect("put");
+    let old = first.header().expect("header").revision();
+    let second = client.put("/compact/k", "2", None).await.expect("put");
+    let now = second.header().expect("header").revision();
+    client.compact(now, None).await.expect("compact");
+    let options = etcd_client::GetOptions::new().with_revision(old);
+    match client.get("/compact/k", Some(options)).await {
+        Err(etcd_client::Error::GRpcStatus(status)) => {
+            assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+            assert!(status.message().contains("compacted"), "{status:?}");
+        }
+        other => panic!("expected a compacted error, got {other:?}"),
+    }
+}

@@ -9,6 +9,7 @@ use super::assignment::{decide, preferred_leader, Action};
 use super::membership::{Membership, MembershipError};
 use super::view::{ClusterView, ViewCell};
 use crate::keys;
+use crate::log::leadership::LedPartitions;
 use crate::log::{Log, TopicPartition};
 use crate::metadata::{MetadataStore, Revision};
 use futures::{FutureExt, StreamExt};
@@ -184,6 +185,7 @@ impl Controller {
                         }
                         match claimed {
                             Ok(Some(epoch)) => {
+                                self.log.note_claimed(&tp);
                                 tracing::info!(partition = %tp, epoch, previous = leader, "claimed leadership");
                                 self.claimed
                                     .lock()
@@ -210,6 +212,7 @@ impl Controller {
             }
         }
         self.drop_stale_views(&seen);
+        self.log.publish_leadership(led_partitions(&view, me));
         self.view.publish(generation, view);
         Ok(())
     }
@@ -242,6 +245,21 @@ impl Controller {
             }
         }
     }
+}
+
+/// The partitions `me` leads in `view` (with a pass's claims and releases applied), among the
+/// topics it holds: what request paths may answer NOT_LEADER for without a store read.
+fn led_partitions(view: &ClusterView, me: i32) -> LedPartitions {
+    let mut led = LedPartitions::default();
+    for (name, topic_view) in &view.topics {
+        led.add_topic(name, topic_view.topic.record.partitions);
+        for (partition, (state, _)) in &topic_view.partitions {
+            if state.leader == me {
+                led.insert(&TopicPartition::new(name, *partition));
+            }
+        }
+    }
+    led
 }
 
 async fn keep_alive_loop(membership: Arc<Membership>, log: Log, mut stop: watch::Receiver<bool>) {
@@ -479,5 +497,138 @@ mod tests {
         );
         old.log.shutdown().await;
         new.log.shutdown().await;
+    }
+
+    /// Counts the reads a broker's log makes; everything else passes through.
+    #[derive(Debug)]
+    struct CountingStore {
+        inner: Arc<dyn MetadataStore>,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl CountingStore {
+        fn reads(&self) -> usize {
+            self.reads.load(std::sync::atomic::Ordering::Relaxed)
+        }
+
+        fn count(&self) {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MetadataStore for CountingStore {
+        async fn get(
+            &self,
+            key: &str,
+        ) -> crate::metadata::Result<Option<crate::metadata::KeyValue>> {
+            self.count();
+            self.inner.get(key).await
+        }
+        async fn range_prefix(
+            &self,
+            prefix: &str,
+            limit: usize,
+        ) -> crate::metadata::Result<Vec<crate::metadata::KeyValue>> {
+            self.count();
+            self.inner.range_prefix(prefix, limit).await
+        }
+        async fn txn(
+            &self,
+            txn: crate::metadata::Txn,
+        ) -> crate::metadata::Result<crate::metadata::TxnOutcome> {
+            self.inner.txn(txn).await
+        }
+        async fn watch_prefix(
+            &self,
+            prefix: &str,
+        ) -> crate::metadata::Result<futures::stream::BoxStream<'static, crate::metadata::WatchEvent>>
+        {
+            self.inner.watch_prefix(prefix).await
+        }
+        async fn lease_grant(&self, ttl_ms: i64) -> crate::metadata::Result<i64> {
+            self.inner.lease_grant(ttl_ms).await
+        }
+        async fn lease_keep_alive(&self, lease: i64) -> crate::metadata::Result<()> {
+            self.inner.lease_keep_alive(lease).await
+        }
+        async fn lease_revoke(&self, lease: i64) -> crate::metadata::Result<()> {
+            self.inner.lease_revoke(lease).await
+        }
+        fn max_txn_ops(&self) -> usize {
+            self.inner.max_txn_ops()
+        }
+    }
+
+    /// A client with stale metadata asking for many partitions led elsewhere is answered from
+    /// what the controller knows, not with store reads per partition.
+    #[tokio::test]
+    async fn partitions_led_elsewhere_are_refused_without_store_reads() {
+        let (_dir, store, objects) = stores().await;
+        let counting = Arc::new(CountingStore {
+            inner: store.clone(),
+            reads: Default::default(),
+        });
+        let counted: Arc<dyn MetadataStore> = counting.clone();
+        let (a, b) = (
+            node(&counted, &objects, 1).await,
+            node(&store, &objects, 2).await,
+        );
+        let partitions = 1_000;
+        a.log
+            .catalog()
+            .create("t", partitions, Default::default(), 0)
+            .await
+            .expect("create");
+        for _ in 0..2 {
+            a.controller.reconcile().await.expect("reconcile");
+            b.controller.reconcile().await.expect("reconcile");
+        }
+        a.controller.reconcile().await.expect("reconcile");
+        let led_by_b: Vec<i32> = leaders(&*store, "t")
+            .await
+            .iter()
+            .enumerate()
+            .filter(|(_, (leader, _))| *leader == 2)
+            .map(|(p, _)| p as i32)
+            .collect();
+        assert!(
+            led_by_b.len() > partitions as usize / 4,
+            "b leads its share"
+        );
+
+        let before = counting.reads();
+        for &p in &led_by_b {
+            let tp = TopicPartition::new("t", p);
+            let refused = a.log.leader_epoch(&tp).await;
+            assert!(
+                matches!(refused, Err(crate::LogError::NotLeader(_))),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(
+            counting.reads() - before,
+            0,
+            "no store read per not-led partition"
+        );
+
+        // What a leads still loads (and is cached), and an unknown topic still asks the store.
+        let mine = (0..partitions)
+            .find(|p| !led_by_b.contains(p))
+            .expect("a leads one");
+        assert_eq!(
+            a.log
+                .leader_epoch(&TopicPartition::new("t", mine))
+                .await
+                .expect("led"),
+            0
+        );
+        assert!(matches!(
+            a.log.leader_epoch(&TopicPartition::new("nope", 0)).await,
+            Err(crate::LogError::UnknownTopicOrPartition(_))
+        ));
+        a.log.shutdown().await;
+        b.log.shutdown().await;
     }
 }

@@ -6,6 +6,7 @@
 //! and serve them from the recent-objects cache or with ranged GETs ([`reader`]).
 
 mod index;
+pub mod leadership;
 mod pending;
 mod reader;
 mod recent;
@@ -219,6 +220,9 @@ pub(crate) struct LogInner {
     /// Idempotent producers unknown to a partition whose batch failed here: the first sequence
     /// the partition waits for from them (see `producers::ProducerStates::check`).
     pub(crate) awaited_sequences: Mutex<HashMap<TopicPartition, AwaitedSequences>>,
+    /// What the controller last published of this broker's leadership (None: nothing yet, so
+    /// nothing is ruled out); see [`leadership`].
+    pub(crate) led: RwLock<Option<leadership::LedPartitions>>,
 }
 
 /// The log of every partition this broker leads. Cheap to clone.
@@ -266,6 +270,7 @@ impl Log {
             flush_urgent: AtomicBool::new(false),
             cache_generation: AtomicU64::new(0),
             awaited_sequences: Mutex::new(HashMap::new()),
+            led: RwLock::new(None),
         });
         let (ended, flusher_ended) = watch::channel(false);
         let flusher = tokio::spawn({
@@ -454,8 +459,50 @@ impl Log {
             .retain(|tp, _| &*tp.topic != topic);
     }
 
-    /// The partition, if this broker leads it (and is not handing it over).
+    /// Replaces what this broker knows it leads (the controller, after each pass): request
+    /// paths then answer partitions it rules out as not led without a store read.
+    pub fn publish_leadership(&self, led: leadership::LedPartitions) {
+        *self.inner.led.write().expect("led poisoned") = Some(led);
+    }
+
+    /// This broker just claimed `tp` (the controller, right after the claim committed).
+    pub fn note_claimed(&self, tp: &TopicPartition) {
+        if let Some(led) = self.inner.led.write().expect("led poisoned").as_mut() {
+            led.insert(tp);
+        }
+    }
+
+    /// The partition, if this broker leads it (and is not handing it over). A partition the
+    /// published leadership rules out is refused without a store read.
     pub(crate) async fn led_partition(
+        &self,
+        tp: &TopicPartition,
+    ) -> Result<Arc<PartitionLog>, LogError> {
+        let cached = self
+            .inner
+            .partitions
+            .read()
+            .expect("partitions poisoned")
+            .contains_key(tp);
+        let ruled_out = !cached
+            && self
+                .inner
+                .led
+                .read()
+                .expect("led poisoned")
+                .as_ref()
+                .is_some_and(|led| led.rules_out(tp));
+        if ruled_out {
+            return Err(LogError::NotLeader(format!(
+                "{tp} is not led by this broker"
+            )));
+        }
+        self.loaded_led_partition(tp).await
+    }
+
+    /// [`Self::led_partition`] asking the store whatever was published (for hand-overs, which
+    /// follow the store's view of leadership).
+    async fn loaded_led_partition(
         &self,
         tp: &TopicPartition,
     ) -> Result<Arc<PartitionLog>, LogError> {
@@ -515,7 +562,7 @@ impl Log {
     /// Hands leadership of a partition over: stops accepting appends, commits what is
     /// buffered, then records "no leader" (same epoch; the next leader's claim bumps it).
     pub async fn release(&self, tp: &TopicPartition) -> Result<(), LogError> {
-        let partition = self.led_partition(tp).await?;
+        let partition = self.loaded_led_partition(tp).await?;
         partition
             .view
             .lock()

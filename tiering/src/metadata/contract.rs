@@ -18,6 +18,8 @@ pub type Advance<'a> = &'a (dyn Fn(i64) -> BoxFuture<'static, ()> + Sync);
 pub async fn run_all(store: &dyn MetadataStore, advance_ms: Advance<'_>) {
     put_get_and_revisions(store).await;
     range_prefix_is_ordered_and_bounded(store).await;
+    range_prefix_returns_many_keys_whole(store).await;
+    range_prefix_returns_more_than_a_response_holds(store).await;
     compares_guard_transactions(store).await;
     delete_prefix_removes_only_the_prefix(store).await;
     watch_sees_changes_under_prefix(store).await;
@@ -81,6 +83,73 @@ async fn range_prefix_is_ordered_and_bounded(store: &dyn MetadataStore) {
         .expect("range");
     assert_eq!(two.len(), 2);
     assert_eq!(two[1].key, "/contract/range/b");
+}
+
+/// More keys than one etcd range page holds: all of them, in order, and a limit that ends
+/// inside a later page.
+async fn range_prefix_returns_many_keys_whole(store: &dyn MetadataStore) {
+    let prefix = "/contract/many/";
+    let count = 2_500;
+    put_numbered(store, prefix, count, |i| Bytes::from(format!("v{i}"))).await;
+    let all = store.range_prefix(prefix, 0).await.expect("range");
+    assert_eq!(all.len(), count);
+    for (i, kv) in all.iter().enumerate() {
+        assert_eq!(kv.key, numbered_key(prefix, i));
+        assert_eq!(kv.value, format!("v{i}"));
+    }
+    let bounded = store.range_prefix(prefix, 1_234).await.expect("range");
+    assert_eq!(bounded.len(), 1_234);
+    assert_eq!(bounded[1_233].key, numbered_key(prefix, 1_233));
+}
+
+/// Values totalling 6 MiB, more than etcd answers in one response by default (4 MiB, also
+/// gRPC's default receive limit): read back whole and in order. Written in transactions within
+/// etcd's limits (128 operations, 1.5 MiB per request).
+async fn range_prefix_returns_more_than_a_response_holds(store: &dyn MetadataStore) {
+    let prefix = "/contract/large/";
+    let value_bytes = 128 << 10;
+    let count = 48; // 6 MiB
+    let value = |i: usize| {
+        let mut value = vec![b'.'; value_bytes];
+        let tag = format!("value {i} ");
+        value[..tag.len()].copy_from_slice(tag.as_bytes());
+        Bytes::from(value)
+    };
+    put_numbered(store, prefix, count, value).await;
+    let all = store.range_prefix(prefix, 0).await.expect("range");
+    assert_eq!(all.len(), count);
+    for (i, kv) in all.iter().enumerate() {
+        assert_eq!(kv.key, numbered_key(prefix, i));
+        assert!(kv.value == value(i), "value of {} differs", kv.key);
+    }
+}
+
+fn numbered_key(prefix: &str, i: usize) -> String {
+    format!("{prefix}{i:06}")
+}
+
+/// Puts `count` numbered keys in transactions of at most 100 operations and 1 MiB.
+async fn put_numbered(
+    store: &dyn MetadataStore,
+    prefix: &str,
+    count: usize,
+    value: impl Fn(usize) -> Bytes,
+) {
+    let (ops_max, bytes_max) = (100.min(store.max_txn_ops()), 1 << 20);
+    let mut ops = Vec::new();
+    let mut bytes = 0;
+    for i in 0..count {
+        let value = value(i);
+        if !ops.is_empty() && (ops.len() == ops_max || bytes + value.len() > bytes_max) {
+            let txn = Txn::when(vec![]).and_then(std::mem::take(&mut ops));
+            assert!(store.txn(txn).await.expect("put batch").succeeded);
+            bytes = 0;
+        }
+        bytes += value.len();
+        ops.push(TxnOp::put(numbered_key(prefix, i), value));
+    }
+    let txn = Txn::when(vec![]).and_then(ops);
+    assert!(store.txn(txn).await.expect("put batch").succeeded);
 }
 
 async fn compares_guard_transactions(store: &dyn MetadataStore) {

@@ -3,6 +3,9 @@
 //! A thin mapping onto etcd's v3 API (`etcd-client`): the trait was shaped after it, so every
 //! call is one etcd request. Transport failures are `Unavailable` (retriable); etcd's
 //! "too many operations in txn request" is `TooLarge`; an unknown lease is `LeaseNotFound`.
+//! The exception is `range_prefix`, read in pages from one snapshot (see [`range`]).
+
+mod range;
 
 use super::{
     Compare, CompareOp, CompareTarget, KeyValue, LeaseId, MetadataError, MetadataStore, Result,
@@ -16,6 +19,13 @@ use std::time::Duration;
 
 /// etcd's default `--max-txn-ops`.
 pub const ETCD_MAX_TXN_OPS: usize = 128;
+
+/// The largest gRPC message the client accepts from etcd (tonic's default: 4 MiB). Range pages
+/// are bounded by key count ([`range::RANGE_PAGE_KEYS`]), not bytes, so a page of large values
+/// can exceed any limit; this one holds ~20 values of etcd's largest request (1.5 MiB), so a
+/// halved page always fits soon, and watch responses carrying whole large transactions fit too.
+/// It bounds the memory one response may take.
+pub const ETCD_MAX_DECODING_MESSAGE_BYTES: usize = 32 << 20;
 
 #[derive(Debug, Clone)]
 pub struct EtcdConfig {
@@ -40,7 +50,11 @@ impl EtcdConfig {
 
 #[derive(Clone)]
 pub struct EtcdStore {
+    /// For leases; key-value and watch calls use the clients below.
     client: etcd::Client,
+    /// With the receive limit raised to [`ETCD_MAX_DECODING_MESSAGE_BYTES`].
+    kv: etcd::KvClient,
+    watch: etcd::WatchClient,
     max_txn_ops: usize,
     /// Deadline of streaming calls (watch creation, lease keep-alive), which the client's
     /// per-request timeout does not cover.
@@ -145,8 +159,16 @@ impl EtcdStore {
         let client = etcd::Client::connect(&config.endpoints, Some(options))
             .await
             .map_err(map_err)?;
+        let kv = client
+            .kv_client()
+            .max_decoding_message_size(ETCD_MAX_DECODING_MESSAGE_BYTES);
+        let watch = client
+            .watch_client()
+            .max_decoding_message_size(ETCD_MAX_DECODING_MESSAGE_BYTES);
         Ok(Self {
             client,
+            kv,
+            watch,
             max_txn_ops: config.max_txn_ops,
             request_timeout: config.request_timeout,
         })
@@ -156,24 +178,12 @@ impl EtcdStore {
 #[async_trait]
 impl MetadataStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let response = self.client.clone().get(key, None).await.map_err(map_err)?;
+        let response = self.kv.clone().get(key, None).await.map_err(map_err)?;
         response.kvs().first().map(from_etcd).transpose()
     }
 
     async fn range_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<KeyValue>> {
-        let mut options = etcd::GetOptions::new()
-            .with_prefix()
-            .with_sort(etcd::SortTarget::Key, etcd::SortOrder::Ascend);
-        if limit > 0 {
-            options = options.with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        }
-        let response = self
-            .client
-            .clone()
-            .get(prefix, Some(options))
-            .await
-            .map_err(map_err)?;
-        response.kvs().iter().map(from_etcd).collect()
+        range::read_prefix(self, prefix, limit, range::RANGE_PAGE_KEYS).await
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome> {
@@ -186,7 +196,7 @@ impl MetadataStore for EtcdStore {
             )
             .and_then(txn.success.into_iter().map(to_etcd_op).collect::<Vec<_>>())
             .or_else(txn.failure.into_iter().map(to_etcd_op).collect::<Vec<_>>());
-        let response = self.client.clone().txn(etcd_txn).await.map_err(map_err)?;
+        let response = self.kv.clone().txn(etcd_txn).await.map_err(map_err)?;
         let revision = response.header().map_or(0, |h| h.revision());
         Ok(TxnOutcome {
             succeeded: response.succeeded(),
@@ -196,7 +206,7 @@ impl MetadataStore for EtcdStore {
 
     async fn watch_prefix(&self, prefix: &str) -> Result<BoxStream<'static, WatchEvent>> {
         let mut stream = self
-            .client
+            .watch
             .clone()
             .watch(prefix, Some(etcd::WatchOptions::new().with_prefix()))
             .await
@@ -297,4 +307,57 @@ impl EtcdStore {
             )),
         }
     }
+}
+
+/// One page of a range: keys in etcd's default (ascending key) order.
+#[async_trait]
+impl range::PageSource for EtcdStore {
+    async fn page(&self, request: &range::PageRequest) -> Result<range::Page, range::PageError> {
+        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+        let mut options = etcd::GetOptions::new()
+            .with_range(request.end.clone())
+            .with_limit(limit);
+        if request.revision > 0 {
+            options = options.with_revision(request.revision);
+        }
+        let response = match self
+            .kv
+            .clone()
+            .get(request.start.clone(), Some(options))
+            .await
+        {
+            Ok(response) => response,
+            Err(error) if is_compacted(&error) => return Err(range::PageError::Compacted),
+            Err(error) => {
+                return Err(match map_err(error) {
+                    MetadataError::TooLarge(message) => range::PageError::TooLarge(message),
+                    other => range::PageError::Store(other),
+                })
+            }
+        };
+        let kvs = response
+            .kvs()
+            .iter()
+            .map(from_etcd)
+            .collect::<Result<_>>()
+            .map_err(range::PageError::Store)?;
+        // Later pages are read at this revision: without it they would not be one snapshot.
+        let revision = response.header().map(|h| h.revision()).ok_or_else(|| {
+            range::PageError::Store(MetadataError::Unavailable(
+                "etcd: range response without a header".into(),
+            ))
+        })?;
+        Ok(range::Page {
+            kvs,
+            revision,
+            more: response.more(),
+        })
+    }
+}
+
+/// Whether etcd said the requested revision was compacted (`ErrCompacted`: "mvcc: required
+/// revision has been compacted", gRPC `OutOfRange`).
+fn is_compacted(error: &etcd::Error) -> bool {
+    matches!(error, etcd::Error::GRpcStatus(status)
+        if status.code() == tonic::Code::OutOfRange && status.message().contains("compacted"))
 }
