@@ -487,4 +487,6 @@ pub fn topic_uuid(topic: &Topic) -> uuid::Uuid {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -112,7 +112,12 @@ async fn fixture() -> Fixture {
     }
 }
 
-fn frame<T: Encodable>(api_key: ApiKey, version: i16, correlation_id: i32, body: &T) -> Bytes {
+pub(super) fn frame<T: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Bytes {
     let mut buf = BytesMut::new();
     RequestHeader::default()
         .with_request_api_key(api_key as i16)
@@ -150,7 +155,7 @@ async fn call<T: Encodable, R: Decodable>(
 use bytes::Buf;
 use kafka_protocol::ResponseError;
 
-fn records(values: &[&str], compression: Compression) -> Bytes {
+pub(super) fn records(values: &[&str], compression: Compression) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -183,7 +188,12 @@ fn records(values: &[&str], compression: Compression) -> Bytes {
     buf.freeze()
 }
 
-fn produce_request(topic: &str, partition: i32, data: Bytes, acks: i16) -> ProduceRequest {
+pub(super) fn produce_request(
+    topic: &str,
+    partition: i32,
+    data: Bytes,
+    acks: i16,
+) -> ProduceRequest {
     ProduceRequest::default()
         .with_acks(acks)
         .with_timeout_ms(5_000)
@@ -194,7 +204,7 @@ fn produce_request(topic: &str, partition: i32, data: Bytes, acks: i16) -> Produ
                 .with_records(Some(data))])])
 }
 
-fn fetch_request(topic: &str, partition: i32, offset: i64) -> FetchRequest {
+pub(super) fn fetch_request(topic: &str, partition: i32, offset: i64) -> FetchRequest {
     FetchRequest::default()
         .with_max_wait_ms(0)
         .with_max_bytes(1 << 20)
