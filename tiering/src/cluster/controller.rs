@@ -119,6 +119,10 @@ impl Controller {
             .await
             .map_err(|e| e.to_string())?;
         let live = view.live_ids();
+        // Config changes made through any broker reach the produce path's cached records.
+        for topic_view in view.topics.values() {
+            self.log.refresh_topic(&topic_view.topic);
+        }
         let mut seen: HashMap<TopicPartition, (i32, i32, Revision)> = HashMap::new();
         for topic_view in view.topics.values_mut() {
             let topic = &topic_view.topic;
