@@ -5,6 +5,7 @@
 //! in [`SUPPORTED`] closes the connection, as Kafka does, except ApiVersions, which gets a v0
 //! error response so the client can retry with a version we speak.
 
+mod alter_configs;
 mod api_versions;
 mod configs;
 mod errors;
@@ -17,8 +18,10 @@ mod offsets;
 mod produce;
 mod producer_ids;
 mod records;
+mod replicas;
 mod topics;
 
+pub use configs::StaticBrokerConfigs;
 pub use offsets::coordinator;
 pub use producer_ids::ProducerIds;
 
@@ -61,6 +64,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::AlterReplicaLogDirs, 1, 2),
+    (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
 ];
 
 pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -103,6 +113,8 @@ pub struct Broker {
     pub cluster_id: String,
     pub limits: Limits,
     pub topic_defaults: TopicDefaults,
+    /// Settings DescribeConfigs reports for the broker resource beyond `limits` and defaults.
+    pub static_configs: StaticBrokerConfigs,
     pub producer_ids: ProducerIds,
     /// The latest cluster view the controller read (brokers, topics, leaders).
     pub view: skiff_tiering::cluster::view::ViewCell,
@@ -431,6 +443,33 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Reply {
             RequestKind::InitProducerId(req) => Some(ResponseKind::InitProducerId(
                 broker.producer_ids.handle(req).await,
             )),
+            RequestKind::AlterConfigs(req) => Some(ResponseKind::AlterConfigs(
+                alter_configs::alter(broker, req).await,
+            )),
+            RequestKind::IncrementalAlterConfigs(req) => {
+                Some(ResponseKind::IncrementalAlterConfigs(
+                    alter_configs::incremental_alter(broker, req).await,
+                ))
+            }
+            RequestKind::ElectLeaders(req) => Some(ResponseKind::ElectLeaders(
+                replicas::elect_leaders(broker, req).await,
+            )),
+            RequestKind::DescribeLogDirs(req) => Some(ResponseKind::DescribeLogDirs(
+                replicas::describe_log_dirs(broker, req).await,
+            )),
+            RequestKind::AlterReplicaLogDirs(req) => Some(ResponseKind::AlterReplicaLogDirs(
+                replicas::alter_replica_log_dirs(req),
+            )),
+            RequestKind::ListPartitionReassignments(req) => {
+                Some(ResponseKind::ListPartitionReassignments(
+                    replicas::list_reassignments(broker, req).await,
+                ))
+            }
+            RequestKind::AlterPartitionReassignments(req) => {
+                Some(ResponseKind::AlterPartitionReassignments(
+                    replicas::alter_reassignments(broker, req).await,
+                ))
+            }
             other => {
                 // decode_request only lets SUPPORTED APIs through, and each has an arm above.
                 tracing::error!(request = ?other, "no handler for a supported api");
