@@ -171,3 +171,10 @@ def test_kafka_python_replica_admin_apis(broker, kadmin):
 
     out = kadmin.alter_replica_log_dirs({("kp-replicas", 0, 1): "/data/kafka"})
     assert list(out.values()) == [kerrors.LogDirNotFoundError]
+
+
+def test_kafka_python_infers_a_kafka_4_broker(broker, kadmin):
+    """kafka-python infers the broker's version from the API versions it advertises
+    (ListOffsets v10 means 4.0) and picks its request versions accordingly."""
+    version = kadmin.get_broker_version_data(1).broker_version
+    assert version >= (4, 0), version

@@ -43,25 +43,33 @@ use tracing::Instrument;
 /// Produce stays at min 3 and Fetch at min 4: librdkafka < 2.11 decides which compression codecs
 /// the broker supports by probing old versions, and Kafka keeps these minimums for that reason.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 11),
+    // v12 only changes transaction semantics (KIP-890); v13 names topics by id (not yet).
+    (ApiKey::Produce, 3, 12),
+    // v13+ names topics by id (not yet).
     (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 7),
-    (ApiKey::Metadata, 0, 12),
+    // v8-v10: earliest-local and latest-tiered queries, a remote-lookup timeout (KIP-405/1005).
+    (ApiKey::ListOffsets, 1, 10),
+    // v13 adds a top-level error code, always 0 here.
+    (ApiKey::Metadata, 0, 13),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
-    (ApiKey::InitProducerId, 0, 4),
+    // v5 only changes transaction semantics (KIP-890).
+    (ApiKey::InitProducerId, 0, 5),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::FindCoordinator, 0, 4),
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
-    (ApiKey::JoinGroup, 0, 7),
+    // v5 adds an error code for transactions; v6 (share groups) is not offered.
+    (ApiKey::FindCoordinator, 0, 5),
+    // v9 (OffsetCommit, OffsetFetch) is v8 for classic groups; member epochs are KIP-848's.
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    // v8 adds a reason, v9 a skip-assignment flag that is never set for classic members.
+    (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
-    (ApiKey::LeaveGroup, 0, 4),
-    (ApiKey::ListGroups, 0, 4),
-    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::AlterConfigs, 0, 2),
