@@ -503,11 +503,18 @@ impl Log {
     /// same incarnation; older or equal revisions are ignored, so a late view cannot undo a
     /// change this broker already saw.
     pub fn refresh_topic(&self, topic: &Topic) {
+        self.refresh_topics(|name| (name == topic.record.name).then_some(topic));
+    }
+
+    /// [`refresh_topic`](Self::refresh_topic) for every cached partition, with its topic looked
+    /// up by name (one pass over the cache, however many topics there are).
+    pub fn refresh_topics<'a>(&self, lookup: impl Fn(&str) -> Option<&'a Topic>) {
         let partitions = self.inner.partitions.read().expect("partitions poisoned");
         for (tp, partition) in partitions.iter() {
-            if *tp.topic != *topic.record.name
-                || partition.topic_create_revision != topic.create_revision
-            {
+            let Some(topic) = lookup(&tp.topic) else {
+                continue;
+            };
+            if partition.topic_create_revision != topic.create_revision {
                 continue;
             }
             let mut cached = partition.topic.lock().expect("topic mutex poisoned");
