@@ -9,7 +9,7 @@ mod server;
 mod storage;
 
 use anyhow::Context;
-use api::{Broker, Limits, Node, ProducerIds, TopicDefaults};
+use api::{Broker, Limits, Node, ProducerIds, StaticBrokerConfigs, TopicDefaults};
 use clap::Parser;
 use config::{Cli, Command, LogFormat, ServeArgs};
 use skiff_tiering::cluster::controller::Controller;
@@ -169,6 +169,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             num_partitions: args.num_partitions,
             message_timestamp_type: args.log_message_timestamp_type,
         },
+        static_configs: StaticBrokerConfigs::new(
+            &args,
+            bound.to_string(),
+            format!("{host}:{port}"),
+        ),
         producer_ids: ProducerIds::new(store),
         view,
     });

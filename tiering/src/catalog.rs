@@ -2,7 +2,9 @@
 //!
 //! Partition state keys are created lazily by the first commit to a partition, so creating a
 //! topic is one transaction whatever its partition count; deleting one is one transaction too
-//! (topic key plus two prefix deletes). The topic key's `create_revision` identifies one
+//! (topic key plus two prefix deletes). Config changes are a read-modify-write of the topic key,
+//! committed only if the key is unchanged since the read (and retried from a fresh read if not),
+//! so concurrent alters never lose one another. The topic key's `create_revision` identifies one
 //! incarnation of a name: log commits compare it, so data produced to a topic that was deleted
 //! (and perhaps re-created) meanwhile is never committed into the new one.
 
@@ -16,6 +18,8 @@ pub const TOPIC_NAME_LEN_MAX: usize = 249;
 /// Partitions one topic may have. Kafka has no hard limit, but every partition costs metadata
 /// keys and broker memory, and a request for millions must not be accepted in one call.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+/// Attempts of a config change that keeps losing its compare to concurrent writers.
+const CONFIG_UPDATE_ATTEMPTS_MAX: usize = 16;
 
 pub fn check_partition_count(partitions: i32) -> Result<(), CatalogError> {
     if partitions < 1 {
@@ -43,6 +47,8 @@ pub enum CatalogError {
     InvalidPartitions(String),
     #[error("concurrent change: topic={0}")]
     Conflict(String),
+    #[error("{0}")]
+    InvalidConfig(String),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
     #[error("{0}")]
@@ -207,9 +213,95 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// Replaces a topic's config overrides with `edit(current overrides)`, in a transaction that
+    /// compares the topic key's `mod_revision` with the one read; when another writer got there
+    /// first, reads again and re-applies `edit`, so both changes survive. `edit` refuses a change
+    /// with [`CatalogError::InvalidConfig`] (or any other error), which is returned as is.
+    pub async fn update_configs<F>(&self, name: &str, edit: F) -> Result<Topic, CatalogError>
+    where
+        F: Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, CatalogError>,
+    {
+        let key = keys::topic(name);
+        for _ in 0..CONFIG_UPDATE_ATTEMPTS_MAX {
+            let topic = self
+                .get(name)
+                .await?
+                .ok_or_else(|| CatalogError::UnknownTopic(name.to_owned()))?;
+            let configs = edit(&topic.record.configs)?;
+            if configs == topic.record.configs {
+                return Ok(topic);
+            }
+            let mut record = topic.record.clone();
+            record.configs = configs;
+            let txn = Txn::when(vec![Compare::mod_revision(&key, topic.mod_revision)])
+                .and_then(vec![TxnOp::put(&key, keys::encode(&record))]);
+            let outcome = self.store.txn(txn).await?;
+            if outcome.succeeded {
+                return Ok(Topic {
+                    record,
+                    create_revision: topic.create_revision,
+                    mod_revision: outcome.revision,
+                });
+            }
+        }
+        Err(CatalogError::Conflict(name.to_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use crate::metadata::embedded::EmbeddedStore;
+
+    #[tokio::test]
+    async fn concurrent_config_updates_keep_both_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock::new(0));
+        let store: Arc<dyn MetadataStore> = Arc::new(
+            EmbeddedStore::open(&dir.path().join("meta.redb"), clock)
+                .await
+                .expect("store"),
+        );
+        let catalog = Catalog::new(store);
+        let created = catalog
+            .create("t", 1, BTreeMap::new(), 0)
+            .await
+            .expect("create");
+        let set = |name: &'static str, value: &'static str| {
+            let catalog = catalog.clone();
+            async move {
+                catalog
+                    .update_configs("t", |current| {
+                        let mut next = current.clone();
+                        next.insert(name.to_owned(), value.to_owned());
+                        Ok(next)
+                    })
+                    .await
+            }
+        };
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let name: &'static str = ["a", "b", "c", "d", "e", "f", "g", "h"][i];
+                tokio::spawn(set(name, "1"))
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task").expect("update");
+        }
+        let topic = catalog.get("t").await.expect("get").expect("exists");
+        assert_eq!(topic.record.configs.len(), 8, "{:?}", topic.record.configs);
+        assert_eq!(topic.create_revision, created.create_revision);
+        assert!(topic.mod_revision > created.mod_revision);
+
+        let refused = catalog
+            .update_configs("t", |_| Err(CatalogError::InvalidConfig("no".into())))
+            .await;
+        assert!(matches!(refused, Err(CatalogError::InvalidConfig(_))));
+        let missing = catalog.update_configs("nope", |c| Ok(c.clone())).await;
+        assert!(matches!(missing, Err(CatalogError::UnknownTopic(_))));
+    }
 
     #[test]
     fn validates_names_like_kafka() {

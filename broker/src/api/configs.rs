@@ -102,7 +102,7 @@ const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef {
         name: "retention.ms",
         kind: Kind::Long { min: -1 },
-        default: DefaultValue::Fixed("604800000"),
+        default: DefaultValue::Fixed(DEFAULT_RETENTION_MS),
     },
     TopicConfigDef {
         name: "segment.bytes",
@@ -118,6 +118,16 @@ const TOPIC_CONFIGS: &[TopicConfigDef] = &[
 
 fn definition(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|def| def.name == name)
+}
+
+/// Whether `name` is a topic config Skiff knows.
+pub fn is_known(name: &str) -> bool {
+    definition(name).is_some()
+}
+
+/// Whether `name` is a list config (comma-separated), which APPEND and SUBTRACT may change.
+pub fn is_list(name: &str) -> bool {
+    definition(name).is_some_and(|def| matches!(def.kind, Kind::ListOf(_)))
 }
 
 /// Checks one topic config override; the error says what is wrong.
@@ -173,7 +183,8 @@ impl<'a> TopicConfigs<'a> {
             })
     }
 
-    fn get(&self, name: &str) -> Option<String> {
+    /// The effective value of a known config (its override, else its default).
+    pub fn get(&self, name: &str) -> Option<String> {
         let def = definition(name)?;
         Some(
             self.overrides
@@ -222,11 +233,19 @@ fn config_type(name: &str) -> i8 {
     }
 }
 
-fn entry(name: &str, value: String, source: i8, kind: i8) -> DescribeConfigsResourceResult {
+/// One described config. Topic configs can be altered (read_only=false); broker settings are
+/// read once at start, so they are read-only.
+fn entry(
+    name: &str,
+    value: String,
+    source: i8,
+    kind: i8,
+    read_only: bool,
+) -> DescribeConfigsResourceResult {
     DescribeConfigsResourceResult::default()
         .with_name(StrBytes::from_string(name.to_owned()))
         .with_value(Some(StrBytes::from_string(value)))
-        .with_read_only(source != SOURCE_DYNAMIC_TOPIC)
+        .with_read_only(read_only)
         .with_config_source(source)
         .with_config_type(kind)
 }
@@ -256,7 +275,7 @@ pub async fn describe(broker: &Broker, request: DescribeConfigsRequest) -> Descr
                             } else {
                                 SOURCE_DEFAULT
                             };
-                            entry(name, value, source, config_type(name))
+                            entry(name, value, source, config_type(name), false)
                         })
                         .collect();
                 }
@@ -279,7 +298,7 @@ pub async fn describe(broker: &Broker, request: DescribeConfigsRequest) -> Descr
                 result.configs = broker_configs(broker)
                     .into_iter()
                     .filter(|(name, _, _)| wanted(name))
-                    .map(|(name, value, kind)| entry(name, value, SOURCE_STATIC_BROKER, kind))
+                    .map(|(name, value, kind)| entry(name, value, SOURCE_STATIC_BROKER, kind, true))
                     .collect();
             }
             _ => {
@@ -301,10 +320,87 @@ fn timestamp_type_name(timestamp_type: TimestampType) -> &'static str {
     }
 }
 
+/// Broker settings DescribeConfigs reports (Kafka's names) that request handling does not
+/// otherwise keep, fixed at start. All are static: Skiff reads its settings once.
+#[derive(Debug, Clone, Default)]
+pub struct StaticBrokerConfigs(Vec<(&'static str, String, i8)>);
+
+impl StaticBrokerConfigs {
+    /// `listeners` is the bound Kafka address, `advertised` the one clients are told.
+    pub fn new(args: &crate::config::ServeArgs, listeners: String, advertised: String) -> Self {
+        let retention_ms = DEFAULT_RETENTION_MS.parse::<i64>().unwrap_or(i64::MAX);
+        let long = |v: u64| (v.to_string(), TYPE_LONG);
+        let int = |v: usize| (v.to_string(), TYPE_INT);
+        let entries: Vec<(&'static str, (String, i8))> = vec![
+            ("listeners", (format!("PLAINTEXT://{listeners}"), TYPE_LIST)),
+            (
+                "advertised.listeners",
+                (format!("PLAINTEXT://{advertised}"), TYPE_LIST),
+            ),
+            ("log.retention.ms", (retention_ms.to_string(), TYPE_LONG)),
+            (
+                "log.retention.hours",
+                ((retention_ms / 3_600_000).to_string(), TYPE_INT),
+            ),
+            ("log.retention.bytes", ("-1".to_owned(), TYPE_LONG)),
+            ("log.cleanup.policy", ("delete".to_owned(), TYPE_LIST)),
+            ("log.segment.bytes", ("1073741824".to_owned(), TYPE_INT)),
+            ("compression.type", ("producer".to_owned(), TYPE_STRING)),
+            ("default.replication.factor", ("1".to_owned(), TYPE_INT)),
+            ("min.insync.replicas", ("1".to_owned(), TYPE_INT)),
+            ("fetch.max.bytes", int(args.fetch_max_bytes)),
+            (
+                "connections.max.idle.ms",
+                long(args.connections_max_idle_ms),
+            ),
+            (
+                "broker.session.timeout.ms",
+                long(args.broker_session_timeout_ms),
+            ),
+            (
+                "group.initial.rebalance.delay.ms",
+                long(args.group_initial_rebalance_delay_ms),
+            ),
+            (
+                "group.min.session.timeout.ms",
+                long(args.group_min_session_timeout_ms),
+            ),
+            (
+                "group.max.session.timeout.ms",
+                long(args.group_max_session_timeout_ms),
+            ),
+            ("group.max.size", int(args.group_max_size)),
+            (
+                "offsets.retention.minutes",
+                long(args.offsets_retention_minutes),
+            ),
+            (
+                "offsets.retention.check.interval.ms",
+                long(args.offsets_retention_check_interval_ms),
+            ),
+            (
+                "producer.id.expiration.ms",
+                (args.producer_id_expiration_ms.to_string(), TYPE_LONG),
+            ),
+        ];
+        Self(
+            entries
+                .into_iter()
+                .map(|(name, (value, kind))| (name, value, kind))
+                .collect(),
+        )
+    }
+}
+
+/// The topic default of `retention.ms` (and so the broker's `log.retention.ms`).
+const DEFAULT_RETENTION_MS: &str = "604800000";
+
 fn broker_configs(broker: &Broker) -> Vec<(&'static str, String, i8)> {
     let timestamp_type = timestamp_type_name(broker.topic_defaults.message_timestamp_type);
-    vec![
-        ("node.id", broker.node.node_id.to_string(), TYPE_INT),
+    let node_id = broker.node.node_id.to_string();
+    let mut configs = vec![
+        ("node.id", node_id.clone(), TYPE_INT),
+        ("broker.id", node_id, TYPE_INT),
         (
             "auto.create.topics.enable",
             broker.topic_defaults.auto_create_topics_enable.to_string(),
@@ -326,6 +422,11 @@ fn broker_configs(broker: &Broker) -> Vec<(&'static str, String, i8)> {
             TYPE_INT,
         ),
         (
+            "fetch.max.bytes",
+            broker.limits.fetch_max_bytes.to_string(),
+            TYPE_INT,
+        ),
+        (
             "max.connections",
             broker.limits.max_connections.to_string(),
             TYPE_INT,
@@ -335,7 +436,13 @@ fn broker_configs(broker: &Broker) -> Vec<(&'static str, String, i8)> {
             timestamp_type.to_owned(),
             TYPE_STRING,
         ),
-    ]
+    ];
+    for (name, value, kind) in &broker.static_configs.0 {
+        if !configs.iter().any(|(known, _, _)| known == name) {
+            configs.push((name, value.clone(), *kind));
+        }
+    }
+    configs
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ pub fn catalog_error(error: &CatalogError) -> ResponseError {
         CatalogError::InvalidTopicName(_) => ResponseError::InvalidTopicException,
         CatalogError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         CatalogError::Conflict(_) => ResponseError::UnknownServerError,
+        CatalogError::InvalidConfig(_) => ResponseError::InvalidConfig,
         CatalogError::Metadata(_) | CatalogError::Corrupt(_) => ResponseError::KafkaStorageError,
     }
 }

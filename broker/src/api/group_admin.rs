@@ -59,6 +59,9 @@ async fn coordinated(
     Ok(groups)
 }
 
+/// The group type (KIP-848) of every group Skiff coordinates.
+const GROUP_TYPE_CLASSIC: &str = "classic";
+
 pub async fn list(broker: &Broker, request: ListGroupsRequest, version: i16) -> ListGroupsResponse {
     let groups = match coordinated(broker).await {
         Ok(groups) => groups,
@@ -77,10 +80,23 @@ pub async fn list(broker: &Broker, request: ListGroupsRequest, version: i16) -> 
             request.states_filter.is_empty()
                 || request.states_filter.iter().any(|f| f.as_str() == *state)
         })
+        // v5: every group here runs the classic protocol (Kafka matches the type case-blind).
+        .filter(|_| {
+            request.types_filter.is_empty()
+                || request
+                    .types_filter
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(GROUP_TYPE_CLASSIC))
+        })
         .map(|(id, protocol_type, state)| {
             let group = ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(id)))
                 .with_protocol_type(StrBytes::from_string(protocol_type));
+            let group = if version >= 5 {
+                group.with_group_type(StrBytes::from_static_str(GROUP_TYPE_CLASSIC))
+            } else {
+                group
+            };
             if version >= 4 {
                 group.with_group_state(StrBytes::from_static_str(state))
             } else {
@@ -109,6 +125,18 @@ pub async fn describe(
                 let has_offsets = group_offsets::fetch_all(&*broker.store, &group_id)
                     .await
                     .is_ok_and(|o| !o.is_empty());
+                if !has_offsets && version >= 6 {
+                    // KIP-1043: from v6 an unknown group is an error, not a Dead group.
+                    described.push(
+                        answer
+                            .with_error_code(ResponseError::GroupIdNotFound.code())
+                            .with_error_message(Some(StrBytes::from_string(format!(
+                                "group {} not found",
+                                group_id.as_str()
+                            )))),
+                    );
+                    continue;
+                }
                 answer.group_state =
                     StrBytes::from_static_str(if has_offsets { "Empty" } else { "Dead" });
                 if has_offsets {

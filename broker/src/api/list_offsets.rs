@@ -1,4 +1,10 @@
-//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3) and by timestamp.
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4, v8+),
+//! latest tiered (-5, v9+) and by timestamp. v10 adds a timeout for remote-storage lookups,
+//! which never wait here.
+//!
+//! Kafka's tiered storage (KIP-405) splits a log into local segments and remote ones; Skiff's
+//! whole log is in one place, so it answers as a Kafka broker without tiered storage: the
+//! earliest local offset is the log start, and no offset is tiered (-1).
 
 use super::errors::log_error;
 use super::Broker;
@@ -15,6 +21,8 @@ use skiff_tiering::LogError;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
 
 pub async fn handle(
     broker: &Broker,
@@ -75,7 +83,8 @@ async fn lookup(
     let (start, end) = broker.log.offsets(tp).await.map_err(log_err)?;
     match timestamp {
         LATEST => Ok((end, -1, epoch)),
-        EARLIEST => Ok((start, -1, epoch)),
+        EARLIEST | EARLIEST_LOCAL => Ok((start, -1, epoch)),
+        LATEST_TIERED => Ok((-1, -1, -1)),
         MAX_TIMESTAMP => {
             let batch = broker
                 .log

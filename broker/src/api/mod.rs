@@ -5,6 +5,7 @@
 //! in [`SUPPORTED`] closes the connection, as Kafka does, except ApiVersions, which gets a v0
 //! error response so the client can retry with a version we speak.
 
+mod alter_configs;
 mod api_versions;
 mod configs;
 mod errors;
@@ -17,8 +18,10 @@ mod offsets;
 mod produce;
 mod producer_ids;
 mod records;
+mod replicas;
 mod topics;
 
+pub use configs::StaticBrokerConfigs;
 pub use offsets::coordinator;
 pub use producer_ids::ProducerIds;
 
@@ -40,27 +43,42 @@ use tracing::Instrument;
 /// Produce stays at min 3 and Fetch at min 4: librdkafka < 2.11 decides which compression codecs
 /// the broker supports by probing old versions, and Kafka keeps these minimums for that reason.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 11),
+    // v12 only changes transaction semantics (KIP-890); v13 names topics by id (not yet).
+    (ApiKey::Produce, 3, 12),
+    // v13+ names topics by id (not yet).
     (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 7),
-    (ApiKey::Metadata, 0, 12),
+    // v8-v10: earliest-local and latest-tiered queries, a remote-lookup timeout (KIP-405/1005).
+    (ApiKey::ListOffsets, 1, 10),
+    // v13 adds a top-level error code, always 0 here.
+    (ApiKey::Metadata, 0, 13),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
-    (ApiKey::InitProducerId, 0, 4),
+    // v5 only changes transaction semantics (KIP-890).
+    (ApiKey::InitProducerId, 0, 5),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::FindCoordinator, 0, 4),
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
-    (ApiKey::JoinGroup, 0, 7),
+    // v5 adds an error code for transactions; v6 (share groups) is not offered.
+    (ApiKey::FindCoordinator, 0, 5),
+    // v9 (OffsetCommit, OffsetFetch) is v8 for classic groups; member epochs are KIP-848's.
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    // v8 adds a reason, v9 a skip-assignment flag that is never set for classic members.
+    (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
-    (ApiKey::LeaveGroup, 0, 4),
-    (ApiKey::ListGroups, 0, 4),
-    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::AlterReplicaLogDirs, 1, 2),
+    (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
 ];
 
 pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -109,6 +127,8 @@ pub struct Broker {
     /// What requests and Fetch responses may hold in memory (see `crate::memory`).
     pub budgets: Arc<crate::memory::Budgets>,
     pub topic_defaults: TopicDefaults,
+    /// Settings DescribeConfigs reports for the broker resource beyond `limits` and defaults.
+    pub static_configs: StaticBrokerConfigs,
     pub producer_ids: ProducerIds,
     /// The latest cluster view the controller read (brokers, topics, leaders).
     pub view: skiff_tiering::cluster::view::ViewCell,
@@ -448,6 +468,33 @@ pub async fn complete(
             RequestKind::InitProducerId(req) => Some(ResponseKind::InitProducerId(
                 broker.producer_ids.handle(req).await,
             )),
+            RequestKind::AlterConfigs(req) => Some(ResponseKind::AlterConfigs(
+                alter_configs::alter(broker, req).await,
+            )),
+            RequestKind::IncrementalAlterConfigs(req) => {
+                Some(ResponseKind::IncrementalAlterConfigs(
+                    alter_configs::incremental_alter(broker, req).await,
+                ))
+            }
+            RequestKind::ElectLeaders(req) => Some(ResponseKind::ElectLeaders(
+                replicas::elect_leaders(broker, req).await,
+            )),
+            RequestKind::DescribeLogDirs(req) => Some(ResponseKind::DescribeLogDirs(
+                replicas::describe_log_dirs(broker, req).await,
+            )),
+            RequestKind::AlterReplicaLogDirs(req) => Some(ResponseKind::AlterReplicaLogDirs(
+                replicas::alter_replica_log_dirs(req),
+            )),
+            RequestKind::ListPartitionReassignments(req) => {
+                Some(ResponseKind::ListPartitionReassignments(
+                    replicas::list_reassignments(broker, req).await,
+                ))
+            }
+            RequestKind::AlterPartitionReassignments(req) => {
+                Some(ResponseKind::AlterPartitionReassignments(
+                    replicas::alter_reassignments(broker, req).await,
+                ))
+            }
             other => {
                 // decode_request only lets SUPPORTED APIs through, and each has an arm above.
                 tracing::error!(request = ?other, "no handler for a supported api");

@@ -102,6 +102,7 @@ async fn fixture() -> Fixture {
             num_partitions: 2,
             message_timestamp_type: TimestampType::CreateTime,
         },
+        static_configs: StaticBrokerConfigs::default(),
         producer_ids: ProducerIds::new(store),
         view,
     };
@@ -394,8 +395,10 @@ async fn every_advertised_version_round_trips() {
                         );
                         (ps[0].committed_offset, ps[0].metadata.clone())
                     };
-                    // OffsetCommit ran before at every version; its last value was 100 + 8.
-                    assert_eq!(offset, 108, "fetch v{version}");
+                    // OffsetCommit ran before at every version; its last value was 100 + its max.
+                    let (_, commit_max) =
+                        supported_range(ApiKey::OffsetCommit).expect("commit supported");
+                    assert_eq!(offset, 100 + i64::from(commit_max), "fetch v{version}");
                     assert_eq!(metadata.as_deref(), Some("meta"));
                 }
                 ApiKey::JoinGroup => {
@@ -519,6 +522,132 @@ async fn every_advertised_version_round_trips() {
                         .await
                         .expect("fetch");
                     assert!(gone.get("versions").is_none_or(|p| !p.contains_key(&0)));
+                }
+                ApiKey::AlterConfigs => {
+                    let request = AlterConfigsRequest::default().with_resources(vec![
+                        alter_configs_request::AlterConfigsResource::default()
+                            .with_resource_type(configs::RESOURCE_TOPIC)
+                            .with_resource_name(StrBytes::from_static_str("versions"))
+                            .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                                .with_name(StrBytes::from_static_str("retention.ms"))
+                                .with_value(Some(StrBytes::from_string(format!(
+                                    "{}",
+                                    1_000 + version
+                                ))))]),
+                    ]);
+                    let r: AlterConfigsResponse = call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.responses[0].error_code, 0, "alter configs v{version}");
+                }
+                ApiKey::IncrementalAlterConfigs => {
+                    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+                        incremental_alter_configs_request::AlterConfigsResource::default()
+                            .with_resource_type(configs::RESOURCE_TOPIC)
+                            .with_resource_name(StrBytes::from_static_str("versions"))
+                            .with_configs(vec![
+                                incremental_alter_configs_request::AlterableConfig::default()
+                                    .with_name(StrBytes::from_static_str("segment.ms"))
+                                    .with_config_operation(0)
+                                    .with_value(Some(StrBytes::from_static_str("60000"))),
+                            ]),
+                    ]);
+                    let r: IncrementalAlterConfigsResponse =
+                        call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.responses[0].error_code, 0, "incremental v{version}");
+                }
+                ApiKey::ElectLeaders => {
+                    let request = ElectLeadersRequest::default().with_topic_partitions(Some(vec![
+                        elect_leaders_request::TopicPartitions::default()
+                            .with_topic(TopicName(StrBytes::from_static_str("versions")))
+                            .with_partitions(vec![0, 99]),
+                    ]));
+                    let r: ElectLeadersResponse = call(broker, *api_key, version, &request).await;
+                    let codes: Vec<i16> = r.replica_election_results[0]
+                        .partition_result
+                        .iter()
+                        .map(|p| p.error_code)
+                        .collect();
+                    assert_eq!(
+                        codes,
+                        [
+                            ResponseError::ElectionNotNeeded.code(),
+                            ResponseError::UnknownTopicOrPartition.code()
+                        ],
+                        "elect v{version}"
+                    );
+                }
+                ApiKey::DescribeLogDirs => {
+                    let r: DescribeLogDirsResponse = call(
+                        broker,
+                        *api_key,
+                        version,
+                        &DescribeLogDirsRequest::default().with_topics(None),
+                    )
+                    .await;
+                    let dir = &r.results[0];
+                    assert_eq!(dir.log_dir.as_str(), replicas::VIRTUAL_LOG_DIR);
+                    let topic = dir
+                        .topics
+                        .iter()
+                        .find(|t| t.name.as_str() == "versions")
+                        .expect("led topic listed");
+                    let p0 = topic
+                        .partitions
+                        .iter()
+                        .find(|p| p.partition_index == 0)
+                        .expect("partition 0");
+                    assert!(p0.partition_size > 0, "log dirs v{version}: {p0:?}");
+                    assert_eq!(p0.offset_lag, 0);
+                }
+                ApiKey::AlterReplicaLogDirs => {
+                    let request = AlterReplicaLogDirsRequest::default().with_dirs(vec![
+                        alter_replica_log_dirs_request::AlterReplicaLogDir::default()
+                            .with_path(StrBytes::from_static_str("/data"))
+                            .with_topics(vec![
+                                alter_replica_log_dirs_request::AlterReplicaLogDirTopic::default()
+                                    .with_name(TopicName(StrBytes::from_static_str("versions")))
+                                    .with_partitions(vec![0]),
+                            ]),
+                    ]);
+                    let r: AlterReplicaLogDirsResponse =
+                        call(broker, *api_key, version, &request).await;
+                    assert_eq!(
+                        r.results[0].partitions[0].error_code,
+                        ResponseError::LogDirNotFound.code()
+                    );
+                }
+                ApiKey::ListPartitionReassignments => {
+                    let request = ListPartitionReassignmentsRequest::default().with_topics(None);
+                    let r: ListPartitionReassignmentsResponse =
+                        call(broker, *api_key, version, &request).await;
+                    assert_eq!((r.error_code, r.topics.len()), (0, 0));
+                }
+                ApiKey::AlterPartitionReassignments => {
+                    let request = AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                        alter_partition_reassignments_request::ReassignableTopic::default()
+                            .with_name(TopicName(StrBytes::from_static_str("versions")))
+                            .with_partitions(vec![
+                                alter_partition_reassignments_request::ReassignablePartition::default()
+                                    .with_partition_index(0)
+                                    .with_replicas(Some(vec![BrokerId(2)])),
+                                alter_partition_reassignments_request::ReassignablePartition::default()
+                                    .with_partition_index(1)
+                                    .with_replicas(None),
+                            ]),
+                    ]);
+                    let r: AlterPartitionReassignmentsResponse =
+                        call(broker, *api_key, version, &request).await;
+                    let codes: Vec<i16> = r.responses[0]
+                        .partitions
+                        .iter()
+                        .map(|p| p.error_code)
+                        .collect();
+                    assert_eq!(
+                        codes,
+                        [
+                            ResponseError::InvalidReplicaAssignment.code(),
+                            ResponseError::NoReassignmentInProgress.code()
+                        ]
+                    );
                 }
                 other => panic!("advertised {other:?} without a test"),
             }
@@ -894,5 +1023,273 @@ async fn oversized_offset_metadata_is_refused_and_not_stored() {
     let r: OffsetCommitResponse =
         call(broker, ApiKey::OffsetCommit, 8, &commit("m".repeat(4096))).await;
     assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    broker.log.shutdown().await;
+}
+
+fn incremental(
+    topic: &str,
+    changes: &[(&str, i8, Option<&str>)],
+) -> IncrementalAlterConfigsRequest {
+    IncrementalAlterConfigsRequest::default().with_resources(vec![
+        incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(configs::RESOURCE_TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.into()))
+            .with_configs(
+                changes
+                    .iter()
+                    .map(|(name, op, value)| {
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_string(name.to_string()))
+                            .with_config_operation(*op)
+                            .with_value(value.map(|v| StrBytes::from_string(v.into())))
+                    })
+                    .collect(),
+            ),
+    ])
+}
+
+async fn describe_topic(broker: &Broker, topic: &str) -> Vec<(String, String, bool, i8)> {
+    let request = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(configs::RESOURCE_TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.into())),
+    ]);
+    let r: DescribeConfigsResponse = call(broker, ApiKey::DescribeConfigs, 4, &request).await;
+    assert_eq!(r.results[0].error_code, 0);
+    r.results[0]
+        .configs
+        .iter()
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.value.as_deref().unwrap_or("").to_owned(),
+                c.read_only,
+                c.config_source,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn altered_topic_configs_are_described_and_enforced_on_produce() {
+    let fx = fixture().await;
+    let broker = &fx.broker;
+    let produce = |data: Bytes| async move {
+        let r: ProduceResponse = call(
+            broker,
+            ApiKey::Produce,
+            9,
+            &produce_request("alt", 0, data, -1),
+        )
+        .await;
+        r.responses[0].partition_responses[0].clone()
+    };
+    let big = "x".repeat(4_000);
+    let first = produce(records(&[&big], Compression::None)).await;
+    assert_eq!((first.error_code, first.log_append_time_ms), (0, -1));
+    // Defaults: not read-only, source DEFAULT.
+    let described = describe_topic(broker, "alt").await;
+    assert!(described.iter().all(|(_, _, read_only, _)| !read_only));
+    assert!(described
+        .iter()
+        .any(|(n, v, _, s)| n == "max.message.bytes" && v == "1048588" && *s == 5));
+
+    // The partition is cached (it was just produced to); the change must reach it at once.
+    let r: IncrementalAlterConfigsResponse = call(
+        broker,
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &incremental(
+            "alt",
+            &[
+                ("max.message.bytes", 0, Some("1000")),
+                ("message.timestamp.type", 0, Some("LogAppendTime")),
+                ("cleanup.policy", 2, Some("compact")),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        r.responses[0].error_code, 0,
+        "{:?}",
+        r.responses[0].error_message
+    );
+    let described = describe_topic(broker, "alt").await;
+    let get = |name: &str| {
+        described
+            .iter()
+            .find(|(n, ..)| n == name)
+            .map(|(_, v, _, s)| (v.clone(), *s))
+            .expect("described")
+    };
+    assert_eq!(get("max.message.bytes"), ("1000".into(), 1));
+    assert_eq!(get("cleanup.policy"), ("delete,compact".into(), 1));
+    assert_eq!(get("retention.ms").1, 5);
+    let too_big = produce(records(&[&big], Compression::None)).await;
+    assert_eq!(too_big.error_code, ResponseError::MessageTooLarge.code());
+    let appended = produce(records(&["small"], Compression::None)).await;
+    assert_eq!(appended.error_code, 0, "{:?}", appended.error_message);
+    assert!(appended.log_append_time_ms > 0, "LogAppendTime now applies");
+
+    // validate_only changes nothing; bad values and unknown topics get Kafka's codes.
+    let request = incremental("alt", &[("max.message.bytes", 1, None)]).with_validate_only(true);
+    let r: IncrementalAlterConfigsResponse =
+        call(broker, ApiKey::IncrementalAlterConfigs, 1, &request).await;
+    assert_eq!(r.responses[0].error_code, 0);
+    assert_eq!(get("max.message.bytes").0, "1000");
+    let r: IncrementalAlterConfigsResponse = call(
+        broker,
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &incremental("alt", &[("retention.ms", 0, Some("soon"))]),
+    )
+    .await;
+    assert_eq!(
+        r.responses[0].error_code,
+        ResponseError::InvalidConfig.code()
+    );
+    assert!(r.responses[0]
+        .error_message
+        .as_deref()
+        .is_some_and(|m| m.contains("soon")));
+    let r: IncrementalAlterConfigsResponse = call(
+        broker,
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &incremental("no-such-topic", &[("retention.ms", 0, Some("1"))]),
+    )
+    .await;
+    assert_eq!(
+        r.responses[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+
+    // AlterConfigs replaces the whole set: everything left out returns to its default.
+    let request = AlterConfigsRequest::default().with_resources(vec![
+        alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(configs::RESOURCE_TOPIC)
+            .with_resource_name(StrBytes::from_static_str("alt"))
+            .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_value(Some(StrBytes::from_static_str("5000")))]),
+    ]);
+    let r: AlterConfigsResponse = call(broker, ApiKey::AlterConfigs, 2, &request).await;
+    assert_eq!(r.responses[0].error_code, 0);
+    let described = describe_topic(broker, "alt").await;
+    let overridden: Vec<&str> = described
+        .iter()
+        .filter(|(.., source)| *source == 1)
+        .map(|(n, ..)| n.as_str())
+        .collect();
+    assert_eq!(overridden, ["retention.ms"]);
+    let again = produce(records(&[&big], Compression::None)).await;
+    assert_eq!((again.error_code, again.log_append_time_ms), (0, -1));
+
+    // Broker settings cannot change at run time: a clear refusal, not a dropped connection.
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(configs::RESOURCE_BROKER)
+            .with_resource_name(StrBytes::from_static_str("1"))
+            .with_configs(vec![
+                incremental_alter_configs_request::AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("log.retention.ms"))
+                    .with_value(Some(StrBytes::from_static_str("1"))),
+            ]),
+    ]);
+    let r: IncrementalAlterConfigsResponse =
+        call(broker, ApiKey::IncrementalAlterConfigs, 1, &request).await;
+    assert_eq!(
+        r.responses[0].error_code,
+        ResponseError::InvalidRequest.code()
+    );
+    assert!(
+        r.responses[0].error_message.as_deref().is_some_and(
+            |m| m.contains("Cannot update these configs dynamically: [log.retention.ms]")
+        )
+    );
+    broker.log.shutdown().await;
+}
+
+#[tokio::test]
+async fn broker_resource_describes_the_settings_clients_look_for() {
+    let fx = fixture().await;
+    let request = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(configs::RESOURCE_BROKER)
+            .with_resource_name(StrBytes::from_static_str("1")),
+    ]);
+    let r: DescribeConfigsResponse = call(&fx.broker, ApiKey::DescribeConfigs, 4, &request).await;
+    let names: Vec<&str> = r.results[0]
+        .configs
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    for wanted in [
+        "broker.id",
+        "node.id",
+        "num.partitions",
+        "auto.create.topics.enable",
+        "message.max.bytes",
+        "socket.request.max.bytes",
+        "fetch.max.bytes",
+    ] {
+        assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
+    }
+    assert!(r.results[0].configs.iter().all(|c| c.read_only));
+    fx.broker.log.shutdown().await;
+}
+
+#[tokio::test]
+async fn kafka_4_versions_answer_their_new_queries() {
+    let fx = fixture().await;
+    let broker = &fx.broker;
+    let r: ProduceResponse = call(
+        broker,
+        ApiKey::Produce,
+        12,
+        &produce_request("four", 0, records(&["a", "b"], Compression::None), -1),
+    )
+    .await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let list = |timestamp: i64| {
+        ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("four")))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(timestamp)])])
+    };
+    // Earliest local is the log start; nothing is tiered in Kafka's sense.
+    let r: ListOffsetsResponse = call(broker, ApiKey::ListOffsets, 10, &list(-4)).await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.offset), (0, 0));
+    let r: ListOffsetsResponse = call(broker, ApiKey::ListOffsets, 10, &list(-5)).await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.offset), (0, -1));
+
+    // KIP-1043: DescribeGroups v6 reports an unknown group as an error, v5 as Dead.
+    let request = DescribeGroupsRequest::default()
+        .with_groups(vec![GroupId(StrBytes::from_static_str("nobody"))]);
+    let r: DescribeGroupsResponse = call(broker, ApiKey::DescribeGroups, 6, &request).await;
+    assert_eq!(
+        r.groups[0].error_code,
+        ResponseError::GroupIdNotFound.code()
+    );
+    let r: DescribeGroupsResponse = call(broker, ApiKey::DescribeGroups, 5, &request).await;
+    assert_eq!(
+        (r.groups[0].error_code, r.groups[0].group_state.as_str()),
+        (0, "Dead")
+    );
+
+    // ListGroups v5: every group is classic.
+    join_fresh(broker, "typed", 9).await;
+    let typed = |types: &[&'static str]| {
+        ListGroupsRequest::default()
+            .with_types_filter(types.iter().map(|t| StrBytes::from_static_str(t)).collect())
+    };
+    let r: ListGroupsResponse = call(broker, ApiKey::ListGroups, 5, &typed(&["Classic"])).await;
+    let group = r.groups.iter().find(|g| g.group_id.as_str() == "typed");
+    assert_eq!(group.map(|g| g.group_type.as_str()), Some("classic"));
+    let r: ListGroupsResponse = call(broker, ApiKey::ListGroups, 5, &typed(&["consumer"])).await;
+    assert!(r.groups.is_empty());
     broker.log.shutdown().await;
 }

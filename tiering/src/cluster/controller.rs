@@ -120,6 +120,9 @@ impl Controller {
             .await
             .map_err(|e| e.to_string())?;
         let live = view.live_ids();
+        // Config changes made through any broker reach the produce path's cached records.
+        self.log
+            .refresh_topics(|name| view.topics.get(name).map(|v| &v.topic));
         let mut seen: HashMap<TopicPartition, (i32, i32, Revision)> = HashMap::new();
         for topic_view in view.topics.values_mut() {
             let topic = &topic_view.topic;

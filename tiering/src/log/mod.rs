@@ -16,7 +16,7 @@ pub use index::ROLLUP_FANOUT;
 pub use reader::ReadOutcome;
 
 use crate::batch::BatchHeader;
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{Catalog, CatalogError, Topic};
 use crate::clock::Clock;
 use crate::keys::{self, IndexEntry, PartitionState, RollupEntry};
 use crate::metadata::{Compare, MetadataError, MetadataStore, Revision, Txn, TxnOp};
@@ -168,9 +168,10 @@ pub struct LogStats {
 pub(crate) struct PartitionLog {
     /// Identifies the incarnation of the topic this partition belongs to.
     pub(crate) topic_create_revision: Revision,
-    /// That incarnation's record (configs are fixed at creation; a re-created topic is a new
-    /// incarnation, whose cached partitions are dropped).
-    pub(crate) topic: keys::TopicRecord,
+    /// That incarnation's record and its `mod_revision`. Configs change in place
+    /// ([`Log::refresh_topic`]); a re-created topic is a new incarnation, whose cached partitions
+    /// are dropped.
+    pub(crate) topic: Mutex<(Revision, keys::TopicRecord)>,
     pub(crate) view: Mutex<PartitionView>,
     /// Appends accepted and not yet answered; a hand-over waits for them.
     pub(crate) inflight: pending::Inflight,
@@ -549,7 +550,56 @@ impl Log {
     /// The topic record of a partition this broker leads, from its cache: the produce path's
     /// way to a topic's configs without a metadata-store read per request.
     pub async fn led_topic(&self, tp: &TopicPartition) -> Result<keys::TopicRecord, LogError> {
-        Ok(self.led_partition(tp).await?.topic.clone())
+        let partition = self.led_partition(tp).await?;
+        let topic = partition.topic.lock().expect("topic mutex poisoned");
+        Ok(topic.1.clone())
+    }
+
+    /// Bytes of record batches in a partition this broker leads: the committed sections' lengths,
+    /// the index tail's from memory and rolled-up ranges' from their index objects (immutable and
+    /// cached, so a repeated call costs no reads; a first one reads about sections / fan-out
+    /// objects). Nothing is deleted before the compactor exists, so this is the whole log.
+    pub async fn size_bytes(&self, tp: &TopicPartition) -> Result<u64, LogError> {
+        let partition = self.led_partition(tp).await?;
+        let mut pending = {
+            let view = partition.view.lock().expect("view mutex poisoned");
+            index::top_slots(&view)
+        };
+        let mut bytes = 0u64;
+        while let Some(slot) = pending.pop() {
+            match slot {
+                index::Slot::Section(entry) => bytes += entry.length,
+                index::Slot::Rollup(rollup) => {
+                    pending.extend(index::children(&self.inner, &rollup).await?);
+                }
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Takes a newer record of a topic (its configs changed) into the cached partitions of the
+    /// same incarnation; older or equal revisions are ignored, so a late view cannot undo a
+    /// change this broker already saw.
+    pub fn refresh_topic(&self, topic: &Topic) {
+        self.refresh_topics(|name| (name == topic.record.name).then_some(topic));
+    }
+
+    /// [`refresh_topic`](Self::refresh_topic) for every cached partition, with its topic looked
+    /// up by name (one pass over the cache, however many topics there are).
+    pub fn refresh_topics<'a>(&self, lookup: impl Fn(&str) -> Option<&'a Topic>) {
+        let partitions = self.inner.partitions.read().expect("partitions poisoned");
+        for (tp, partition) in partitions.iter() {
+            let Some(topic) = lookup(&tp.topic) else {
+                continue;
+            };
+            if partition.topic_create_revision != topic.create_revision {
+                continue;
+            }
+            let mut cached = partition.topic.lock().expect("topic mutex poisoned");
+            if cached.0 < topic.mod_revision {
+                *cached = (topic.mod_revision, topic.record.clone());
+            }
+        }
     }
 
     /// Drops what this broker remembers of one partition; the next use reloads it.
@@ -673,7 +723,7 @@ pub(crate) async fn load_partition(
     };
     let loaded = Arc::new(PartitionLog {
         topic_create_revision: topic.create_revision,
-        topic: topic.record,
+        topic: Mutex::new((topic.mod_revision, topic.record)),
         view: Mutex::new(PartitionView {
             state,
             releasing: false,

@@ -731,3 +731,38 @@ async fn a_flusher_stopped_by_shutdown_is_no_failure() {
         tokio::time::timeout(std::time::Duration::from_millis(100), log.flusher_failed()).await;
     assert!(reported.is_err());
 }
+
+#[tokio::test]
+async fn altered_configs_reach_cached_partitions_and_sizes_count_bytes() {
+    let fx = Fixture::new().await;
+    let log = fx.log(1);
+    fx.topic(&log, "t", 1).await;
+    let tp = TopicPartition::new("t", 0);
+    log.append(tp.clone(), batches(3, 1), false)
+        .await
+        .expect("append");
+    let stored: u64 = batches(3, 1).iter().map(|(_, b)| b.len() as u64).sum();
+    assert_eq!(log.size_bytes(&tp).await.expect("size"), stored);
+    assert!(log.led_topic(&tp).await.expect("led").configs.is_empty());
+
+    // Another broker alters the topic: this one sees it only when its view is refreshed.
+    let altered = log
+        .catalog()
+        .update_configs("t", |_| {
+            Ok([("retention.ms".to_owned(), "1".to_owned())].into())
+        })
+        .await
+        .expect("alter");
+    assert!(log.led_topic(&tp).await.expect("led").configs.is_empty());
+    log.refresh_topics(|name| (name == "t").then_some(&altered));
+    let cached = log.led_topic(&tp).await.expect("led");
+    assert_eq!(cached.configs["retention.ms"], "1");
+
+    // An older record (a view read before the alter) never undoes it.
+    let mut older = altered.clone();
+    older.mod_revision -= 1;
+    older.record.configs.clear();
+    log.refresh_topic(&older);
+    assert_eq!(log.led_topic(&tp).await.expect("led").configs.len(), 1);
+    log.shutdown().await;
+}
