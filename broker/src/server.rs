@@ -67,6 +67,15 @@ const FRAME_READ_CHUNK_BYTES: usize = 64 * 1024;
 /// `connection_write_timeout`.
 const RESPONSE_WRITE_CHUNK_BYTES: usize = 256 * 1024;
 
+/// A frame's body must arrive within this, plus one second per [`FRAME_BODY_MIN_BYTES_PER_S`].
+const FRAME_BODY_DEADLINE_BASE: Duration = Duration::from_secs(30);
+const FRAME_BODY_MIN_BYTES_PER_S: usize = 1024 * 1024;
+
+/// How long a frame of `length` bytes may take to arrive once its length is known.
+fn frame_body_deadline(length: usize) -> Duration {
+    FRAME_BODY_DEADLINE_BASE + Duration::from_secs((length / FRAME_BODY_MIN_BYTES_PER_S) as u64)
+}
+
 /// Frame length limits: every frame, and frames of APIs other than Produce.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameLimits {
@@ -150,8 +159,11 @@ pub async fn read_frame(
         }
         Ok(())
     };
-    match tokio::time::timeout(idle, body).await {
-        Err(_) => return Err(FrameError::Idle(idle)),
+    // The frame's bytes are reserved from the broker-wide budget: a client that announces a
+    // large frame and sends it slowly must not hold them for long.
+    let body_deadline = idle.min(frame_body_deadline(length));
+    match tokio::time::timeout(body_deadline, body).await {
+        Err(_) => return Err(FrameError::Idle(body_deadline)),
         Ok(result) => result?,
     }
     if api_key.is_some_and(|key| key != ApiKey::Produce as i16) {
@@ -398,6 +410,28 @@ mod tests {
             read.held.bytes(),
             10 * crate::memory::DECODED_BYTES_PER_WIRE_BYTE_MAX
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_sent_too_slowly_gives_its_budget_back() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let budgets = budgets();
+        // Announces 10 MiB and sends 1 byte: dropped after 40 s, well before the idle limit.
+        let reading = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let result = read_frame(
+                &mut server,
+                limits(100 << 20),
+                Duration::from_secs(600),
+                &budgets,
+            )
+            .await;
+            (result, started.elapsed())
+        });
+        client.write_all(&[0, 0xa0, 0, 0, 0]).await.expect("write");
+        let (result, took) = reading.await.expect("join");
+        assert!(matches!(result, Err(FrameError::Idle(_))), "{result:?}");
+        assert_eq!(took, Duration::from_secs(40));
     }
 
     #[tokio::test(start_paused = true)]
