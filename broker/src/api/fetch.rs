@@ -21,9 +21,11 @@ const MAX_WAIT_MS_MAX: u64 = 60_000;
 /// over the partitions reads only as many bytes as it could reserve first.
 pub async fn handle(
     broker: &Broker,
-    request: FetchRequest,
+    mut request: FetchRequest,
+    version: i16,
     connection: &ConnectionMemory,
 ) -> (FetchResponse, Held) {
+    let resolved = resolve_topic_ids(broker, &mut request, version).await;
     let wait_ms = u64::try_from(request.max_wait_ms)
         .unwrap_or(0)
         .min(MAX_WAIT_MS_MAX);
@@ -38,7 +40,8 @@ pub async fn handle(
     loop {
         commits.borrow_and_update();
         let reservation = connection.reserve_fetch(max_bytes).await;
-        let (responses, bytes, errors) = read_once(broker, &request, reservation.bytes()).await;
+        let (responses, bytes, errors) =
+            read_once(broker, &request, &resolved, reservation.bytes()).await;
         let response = FetchResponse::default()
             .with_session_id(0)
             .with_responses(responses);
@@ -65,14 +68,20 @@ pub async fn handle(
 async fn read_once(
     broker: &Broker,
     request: &FetchRequest,
+    resolved: &[Result<(), ResponseError>],
     max_bytes: usize,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let mut total = 0usize;
     let mut errors = false;
     let mut responses = Vec::with_capacity(request.topics.len());
-    for topic in &request.topics {
+    for (topic, resolved) in request.topics.iter().zip(resolved) {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in &topic.partitions {
+            if let Err(code) = resolved {
+                errors = true;
+                partitions.push(unanswered(partition.partition).with_error_code(code.code()));
+                continue;
+            }
             let remaining = max_bytes.saturating_sub(total);
             let data = read_partition(broker, &topic.topic, partition, remaining, total == 0).await;
             total += data.records.as_ref().map_or(0, Bytes::len);
@@ -82,6 +91,7 @@ async fn read_once(
         responses.push(
             FetchableTopicResponse::default()
                 .with_topic(topic.topic.clone())
+                .with_topic_id(topic.topic_id)
                 .with_partitions(partitions),
         );
     }
@@ -96,13 +106,7 @@ async fn read_partition(
     first: bool,
 ) -> PartitionData {
     let tp = TopicPartition::new(topic, partition.partition);
-    let empty = PartitionData::default()
-        .with_partition_index(partition.partition)
-        .with_high_watermark(-1)
-        .with_last_stable_offset(-1)
-        .with_log_start_offset(-1)
-        .with_preferred_read_replica(BrokerId(-1))
-        .with_aborted_transactions(Some(Vec::new()));
+    let empty = unanswered(partition.partition);
     let fail = |code: ResponseError| empty.clone().with_error_code(code.code());
     match broker.log.leader_epoch(&tp).await {
         Err(error) => return fail(log_error(&error)),
@@ -173,6 +177,45 @@ async fn read_partition(
             data
         }
     }
+}
+
+/// A partition's answer before anything is known of it.
+fn unanswered(partition: i32) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(partition)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_preferred_read_replica(BrokerId(-1))
+        .with_aborted_transactions(Some(Vec::new()))
+}
+
+/// Fetch v13+ names topics by id: fills in each topic's name; a topic whose id is unknown is
+/// answered UNKNOWN_TOPIC_ID (retriable), one the store cannot look up KAFKA_STORAGE_ERROR.
+async fn resolve_topic_ids(
+    broker: &Broker,
+    request: &mut FetchRequest,
+    version: i16,
+) -> Vec<Result<(), ResponseError>> {
+    let mut resolved = Vec::with_capacity(request.topics.len());
+    for topic in &mut request.topics {
+        if version < 13 {
+            resolved.push(Ok(()));
+            continue;
+        }
+        resolved.push(match broker.topic_name_by_id(topic.topic_id).await {
+            Ok(Some(name)) => {
+                topic.topic = name;
+                Ok(())
+            }
+            Ok(None) => Err(ResponseError::UnknownTopicId),
+            Err(error) => {
+                tracing::warn!(%error, "fetch: cannot resolve a topic id");
+                Err(ResponseError::KafkaStorageError)
+            }
+        });
+    }
+    resolved
 }
 
 /// The leading batches that fit in `limit` bytes together.

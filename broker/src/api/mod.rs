@@ -27,7 +27,9 @@ pub use producer_ids::ProducerIds;
 
 use crate::config::TimestampType;
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{
+    ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use skiff_tiering::catalog::{CatalogError, Topic};
 use skiff_tiering::cluster::{all_partition_states, partition_states, PartitionStates};
@@ -43,10 +45,11 @@ use tracing::Instrument;
 /// Produce stays at min 3 and Fetch at min 4: librdkafka < 2.11 decides which compression codecs
 /// the broker supports by probing old versions, and Kafka keeps these minimums for that reason.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    // v12 only changes transaction semantics (KIP-890); v13 names topics by id (not yet).
-    (ApiKey::Produce, 3, 12),
-    // v13+ names topics by id (not yet).
-    (ApiKey::Fetch, 4, 12),
+    // v12 only changes transaction semantics (KIP-890); v13 names topics by id.
+    (ApiKey::Produce, 3, 13),
+    // v13+ names topics by id; v15, v17 and v18 add only followers' fields; v16's leader hints
+    // (KIP-951) are optional tagged fields, left out.
+    (ApiKey::Fetch, 4, 18),
     // v8-v10: earliest-local and latest-tiered queries, a remote-lookup timeout (KIP-405/1005).
     (ApiKey::ListOffsets, 1, 10),
     // v13 adds a top-level error code, always 0 here.
@@ -171,6 +174,32 @@ impl Broker {
         }
     }
 }
+
+impl Broker {
+    /// The name of the topic with this id (Fetch v13+, Produce v13 name topics by id), from the
+    /// controller's view when it is fresh, else from the store. `None`: no such topic (or one
+    /// created so recently that the view does not have it yet; clients retry UNKNOWN_TOPIC_ID).
+    async fn topic_name_by_id(&self, id: uuid::Uuid) -> Result<Option<TopicName>, CatalogError> {
+        let id = id.simple().to_string();
+        let name = match self.view.latest(TOPIC_ID_VIEW_MAX_AGE) {
+            Some(view) => view
+                .topics
+                .values()
+                .find(|t| t.topic.record.id == id)
+                .map(|t| t.topic.record.name.clone()),
+            None => self
+                .log
+                .catalog()
+                .find_by_id(&id)
+                .await?
+                .map(|t| t.record.name),
+        };
+        Ok(name.map(|n| TopicName(kafka_protocol::protocol::StrBytes::from_string(n))))
+    }
+}
+
+/// A controller view older than this is not used to resolve topic ids.
+const TOPIC_ID_VIEW_MAX_AGE: Duration = Duration::from_secs(2);
 
 /// How long an auto-created topic waits for its partitions to get leaders before the request
 /// that created it is answered (clients retry past that anyway).
@@ -410,7 +439,7 @@ pub async fn complete(
                 .await
                 .map(ResponseKind::Metadata),
             RequestKind::Fetch(req) => {
-                let (response, reserved) = fetch::handle(broker, req, connection).await;
+                let (response, reserved) = fetch::handle(broker, req, version, connection).await;
                 held = reserved;
                 Some(ResponseKind::Fetch(response))
             }

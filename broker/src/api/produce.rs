@@ -31,7 +31,7 @@ enum Slot {
 pub struct Staged {
     acks: i16,
     timeout_ms: i32,
-    topics: Vec<(TopicName, Vec<(i32, Slot)>)>,
+    topics: Vec<(TopicName, uuid::Uuid, Vec<(i32, Slot)>)>,
 }
 
 /// Validates and queues every partition's data. Connections run this in request order, so
@@ -41,9 +41,27 @@ pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
     let mut request_bytes = 0usize;
     let mut accepted_bytes = 0usize;
     let mut validated = Vec::with_capacity(request.topic_data.len());
-    for topic_data in request.topic_data {
+    for mut topic_data in request.topic_data {
+        // v13 names topics by id.
+        let by_id = if topic_data.topic_id.is_nil() {
+            Ok(())
+        } else {
+            match broker.topic_name_by_id(topic_data.topic_id).await {
+                Ok(Some(name)) => {
+                    topic_data.name = name;
+                    Ok(())
+                }
+                Ok(None) => Err((
+                    ResponseError::UnknownTopicId,
+                    format!("no topic with id {}", topic_data.topic_id),
+                )),
+                Err(error) => Err((catalog_error(&error), error.to_string())),
+            }
+        };
         let name = topic_data.name.0.to_string();
-        let topic = if !(-1..=1).contains(&acks) {
+        let topic = if let Err(failure) = by_id {
+            Err(failure)
+        } else if !(-1..=1).contains(&acks) {
             Err((ResponseError::InvalidRequiredAcks, format!("acks={acks}")))
         } else if request.transactional_id.is_some() {
             Err((
@@ -68,14 +86,14 @@ pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
             }
             partitions.push((partition.index, result));
         }
-        validated.push((topic_data.name, partitions));
+        validated.push((topic_data.name, topic_data.topic_id, partitions));
     }
     // Accepted batches are slices of the request frame and keep all of it alive until their
     // flush. When most of the frame was refused, copy them out so the produce buffer's byte
     // accounting (which charges accepted bytes) stays true.
     let detach = accepted_bytes * 2 < request_bytes;
     let mut topics = Vec::with_capacity(validated.len());
-    for (name, partitions) in validated {
+    for (name, topic_id, partitions) in validated {
         let mut slots = Vec::with_capacity(partitions.len());
         for (index, result) in partitions {
             let slot = match result {
@@ -89,7 +107,7 @@ pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
             };
             slots.push((index, slot));
         }
-        topics.push((name, slots));
+        topics.push((name, topic_id, slots));
     }
     Staged {
         acks,
@@ -113,7 +131,7 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Option<ProduceResponse
     let wait = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0))
         .max(Duration::from_millis(broker_min_wait_ms(broker)));
     let mut response = ProduceResponse::default();
-    for (name, slots) in topics {
+    for (name, topic_id, slots) in topics {
         let partitions = join_all(slots.into_iter().map(|(index, slot)| async move {
             let result = match slot {
                 Slot::Failed(code, message) => Err((code, message)),
@@ -136,6 +154,7 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Option<ProduceResponse
         response.responses.push(
             TopicProduceResponse::default()
                 .with_name(name)
+                .with_topic_id(topic_id)
                 .with_partition_responses(partitions),
         );
     }

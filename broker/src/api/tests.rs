@@ -217,6 +217,18 @@ pub(super) fn fetch_request(topic: &str, partition: i32, offset: i64) -> FetchRe
                 .with_partition_max_bytes(1 << 20)])])
 }
 
+/// The id of the topic the version round trips write to.
+async fn versions_topic_id(broker: &Broker) -> uuid::Uuid {
+    let topic = broker
+        .log
+        .catalog()
+        .get("versions")
+        .await
+        .expect("catalog")
+        .expect("created by the first produce");
+    topic_uuid(&topic)
+}
+
 #[tokio::test]
 async fn every_advertised_version_round_trips() {
     let fx = fixture().await;
@@ -242,18 +254,31 @@ async fn every_advertised_version_round_trips() {
                     assert_eq!(r.brokers[0].port, 9092);
                 }
                 ApiKey::Produce => {
-                    let request =
+                    let mut request =
                         produce_request("versions", 0, records(&["a", "b"], Compression::None), -1);
+                    // v13 names the topic by id (the first, v3, auto-created it).
+                    if version >= 13 {
+                        request.topic_data[0].topic_id = versions_topic_id(broker).await;
+                        request.topic_data[0].name = TopicName::default();
+                    }
                     let r: ProduceResponse = call(broker, *api_key, version, &request).await;
                     let p = &r.responses[0].partition_responses[0];
                     assert_eq!(p.error_code, 0, "produce v{version}: {:?}", p.error_message);
                 }
                 ApiKey::Fetch => {
-                    let r: FetchResponse =
-                        call(broker, *api_key, version, &fetch_request("versions", 0, 0)).await;
+                    let mut request = fetch_request("versions", 0, 0);
+                    let id = versions_topic_id(broker).await;
+                    if version >= 13 {
+                        request.topics[0].topic_id = id;
+                        request.topics[0].topic = TopicName::default();
+                    }
+                    let r: FetchResponse = call(broker, *api_key, version, &request).await;
                     let p = &r.responses[0].partitions[0];
                     assert_eq!(p.error_code, 0, "fetch v{version}");
                     assert!(p.records.as_ref().is_some_and(|r| !r.is_empty()));
+                    if version >= 13 {
+                        assert_eq!(r.responses[0].topic_id, id, "fetch v{version}");
+                    }
                 }
                 ApiKey::ListOffsets => {
                     let request =
@@ -1291,5 +1316,28 @@ async fn kafka_4_versions_answer_their_new_queries() {
     assert_eq!(group.map(|g| g.group_type.as_str()), Some("classic"));
     let r: ListGroupsResponse = call(broker, ApiKey::ListGroups, 5, &typed(&["consumer"])).await;
     assert!(r.groups.is_empty());
+    broker.log.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_topic_ids_are_answered_unknown_topic_id() {
+    let fx = fixture().await;
+    let broker = &fx.broker;
+    let stranger = uuid::Uuid::from_u128(0x5eed);
+    let mut fetch = fetch_request("", 0, 0);
+    fetch.topics[0].topic_id = stranger;
+    let r: FetchResponse = call(broker, ApiKey::Fetch, 13, &fetch).await;
+    assert_eq!(r.responses[0].topic_id, stranger);
+    assert_eq!(
+        r.responses[0].partitions[0].error_code,
+        ResponseError::UnknownTopicId.code()
+    );
+    let mut produce = produce_request("", 0, records(&["a"], Compression::None), -1);
+    produce.topic_data[0].topic_id = stranger;
+    let r: ProduceResponse = call(broker, ApiKey::Produce, 13, &produce).await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        ResponseError::UnknownTopicId.code()
+    );
     broker.log.shutdown().await;
 }
