@@ -31,8 +31,11 @@ enum Slot {
 pub struct Staged {
     acks: i16,
     timeout_ms: i32,
-    topics: Vec<(TopicName, uuid::Uuid, Vec<(i32, Slot)>)>,
+    topics: Vec<StagedTopic>,
 }
+
+/// A topic's name, its id (Produce v13 names topics by id; nil before) and its partitions.
+type StagedTopic = (TopicName, uuid::Uuid, Vec<(i32, Slot)>);
 
 /// Validates and queues every partition's data. Connections run this in request order, so
 /// pipelined produce requests to one partition are appended in the order they were sent.
