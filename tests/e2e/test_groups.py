@@ -395,3 +395,81 @@ def test_static_member_restart_keeps_its_partitions_without_a_rebalance(broker):
     assert {tp.partition for tp in other.assignment()} == other_partitions
     restarted.close()
     other.close()
+
+
+class CallbackMember:
+    """A confluent-kafka member whose rebalance callbacks are recorded in order, as
+    ("assign" | "revoke", sorted partitions); with cooperative-sticky they are incremental."""
+
+    def __init__(self, bootstrap, topic, group, **conf):
+        self.consumer = group_consumer(bootstrap, group, **conf)
+        self.calls = []
+        self.values = []
+        self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _on_assign(self, consumer, partitions):
+        self.calls.append(("assign", sorted(tp.partition for tp in partitions)))
+
+    def _on_revoke(self, consumer, partitions):
+        self.calls.append(("revoke", sorted(tp.partition for tp in partitions)))
+
+    def poll(self):
+        m = self.consumer.poll(0.1)
+        if m is not None and m.error() is None:
+            self.values.append(m.value().decode())
+
+    def owned(self):
+        return {tp.partition for tp in self.consumer.assignment()}
+
+
+def test_cooperative_sticky_newcomer_gets_nothing_until_the_owner_revokes(broker):
+    """KIP-429 as Kafka runs it with librdkafka: a second cooperative-sticky member joining a
+    stable group first completes a rebalance with an EMPTY assignment (the first member keeps
+    what it may keep and gives up the rest, assigned to nobody in that generation), and only a
+    second rebalance, once the first member revoked, hands it the moved partitions."""
+    topic, group = "coop-moves", "coop-movers"
+    h.create_topic(broker.bootstrap, topic, PARTITIONS)
+    conf = {"partition.assignment.strategy": "cooperative-sticky"}
+    first = CallbackMember(broker.bootstrap, topic, group, **conf)
+
+    def wait_for(condition, what, members):
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert time.monotonic() < deadline, \
+                f"{what}: {[m.calls for m in members]} {broker.http_get('/v1/groups')}"
+            for m in members:
+                m.poll()
+
+    wait_for(lambda: first.owned() == set(range(PARTITIONS)), "the first member owns all", [first])
+    assert first.calls == [("assign", list(range(PARTITIONS)))]
+    second = CallbackMember(broker.bootstrap, topic, group, **conf)
+    both = [first, second]
+
+    def settled():
+        split = [m.owned() for m in both]
+        return (all(split) and set().union(*split) == set(range(PARTITIONS))
+                and sum(map(len, split)) == PARTITIONS
+                and any(kind == "assign" and parts for kind, parts in second.calls))
+
+    wait_for(settled, "the partitions are shared", both)
+    assert first.values == [] and second.values == [], "a record before anything was produced"
+    moved = sorted(second.owned())
+    # The newcomer's first rebalance gives it nothing; a later one the moved partitions.
+    assigns = [parts for kind, parts in second.calls if kind == "assign"]
+    assert assigns[0] == [], f"first assignment of the newcomer is not empty: {second.calls}"
+    assert sorted(p for parts in assigns for p in parts) == moved, second.calls
+    assert all(kind == "assign" for kind, _ in second.calls), second.calls
+    # The first member gives up exactly the moved partitions, incrementally, and gains nothing.
+    assert [parts for kind, parts in first.calls if kind == "revoke"] == [moved], first.calls
+    assert [parts for kind, parts in first.calls[1:] if kind == "assign" and parts] == [], first.calls
+    # Membership is stable now: every record is read once.
+    produce(broker.bootstrap, topic, 120)
+    deadline = time.monotonic() + 60
+    while len(first.values) + len(second.values) < 120:
+        assert time.monotonic() < deadline, "not every record arrived"
+        for m in both:
+            m.poll()
+    assert sorted(first.values + second.values) == sorted(f"v{i}" for i in range(120))
+    assert first.values and second.values, "a member read nothing"
+    for m in both:
+        m.consumer.close()

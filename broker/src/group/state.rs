@@ -94,6 +94,21 @@ pub struct GroupSettings {
     pub max_size: usize,
 }
 
+/// Kafka's initial rebalance (`group.initial.rebalance.delay.ms`): a new group waits one delay
+/// for its first members, and one more each time a new member joined during the last wait,
+/// until the rebalance timeout is used up.
+#[derive(Debug, Clone, Copy)]
+struct InitialDelay {
+    /// The configured delay: the length of every further wait.
+    delay_ms: i64,
+    /// The length of the wait under way.
+    wait_ms: i64,
+    /// Of the rebalance timeout, what further waits may still use.
+    remaining_ms: i64,
+    /// A new member joined during the wait under way.
+    new_member_added: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Group {
     pub phase: Phase,
@@ -106,8 +121,9 @@ pub struct Group {
     joined: BTreeSet<String>,
     /// When the rebalance under way completes even if members are missing.
     rebalance_deadline_ms: i64,
-    /// The rebalance under way started from an empty group: it waits out the initial delay.
-    initial_rebalance: bool,
+    /// The rebalance under way started from an empty group: it waits out the initial delay,
+    /// extended while new members keep arriving.
+    initial_delay: Option<InitialDelay>,
     /// Ids handed out with MEMBER_ID_REQUIRED, not joined yet: id → when the offer lapses.
     pending_members: BTreeMap<String, i64>,
     /// Members whose SyncGroup waits for the leader's assignment (they cannot heartbeat).
@@ -125,7 +141,7 @@ impl Default for Group {
             members: BTreeMap::new(),
             joined: BTreeSet::new(),
             rebalance_deadline_ms: 0,
-            initial_rebalance: false,
+            initial_delay: None,
             pending_members: BTreeMap::new(),
             awaiting_sync: BTreeSet::new(),
         }
@@ -284,6 +300,11 @@ impl Group {
         } else if self.pending_members.remove(&member_id).is_none() {
             return Err(GroupError::UnknownMemberId);
         }
+        if !self.members.contains_key(&member_id) {
+            if let Some(initial) = self.initial_delay.as_mut() {
+                initial.new_member_added = true;
+            }
+        }
         let assignment = self
             .members
             .get(&member_id)
@@ -305,14 +326,17 @@ impl Group {
             },
         );
         self.joined.insert(member_id.clone());
-        if self.phase != Phase::PreparingRebalance {
-            let initial = self.phase == Phase::Empty;
-            let delay = if initial {
-                settings.initial_rebalance_delay_ms
-            } else {
-                self.max_rebalance_timeout_ms()
-            };
-            self.start_rebalance(now_ms + delay, initial);
+        if self.phase == Phase::Empty {
+            let delay_ms = settings.initial_rebalance_delay_ms;
+            self.start_rebalance(now_ms + delay_ms);
+            self.initial_delay = Some(InitialDelay {
+                delay_ms,
+                wait_ms: delay_ms,
+                remaining_ms: (self.max_rebalance_timeout_ms() - delay_ms).max(0),
+                new_member_added: false,
+            });
+        } else if self.phase != Phase::PreparingRebalance {
+            self.start_rebalance(now_ms + self.max_rebalance_timeout_ms());
         }
         Ok(Admission::Joined(member_id))
     }
@@ -325,11 +349,11 @@ impl Group {
             .unwrap_or(0)
     }
 
-    fn start_rebalance(&mut self, deadline_ms: i64, initial: bool) {
+    fn start_rebalance(&mut self, deadline_ms: i64) {
         self.phase = Phase::PreparingRebalance;
         self.awaiting_sync.clear();
         self.rebalance_deadline_ms = deadline_ms;
-        self.initial_rebalance = initial;
+        self.initial_delay = None;
     }
 
     /// Completes the join phase if every member joined, or the deadline passed. Returns the
@@ -342,12 +366,25 @@ impl Group {
         // Kafka does (their offers lapse after a session).
         let everyone = self.members.keys().all(|id| self.joined.contains(id))
             && self.pending_members.is_empty();
-        // A brand-new group waits out the initial delay to gather its first members.
-        let complete =
-            now_ms >= self.rebalance_deadline_ms || (everyone && !self.initial_rebalance);
-        if !complete {
+        let due = now_ms >= self.rebalance_deadline_ms;
+        if let Some(initial) = self.initial_delay.as_mut() {
+            // A brand-new group waits out the initial delay to gather its first members, and
+            // waits again while they keep coming (as Kafka), within the rebalance timeout.
+            if !due {
+                return None;
+            }
+            if initial.new_member_added && initial.remaining_ms > 0 {
+                let wait_ms = initial.delay_ms.min(initial.remaining_ms);
+                initial.remaining_ms = (initial.remaining_ms - initial.wait_ms).max(0);
+                initial.wait_ms = wait_ms;
+                initial.new_member_added = false;
+                self.rebalance_deadline_ms = now_ms + wait_ms;
+                return None;
+            }
+        } else if !due && !everyone {
             return None;
         }
+        self.initial_delay = None;
         self.members.retain(|id, _| self.joined.contains(id));
         self.joined.clear();
         self.generation += 1;
@@ -565,7 +602,7 @@ impl Group {
             self.protocol = None;
         } else if self.phase != Phase::PreparingRebalance {
             let deadline = now_ms + self.max_rebalance_timeout_ms();
-            self.start_rebalance(deadline, false);
+            self.start_rebalance(deadline);
         }
     }
 

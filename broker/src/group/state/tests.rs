@@ -35,14 +35,29 @@ fn join_new(group: &mut Group, id: &str, now: i64) -> String {
     }
 }
 
+/// Completes a new group's first join phase, whose members all joined before time 100: at the
+/// delay (100) for one member; members joining after the first extend it once (to 200), as Kafka.
+fn complete_initial(group: &mut Group) -> Vec<Joined> {
+    assert!(group.try_complete_join(50).is_none(), "initial delay");
+    if let Some(joined) = group.try_complete_join(100) {
+        return joined;
+    }
+    assert!(
+        group.try_complete_join(150).is_none(),
+        "extended by one delay"
+    );
+    group
+        .try_complete_join(200)
+        .expect("complete after one extension")
+}
+
 /// Joins `ids` to an empty group and completes the first rebalance and sync.
 fn stable_group(ids: &[&str]) -> Group {
     let mut group = Group::default();
     for id in ids {
         join_new(&mut group, id, 0);
     }
-    assert!(group.try_complete_join(50).is_none(), "initial delay");
-    let joined = group.try_complete_join(100).expect("complete at the delay");
+    let joined = complete_initial(&mut group);
     assert_eq!(joined.len(), ids.len());
     let leader = group.leader.clone().expect("leader");
     let assignments = ids
@@ -50,7 +65,7 @@ fn stable_group(ids: &[&str]) -> Group {
         .map(|id| (id.to_string(), Bytes::from(format!("a-{id}"))))
         .collect();
     assert!(matches!(
-        group.sync(&leader, 1, assignments, 100),
+        group.sync(&leader, 1, assignments, 200),
         Ok(SyncOutcome::Completed(_))
     ));
     assert_eq!(group.phase, Phase::Stable);
@@ -62,7 +77,7 @@ fn first_rebalance_gathers_members_and_the_leader_assigns() {
     let mut group = Group::default();
     let a = join_new(&mut group, "a", 0);
     let b = join_new(&mut group, "b", 10);
-    let joined = group.try_complete_join(100).expect("complete");
+    let joined = complete_initial(&mut group);
     assert_eq!(group.generation, 1);
     let leader = joined
         .iter()
@@ -163,16 +178,16 @@ fn expired_sessions_and_leaves_trigger_rebalances() {
     group.heartbeat("a", 1, 900).expect("a is alive");
     assert!(
         group.expire(950).is_empty(),
-        "b was last seen at 0 with a 1 s session"
+        "b was last seen at 200 (when the join completed) with a 1 s session"
     );
-    assert_eq!(group.expire(1_200), vec!["b".to_owned()]);
+    assert_eq!(group.expire(1_201), vec!["b".to_owned()]);
     assert_eq!(group.phase, Phase::PreparingRebalance);
     group
-        .join(request("a"), || unreachable!(), &settings(), 1_201)
+        .join(request("a"), || unreachable!(), &settings(), 1_202)
         .expect("rejoin");
-    assert_eq!(group.try_complete_join(1_201).expect("complete").len(), 1);
+    assert_eq!(group.try_complete_join(1_202).expect("complete").len(), 1);
     group
-        .sync("a", 2, vec![("a".into(), Bytes::new())], 1_202)
+        .sync("a", 2, vec![("a".into(), Bytes::new())], 1_203)
         .expect("sync");
     group.leave("a", 1_300).expect("leave");
     assert_eq!(group.phase, Phase::Empty);
@@ -192,7 +207,7 @@ fn static_members_take_their_old_place() {
     group
         .join(static_join.clone(), || "m1".into(), &settings(), 0)
         .expect("join");
-    group.try_complete_join(100).expect("complete");
+    complete_initial(&mut group);
     group
         .join(static_join, || "m2".into(), &settings(), 200)
         .expect("rejoin after restart");
@@ -231,7 +246,7 @@ fn one_protocol_must_be_common_to_all_members() {
         ),
         Err(GroupError::InconsistentGroupProtocol)
     );
-    let joined = group.try_complete_join(100).expect("complete");
+    let joined = complete_initial(&mut group);
     assert!(joined.iter().all(|j| j.protocol == "range"));
 }
 
@@ -308,7 +323,7 @@ fn a_static_member_rejoining_unchanged_keeps_its_assignment_without_a_rebalance(
         .join(static_join.clone(), || "m1".into(), &settings(), 0)
         .expect("join");
     join_new(&mut group, "b", 0);
-    group.try_complete_join(100).expect("complete");
+    complete_initial(&mut group);
     let leader = group.leader.clone().expect("leader");
     let assignments = vec![
         ("m1".to_owned(), Bytes::from_static(b"P0")),
@@ -397,7 +412,7 @@ fn members_waiting_for_the_leaders_assignment_do_not_expire() {
     let mut group = Group::default();
     let a = join_new(&mut group, "a", 0);
     let b = join_new(&mut group, "b", 0);
-    group.try_complete_join(100).expect("complete");
+    complete_initial(&mut group);
     let leader = group.leader.clone().expect("leader");
     let follower = if leader == a { b } else { a };
     assert_eq!(group.sync(&follower, 1, vec![], 100), Ok(SyncOutcome::Wait));
@@ -533,4 +548,208 @@ fn a_member_leaving_with_only_a_handed_out_id_no_longer_holds_the_rebalance() {
     // ...until that client leaves without ever joining.
     assert_eq!(group.leave(&pending, 230), Ok(()));
     assert!(group.try_complete_join(240).is_some());
+}
+
+/// A librdkafka cooperative-sticky member: its subscription metadata carries what it owns.
+fn cooperative(member_id: &str, owned: &'static [u8]) -> JoinRequest {
+    JoinRequest {
+        session_timeout_ms: 45_000,
+        rebalance_timeout_ms: 300_000,
+        protocols: vec![("cooperative-sticky".into(), Bytes::from_static(owned))],
+        require_known_member_id: true,
+        ..request(member_id)
+    }
+}
+
+fn joined(admission: Result<Admission, GroupError>) -> String {
+    match admission {
+        Ok(Admission::Joined(id)) => id,
+        other => panic!("expected a join that waits for the rebalance, got {other:?}"),
+    }
+}
+
+/// The exact sequence two librdkafka cooperative-sticky members send when the second joins a
+/// stable group (KIP-429): the first rebalance completes only once the first member rejoined
+/// with what it owns, the newcomer gets what the leader gave it (nothing: the moved partition
+/// is assigned to nobody until revoked), and the first member's rejoin after revoking runs a
+/// second rebalance in which the newcomer gets the partition.
+#[test]
+fn a_cooperative_newcomer_waits_for_the_owner_to_rejoin_and_revoke() {
+    let mut group = Group::default();
+    let c1 = match group.join(
+        cooperative("", b"owns nothing"),
+        || "c1".into(),
+        &settings(),
+        0,
+    ) {
+        Ok(Admission::MemberIdRequired(id)) => id,
+        other => panic!("{other:?}"),
+    };
+    joined(group.join(
+        cooperative(&c1, b"owns nothing"),
+        unreachable_id,
+        &settings(),
+        1,
+    ));
+    let first = group
+        .try_complete_join(101)
+        .expect("the initial delay passed");
+    assert_eq!((first.len(), group.generation), (1, 1));
+    let everything = Bytes::from_static(b"P0 P1");
+    group
+        .sync(&c1, 1, vec![(c1.clone(), everything.clone())], 102)
+        .expect("sync");
+    // The newcomer's first JoinGroup only gets an id: no rebalance yet, the owner is undisturbed.
+    let c2 = match group.join(
+        cooperative("", b"owns nothing"),
+        || "c2".into(),
+        &settings(),
+        1_000,
+    ) {
+        Ok(Admission::MemberIdRequired(id)) => id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(group.phase, Phase::Stable);
+    assert_eq!(group.heartbeat(&c1, 1, 1_001), Ok(()));
+    // It joins with its id: the rebalance starts, and must wait for the owner.
+    joined(group.join(
+        cooperative(&c2, b"owns nothing"),
+        unreachable_id,
+        &settings(),
+        1_002,
+    ));
+    assert_eq!(group.phase, Phase::PreparingRebalance);
+    assert!(
+        group.try_complete_join(1_003).is_none(),
+        "completed without the first member"
+    );
+    assert!(
+        group.try_complete_join(200_000).is_none(),
+        "completed before the rebalance timeout"
+    );
+    // The owner learns of it from its heartbeat and rejoins with what it owns.
+    assert_eq!(
+        group.heartbeat(&c1, 1, 200_001),
+        Err(GroupError::RebalanceInProgress)
+    );
+    joined(group.join(
+        cooperative(&c1, b"owns P0 P1"),
+        unreachable_id,
+        &settings(),
+        200_002,
+    ));
+    let second = group.try_complete_join(200_002).expect("everyone rejoined");
+    assert_eq!(group.generation, 2);
+    let leader = second
+        .iter()
+        .find(|j| j.member_id == c1)
+        .expect("c1 answered");
+    assert_eq!(leader.leader, c1, "the owner still leads");
+    assert!(
+        leader
+            .members
+            .iter()
+            .any(|(id, _, md)| *id == c1 && md.as_ref() == b"owns P0 P1"),
+        "the leader sees what it owns now: {:?}",
+        leader.members
+    );
+    let newcomer = second
+        .iter()
+        .find(|j| j.member_id == c2)
+        .expect("c2 answered");
+    assert_eq!((newcomer.generation, newcomer.members.len()), (2, 0));
+    // The newcomer syncs first and waits; the leader keeps P1 and gives P0 to nobody yet.
+    assert_eq!(group.sync(&c2, 2, vec![], 200_003), Ok(SyncOutcome::Wait));
+    let keep = Bytes::from_static(b"P1");
+    let nothing = Bytes::from_static(b"no partitions");
+    match group.sync(
+        &c1,
+        2,
+        vec![(c1.clone(), keep.clone()), (c2.clone(), nothing.clone())],
+        200_004,
+    ) {
+        Ok(SyncOutcome::Completed(all)) => assert_eq!(
+            all,
+            vec![(c1.clone(), keep.clone()), (c2.clone(), nothing.clone())],
+            "assignments delivered as the leader computed them"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(group.phase, Phase::Stable);
+    // The owner revokes P0 and rejoins: a second rebalance, in which the newcomer gets P0.
+    joined(group.join(
+        cooperative(&c1, b"owns P1"),
+        unreachable_id,
+        &settings(),
+        200_100,
+    ));
+    assert_eq!(group.phase, Phase::PreparingRebalance);
+    assert!(group.try_complete_join(200_101).is_none(), "waits for c2");
+    assert_eq!(
+        group.heartbeat(&c2, 2, 200_102),
+        Err(GroupError::RebalanceInProgress)
+    );
+    joined(group.join(
+        cooperative(&c2, b"owns nothing"),
+        unreachable_id,
+        &settings(),
+        200_103,
+    ));
+    let third = group.try_complete_join(200_103).expect("everyone rejoined");
+    assert_eq!((third.len(), group.generation), (2, 3));
+    let moved = Bytes::from_static(b"P0");
+    group
+        .sync(
+            &c1,
+            3,
+            vec![(c1.clone(), keep.clone()), (c2.clone(), moved.clone())],
+            200_104,
+        )
+        .expect("leader sync");
+    assert_eq!(
+        group.sync(&c2, 3, vec![], 200_105),
+        Ok(SyncOutcome::Assigned(moved))
+    );
+}
+
+/// As Kafka's `group.initial.rebalance.delay.ms`: a new group's first join phase waits one
+/// more delay each time a new member joined during the last one (members starting together
+/// land in one generation instead of one rebalance each), but no longer than the rebalance
+/// timeout; an id only handed out (MEMBER_ID_REQUIRED) does not extend it.
+#[test]
+fn new_members_extend_the_initial_delay_within_the_rebalance_timeout() {
+    let mut group = Group::default();
+    join_new(&mut group, "a", 0);
+    let mut pending = request("");
+    pending.require_known_member_id = true;
+    assert!(matches!(
+        group.join(pending, || "p".into(), &settings(), 10),
+        Ok(Admission::MemberIdRequired(_))
+    ));
+    assert!(group.try_complete_join(99).is_none(), "the first delay");
+    join_new(&mut group, "b", 99);
+    assert!(group.try_complete_join(100).is_none(), "b extends it");
+    join_new(&mut group, "c", 150);
+    assert!(group.try_complete_join(200).is_none(), "c extends it again");
+    let joined = group.try_complete_join(300).expect("nobody new since 200");
+    assert_eq!(joined.len(), 3);
+    assert_eq!(group.generation, 1);
+
+    // Members arriving without end: the rebalance timeout (500) bounds the waits.
+    let mut group = Group::default();
+    join_new(&mut group, "m0", 0);
+    let mut completed_at = None;
+    for step in 1..20 {
+        let now = step * 100;
+        join_new(&mut group, &format!("m{step}"), now - 1);
+        if group.try_complete_join(now).is_some() {
+            completed_at = Some(now);
+            break;
+        }
+    }
+    assert_eq!(
+        completed_at,
+        Some(500),
+        "the rebalance timeout bounds the waits"
+    );
 }
