@@ -17,7 +17,7 @@
 //! tasks: sessions, the controller and flushes take nothing from these budgets.
 
 use std::sync::Arc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Upper bound of decoded request memory per byte of a non-Produce frame: an array element
 /// takes at least one wire byte and at most about this many bytes once decoded (measured: a
@@ -33,19 +33,61 @@ fn permits(bytes: usize) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
+/// Bytes of one budget; given back, and waiters told, when dropped.
+#[derive(Debug)]
+struct Permit {
+    permit: Option<OwnedSemaphorePermit>,
+    released: Arc<Notify>,
+}
+
+impl Permit {
+    fn bytes(&self) -> usize {
+        self.permit
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+
+    /// Gives back all but `keep` bytes.
+    fn shrink_to(&mut self, keep: usize) {
+        let surplus = self.bytes().saturating_sub(keep);
+        if surplus > 0 {
+            if let Some(permit) = self.permit.as_mut() {
+                drop(permit.split(surplus));
+                self.released.notify_waiters();
+            }
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        // Give the bytes back first, then wake those waiting for them.
+        drop(self.permit.take());
+        self.released.notify_waiters();
+    }
+}
+
 /// Memory held on behalf of one request or response; given back when dropped.
 #[derive(Debug, Default)]
-pub struct Held(Vec<OwnedSemaphorePermit>);
+pub struct Held(Vec<Permit>);
 
 impl Held {
-    fn push(&mut self, permit: OwnedSemaphorePermit) {
+    fn push(&mut self, permit: Permit) {
         self.0.push(permit);
     }
 
     /// Bytes held, over every budget it holds from.
     #[cfg(test)]
     pub fn bytes(&self) -> usize {
-        self.0.iter().map(OwnedSemaphorePermit::num_permits).sum()
+        self.0.iter().map(Permit::bytes).sum()
+    }
+
+    /// Keeps at most `bytes` of the request budget (once a request is decoded and waits, its
+    /// memory is what its elements take, not the decoder's worst case).
+    pub fn shrink_request_to(&mut self, bytes: usize) {
+        if let Some(permit) = self.0.first_mut() {
+            permit.shrink_to(bytes);
+        }
     }
 }
 
@@ -53,6 +95,7 @@ impl Held {
 struct Budget {
     semaphore: Arc<Semaphore>,
     max_bytes: usize,
+    released: Arc<Notify>,
 }
 
 impl Budget {
@@ -60,7 +103,38 @@ impl Budget {
         Self {
             semaphore: Arc::new(Semaphore::new(max_bytes)),
             max_bytes,
+            released: Arc::new(Notify::new()),
         }
+    }
+
+    fn wrap(&self, permit: OwnedSemaphorePermit) -> Permit {
+        Permit {
+            permit: Some(permit),
+            released: self.released.clone(),
+        }
+    }
+
+    /// Waits for `bytes` (at most the whole budget) without queueing: a large request waiting
+    /// for room never holds back smaller ones that fit now (a FIFO queue would let one waiting
+    /// request stall every connection).
+    async fn acquire_unqueued(&self, bytes: usize) -> Permit {
+        let wanted = permits(bytes.min(self.max_bytes));
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Ok(permit) = self.semaphore.clone().try_acquire_many_owned(wanted) {
+                return self.wrap(permit);
+            }
+            released.await;
+        }
+    }
+
+    fn try_acquire(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        self.semaphore
+            .clone()
+            .try_acquire_many_owned(permits(bytes))
+            .ok()
     }
 
     /// Waits for `bytes` (at most the whole budget).
@@ -137,17 +211,18 @@ impl Budgets {
         }
     }
 
-    /// Holds a frame of `bytes` about to be read.
-    pub async fn frame(&self, bytes: usize) -> Held {
+    /// Holds a frame of `bytes` about to be read, in one acquisition (a request never holds
+    /// part of the budget while it waits for more): its length for Produce, its length ×
+    /// [`DECODED_BYTES_PER_WIRE_BYTE_MAX`] for anything else.
+    pub async fn frame(&self, bytes: usize, produce: bool) -> Held {
+        let charge = if produce {
+            bytes
+        } else {
+            bytes.saturating_mul(DECODED_BYTES_PER_WIRE_BYTE_MAX)
+        };
         let mut held = Held::default();
-        held.push(self.requests.acquire(bytes).await);
+        held.push(self.requests.acquire_unqueued(charge).await);
         held
-    }
-
-    /// Adds what decoding a non-Produce frame of `bytes` may take, on top of [`Self::frame`].
-    pub async fn decoded(&self, bytes: usize, held: &mut Held) {
-        let extra = bytes.saturating_mul(DECODED_BYTES_PER_WIRE_BYTE_MAX - 1);
-        held.push(self.requests.acquire(extra).await);
     }
 
     /// A new connection's share of the fetch budget.
@@ -176,6 +251,8 @@ pub struct ConnectionMemory {
 pub struct FetchReservation {
     connection: OwnedSemaphorePermit,
     broker: OwnedSemaphorePermit,
+    budgets: Arc<Budgets>,
+    connection_budget: Arc<Semaphore>,
 }
 
 impl FetchReservation {
@@ -184,16 +261,35 @@ impl FetchReservation {
         self.broker.num_permits()
     }
 
-    /// Keeps only what a response of `bytes` needs; gives back the rest.
+    /// Keeps what a response of `bytes` needs and gives back the rest. A response larger than
+    /// its reservation (KIP-74: the first batch is sent whole) takes the difference when it is
+    /// free; when it is not, the response goes over the budget by at most that one batch.
     pub fn shrink_to(mut self, bytes: usize) -> Held {
+        let reserved = self.bytes();
+        if bytes > reserved {
+            let more = bytes - reserved;
+            if let (Some(broker), Ok(connection)) = (
+                self.budgets.fetch.try_acquire(more),
+                self.connection_budget
+                    .clone()
+                    .try_acquire_many_owned(permits(more)),
+            ) {
+                self.broker.merge(broker);
+                self.connection.merge(connection);
+            }
+        }
         let keep = bytes.min(self.bytes());
-        let surplus = self.broker.num_permits() - keep;
-        drop(self.broker.split(surplus));
-        let surplus = self.connection.num_permits() - keep;
-        drop(self.connection.split(surplus));
+        drop(self.broker.split(self.broker.num_permits() - keep));
+        drop(self.connection.split(self.connection.num_permits() - keep));
         let mut held = Held::default();
-        held.push(self.connection);
-        held.push(self.broker);
+        held.push(Permit {
+            permit: Some(self.connection),
+            released: Arc::new(Notify::new()),
+        });
+        held.push(Permit {
+            permit: Some(self.broker),
+            released: self.budgets.fetch.released.clone(),
+        });
         held
     }
 }
@@ -204,7 +300,12 @@ impl ConnectionMemory {
     /// (at least [`FETCH_RESERVATION_MIN_BYTES`], waiting for that much if need be).
     pub async fn reserve_fetch(&self, wanted: usize) -> FetchReservation {
         let wanted = wanted.clamp(1, self.fetch.max_bytes);
-        let mut connection = self.fetch.acquire(wanted).await;
+        // What the connection has free (earlier responses not yet written hold the rest).
+        let from_connection = wanted
+            .min(self.fetch.available())
+            .max(FETCH_RESERVATION_MIN_BYTES.min(wanted));
+        let mut connection = self.fetch.acquire(from_connection).await;
+        let wanted = connection.num_permits();
         let broker = &self.budgets.fetch;
         let take = wanted
             .min(broker.available())
@@ -214,7 +315,12 @@ impl ConnectionMemory {
         if granted < connection.num_permits() {
             drop(connection.split(connection.num_permits() - granted));
         }
-        FetchReservation { connection, broker }
+        FetchReservation {
+            connection,
+            broker,
+            budgets: self.budgets.clone(),
+            connection_budget: self.fetch.semaphore.clone(),
+        }
     }
 }
 
@@ -273,6 +379,35 @@ mod tests {
         drop(a);
         let d = late.reserve_fetch(3 * mib).await;
         assert_eq!(d.bytes(), 2 * mib);
+    }
+
+    #[tokio::test]
+    async fn a_large_request_waiting_for_room_never_holds_back_small_ones() {
+        let budgets = budgets(1 << 20, 1 << 20); // requests: 1000 bytes
+        let first = budgets.frame(600, true).await;
+        let waiting = budgets.frame(500, true);
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), waiting.as_mut())
+                .await
+                .is_err(),
+            "500 do not fit beside 600"
+        );
+        // A FIFO queue would make this wait behind the 500.
+        let small = tokio::time::timeout(Duration::from_millis(20), budgets.frame(100, true))
+            .await
+            .expect("100 fit now");
+        drop(small);
+        drop(first);
+        let big = tokio::time::timeout(Duration::from_millis(100), waiting)
+            .await
+            .expect("woken when room was given back");
+        assert_eq!(big.bytes(), 500);
+        // A waiting request's decoded charge shrinks to what it keeps.
+        let mut metadata = budgets.frame(5, false).await;
+        assert_eq!(metadata.bytes(), 500);
+        metadata.shrink_request_to(20);
+        assert_eq!(metadata.bytes(), 20);
     }
 
     #[test]

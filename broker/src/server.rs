@@ -131,9 +131,33 @@ pub async fn read_frame(
     if length > limits.max_bytes {
         return Err(FrameError::BadLength(length as i64, limits.max_bytes));
     }
-    let mut held = budgets.frame(length).await;
+    // The frame's bytes are reserved from the broker-wide budget: a client that announces a
+    // large frame and sends it slowly must not hold them for long.
+    let body_deadline = idle.min(frame_body_deadline(length));
+    // The api key first (two bytes), to charge the frame in one acquisition.
+    let mut key = [0u8; 2];
+    if length >= 2 {
+        match tokio::time::timeout(body_deadline, reader.read_exact(&mut key)).await {
+            Err(_) => return Err(FrameError::Idle(body_deadline)),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(FrameError::Truncated)
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Ok(Ok(_)) => {}
+        }
+    }
+    let api_key = i16::from_be_bytes(key);
+    let produce = api_key == ApiKey::Produce as i16;
+    if !produce && length > limits.non_produce_max_bytes {
+        return Err(FrameError::NonProduceTooLong(
+            api_key,
+            length,
+            limits.non_produce_max_bytes,
+        ));
+    }
+    let held = budgets.frame(length, produce).await;
     let mut frame = BytesMut::with_capacity(length.min(FRAME_READ_CHUNK_BYTES));
-    let mut api_key = None;
+    frame.extend_from_slice(&key[..length.min(2)]);
     let body = async {
         while frame.len() < length {
             let wanted = (length - frame.len()).min(FRAME_READ_CHUNK_BYTES);
@@ -145,29 +169,13 @@ pub async fn read_frame(
             if read == 0 {
                 return Err(FrameError::Truncated);
             }
-            if api_key.is_none() && frame.len() >= 2 {
-                let key = i16::from_be_bytes([frame[0], frame[1]]);
-                api_key = Some(key);
-                if key != ApiKey::Produce as i16 && length > limits.non_produce_max_bytes {
-                    return Err(FrameError::NonProduceTooLong(
-                        key,
-                        length,
-                        limits.non_produce_max_bytes,
-                    ));
-                }
-            }
         }
         Ok(())
     };
-    // The frame's bytes are reserved from the broker-wide budget: a client that announces a
-    // large frame and sends it slowly must not hold them for long.
-    let body_deadline = idle.min(frame_body_deadline(length));
+    // Waiting for the budget does not count against the client; reading does.
     match tokio::time::timeout(body_deadline, body).await {
         Err(_) => return Err(FrameError::Idle(body_deadline)),
         Ok(result) => result?,
-    }
-    if api_key.is_some_and(|key| key != ApiKey::Produce as i16) {
-        budgets.decoded(length, &mut held).await;
     }
     Ok(Some(Frame { bytes: frame, held }))
 }
@@ -258,7 +266,8 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
                 break;
             }
         };
-        let Frame { bytes, held } = frame;
+        let Frame { bytes, mut held } = frame;
+        let frame_bytes = bytes.len();
         let request = match api::decode_request(bytes.freeze()) {
             Ok(request) => request,
             Err(error) => {
@@ -266,6 +275,13 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
                 break;
             }
         };
+        // Decoded: a request that may wait long keeps only what it holds, not the decoder's
+        // worst case (a long-polling consumer must not hold 100x its fetch request).
+        if let Decoded::Request(request) = &request {
+            if let Some(bytes) = api::waiting_bytes_estimate(request, frame_bytes) {
+                held.shrink_request_to(bytes);
+            }
+        }
         let broker = broker.clone();
         let handle = match request {
             Decoded::Immediate(response) => {

@@ -39,7 +39,14 @@ pub async fn handle(
     let mut commits = broker.log.subscribe_commits();
     loop {
         commits.borrow_and_update();
-        let reservation = connection.reserve_fetch(max_bytes).await;
+        // Bounded by the long poll: a fetch that cannot get memory in time (this connection's
+        // earlier responses are not yet written, or the broker's budget is spent) answers with
+        // no records, and the client fetches again.
+        let Ok(reservation) =
+            tokio::time::timeout_at(deadline, connection.reserve_fetch(max_bytes)).await
+        else {
+            return (FetchResponse::default().with_session_id(0), Held::default());
+        };
         let (responses, bytes, errors) =
             read_once(broker, &request, &resolved, reservation.bytes()).await;
         let response = FetchResponse::default()

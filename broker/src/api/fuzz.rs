@@ -123,9 +123,7 @@ proptest! {
         if let Ok(batches) = skiff_tiering::batch::split_and_validate(&data, 1 << 20) {
             for (header, batch) in &batches {
                 if header.compression() != 0 {
-                    if let Ok(decompressed) = records::decompressed_records(header, batch) {
-                        let _ = skiff_tiering::batch::check_records_count(header, &decompressed);
-                    }
+                    let _ = records::count_compressed_records(header, batch);
                 }
                 let _ = records::decode_batch(batch);
             }

@@ -230,12 +230,18 @@ fn validate(
         if header.compression() == 0 {
             continue;
         }
-        let checked = super::records::decompressed_records(header, batch)
-            .map_err(batch::BatchError::Corrupt)
-            .and_then(|records| batch::check_records_count(header, &records));
+        let holds = super::records::count_compressed_records(header, batch);
+        let checked = match holds {
+            Ok(count) if count == i64::from(header.records_count) => Ok(()),
+            Ok(count) => Err(format!(
+                "batch claims {} records but holds {count}",
+                header.records_count
+            )),
+            Err(error) => Err(error),
+        };
         if let Err(error) = checked {
             tracing::debug!(%error, topic, partition, "rejected compressed produce data");
-            return Err((batch_error(&error), error.to_string()));
+            return Err((ResponseError::CorruptMessage, error));
         }
     }
     if configs.is_compacted() {

@@ -30,19 +30,79 @@ pub fn decode_batch(batch: &Bytes) -> Result<RecordSet, String> {
     .map_err(|e| format!("undecodable record batch: {e:#}"))
 }
 
-/// The records of a compressed batch, decompressed (at most [`DECOMPRESSED_BATCH_MAX_BYTES`]).
-pub fn decompressed_records(header: &BatchHeader, batch: &Bytes) -> Result<Bytes, String> {
-    let compression = match header.compression() {
-        0 => Compression::None,
-        1 => Compression::Gzip,
-        2 => Compression::Snappy,
-        3 => Compression::Lz4,
-        4 => Compression::Zstd,
+/// Counts the records of a compressed batch by streaming its decompression and skipping each
+/// record's body, so memory stays at a small buffer whatever the batch expands to; at most
+/// [`DECOMPRESSED_BATCH_MAX_BYTES`] are decompressed (a "zip bomb" costs an error). Snappy
+/// (block-framed) is decompressed block by block within the same cap.
+pub fn count_compressed_records(header: &BatchHeader, batch: &Bytes) -> Result<i64, String> {
+    let payload = batch.slice(HEADER_LEN..);
+    let cap = DECOMPRESSED_BATCH_MAX_BYTES as u64 + 1;
+    let counted = match header.compression() {
+        1 => count_records(flate2::read::GzDecoder::new(&payload[..]).take(cap)),
+        3 => count_records(
+            lz4::Decoder::new(&payload[..])
+                .map_err(|e| e.to_string())?
+                .take(cap),
+        ),
+        4 => count_records(
+            zstd::stream::read::Decoder::new(&payload[..])
+                .map_err(|e| e.to_string())?
+                .take(cap),
+        ),
+        2 => {
+            let mut data = payload.clone();
+            let records = decompress(&mut data, Compression::Snappy, DECOMPRESSED_BATCH_MAX_BYTES)
+                .map_err(|e| format!("{e:#}"))?;
+            count_records(&records[..])
+        }
         other => return Err(format!("unknown compression codec {other}")),
     };
-    let mut payload = batch.slice(HEADER_LEN..);
-    decompress(&mut payload, compression, DECOMPRESSED_BATCH_MAX_BYTES)
-        .map_err(|e| format!("{e:#}"))
+    counted
+}
+
+/// Records in a stream of length-prefixed records (Kafka's record format: a zigzag varint
+/// length, then that many bytes); an error if the stream ends inside one or runs past the cap.
+fn count_records(mut reader: impl Read) -> Result<i64, String> {
+    let mut count = 0i64;
+    loop {
+        let length = match read_varint(&mut reader)? {
+            None => return Ok(count),
+            Some(length) => length,
+        };
+        let length =
+            u64::try_from(length).map_err(|_| format!("negative record length {length}"))?;
+        let skipped = std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink())
+            .map_err(|e| format!("decompression failed: {e}"))?;
+        if skipped != length {
+            return Err(format!(
+                "record {count} runs past the batch (or past {DECOMPRESSED_BATCH_MAX_BYTES} decompressed bytes)"
+            ));
+        }
+        count += 1;
+    }
+}
+
+/// A zigzag varint of at most 5 bytes; `None` at a clean end of the stream.
+fn read_varint(reader: &mut impl Read) -> Result<Option<i64>, String> {
+    let mut raw: u64 = 0;
+    for i in 0..5 {
+        let mut byte = [0u8; 1];
+        let read = reader
+            .read(&mut byte)
+            .map_err(|e| format!("decompression failed: {e}"))?;
+        if read == 0 {
+            return if i == 0 {
+                Ok(None)
+            } else {
+                Err("record length cut short".to_owned())
+            };
+        }
+        raw |= u64::from(byte[0] & 0x7f) << (7 * i);
+        if byte[0] & 0x80 == 0 {
+            return Ok(Some(((raw >> 1) as i64) ^ -((raw & 1) as i64)));
+        }
+    }
+    Err("bad record length varint".to_owned())
 }
 
 fn read_capped(reader: impl Read, cap: usize) -> anyhow::Result<Bytes> {
@@ -130,6 +190,33 @@ mod tests {
             let refused = decompress(&mut data.clone(), codec, 1000);
             assert!(refused.is_err(), "{codec:?} decompressed past the cap");
         }
+    }
+
+    #[test]
+    fn counting_streams_and_stops_at_the_cap() {
+        // One "record" that claims 100 MiB of zeros: zstd makes it a few KB on the wire.
+        let mut payload = vec![0u8; 0];
+        let length = 100u64 << 20;
+        let mut zigzag = length << 1;
+        while zigzag >= 0x80 {
+            payload.push((zigzag as u8) | 0x80);
+            zigzag >>= 7;
+        }
+        payload.push(zigzag as u8);
+        payload.resize(payload.len() + (100 << 20), 0);
+        let bomb = zstd::encode_all(&payload[..], 3).expect("zstd");
+        assert!(bomb.len() < 100_000, "{}", bomb.len());
+        let error = count_records(
+            zstd::stream::read::Decoder::new(&bomb[..])
+                .expect("decoder")
+                .take(DECOMPRESSED_BATCH_MAX_BYTES as u64 + 1),
+        )
+        .expect_err("over the cap");
+        assert!(error.contains("runs past"), "{error}");
+        // Three small records.
+        let records = [&[2u8, 0][..], &[4, 0, 0], &[0]].concat();
+        assert_eq!(count_records(&records[..]), Ok(3));
+        assert!(count_records(&[6u8, 0][..]).is_err(), "cut short");
     }
 
     #[test]
