@@ -204,22 +204,27 @@ async fn resolve_topic_ids(
     request: &mut FetchRequest,
     version: i16,
 ) -> Vec<Result<(), ResponseError>> {
+    if version < 13 {
+        return vec![Ok(()); request.topics.len()];
+    }
+    let names = broker
+        .topic_names_by_id(request.topics.iter().map(|t| t.topic_id))
+        .await;
+    let names = match names {
+        Ok(names) => names,
+        Err(error) => {
+            tracing::warn!(%error, "fetch: cannot resolve topic ids");
+            return vec![Err(ResponseError::KafkaStorageError); request.topics.len()];
+        }
+    };
     let mut resolved = Vec::with_capacity(request.topics.len());
     for topic in &mut request.topics {
-        if version < 13 {
-            resolved.push(Ok(()));
-            continue;
-        }
-        resolved.push(match broker.topic_name_by_id(topic.topic_id).await {
-            Ok(Some(name)) => {
-                topic.topic = name;
+        resolved.push(match names.get(&topic.topic_id) {
+            Some(name) => {
+                topic.topic = name.clone();
                 Ok(())
             }
-            Ok(None) => Err(ResponseError::UnknownTopicId),
-            Err(error) => {
-                tracing::warn!(%error, "fetch: cannot resolve a topic id");
-                Err(ResponseError::KafkaStorageError)
-            }
+            None => Err(ResponseError::UnknownTopicId),
         });
     }
     resolved

@@ -176,25 +176,45 @@ impl Broker {
 }
 
 impl Broker {
-    /// The name of the topic with this id (Fetch v13+, Produce v13 name topics by id), from the
-    /// controller's view when it is fresh, else from the store. `None`: no such topic (or one
-    /// created so recently that the view does not have it yet; clients retry UNKNOWN_TOPIC_ID).
-    async fn topic_name_by_id(&self, id: uuid::Uuid) -> Result<Option<TopicName>, CatalogError> {
-        let id = id.simple().to_string();
-        let name = match self.view.latest(TOPIC_ID_VIEW_MAX_AGE) {
-            Some(view) => view
-                .topics
-                .values()
-                .find(|t| t.topic.record.id == id)
-                .map(|t| t.topic.record.name.clone()),
-            None => self
-                .log
-                .catalog()
-                .find_by_id(&id)
-                .await?
-                .map(|t| t.record.name),
-        };
-        Ok(name.map(|n| TopicName(kafka_protocol::protocol::StrBytes::from_string(n))))
+    /// The names of the topics with these ids (Fetch v13+, Produce v13 name topics by id), from
+    /// the controller's view when it is fresh, else from one catalog read for the whole
+    /// request. An id missing from the answer names no topic (or one created so recently that
+    /// the view does not have it yet; clients retry UNKNOWN_TOPIC_ID).
+    async fn topic_names_by_id(
+        &self,
+        ids: impl IntoIterator<Item = uuid::Uuid>,
+    ) -> Result<HashMap<uuid::Uuid, TopicName>, CatalogError> {
+        let ids: Vec<uuid::Uuid> = ids.into_iter().filter(|id| !id.is_nil()).collect();
+        let mut names = HashMap::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(names);
+        }
+        let name = |n: &str| TopicName(kafka_protocol::protocol::StrBytes::from_string(n.into()));
+        match self.view.latest(TOPIC_ID_VIEW_MAX_AGE) {
+            Some(view) => {
+                for id in ids {
+                    if let Some(found) = view.names_by_id.get(&id.simple().to_string()) {
+                        names.insert(id, name(found));
+                    }
+                }
+            }
+            None => {
+                let by_id: HashMap<String, String> = self
+                    .log
+                    .catalog()
+                    .list()
+                    .await?
+                    .into_iter()
+                    .map(|t| (t.record.id, t.record.name))
+                    .collect();
+                for id in ids {
+                    if let Some(found) = by_id.get(&id.simple().to_string()) {
+                        names.insert(id, name(found));
+                    }
+                }
+            }
+        }
+        Ok(names)
     }
 }
 
@@ -537,7 +557,7 @@ pub async fn complete(
                 ))
             }
             RequestKind::ElectLeaders(req) => Some(ResponseKind::ElectLeaders(
-                replicas::elect_leaders(broker, req).await,
+                replicas::elect_leaders(broker, req, version).await,
             )),
             RequestKind::DescribeLogDirs(req) => Some(ResponseKind::DescribeLogDirs(
                 replicas::describe_log_dirs(broker, req).await,

@@ -44,22 +44,25 @@ pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
     let mut request_bytes = 0usize;
     let mut accepted_bytes = 0usize;
     let mut validated = Vec::with_capacity(request.topic_data.len());
+    // v13 names topics by id: one lookup for the whole request.
+    let names = broker
+        .topic_names_by_id(request.topic_data.iter().map(|t| t.topic_id))
+        .await
+        .map_err(|error| (catalog_error(&error), error.to_string()));
     for mut topic_data in request.topic_data {
-        // v13 names topics by id.
-        let by_id = if topic_data.topic_id.is_nil() {
-            Ok(())
-        } else {
-            match broker.topic_name_by_id(topic_data.topic_id).await {
-                Ok(Some(name)) => {
-                    topic_data.name = name;
+        let by_id = match (&names, topic_data.topic_id.is_nil()) {
+            (_, true) => Ok(()),
+            (Err(failure), false) => Err(failure.clone()),
+            (Ok(names), false) => match names.get(&topic_data.topic_id) {
+                Some(name) => {
+                    topic_data.name = name.clone();
                     Ok(())
                 }
-                Ok(None) => Err((
+                None => Err((
                     ResponseError::UnknownTopicId,
                     format!("no topic with id {}", topic_data.topic_id),
                 )),
-                Err(error) => Err((catalog_error(&error), error.to_string())),
-            }
+            },
         };
         let name = topic_data.name.0.to_string();
         let topic = if let Err(failure) = by_id {

@@ -113,13 +113,36 @@ fn election(leader: Option<Option<i32>>, election_type: i8) -> (ResponseError, S
     }
 }
 
-pub async fn elect_leaders(broker: &Broker, request: ElectLeadersRequest) -> ElectLeadersResponse {
+pub async fn elect_leaders(
+    broker: &Broker,
+    request: ElectLeadersRequest,
+    version: i16,
+) -> ElectLeadersResponse {
     let mut response = ElectLeadersResponse::default();
     let leaders = match leaders(broker).await {
         Ok(leaders) => leaders,
         Err(error) => {
             tracing::warn!(%error, "elect leaders: cannot read partitions");
-            return response.with_error_code(ResponseError::KafkaStorageError.code());
+            // v0 has no top-level error: each partition asked for carries it.
+            let failed = |p: &i32| {
+                PartitionResult::default()
+                    .with_partition_id(*p)
+                    .with_error_code(ResponseError::KafkaStorageError.code())
+            };
+            response.replica_election_results = request
+                .topic_partitions
+                .iter()
+                .flatten()
+                .map(|t| {
+                    ReplicaElectionResult::default()
+                        .with_topic(t.topic.clone())
+                        .with_partition_result(t.partitions.iter().map(failed).collect())
+                })
+                .collect();
+            if version >= 1 {
+                response.error_code = ResponseError::KafkaStorageError.code();
+            }
+            return response;
         }
     };
     let requested: Vec<(String, Vec<i32>)> = match &request.topic_partitions {
@@ -268,7 +291,12 @@ pub async fn describe_log_dirs(
         Ok(leaders) => leaders,
         Err(error) => {
             tracing::warn!(%error, "describe log dirs: cannot read partitions");
-            return response.with_error_code(ResponseError::KafkaStorageError.code());
+            // On the log dir, which every version carries (the top-level code is v3+).
+            return response.with_results(vec![DescribeLogDirsResult::default()
+                .with_error_code(ResponseError::KafkaStorageError.code())
+                .with_log_dir(StrBytes::from_static_str(VIRTUAL_LOG_DIR))
+                .with_total_bytes(-1)
+                .with_usable_bytes(-1)]);
         }
     };
     let me = broker.node.node_id;

@@ -53,7 +53,7 @@ impl Controller {
 
     /// Runs until `stop` turns true. Also keeps the broker's registration alive.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let keep_alive = tokio::spawn(keep_alive_loop(
+        let mut keep_alive = tokio::spawn(keep_alive_loop(
             self.membership.clone(),
             self.log.clone(),
             stop.clone(),
@@ -75,6 +75,14 @@ impl Controller {
                     }
                 }
                 _ = tick.tick() => {}
+                // The session keep-alive must not end before a stop (a panic, a bug): the
+                // controller ends too, and the broker, which supervises it, exits.
+                ended = &mut keep_alive => {
+                    if !*stop.borrow() {
+                        tracing::error!(?ended, "the session keep-alive task ended");
+                    }
+                    return;
+                }
                 event = changes.next() => {
                     if event.is_none() {
                         // The watch ended (store hiccup): watch again; the tick covers the gap.

@@ -39,6 +39,8 @@ pub struct ClusterView {
     /// Live brokers, by node id.
     pub brokers: Vec<BrokerRecord>,
     pub topics: BTreeMap<String, TopicView>,
+    /// Topic names by topic id (Fetch v13+ and Produce v13 name topics by id).
+    pub names_by_id: HashMap<String, String>,
     pub taken_at: Instant,
 }
 
@@ -68,9 +70,14 @@ impl ClusterView {
                 view.partitions = states;
             }
         }
+        let names_by_id = topics
+            .values()
+            .map(|t| (t.topic.record.id.clone(), t.topic.record.name.clone()))
+            .collect();
         Ok(Self {
             brokers,
             topics,
+            names_by_id,
             taken_at,
         })
     }
