@@ -8,6 +8,7 @@
 mod alter_configs;
 mod api_versions;
 mod configs;
+mod delete_records;
 mod errors;
 mod fetch;
 mod group_admin;
@@ -75,6 +76,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::ElectLeaders, 0, 2),
@@ -544,6 +546,9 @@ pub async fn complete(
             )),
             RequestKind::OffsetFetch(req) => Some(ResponseKind::OffsetFetch(
                 offsets::fetch(broker, req, version).await,
+            )),
+            RequestKind::DeleteRecords(req) => Some(ResponseKind::DeleteRecords(
+                delete_records::handle(broker, req).await,
             )),
             RequestKind::InitProducerId(req) => Some(ResponseKind::InitProducerId(
                 broker.producer_ids.handle(req).await,

@@ -674,6 +674,40 @@ async fn every_advertised_version_round_trips() {
                         ]
                     );
                 }
+                ApiKey::DeleteRecords => {
+                    // "versions" partition 1 holds nothing; partition 0 holds every produce
+                    // above: move its start by one per version, then ask for the unknown.
+                    let request = DeleteRecordsRequest::default().with_topics(vec![
+                        delete_records_request::DeleteRecordsTopic::default()
+                            .with_name(TopicName(StrBytes::from_static_str("versions")))
+                            .with_partitions(vec![
+                                delete_records_request::DeleteRecordsPartition::default()
+                                    .with_partition_index(0)
+                                    .with_offset(i64::from(version) + 1),
+                                delete_records_request::DeleteRecordsPartition::default()
+                                    .with_partition_index(1)
+                                    .with_offset(5),
+                                delete_records_request::DeleteRecordsPartition::default()
+                                    .with_partition_index(9)
+                                    .with_offset(0),
+                            ]),
+                    ]);
+                    let r: DeleteRecordsResponse = call(broker, *api_key, version, &request).await;
+                    let ps = &r.topics[0].partitions;
+                    assert_eq!(
+                        (ps[0].error_code, ps[0].low_watermark),
+                        (0, i64::from(version) + 1),
+                        "delete records v{version}"
+                    );
+                    assert_eq!(ps[1].error_code, ResponseError::OffsetOutOfRange.code());
+                    assert_eq!(
+                        ps[2].error_code,
+                        ResponseError::UnknownTopicOrPartition.code()
+                    );
+                    let tp = skiff_tiering::log::TopicPartition::new("versions", 0);
+                    let (start, _) = broker.log.offsets(&tp).await.expect("offsets");
+                    assert_eq!(start, i64::from(version) + 1);
+                }
                 other => panic!("advertised {other:?} without a test"),
             }
         }

@@ -5,6 +5,8 @@
 //! then are appends acknowledged. Reads find the covering sections through the per-partition index
 //! and serve them from the recent-objects cache or with ranged GETs ([`reader`]).
 
+mod delete_records;
+pub use delete_records::HIGH_WATERMARK;
 mod index;
 pub mod leadership;
 mod pending;
@@ -224,6 +226,9 @@ pub(crate) struct LogInner {
     /// What the controller last published of this broker's leadership (None: nothing yet, so
     /// nothing is ruled out); see [`leadership`].
     pub(crate) led: RwLock<Option<leadership::LedPartitions>>,
+    /// Held by every commit that writes partition states outside a hand-over (flush commits,
+    /// DeleteRecords), so this broker's own commits never fence one another.
+    pub(crate) state_commits: tokio::sync::Mutex<()>,
 }
 
 /// The log of every partition this broker leads. Cheap to clone.
@@ -272,6 +277,7 @@ impl Log {
             cache_generation: AtomicU64::new(0),
             awaited_sequences: Mutex::new(HashMap::new()),
             led: RwLock::new(None),
+            state_commits: tokio::sync::Mutex::new(()),
         });
         let (ended, flusher_ended) = watch::channel(false);
         let flusher = tokio::spawn({

@@ -270,6 +270,7 @@ fn admit(
 /// failed (fenced) and the others are committed in a new attempt: one deleted topic or one lost
 /// partition must not fail every partition that shared its flush.
 async fn commit_chunk(inner: &LogInner, object: &str, mut chunk: Vec<(Prepared, PlannedSection)>) {
+    let _state_commits = inner.state_commits.lock().await;
     while !chunk.is_empty() {
         let (txn, updates) = build_commit(object, &chunk);
         let error = match inner.store.txn(txn).await {
