@@ -328,8 +328,8 @@ pub struct ServeArgs {
     pub connection_max_inflight_requests: usize,
 
     /// Memory of requests being read and handled, broker-wide (Kafka's
-    /// `queued.max.request.bytes`): a Produce frame counts its length, any other frame its
-    /// length × 100 (what decoding may allocate); connections wait to read more when it is spent.
+    /// `queued.max.request.bytes`): each frame's bytes and what decoding it allocated (at most
+    /// 16 MiB a request); connections wait to read more when it is spent.
     #[arg(
         long,
         env = "SKIFF_QUEUED_MAX_REQUEST_BYTES",

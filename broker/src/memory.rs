@@ -4,10 +4,12 @@
 //! - **requests** (`--queued-max-request-bytes`, Kafka's `queued.max.request.bytes`): frames read
 //!   off sockets and the requests decoded from them, from the moment a frame's length is known
 //!   until the request was handled (Produce: until its data is queued, where
-//!   `--produce-buffer-max-bytes` takes over). A Produce frame costs its length; any other costs
-//!   its length × [`DECODED_BYTES_PER_WIRE_BYTE_MAX`], because the decoder turns arrays of tiny
-//!   elements into structs up to ~90× larger than their wire bytes. Such frames are also capped
-//!   at `--non-produce-request-max-bytes`.
+//!   `--produce-buffer-max-bytes` takes over). A frame costs its length, and its decoded
+//!   structures what they allocate: the vendored decoder charges every array and tagged-field
+//!   section to a per-decode budget (`kafka_protocol::protocol::decode_budget`), reserved before
+//!   decoding (up to [`DECODED_REQUEST_MAX_BYTES`]; the decoder can turn tiny elements into
+//!   structs ~100× their wire size) and shrunk to what was used, so a request that waits long
+//!   holds what it really takes. A request needing more fails to decode (its connection closes).
 //! - **fetch responses** (`--fetch-buffer-max-bytes`): Fetch responses from the moment their
 //!   records are read until their last byte is written to the socket; each connection may hold
 //!   at most `--connection-fetch-buffer-max-bytes` of it, so a client that never reads its socket
@@ -19,10 +21,15 @@
 use std::sync::Arc;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-/// Upper bound of decoded request memory per byte of a non-Produce frame: an array element
-/// takes at least one wire byte and at most about this many bytes once decoded (measured: a
-/// Metadata request of empty topic names decodes into 88× its frame).
+/// Upper bound of decoded structures per wire byte: an array element takes at least one byte on
+/// the wire and at most about this many once decoded (a Metadata request of empty topic names
+/// decodes into 88× its frame). The reservation before decoding is the frame × this, capped.
 pub const DECODED_BYTES_PER_WIRE_BYTE_MAX: usize = 100;
+
+/// Most memory one request's decoded structures may take, beyond its frame (whose strings and
+/// blobs they point into). The largest real requests need a few MiB (an OffsetCommit of 50,000
+/// partitions ~4 MiB); a request needing more is refused as malformed.
+pub const DECODED_REQUEST_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// Least a fetch takes from the broker-wide budget before it reads: when others hold most of
 /// it, a fetch reads this much (or waits for it) rather than nothing.
@@ -82,12 +89,21 @@ impl Held {
         self.0.iter().map(Permit::bytes).sum()
     }
 
-    /// Keeps at most `bytes` of the request budget (once a request is decoded and waits, its
-    /// memory is what its elements take, not the decoder's worst case).
-    pub fn shrink_request_to(&mut self, bytes: usize) {
+    /// Keeps at most `bytes` of the first budget it holds (a decode reservation shrinks to what
+    /// decoding used).
+    pub fn shrink_to(&mut self, bytes: usize) {
         if let Some(permit) = self.0.first_mut() {
             permit.shrink_to(bytes);
         }
+    }
+
+    /// Bytes of the first budget it holds.
+    pub fn first_bytes(&self) -> usize {
+        self.0.first().map_or(0, Permit::bytes)
+    }
+
+    pub fn merge(&mut self, other: Held) {
+        self.0.extend(other.0);
     }
 }
 
@@ -171,21 +187,20 @@ pub struct BudgetSettings {
 impl BudgetSettings {
     /// Checks that every request that passes the frame limits fits in the budgets.
     pub fn validate(&self, socket_request_max_bytes: usize) -> Result<(), String> {
-        let decoded = self
-            .non_produce_request_max_bytes
-            .saturating_mul(DECODED_BYTES_PER_WIRE_BYTE_MAX);
-        if decoded > self.queued_max_request_bytes {
+        let largest = socket_request_max_bytes.saturating_add(DECODED_REQUEST_MAX_BYTES);
+        if largest > self.queued_max_request_bytes {
             return Err(format!(
-                "--non-produce-request-max-bytes {} may decode into {decoded} bytes, more than \
-                 --queued-max-request-bytes {}: lower the first or raise the second",
-                self.non_produce_request_max_bytes, self.queued_max_request_bytes
+                "--queued-max-request-bytes {} cannot hold the largest request: \
+                 --socket-request-max-bytes {socket_request_max_bytes} plus \
+                 {DECODED_REQUEST_MAX_BYTES} bytes of decoded structures",
+                self.queued_max_request_bytes
             ));
         }
-        if socket_request_max_bytes > self.queued_max_request_bytes {
+        if self.non_produce_request_max_bytes > socket_request_max_bytes {
             return Err(format!(
-                "--socket-request-max-bytes {socket_request_max_bytes} is more than \
-                 --queued-max-request-bytes {}",
-                self.queued_max_request_bytes
+                "--non-produce-request-max-bytes {} is more than --socket-request-max-bytes \
+                 {socket_request_max_bytes}",
+                self.non_produce_request_max_bytes
             ));
         }
         if self.connection_fetch_buffer_max_bytes > self.fetch_buffer_max_bytes {
@@ -211,17 +226,22 @@ impl Budgets {
         }
     }
 
-    /// Holds a frame of `bytes` about to be read, in one acquisition (a request never holds
-    /// part of the budget while it waits for more): its length for Produce, its length ×
-    /// [`DECODED_BYTES_PER_WIRE_BYTE_MAX`] for anything else.
-    pub async fn frame(&self, bytes: usize, produce: bool) -> Held {
-        let charge = if produce {
-            bytes
-        } else {
-            bytes.saturating_mul(DECODED_BYTES_PER_WIRE_BYTE_MAX)
-        };
+    /// Holds a frame of `bytes` about to be read.
+    pub async fn frame(&self, bytes: usize) -> Held {
         let mut held = Held::default();
-        held.push(self.requests.acquire_unqueued(charge).await);
+        held.push(self.requests.acquire_unqueued(bytes).await);
+        held
+    }
+
+    /// Reserves what decoding a frame of `frame_bytes` may allocate; shrink it to what decoding
+    /// used (see [`Held::shrink_to`]). Waits holding nothing else of the budget but the frame,
+    /// unqueued, so requests never wait on one another in a cycle.
+    pub async fn decoding(&self, frame_bytes: usize) -> Held {
+        let wanted = frame_bytes
+            .saturating_mul(DECODED_BYTES_PER_WIRE_BYTE_MAX - 1)
+            .clamp(1, DECODED_REQUEST_MAX_BYTES);
+        let mut held = Held::default();
+        held.push(self.requests.acquire_unqueued(wanted).await);
         held
     }
 
@@ -384,8 +404,8 @@ mod tests {
     #[tokio::test]
     async fn a_large_request_waiting_for_room_never_holds_back_small_ones() {
         let budgets = budgets(1 << 20, 1 << 20); // requests: 1000 bytes
-        let first = budgets.frame(600, true).await;
-        let waiting = budgets.frame(500, true);
+        let first = budgets.frame(600).await;
+        let waiting = budgets.frame(500);
         tokio::pin!(waiting);
         assert!(
             tokio::time::timeout(Duration::from_millis(20), waiting.as_mut())
@@ -394,7 +414,7 @@ mod tests {
             "500 do not fit beside 600"
         );
         // A FIFO queue would make this wait behind the 500.
-        let small = tokio::time::timeout(Duration::from_millis(20), budgets.frame(100, true))
+        let small = tokio::time::timeout(Duration::from_millis(20), budgets.frame(100))
             .await
             .expect("100 fit now");
         drop(small);
@@ -403,11 +423,12 @@ mod tests {
             .await
             .expect("woken when room was given back");
         assert_eq!(big.bytes(), 500);
-        // A waiting request's decoded charge shrinks to what it keeps.
-        let mut metadata = budgets.frame(5, false).await;
-        assert_eq!(metadata.bytes(), 500);
-        metadata.shrink_request_to(20);
-        assert_eq!(metadata.bytes(), 20);
+        drop(big);
+        // A decode reservation shrinks to what decoding used.
+        let mut decoding = budgets.decoding(5).await;
+        assert_eq!(decoding.bytes(), 5 * (DECODED_BYTES_PER_WIRE_BYTE_MAX - 1));
+        decoding.shrink_to(20);
+        assert_eq!(decoding.bytes(), 20);
     }
 
     #[test]
@@ -419,8 +440,11 @@ mod tests {
             connection_fetch_buffer_max_bytes: 64 << 20,
         };
         assert!(settings.validate(100 << 20).is_ok());
-        assert!(settings.validate(600 << 20).is_err());
-        settings.non_produce_request_max_bytes = 8 << 20;
+        assert!(
+            settings.validate(500 << 20).is_err(),
+            "no room for its decoding"
+        );
+        settings.non_produce_request_max_bytes = 200 << 20;
         assert!(settings.validate(100 << 20).is_err());
     }
 }

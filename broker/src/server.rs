@@ -155,7 +155,7 @@ pub async fn read_frame(
             limits.non_produce_max_bytes,
         ));
     }
-    let held = budgets.frame(length, produce).await;
+    let held = budgets.frame(length).await;
     let mut frame = BytesMut::with_capacity(length.min(FRAME_READ_CHUNK_BYTES));
     frame.extend_from_slice(&key[..length.min(2)]);
     let body = async {
@@ -200,6 +200,10 @@ async fn write_response(
     }
     Ok(())
 }
+
+/// Ordered requests (all but Produce and Fetch) one connection may have decoded and in progress
+/// or waiting for the one before them; further frames stay unread in the socket.
+const ORDERED_REQUESTS_WAITING_MAX: usize = 8;
 
 /// Whether a request takes effect in connection order: all but Produce (staged in order
 /// instead, so pipelined produce keeps its throughput) and Fetch (reads only what was
@@ -248,6 +252,7 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
         max_bytes: broker.limits.socket_request_max_bytes,
         non_produce_max_bytes: broker.budgets.non_produce_request_max_bytes,
     };
+    let ordered_slots = Arc::new(Semaphore::new(ORDERED_REQUESTS_WAITING_MAX));
     // Completes when the last ordered request so far has been handled.
     let mut previous: Option<oneshot::Receiver<()>> = None;
     loop {
@@ -267,21 +272,19 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
             }
         };
         let Frame { bytes, mut held } = frame;
-        let frame_bytes = bytes.len();
-        let request = match api::decode_request(bytes.freeze()) {
+        // Decoding allocates within a reservation, which then shrinks to what it used: a request
+        // holds what it really takes for as long as it waits.
+        let mut decoding = broker.budgets.decoding(bytes.len()).await;
+        let (request, used) = api::decode_request_within(bytes.freeze(), decoding.first_bytes());
+        decoding.shrink_to(used);
+        held.merge(decoding);
+        let request = match request {
             Ok(request) => request,
             Err(error) => {
                 tracing::info!(%error, "undecodable request; closing connection");
                 break;
             }
         };
-        // Decoded: a request that may wait long keeps only what it holds, not the decoder's
-        // worst case (a long-polling consumer must not hold 100x its fetch request).
-        if let Decoded::Request(request) = &request {
-            if let Some(bytes) = api::waiting_bytes_estimate(request, frame_bytes) {
-                held.shrink_request_to(bytes);
-            }
-        }
         let broker = broker.clone();
         let handle = match request {
             Decoded::Immediate(response) => {
@@ -298,6 +301,16 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
                 tokio::spawn(async move { api::complete(&broker, staged, &connection).await })
             }
             Decoded::Request(request) => {
+                // Kafka handles a connection's requests one at a time and leaves the rest in the
+                // socket; a few may wait here, decoded, behind one that waits long (a rebalance).
+                let slot = if ordered(request.api_key) {
+                    match ordered_slots.clone().acquire_owned().await {
+                        Ok(slot) => Some(slot),
+                        Err(_) => break,
+                    }
+                } else {
+                    None
+                };
                 let (done, next) = oneshot::channel();
                 let after = if ordered(request.api_key) {
                     previous.replace(next)
@@ -313,6 +326,7 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
                     let staged = api::stage(&broker, request).await;
                     let reply = api::complete(&broker, staged, &connection).await;
                     drop(held);
+                    drop(slot);
                     let _ = done.send(());
                     reply
                 })
@@ -393,7 +407,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_produce_frames_may_be_large_and_others_hold_their_decoded_size() {
+    async fn only_produce_frames_may_be_large() {
         let idle = Duration::from_secs(5);
         let budgets = budgets();
         let limits = FrameLimits {
@@ -424,7 +438,8 @@ mod tests {
             .expect("some");
         assert_eq!(
             read.held.bytes(),
-            10 * crate::memory::DECODED_BYTES_PER_WIRE_BYTE_MAX
+            10,
+            "the frame; decoding is reserved apart"
         );
     }
 

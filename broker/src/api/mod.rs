@@ -308,6 +308,16 @@ pub enum DecodeError {
     Malformed(ApiKey, i16, String),
 }
 
+/// Decodes a request allocating at most `budget_bytes` for its structures (see
+/// `crate::memory`); returns the result and the bytes decoding used. Over the budget the
+/// request is malformed.
+pub fn decode_request_within(
+    frame: Bytes,
+    budget_bytes: usize,
+) -> (Result<Decoded, DecodeError>, usize) {
+    kafka_protocol::protocol::decode_budget::with_budget(budget_bytes, || decode_request(frame))
+}
+
 pub fn decode_request(mut frame: Bytes) -> Result<Decoded, DecodeError> {
     if frame.len() < 8 {
         return Err(DecodeError::Short(frame.len()));
@@ -336,37 +346,6 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, DecodeError> {
         api_key,
         body,
     })))
-}
-
-/// The memory a decoded request that may wait long (Fetch long polls, JoinGroup and SyncGroup
-/// waiting for the group) keeps while it waits: its frame (strings and blobs are slices of it)
-/// and its elements, counted with a margin for their own small allocations. `None` for
-/// requests that are handled at once and keep the decoder's worst case until answered.
-pub fn waiting_bytes_estimate(request: &Request, frame_bytes: usize) -> Option<usize> {
-    use kafka_protocol::messages::{fetch_request, join_group_request, sync_group_request};
-    use std::mem::size_of;
-    let elements = match &request.body {
-        RequestKind::Fetch(r) => {
-            let partitions: usize = r.topics.iter().map(|t| t.partitions.len()).sum();
-            let forgotten: usize = r
-                .forgotten_topics_data
-                .iter()
-                .map(|t| t.partitions.len())
-                .sum();
-            r.topics.len() * size_of::<fetch_request::FetchTopic>()
-                + partitions * size_of::<fetch_request::FetchPartition>()
-                + r.forgotten_topics_data.len() * size_of::<fetch_request::ForgottenTopic>()
-                + forgotten * size_of::<i32>()
-        }
-        RequestKind::JoinGroup(r) => {
-            r.protocols.len() * size_of::<join_group_request::JoinGroupRequestProtocol>()
-        }
-        RequestKind::SyncGroup(r) => {
-            r.assignments.len() * size_of::<sync_group_request::SyncGroupRequestAssignment>()
-        }
-        _ => return None,
-    };
-    Some(frame_bytes + 2 * elements)
 }
 
 /// Encodes a response frame: length prefix, response header, body.

@@ -1375,3 +1375,31 @@ async fn unknown_topic_ids_are_answered_unknown_topic_id() {
     );
     broker.log.shutdown().await;
 }
+
+#[test]
+fn decoding_allocates_within_its_budget() {
+    // Metadata v1 naming 500,000 empty topics: 1 MB on the wire, ~45 MB of structs decoded.
+    let names = 500_000usize;
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(&[0, 3, 0, 1, 0, 0, 0, 7, 0, 0]);
+    frame.extend_from_slice(&(names as i32).to_be_bytes());
+    frame.resize(frame.len() + 2 * names, 0);
+    let frame = frame.freeze();
+    let (refused, used) =
+        decode_request_within(frame.clone(), crate::memory::DECODED_REQUEST_MAX_BYTES);
+    assert!(
+        matches!(refused, Err(DecodeError::Malformed(..))),
+        "{refused:?}"
+    );
+    assert!(used <= crate::memory::DECODED_REQUEST_MAX_BYTES);
+    let (decoded, used) = decode_request_within(frame, 1 << 30);
+    assert!(decoded.is_ok());
+    assert!(used > 20 * 2 * names, "{used}");
+    // A real request uses a little.
+    let (ok, used) = decode_request_within(
+        super::tests::frame(ApiKey::Fetch, 12, 1, &fetch_request("t", 0, 0)),
+        1 << 20,
+    );
+    assert!(ok.is_ok());
+    assert!(used < 4096, "{used}");
+}
