@@ -84,7 +84,10 @@ pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
                 Err(failure) => Err(failure.clone()),
                 Ok(topic) => {
                     let configs = TopicConfigs::new(broker, &topic.configs);
-                    validate(&name, partition.index, partition.records, &configs)
+                    match validate(&name, partition.index, partition.records, &configs) {
+                        Ok(validated) => check_compressed_counts(validated).await,
+                        Err(failure) => Err(failure),
+                    }
                 }
             };
             if let Ok(ok) = &result {
@@ -227,26 +230,6 @@ fn validate(
             tracing::debug!(%error, topic, partition, "rejected produce data");
             (batch_error(&error), error.to_string())
         })?;
-    // As Kafka's validation: a compressed batch is decompressed (capped) to check that it holds
-    // the records its header claims, which is what offsets are assigned from.
-    for (header, batch) in &batches {
-        if header.compression() == 0 {
-            continue;
-        }
-        let holds = super::records::count_compressed_records(header, batch);
-        let checked = match holds {
-            Ok(count) if count == i64::from(header.records_count) => Ok(()),
-            Ok(count) => Err(format!(
-                "batch claims {} records but holds {count}",
-                header.records_count
-            )),
-            Err(error) => Err(error),
-        };
-        if let Err(error) = checked {
-            tracing::debug!(%error, topic, partition, "rejected compressed produce data");
-            return Err((ResponseError::CorruptMessage, error));
-        }
-    }
     if configs.is_compacted() {
         configs::check_keys_for_compaction(&batches)
             .map_err(|message| (ResponseError::InvalidRecord, message))?;
@@ -254,6 +237,46 @@ fn validate(
     Ok(Validated {
         batches,
         log_append_time: configs.timestamp_type() == TimestampType::LogAppendTime,
+    })
+}
+
+/// As Kafka's validation: each compressed batch is decompressed (streamed, capped) to check
+/// that it holds the records its header claims, which is what offsets are assigned from. Runs
+/// on the blocking pool: a batch that expands a lot must not hold up a runtime worker (the
+/// session keep-alive and the controller run there).
+async fn check_compressed_counts(
+    validated: Validated,
+) -> Result<Validated, (ResponseError, String)> {
+    if validated.batches.iter().all(|(h, _)| h.compression() == 0) {
+        return Ok(validated);
+    }
+    tokio::task::spawn_blocking(move || {
+        for (header, batch) in &validated.batches {
+            if header.compression() == 0 {
+                continue;
+            }
+            let checked = match super::records::count_compressed_records(header, batch) {
+                Ok(count) if count == i64::from(header.records_count) => Ok(()),
+                Ok(count) => Err(format!(
+                    "batch claims {} records but holds {count}",
+                    header.records_count
+                )),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = checked {
+                tracing::debug!(%error, "rejected compressed produce data");
+                return Err((ResponseError::CorruptMessage, error));
+            }
+        }
+        Ok(validated)
+    })
+    .await
+    .unwrap_or_else(|error| {
+        tracing::error!(%error, "compressed batch check failed");
+        Err((
+            ResponseError::CorruptMessage,
+            "batch check failed".to_owned(),
+        ))
     })
 }
 
