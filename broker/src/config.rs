@@ -261,6 +261,17 @@ pub struct ServeArgs {
     )]
     pub offsets_retention_check_interval_ms: u64,
 
+    /// How often each broker applies topics' `retention.ms` to the partitions it leads,
+    /// moving their log start past records older than that (Kafka's
+    /// `log.retention.check.interval.ms`).
+    #[arg(
+        long,
+        env = "SKIFF_LOG_RETENTION_CHECK_INTERVAL_MS",
+        default_value_t = 300_000,
+        value_name = "MS"
+    )]
+    pub log_retention_check_interval_ms: u64,
+
     /// Create a topic when a client asks for its metadata or produces to it (Kafka's
     /// `auto.create.topics.enable`).
     #[arg(long, env = "SKIFF_AUTO_CREATE_TOPICS_ENABLE", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -466,6 +477,9 @@ impl ServeArgs {
         }
         if self.connections_max_idle_ms == 0 {
             bail!("--connections-max-idle-ms must be positive");
+        }
+        if self.log_retention_check_interval_ms == 0 {
+            bail!("--log-retention-check-interval-ms must be positive");
         }
         if self.connection_write_timeout_ms == 0 {
             bail!("--connection-write-timeout-ms must be positive");

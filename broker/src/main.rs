@@ -5,6 +5,7 @@ mod config;
 mod group;
 mod http;
 mod memory;
+mod retention;
 mod server;
 mod storage;
 
@@ -144,6 +145,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 args.offsets_retention_check_interval_ms,
             ),
         },
+    ));
+    tokio::spawn(retention::run(
+        log.clone(),
+        std::time::Duration::from_millis(args.log_retention_check_interval_ms),
     ));
     let broker = Arc::new(Broker {
         log: log.clone(),

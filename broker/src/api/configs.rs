@@ -395,6 +395,15 @@ impl StaticBrokerConfigs {
 /// The topic default of `retention.ms` (and so the broker's `log.retention.ms`).
 const DEFAULT_RETENTION_MS: &str = "604800000";
 
+/// A topic's `retention.ms`: its own setting, else the default (7 days); -1 is unlimited.
+pub fn retention_ms(configs: &BTreeMap<String, String>) -> i64 {
+    configs
+        .get("retention.ms")
+        .map_or(DEFAULT_RETENTION_MS, String::as_str)
+        .parse()
+        .unwrap_or(skiff_tiering::log::RETENTION_UNLIMITED)
+}
+
 fn broker_configs(broker: &Broker) -> Vec<(&'static str, String, i8)> {
     let timestamp_type = timestamp_type_name(broker.topic_defaults.message_timestamp_type);
     let node_id = broker.node.node_id.to_string();

@@ -33,6 +33,14 @@ impl LedPartitions {
         led.insert(tp.partition);
     }
 
+    /// Every partition this broker holds the claim of.
+    pub fn led(&self) -> Vec<TopicPartition> {
+        self.topics
+            .iter()
+            .flat_map(|(topic, (_, led))| led.iter().map(move |p| TopicPartition::new(topic, *p)))
+            .collect()
+    }
+
     /// Whether `tp` certainly is not led here: a partition of a known topic, not held. An
     /// unknown topic or partition number is not ruled out (the store says whether it exists).
     pub fn rules_out(&self, tp: &TopicPartition) -> bool {

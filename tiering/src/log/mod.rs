@@ -6,7 +6,9 @@
 //! and serve them from the recent-objects cache or with ranged GETs ([`reader`]).
 
 mod delete_records;
+mod retention;
 pub use delete_records::HIGH_WATERMARK;
+pub use retention::RETENTION_UNLIMITED;
 mod index;
 pub mod leadership;
 mod pending;
