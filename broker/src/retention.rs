@@ -1,5 +1,5 @@
 //! The log retention pass: every `--log-retention-check-interval-ms`, each broker applies its
-//! led partitions' `retention.ms` (see `skiff_tiering::log::Log::enforce_retention`). Moving the
+//! led partitions' `retention.ms` and `retention.bytes` (see `skiff_tiering::log::Log::enforce_retention`). Moving the
 //! log start is the leader's commit, so it never races the leader's own appends; deleting the
 //! bytes below it is the compactor's garbage collection.
 
@@ -19,16 +19,16 @@ pub async fn run(log: Log, check_interval: Duration) {
 pub async fn pass(log: &Log) {
     let now_ms = log.clock().now_ms();
     for tp in log.led_partitions() {
-        let retention_ms = match log.led_topic(&tp).await {
-            Ok(topic) => crate::api::retention_ms(&topic.configs),
+        let retention = match log.led_topic(&tp).await {
+            Ok(topic) => crate::api::retention(&topic.configs),
             Err(error) => {
                 tracing::debug!(%error, partition = %tp, "retention: partition not led now");
                 continue;
             }
         };
-        match log.enforce_retention(&tp, retention_ms, now_ms).await {
+        match log.enforce_retention(&tp, retention, now_ms).await {
             Ok(Some(start)) => {
-                tracing::info!(partition = %tp, log_start_offset = start, retention_ms, "retention applied")
+                tracing::info!(partition = %tp, log_start_offset = start, ?retention, "retention applied")
             }
             Ok(None) => {}
             Err(error) => {

@@ -1,4 +1,4 @@
-"""retention.ms: each leader moves its partitions' log start past records older than the topic's
+"""retention.ms and retention.bytes: each leader moves its partitions' log start past records older than the topic's
 retention, whole flushes at a time, as Kafka deletes whole segments (embedded and on etcd + S3)."""
 
 import time
@@ -50,6 +50,15 @@ def check_retention(b) -> None:
     for future in futures.values():
         future.result(timeout=30)
     wait_for_low_watermark(b, default, 5)
+    # retention.bytes: the oldest flushes go while what stays still holds that many bytes; a
+    # limit of 1 byte keeps only the newest flush.
+    sized = h.unique_topic("size-retention")
+    h.create_topic(b.bootstrap, sized, 1, config={"retention.bytes": "1"})
+    for flush in range(3):
+        produce_at(b, sized, [b"flush-%d-%d" % (flush, i) for i in range(2)], now_ms)
+    wait_for_low_watermark(b, sized, 4)
+    assert [r.value for r in h.read_partitions(b.bootstrap, sized, [0])] == [b"flush-2-0",
+                                                                          b"flush-2-1"]
 
 
 def test_retention_embedded(start_broker):

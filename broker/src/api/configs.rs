@@ -395,13 +395,20 @@ impl StaticBrokerConfigs {
 /// The topic default of `retention.ms` (and so the broker's `log.retention.ms`).
 const DEFAULT_RETENTION_MS: &str = "604800000";
 
-/// A topic's `retention.ms`: its own setting, else the default (7 days); -1 is unlimited.
-pub fn retention_ms(configs: &BTreeMap<String, String>) -> i64 {
-    configs
-        .get("retention.ms")
-        .map_or(DEFAULT_RETENTION_MS, String::as_str)
-        .parse()
-        .unwrap_or(skiff_tiering::log::RETENTION_UNLIMITED)
+/// A topic's `retention.ms` (default 7 days) and `retention.bytes` (default none); -1 is
+/// unlimited.
+pub fn retention(configs: &BTreeMap<String, String>) -> skiff_tiering::log::Retention {
+    let get = |name: &str, default: &str| {
+        configs
+            .get(name)
+            .map_or(default, String::as_str)
+            .parse()
+            .unwrap_or(skiff_tiering::log::RETENTION_UNLIMITED)
+    };
+    skiff_tiering::log::Retention {
+        ms: get("retention.ms", DEFAULT_RETENTION_MS),
+        bytes: get("retention.bytes", "-1"),
+    }
 }
 
 fn broker_configs(broker: &Broker) -> Vec<(&'static str, String, i8)> {

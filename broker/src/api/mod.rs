@@ -22,7 +22,7 @@ mod records;
 mod replicas;
 mod topics;
 
-pub use configs::{retention_ms, StaticBrokerConfigs};
+pub use configs::{retention, StaticBrokerConfigs};
 pub use offsets::coordinator;
 pub use producer_ids::ProducerIds;
 

@@ -8,7 +8,7 @@
 mod delete_records;
 mod retention;
 pub use delete_records::HIGH_WATERMARK;
-pub use retention::RETENTION_UNLIMITED;
+pub use retention::{Retention, RETENTION_UNLIMITED};
 mod index;
 pub mod leadership;
 mod pending;

@@ -1,6 +1,6 @@
-//! Time-based retention (`retention.ms`): the leader moves a partition's log start past the
-//! oldest part of its log whose records are all older than the retention time, as Kafka deletes
-//! whole segments whose largest timestamp is older. Our segments are the index's slots (one
+//! Retention (`retention.ms`, `retention.bytes`): the leader moves a partition's log start past
+//! the oldest part of its log whose records are all older than the retention time, or that the
+//! log can lose and still hold `retention.bytes`, as Kafka deletes whole segments. Our segments are the index's slots (one
 //! flush's section, or a rolled-up range of them), taken oldest first up to the first one that
 //! still holds a record to keep, so retention never removes a record it should keep; a rolled-up
 //! range is kept whole until all of it expired. The log start is committed through
@@ -25,32 +25,85 @@ pub(crate) fn retained_start(slots: &[Slot], log_start: i64, cutoff_ms: i64) -> 
     start
 }
 
+/// The log start after dropping the leading slots (last offset, bytes) the log can lose and
+/// still hold `retention_bytes` (never before `log_start`).
+pub(crate) fn retained_start_by_size(
+    slots: &[(i64, u64)],
+    log_start: i64,
+    retention_bytes: u64,
+) -> i64 {
+    let live: Vec<&(i64, u64)> = slots
+        .iter()
+        .filter(|(last, _)| *last >= log_start)
+        .collect();
+    let mut total: u64 = live.iter().map(|(_, bytes)| bytes).sum();
+    let mut start = log_start;
+    for (last, bytes) in live {
+        if total - bytes < retention_bytes {
+            break;
+        }
+        total -= bytes;
+        start = start.max(last + 1);
+    }
+    start
+}
+
+/// What a partition must keep: `retention.ms` and `retention.bytes`, each -1 for no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub ms: i64,
+    pub bytes: i64,
+}
+
 impl super::Log {
-    /// Applies `retention_ms` to a partition this broker leads at `now_ms`: returns the new log
+    /// Applies `retention` to a partition this broker leads at `now_ms`: returns the new log
     /// start offset if it moved.
     pub async fn enforce_retention(
         &self,
         tp: &TopicPartition,
-        retention_ms: i64,
+        retention: Retention,
         now_ms: i64,
     ) -> Result<Option<i64>, LogError> {
-        if retention_ms < 0 {
+        if retention.ms < 0 && retention.bytes < 0 {
             return Ok(None);
         }
         let partition = self.loaded_led_partition(tp).await?;
-        let (current, target) = {
+        let (current, slots) = {
             let view = partition.view.lock().expect("view mutex poisoned");
-            let start = view.state.log_start_offset;
-            let cutoff = now_ms.saturating_sub(retention_ms);
-            (
-                start,
-                retained_start(&index::top_slots(&view), start, cutoff),
-            )
+            (view.state.log_start_offset, index::top_slots(&view))
         };
+        let mut target = current;
+        if retention.ms >= 0 {
+            let cutoff = now_ms.saturating_sub(retention.ms);
+            target = target.max(retained_start(&slots, current, cutoff));
+        }
+        if let Ok(retention_bytes) = u64::try_from(retention.bytes) {
+            let mut sized = Vec::with_capacity(slots.len());
+            for slot in slots.iter().filter(|s| s.last_offset() >= current) {
+                sized.push((slot.last_offset(), self.slot_bytes(slot).await?));
+            }
+            target = target.max(retained_start_by_size(&sized, current, retention_bytes));
+        }
         if target <= current {
             return Ok(None);
         }
         self.delete_records(tp, target).await.map(Some)
+    }
+
+    /// Bytes of record batches under an index slot (rolled-up ranges read from their index
+    /// objects, immutable and cached).
+    async fn slot_bytes(&self, slot: &Slot) -> Result<u64, LogError> {
+        let mut pending = vec![slot.clone()];
+        let mut bytes = 0u64;
+        while let Some(slot) = pending.pop() {
+            match slot {
+                Slot::Section(entry) => bytes += entry.length,
+                Slot::Rollup(rollup) => {
+                    pending.extend(index::children(&self.inner, &rollup).await?);
+                }
+            }
+        }
+        Ok(bytes)
     }
 
     /// The partitions the controller last said this broker leads.
@@ -100,5 +153,29 @@ mod tests {
         assert_eq!(retained_start(&slots, 0, 500), 40, "everything");
         assert_eq!(retained_start(&slots, 15, 101), 15, "never moves back");
         assert_eq!(retained_start(&slots, 15, 201), 30);
+    }
+
+    #[test]
+    fn drops_the_oldest_slots_the_log_can_lose_and_still_hold_its_bytes() {
+        let slots = [(9, 100), (19, 100), (29, 100), (39, 50)];
+        assert_eq!(retained_start_by_size(&slots, 0, 350), 0, "350 held in all");
+        assert_eq!(retained_start_by_size(&slots, 0, 250), 10);
+        assert_eq!(retained_start_by_size(&slots, 0, 150), 20);
+        assert_eq!(
+            retained_start_by_size(&slots, 0, 0),
+            40,
+            "everything may go"
+        );
+        assert_eq!(
+            retained_start_by_size(&slots, 0, 51),
+            20,
+            "keeps at least 51 bytes"
+        );
+        assert_eq!(
+            retained_start_by_size(&slots, 25, 100),
+            25,
+            "never moves back"
+        );
+        assert_eq!(retained_start_by_size(&slots, 25, 50), 30);
     }
 }
