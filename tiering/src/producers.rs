@@ -162,32 +162,12 @@ pub fn increment(sequence: i32, by: i32) -> i32 {
 impl ProducerStates {
     /// What to do with a batch. `awaited` is the first sequence this broker must see next from
     /// a producer the partition does not remember (set after such a producer's batch failed).
-    ///
-    /// A producer the partition does not remember may start at any sequence (its state may have
-    /// expired, as in Kafka), unless `newcomers_start_at_zero`: a leader that took the partition
-    /// over recently cannot tell an expired producer from one whose earlier batch is still in
-    /// doubt at the previous leader (timed out, never committed). Accepting a later batch then
-    /// would make the client count the earlier one as delivered (librdkafka acknowledges
-    /// earlier messages implicitly when a later batch succeeds) and lose it; OUT_OF_ORDER makes
-    /// it retry from its last acknowledged batch instead.
-    pub fn check(
-        &self,
-        batch: &Sequenced,
-        awaited: Option<(i16, i32)>,
-        newcomers_start_at_zero: bool,
-    ) -> Verdict {
+    pub fn check(&self, batch: &Sequenced, awaited: Option<(i16, i32)>) -> Verdict {
         let Some(entry) = self.producers.get(&batch.producer_id) else {
             return match awaited {
                 Some((epoch, first)) if epoch == batch.epoch && first != batch.first_sequence => {
                     Verdict::OutOfOrder(format!(
                         "producer_id={} sequence={} while sequence={first} failed and was not retried yet",
-                        batch.producer_id, batch.first_sequence
-                    ))
-                }
-                _ if newcomers_start_at_zero && batch.first_sequence != 0 => {
-                    Verdict::OutOfOrder(format!(
-                        "producer_id={} is unknown to this partition's new leader and must start \
-                         at sequence 0, not {}",
                         batch.producer_id, batch.first_sequence
                     ))
                 }
@@ -299,38 +279,21 @@ mod tests {
     }
 
     #[test]
-    fn a_new_leader_makes_unknown_producers_start_at_zero() {
-        let states = ProducerStates::default();
-        assert_eq!(states.check(&seq(7, 0, 0, 3), None, true), Verdict::Append);
-        assert!(matches!(
-            states.check(&seq(7, 0, 42, 3), None, true),
-            Verdict::OutOfOrder(_)
-        ));
-        assert_eq!(
-            states.check(&seq(7, 0, 42, 3), None, false),
-            Verdict::Append
-        );
-    }
-
-    #[test]
     fn unknown_producer_may_start_anywhere_unless_a_failure_is_awaited() {
         let states = ProducerStates::default();
-        assert_eq!(states.check(&seq(7, 0, 0, 3), None, false), Verdict::Append);
-        assert_eq!(
-            states.check(&seq(7, 0, 42, 3), None, false),
-            Verdict::Append
-        );
+        assert_eq!(states.check(&seq(7, 0, 0, 3), None), Verdict::Append);
+        assert_eq!(states.check(&seq(7, 0, 42, 3), None), Verdict::Append);
         assert!(matches!(
-            states.check(&seq(7, 0, 10, 3), Some((0, 0)), false),
+            states.check(&seq(7, 0, 10, 3), Some((0, 0))),
             Verdict::OutOfOrder(_)
         ));
         assert_eq!(
-            states.check(&seq(7, 0, 0, 3), Some((0, 0)), false),
+            states.check(&seq(7, 0, 0, 3), Some((0, 0))),
             Verdict::Append
         );
         // A failure under an older epoch does not hold back a bumped producer.
         assert_eq!(
-            states.check(&seq(7, 1, 10, 3), Some((0, 0)), false),
+            states.check(&seq(7, 1, 10, 3), Some((0, 0))),
             Verdict::Append
         );
     }
@@ -341,33 +304,33 @@ mod tests {
         let mut offset = 100;
         for first in [0, 3, 6] {
             let b = seq(7, 0, first, 3);
-            assert_eq!(states.check(&b, None, false), Verdict::Append);
+            assert_eq!(states.check(&b, None), Verdict::Append);
             states.record(&b, offset, offset + 2, 1);
             offset += 3;
         }
         assert_eq!(
-            states.check(&seq(7, 0, 3, 3), None, false),
+            states.check(&seq(7, 0, 3, 3), None),
             Verdict::Duplicate { base_offset: 103 }
         );
         assert!(matches!(
-            states.check(&seq(7, 0, 10, 3), None, false),
+            states.check(&seq(7, 0, 10, 3), None),
             Verdict::OutOfOrder(_)
         ));
         // Same first sequence, different length: not the same batch.
         assert!(matches!(
-            states.check(&seq(7, 0, 3, 2), None, false),
+            states.check(&seq(7, 0, 3, 2), None),
             Verdict::OutOfOrder(_)
         ));
-        assert_eq!(states.check(&seq(7, 0, 9, 1), None, false), Verdict::Append);
+        assert_eq!(states.check(&seq(7, 0, 9, 1), None), Verdict::Append);
         assert!(matches!(
-            states.check(&seq(7, 1, 9, 1), None, false),
+            states.check(&seq(7, 1, 9, 1), None),
             Verdict::OutOfOrder(_)
         ));
-        assert_eq!(states.check(&seq(7, 1, 0, 1), None, false), Verdict::Append);
+        assert_eq!(states.check(&seq(7, 1, 0, 1), None), Verdict::Append);
         states.record(&seq(7, 1, 0, 1), 200, 200, 2);
         assert_eq!(states.producers[&7].batches.len(), 1);
         assert!(matches!(
-            states.check(&seq(7, 0, 9, 1), None, false),
+            states.check(&seq(7, 0, 9, 1), None),
             Verdict::InvalidEpoch(_)
         ));
     }
@@ -380,11 +343,11 @@ mod tests {
         }
         assert_eq!(states.producers[&1].batches.len(), BATCHES_REMEMBERED);
         assert!(matches!(
-            states.check(&seq(1, 0, 1, 1), None, false),
+            states.check(&seq(1, 0, 1, 1), None),
             Verdict::OutOfOrder(_)
         ));
         assert_eq!(
-            states.check(&seq(1, 0, 2, 1), None, false),
+            states.check(&seq(1, 0, 2, 1), None),
             Verdict::Duplicate { base_offset: 2 }
         );
     }
@@ -397,7 +360,7 @@ mod tests {
         let last = seq(1, 0, i32::MAX - 1, 2);
         assert_eq!(last.last_sequence, i32::MAX);
         states.record(&last, 0, 1, 0);
-        assert_eq!(states.check(&seq(1, 0, 0, 5), None, false), Verdict::Append);
+        assert_eq!(states.check(&seq(1, 0, 0, 5), None), Verdict::Append);
     }
 
     #[test]
@@ -433,7 +396,7 @@ mod tests {
             let mut offset = 0i64;
             for size in &sizes {
                 let b = Sequenced::new(9, 3, next_seq, size - 1);
-                prop_assert_eq!(states.check(&b, None, false), Verdict::Append);
+                prop_assert_eq!(states.check(&b, None), Verdict::Append);
                 states.record(&b, offset, offset + i64::from(*size) - 1, 0);
                 sent.push((b, offset));
                 offset += i64::from(*size);
@@ -441,7 +404,7 @@ mod tests {
             }
             let (b, base_offset) = sent[retry.index(sent.len())];
             let recent = sent.len() - sent.iter().position(|(s, _)| *s == b).expect("sent") <= BATCHES_REMEMBERED;
-            let verdict = states.check(&b, None, false);
+            let verdict = states.check(&b, None);
             if recent {
                 prop_assert_eq!(verdict, Verdict::Duplicate { base_offset });
             } else {
@@ -458,7 +421,7 @@ mod tests {
         let old = br#"{"producers":{"7":{"epoch":1,"last_seen_ms":5,"batches":[{"first_sequence":0,"last_sequence":2,"base_offset":10,"last_offset":12}]}}}"#;
         let states: ProducerStates = serde_json::from_slice(old).expect("decode");
         assert_eq!(
-            states.check(&Sequenced::new(7, 1, 0, 2), None, false),
+            states.check(&Sequenced::new(7, 1, 0, 2), None),
             Verdict::Duplicate { base_offset: 10 }
         );
     }

@@ -179,8 +179,6 @@ pub(crate) struct PartitionLog {
     pub(crate) view: Mutex<PartitionView>,
     /// Appends accepted and not yet answered; a hand-over waits for them.
     pub(crate) inflight: pending::Inflight,
-    /// When this broker loaded the partition (clock ms): a new leader's producer-state window.
-    pub(crate) loaded_at_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -732,7 +730,6 @@ pub(crate) async fn load_partition(
         ProducerStates::default()
     };
     let loaded = Arc::new(PartitionLog {
-        loaded_at_ms: inner.clock.now_ms(),
         topic_create_revision: topic.create_revision,
         topic: Mutex::new((topic.mod_revision, topic.record)),
         view: Mutex::new(PartitionView {

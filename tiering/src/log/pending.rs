@@ -81,7 +81,6 @@ pub(crate) fn sequence(
     appends: Vec<PendingAppend>,
     committed_next_offset: i64,
     now_ms: i64,
-    newcomers_start_at_zero: bool,
 ) -> Sequencing {
     let mut out = Sequencing::default();
     let mut next_offset = committed_next_offset;
@@ -93,7 +92,7 @@ pub(crate) fn sequence(
         };
         let states = out.producers.as_ref().unwrap_or(committed);
         let awaited = awaited.and_then(|a| a.get(&batch.producer_id)).copied();
-        match states.check(&batch, awaited, newcomers_start_at_zero) {
+        match states.check(&batch, awaited) {
             Verdict::Append => {
                 let last_offset = next_offset + append.offsets() - 1;
                 out.producers

@@ -82,12 +82,6 @@ pub(crate) async fn run_flusher(inner: Arc<LogInner>) {
     }
 }
 
-/// For this long after loading a partition (after a claim, a restart or a fencing), producers it
-/// does not remember must start at sequence 0 (see `ProducerStates::check`): librdkafka's
-/// default `message.timeout.ms`, past which a request in doubt at the previous leader has failed
-/// at the client anyway.
-const NEW_LEADER_WINDOW_MS: i64 = 300_000;
-
 struct Prepared {
     tp: TopicPartition,
     partition: Arc<PartitionLog>,
@@ -237,14 +231,12 @@ fn admit(
             .awaited_sequences
             .lock()
             .expect("awaited mutex poisoned");
-        let newly_led = now_ms.saturating_sub(partition.loaded_at_ms) < NEW_LEADER_WINDOW_MS;
         let sequencing = super::pending::sequence(
             &view.producers,
             awaited.get(tp),
             current,
             view.state.next_offset,
             now_ms,
-            newly_led,
         );
         (
             sequencing,
