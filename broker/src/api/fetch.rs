@@ -141,23 +141,22 @@ async fn read_partition(
             Err(error) => fail(log_error(&error)),
         };
     }
-    match broker
-        .log
-        .read(&tp, partition.fetch_offset, limit.max(1))
-        .await
-    {
+    let read = if first {
+        broker.log.read(&tp, partition.fetch_offset, limit).await
+    } else {
+        broker
+            .log
+            .read_within(&tp, partition.fetch_offset, limit)
+            .await
+    };
+    match read {
         Ok(read) => {
-            let batches = if first {
-                &read.batches[..]
-            } else {
-                within(&read.batches, limit)
-            };
-            let records = match batches.len() {
+            let records = match read.batches.len() {
                 0 => Bytes::new(),
-                1 => batches[0].clone(),
+                1 => read.batches[0].clone(),
                 _ => {
-                    let mut joined = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
-                    for batch in batches {
+                    let mut joined = BytesMut::with_capacity(read.bytes());
+                    for batch in &read.batches {
                         joined.extend_from_slice(batch);
                     }
                     joined.freeze()
@@ -228,30 +227,4 @@ async fn resolve_topic_ids(
         });
     }
     resolved
-}
-
-/// The leading batches that fit in `limit` bytes together.
-fn within(batches: &[Bytes], limit: usize) -> &[Bytes] {
-    let mut total = 0usize;
-    let fitting = batches
-        .iter()
-        .take_while(|batch| {
-            total += batch.len();
-            total <= limit
-        })
-        .count();
-    &batches[..fitting]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn past_the_first_partition_no_batch_goes_over_the_limit() {
-        let batches = vec![Bytes::from(vec![0u8; 900]), Bytes::from(vec![0u8; 50])];
-        assert_eq!(within(&batches, 100).len(), 0);
-        assert_eq!(within(&batches, 900).len(), 1);
-        assert_eq!(within(&batches, 950).len(), 2);
-    }
 }

@@ -413,7 +413,8 @@ impl Log {
         Ok(receiver)
     }
 
-    /// Reads whole batches from `offset`, about `max_bytes` of them (at least one batch).
+    /// Reads whole batches from `offset`, at most `max_bytes` of them except that the first is
+    /// returned whole whatever its size (KIP-74: a fetch's first batch).
     pub async fn read(
         &self,
         tp: &TopicPartition,
@@ -421,7 +422,19 @@ impl Log {
         max_bytes: usize,
     ) -> Result<ReadOutcome, LogError> {
         let partition = self.led_partition(tp).await?;
-        reader::read(&self.inner, &partition, offset, max_bytes).await
+        reader::read(&self.inner, &partition, offset, max_bytes, true).await
+    }
+
+    /// Reads whole batches from `offset` that fit in `max_bytes` together (none if the first
+    /// does not): a fetch's partitions after the first that returned data.
+    pub async fn read_within(
+        &self,
+        tp: &TopicPartition,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadOutcome, LogError> {
+        let partition = self.led_partition(tp).await?;
+        reader::read(&self.inner, &partition, offset, max_bytes, false).await
     }
 
     /// The first stored batch whose max timestamp is at or after `timestamp_ms`.

@@ -30,6 +30,7 @@ pub(crate) async fn read(
     partition: &PartitionLog,
     offset: i64,
     max_bytes: usize,
+    first_batch_whole: bool,
 ) -> Result<ReadOutcome, LogError> {
     let (top, high_watermark, log_start_offset) = {
         let view = partition.view.lock().expect("view mutex poisoned");
@@ -59,7 +60,8 @@ pub(crate) async fn read(
             if header.last_offset() < offset {
                 continue;
             }
-            if taken > 0 && taken + header.size_bytes > max_bytes {
+            let whole_first = taken == 0 && first_batch_whole;
+            if !whole_first && taken + header.size_bytes > max_bytes {
                 break 'entries;
             }
             taken += header.size_bytes;

@@ -185,6 +185,10 @@ async fn read_bounds_and_unknown_partitions() {
     ));
     // max_bytes smaller than one batch still returns that batch (KIP-74).
     assert_eq!(log.read(&tp, 0, 1).await.expect("read").batches.len(), 1);
+    // ... unless the batch must fit (a fetch's later partitions).
+    let within = log.read_within(&tp, 0, 1).await.expect("read within");
+    assert!(within.batches.is_empty());
+    assert!(within.high_watermark > 0);
     log.shutdown().await;
 }
 
