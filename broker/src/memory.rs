@@ -54,6 +54,13 @@ impl Permit {
             .map_or(0, OwnedSemaphorePermit::num_permits)
     }
 
+    /// Adds another permit of the same budget.
+    fn merge(&mut self, mut other: Permit) {
+        if let (Some(mine), Some(theirs)) = (self.permit.as_mut(), other.permit.take()) {
+            mine.merge(theirs);
+        }
+    }
+
     /// Gives back all but `keep` bytes.
     fn shrink_to(&mut self, keep: usize) {
         let surplus = self.bytes().saturating_sub(keep);
@@ -146,20 +153,27 @@ impl Budget {
         }
     }
 
-    fn try_acquire(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        self.semaphore
+    fn try_acquire(&self, bytes: usize) -> Option<Permit> {
+        let permit = self
+            .semaphore
             .clone()
-            .try_acquire_many_owned(permits(bytes))
-            .ok()
+            .try_acquire_many_owned(permits(bytes));
+        permit.ok().map(|p| self.wrap(p))
     }
 
-    /// Waits for `bytes` (at most the whole budget).
-    async fn acquire(&self, bytes: usize) -> OwnedSemaphorePermit {
-        self.semaphore
+    /// Waits (queued) for what is free of `wanted`, but at least
+    /// [`FETCH_RESERVATION_MIN_BYTES`] (or `wanted`, if less).
+    async fn acquire_free_part(&self, wanted: usize) -> Permit {
+        let take = wanted
+            .min(self.available())
+            .max(FETCH_RESERVATION_MIN_BYTES.min(wanted));
+        let permit = self
+            .semaphore
             .clone()
-            .acquire_many_owned(permits(bytes.min(self.max_bytes)))
+            .acquire_many_owned(permits(take.min(self.max_bytes)))
             .await
-            .expect("budget semaphores are never closed")
+            .expect("budget semaphores are never closed");
+        self.wrap(permit)
     }
 
     fn available(&self) -> usize {
@@ -259,80 +273,60 @@ pub struct ConnectionMemory {
     fetch: Budget,
 }
 
-/// Bytes reserved for one Fetch response being read.
+/// Bytes reserved for one Fetch response being read, from its connection's share and from the
+/// broker's budget (the same amount from each).
 #[derive(Debug)]
-pub struct FetchReservation {
-    connection: OwnedSemaphorePermit,
-    broker: OwnedSemaphorePermit,
-    budgets: Arc<Budgets>,
-    connection_budget: Arc<Semaphore>,
+pub struct FetchReservation<'a> {
+    connection: Permit,
+    broker: Permit,
+    budgets: (&'a Budget, &'a Budget),
 }
 
-impl FetchReservation {
+impl FetchReservation<'_> {
     /// How many bytes of records the response may take.
     pub fn bytes(&self) -> usize {
-        self.broker.num_permits()
+        self.broker.bytes()
     }
 
     /// Keeps what a response of `bytes` needs and gives back the rest. A response larger than
     /// its reservation (KIP-74: the first batch is sent whole) takes the difference when it is
     /// free; when it is not, the response goes over the budget by at most that one batch.
     pub fn shrink_to(mut self, bytes: usize) -> Held {
-        let reserved = self.bytes();
-        if bytes > reserved {
-            let more = bytes - reserved;
-            if let (Some(broker), Ok(connection)) = (
-                self.budgets.fetch.try_acquire(more),
-                self.connection_budget
-                    .clone()
-                    .try_acquire_many_owned(permits(more)),
-            ) {
-                self.broker.merge(broker);
-                self.connection.merge(connection);
+        if let Some(more) = bytes.checked_sub(self.bytes()).filter(|more| *more > 0) {
+            let (connection, broker) = self.budgets;
+            if let (Some(c), Some(b)) = (connection.try_acquire(more), broker.try_acquire(more)) {
+                self.connection.merge(c);
+                self.broker.merge(b);
             }
         }
         let keep = bytes.min(self.bytes());
-        drop(self.broker.split(self.broker.num_permits() - keep));
-        drop(self.connection.split(self.connection.num_permits() - keep));
+        self.connection.shrink_to(keep);
+        self.broker.shrink_to(keep);
         let mut held = Held::default();
-        held.push(Permit {
-            permit: Some(self.connection),
-            released: Arc::new(Notify::new()),
-        });
-        held.push(Permit {
-            permit: Some(self.broker),
-            released: self.budgets.fetch.released.clone(),
-        });
+        held.push(self.connection);
+        held.push(self.broker);
         held
     }
 }
 
 impl ConnectionMemory {
-    /// Reserves up to `wanted` bytes for a Fetch response: waits for this connection's earlier
-    /// responses to be written when its share is spent, then takes what the broker has free
-    /// (at least [`FETCH_RESERVATION_MIN_BYTES`], waiting for that much if need be).
-    pub async fn reserve_fetch(&self, wanted: usize) -> FetchReservation {
+    /// Reserves up to `wanted` bytes for a Fetch response: what this connection's share has
+    /// free (its earlier responses not yet written hold the rest), then as much of that as the
+    /// broker has free; each at least [`FETCH_RESERVATION_MIN_BYTES`], waiting for that much if
+    /// need be.
+    pub async fn reserve_fetch(&self, wanted: usize) -> FetchReservation<'_> {
         let wanted = wanted.clamp(1, self.fetch.max_bytes);
-        // What the connection has free (earlier responses not yet written hold the rest).
-        let from_connection = wanted
-            .min(self.fetch.available())
-            .max(FETCH_RESERVATION_MIN_BYTES.min(wanted));
-        let mut connection = self.fetch.acquire(from_connection).await;
-        let wanted = connection.num_permits();
-        let broker = &self.budgets.fetch;
-        let take = wanted
-            .min(broker.available())
-            .max(FETCH_RESERVATION_MIN_BYTES.min(wanted));
-        let broker = broker.acquire(take).await;
-        let granted = broker.num_permits();
-        if granted < connection.num_permits() {
-            drop(connection.split(connection.num_permits() - granted));
-        }
+        let mut connection = self.fetch.acquire_free_part(wanted).await;
+        let broker = self
+            .budgets
+            .fetch
+            .acquire_free_part(connection.bytes())
+            .await;
+        connection.shrink_to(broker.bytes());
         FetchReservation {
             connection,
             broker,
-            budgets: self.budgets.clone(),
-            connection_budget: self.fetch.semaphore.clone(),
+            budgets: (&self.fetch, &self.budgets.fetch),
         }
     }
 }
@@ -379,11 +373,16 @@ mod tests {
     async fn a_fetch_takes_what_is_free_but_at_least_the_minimum() {
         let mib = 1024 * 1024;
         let budgets = budgets(3 * mib, 3 * mib);
-        let a = budgets.connection().reserve_fetch(mib + mib / 2).await;
-        let b = budgets.connection().reserve_fetch(3 * mib).await;
+        let (first, second, third) = (
+            budgets.connection(),
+            budgets.connection(),
+            budgets.connection(),
+        );
+        let a = first.reserve_fetch(mib + mib / 2).await;
+        let b = second.reserve_fetch(3 * mib).await;
         assert_eq!(b.bytes(), mib + mib / 2, "only what is free");
         drop(b);
-        let _c = budgets.connection().reserve_fetch(mib).await;
+        let _c = third.reserve_fetch(mib).await;
         // Half a MiB free, less than the minimum: waits until `a` is written.
         let late = budgets.connection();
         let waiting =
