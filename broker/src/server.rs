@@ -107,10 +107,10 @@ pub struct Frame {
 }
 
 /// Reads one length-prefixed frame; `Ok(None)` on a clean end of stream. Waiting for the frame
-/// to start, and then for its last byte, each may take at most `idle`. The frame's bytes are
-/// taken from the request budget before they are read (waiting, not counted as idle, when the
-/// broker's budget is spent), and a frame that is not a Produce request also takes what its
-/// decoding may allocate.
+/// to start may take at most `idle`; its body at most [`frame_body_deadline`] (and `idle`). The
+/// frame's bytes are taken from the request budget before they are read (waiting for them is
+/// not counted against the client); what decoding it allocates is reserved apart
+/// (`Budgets::decoding`).
 pub async fn read_frame(
     reader: &mut (impl AsyncReadExt + Unpin),
     limits: FrameLimits,
@@ -300,23 +300,23 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
                 let connection = connection.clone();
                 tokio::spawn(async move { api::complete(&broker, staged, &connection).await })
             }
+            Decoded::Request(request) if !ordered(request.api_key) => {
+                let connection = connection.clone();
+                tokio::spawn(async move {
+                    let staged = api::stage(&broker, request).await;
+                    let reply = api::complete(&broker, staged, &connection).await;
+                    drop(held);
+                    reply
+                })
+            }
             Decoded::Request(request) => {
                 // Kafka handles a connection's requests one at a time and leaves the rest in the
                 // socket; a few may wait here, decoded, behind one that waits long (a rebalance).
-                let slot = if ordered(request.api_key) {
-                    match ordered_slots.clone().acquire_owned().await {
-                        Ok(slot) => Some(slot),
-                        Err(_) => break,
-                    }
-                } else {
-                    None
+                let Ok(slot) = ordered_slots.clone().acquire_owned().await else {
+                    break;
                 };
                 let (done, next) = oneshot::channel();
-                let after = if ordered(request.api_key) {
-                    previous.replace(next)
-                } else {
-                    None
-                };
+                let after = previous.replace(next);
                 let connection = connection.clone();
                 tokio::spawn(async move {
                     if let Some(after) = after {
@@ -325,8 +325,7 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
                     }
                     let staged = api::stage(&broker, request).await;
                     let reply = api::complete(&broker, staged, &connection).await;
-                    drop(held);
-                    drop(slot);
+                    drop((held, slot));
                     let _ = done.send(());
                     reply
                 })
