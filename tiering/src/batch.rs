@@ -157,7 +157,7 @@ pub fn validate(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchError> {
 /// Checks what only the broker may write and what a forged header could claim: clients may not
 /// send control batches, and an uncompressed batch must hold exactly `records_count` records
 /// (their length prefixes must tile the batch). Compressed batches are checked by the caller,
-/// which can decompress (see [`BatchHeader::count_is_implausible`]).
+/// which can decompress them and count with [`count_records`].
 pub fn validate_client_batch(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchError> {
     if header.is_control() {
         return Err(BatchError::Invalid(
@@ -186,18 +186,8 @@ pub fn validate_client_batch(header: &BatchHeader, batch: &[u8]) -> Result<(), B
 /// Checks that `records` (a batch's records, uncompressed) holds exactly the records the header
 /// claims: their length prefixes must tile it. A forged count would consume offsets without
 /// records (Kafka: CORRUPT_MESSAGE).
-pub fn check_records_count(header: &BatchHeader, mut records: &[u8]) -> Result<(), BatchError> {
-    let mut count: i64 = 0;
-    while !records.is_empty() {
-        let (length, used) = read_varint(records)
-            .ok_or_else(|| BatchError::Corrupt("bad record length varint".into()))?;
-        let length = usize::try_from(length)
-            .map_err(|_| BatchError::Corrupt(format!("negative record length {length}")))?;
-        records = records
-            .get(used + length..)
-            .ok_or_else(|| BatchError::Corrupt("record runs past the batch".into()))?;
-        count += 1;
-    }
+pub fn check_records_count(header: &BatchHeader, records: &[u8]) -> Result<(), BatchError> {
+    let count = count_records(records)?;
     if count != i64::from(header.records_count) {
         return Err(BatchError::Corrupt(format!(
             "batch claims {} records but holds {count}",
@@ -207,17 +197,51 @@ pub fn check_records_count(header: &BatchHeader, mut records: &[u8]) -> Result<(
     Ok(())
 }
 
-/// A zigzag-encoded varint (Kafka's record fields): (value, bytes used).
-fn read_varint(buf: &[u8]) -> Option<(i64, usize)> {
+/// The records in a stream of Kafka records (each a zigzag varint length, then that many bytes),
+/// skipping their bodies: a slice is walked in place, a decompressing reader is streamed through
+/// its buffer (so a batch that expands a lot costs a buffer, not its size). An error if the
+/// stream ends inside a record.
+pub fn count_records(mut records: impl std::io::BufRead) -> Result<i64, BatchError> {
+    let io = |e: std::io::Error| BatchError::Corrupt(format!("unreadable records: {e}"));
+    let mut count = 0i64;
+    while !records.fill_buf().map_err(io)?.is_empty() {
+        let length = read_varint(&mut records).map_err(io)?;
+        let mut left = u64::try_from(length)
+            .map_err(|_| BatchError::Corrupt(format!("negative record length {length}")))?;
+        while left > 0 {
+            let available = records.fill_buf().map_err(io)?.len();
+            if available == 0 {
+                return Err(BatchError::Corrupt(format!(
+                    "record {count} runs past the end of the batch"
+                )));
+            }
+            let skip = available.min(usize::try_from(left).unwrap_or(usize::MAX));
+            records.consume(skip);
+            left -= skip as u64;
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// A zigzag-encoded varint of at most 5 bytes (Kafka's record fields).
+fn read_varint(reader: &mut impl std::io::BufRead) -> std::io::Result<i64> {
     let mut raw: u64 = 0;
-    for (i, byte) in buf.iter().take(5).enumerate() {
+    for i in 0..5 {
+        let byte = match reader.fill_buf()?.first() {
+            Some(byte) => *byte,
+            None => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+        };
+        reader.consume(1);
         raw |= u64::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
-            let value = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
-            return Some((value, i + 1));
+            return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
         }
     }
-    None
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "record length varint longer than 5 bytes",
+    ))
 }
 
 /// Splits produce data into validated batches (zero-copy slices of `records`).

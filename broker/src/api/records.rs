@@ -8,7 +8,7 @@
 use anyhow::{bail, Context};
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::records::{Compression, RecordBatchDecoder, RecordSet};
-use skiff_tiering::batch::{BatchHeader, HEADER_LEN};
+use skiff_tiering::batch::{count_records, BatchHeader, HEADER_LEN};
 use std::io::Read;
 
 /// Most bytes one batch may decompress to (a 1 MiB batch of repetitive JSON stays well below).
@@ -37,72 +37,25 @@ pub fn decode_batch(batch: &Bytes) -> Result<RecordSet, String> {
 pub fn count_compressed_records(header: &BatchHeader, batch: &Bytes) -> Result<i64, String> {
     let payload = batch.slice(HEADER_LEN..);
     let cap = DECOMPRESSED_BATCH_MAX_BYTES as u64 + 1;
-    let counted = match header.compression() {
-        1 => count_records(flate2::read::GzDecoder::new(&payload[..]).take(cap)),
-        3 => count_records(
-            lz4::Decoder::new(&payload[..])
-                .map_err(|e| e.to_string())?
-                .take(cap),
-        ),
-        4 => count_records(
-            zstd::stream::read::Decoder::new(&payload[..])
-                .map_err(|e| e.to_string())?
-                .take(cap),
-        ),
+    let stream = |reader: Box<dyn Read + '_>| {
+        count_records(std::io::BufReader::new(reader.take(cap))).map_err(|e| e.to_string())
+    };
+    match header.compression() {
+        1 => stream(Box::new(flate2::read::GzDecoder::new(&payload[..]))),
+        3 => stream(Box::new(
+            lz4::Decoder::new(&payload[..]).map_err(|e| e.to_string())?,
+        )),
+        4 => stream(Box::new(
+            zstd::stream::read::Decoder::new(&payload[..]).map_err(|e| e.to_string())?,
+        )),
         2 => {
             let mut data = payload.clone();
             let records = decompress(&mut data, Compression::Snappy, DECOMPRESSED_BATCH_MAX_BYTES)
                 .map_err(|e| format!("{e:#}"))?;
-            count_records(&records[..])
+            count_records(&records[..]).map_err(|e| e.to_string())
         }
-        other => return Err(format!("unknown compression codec {other}")),
-    };
-    counted
-}
-
-/// Records in a stream of length-prefixed records (Kafka's record format: a zigzag varint
-/// length, then that many bytes); an error if the stream ends inside one or runs past the cap.
-fn count_records(mut reader: impl Read) -> Result<i64, String> {
-    let mut count = 0i64;
-    loop {
-        let length = match read_varint(&mut reader)? {
-            None => return Ok(count),
-            Some(length) => length,
-        };
-        let length =
-            u64::try_from(length).map_err(|_| format!("negative record length {length}"))?;
-        let skipped = std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink())
-            .map_err(|e| format!("decompression failed: {e}"))?;
-        if skipped != length {
-            return Err(format!(
-                "record {count} runs past the batch (or past {DECOMPRESSED_BATCH_MAX_BYTES} decompressed bytes)"
-            ));
-        }
-        count += 1;
+        other => Err(format!("unknown compression codec {other}")),
     }
-}
-
-/// A zigzag varint of at most 5 bytes; `None` at a clean end of the stream.
-fn read_varint(reader: &mut impl Read) -> Result<Option<i64>, String> {
-    let mut raw: u64 = 0;
-    for i in 0..5 {
-        let mut byte = [0u8; 1];
-        let read = reader
-            .read(&mut byte)
-            .map_err(|e| format!("decompression failed: {e}"))?;
-        if read == 0 {
-            return if i == 0 {
-                Ok(None)
-            } else {
-                Err("record length cut short".to_owned())
-            };
-        }
-        raw |= u64::from(byte[0] & 0x7f) << (7 * i);
-        if byte[0] & 0x80 == 0 {
-            return Ok(Some(((raw >> 1) as i64) ^ -((raw & 1) as i64)));
-        }
-    }
-    Err("bad record length varint".to_owned())
 }
 
 fn read_capped(reader: impl Read, cap: usize) -> anyhow::Result<Bytes> {
@@ -206,16 +159,17 @@ mod tests {
         payload.resize(payload.len() + (100 << 20), 0);
         let bomb = zstd::encode_all(&payload[..], 3).expect("zstd");
         assert!(bomb.len() < 100_000, "{}", bomb.len());
-        let error = count_records(
+        let error = count_records(std::io::BufReader::new(
             zstd::stream::read::Decoder::new(&bomb[..])
                 .expect("decoder")
                 .take(DECOMPRESSED_BATCH_MAX_BYTES as u64 + 1),
-        )
-        .expect_err("over the cap");
+        ))
+        .expect_err("over the cap")
+        .to_string();
         assert!(error.contains("runs past"), "{error}");
         // Three small records.
         let records = [&[2u8, 0][..], &[4, 0, 0], &[0]].concat();
-        assert_eq!(count_records(&records[..]), Ok(3));
+        assert_eq!(count_records(&records[..]).expect("counted"), 3);
         assert!(count_records(&[6u8, 0][..]).is_err(), "cut short");
     }
 
