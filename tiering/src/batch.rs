@@ -11,8 +11,8 @@ pub const HEADER_LEN: usize = 61;
 /// baseOffset (8) + batchLength (4): the part of the header outside `batchLength`.
 pub const LOG_OVERHEAD: usize = 12;
 const MAGIC_OFFSET: usize = 16;
-const CRC_OFFSET: usize = 17;
-const ATTRIBUTES_OFFSET: usize = 21;
+pub(crate) const CRC_OFFSET: usize = 17;
+pub(crate) const ATTRIBUTES_OFFSET: usize = 21;
 const LAST_OFFSET_DELTA_OFFSET: usize = 23;
 const BASE_TIMESTAMP_OFFSET: usize = 27;
 const MAX_TIMESTAMP_OFFSET: usize = 35;
@@ -20,9 +20,9 @@ const PRODUCER_ID_OFFSET: usize = 43;
 const PRODUCER_EPOCH_OFFSET: usize = 51;
 const BASE_SEQUENCE_OFFSET: usize = 53;
 const RECORDS_COUNT_OFFSET: usize = 57;
-const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
-const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
-const ATTRIBUTE_CONTROL: i16 = 0x20;
+pub(crate) const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
+pub(crate) const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
+pub(crate) const ATTRIBUTE_CONTROL: i16 = 0x20;
 const ATTRIBUTE_COMPRESSION: i16 = 0x07;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,10 @@ impl BatchHeader {
     /// Whether the batch carries an idempotent producer's id and sequence numbers.
     pub fn is_idempotent(&self) -> bool {
         self.producer_id >= 0
+    }
+
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & TIMESTAMP_TYPE_LOG_APPEND != 0
     }
 
     pub fn is_control(&self) -> bool {

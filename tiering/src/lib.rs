@@ -16,6 +16,7 @@ pub mod metadata;
 pub mod object;
 pub mod paths;
 pub mod producers;
+pub mod records;
 
 pub use clock::{Clock, SystemClock};
 pub use log::{Log, LogConfig, LogError};
