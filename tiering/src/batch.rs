@@ -30,6 +30,7 @@ pub struct BatchHeader {
     pub base_offset: i64,
     /// Whole batch size in bytes, header included.
     pub size_bytes: usize,
+    pub partition_leader_epoch: i32,
     pub magic: i8,
     pub crc: u32,
     pub attributes: i16,
@@ -114,6 +115,7 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(BatchHeader {
         base_offset: read_i64(buf, 0),
         size_bytes,
+        partition_leader_epoch: read_i32(buf, LOG_OVERHEAD),
         magic: buf[MAGIC_OFFSET] as i8,
         crc: u32::from_be_bytes(buf[CRC_OFFSET..CRC_OFFSET + 4].try_into().expect("4 bytes")),
         attributes: read_i16(buf, ATTRIBUTES_OFFSET),

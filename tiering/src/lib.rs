@@ -9,6 +9,7 @@ pub mod batch;
 pub mod catalog;
 pub mod clock;
 pub mod cluster;
+pub mod columnar;
 pub mod group_offsets;
 pub mod keys;
 pub mod log;

@@ -155,14 +155,14 @@ fn log_append_time_survives_a_rebuild() {
     assert_eq!(decode(&header, &batch).expect("decode"), records);
 }
 
-fn arb_record() -> impl Strategy<
-    Value = (
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Vec<(Vec<u8>, Option<Vec<u8>>)>,
-        i64,
-    ),
-> {
+type Row = (
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    i64,
+);
+
+fn arb_record() -> impl Strategy<Value = Row> {
     (
         proptest::option::of(prop::collection::vec(any::<u8>(), 0..40)),
         proptest::option::of(prop::collection::vec(any::<u8>(), 0..200)),

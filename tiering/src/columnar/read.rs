@@ -1,0 +1,367 @@
+//! Reading Parquet files back as Kafka record batches, one row group at a time.
+//!
+//! Files are immutable, so their footers and rebuilt row groups are cached by object key without
+//! invalidation (bounded by count and bytes; the hybrid cache of the performance work replaces
+//! this). A row group is fetched with ranged GETs of its column chunks only.
+
+use super::{col, ColumnarError};
+use crate::records::{self, BatchFields, Header, Record};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int16Type, Int32Type, Int64Type, Int8Type, TimestampMillisecondType};
+use arrow_array::{Array, RecordBatch};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::statistics::Statistics;
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+/// Footers kept in memory.
+const FOOTERS_MAX: usize = 1024;
+
+/// Rows decoded per Arrow batch.
+const DECODE_BATCH_ROWS: usize = 8192;
+
+/// What Fetch needs to know of a row group without decoding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowGroupInfo {
+    /// Highest `batch_last_offset`: the row group holds nothing a read from above needs.
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+}
+
+/// Record batches rebuilt from one row group, in offset order.
+pub type ReadBatches = Arc<Vec<Bytes>>;
+
+#[derive(Debug)]
+struct Footer {
+    metadata: ArrowReaderMetadata,
+    row_groups: Vec<RowGroupInfo>,
+}
+
+#[derive(Debug, Default)]
+struct Caches {
+    footers: HashMap<String, Arc<Footer>>,
+    footer_order: VecDeque<String>,
+    groups: HashMap<(String, usize), ReadBatches>,
+    group_order: VecDeque<(String, usize)>,
+    group_bytes: usize,
+}
+
+/// Reads Parquet files of the bucket as record batches.
+#[derive(Debug)]
+pub struct ColumnarReader {
+    objects: Arc<dyn ObjectStore>,
+    cache_max_bytes: usize,
+    caches: Mutex<Caches>,
+}
+
+fn unreadable(object: &str, error: parquet::errors::ParquetError) -> ColumnarError {
+    let message = format!("object={object}: {error}");
+    let missing = matches!(
+        &error,
+        parquet::errors::ParquetError::External(inner)
+            if matches!(inner.downcast_ref::<object_store::Error>(), Some(object_store::Error::NotFound { .. }))
+    );
+    if missing {
+        ColumnarError::Missing(message)
+    } else if matches!(error, parquet::errors::ParquetError::External(_)) {
+        ColumnarError::Unavailable(message)
+    } else {
+        ColumnarError::Corrupt(message)
+    }
+}
+
+impl ColumnarReader {
+    pub fn new(objects: Arc<dyn ObjectStore>, cache_max_bytes: usize) -> Self {
+        Self {
+            objects,
+            cache_max_bytes,
+            caches: Mutex::new(Caches::default()),
+        }
+    }
+
+    fn source(&self, object: &str, size: u64) -> BucketFile {
+        BucketFile {
+            objects: self.objects.clone(),
+            path: Path::from(object),
+            size,
+        }
+    }
+
+    async fn footer(&self, object: &str, size: u64) -> Result<Arc<Footer>, ColumnarError> {
+        if let Some(found) = self
+            .caches
+            .lock()
+            .expect("cache poisoned")
+            .footers
+            .get(object)
+        {
+            return Ok(found.clone());
+        }
+        let mut source = self.source(object, size);
+        let metadata = ArrowReaderMetadata::load_async(&mut source, ArrowReaderOptions::new())
+            .await
+            .map_err(|e| unreadable(object, e))?;
+        if metadata.schema().fields() != super::schema().fields() {
+            return Err(ColumnarError::Corrupt(format!(
+                "object={object}: not a skiff topic file (schema differs)"
+            )));
+        }
+        // Statistics are per leaf column (a list of structs is two), so columns go by name.
+        let leaf = |name: &str| {
+            metadata
+                .metadata()
+                .file_metadata()
+                .schema_descr()
+                .columns()
+                .iter()
+                .position(|c| c.path().string() == name)
+        };
+        let (Some(last_column), Some(timestamp_column)) =
+            (leaf("batch_last_offset"), leaf("timestamp"))
+        else {
+            return Err(ColumnarError::Corrupt(format!(
+                "object={object}: columns missing"
+            )));
+        };
+        let mut row_groups = Vec::new();
+        for group in metadata.metadata().row_groups() {
+            let max_i64 = |column: usize| match group.column(column).statistics() {
+                Some(Statistics::Int64(s)) => s.max_opt().copied(),
+                _ => None,
+            };
+            let (Some(last_offset), Some(max_timestamp)) =
+                (max_i64(last_column), max_i64(timestamp_column))
+            else {
+                return Err(ColumnarError::Corrupt(format!(
+                    "object={object}: row group without offset or timestamp statistics"
+                )));
+            };
+            row_groups.push(RowGroupInfo {
+                last_offset,
+                max_timestamp,
+            });
+        }
+        let footer = Arc::new(Footer {
+            metadata,
+            row_groups,
+        });
+        let mut caches = self.caches.lock().expect("cache poisoned");
+        if caches
+            .footers
+            .insert(object.to_string(), footer.clone())
+            .is_none()
+        {
+            caches.footer_order.push_back(object.to_string());
+        }
+        while caches.footer_order.len() > FOOTERS_MAX {
+            if let Some(oldest) = caches.footer_order.pop_front() {
+                caches.footers.remove(&oldest);
+            }
+        }
+        Ok(footer)
+    }
+
+    /// The row groups of a file, in offset order.
+    pub async fn row_groups(
+        &self,
+        object: &str,
+        size: u64,
+    ) -> Result<Vec<RowGroupInfo>, ColumnarError> {
+        Ok(self.footer(object, size).await?.row_groups.clone())
+    }
+
+    /// The record batches of one row group.
+    pub async fn row_group(
+        &self,
+        object: &str,
+        size: u64,
+        index: usize,
+    ) -> Result<ReadBatches, ColumnarError> {
+        let key = (object.to_string(), index);
+        if let Some(found) = self.caches.lock().expect("cache poisoned").groups.get(&key) {
+            return Ok(found.clone());
+        }
+        let footer = self.footer(object, size).await?;
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            self.source(object, size),
+            footer.metadata.clone(),
+        )
+        .with_row_groups(vec![index])
+        .with_batch_size(DECODE_BATCH_ROWS)
+        .build()
+        .map_err(|e| unreadable(object, e))?;
+        let arrow: Vec<RecordBatch> = stream
+            .try_collect()
+            .await
+            .map_err(|e| unreadable(object, e))?;
+        let batches = Arc::new(
+            rebuild(&arrow).map_err(|e| ColumnarError::Corrupt(format!("object={object}: {e}")))?,
+        );
+        let bytes: usize = batches.iter().map(Bytes::len).sum();
+        let mut caches = self.caches.lock().expect("cache poisoned");
+        if bytes <= self.cache_max_bytes
+            && caches.groups.insert(key.clone(), batches.clone()).is_none()
+        {
+            caches.group_order.push_back(key);
+            caches.group_bytes += bytes;
+        }
+        while caches.group_bytes > self.cache_max_bytes {
+            let Some(oldest) = caches.group_order.pop_front() else {
+                break;
+            };
+            if let Some(evicted) = caches.groups.remove(&oldest) {
+                caches.group_bytes -= evicted.iter().map(Bytes::len).sum::<usize>();
+            }
+        }
+        Ok(batches)
+    }
+}
+
+/// One file in the bucket, read with ranged GETs (its size comes from the index, so the footer
+/// is one GET).
+struct BucketFile {
+    objects: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+fn external(error: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(error))
+}
+
+impl AsyncFileReader for BucketFile {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.objects
+                .get_range(&self.path, range)
+                .await
+                .map_err(external)
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.objects
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(external)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// Turns decoded rows back into record batches: consecutive rows sharing `batch_base_offset`
+/// are one batch, encoded uncompressed with a fresh CRC.
+fn rebuild(arrow: &[RecordBatch]) -> Result<Vec<Bytes>, String> {
+    let mut out = Vec::new();
+    let mut open: Option<(BatchFields, Vec<Record>)> = None;
+    for rows in arrow {
+        let column = |i: usize| rows.column(i);
+        let offset = column(col::OFFSET).as_primitive::<Int64Type>();
+        let timestamp = column(col::TIMESTAMP).as_primitive::<TimestampMillisecondType>();
+        let timestamp_type = column(col::TIMESTAMP_TYPE).as_primitive::<Int8Type>();
+        let key = column(col::KEY).as_binary::<i32>();
+        let value = column(col::VALUE).as_binary::<i32>();
+        let headers = column(col::HEADERS).as_list::<i32>();
+        let producer_id = column(col::PRODUCER_ID).as_primitive::<Int64Type>();
+        let producer_epoch = column(col::PRODUCER_EPOCH).as_primitive::<Int16Type>();
+        let sequence = column(col::SEQUENCE).as_primitive::<Int32Type>();
+        let transactional = column(col::IS_TRANSACTIONAL).as_boolean();
+        let control = column(col::IS_CONTROL).as_boolean();
+        let leader_epoch = column(col::LEADER_EPOCH).as_primitive::<Int32Type>();
+        let base_offset = column(col::BATCH_BASE_OFFSET).as_primitive::<Int64Type>();
+        let last_offset = column(col::BATCH_LAST_OFFSET).as_primitive::<Int64Type>();
+        let bytes_at = |array: &arrow_array::BinaryArray, i: usize| {
+            (!array.is_null(i)).then(|| Bytes::copy_from_slice(array.value(i)))
+        };
+        for i in 0..rows.num_rows() {
+            let row_offset = offset.value(i);
+            let fields = BatchFields {
+                base_offset: base_offset.value(i),
+                last_offset: last_offset.value(i),
+                partition_leader_epoch: leader_epoch.value(i),
+                log_append_time: timestamp_type.value(i) == 1,
+                transactional: transactional.value(i),
+                control: control.value(i),
+                producer_id: producer_id.value(i),
+                producer_epoch: producer_epoch.value(i),
+                base_sequence: if sequence.value(i) < 0 {
+                    -1
+                } else {
+                    let delta = i32::try_from(row_offset - base_offset.value(i))
+                        .map_err(|_| format!("offset {row_offset} too far from its batch"))?;
+                    sequence.value(i).wrapping_sub(delta)
+                },
+            };
+            if !(fields.base_offset..=fields.last_offset).contains(&row_offset) {
+                return Err(format!(
+                    "offset {row_offset} outside its batch {}..={}",
+                    fields.base_offset, fields.last_offset
+                ));
+            }
+            let header_list = headers.value(i);
+            let header_rows = header_list.as_struct();
+            let header_keys = header_rows.column(0).as_binary::<i32>();
+            let header_values = header_rows.column(1).as_binary::<i32>();
+            let record = Record {
+                offset: row_offset,
+                timestamp: timestamp.value(i),
+                key: bytes_at(key, i),
+                value: bytes_at(value, i),
+                headers: (0..header_rows.len())
+                    .map(|h| Header {
+                        key: Bytes::copy_from_slice(header_keys.value(h)),
+                        value: bytes_at(header_values, h),
+                    })
+                    .collect(),
+            };
+            match &mut open {
+                Some((open_fields, records)) if open_fields.base_offset == fields.base_offset => {
+                    if records.last().is_some_and(|r| r.offset >= row_offset) {
+                        return Err(format!("offset {row_offset} out of order"));
+                    }
+                    records.push(record);
+                }
+                _ => {
+                    if let Some((done, records)) = open.take() {
+                        out.push(records::encode(&done, &records));
+                    }
+                    open = Some((fields, vec![record]));
+                }
+            }
+        }
+    }
+    if let Some((done, records)) = open {
+        out.push(records::encode(&done, &records));
+    }
+    Ok(out)
+}
