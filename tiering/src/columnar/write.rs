@@ -212,11 +212,6 @@ impl FileWriter {
         self.writer.flush().map_err(failed)
     }
 
-    /// Rows pushed so far.
-    pub fn rows(&self) -> u64 {
-        self.summary.rows
-    }
-
     /// Closes the file: its bytes and what it holds.
     pub fn finish(mut self) -> Result<(Bytes, FileSummary), ColumnarError> {
         self.write_row_group()?;
