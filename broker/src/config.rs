@@ -21,8 +21,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a broker: the Kafka listener and the HTTP admin API.
-    Serve(ServeArgs),
+    /// Run a broker: the Kafka listener and the HTTP admin API (and, unless
+    /// `--compactor-enable false`, the compactor).
+    Serve(Box<ServeArgs>),
+    /// Run a compactor on its own: rewrites flush objects as Parquet, applies retention to the
+    /// bucket and deletes unreferenced objects. Any number may run against one cluster.
+    Compactor(Box<CompactorCommandArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,77 +50,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SKIFF_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Directory for the embedded default: the object store (`<dir>/objects`) and the metadata
-    /// store (`<dir>/meta`). Everything the broker keeps is here.
-    #[arg(
-        long,
-        env = "SKIFF_DATA_DIR",
-        default_value = "./skiff-data",
-        value_name = "DIR"
-    )]
-    pub data_dir: PathBuf,
-
-    /// etcd endpoints, comma-separated (`http://host:2379,...`): run in cluster mode with the
-    /// metadata in etcd. Without it the broker uses the embedded store under `--data-dir`.
-    #[arg(long, env = "SKIFF_ETCD_ENDPOINTS", value_name = "URLS")]
-    pub etcd_endpoints: Option<String>,
-
-    /// Deadline of each etcd request.
-    #[arg(
-        long,
-        env = "SKIFF_ETCD_REQUEST_TIMEOUT_MS",
-        default_value_t = 5_000,
-        value_name = "MS"
-    )]
-    pub etcd_request_timeout_ms: u64,
-
-    /// Where objects go: `s3://bucket/optional/prefix` for an S3-compatible bucket, or
-    /// `file:///dir`. Default: `<data-dir>/objects`.
-    #[arg(long, env = "SKIFF_OBJECT_STORE_URL", value_name = "URL")]
-    pub object_store_url: Option<String>,
-
-    /// S3 endpoint for S3-compatible servers (MinIO, ...); default AWS (or `AWS_ENDPOINT_URL`).
-    #[arg(long, env = "SKIFF_S3_ENDPOINT", value_name = "URL")]
-    pub s3_endpoint: Option<String>,
-
-    /// S3 region.
-    #[arg(long, env = "SKIFF_S3_REGION", default_value = "us-east-1")]
-    pub s3_region: String,
-
-    /// S3 access key id (default: `AWS_ACCESS_KEY_ID` or the usual AWS credential chain).
-    #[arg(long, env = "SKIFF_S3_ACCESS_KEY_ID", value_name = "ID")]
-    pub s3_access_key_id: Option<String>,
-
-    /// S3 secret access key (default: `AWS_SECRET_ACCESS_KEY`). Never logged.
-    #[arg(
-        long,
-        env = "SKIFF_S3_SECRET_ACCESS_KEY",
-        value_name = "SECRET",
-        hide_env_values = true
-    )]
-    pub s3_secret_access_key: Option<Secret>,
-
-    /// Allow plain-HTTP S3 endpoints (local test servers).
-    #[arg(long, env = "SKIFF_S3_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub s3_allow_http: bool,
-
-    /// Address buckets as `bucket.host` instead of `host/bucket` (path style, the default, is
-    /// what most S3-compatible servers expect).
-    #[arg(long, env = "SKIFF_S3_VIRTUAL_HOSTED_STYLE", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub s3_virtual_hosted_style: bool,
-
-    /// Deadline of one object-store request, and of its retries together.
-    #[arg(
-        long,
-        env = "SKIFF_OBJECT_STORE_TIMEOUT_MS",
-        default_value_t = 10_000,
-        value_name = "MS"
-    )]
-    pub object_store_timeout_ms: u64,
-
-    /// Retries of a failed object-store request before the produce or fetch fails (retriably).
-    #[arg(long, env = "SKIFF_OBJECT_STORE_MAX_RETRIES", default_value_t = 3)]
-    pub object_store_max_retries: usize,
+    #[command(flatten)]
+    pub store: StoreArgs,
 
     /// Address the Kafka listener binds, as `HOST:PORT` or `PLAINTEXT://HOST:PORT` (Kafka's
     /// `listeners`).
@@ -408,6 +343,97 @@ pub struct ServeArgs {
     )]
     pub log_message_timestamp_type: TimestampType,
 
+    #[command(flatten)]
+    pub logging: LoggingArgs,
+
+    /// Run the compactor inside this broker (the embedded default). Turn it off where
+    /// compactors run as their own processes (`skiff compactor`).
+    #[arg(long, env = "SKIFF_COMPACTOR_ENABLE", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub compactor_enable: bool,
+
+    #[command(flatten)]
+    pub compactor: CompactorArgs,
+}
+
+/// Where a process keeps its data: the metadata store and the object store.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory for the embedded default: the object store (`<dir>/objects`) and the metadata
+    /// store (`<dir>/meta`). Everything the broker keeps is here.
+    #[arg(
+        long,
+        env = "SKIFF_DATA_DIR",
+        default_value = "./skiff-data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
+    /// etcd endpoints, comma-separated (`http://host:2379,...`): run in cluster mode with the
+    /// metadata in etcd. Without it the broker uses the embedded store under `--data-dir`.
+    #[arg(long, env = "SKIFF_ETCD_ENDPOINTS", value_name = "URLS")]
+    pub etcd_endpoints: Option<String>,
+
+    /// Deadline of each etcd request.
+    #[arg(
+        long,
+        env = "SKIFF_ETCD_REQUEST_TIMEOUT_MS",
+        default_value_t = 5_000,
+        value_name = "MS"
+    )]
+    pub etcd_request_timeout_ms: u64,
+
+    /// Where objects go: `s3://bucket/optional/prefix` for an S3-compatible bucket, or
+    /// `file:///dir`. Default: `<data-dir>/objects`.
+    #[arg(long, env = "SKIFF_OBJECT_STORE_URL", value_name = "URL")]
+    pub object_store_url: Option<String>,
+
+    /// S3 endpoint for S3-compatible servers (MinIO, ...); default AWS (or `AWS_ENDPOINT_URL`).
+    #[arg(long, env = "SKIFF_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region.
+    #[arg(long, env = "SKIFF_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// S3 access key id (default: `AWS_ACCESS_KEY_ID` or the usual AWS credential chain).
+    #[arg(long, env = "SKIFF_S3_ACCESS_KEY_ID", value_name = "ID")]
+    pub s3_access_key_id: Option<String>,
+
+    /// S3 secret access key (default: `AWS_SECRET_ACCESS_KEY`). Never logged.
+    #[arg(
+        long,
+        env = "SKIFF_S3_SECRET_ACCESS_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub s3_secret_access_key: Option<Secret>,
+
+    /// Allow plain-HTTP S3 endpoints (local test servers).
+    #[arg(long, env = "SKIFF_S3_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub s3_allow_http: bool,
+
+    /// Address buckets as `bucket.host` instead of `host/bucket` (path style, the default, is
+    /// what most S3-compatible servers expect).
+    #[arg(long, env = "SKIFF_S3_VIRTUAL_HOSTED_STYLE", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub s3_virtual_hosted_style: bool,
+
+    /// Deadline of one object-store request, and of its retries together.
+    #[arg(
+        long,
+        env = "SKIFF_OBJECT_STORE_TIMEOUT_MS",
+        default_value_t = 10_000,
+        value_name = "MS"
+    )]
+    pub object_store_timeout_ms: u64,
+
+    /// Retries of a failed object-store request before the produce or fetch fails (retriably).
+    #[arg(long, env = "SKIFF_OBJECT_STORE_MAX_RETRIES", default_value_t = 3)]
+    pub object_store_max_retries: usize,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Args)]
+pub struct LoggingArgs {
     /// Log filter in `tracing` syntax, e.g. `info` or `skiff=debug,info`.
     #[arg(long, env = "SKIFF_LOG", default_value = "info")]
     pub log: String,
@@ -415,6 +441,125 @@ pub struct ServeArgs {
     /// Log line format.
     #[arg(long, env = "SKIFF_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// The compactor's settings (`skiff serve` runs one unless `--compactor-enable false`;
+/// `skiff compactor` is one).
+#[derive(Debug, Clone, Args)]
+pub struct CompactorArgs {
+    /// Records are readable as Parquet in the bucket at most about this long after they were
+    /// acknowledged. Shorter means more, smaller Parquet files (about one per active partition
+    /// per half this time).
+    #[arg(
+        long,
+        env = "SKIFF_COMPACTOR_FRESHNESS_MS",
+        default_value_t = 60_000,
+        value_name = "MS"
+    )]
+    pub compactor_freshness_ms: i64,
+
+    /// Flush-object bytes one partition's job converts at most: about the largest Parquet
+    /// file's input. A partition with more is converted by several jobs.
+    #[arg(long, env = "SKIFF_COMPACTOR_JOB_MAX_BYTES", default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    pub compactor_job_max_bytes: u64,
+
+    /// Flush-object bytes one pass reads at most (the compactor's memory is about twice this).
+    #[arg(long, env = "SKIFF_COMPACTOR_PASS_MAX_BYTES", default_value_t = 128 * 1024 * 1024, value_name = "BYTES")]
+    pub compactor_pass_max_bytes: u64,
+
+    /// How often garbage collection deletes objects nothing references any more.
+    #[arg(
+        long,
+        env = "SKIFF_COMPACTOR_GC_INTERVAL_MS",
+        default_value_t = 300_000,
+        value_name = "MS"
+    )]
+    pub compactor_gc_interval_ms: i64,
+
+    /// How long an object stays after nothing references it, for reads that began before.
+    #[arg(
+        long,
+        env = "SKIFF_COMPACTOR_GC_GRACE_MS",
+        default_value_t = 300_000,
+        value_name = "MS"
+    )]
+    pub compactor_gc_grace_ms: i64,
+
+    /// Unreferenced objects younger than this are never deleted (their commit may still come).
+    /// Must exceed `--object-commit-timeout-ms` of every broker and compactor.
+    #[arg(
+        long,
+        env = "SKIFF_COMPACTOR_ORPHAN_AGE_MS",
+        default_value_t = 3_600_000,
+        value_name = "MS"
+    )]
+    pub compactor_orphan_age_ms: i64,
+
+    /// An object is committed (referenced by the index) within this long of its upload
+    /// starting, or never: a broker or compactor that was slower (paused, cut off) drops it.
+    #[arg(
+        long,
+        env = "SKIFF_OBJECT_COMMIT_TIMEOUT_MS",
+        default_value_t = skiff_tiering::log::OBJECT_COMMIT_TIMEOUT_MS,
+        value_name = "MS"
+    )]
+    pub object_commit_timeout_ms: i64,
+}
+
+impl CompactorArgs {
+    pub fn settings(&self) -> skiff_compactor::CompactorSettings {
+        skiff_compactor::CompactorSettings {
+            freshness_ms: self.compactor_freshness_ms,
+            job_max_bytes: self.compactor_job_max_bytes,
+            pass_max_bytes: self.compactor_pass_max_bytes,
+            object_commit_timeout_ms: self.object_commit_timeout_ms,
+            gc_interval_ms: self.compactor_gc_interval_ms,
+            gc_grace_ms: self.compactor_gc_grace_ms,
+            orphan_age_ms: self.compactor_orphan_age_ms,
+            ..skiff_compactor::CompactorSettings::default()
+        }
+    }
+}
+
+/// Settings of `skiff compactor`.
+#[derive(Debug, Clone, Args)]
+pub struct CompactorCommandArgs {
+    /// TOML config file; its keys are the settings below. Flags and environment variables
+    /// override it.
+    #[arg(long, env = "SKIFF_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    #[command(flatten)]
+    pub compactor: CompactorArgs,
+
+    /// Address the compactor's HTTP API binds (`/health`, `/v1/compactor`).
+    #[arg(
+        long,
+        env = "SKIFF_HTTP_LISTENERS",
+        default_value = "127.0.0.1:9645",
+        value_name = "ADDR"
+    )]
+    pub http_listeners: String,
+
+    #[command(flatten)]
+    pub logging: LoggingArgs,
+}
+
+impl CompactorCommandArgs {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        parse_listener(&self.http_listeners).context("--http-listeners")?;
+        self.compactor
+            .settings()
+            .validate()
+            .map_err(anyhow::Error::msg)
+    }
+
+    pub fn http_bind(&self) -> anyhow::Result<SocketAddr> {
+        parse_listener(&self.http_listeners).context("--http-listeners")
+    }
 }
 
 impl ServeArgs {
@@ -483,6 +628,15 @@ impl ServeArgs {
         }
         if self.connection_write_timeout_ms == 0 {
             bail!("--connection-write-timeout-ms must be positive");
+        }
+        if self.compactor.object_commit_timeout_ms <= 0 {
+            bail!("--object-commit-timeout-ms must be positive");
+        }
+        if self.compactor_enable {
+            self.compactor
+                .settings()
+                .validate()
+                .map_err(anyhow::Error::msg)?;
         }
         self.budget_settings()
             .validate(self.socket_request_max_bytes)
@@ -557,7 +711,15 @@ pub fn load_config_file_into_env(args: &[std::ffi::OsString]) -> anyhow::Result<
         }
     }
     let Some(path) = path else { return Ok(()) };
-    for (name, value) in read_config_file(&path)? {
+    // The subcommand decides which keys the file may hold: the first argument that is not a
+    // flag.
+    let subcommand = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy())
+        .find(|a| !a.starts_with('-'))
+        .map_or_else(|| "serve".to_owned(), |a| a.into_owned());
+    for (name, value) in read_config_file(&path, &subcommand)? {
         // Safe: called from `main` before any other thread exists.
         if std::env::var_os(&name).is_none() {
             std::env::set_var(&name, value);
@@ -567,17 +729,17 @@ pub fn load_config_file_into_env(args: &[std::ffi::OsString]) -> anyhow::Result<
 }
 
 /// The config file as (environment variable, value) pairs; unknown keys are an error.
-pub fn read_config_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+pub fn read_config_file(path: &Path, subcommand: &str) -> anyhow::Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     let table: toml::Table = text
         .parse()
         .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
     let command = Cli::command();
-    let serve = command
-        .find_subcommand("serve")
-        .expect("the serve subcommand exists");
-    let known: Vec<String> = serve
+    let Some(found) = command.find_subcommand(subcommand) else {
+        bail!("unknown command {subcommand:?}; `skiff --help` lists them");
+    };
+    let known: Vec<String> = found
         .get_arguments()
         .filter_map(|a| a.get_long())
         .filter(|long| *long != "config")
@@ -634,7 +796,7 @@ mod tests {
             "\"auto.create.topics.enable\" = false\nflush_linger_ms = 20\nlisteners = \"127.0.0.1:1\"\n",
         )
         .expect("write");
-        let mut pairs = read_config_file(&path).expect("read");
+        let mut pairs = read_config_file(&path, "serve").expect("read");
         pairs.sort();
         assert_eq!(
             pairs,
@@ -648,19 +810,53 @@ mod tests {
             ]
         );
         std::fs::write(&path, "flush_lingr_ms = 20\n").expect("write");
-        let error = read_config_file(&path)
+        let error = read_config_file(&path, "serve")
             .expect_err("unknown key")
             .to_string();
         assert!(error.contains("flush_lingr_ms"), "{error}");
     }
 
     #[test]
+    fn the_compactor_command_takes_its_own_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("compactor.toml");
+        std::fs::write(
+            &path,
+            "\"compactor.freshness.ms\" = 5000\netcd_endpoints = \"http://etcd:2379\"\n",
+        )
+        .expect("write");
+        let mut pairs = read_config_file(&path, "compactor").expect("read");
+        pairs.sort();
+        assert_eq!(
+            pairs,
+            vec![
+                ("SKIFF_COMPACTOR_FRESHNESS_MS".to_owned(), "5000".to_owned()),
+                (
+                    "SKIFF_ETCD_ENDPOINTS".to_owned(),
+                    "http://etcd:2379".to_owned()
+                ),
+            ]
+        );
+        // A broker setting is not a compactor's.
+        std::fs::write(&path, "flush-linger-ms = 20\n").expect("write");
+        assert!(read_config_file(&path, "compactor").is_err());
+        let cli = Cli::try_parse_from(["skiff", "compactor", "--compactor-freshness-ms", "500"])
+            .expect("parse");
+        let Command::Compactor(args) = cli.command else {
+            panic!("parsed as compactor")
+        };
+        assert!(args.validate().is_err(), "a freshness under 1 s is refused");
+    }
+
+    #[test]
     fn secrets_stay_out_of_debug_output() {
         let cli = Cli::try_parse_from(["skiff", "serve", "--s3-secret-access-key", "hunter2"])
             .expect("parse");
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed as serve")
+        };
         assert_eq!(
-            args.s3_secret_access_key.as_ref().map(Secret::expose),
+            args.store.s3_secret_access_key.as_ref().map(Secret::expose),
             Some("hunter2")
         );
         assert!(!format!("{args:?}").contains("hunter2"));
@@ -669,7 +865,9 @@ mod tests {
     #[test]
     fn defaults_validate() {
         let cli = Cli::try_parse_from(["skiff", "serve"]).expect("parse");
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed as serve")
+        };
         args.validate().expect("defaults are valid");
         assert_eq!(args.flush_linger_ms, 250);
         assert!(args.auto_create_topics_enable);

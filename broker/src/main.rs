@@ -1,6 +1,7 @@
 //! The `skiff` binary.
 
 mod api;
+mod compactor_http;
 mod config;
 mod group;
 mod http;
@@ -12,7 +13,8 @@ mod storage;
 use anyhow::Context;
 use api::{Broker, Limits, Node, ProducerIds, StaticBrokerConfigs, TopicDefaults};
 use clap::Parser;
-use config::{Cli, Command, LogFormat, ServeArgs};
+use config::{Cli, Command, CompactorCommandArgs, LogFormat, LoggingArgs, ServeArgs};
+use skiff_compactor::Compactor;
 use skiff_tiering::cluster::controller::Controller;
 use skiff_tiering::cluster::membership::{self, Membership};
 use skiff_tiering::keys::BrokerRecord;
@@ -27,17 +29,25 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(serve_args) => {
             serve_args.validate()?;
-            init_tracing(&serve_args);
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?
-                .block_on(serve(serve_args))
+            init_tracing(&serve_args.logging);
+            runtime()?.block_on(serve(*serve_args))
+        }
+        Command::Compactor(compactor_args) => {
+            compactor_args.validate()?;
+            init_tracing(&compactor_args.logging);
+            runtime()?.block_on(run_compactor(*compactor_args))
         }
     }
 }
 
-fn init_tracing(args: &ServeArgs) {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init_tracing(args: &LoggingArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -52,11 +62,11 @@ fn init_tracing(args: &ServeArgs) {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = storage::open_metadata_store(&args, clock.clone()).await?;
-    let objects = storage::open_object_store(&args)?;
+    let store = storage::open_metadata_store(&args.store, clock.clone()).await?;
+    let (objects, object_store_counts) = storage::open_object_store(&args.store)?;
     let node_id = match args.node_id {
         Some(id) => id,
-        None if args.etcd_endpoints.is_some() => membership::allocate_node_id(&*store)
+        None if args.store.etcd_endpoints.is_some() => membership::allocate_node_id(&*store)
             .await
             .context("cannot allocate a node id through etcd")?,
         None => 1,
@@ -91,8 +101,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let log = Log::open(
         store.clone(),
-        objects,
-        clock,
+        objects.clone(),
+        clock.clone(),
         LogConfig {
             node_id,
             flush_linger_ms: args.flush_linger_ms,
@@ -101,8 +111,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             recent_cache_max_bytes: args.recent_cache_max_bytes,
             index_rollup_fanout: args.index_rollup_fanout,
             producer_id_expiration_ms: args.producer_id_expiration_ms,
+            object_commit_timeout_ms: args.compactor.object_commit_timeout_ms,
+            ..LogConfig::default()
         },
     );
+    // The compactor of the embedded default (`--compactor-enable false` where compactors run
+    // as their own processes).
+    let compactor = args
+        .compactor_enable
+        .then(|| Compactor::new(store.clone(), objects, clock, args.compactor.settings()));
+    let (stop_compactor, compactor_stopped) = tokio::sync::watch::channel(false);
+    let compactor_task = compactor
+        .clone()
+        .map(|c| tokio::spawn(c.run(compactor_stopped)));
     let (stop_controller, controller_stopped) = tokio::sync::watch::channel(false);
     let view = skiff_tiering::cluster::view::ViewCell::default();
     let controller = tokio::spawn(
@@ -179,8 +200,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             bound.to_string(),
             format!("{host}:{port}"),
         ),
-        producer_ids: ProducerIds::new(store),
+        producer_ids: ProducerIds::new(store.clone()),
         view,
+        object_store_counts,
     });
 
     let http_bind = args.http_bind()?;
@@ -190,7 +212,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let http = {
         let shutdown = shutdown.clone();
-        let app = http::router(broker.clone());
+        let app = http::router(broker.clone())
+            .merge(compactor_http::routes(store.clone(), compactor.clone()));
         tokio::spawn(async move {
             let served = axum::serve(http_listener, app)
                 .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -203,7 +226,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         kafka = %bound,
         http = %http_bind,
-        data_dir = %args.data_dir.display(),
+        data_dir = %args.store.data_dir.display(),
         node_id,
         "skiff broker started"
     );
@@ -246,6 +269,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = kafka.await;
     stop_controller.send_replace(true);
     let _ = controller.await;
+    stop_compactor.send_replace(true);
+    if let Some(task) = compactor_task {
+        let _ = task.await;
+    }
     if displaced {
         // The registration is the other process's now: leave it alone.
         let _ = http.await;
@@ -259,6 +286,59 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     membership.deregister().await;
     let _ = http.await;
     tracing::info!("skiff broker stopped");
+    Ok(())
+}
+
+/// `skiff compactor`: the compactor on its own, with a small HTTP API (`/health`,
+/// `/v1/compactor`).
+async fn run_compactor(args: CompactorCommandArgs) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = storage::open_metadata_store(&args.store, clock.clone()).await?;
+    let (objects, object_store_counts) = storage::open_object_store(&args.store)?;
+    let compactor = Compactor::new(store.clone(), objects, clock, args.compactor.settings());
+    let http_bind = args.http_bind()?;
+    let http_listener = tokio::net::TcpListener::bind(http_bind)
+        .await
+        .with_context(|| format!("cannot bind the HTTP listener on {http_bind}"))?;
+    let shutdown = CancellationToken::new();
+    let http = {
+        let shutdown = shutdown.clone();
+        let app = axum::Router::new()
+            .route("/health", axum::routing::get(|| async { "ok" }))
+            .merge(compactor_http::routes(store, Some(compactor.clone())))
+            .route(
+                "/v1/object-store",
+                axum::routing::get(move || {
+                    let counts = object_store_counts.clone();
+                    async move { axum::Json(compactor_http::object_store_json(&counts)) }
+                }),
+            );
+        tokio::spawn(async move {
+            let served = axum::serve(http_listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP server failed");
+            }
+        })
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut task = tokio::spawn(compactor.run(stopped));
+    tracing::info!(http = %http_bind, data_dir = %args.store.data_dir.display(), "skiff compactor started");
+    let failed = tokio::select! {
+        _ = wait_for_signal() => false,
+        _ = &mut task => true,
+    };
+    stop.send_replace(true);
+    if !failed {
+        let _ = task.await;
+    }
+    shutdown.cancel();
+    let _ = http.await;
+    if failed {
+        anyhow::bail!("the compactor task ended unexpectedly; see the log above");
+    }
+    tracing::info!("skiff compactor stopped");
     Ok(())
 }
 

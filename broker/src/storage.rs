@@ -2,7 +2,7 @@
 //! etcd with `--etcd-endpoints`) and the object store (local directory, or an S3-compatible
 //! bucket with `--object-store-url s3://bucket/prefix`).
 
-use crate::config::ServeArgs;
+use crate::config::StoreArgs;
 use anyhow::{bail, Context};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub async fn open_metadata_store(
-    args: &ServeArgs,
+    args: &StoreArgs,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<dyn MetadataStore>> {
     if let Some(endpoints) = &args.etcd_endpoints {
@@ -51,7 +51,20 @@ pub async fn open_metadata_store(
     Ok(Arc::new(store))
 }
 
-pub fn open_object_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn ObjectStore>> {
+/// The object store, counted (`metered`): what the process asks of the bucket is what a cloud
+/// bill counts.
+pub fn open_object_store(
+    args: &StoreArgs,
+) -> anyhow::Result<(
+    Arc<dyn ObjectStore>,
+    Arc<skiff_tiering::metered::ObjectStoreCounts>,
+)> {
+    let metered = skiff_tiering::metered::MeteredStore::new(open_unmetered(args)?);
+    let counts = metered.counts();
+    Ok((Arc::new(metered), counts))
+}
+
+fn open_unmetered(args: &StoreArgs) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let url = args.object_store_url.as_deref().unwrap_or("");
     if url.is_empty() {
         let dir = args.data_dir.join("objects");

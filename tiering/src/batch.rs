@@ -144,17 +144,31 @@ pub fn validate(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchError> {
             batch.len()
         )));
     }
+    verify_crc(header, batch)?;
+    if header.records_count < 1 || header.last_offset_delta != header.records_count - 1 {
+        return Err(BatchError::Invalid(format!(
+            "records_count={} does not match last_offset_delta={}",
+            header.records_count, header.last_offset_delta
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a batch's CRC32C (over attributes..end). Batches compaction left gaps in are valid
+/// with it, though [`validate`] (for what clients send) refuses them.
+pub fn verify_crc(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchError> {
+    if batch.len() != header.size_bytes || batch.len() < ATTRIBUTES_OFFSET {
+        return Err(BatchError::Corrupt(format!(
+            "length mismatch: header={} actual={}",
+            header.size_bytes,
+            batch.len()
+        )));
+    }
     let computed = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
     if computed != header.crc {
         return Err(BatchError::Corrupt(format!(
             "crc mismatch: stored={:#010x} computed={computed:#010x}",
             header.crc
-        )));
-    }
-    if header.records_count < 1 || header.last_offset_delta != header.records_count - 1 {
-        return Err(BatchError::Invalid(format!(
-            "records_count={} does not match last_offset_delta={}",
-            header.records_count, header.last_offset_delta
         )));
     }
     Ok(())

@@ -182,6 +182,12 @@ impl Catalog {
             TxnOp::DeletePrefix {
                 prefix: keys::topic_producers_prefix(name),
             },
+            TxnOp::DeletePrefix {
+                prefix: keys::topic_layouts_prefix(name),
+            },
+            TxnOp::DeletePrefix {
+                prefix: keys::topic_compactor_errors_prefix(name),
+            },
         ]);
         if !self.store.txn(txn).await?.succeeded {
             return Err(CatalogError::Conflict(name.to_owned()));

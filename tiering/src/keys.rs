@@ -5,7 +5,11 @@
 //! /skiff/partitions/<topic>/<partition:010>              PartitionState (JSON)
 //! /skiff/index/<topic>/<partition:010>/<base_offset:020> IndexEntry (JSON): the index tail
 //! /skiff/rollups/<topic>/<partition:010>/<base_offset:020> RollupEntry (JSON): older ranges
+//! /skiff/layouts/<topic>/<partition:010>                 Layout (JSON): the Parquet part
 //! /skiff/producers/<topic>/<partition:010>               ProducerStates (JSON): idempotence
+//! /skiff/compactor/jobs/<topic>/<partition:010>          CompactorJob (JSON), on a compactor's lease
+//! /skiff/compactor/errors/<topic>/<partition:010>        CompactorError (JSON): the last failure
+//! /skiff/compactor/gc                                    CompactorJob (JSON), on a compactor's lease
 //! /skiff/producer-ids                                    ProducerIdBlock (JSON)
 //! /skiff/brokers/<node_id:010>                           BrokerRecord (JSON), on the broker's lease
 //! /skiff/broker-ids                                      NodeIdCounter (JSON)
@@ -176,13 +180,119 @@ pub struct RollupEntry {
     pub object: String,
     /// CRC32C of the index object, checked after every read.
     pub crc32c: u32,
+    /// Bytes of the leaves below (sections' or files' lengths); 0 in rollups written before
+    /// this was recorded.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
-/// The content of an index object: either sections (the leaves) or more rollups.
+/// The content of an index object: leaves (sections or Parquet files) or more rollups.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RollupBody {
     Sections(Vec<IndexEntry>),
     Rollups(Vec<RollupEntry>),
+    Files(Vec<ParquetFile>),
+}
+
+/// A Parquet file holding one partition's records of `[base_offset, last_offset]` (the
+/// compactor's output, see `columnar`): a leaf of the index, like a section. Rows may leave
+/// gaps (log compaction, records below the log start), never reorder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParquetFile {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// Largest record timestamp in the file (-1 for a file without rows).
+    pub max_timestamp: i64,
+    /// Object key (see `paths::new_parquet_file`).
+    pub object: String,
+    /// Size of the file (its footer is read from the end).
+    pub bytes: u64,
+    pub rows: u64,
+    /// CRC32C of the whole file, checked when the compactor reads it whole.
+    pub crc32c: u32,
+}
+
+/// A partition's Parquet part: every offset below `parquet_end` (and at or above the log start)
+/// is in a file reachable from here, every offset from it on in the flush-object index (tail
+/// and rollups). Only the compactor writes it; every change of the index other than a leader's
+/// append or roll-up is a transaction that compares and rewrites this key, and the leader's
+/// roll-ups compare it too, so the two never cross (ARCHITECTURE.md, "Compaction").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// The first offset not in Parquet (0: nothing converted yet).
+    pub parquet_end: i64,
+    /// Older files rolled up into index objects (`RollupBody::Files` or `Rollups`), oldest
+    /// first; all before `files`.
+    pub rollups: Vec<RollupEntry>,
+    /// The newest files, oldest first (at most `layout::FILES_INLINE_MAX`).
+    pub files: Vec<ParquetFile>,
+    /// When the compactor last changed the layout (0: never).
+    pub compacted_ms: i64,
+    /// Log compaction cleaned the Parquet part up to here (what is after is "dirty").
+    #[serde(default)]
+    pub cleaned_end: i64,
+    /// When the first tombstone the last cleaning kept may go (its timestamp plus
+    /// `delete.retention.ms`; 0: none kept): a cleaning is due then, new data or not.
+    #[serde(default)]
+    pub tombstones_expire_ms: i64,
+}
+
+pub fn layouts_prefix() -> String {
+    format!("{ROOT}/layouts/")
+}
+
+pub fn topic_layouts_prefix(topic: &str) -> String {
+    format!("{ROOT}/layouts/{topic}/")
+}
+
+pub fn layout(topic: &str, partition: i32) -> String {
+    format!("{ROOT}/layouts/{topic}/{partition:010}")
+}
+
+/// Who works on a partition (or on garbage collection): written on the compactor's lease, so
+/// it disappears when that compactor dies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactorJob {
+    /// The compactor process (a ULID chosen at its start).
+    pub owner: String,
+    pub started_ms: i64,
+}
+
+/// A partition's last compaction failure, deleted by its next success.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactorError {
+    pub error: String,
+    pub at_ms: i64,
+    /// Failures in a row.
+    pub failures: u32,
+}
+
+pub fn compactor_jobs_prefix() -> String {
+    format!("{ROOT}/compactor/jobs/")
+}
+
+pub fn topic_compactor_jobs_prefix(topic: &str) -> String {
+    format!("{ROOT}/compactor/jobs/{topic}/")
+}
+
+pub fn compactor_job(topic: &str, partition: i32) -> String {
+    format!("{ROOT}/compactor/jobs/{topic}/{partition:010}")
+}
+
+pub fn compactor_errors_prefix() -> String {
+    format!("{ROOT}/compactor/errors/")
+}
+
+pub fn topic_compactor_errors_prefix(topic: &str) -> String {
+    format!("{ROOT}/compactor/errors/{topic}/")
+}
+
+pub fn compactor_error(topic: &str, partition: i32) -> String {
+    format!("{ROOT}/compactor/errors/{topic}/{partition:010}")
+}
+
+pub fn compactor_gc() -> String {
+    format!("{ROOT}/compactor/gc")
 }
 
 pub fn topic_rollup_prefix(topic: &str) -> String {

@@ -12,12 +12,15 @@ pub mod cluster;
 pub mod columnar;
 pub mod group_offsets;
 pub mod keys;
+pub mod layout;
 pub mod log;
 pub mod metadata;
+pub mod metered;
 pub mod object;
 pub mod paths;
 pub mod producers;
 pub mod records;
+pub mod tree;
 
 pub use clock::{Clock, SystemClock};
 pub use log::{Log, LogConfig, LogError};

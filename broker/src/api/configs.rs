@@ -1,8 +1,9 @@
 //! Topic configs: the ones Skiff knows (Kafka's names and defaults), their validation, and
 //! DescribeConfigs for topics and brokers.
 //!
-//! `retention.*`, `cleanup.policy`, `delete.retention.ms` and `min.compaction.lag.ms` are stored
-//! and reported now and enforced by the compactor; the others take effect on produce.
+//! `retention.*` are enforced by the leaders (the log start) and the compactor (the bucket);
+//! `cleanup.policy`, `delete.retention.ms`, `min.compaction.lag.ms` and
+//! `min.cleanable.dirty.ratio` by the compactor; the others take effect on produce.
 
 use super::Broker;
 use crate::config::TimestampType;
@@ -25,6 +26,7 @@ const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
 
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +37,8 @@ enum Kind {
     Int {
         min: i64,
     },
+    /// A number from 0 to 1.
+    Ratio,
     OneOf(&'static [&'static str]),
     /// Comma-separated subset of the listed values.
     ListOf(&'static [&'static str]),
@@ -83,6 +87,11 @@ const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         name: "message.timestamp.type",
         kind: Kind::OneOf(TIMESTAMP_TYPES),
         default: DefaultValue::TimestampType,
+    },
+    TopicConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        kind: Kind::Ratio,
+        default: DefaultValue::Fixed("0.5"),
     },
     TopicConfigDef {
         name: "min.compaction.lag.ms",
@@ -142,6 +151,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
             };
             value.parse::<i64>().is_ok_and(|v| v >= min && v <= max)
         }
+        Kind::Ratio => value.parse::<f64>().is_ok_and(|v| (0.0..=1.0).contains(&v)),
         Kind::OneOf(values) => values.contains(&value),
         Kind::ListOf(values) => value.split(',').all(|item| values.contains(&item.trim())),
     };
@@ -228,6 +238,7 @@ fn config_type(name: &str) -> i8 {
     match definition(name).map(|d| d.kind) {
         Some(Kind::Long { .. }) => TYPE_LONG,
         Some(Kind::Int { .. }) => TYPE_INT,
+        Some(Kind::Ratio) => TYPE_DOUBLE,
         Some(Kind::ListOf(_)) => TYPE_LIST,
         _ => TYPE_STRING,
     }
@@ -398,6 +409,17 @@ const DEFAULT_RETENTION_MS: &str = "604800000";
 /// A topic's `retention.ms` (default 7 days) and `retention.bytes` (default none); -1 is
 /// unlimited.
 pub fn retention(configs: &BTreeMap<String, String>) -> skiff_tiering::log::Retention {
+    // As Kafka: time and size retention apply only with the "delete" policy (a topic that is
+    // only compacted keeps the latest value of every key forever).
+    let deletes = configs
+        .get("cleanup.policy")
+        .is_none_or(|p| p.split(',').any(|item| item.trim() == "delete"));
+    if !deletes {
+        return skiff_tiering::log::Retention {
+            ms: skiff_tiering::log::RETENTION_UNLIMITED,
+            bytes: skiff_tiering::log::RETENTION_UNLIMITED,
+        };
+    }
     let get = |name: &str, default: &str| {
         configs
             .get(name)

@@ -137,6 +137,9 @@ pub struct Broker {
     pub producer_ids: ProducerIds,
     /// The latest cluster view the controller read (brokers, topics, leaders).
     pub view: skiff_tiering::cluster::view::ViewCell,
+    /// Requests and bytes to the object store, by operation (this process: broker and, when
+    /// embedded, compactor).
+    pub object_store_counts: Arc<skiff_tiering::metered::ObjectStoreCounts>,
 }
 
 impl Broker {

@@ -105,6 +105,7 @@ async fn fixture() -> Fixture {
         static_configs: StaticBrokerConfigs::default(),
         producer_ids: ProducerIds::new(store),
         view,
+        object_store_counts: Default::default(),
     };
     Fixture {
         _dir: dir,

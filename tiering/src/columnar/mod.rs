@@ -27,7 +27,7 @@
 mod read;
 mod write;
 
-pub use read::{ColumnarReader, ReadBatches, RowGroupInfo};
+pub use read::{decode_file, ColumnarReader, ReadBatches, RowGroupInfo};
 pub use write::{FileSummary, FileWriter};
 
 use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};

@@ -279,6 +279,28 @@ impl AsyncFileReader for BucketFile {
     }
 }
 
+/// Every record batch of a whole file held in memory (the compactor, which reads a file whole to
+/// check its CRC32C before rewriting it), in offset order.
+pub fn decode_file(object: &str, bytes: Bytes) -> Result<Vec<Bytes>, ColumnarError> {
+    let corrupt =
+        |e: parquet::errors::ParquetError| ColumnarError::Corrupt(format!("object={object}: {e}"));
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(corrupt)?;
+    if builder.schema().fields() != super::schema().fields() {
+        return Err(ColumnarError::Corrupt(format!(
+            "object={object}: not a skiff topic file (schema differs)"
+        )));
+    }
+    let reader = builder
+        .with_batch_size(DECODE_BATCH_ROWS)
+        .build()
+        .map_err(corrupt)?;
+    let arrow: Vec<RecordBatch> = reader
+        .collect::<Result<_, _>>()
+        .map_err(|e| ColumnarError::Corrupt(format!("object={object}: {e}")))?;
+    rebuild(&arrow).map_err(|e| ColumnarError::Corrupt(format!("object={object}: {e}")))
+}
+
 /// Turns decoded rows back into record batches: consecutive rows sharing `batch_base_offset`
 /// are one batch, encoded uncompressed with a fresh CRC.
 fn rebuild(arrow: &[RecordBatch]) -> Result<Vec<Bytes>, String> {

@@ -10,6 +10,7 @@ mod retention;
 pub use delete_records::HIGH_WATERMARK;
 pub use retention::{Retention, RETENTION_UNLIMITED};
 mod index;
+mod layouts;
 pub mod leadership;
 mod pending;
 mod reader;
@@ -22,7 +23,9 @@ pub use reader::ReadOutcome;
 use crate::batch::BatchHeader;
 use crate::catalog::{Catalog, CatalogError, Topic};
 use crate::clock::Clock;
-use crate::keys::{self, IndexEntry, PartitionState, RollupEntry};
+use crate::columnar::ColumnarReader;
+use crate::keys::{self, IndexEntry, Layout, PartitionState, RollupEntry};
+use crate::layout::IndexSnapshot;
 use crate::metadata::{Compare, MetadataError, MetadataStore, Revision, Txn, TxnOp};
 use crate::producers::{AwaitedSequences, ProducerStates};
 use bytes::Bytes;
@@ -32,6 +35,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{oneshot, watch, Notify, Semaphore};
+
+/// Default of `LogConfig::object_commit_timeout_ms`.
+pub const OBJECT_COMMIT_TIMEOUT_MS: i64 = 60_000;
 
 /// How long a hand-over waits for the partition's buffered appends to be committed.
 const RELEASE_DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -76,6 +82,12 @@ pub struct LogConfig {
     /// How long a partition remembers an idempotent producer that stopped writing to it
     /// (Kafka's `producer.id.expiration.ms`).
     pub producer_id_expiration_ms: i64,
+    /// An object this broker wrote is committed within this long of its upload starting, or
+    /// never: garbage collection deletes unreferenced objects only when they are older than its
+    /// orphan age, which must exceed this (see ARCHITECTURE.md, "Garbage collection").
+    pub object_commit_timeout_ms: i64,
+    /// Memory for Parquet footers' and row groups' rebuilt batches (reads of compacted data).
+    pub parquet_cache_max_bytes: usize,
 }
 
 impl Default for LogConfig {
@@ -88,6 +100,8 @@ impl Default for LogConfig {
             recent_cache_max_bytes: 256 * 1024 * 1024,
             index_rollup_fanout: index::ROLLUP_FANOUT,
             producer_id_expiration_ms: 86_400_000,
+            object_commit_timeout_ms: OBJECT_COMMIT_TIMEOUT_MS,
+            parquet_cache_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -135,6 +149,15 @@ impl From<MetadataError> for LogError {
     }
 }
 
+impl From<crate::tree::ReadError> for LogError {
+    fn from(error: crate::tree::ReadError) -> Self {
+        match error {
+            crate::tree::ReadError::Corrupt(m) => LogError::Corrupt(m),
+            other => LogError::Unavailable(other.to_string()),
+        }
+    }
+}
+
 impl From<CatalogError> for LogError {
     fn from(error: CatalogError) -> Self {
         match error {
@@ -165,6 +188,8 @@ pub struct LogStats {
     pub fenced_appends: AtomicU64,
     pub range_reads: AtomicU64,
     pub recent_cache_hits: AtomicU64,
+    /// Row groups of Parquet files read back (from the reader's cache or the bucket).
+    pub parquet_row_groups_read: AtomicU64,
 }
 
 /// One partition's committed state as this broker knows it.
@@ -188,6 +213,10 @@ pub(crate) struct PartitionView {
     pub(crate) releasing: bool,
     /// `mod_revision` of the state key (0: absent); every commit compares it.
     pub(crate) state_revision: Revision,
+    /// The Parquet part of the index (see `crate::layout`).
+    pub(crate) layout: Layout,
+    /// `mod_revision` of the layout key (0: absent); roll-ups compare it.
+    pub(crate) layout_revision: Revision,
     /// The index tail: newest sections, by base offset.
     pub(crate) index: BTreeMap<i64, IndexEntry>,
     /// Older ranges rolled up into index objects, by base offset (see `index`).
@@ -208,8 +237,10 @@ pub(crate) struct LogInner {
     /// Wakes the flusher: data arrived, the size trigger was reached, or shutdown.
     pub(crate) flush_wakeup: Notify,
     pub(crate) buffer: Arc<Semaphore>,
-    /// Index objects read recently.
-    pub(crate) rollups: Mutex<index::RollupCache>,
+    /// Index objects, cached.
+    pub(crate) index_objects: crate::tree::IndexObjects,
+    /// Parquet files read back as record batches.
+    pub(crate) columnar: ColumnarReader,
     /// Partitions whose index grew past the bound at their last commit.
     pub(crate) needs_rollup: Mutex<Vec<(TopicPartition, Arc<PartitionLog>)>>,
     /// Bumped after every commit; long-polling fetches wait on it.
@@ -238,6 +269,8 @@ pub(crate) struct LogInner {
 pub struct Log {
     inner: Arc<LogInner>,
     flusher: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Reloads cached views after compactor swaps (see [`layouts`]); stopped at shutdown.
+    layout_watcher: Arc<tokio::task::JoinHandle<()>>,
     /// Turns true when the flusher task has ended, by shutdown, panic or otherwise.
     flusher_ended: watch::Receiver<bool>,
 }
@@ -263,12 +296,13 @@ impl Log {
             catalog: Catalog::new(store.clone()),
             buffer: Arc::new(Semaphore::new(config.buffer_max_bytes)),
             recent: Mutex::new(recent::RecentObjects::new(config.recent_cache_max_bytes)),
+            index_objects: crate::tree::IndexObjects::new(objects.clone()),
+            columnar: ColumnarReader::new(objects.clone(), config.parquet_cache_max_bytes),
             store,
             objects,
             clock,
             config,
             partitions: RwLock::new(HashMap::new()),
-            rollups: Mutex::new(index::RollupCache::default()),
             needs_rollup: Mutex::new(Vec::new()),
             pending: Mutex::new(Pending::default()),
             flush_wakeup: Notify::new(),
@@ -289,10 +323,12 @@ impl Log {
                 writer::run_flusher(inner).await;
             }
         });
+        let layout_watcher = Arc::new(tokio::spawn(layouts::run(Arc::downgrade(&inner))));
         Self {
             inner,
             flusher: Arc::new(Mutex::new(Some(flusher))),
             flusher_ended,
+            layout_watcher,
         }
     }
 
@@ -422,7 +458,7 @@ impl Log {
         max_bytes: usize,
     ) -> Result<ReadOutcome, LogError> {
         let partition = self.led_partition(tp).await?;
-        reader::read(&self.inner, &partition, offset, max_bytes, true).await
+        reader::read(&self.inner, tp, &partition, offset, max_bytes, true).await
     }
 
     /// Reads whole batches from `offset` that fit in `max_bytes` together (none if the first
@@ -434,7 +470,7 @@ impl Log {
         max_bytes: usize,
     ) -> Result<ReadOutcome, LogError> {
         let partition = self.led_partition(tp).await?;
-        reader::read(&self.inner, &partition, offset, max_bytes, false).await
+        reader::read(&self.inner, tp, &partition, offset, max_bytes, false).await
     }
 
     /// The first stored batch whose max timestamp is at or after `timestamp_ms`.
@@ -444,7 +480,7 @@ impl Log {
         timestamp_ms: i64,
     ) -> Result<Option<Bytes>, LogError> {
         let partition = self.led_partition(tp).await?;
-        reader::batch_at_timestamp(&self.inner, &partition, timestamp_ms).await
+        reader::batch_at_timestamp(&self.inner, tp, &partition, timestamp_ms).await
     }
 
     /// The first stored batch holding the partition's largest timestamp.
@@ -453,7 +489,7 @@ impl Log {
         tp: &TopicPartition,
     ) -> Result<Option<Bytes>, LogError> {
         let partition = self.led_partition(tp).await?;
-        reader::batch_with_max_timestamp(&self.inner, &partition).await
+        reader::batch_with_max_timestamp(&self.inner, tp, &partition).await
     }
 
     /// (log start offset, high watermark).
@@ -576,24 +612,18 @@ impl Log {
         Ok(topic.1.clone())
     }
 
-    /// Bytes of record batches in a partition this broker leads: the committed sections' lengths,
-    /// the index tail's from memory and rolled-up ranges' from their index objects (immutable and
-    /// cached, so a repeated call costs no reads; a first one reads about sections / fan-out
-    /// objects). Nothing is deleted before the compactor exists, so this is the whole log.
+    /// Bytes a partition this broker leads keeps in the bucket: its sections' and Parquet files'
+    /// lengths, from the view and the rollups' recorded sizes (rollups from before sizes were
+    /// recorded are summed from their index objects, immutable and cached).
     pub async fn size_bytes(&self, tp: &TopicPartition) -> Result<u64, LogError> {
         let partition = self.led_partition(tp).await?;
-        let mut pending = {
+        let slots = {
             let view = partition.view.lock().expect("view mutex poisoned");
             index::top_slots(&view)
         };
         let mut bytes = 0u64;
-        while let Some(slot) = pending.pop() {
-            match slot {
-                index::Slot::Section(entry) => bytes += entry.length,
-                index::Slot::Rollup(rollup) => {
-                    pending.extend(index::children(&self.inner, &rollup).await?);
-                }
-            }
+        for slot in &slots {
+            bytes += self.inner.index_objects.bytes_under(slot).await?;
         }
         Ok(bytes)
     }
@@ -675,6 +705,7 @@ impl Log {
 
     /// Flushes everything buffered, then stops the flusher. Appends after this fail.
     pub async fn shutdown(&self) {
+        self.layout_watcher.abort();
         self.inner.shutting_down.store(true, Ordering::Release);
         self.inner.flush_wakeup.notify_one();
         let handle = self.flusher.lock().expect("flusher mutex poisoned").take();
@@ -712,24 +743,8 @@ pub(crate) async fn load_partition(
         ),
         None => (PartitionState::default(), 0),
     };
-    let mut index = BTreeMap::new();
-    for kv in inner
-        .store
-        .range_prefix(&keys::index_prefix(&tp.topic, tp.partition), 0)
-        .await?
-    {
-        let entry: IndexEntry = keys::decode(&kv.key, &kv.value).map_err(LogError::Corrupt)?;
-        index.insert(entry.base_offset, entry);
-    }
-    let mut rollups = BTreeMap::new();
-    for kv in inner
-        .store
-        .range_prefix(&keys::rollup_prefix(&tp.topic, tp.partition), 0)
-        .await?
-    {
-        let entry: RollupEntry = keys::decode(&kv.key, &kv.value).map_err(LogError::Corrupt)?;
-        rollups.insert(entry.base_offset, entry);
-    }
+    let snapshot = IndexSnapshot::load(&*inner.store, &tp.topic, tp.partition).await?;
+    let (index, rollups) = view_index(&snapshot);
     let producers = if state.leader == inner.config.node_id {
         match inner
             .store
@@ -749,6 +764,8 @@ pub(crate) async fn load_partition(
             state,
             releasing: false,
             state_revision,
+            layout: snapshot.layout,
+            layout_revision: snapshot.layout_revision,
             index,
             rollups,
             producers,
@@ -774,6 +791,46 @@ pub(crate) async fn load_partition(
         return Ok(loaded);
     }
     Ok(partitions.entry(tp.clone()).or_insert(loaded).clone())
+}
+
+/// The flush-object part of a snapshot as a view holds it.
+fn view_index(snapshot: &IndexSnapshot) -> (BTreeMap<i64, IndexEntry>, BTreeMap<i64, RollupEntry>) {
+    let rollups: BTreeMap<i64, RollupEntry> = snapshot
+        .rollups
+        .iter()
+        .map(|(base, (entry, _))| (*base, entry.clone()))
+        .collect();
+    // Tail entries a rollup covers were rolled up while the keys were read.
+    let covered = rollups.values().last().map_or(i64::MIN, |r| r.last_offset);
+    let index = snapshot
+        .tail
+        .iter()
+        .filter(|(base, _)| **base > covered)
+        .map(|(base, (entry, _))| (*base, entry.clone()))
+        .collect();
+    (index, rollups)
+}
+
+/// Reads a cached partition's index again (after a compactor's swap: the Parquet part grew and
+/// flush-object keys went), under the commit lock so no commit of this broker is lost from the
+/// view. The state and producers are this broker's own and stay.
+pub(crate) async fn refresh_index(
+    inner: &LogInner,
+    tp: &TopicPartition,
+    partition: &PartitionLog,
+) -> Result<(), LogError> {
+    let _state_commits = inner.state_commits.lock().await;
+    let snapshot = IndexSnapshot::load(&*inner.store, &tp.topic, tp.partition).await?;
+    let (index, rollups) = view_index(&snapshot);
+    let mut view = partition.view.lock().expect("view mutex poisoned");
+    if snapshot.layout_revision != view.layout_revision {
+        tracing::debug!(partition = %tp, parquet_end = snapshot.layout.parquet_end, "index reloaded after a compaction");
+    }
+    view.layout = snapshot.layout;
+    view.layout_revision = snapshot.layout_revision;
+    view.index = index;
+    view.rollups = rollups;
+    Ok(())
 }
 
 #[cfg(test)]

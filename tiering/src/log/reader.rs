@@ -1,14 +1,18 @@
-//! The read path: offsets → index entries → section bytes (recent cache or ranged GET) →
-//! whole record batches.
+//! The read path: offsets → index leaves → record batches, from flush-object sections (recent
+//! cache or ranged GET) or from Parquet files (rebuilt per row group).
+//!
+//! A leader's view of the index can lag behind a compactor's swap; it still reads the flush
+//! objects the swap replaced until garbage collection deletes them. A read that finds an object
+//! gone reloads the view once and reads again.
 
-use super::index::{self, Slot};
-use super::{LogError, LogInner, PartitionLog};
+use super::index;
+use super::{LogError, LogInner, PartitionLog, TopicPartition};
 use crate::batch;
-use crate::keys::IndexEntry;
-use crate::object;
+use crate::columnar::ColumnarError;
+use crate::keys::{IndexEntry, ParquetFile};
+use crate::records;
+use crate::tree::{self, Leaf, LeafCursor, ReadError, Slot};
 use bytes::Bytes;
-use object_store::path::Path;
-use object_store::ObjectStoreExt;
 use std::sync::atomic::Ordering;
 
 #[derive(Debug, Clone, Default)]
@@ -25,14 +29,40 @@ impl ReadOutcome {
     }
 }
 
+impl From<ColumnarError> for ReadError {
+    fn from(error: ColumnarError) -> Self {
+        match error {
+            ColumnarError::Missing(m) => ReadError::Missing(m),
+            ColumnarError::Unavailable(m) => ReadError::Unavailable(m),
+            ColumnarError::Corrupt(m) => ReadError::Corrupt(m),
+        }
+    }
+}
+
+/// Runs `read` against the view; if an object it needed is gone, reloads the view's index
+/// (a compaction moved the data) and runs it once more.
+macro_rules! with_reload {
+    ($inner:expr, $tp:expr, $partition:expr, $read:expr) => {
+        match $read {
+            Err(ReadError::Missing(missing)) => {
+                tracing::debug!(partition = %$tp, %missing, "object gone; reloading the index");
+                super::refresh_index($inner, $tp, $partition).await?;
+                $read.map_err(LogError::from)
+            }
+            other => other.map_err(LogError::from),
+        }
+    };
+}
+
 pub(crate) async fn read(
     inner: &LogInner,
+    tp: &TopicPartition,
     partition: &PartitionLog,
     offset: i64,
     max_bytes: usize,
     first_batch_whole: bool,
 ) -> Result<ReadOutcome, LogError> {
-    let (top, high_watermark, log_start_offset) = {
+    let (high_watermark, log_start_offset) = {
         let view = partition.view.lock().expect("view mutex poisoned");
         let (start, end) = (view.state.log_start_offset, view.state.next_offset);
         if offset < start || offset > end {
@@ -42,7 +72,7 @@ pub(crate) async fn read(
                 high_watermark: end,
             });
         }
-        (index::top_slots(&view), end, start)
+        (end, start)
     };
     let mut outcome = ReadOutcome {
         batches: Vec::new(),
@@ -52,25 +82,156 @@ pub(crate) async fn read(
     if offset == high_watermark {
         return Ok(outcome);
     }
-    let entries = index::sections_from(inner, top, offset, max_bytes).await?;
-    let mut taken = 0usize;
-    'entries: for entry in entries {
-        let section = section_bytes(inner, &entry).await?;
-        for (position, header) in batch::headers(&section) {
-            if header.last_offset() < offset {
-                continue;
+    outcome.batches = with_reload!(
+        inner,
+        tp,
+        partition,
+        read_batches(
+            inner,
+            partition,
+            offset,
+            (max_bytes, first_batch_whole),
+            high_watermark
+        )
+        .await
+    )?;
+    Ok(outcome)
+}
+
+/// Collects whole batches in offset order within the byte limits of a read.
+struct Taker {
+    offset: i64,
+    max_bytes: usize,
+    first_batch_whole: bool,
+    taken: usize,
+    batches: Vec<Bytes>,
+    full: bool,
+}
+
+impl Taker {
+    /// Takes a batch if it fits; false once the read is full.
+    fn offer(&mut self, batch: Bytes, last_offset: i64) -> bool {
+        if last_offset < self.offset {
+            return true;
+        }
+        let whole_first = self.batches.is_empty() && self.first_batch_whole;
+        if !whole_first && self.taken + batch.len() > self.max_bytes {
+            self.full = true;
+            return false;
+        }
+        self.taken += batch.len();
+        self.batches.push(batch);
+        true
+    }
+
+    /// Whether the next leaf or row group is worth reading.
+    fn wants_more(&self) -> bool {
+        !self.full && (self.batches.is_empty() || self.taken < self.max_bytes)
+    }
+}
+
+async fn read_batches(
+    inner: &LogInner,
+    partition: &PartitionLog,
+    offset: i64,
+    (max_bytes, first_batch_whole): (usize, bool),
+    high_watermark: i64,
+) -> Result<Vec<Bytes>, ReadError> {
+    let top = {
+        let view = partition.view.lock().expect("view mutex poisoned");
+        index::top_slots(&view)
+    };
+    let mut cursor = LeafCursor::new(top, offset);
+    let mut taker = Taker {
+        offset,
+        max_bytes,
+        first_batch_whole,
+        taken: 0,
+        batches: Vec::new(),
+        full: false,
+    };
+    while taker.wants_more() {
+        let Some(leaf) = cursor.next(&inner.index_objects).await? else {
+            // Nothing from `offset` to the high watermark holds a record any more (log
+            // compaction removed the end of the log): say so with an empty batch.
+            if taker.batches.is_empty() && offset < high_watermark {
+                taker.offer(empty_batch(offset, high_watermark - 1), high_watermark - 1);
             }
-            let whole_first = taken == 0 && first_batch_whole;
-            if !whole_first && taken + header.size_bytes > max_bytes {
-                break 'entries;
+            break;
+        };
+        match leaf {
+            Leaf::Section(entry) => {
+                let section = section_bytes(inner, &entry).await?;
+                for (position, header) in batch::headers(&section) {
+                    let bytes = section.slice(position..position + header.size_bytes);
+                    if !taker.offer(bytes, header.last_offset()) {
+                        break;
+                    }
+                }
             }
-            taken += header.size_bytes;
-            outcome
-                .batches
-                .push(section.slice(position..position + header.size_bytes));
+            Leaf::File(file) => {
+                let groups = inner.columnar.row_groups(&file.object, file.bytes).await?;
+                // The last offset the file's batches reach (log compaction may have emptied
+                // the rest of its range).
+                let mut reached = file.base_offset - 1;
+                for (i, group) in groups.iter().enumerate() {
+                    reached = reached.max(group.last_offset);
+                    if group.last_offset < offset {
+                        continue;
+                    }
+                    if !taker.wants_more() {
+                        break;
+                    }
+                    let rebuilt = inner
+                        .columnar
+                        .row_group(&file.object, file.bytes, i)
+                        .await?;
+                    inner
+                        .stats
+                        .parquet_row_groups_read
+                        .fetch_add(1, Ordering::Relaxed);
+                    for batch in rebuilt.iter() {
+                        let last = batch::parse_header(batch)
+                            .map_err(|e| {
+                                ReadError::Corrupt(format!("object={}: {e}", file.object))
+                            })?
+                            .last_offset();
+                        if !taker.offer(batch.clone(), last) {
+                            break;
+                        }
+                    }
+                }
+                // Offsets the file covers but holds no record of any more: an empty batch says
+                // so, and consumers move past it (as after Kafka's cleaner, KAFKA-5443) rather
+                // than wait at an offset that will never come.
+                if reached < file.last_offset && taker.wants_more() {
+                    taker.offer(
+                        empty_batch((reached + 1).max(offset), file.last_offset),
+                        file.last_offset,
+                    );
+                }
+            }
         }
     }
-    Ok(outcome)
+    Ok(taker.batches)
+}
+
+/// A batch of no records covering `base_offset..=last_offset`.
+fn empty_batch(base_offset: i64, last_offset: i64) -> Bytes {
+    records::encode(
+        &records::BatchFields {
+            base_offset,
+            last_offset,
+            partition_leader_epoch: -1,
+            log_append_time: false,
+            transactional: false,
+            control: false,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        },
+        &[],
+    )
 }
 
 /// The live slots of a partition's top level (those not before the log start).
@@ -85,52 +246,101 @@ fn live_top(partition: &PartitionLog) -> Vec<Slot> {
 
 pub(crate) async fn batch_at_timestamp(
     inner: &LogInner,
+    tp: &TopicPartition,
     partition: &PartitionLog,
     timestamp_ms: i64,
 ) -> Result<Option<Bytes>, LogError> {
-    let found = index::find_section(inner, live_top(partition), |slots| {
-        slots.iter().position(|s| s.max_timestamp() >= timestamp_ms)
-    })
-    .await?;
-    let Some(entry) = found else {
-        return Ok(None);
-    };
-    let section = section_bytes(inner, &entry).await?;
-    let found = batch::headers(&section)
-        .find(|(_, header)| header.max_timestamp >= timestamp_ms)
-        .map(|(position, header)| section.slice(position..position + header.size_bytes));
-    Ok(found)
+    with_reload!(
+        inner,
+        tp,
+        partition,
+        find_batch(inner, live_top(partition), |max| max >= timestamp_ms).await
+    )
 }
 
 pub(crate) async fn batch_with_max_timestamp(
     inner: &LogInner,
+    tp: &TopicPartition,
     partition: &PartitionLog,
 ) -> Result<Option<Bytes>, LogError> {
-    // The first slot holding the largest timestamp, at every level.
-    let first_max = |slots: &[Slot]| {
-        let max = slots.iter().map(Slot::max_timestamp).max()?;
-        slots.iter().position(|s| s.max_timestamp() == max)
-    };
-    let Some(entry) = index::find_section(inner, live_top(partition), first_max).await? else {
+    let top = live_top(partition);
+    let Some(max) = top.iter().map(Slot::max_timestamp).max() else {
         return Ok(None);
     };
-    let section = section_bytes(inner, &entry).await?;
-    let found = batch::headers(&section)
-        .find(|(_, h)| h.max_timestamp == entry.max_timestamp)
-        .map(|(position, h)| section.slice(position..position + h.size_bytes));
-    Ok(found)
+    with_reload!(
+        inner,
+        tp,
+        partition,
+        find_batch(inner, live_top(partition), |t| t == max).await
+    )
 }
 
-/// A section's bytes, checked against the CRC recorded at write time.
-async fn section_bytes(inner: &LogInner, entry: &IndexEntry) -> Result<Bytes, LogError> {
-    let start = usize::try_from(entry.position).map_err(|e| LogError::Corrupt(e.to_string()))?;
-    let end =
-        start + usize::try_from(entry.length).map_err(|e| LogError::Corrupt(e.to_string()))?;
+/// The first batch whose max timestamp matches `wanted`, found through the first slot at each
+/// level whose max timestamp matches (a slot's max is its batches' max).
+async fn find_batch(
+    inner: &LogInner,
+    top: Vec<Slot>,
+    wanted: impl Fn(i64) -> bool,
+) -> Result<Option<Bytes>, ReadError> {
+    let leaf = inner
+        .index_objects
+        .find_leaf(top, |slots| {
+            slots.iter().position(|s| wanted(s.max_timestamp()))
+        })
+        .await?;
+    match leaf {
+        None => Ok(None),
+        Some(Leaf::Section(entry)) => {
+            let section = section_bytes(inner, &entry).await?;
+            let found = batch::headers(&section)
+                .find(|(_, h)| wanted(h.max_timestamp))
+                .map(|(position, h)| section.slice(position..position + h.size_bytes));
+            Ok(found)
+        }
+        Some(Leaf::File(file)) => file_batch(inner, &file, wanted).await,
+    }
+}
+
+async fn file_batch(
+    inner: &LogInner,
+    file: &ParquetFile,
+    wanted: impl Fn(i64) -> bool,
+) -> Result<Option<Bytes>, ReadError> {
+    let groups = inner.columnar.row_groups(&file.object, file.bytes).await?;
+    for (i, group) in groups.iter().enumerate() {
+        if !wanted(group.max_timestamp) {
+            continue;
+        }
+        for batch in inner
+            .columnar
+            .row_group(&file.object, file.bytes, i)
+            .await?
+            .iter()
+        {
+            let header = batch::parse_header(batch)
+                .map_err(|e| ReadError::Corrupt(format!("object={}: {e}", file.object)))?;
+            if wanted(header.max_timestamp) {
+                return Ok(Some(batch.clone()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A section's bytes, from the recent-objects cache or a ranged GET, checked against the CRC
+/// recorded at write time.
+async fn section_bytes(inner: &LogInner, entry: &IndexEntry) -> Result<Bytes, ReadError> {
+    let range = usize::try_from(entry.position)
+        .ok()
+        .zip(usize::try_from(entry.position + entry.length).ok())
+        .ok_or_else(|| {
+            ReadError::Corrupt(format!("section of object={} out of range", entry.object))
+        })?;
     let cached = inner
         .recent
         .lock()
         .expect("recent mutex poisoned")
-        .get(&entry.object, start..end);
+        .get(&entry.object, range.0..range.1);
     if let Some(bytes) = cached {
         inner
             .stats
@@ -139,15 +349,5 @@ async fn section_bytes(inner: &LogInner, entry: &IndexEntry) -> Result<Bytes, Lo
         return Ok(bytes);
     }
     inner.stats.range_reads.fetch_add(1, Ordering::Relaxed);
-    let bytes = inner
-        .objects
-        .get_range(
-            &Path::from(entry.object.as_str()),
-            entry.position..entry.position + entry.length,
-        )
-        .await
-        .map_err(|e| LogError::Unavailable(format!("read object={}: {e}", entry.object)))?;
-    object::verify_section(&bytes, entry.crc32c)
-        .map_err(|e| LogError::Corrupt(format!("object={}: {e}", entry.object)))?;
-    Ok(bytes)
+    tree::read_section(&*inner.objects, entry).await
 }

@@ -6,8 +6,9 @@
 //! range is kept whole until all of it expired. The log start is committed through
 //! [`super::Log::delete_records`]; bytes leave the bucket with the compactor's garbage collection.
 
-use super::index::{self, Slot};
+use super::index;
 use super::{LogError, TopicPartition};
+use crate::tree::Slot;
 
 /// Kafka's "no time limit" for `retention.ms`.
 pub const RETENTION_UNLIMITED: i64 = -1;
@@ -80,7 +81,10 @@ impl super::Log {
         if let Ok(retention_bytes) = u64::try_from(retention.bytes) {
             let mut sized = Vec::with_capacity(slots.len());
             for slot in slots.iter().filter(|s| s.last_offset() >= current) {
-                sized.push((slot.last_offset(), self.slot_bytes(slot).await?));
+                sized.push((
+                    slot.last_offset(),
+                    self.inner.index_objects.bytes_under(slot).await?,
+                ));
             }
             target = target.max(retained_start_by_size(&sized, current, retention_bytes));
         }
@@ -88,22 +92,6 @@ impl super::Log {
             return Ok(None);
         }
         self.delete_records(tp, target).await.map(Some)
-    }
-
-    /// Bytes of record batches under an index slot (rolled-up ranges read from their index
-    /// objects, immutable and cached).
-    async fn slot_bytes(&self, slot: &Slot) -> Result<u64, LogError> {
-        let mut pending = vec![slot.clone()];
-        let mut bytes = 0u64;
-        while let Some(slot) = pending.pop() {
-            match slot {
-                Slot::Section(entry) => bytes += entry.length,
-                Slot::Rollup(rollup) => {
-                    pending.extend(index::children(&self.inner, &rollup).await?);
-                }
-            }
-        }
-        Ok(bytes)
     }
 
     /// The partitions the controller last said this broker leads.

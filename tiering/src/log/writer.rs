@@ -72,8 +72,23 @@ pub(crate) async fn run_flusher(inner: Arc<LogInner>) {
             let rollups =
                 std::mem::take(&mut *inner.needs_rollup.lock().expect("rollup list poisoned"));
             for (tp, partition) in rollups {
-                if let Err(error) = super::index::roll_up(&inner, &tp, &partition).await {
-                    tracing::warn!(%error, partition = %tp, "index roll-up failed; retried after the next commit");
+                match super::index::roll_up(&inner, &tp, &partition).await {
+                    Ok(()) => {}
+                    // A compactor's swap changed the index: read it again, roll up next time.
+                    Err(LogError::Fenced(reason)) => {
+                        tracing::debug!(%reason, partition = %tp, "index roll-up fenced; reloading the index");
+                        if let Err(error) = super::refresh_index(&inner, &tp, &partition).await {
+                            tracing::warn!(%error, partition = %tp, "index reload failed; the partition is reloaded on its next use");
+                            inner
+                                .partitions
+                                .write()
+                                .expect("partitions poisoned")
+                                .remove(&tp);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, partition = %tp, "index roll-up failed; retried after the next commit");
+                    }
                 }
             }
             // Wake `flush_now` waiters even when the flush committed nothing.
@@ -142,12 +157,19 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
         )
         .collect();
 
-    let path = paths::new_wal_object();
+    let path = paths::new_wal_object(now_ms);
     let size = object.len();
+    let put_started_ms = inner.clock.now_ms();
     if let Err(error) = inner.objects.put(&path, object.clone().into()).await {
         tracing::warn!(%error, object = %path, "flush object upload failed");
         inner.stats.upload_failures.fetch_add(1, Ordering::Relaxed);
         let error = LogError::Unavailable(format!("object upload failed: {error}"));
+        for p in prepared {
+            fail_prepared(inner, p, &error);
+        }
+        return;
+    }
+    if let Err(error) = check_commit_deadline(inner, put_started_ms, path.as_ref()) {
         for p in prepared {
             fail_prepared(inner, p, &error);
         }
@@ -173,14 +195,20 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
         if !chunk.is_empty()
             && (chunk.len() == chunk_len || chunk_bytes + bytes > TXN_PRODUCER_BYTES_MAX)
         {
-            commit_chunk(inner, path.as_ref(), std::mem::take(&mut chunk)).await;
+            commit_chunk(
+                inner,
+                path.as_ref(),
+                put_started_ms,
+                std::mem::take(&mut chunk),
+            )
+            .await;
             chunk_bytes = 0;
         }
         chunk_bytes += bytes;
         chunk.push(item);
     }
     if !chunk.is_empty() {
-        commit_chunk(inner, path.as_ref(), chunk).await;
+        commit_chunk(inner, path.as_ref(), put_started_ms, chunk).await;
     }
 }
 
@@ -269,9 +297,18 @@ fn admit(
 /// Commits one chunk. When a compare fails, the partitions whose state or topic changed are
 /// failed (fenced) and the others are committed in a new attempt: one deleted topic or one lost
 /// partition must not fail every partition that shared its flush.
-async fn commit_chunk(inner: &LogInner, object: &str, mut chunk: Vec<(Prepared, PlannedSection)>) {
+async fn commit_chunk(
+    inner: &LogInner,
+    object: &str,
+    put_started_ms: i64,
+    mut chunk: Vec<(Prepared, PlannedSection)>,
+) {
     let _state_commits = inner.state_commits.lock().await;
     while !chunk.is_empty() {
+        if let Err(error) = check_commit_deadline(inner, put_started_ms, object) {
+            fail_chunk(inner, chunk, &error);
+            return;
+        }
         let (txn, updates) = build_commit(object, &chunk);
         let error = match inner.store.txn(txn).await {
             Ok(outcome) if outcome.succeeded => {
@@ -351,6 +388,29 @@ fn build_commit(
         updates.push((state, entry));
     }
     (Txn::when(compares).and_then(ops), updates)
+}
+
+/// Refuses to commit an object whose upload started more than the commit timeout ago: garbage
+/// collection may already count it as an orphan (see `LogConfig::object_commit_timeout_ms`).
+/// Checked once more before each commit chunk, so a broker paused mid-flush cannot commit late.
+pub(crate) fn check_commit_deadline(
+    inner: &LogInner,
+    put_started_ms: i64,
+    object: &str,
+) -> Result<(), LogError> {
+    let elapsed_ms = inner.clock.now_ms().saturating_sub(put_started_ms);
+    if elapsed_ms > inner.config.object_commit_timeout_ms {
+        tracing::warn!(
+            object,
+            elapsed_ms,
+            "object not committed within the commit timeout; dropped"
+        );
+        return Err(LogError::Unavailable(format!(
+            "object={object} not committed within {} ms of its upload",
+            inner.config.object_commit_timeout_ms
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn topic_incarnation(tp: &TopicPartition, partition: &PartitionLog) -> Compare {

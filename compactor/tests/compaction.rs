@@ -1,0 +1,524 @@
+//! The compactor against a real log (embedded metadata store, in-memory bucket): what a broker
+//! serves after its data moved to Parquet is exactly what was produced.
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::memory::InMemory;
+use object_store::{ObjectStore, ObjectStoreExt};
+use skiff_compactor::{Compactor, CompactorSettings};
+use skiff_tiering::batch;
+use skiff_tiering::clock::ManualClock;
+use skiff_tiering::keys::{self, Layout};
+use skiff_tiering::log::TopicPartition;
+use skiff_tiering::metadata::embedded::EmbeddedStore;
+use skiff_tiering::metadata::MetadataStore;
+use skiff_tiering::records::{self, BatchFields, Header, Record};
+use skiff_tiering::{Clock, Log, LogConfig};
+use std::sync::Arc;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn MetadataStore>,
+    objects: Arc<InMemory>,
+    clock: Arc<ManualClock>,
+    log: Log,
+    compactor: Arc<Compactor>,
+}
+
+impl Fixture {
+    async fn new(fanout: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let store: Arc<dyn MetadataStore> = Arc::new(
+            EmbeddedStore::open(&dir.path().join("meta.redb"), clock.clone())
+                .await
+                .expect("open store"),
+        );
+        let objects = Arc::new(InMemory::new());
+        let log = Log::open(
+            store.clone(),
+            objects.clone(),
+            clock.clone(),
+            LogConfig {
+                flush_linger_ms: 1,
+                index_rollup_fanout: fanout,
+                ..LogConfig::default()
+            },
+        );
+        let compactor = Compactor::new(
+            store.clone(),
+            objects.clone(),
+            clock.clone(),
+            CompactorSettings {
+                job_max_bytes: 1_000,
+                pass_max_bytes: 2_000,
+                ..CompactorSettings::default()
+            },
+        );
+        Self {
+            _dir: dir,
+            store,
+            objects,
+            clock,
+            log,
+            compactor,
+        }
+    }
+
+    async fn topic(&self, name: &str, partitions: i32) {
+        self.topic_with(name, partitions, &[]).await;
+    }
+
+    async fn topic_with(&self, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+        let configs = configs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let topic = self
+            .log
+            .catalog()
+            .create(name, partitions, configs, 0)
+            .await
+            .expect("create");
+        for p in 0..partitions {
+            skiff_tiering::cluster::claim(&*self.store, name, p, 1, None, topic.create_revision)
+                .await
+                .expect("claim")
+                .expect("unclaimed");
+        }
+    }
+
+    /// Appends one batch of `n` records and returns them as produced.
+    async fn produce(&self, tp: &TopicPartition, n: usize, tag: &str) -> Vec<Record> {
+        let (_, start) = self.log.offsets(tp).await.expect("offsets");
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                offset: start + i as i64,
+                timestamp: 1_700_000_000_000 + i as i64,
+                key: (i % 2 == 0).then(|| Bytes::from(format!("{tag}-key-{i}"))),
+                value: Some(Bytes::from(format!(
+                    "{tag}-value-{i}-{}",
+                    "x".repeat(i * 7)
+                ))),
+                headers: vec![Header {
+                    key: Bytes::from_static(b"h"),
+                    value: Some(Bytes::from(format!("{i}"))),
+                }],
+            })
+            .collect();
+        let fields = BatchFields {
+            base_offset: 0,
+            last_offset: n as i64 - 1,
+            partition_leader_epoch: 0,
+            log_append_time: false,
+            transactional: false,
+            control: false,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        };
+        let relative: Vec<Record> = records
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                r.offset -= start;
+                r
+            })
+            .collect();
+        let bytes = records::encode(&fields, &relative);
+        let header = batch::parse_header(&bytes).expect("header");
+        let outcome = self
+            .log
+            .append(tp.clone(), vec![(header, bytes)], false)
+            .await
+            .expect("append");
+        assert_eq!(outcome.base_offset, start);
+        records
+    }
+
+    /// What [`Self::consume`] returns once `done` holds for it (the broker learns of a swap
+    /// through its layout watch, asynchronously), or after 5 s.
+    async fn consume_when(
+        &self,
+        tp: &TopicPartition,
+        offset: i64,
+        done: impl Fn(&[Record]) -> bool,
+    ) -> Vec<Record> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let records = self.consume(tp, offset).await;
+            if done(&records) || tokio::time::Instant::now() > deadline {
+                return records;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Every record the log serves from `offset`, read in small fetches.
+    async fn consume(&self, tp: &TopicPartition, mut offset: i64) -> Vec<Record> {
+        let mut out = Vec::new();
+        loop {
+            let read = self.log.read(tp, offset, 300).await.expect("read");
+            if read.batches.is_empty() {
+                assert_eq!(offset, read.high_watermark);
+                return out;
+            }
+            for bytes in read.batches {
+                let header = batch::parse_header(&bytes).expect("header");
+                batch::verify_crc(&header, &bytes).expect("a valid batch CRC");
+                let records = records::decode(&header, &bytes).expect("decode");
+                assert!(records.iter().all(|r| r.offset <= header.last_offset()));
+                for record in records::decode(&header, &bytes).expect("decode") {
+                    if record.offset >= offset {
+                        out.push(record);
+                    }
+                }
+                offset = header.last_offset() + 1;
+            }
+        }
+    }
+
+    async fn layout(&self, topic: &str, partition: i32) -> Layout {
+        match self
+            .store
+            .get(&keys::layout(topic, partition))
+            .await
+            .expect("get")
+        {
+            Some(kv) => keys::decode(&kv.key, &kv.value).expect("decode"),
+            None => Layout::default(),
+        }
+    }
+
+    async fn keys_under(&self, prefix: &str) -> usize {
+        self.store
+            .range_prefix(prefix, 0)
+            .await
+            .expect("range")
+            .len()
+    }
+
+    async fn object_keys(&self, prefix: &str) -> Vec<String> {
+        let listed: Vec<_> = self
+            .objects
+            .list(Some(&prefix.into()))
+            .try_collect()
+            .await
+            .expect("list");
+        listed.into_iter().map(|o| o.location.to_string()).collect()
+    }
+
+    /// Deletes every flush object, as garbage collection does once nothing references them.
+    async fn delete_wal_objects(&self) {
+        for key in self.object_keys("wal").await {
+            self.objects
+                .delete(&key.as_str().into())
+                .await
+                .expect("delete");
+        }
+    }
+
+    /// Runs passes (with the clock past the freshness) until one does nothing.
+    async fn compact(&self) {
+        self.clock.advance_ms(120_000);
+        for _ in 0..100 {
+            let report = self.compactor.pass().await.expect("pass");
+            assert_eq!(report.failures, 0, "{report:?}");
+            if report.jobs == 0 {
+                return;
+            }
+        }
+        panic!("compaction did not finish");
+    }
+}
+
+#[tokio::test]
+async fn consumers_read_the_same_records_from_parquet() {
+    let fx = Fixture::new(100).await;
+    fx.topic("t", 2).await;
+    let tp = TopicPartition::new("t", 0);
+    let mut produced = Vec::new();
+    for i in 0..6 {
+        produced.extend(fx.produce(&tp, 5 + i, &format!("f{i}")).await);
+    }
+    fx.produce(&TopicPartition::new("t", 1), 3, "other").await;
+    fx.compact().await;
+
+    let layout = fx.layout("t", 0).await;
+    assert_eq!(
+        layout.parquet_end,
+        produced.len() as i64,
+        "all of it in Parquet"
+    );
+    assert!(!layout.files.is_empty());
+    assert_eq!(
+        fx.keys_under(&keys::index_prefix("t", 0)).await,
+        0,
+        "tail keys gone"
+    );
+    assert_eq!(fx.layout("t", 1).await.parquet_end, 3);
+    assert!(
+        fx.object_keys("parquet/topic=t/partition=0/").await.len() >= 2,
+        "jobs are bounded"
+    );
+
+    // The broker's view still names the flush objects: once they are gone, it reloads.
+    fx.delete_wal_objects().await;
+    assert_eq!(fx.consume(&tp, 0).await, produced);
+    assert_eq!(fx.consume(&tp, 7).await, produced[7..]);
+
+    // New data after the Parquet part: a consumer reads across the boundary.
+    let more = fx.produce(&tp, 4, "after").await;
+    let mut all = produced.clone();
+    all.extend(more);
+    assert_eq!(fx.consume(&tp, 0).await, all);
+    let (start, end) = fx.log.offsets(&tp).await.expect("offsets");
+    assert_eq!((start, end), (0, all.len() as i64));
+}
+
+#[tokio::test]
+async fn leader_roll_ups_and_swaps_never_lose_or_repeat_a_record() {
+    // Fan-out 2: the leader rolls its index up every few flushes, racing the compactor.
+    let fx = Fixture::new(2).await;
+    fx.topic("t", 1).await;
+    let tp = TopicPartition::new("t", 0);
+    let mut produced = Vec::new();
+    for round in 0..5 {
+        for i in 0..7 {
+            produced.extend(fx.produce(&tp, 2 + i % 3, &format!("r{round}f{i}")).await);
+        }
+        fx.compact().await;
+        assert_eq!(fx.consume(&tp, 0).await, produced, "round {round}");
+    }
+    let layout = fx.layout("t", 0).await;
+    assert_eq!(layout.parquet_end, produced.len() as i64);
+    fx.delete_wal_objects().await;
+    assert_eq!(fx.consume(&tp, 0).await, produced);
+}
+
+#[tokio::test]
+async fn data_below_the_log_start_is_dropped_not_converted() {
+    let fx = Fixture::new(100).await;
+    fx.topic("t", 1).await;
+    let tp = TopicPartition::new("t", 0);
+    let mut produced = Vec::new();
+    for i in 0..4 {
+        produced.extend(fx.produce(&tp, 3, &format!("f{i}")).await);
+    }
+    fx.log.delete_records(&tp, 7).await.expect("delete records");
+    fx.compact().await;
+    let layout = fx.layout("t", 0).await;
+    assert_eq!(layout.parquet_end, 12);
+    let rows: u64 = layout.files.iter().map(|f| f.rows).sum();
+    assert_eq!(rows, 5, "only offsets 7..12 were written");
+    fx.delete_wal_objects().await;
+    assert_eq!(fx.consume(&tp, 7).await, produced[7..]);
+
+    // Everything below a later log start: the files go from the layout.
+    let _ = fx.produce(&tp, 2, "late").await;
+    fx.log
+        .delete_records(&tp, 14)
+        .await
+        .expect("delete records");
+    fx.compact().await;
+    let layout = fx.layout("t", 0).await;
+    assert_eq!(layout.parquet_end, 14);
+    assert!(layout.files.iter().all(|f| f.last_offset >= 14));
+}
+
+#[tokio::test]
+async fn garbage_collection_deletes_exactly_what_nothing_references() {
+    let fx = Fixture::new(2).await;
+    fx.topic("t", 2).await;
+    let tp = TopicPartition::new("t", 0);
+    let mut produced = Vec::new();
+    for i in 0..9 {
+        produced.extend(fx.produce(&tp, 3, &format!("f{i}")).await);
+        fx.produce(&TopicPartition::new("t", 1), 1, "one").await;
+    }
+    fx.compact().await;
+    // An orphan of a crashed job, and an object Skiff did not name.
+    let orphan = skiff_tiering::paths::new_parquet_file("t", 0, 0, 5, 1_700_000_000_000);
+    fx.objects
+        .put(&orphan, Bytes::from_static(b"x").into())
+        .await
+        .expect("put");
+    fx.objects
+        .put(&"wal/README".into(), Bytes::from_static(b"not ours").into())
+        .await
+        .expect("put");
+    let wal_before = fx.object_keys("wal").await.len();
+    assert!(wal_before > 2);
+
+    let first = fx.compactor.gc().await.expect("gc").expect("claimed");
+    assert_eq!(first.deleted, 0, "nothing is old enough yet");
+    fx.clock.advance_ms(2 * 3_600_000);
+    let young = skiff_tiering::paths::new_wal_object(fx.clock.now_ms());
+    fx.objects
+        .put(&young, Bytes::from_static(b"in flight").into())
+        .await
+        .expect("put");
+    let tracked = fx.compactor.gc().await.expect("gc").expect("claimed");
+    assert_eq!(
+        tracked.deleted, 0,
+        "first seen unreferenced: the grace period starts"
+    );
+    fx.clock.advance_ms(10 * 60_000);
+    let swept = fx.compactor.gc().await.expect("gc").expect("claimed");
+    assert!(swept.deleted >= wal_before, "{swept:?}");
+
+    // What is left is what the index references, plus the young upload and the foreign object.
+    let ctx = skiff_compactor::job::Ctx::new(
+        fx.store.clone(),
+        fx.objects.clone(),
+        fx.clock.clone(),
+        CompactorSettings::default(),
+    );
+    let referenced = skiff_compactor::gc::mark(&ctx).await.expect("mark");
+    let mut left = skiff_compactor::gc::unreferenced(&*fx.objects, &referenced)
+        .await
+        .expect("list");
+    left.sort();
+    let mut expected = vec!["wal/README".to_owned(), young.to_string()];
+    expected.sort();
+    assert_eq!(left, expected);
+    assert!(!fx
+        .object_keys("parquet")
+        .await
+        .contains(&orphan.to_string()));
+    // The broker's view named the deleted flush objects: it reloads and serves from Parquet.
+    assert_eq!(fx.consume(&tp, 0).await, produced);
+}
+
+/// Appends one batch of keyed records (None: a tombstone) and returns them as produced.
+async fn produce_keyed(
+    fx: &Fixture,
+    tp: &TopicPartition,
+    items: &[(&str, Option<&str>)],
+) -> Vec<Record> {
+    let (_, start) = fx.log.offsets(tp).await.expect("offsets");
+    let records: Vec<Record> = items
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            offset: i as i64,
+            timestamp: fx.clock.now_ms(),
+            key: Some(Bytes::from(k.to_string())),
+            value: v.map(|v| Bytes::from(v.to_string())),
+            headers: Vec::new(),
+        })
+        .collect();
+    let fields = BatchFields {
+        base_offset: 0,
+        last_offset: items.len() as i64 - 1,
+        partition_leader_epoch: 0,
+        log_append_time: false,
+        transactional: false,
+        control: false,
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
+    let bytes = records::encode(&fields, &records);
+    let header = batch::parse_header(&bytes).expect("header");
+    fx.log
+        .append(tp.clone(), vec![(header, bytes)], false)
+        .await
+        .expect("append");
+    records
+        .into_iter()
+        .map(|mut r| {
+            r.offset += start;
+            r
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn log_compaction_keeps_the_latest_value_per_key_at_its_offset() {
+    let fx = Fixture::new(100).await;
+    fx.topic_with(
+        "c",
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("delete.retention.ms", "300000"),
+            ("min.cleanable.dirty.ratio", "0.1"),
+        ],
+    )
+    .await;
+    let tp = TopicPartition::new("c", 0);
+    let mut all = Vec::new();
+    all.extend(
+        produce_keyed(
+            &fx,
+            &tp,
+            &[("a", Some("a1")), ("b", Some("b1")), ("c", Some("c1"))],
+        )
+        .await,
+    );
+    all.extend(
+        produce_keyed(
+            &fx,
+            &tp,
+            &[("a", Some("a2")), ("b", None), ("d", Some("d1"))],
+        )
+        .await,
+    );
+    all.extend(produce_keyed(&fx, &tp, &[("a", Some("a3")), ("c", None)]).await);
+    fx.compact().await;
+    let survivors = fx.consume_when(&tp, 0, |r| r.len() == 4).await;
+    let seen: Vec<(i64, Option<Bytes>)> = survivors
+        .iter()
+        .map(|r| (r.offset, r.value.clone()))
+        .collect();
+    // The tombstones are still within delete.retention.ms: they stay, the values they deleted go.
+    assert_eq!(
+        seen,
+        vec![
+            (4, None), // b deleted
+            (5, Some(Bytes::from_static(b"d1"))),
+            (6, Some(Bytes::from_static(b"a3"))),
+            (7, None), // c deleted
+        ]
+    );
+    for r in &survivors {
+        assert_eq!(r, &all[r.offset as usize], "offsets and records unchanged");
+    }
+    assert_eq!(fx.log.offsets(&tp).await.expect("offsets"), (0, 8));
+    // A later update dirties the range again; past delete.retention.ms the tombstones go too.
+    all.extend(produce_keyed(&fx, &tp, &[("d", Some("d2"))]).await);
+    fx.clock.advance_ms(300_000);
+    fx.compact().await;
+    let values: Vec<(i64, Option<Bytes>)> = fx
+        .consume_when(&tp, 0, |r| r.len() == 2)
+        .await
+        .iter()
+        .map(|r| (r.offset, r.value.clone()))
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            (6, Some(Bytes::from_static(b"a3"))),
+            (8, Some(Bytes::from_static(b"d2")))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn records_deleted_inside_a_parquet_file_leave_it() {
+    let fx = Fixture::new(100).await;
+    fx.topic("t", 1).await;
+    let tp = TopicPartition::new("t", 0);
+    let produced = fx.produce(&tp, 10, "one").await;
+    fx.compact().await;
+    let before = fx.layout("t", 0).await;
+    assert_eq!(before.files.len(), 1);
+    assert_eq!(before.files[0].rows, 10);
+    fx.log.delete_records(&tp, 6).await.expect("delete records");
+    fx.compact().await;
+    let after = fx.layout("t", 0).await;
+    assert_eq!(after.files.len(), 1);
+    assert_eq!((after.files[0].base_offset, after.files[0].rows), (6, 4));
+    assert_eq!(fx.consume(&tp, 6).await, produced[6..]);
+}

@@ -1,0 +1,251 @@
+//! A partition's index as stored, and the compactor's one way of changing it: the swap.
+//!
+//! The stored index of a partition is three things: its [`Layout`] (the Parquet part, one key),
+//! its flush-object rollups and its flush-object tail (one key each). [`IndexSnapshot::load`]
+//! reads them so that they agree, and [`Swap`] is the transaction that moves a prefix of the
+//! flush-object part into the Parquet part (or drops it below the log start).
+//!
+//! Who writes what:
+//! - the leader appends tail keys (never touching existing ones) and rolls its oldest tail keys
+//!   or rollups into one rollup, comparing the partition state and the layout's `mod_revision`;
+//! - the compactor swaps, comparing the layout's `mod_revision`, the topic's incarnation and the
+//!   `mod_revision` of every flush-object key it deletes or replaces.
+//!
+//! A leader roll-up that read the index before a swap therefore fails (the layout changed), and a
+//! swap that read keys a roll-up replaced fails (they are gone): neither can re-reference data the
+//! other moved, and appends, which only add keys above everything a swap touches, never conflict.
+
+use crate::keys::{self, IndexEntry, Layout, ParquetFile, RollupBody, RollupEntry};
+use crate::metadata::{Compare, CompareOp, CompareTarget, MetadataError, MetadataStore, Revision};
+use crate::metadata::{Txn, TxnOp};
+use crate::tree::{self, Slot};
+use std::collections::BTreeMap;
+
+/// Parquet files a layout lists inline; beyond this the oldest [`FILES_ROLLUP`] are rolled up
+/// into an index object, and so are the oldest rollups beyond it, so the key stays a few KiB.
+pub const FILES_INLINE_MAX: usize = 32;
+/// Entries moved into one index object when a layout's inline part is rolled up.
+pub const FILES_ROLLUP: usize = 16;
+
+/// Reads of a partition's index keys before giving up because swaps keep changing it.
+const LOAD_ATTEMPTS: usize = 5;
+
+/// A partition's index keys, read consistently (see [`IndexSnapshot::load`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexSnapshot {
+    pub layout: Layout,
+    /// `mod_revision` of the layout key (0: absent).
+    pub layout_revision: Revision,
+    /// Flush-object rollups by base offset, with their keys' `mod_revision`.
+    pub rollups: BTreeMap<i64, (RollupEntry, Revision)>,
+    /// The flush-object tail by base offset, with the keys' `mod_revision`.
+    pub tail: BTreeMap<i64, (IndexEntry, Revision)>,
+}
+
+impl IndexSnapshot {
+    /// Reads the layout, the tail, the rollups, then the layout again, until both layout reads
+    /// agree: a swap in between would otherwise show data twice or not at all. A roll-up by the
+    /// leader in between shows its sections both in the tail and in the new rollup; reading the
+    /// tail first makes that the only possible overlap, and [`Self::top_slots`] drops it.
+    pub async fn load(
+        store: &dyn MetadataStore,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Self, MetadataError> {
+        let layout_key = keys::layout(topic, partition);
+        for _ in 0..LOAD_ATTEMPTS {
+            let before = store.get(&layout_key).await?;
+            let mut tail = BTreeMap::new();
+            for kv in store
+                .range_prefix(&keys::index_prefix(topic, partition), 0)
+                .await?
+            {
+                let entry: IndexEntry =
+                    keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?;
+                tail.insert(entry.base_offset, (entry, kv.mod_revision));
+            }
+            let mut rollups = BTreeMap::new();
+            for kv in store
+                .range_prefix(&keys::rollup_prefix(topic, partition), 0)
+                .await?
+            {
+                let entry: RollupEntry =
+                    keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?;
+                rollups.insert(entry.base_offset, (entry, kv.mod_revision));
+            }
+            let after = store.get(&layout_key).await?;
+            let revision = |kv: &Option<crate::metadata::KeyValue>| {
+                kv.as_ref().map_or(0, |kv| kv.mod_revision)
+            };
+            if revision(&before) != revision(&after) {
+                continue;
+            }
+            let layout = match &after {
+                Some(kv) => keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?,
+                None => Layout::default(),
+            };
+            return Ok(Self {
+                layout,
+                layout_revision: revision(&after),
+                rollups,
+                tail,
+            });
+        }
+        Err(MetadataError::Unavailable(format!(
+            "index of {topic}-{partition} kept changing while read"
+        )))
+    }
+
+    /// The flush-object part's top level, oldest first: rollups, then the tail without what a
+    /// rollup already covers.
+    pub fn wal_slots(&self) -> Vec<Slot> {
+        wal_slots(
+            self.rollups.values().map(|(r, _)| r),
+            self.tail.values().map(|(e, _)| e),
+        )
+    }
+
+    /// The whole top level: the Parquet part, then the flush-object part.
+    pub fn top_slots(&self) -> Vec<Slot> {
+        let mut slots = parquet_slots(&self.layout);
+        slots.extend(self.wal_slots());
+        slots
+    }
+}
+
+/// The Parquet part's top level, oldest first.
+pub fn parquet_slots(layout: &Layout) -> Vec<Slot> {
+    layout
+        .rollups
+        .iter()
+        .cloned()
+        .map(Slot::Rollup)
+        .chain(layout.files.iter().cloned().map(Slot::File))
+        .collect()
+}
+
+/// Rollups, then tail entries above the last rollup (those below it were rolled up into it
+/// while the keys were read).
+pub fn wal_slots<'a>(
+    rollups: impl Iterator<Item = &'a RollupEntry>,
+    tail: impl Iterator<Item = &'a IndexEntry>,
+) -> Vec<Slot> {
+    let mut slots: Vec<Slot> = rollups.cloned().map(Slot::Rollup).collect();
+    let covered = slots.last().map_or(i64::MIN, Slot::last_offset);
+    slots.extend(
+        tail.filter(|e| e.base_offset > covered)
+            .cloned()
+            .map(Slot::Section),
+    );
+    slots
+}
+
+/// Index objects to write before a layout can be committed.
+pub type NewIndexObjects = Vec<(object_store::path::Path, RollupBody)>;
+
+/// Keeps a layout's inline part bounded: rolls its oldest files, then its oldest rollups, into
+/// index objects (returned, to be written before the layout is committed).
+pub fn bound(layout: &mut Layout, now_ms: i64) -> NewIndexObjects {
+    let mut written = Vec::new();
+    while layout.files.len() > FILES_INLINE_MAX {
+        let files: Vec<ParquetFile> = layout.files.drain(..FILES_ROLLUP).collect();
+        let (entry, object) = roll(RollupBody::Files(files), now_ms);
+        layout.rollups.push(entry);
+        written.push(object);
+    }
+    while layout.rollups.len() > FILES_INLINE_MAX {
+        let rollups: Vec<RollupEntry> = layout.rollups.drain(..FILES_ROLLUP).collect();
+        let (entry, object) = roll(RollupBody::Rollups(rollups), now_ms);
+        layout.rollups.insert(0, entry);
+        written.push(object);
+    }
+    written
+}
+
+/// A body for a fresh index object and the rollup entry pointing to it.
+pub fn roll(
+    body: RollupBody,
+    now_ms: i64,
+) -> (RollupEntry, (object_store::path::Path, RollupBody)) {
+    let path = crate::paths::new_index_object(now_ms);
+    let crc = crc32c::crc32c(&serde_json::to_vec(&body).expect("index entries serialize"));
+    let entry =
+        tree::rollup_entry(&body, path.to_string(), crc).expect("a rolled-up body is never empty");
+    (entry, (path, body))
+}
+
+/// The bytes an index object holds for `body` (what [`roll`]'s CRC was computed over).
+pub fn encode_body(body: &RollupBody) -> Vec<u8> {
+    serde_json::to_vec(body).expect("index entries serialize")
+}
+
+/// One flush-object key of the top level, as a swap consumes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopKey {
+    Tail {
+        base_offset: i64,
+        revision: Revision,
+    },
+    Rollup {
+        base_offset: i64,
+        revision: Revision,
+    },
+}
+
+/// The compactor's change of a partition's index, as one transaction: the new layout replaces
+/// the old one, the consumed flush-object keys go, and a rollup that was consumed only in part
+/// is replaced by one for its remainder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swap {
+    pub topic: String,
+    pub partition: i32,
+    pub topic_create_revision: Revision,
+    /// The layout read (its `mod_revision`; 0: absent).
+    pub layout_revision: Revision,
+    pub layout: Layout,
+    /// Top-level flush-object keys consumed, in offset order.
+    pub consumed: Vec<TopKey>,
+    /// The rollup standing for what is left of a partly consumed one.
+    pub remainder: Option<RollupEntry>,
+}
+
+impl Swap {
+    pub fn txn(&self) -> Txn {
+        let (topic, partition) = (self.topic.as_str(), self.partition);
+        let layout_key = keys::layout(topic, partition);
+        let mut compares = vec![
+            Compare::mod_revision(&layout_key, self.layout_revision),
+            Compare {
+                key: keys::topic(topic),
+                op: CompareOp::Equal,
+                target: CompareTarget::CreateRevision(self.topic_create_revision),
+            },
+        ];
+        let mut ops = vec![TxnOp::put(&layout_key, keys::encode(&self.layout))];
+        for consumed in &self.consumed {
+            let (key, revision) = match consumed {
+                TopKey::Tail {
+                    base_offset,
+                    revision,
+                } => (keys::index_entry(topic, partition, *base_offset), *revision),
+                TopKey::Rollup {
+                    base_offset,
+                    revision,
+                } => (keys::rollup(topic, partition, *base_offset), *revision),
+            };
+            compares.push(Compare::mod_revision(&key, revision));
+            ops.push(TxnOp::delete(key));
+        }
+        if let Some(remainder) = &self.remainder {
+            ops.push(TxnOp::put(
+                keys::rollup(topic, partition, remainder.base_offset),
+                keys::encode(remainder),
+            ));
+        }
+        ops.push(TxnOp::delete(keys::compactor_error(topic, partition)));
+        Txn::when(compares).and_then(ops)
+    }
+}
+
+#[cfg(test)]
+mod tests;

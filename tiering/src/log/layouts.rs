@@ -1,0 +1,124 @@
+//! Keeping a leader's view of its partitions' index current after compactor swaps.
+//!
+//! A swap changes a partition's layout key. The leader watches the layouts and reloads the
+//! index of a partition it caches when its layout moved past the view's, so reads of compacted
+//! offsets go to the Parquet files (and log compaction becomes visible) at once rather than
+//! whenever a replaced object is found missing. A lost watch (the store restarted, the stream
+//! lagged) is re-established, and every cached partition whose layout changed meanwhile is
+//! reloaded. Correctness never rests on this: a stale view reads objects that still exist, or
+//! finds one gone and reloads (`reader`), and roll-ups compare the layout.
+
+use super::{refresh_index, LogInner, TopicPartition};
+use crate::keys;
+use crate::metadata::WatchEvent;
+use futures::StreamExt;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// Pause before watching again after the watch failed or ended.
+const REWATCH_DELAY: Duration = Duration::from_millis(500);
+
+/// (topic, partition) of a layout key.
+fn partition_of(key: &str) -> Option<TopicPartition> {
+    let rest = key.strip_prefix(&keys::layouts_prefix())?;
+    let (topic, partition) = rest.split_once('/')?;
+    Some(TopicPartition::new(topic, partition.parse().ok()?))
+}
+
+pub(crate) async fn run(inner: Weak<LogInner>) {
+    loop {
+        let stream = {
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            strong.store.watch_prefix(&keys::layouts_prefix()).await
+        };
+        match stream {
+            Ok(mut events) => {
+                // Events before the watch started were missed: compare every cached view.
+                if let Some(strong) = inner.upgrade() {
+                    reload_changed(&strong).await;
+                }
+                while let Some(event) = events.next().await {
+                    let Some(strong) = inner.upgrade() else {
+                        return;
+                    };
+                    if let WatchEvent::Put(kv) = event {
+                        if let Some(tp) = partition_of(&kv.key) {
+                            reload_if_behind(&strong, &tp, kv.mod_revision).await;
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot watch partition layouts; retrying"),
+        }
+        tokio::time::sleep(REWATCH_DELAY).await;
+    }
+}
+
+/// Reloads `tp`'s index if this broker caches it with an older layout.
+async fn reload_if_behind(inner: &LogInner, tp: &TopicPartition, revision: i64) {
+    let cached = inner
+        .partitions
+        .read()
+        .expect("partitions poisoned")
+        .get(tp)
+        .cloned();
+    let Some(partition) = cached else { return };
+    let behind = partition
+        .view
+        .lock()
+        .expect("view mutex poisoned")
+        .layout_revision
+        < revision;
+    if behind {
+        if let Err(error) = refresh_index(inner, tp, &partition).await {
+            tracing::warn!(%error, partition = %tp, "index reload after a compaction failed; the partition is reloaded on its next use");
+            inner
+                .partitions
+                .write()
+                .expect("partitions poisoned")
+                .remove(tp);
+        }
+    }
+}
+
+/// Reloads every cached partition whose stored layout differs from its view's.
+async fn reload_changed(inner: &Arc<LogInner>) {
+    let cached: Vec<TopicPartition> = inner
+        .partitions
+        .read()
+        .expect("partitions poisoned")
+        .keys()
+        .cloned()
+        .collect();
+    for tp in cached {
+        match inner
+            .store
+            .get(&keys::layout(&tp.topic, tp.partition))
+            .await
+        {
+            Ok(Some(kv)) => reload_if_behind(inner, &tp, kv.mod_revision).await,
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot read partition layouts; retried when the watch is re-established");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_keys_name_their_partition() {
+        assert_eq!(
+            partition_of(&keys::layout("orders.v1", 12)),
+            Some(TopicPartition::new("orders.v1", 12))
+        );
+        assert_eq!(partition_of("/skiff/layouts/orders"), None);
+        assert_eq!(partition_of("/skiff/partitions/t/0000000001"), None);
+    }
+}
