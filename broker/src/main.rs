@@ -22,6 +22,9 @@ use skiff_tiering::{Clock, Log, LogConfig, SystemClock};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<_> = std::env::args_os().collect();
     config::load_config_file_into_env(&args)?;
@@ -170,6 +173,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(retention::run(
         log.clone(),
         std::time::Duration::from_millis(args.log_retention_check_interval_ms),
+        args.log_retention(),
     ));
     let broker = Arc::new(Broker {
         log: log.clone(),
@@ -194,6 +198,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             auto_create_topics_enable: args.auto_create_topics_enable,
             num_partitions: args.num_partitions,
             message_timestamp_type: args.log_message_timestamp_type,
+            retention: args.log_retention(),
         },
         static_configs: StaticBrokerConfigs::new(
             &args,

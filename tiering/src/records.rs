@@ -216,36 +216,93 @@ pub struct BatchFields {
     pub base_sequence: i32,
 }
 
+/// A header to encode: (key, value).
+pub type HeaderRef<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// A record to encode, borrowing its bytes (from decoded records or straight from Parquet
+/// columns, so encoding copies each byte once).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    /// Headers as (key, value), in order.
+    pub headers: &'a [HeaderRef<'a>],
+}
+
 /// Encodes an uncompressed v2 batch holding `records` (in offset order, within
 /// `base_offset..=last_offset`), with a valid CRC.
 pub fn encode(fields: &BatchFields, records: &[Record]) -> Bytes {
+    let headers: Vec<Vec<HeaderRef<'_>>> = records
+        .iter()
+        .map(|r| {
+            r.headers
+                .iter()
+                .map(|h| (&h.key[..], h.value.as_deref()))
+                .collect()
+        })
+        .collect();
+    let refs: Vec<RecordRef<'_>> = records
+        .iter()
+        .zip(&headers)
+        .map(|(r, headers)| RecordRef {
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            headers,
+        })
+        .collect();
+    encode_refs(fields, &refs)
+}
+
+fn varlong_len(value: i64) -> usize {
+    let zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    (64 - zigzag.leading_zeros() as usize).max(1).div_ceil(7)
+}
+
+fn nullable_len(bytes: Option<&[u8]>) -> usize {
+    match bytes {
+        None => varlong_len(-1),
+        Some(bytes) => varlong_len(bytes.len() as i64) + bytes.len(),
+    }
+}
+
+/// [`encode`] over borrowed records: the batch is sized first and written in one buffer.
+pub fn encode_refs(fields: &BatchFields, records: &[RecordRef<'_>]) -> Bytes {
     let base_timestamp = if fields.log_append_time {
         records.iter().map(|r| r.timestamp).max().unwrap_or(-1)
     } else {
         records.iter().map(|r| r.timestamp).min().unwrap_or(-1)
     };
     let max_timestamp = records.iter().map(|r| r.timestamp).max().unwrap_or(-1);
-    let mut body = BytesMut::new();
-    for record in records {
-        let mut one = BytesMut::new();
-        one.put_u8(0);
-        let delta = if fields.log_append_time {
+    let delta = |record: &RecordRef<'_>| {
+        if fields.log_append_time {
             0
         } else {
             record.timestamp.wrapping_sub(base_timestamp)
-        };
-        put_varlong(&mut one, delta);
-        put_varlong(&mut one, record.offset - fields.base_offset);
-        put_nullable(&mut one, record.key.as_deref());
-        put_nullable(&mut one, record.value.as_deref());
-        put_varlong(&mut one, record.headers.len() as i64);
-        for header in &record.headers {
-            put_nullable(&mut one, Some(&header.key));
-            put_nullable(&mut one, header.value.as_deref());
         }
-        put_varlong(&mut body, one.len() as i64);
-        body.put_slice(&one);
-    }
+    };
+    let body_len = |record: &RecordRef<'_>| {
+        1 + varlong_len(delta(record))
+            + varlong_len(record.offset - fields.base_offset)
+            + nullable_len(record.key)
+            + nullable_len(record.value)
+            + varlong_len(record.headers.len() as i64)
+            + record
+                .headers
+                .iter()
+                .map(|(k, v)| nullable_len(Some(k)) + nullable_len(*v))
+                .sum::<usize>()
+    };
+    let records_len: usize = records
+        .iter()
+        .map(|r| {
+            let len = body_len(r);
+            varlong_len(len as i64) + len
+        })
+        .sum();
     let mut attributes: i16 = 0;
     if fields.log_append_time {
         attributes |= batch::TIMESTAMP_TYPE_LOG_APPEND;
@@ -256,9 +313,9 @@ pub fn encode(fields: &BatchFields, records: &[Record]) -> Bytes {
     if fields.control {
         attributes |= batch::ATTRIBUTE_CONTROL;
     }
-    let mut out = BytesMut::with_capacity(HEADER_LEN + body.len());
+    let mut out = BytesMut::with_capacity(HEADER_LEN + records_len);
     out.put_i64(fields.base_offset);
-    out.put_i32(i32::try_from(HEADER_LEN - batch::LOG_OVERHEAD + body.len()).unwrap_or(i32::MAX));
+    out.put_i32(i32::try_from(HEADER_LEN - batch::LOG_OVERHEAD + records_len).unwrap_or(i32::MAX));
     out.put_i32(fields.partition_leader_epoch);
     out.put_i8(2);
     out.put_u32(0);
@@ -270,7 +327,20 @@ pub fn encode(fields: &BatchFields, records: &[Record]) -> Bytes {
     out.put_i16(fields.producer_epoch);
     out.put_i32(fields.base_sequence);
     out.put_i32(i32::try_from(records.len()).unwrap_or(i32::MAX));
-    out.put_slice(&body);
+    for record in records {
+        put_varlong(&mut out, body_len(record) as i64);
+        out.put_u8(0);
+        put_varlong(&mut out, delta(record));
+        put_varlong(&mut out, record.offset - fields.base_offset);
+        put_nullable(&mut out, record.key);
+        put_nullable(&mut out, record.value);
+        put_varlong(&mut out, record.headers.len() as i64);
+        for (key, value) in record.headers {
+            put_nullable(&mut out, Some(key));
+            put_nullable(&mut out, *value);
+        }
+    }
+    debug_assert_eq!(out.len(), HEADER_LEN + records_len, "sized exactly");
     let crc = crc32c::crc32c(&out[batch::ATTRIBUTES_OFFSET..]);
     out[batch::CRC_OFFSET..batch::CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     out.freeze()

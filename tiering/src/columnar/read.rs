@@ -5,7 +5,7 @@
 //! this). A row group is fetched with ranged GETs of its column chunks only.
 
 use super::{col, ColumnarError};
-use crate::records::{self, BatchFields, Header, Record};
+use crate::records::{self, BatchFields};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int16Type, Int32Type, Int64Type, Int8Type, TimestampMillisecondType};
 use arrow_array::{Array, RecordBatch};
@@ -204,9 +204,12 @@ impl ColumnarReader {
             .try_collect()
             .await
             .map_err(|e| unreadable(object, e))?;
-        let batches = Arc::new(
-            rebuild(&arrow).map_err(|e| ColumnarError::Corrupt(format!("object={object}: {e}")))?,
-        );
+        // Re-encoding is CPU work: off the async workers.
+        let rebuilt = tokio::task::spawn_blocking(move || rebuild(&arrow))
+            .await
+            .map_err(|e| ColumnarError::Unavailable(format!("object={object}: {e}")))?;
+        let batches =
+            Arc::new(rebuilt.map_err(|e| ColumnarError::Corrupt(format!("object={object}: {e}")))?);
         let bytes: usize = batches.iter().map(Bytes::len).sum();
         let mut caches = self.caches.lock().expect("cache poisoned");
         if bytes <= self.cache_max_bytes
@@ -301,11 +304,57 @@ pub fn decode_file(object: &str, bytes: Bytes) -> Result<Vec<Bytes>, ColumnarErr
     rebuild(&arrow).map_err(|e| ColumnarError::Corrupt(format!("object={object}: {e}")))
 }
 
+/// The value at `i`, None when null.
+fn bytes_at(array: &arrow_array::BinaryArray, i: usize) -> Option<&[u8]> {
+    (!array.is_null(i)).then(|| array.value(i))
+}
+
+/// One row of an open batch, borrowing its bytes from the decoded columns.
+struct Row<'a> {
+    offset: i64,
+    timestamp: i64,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    /// Its headers in the open batch's header list.
+    headers: Range<usize>,
+}
+
+/// The rows of the batch being rebuilt.
+#[derive(Default)]
+struct OpenBatch<'a> {
+    fields: Option<BatchFields>,
+    rows: Vec<Row<'a>>,
+    headers: Vec<records::HeaderRef<'a>>,
+}
+
+impl OpenBatch<'_> {
+    /// Encodes the open batch (if any) into `out` and empties it.
+    fn close(&mut self, out: &mut Vec<Bytes>) {
+        let Some(fields) = self.fields.take() else {
+            return;
+        };
+        let refs: Vec<records::RecordRef<'_>> = self
+            .rows
+            .iter()
+            .map(|row| records::RecordRef {
+                offset: row.offset,
+                timestamp: row.timestamp,
+                key: row.key,
+                value: row.value,
+                headers: &self.headers[row.headers.clone()],
+            })
+            .collect();
+        out.push(records::encode_refs(&fields, &refs));
+        self.rows.clear();
+        self.headers.clear();
+    }
+}
+
 /// Turns decoded rows back into record batches: consecutive rows sharing `batch_base_offset`
-/// are one batch, encoded uncompressed with a fresh CRC.
+/// are one batch, encoded uncompressed with a fresh CRC, each byte copied once from the columns.
 fn rebuild(arrow: &[RecordBatch]) -> Result<Vec<Bytes>, String> {
     let mut out = Vec::new();
-    let mut open: Option<(BatchFields, Vec<Record>)> = None;
+    let mut open = OpenBatch::default();
     for rows in arrow {
         let column = |i: usize| rows.column(i);
         let offset = column(col::OFFSET).as_primitive::<Int64Type>();
@@ -314,6 +363,10 @@ fn rebuild(arrow: &[RecordBatch]) -> Result<Vec<Bytes>, String> {
         let key = column(col::KEY).as_binary::<i32>();
         let value = column(col::VALUE).as_binary::<i32>();
         let headers = column(col::HEADERS).as_list::<i32>();
+        let header_offsets = headers.value_offsets();
+        let header_rows = headers.values().as_struct();
+        let header_keys = header_rows.column(0).as_binary::<i32>();
+        let header_values = header_rows.column(1).as_binary::<i32>();
         let producer_id = column(col::PRODUCER_ID).as_primitive::<Int64Type>();
         let producer_epoch = column(col::PRODUCER_EPOCH).as_primitive::<Int16Type>();
         let sequence = column(col::SEQUENCE).as_primitive::<Int32Type>();
@@ -322,68 +375,57 @@ fn rebuild(arrow: &[RecordBatch]) -> Result<Vec<Bytes>, String> {
         let leader_epoch = column(col::LEADER_EPOCH).as_primitive::<Int32Type>();
         let base_offset = column(col::BATCH_BASE_OFFSET).as_primitive::<Int64Type>();
         let last_offset = column(col::BATCH_LAST_OFFSET).as_primitive::<Int64Type>();
-        let bytes_at = |array: &arrow_array::BinaryArray, i: usize| {
-            (!array.is_null(i)).then(|| Bytes::copy_from_slice(array.value(i)))
-        };
         for i in 0..rows.num_rows() {
             let row_offset = offset.value(i);
-            let fields = BatchFields {
-                base_offset: base_offset.value(i),
-                last_offset: last_offset.value(i),
-                partition_leader_epoch: leader_epoch.value(i),
-                log_append_time: timestamp_type.value(i) == 1,
-                transactional: transactional.value(i),
-                control: control.value(i),
-                producer_id: producer_id.value(i),
-                producer_epoch: producer_epoch.value(i),
-                base_sequence: if sequence.value(i) < 0 {
-                    -1
-                } else {
-                    let delta = i32::try_from(row_offset - base_offset.value(i))
-                        .map_err(|_| format!("offset {row_offset} too far from its batch"))?;
-                    sequence.value(i).wrapping_sub(delta)
-                },
-            };
+            let batch_base = base_offset.value(i);
+            if open.fields.is_some_and(|f| f.base_offset != batch_base) {
+                open.close(&mut out);
+            }
+            if open.fields.is_none() {
+                let fields = BatchFields {
+                    base_offset: batch_base,
+                    last_offset: last_offset.value(i),
+                    partition_leader_epoch: leader_epoch.value(i),
+                    log_append_time: timestamp_type.value(i) == 1,
+                    transactional: transactional.value(i),
+                    control: control.value(i),
+                    producer_id: producer_id.value(i),
+                    producer_epoch: producer_epoch.value(i),
+                    base_sequence: if sequence.value(i) < 0 {
+                        -1
+                    } else {
+                        let delta = i32::try_from(row_offset - batch_base)
+                            .map_err(|_| format!("offset {row_offset} too far from its batch"))?;
+                        sequence.value(i).wrapping_sub(delta)
+                    },
+                };
+                open.fields = Some(fields);
+            }
+            let fields = open.fields.expect("opened above");
             if !(fields.base_offset..=fields.last_offset).contains(&row_offset) {
                 return Err(format!(
                     "offset {row_offset} outside its batch {}..={}",
                     fields.base_offset, fields.last_offset
                 ));
             }
-            let header_list = headers.value(i);
-            let header_rows = header_list.as_struct();
-            let header_keys = header_rows.column(0).as_binary::<i32>();
-            let header_values = header_rows.column(1).as_binary::<i32>();
-            let record = Record {
+            if open.rows.last().is_some_and(|r| r.offset >= row_offset) {
+                return Err(format!("offset {row_offset} out of order"));
+            }
+            let first_header = open.headers.len();
+            let (start, end) = (header_offsets[i] as usize, header_offsets[i + 1] as usize);
+            for h in start..end {
+                open.headers
+                    .push((header_keys.value(h), bytes_at(header_values, h)));
+            }
+            open.rows.push(Row {
                 offset: row_offset,
                 timestamp: timestamp.value(i),
                 key: bytes_at(key, i),
                 value: bytes_at(value, i),
-                headers: (0..header_rows.len())
-                    .map(|h| Header {
-                        key: Bytes::copy_from_slice(header_keys.value(h)),
-                        value: bytes_at(header_values, h),
-                    })
-                    .collect(),
-            };
-            match &mut open {
-                Some((open_fields, records)) if open_fields.base_offset == fields.base_offset => {
-                    if records.last().is_some_and(|r| r.offset >= row_offset) {
-                        return Err(format!("offset {row_offset} out of order"));
-                    }
-                    records.push(record);
-                }
-                _ => {
-                    if let Some((done, records)) = open.take() {
-                        out.push(records::encode(&done, &records));
-                    }
-                    open = Some((fields, vec![record]));
-                }
-            }
+                headers: first_header..open.headers.len(),
+            });
         }
     }
-    if let Some((done, records)) = open {
-        out.push(records::encode(&done, &records));
-    }
+    open.close(&mut out);
     Ok(out)
 }

@@ -15,6 +15,9 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use std::sync::Arc;
 
+/// Target size of a data page.
+const DATA_PAGE_BYTES: usize = 64 * 1024;
+
 /// What a finished file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSummary {
@@ -77,6 +80,10 @@ impl FileWriter {
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(failed)?))
             .set_statistics_enabled(EnabledStatistics::Page)
+            // Small pages: a reader decompresses each into a buffer of its size, and buffers this
+            // small are reused by the allocator where megabyte ones cost fresh zeroed pages (a
+            // third of Fetch's CPU from Parquet with 1 MiB pages); finer statistics too.
+            .set_data_page_size_limit(DATA_PAGE_BYTES)
             // Row groups are closed by bytes, at batch boundaries (see `push`).
             .set_max_row_group_row_count(None)
             .set_max_row_group_bytes(None)

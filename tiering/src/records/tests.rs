@@ -299,3 +299,12 @@ fn garbage_is_an_error() {
         assert!(decompress(codec, junk, 1 << 20).is_err(), "{codec}");
     }
 }
+
+proptest::proptest! {
+    #[test]
+    fn varint_sizes_match_what_is_written(value in proptest::prelude::any::<i64>()) {
+        let mut buf = BytesMut::new();
+        put_varlong(&mut buf, value);
+        proptest::prop_assert_eq!(buf.len(), varlong_len(value));
+    }
+}
