@@ -206,6 +206,26 @@ pub struct ServeArgs {
         value_name = "MS"
     )]
     pub log_retention_check_interval_ms: u64,
+    /// How long topics keep records unless they set `retention.ms` (Kafka's
+    /// `log.retention.ms`, 7 days); -1 keeps them forever.
+    #[arg(
+        long,
+        env = "SKIFF_LOG_RETENTION_MS",
+        default_value_t = 604_800_000,
+        allow_hyphen_values = true,
+        value_name = "MS"
+    )]
+    pub log_retention_ms: i64,
+    /// How many bytes a partition keeps unless its topic sets `retention.bytes` (Kafka's
+    /// `log.retention.bytes`); -1 for no limit.
+    #[arg(
+        long,
+        env = "SKIFF_LOG_RETENTION_BYTES",
+        default_value_t = -1,
+        allow_hyphen_values = true,
+        value_name = "BYTES"
+    )]
+    pub log_retention_bytes: i64,
 
     /// Create a topic when a client asks for its metadata or produces to it (Kafka's
     /// `auto.create.topics.enable`).
@@ -495,6 +515,12 @@ pub struct CompactorArgs {
     )]
     pub compactor_orphan_age_ms: i64,
 
+    /// Memory for the keys of one log-compaction pass over a partition (Kafka's
+    /// `log.cleaner.dedupe.buffer.size`): a partition with more distinct keys in its cleanable
+    /// range is not cleaned, and `/v1/compactor` says why.
+    #[arg(long, env = "SKIFF_COMPACTOR_DEDUPE_BUFFER_MAX_BYTES", default_value_t = 128 * 1024 * 1024, value_name = "BYTES")]
+    pub compactor_dedupe_buffer_max_bytes: u64,
+
     /// An object is committed (referenced by the index) within this long of its upload
     /// starting, or never: a broker or compactor that was slower (paused, cut off) drops it.
     #[arg(
@@ -516,6 +542,7 @@ impl CompactorArgs {
             gc_interval_ms: self.compactor_gc_interval_ms,
             gc_grace_ms: self.compactor_gc_grace_ms,
             orphan_age_ms: self.compactor_orphan_age_ms,
+            dedupe_buffer_max_bytes: self.compactor_dedupe_buffer_max_bytes,
             ..skiff_compactor::CompactorSettings::default()
         }
     }
@@ -571,6 +598,13 @@ impl ServeArgs {
         parse_listener(&self.http_listeners).context("--http-listeners")
     }
 
+    pub fn log_retention(&self) -> skiff_tiering::log::Retention {
+        skiff_tiering::log::Retention {
+            ms: self.log_retention_ms,
+            bytes: self.log_retention_bytes,
+        }
+    }
+
     pub fn budget_settings(&self) -> crate::memory::BudgetSettings {
         crate::memory::BudgetSettings {
             queued_max_request_bytes: self.queued_max_request_bytes,
@@ -622,6 +656,9 @@ impl ServeArgs {
         }
         if self.connections_max_idle_ms == 0 {
             bail!("--connections-max-idle-ms must be positive");
+        }
+        if self.log_retention_ms < -1 || self.log_retention_bytes < -1 {
+            bail!("--log-retention-ms and --log-retention-bytes must be -1 (no limit) or more");
         }
         if self.log_retention_check_interval_ms == 0 {
             bail!("--log-retention-check-interval-ms must be positive");

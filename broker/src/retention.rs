@@ -3,24 +3,24 @@
 //! log start is the leader's commit, so it never races the leader's own appends; deleting the
 //! bytes below it is the compactor's garbage collection.
 
-use skiff_tiering::log::Log;
+use skiff_tiering::log::{Log, Retention};
 use std::time::Duration;
 
-pub async fn run(log: Log, check_interval: Duration) {
+pub async fn run(log: Log, check_interval: Duration, defaults: Retention) {
     let mut tick = tokio::time::interval(check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        pass(&log).await;
+        pass(&log, defaults).await;
     }
 }
 
 /// One pass over the partitions this broker leads; failures are retried next pass.
-pub async fn pass(log: &Log) {
+pub async fn pass(log: &Log, defaults: Retention) {
     let now_ms = log.clock().now_ms();
     for tp in log.led_partitions() {
         let retention = match log.led_topic(&tp).await {
-            Ok(topic) => crate::api::retention(&topic.configs),
+            Ok(topic) => crate::api::retention(&topic.configs, defaults),
             Err(error) => {
                 tracing::debug!(%error, partition = %tp, "retention: partition not led now");
                 continue;

@@ -68,3 +68,26 @@ def test_retention_embedded(start_broker):
 def test_retention_on_etcd_and_s3(start_broker, etcd, s3):
     check_retention(start_broker(args=broker_args(etcd, s3)
                                  + ["--log-retention-check-interval-ms", "300"]))
+
+
+def test_broker_retention_defaults_apply_to_topics_without_their_own(start_broker):
+    """--log-retention-ms (Kafka's log.retention.ms) is the default of every topic's
+    retention.ms; DescribeConfigs reports it; a compacted-only topic keeps everything."""
+    b = start_broker(args=["--log-retention-ms", str(HOUR_MS),
+                           "--log-retention-check-interval-ms", "300"])
+    now_ms = int(time.time() * 1000)
+    plain, table = h.unique_topic("default-hour"), h.unique_topic("compact-only")
+    h.create_topic(b.bootstrap, plain, 1)
+    h.create_topic(b.bootstrap, table, 1, config={"cleanup.policy": "compact"})
+    p = h.producer(b.bootstrap)
+    for topic in (plain, table):
+        h.produce_and_wait(p, topic, [b"old-%d" % i for i in range(4)], partition=0,
+                           timestamp=now_ms - 2 * HOUR_MS, key=b"k")
+    wait_for_low_watermark(b, plain, 4)
+    time.sleep(1.0)
+    assert h.watermarks(b.bootstrap, table, 0)[0] == 0, "retention.ms does not apply to compact"
+    admin = h.admin(b.bootstrap)
+    (future,) = admin.describe_configs([ConfigResource("topic", plain)]).values()
+    configs = future.result(timeout=30)
+    assert configs["retention.ms"].value == str(HOUR_MS)
+    assert configs["retention.ms"].is_default

@@ -52,6 +52,10 @@ enum DefaultValue {
     MessageMaxBytes,
     /// The broker's `log.message.timestamp.type`.
     TimestampType,
+    /// The broker's `log.retention.ms`.
+    RetentionMs,
+    /// The broker's `log.retention.bytes`.
+    RetentionBytes,
 }
 
 struct TopicConfigDef {
@@ -106,12 +110,12 @@ const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef {
         name: "retention.bytes",
         kind: Kind::Long { min: -1 },
-        default: DefaultValue::Fixed("-1"),
+        default: DefaultValue::RetentionBytes,
     },
     TopicConfigDef {
         name: "retention.ms",
         kind: Kind::Long { min: -1 },
-        default: DefaultValue::Fixed(DEFAULT_RETENTION_MS),
+        default: DefaultValue::RetentionMs,
     },
     TopicConfigDef {
         name: "segment.bytes",
@@ -180,6 +184,8 @@ impl<'a> TopicConfigs<'a> {
             DefaultValue::TimestampType => {
                 timestamp_type_name(self.broker.topic_defaults.message_timestamp_type).to_owned()
             }
+            DefaultValue::RetentionMs => self.broker.topic_defaults.retention.ms.to_string(),
+            DefaultValue::RetentionBytes => self.broker.topic_defaults.retention.bytes.to_string(),
         }
     }
 
@@ -339,7 +345,7 @@ pub struct StaticBrokerConfigs(Vec<(&'static str, String, i8)>);
 impl StaticBrokerConfigs {
     /// `listeners` is the bound Kafka address, `advertised` the one clients are told.
     pub fn new(args: &crate::config::ServeArgs, listeners: String, advertised: String) -> Self {
-        let retention_ms = DEFAULT_RETENTION_MS.parse::<i64>().unwrap_or(i64::MAX);
+        let retention_ms = args.log_retention_ms;
         let long = |v: u64| (v.to_string(), TYPE_LONG);
         let int = |v: usize| (v.to_string(), TYPE_INT);
         let entries: Vec<(&'static str, (String, i8))> = vec![
@@ -353,7 +359,10 @@ impl StaticBrokerConfigs {
                 "log.retention.hours",
                 ((retention_ms / 3_600_000).to_string(), TYPE_INT),
             ),
-            ("log.retention.bytes", ("-1".to_owned(), TYPE_LONG)),
+            (
+                "log.retention.bytes",
+                (args.log_retention_bytes.to_string(), TYPE_LONG),
+            ),
             ("log.cleanup.policy", ("delete".to_owned(), TYPE_LIST)),
             ("log.segment.bytes", ("1073741824".to_owned(), TYPE_INT)),
             ("compression.type", ("producer".to_owned(), TYPE_STRING)),
@@ -403,12 +412,12 @@ impl StaticBrokerConfigs {
     }
 }
 
-/// The topic default of `retention.ms` (and so the broker's `log.retention.ms`).
-const DEFAULT_RETENTION_MS: &str = "604800000";
-
-/// A topic's `retention.ms` (default 7 days) and `retention.bytes` (default none); -1 is
-/// unlimited.
-pub fn retention(configs: &BTreeMap<String, String>) -> skiff_tiering::log::Retention {
+/// A topic's `retention.ms` and `retention.bytes`, else the broker's `log.retention.ms` (7
+/// days) and `log.retention.bytes` (none); -1 is unlimited.
+pub fn retention(
+    configs: &BTreeMap<String, String>,
+    defaults: skiff_tiering::log::Retention,
+) -> skiff_tiering::log::Retention {
     // As Kafka: time and size retention apply only with the "delete" policy (a topic that is
     // only compacted keeps the latest value of every key forever).
     let deletes = configs
@@ -420,16 +429,15 @@ pub fn retention(configs: &BTreeMap<String, String>) -> skiff_tiering::log::Rete
             bytes: skiff_tiering::log::RETENTION_UNLIMITED,
         };
     }
-    let get = |name: &str, default: &str| {
+    let get = |name: &str, default: i64| {
         configs
             .get(name)
-            .map_or(default, String::as_str)
-            .parse()
+            .map_or(Some(default), |v| v.parse().ok())
             .unwrap_or(skiff_tiering::log::RETENTION_UNLIMITED)
     };
     skiff_tiering::log::Retention {
-        ms: get("retention.ms", DEFAULT_RETENTION_MS),
-        bytes: get("retention.bytes", "-1"),
+        ms: get("retention.ms", defaults.ms),
+        bytes: get("retention.bytes", defaults.bytes),
     }
 }
 

@@ -118,6 +118,8 @@ pub struct TopicDefaults {
     pub auto_create_topics_enable: bool,
     pub num_partitions: i32,
     pub message_timestamp_type: TimestampType,
+    /// `log.retention.ms` and `log.retention.bytes`: what topics without their own keep.
+    pub retention: skiff_tiering::log::Retention,
 }
 
 /// Everything a request handler needs.

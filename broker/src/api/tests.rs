@@ -101,6 +101,10 @@ async fn fixture() -> Fixture {
             auto_create_topics_enable: true,
             num_partitions: 2,
             message_timestamp_type: TimestampType::CreateTime,
+            retention: skiff_tiering::log::Retention {
+                ms: 604_800_000,
+                bytes: -1,
+            },
         },
         static_configs: StaticBrokerConfigs::default(),
         producer_ids: ProducerIds::new(store),
