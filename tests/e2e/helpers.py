@@ -80,6 +80,21 @@ def wait_topic_partitions(bootstrap: str, topic: str, partitions: int,
     raise AssertionError(f"topic {topic}: expected {partitions} partitions in metadata, saw {seen}")
 
 
+def wait_leaders(bootstrap: str, topic: str, timeout: float = 15.0) -> None:
+    """Waits until Metadata names a leader for every partition of `topic` (a broker that just
+    started claims its partitions in its first controller pass, after it answers health)."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        t = admin(bootstrap).list_topics(timeout=5).topics.get(topic)
+        if t is not None and t.error is None and t.partitions and all(
+                p.leader >= 0 and p.error is None for p in t.partitions.values()):
+            return
+        seen = t
+        time.sleep(0.1)
+    raise AssertionError(f"topic {topic}: no leader for every partition: {seen}")
+
+
 def assert_broker_serves(broker, timeout: float = 10.0) -> None:
     """The process is alive and answers a Metadata request from a fresh client."""
     assert broker.is_running(), f"broker process exited (code {broker.proc.returncode})"

@@ -33,6 +33,7 @@ def test_produce_consume_through_etcd_and_s3(start_broker, etcd, s3):
     # serves the same log.
     b.stop()
     fresh = start_broker(args=broker_args(etcd, s3), name="fresh")
+    h.wait_leaders(fresh.bootstrap, topic)
     again = h.read_partitions(fresh.bootstrap, topic, range(4))
     assert sorted(r.value for r in again) == sorted(r.value for r in recs)
 
