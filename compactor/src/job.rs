@@ -158,6 +158,39 @@ pub fn has_expired(layout: &Layout, log_start: i64) -> bool {
         || layout.rollups.iter().any(|r| r.last_offset < log_start)
 }
 
+/// Uploads the new index objects, then swaps (what every job ends with): nothing is committed
+/// if the uploads, which began at `first_upload_ms`, ran past the object commit timeout, or if
+/// the index changed since the job read it.
+pub(crate) async fn commit(
+    ctx: &Ctx,
+    tp: &TopicPartition,
+    swap: Swap,
+    new_objects: layout::NewIndexObjects,
+    first_upload_ms: i64,
+) -> Result<(), JobError> {
+    for (path, body) in &new_objects {
+        ctx.objects
+            .put(path, layout::encode_body(body).into())
+            .await
+            .map_err(|e| JobError::Upload(format!("index object={path}: {e}")))?;
+    }
+    let elapsed_ms = ctx.clock.now_ms() - first_upload_ms;
+    if elapsed_ms > ctx.settings.object_commit_timeout_ms {
+        return Err(JobError::Deadline(format!(
+            "{tp}: uploads took {elapsed_ms} ms, over the object commit timeout; not committed"
+        )));
+    }
+    if !ctx.store.txn(swap.txn()).await?.succeeded {
+        return Err(JobError::Conflict(format!(
+            "{tp}: the index changed since it was read"
+        )));
+    }
+    for (path, body) in new_objects {
+        ctx.index_objects.insert(path.to_string(), Arc::new(body));
+    }
+    Ok(())
+}
+
 /// What a job changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -237,18 +270,6 @@ pub async fn run(ctx: &Ctx, plan: Plan, sections: Sections) -> Result<Outcome, J
     layout.compacted_ms = ctx.clock.now_ms();
     let mut new_objects = cut.new_objects.clone();
     new_objects.extend(layout::bound(&mut layout, ctx.clock.now_ms()));
-    for (path, body) in &new_objects {
-        ctx.objects
-            .put(path, layout::encode_body(body).into())
-            .await
-            .map_err(|e| JobError::Upload(format!("index object={path}: {e}")))?;
-    }
-    let elapsed_ms = ctx.clock.now_ms() - first_upload_ms;
-    if elapsed_ms > ctx.settings.object_commit_timeout_ms {
-        return Err(JobError::Deadline(format!(
-            "{tp}: uploads took {elapsed_ms} ms, over the object commit timeout; not committed"
-        )));
-    }
     let swap = Swap {
         topic: tp.topic.to_string(),
         partition: tp.partition,
@@ -258,14 +279,7 @@ pub async fn run(ctx: &Ctx, plan: Plan, sections: Sections) -> Result<Outcome, J
         consumed: cut.consumed.clone(),
         remainder: cut.remainder.clone(),
     };
-    if !ctx.store.txn(swap.txn()).await?.succeeded {
-        return Err(JobError::Conflict(format!(
-            "{tp}: the index changed since it was read"
-        )));
-    }
-    for (path, body) in new_objects {
-        ctx.index_objects.insert(path.to_string(), Arc::new(body));
-    }
+    commit(ctx, &tp, swap, new_objects, first_upload_ms).await?;
     tracing::info!(
         partition = %tp,
         parquet_end = layout.parquet_end,

@@ -192,28 +192,11 @@ impl Compactor {
                     Err(error) => Err(error),
                 },
             };
-            match outcome {
-                Ok(done) => {
-                    self.failures.lock().expect("failures poisoned").remove(&tp);
-                    if let Some(file) = &done.file {
-                        self.stats.files_written.fetch_add(1, Ordering::Relaxed);
-                        self.stats
-                            .bytes_written
-                            .fetch_add(file.bytes, Ordering::Relaxed);
-                    }
-                    if done.whole {
-                        self.waiting.lock().expect("waiting poisoned").remove(&tp);
-                    } else {
-                        report.more = true;
-                    }
-                }
-                Err(JobError::Conflict(reason)) => {
-                    self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%reason, partition = %tp, "compaction job lost a race; planned again next pass");
-                }
-                Err(error) => {
-                    report.failures += 1;
-                    self.record_failure(&tp, &error).await;
+            if let Some(done) = self.settle(&tp, outcome.map(Some), &mut report).await {
+                if done.whole {
+                    self.waiting.lock().expect("waiting poisoned").remove(&tp);
+                } else {
+                    report.more = true;
                 }
             }
             self.leases.release(claim).await;
@@ -231,29 +214,44 @@ impl Compactor {
             };
             report.jobs += 1;
             self.stats.jobs.fetch_add(1, Ordering::Relaxed);
-            match self.rewrite(&tp).await {
-                Ok(Some(done)) => {
-                    self.failures.lock().expect("failures poisoned").remove(&tp);
-                    if let Some(file) = &done.file {
-                        self.stats.files_written.fetch_add(1, Ordering::Relaxed);
-                        self.stats
-                            .bytes_written
-                            .fetch_add(file.bytes, Ordering::Relaxed);
-                    }
-                }
-                Ok(None) => {}
-                Err(JobError::Conflict(reason)) => {
-                    self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%reason, partition = %tp, "rewrite lost a race; planned again next pass");
-                }
-                Err(error) => {
-                    report.failures += 1;
-                    self.record_failure(&tp, &error).await;
-                }
-            }
+            let outcome = self.rewrite(&tp).await;
+            self.settle(&tp, outcome, &mut report).await;
             self.leases.release(claim).await;
         }
         Ok(report)
+    }
+
+    /// Counts a job's outcome and records its failure; the outcome of a job that changed the
+    /// index.
+    async fn settle(
+        &self,
+        tp: &TopicPartition,
+        outcome: Result<Option<job::Outcome>, JobError>,
+        report: &mut PassReport,
+    ) -> Option<job::Outcome> {
+        match outcome {
+            Ok(Some(done)) => {
+                self.failures.lock().expect("failures poisoned").remove(tp);
+                if let Some(file) = &done.file {
+                    self.stats.files_written.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .bytes_written
+                        .fetch_add(file.bytes, Ordering::Relaxed);
+                }
+                Some(done)
+            }
+            Ok(None) => None,
+            Err(JobError::Conflict(reason)) => {
+                self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%reason, partition = %tp, "compaction job lost a race; planned again next pass");
+                None
+            }
+            Err(error) => {
+                report.failures += 1;
+                self.record_failure(tp, &error).await;
+                None
+            }
+        }
     }
 
     /// Plans (from what is stored now) and runs a rewrite of the front of a partition's Parquet

@@ -25,7 +25,6 @@ use skiff_tiering::paths;
 use skiff_tiering::records::{self, Record};
 use skiff_tiering::tree::{Leaf, ReadError};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 /// How a topic keeps its records (from its configs, with Kafka's defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -354,18 +353,6 @@ pub async fn run(
     }
     let mut new_objects: Vec<(Path, RollupBody)> = manifest.into_iter().collect();
     new_objects.extend(layout::bound(&mut layout, now_ms));
-    for (path, body) in &new_objects {
-        ctx.objects
-            .put(path, layout::encode_body(body).into())
-            .await
-            .map_err(|e| JobError::Upload(format!("index object={path}: {e}")))?;
-    }
-    let elapsed_ms = ctx.clock.now_ms() - first_upload_ms;
-    if elapsed_ms > ctx.settings.object_commit_timeout_ms {
-        return Err(JobError::Deadline(format!(
-            "{tp}: uploads took {elapsed_ms} ms, over the object commit timeout; not committed"
-        )));
-    }
     let swap = Swap {
         topic: tp.topic.to_string(),
         partition: tp.partition,
@@ -375,14 +362,7 @@ pub async fn run(
         consumed: Vec::new(),
         remainder: None,
     };
-    if !ctx.store.txn(swap.txn()).await?.succeeded {
-        return Err(JobError::Conflict(format!(
-            "{tp}: the layout changed since it was read"
-        )));
-    }
-    for (path, body) in new_objects {
-        ctx.index_objects.insert(path.to_string(), Arc::new(body));
-    }
+    crate::job::commit(ctx, tp, swap, new_objects, first_upload_ms).await?;
     let rows: u64 = new_files.iter().map(|f| f.rows).sum();
     tracing::info!(
         partition = %tp,
