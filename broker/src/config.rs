@@ -24,8 +24,9 @@ pub enum Command {
     /// Run a broker: the Kafka listener and the HTTP admin API (and, unless
     /// `--compactor-enable false`, the compactor).
     Serve(Box<ServeArgs>),
-    /// Run a compactor on its own: rewrites flush objects as Parquet, applies retention to the
-    /// bucket and deletes unreferenced objects. Any number may run against one cluster.
+    /// Run a compactor on its own: rewrites flush objects as Parquet, applies retention and log
+    /// compaction to the bucket and deletes unreferenced objects. Any number may run against
+    /// one cluster.
     Compactor(Box<CompactorCommandArgs>),
 }
 
