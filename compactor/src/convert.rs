@@ -10,6 +10,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use object_store::ObjectStore;
 use skiff_tiering::batch;
+use skiff_tiering::columnar::json::JsonInference;
 use skiff_tiering::columnar::{ColumnarError, FileSummary, FileWriter};
 use skiff_tiering::keys::IndexEntry;
 use skiff_tiering::object;
@@ -69,15 +70,44 @@ pub enum ConvertError {
 }
 
 /// Writes the records of `leaves` at or above `log_start` as one Parquet file (CPU work: run it
-/// on a blocking thread). None when no record is left.
+/// on a blocking thread), with typed columns for the fields of JSON values when `json_values`
+/// (found by decoding the records once more first, so memory stays at one batch). None when
+/// no record is left.
 pub fn write_file(
     topic: &str,
     partition: i32,
     leaves: &[IndexEntry],
     sections: &Sections,
     log_start: i64,
+    json_values: bool,
 ) -> Result<Option<(Bytes, FileSummary)>, ConvertError> {
-    let mut writer = FileWriter::new(topic, partition)?;
+    let mut writer = if json_values {
+        let mut inference = JsonInference::default();
+        each_batch(leaves, sections, log_start, |_, kept| {
+            for record in kept {
+                inference.observe(record.value.as_deref());
+            }
+            Ok(())
+        })?;
+        FileWriter::with_json(topic, partition, &inference.finish())?
+    } else {
+        FileWriter::new(topic, partition)?
+    };
+    each_batch(leaves, sections, log_start, |header, kept| {
+        Ok(writer.push(header, kept)?)
+    })?;
+    let (bytes, summary) = writer.finish()?;
+    Ok((summary.rows > 0).then_some((bytes, summary)))
+}
+
+/// Calls `each` with every batch of `leaves` and its records at or above `log_start` (when
+/// there are any), after checking that the batches continue each other within each section.
+fn each_batch(
+    leaves: &[IndexEntry],
+    sections: &Sections,
+    log_start: i64,
+    mut each: impl FnMut(&batch::BatchHeader, &[records::Record]) -> Result<(), ConvertError>,
+) -> Result<(), ConvertError> {
     for leaf in leaves.iter().filter(|l| l.last_offset >= log_start) {
         let section = sections
             .get(&(leaf.object.clone(), leaf.position))
@@ -116,7 +146,7 @@ pub fn write_file(
                 .filter(|r| r.offset >= log_start)
                 .collect();
             if !kept.is_empty() {
-                writer.push(&header, &kept)?;
+                each(&header, &kept)?;
             }
             covered += header.size_bytes;
             next_offset = header.last_offset() + 1;
@@ -129,6 +159,5 @@ pub fn write_file(
             )));
         }
     }
-    let (bytes, summary) = writer.finish()?;
-    Ok((summary.rows > 0).then_some((bytes, summary)))
+    Ok(())
 }

@@ -98,6 +98,8 @@ pub struct Plan {
     pub read_bytes: u64,
     /// Whether the cut takes the whole flush-object part.
     pub whole: bool,
+    /// The topic's values are JSON (`parquet.value.format=json`): typed columns too.
+    pub json_values: bool,
 }
 
 /// Plans a job for `tp` reading at most `max_bytes`; None when there is nothing to do (or the
@@ -149,6 +151,7 @@ pub async fn plan(
         read_bytes: budget.taken_bytes(),
         cut,
         whole,
+        json_values: crate::rewrite::Policy::from_configs(&topic.record.configs).json_values,
     }))
 }
 
@@ -211,6 +214,7 @@ pub async fn run(ctx: &Ctx, plan: Plan, sections: Sections) -> Result<Outcome, J
         snapshot,
         cut,
         whole,
+        json_values,
         ..
     } = plan;
     let first_upload_ms = ctx.clock.now_ms();
@@ -231,7 +235,14 @@ pub async fn run(ctx: &Ctx, plan: Plan, sections: Sections) -> Result<Outcome, J
         }
         let (topic, partition, leaves) = (tp.topic.to_string(), tp.partition, cut.leaves.clone());
         let written = tokio::task::spawn_blocking(move || {
-            convert::write_file(&topic, partition, &leaves, &sections, log_start)
+            convert::write_file(
+                &topic,
+                partition,
+                &leaves,
+                &sections,
+                log_start,
+                json_values,
+            )
         })
         .await
         .map_err(|e| JobError::Task(e.to_string()))??;

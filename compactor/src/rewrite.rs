@@ -16,6 +16,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use skiff_tiering::batch;
+use skiff_tiering::columnar::json::JsonInference;
 use skiff_tiering::columnar::{self, FileWriter};
 use skiff_tiering::keys::{Layout, ParquetFile, RollupBody};
 use skiff_tiering::layout::{self, parquet_slots, IndexSnapshot, Swap};
@@ -33,6 +34,8 @@ pub struct Policy {
     pub min_compaction_lag_ms: i64,
     pub delete_retention_ms: i64,
     pub min_cleanable_dirty_ratio: f64,
+    /// `parquet.value.format=json`: files get typed columns for the values' fields.
+    pub json_values: bool,
 }
 
 impl Policy {
@@ -53,6 +56,9 @@ impl Policy {
                 .get("min.cleanable.dirty.ratio")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0.5),
+            json_values: configs
+                .get("parquet.value.format")
+                .is_some_and(|f| f == "json"),
         }
     }
 }
@@ -166,6 +172,9 @@ fn records_of(batches: &[Bytes]) -> Result<Vec<(batch::BatchHeader, Vec<Record>)
         .collect()
 }
 
+/// A batch's header and the records a rewrite keeps of it.
+type KeptBatch = (batch::BatchHeader, Vec<Record>);
+
 /// Builds the new files of a rewrite, starting a new one past `max_bytes` of record bytes.
 struct Output {
     topic: String,
@@ -175,47 +184,56 @@ struct Output {
     /// Where the next file's covered range starts: right after the previous file, so the
     /// new files cover the rewritten range without gaps.
     next_base: i64,
-    current: Option<(FileWriter, i64, u64)>,
+    /// The open file: its first covered offset, its record bytes, and what it holds (kept until
+    /// it closes, so the typed columns of JSON values can be chosen from all of it).
+    current: Option<(i64, u64, Vec<KeptBatch>)>,
+    json_values: bool,
     done: Vec<(Bytes, ParquetFile)>,
 }
 
 impl Output {
-    fn push(&mut self, header: &batch::BatchHeader, kept: &[Record]) -> Result<(), JobError> {
+    fn push(&mut self, header: &batch::BatchHeader, kept: Vec<Record>) {
         if kept.is_empty() {
-            return Ok(());
+            return;
         }
-        if self.current.is_none() {
-            self.current = Some((
-                FileWriter::new(&self.topic, self.partition)?,
-                self.next_base,
-                0,
-            ));
-        }
-        let (writer, _, bytes) = self.current.as_mut().expect("just opened");
-        writer.push(header, kept)?;
+        let (_, bytes, batches) = self
+            .current
+            .get_or_insert_with(|| (self.next_base, 0, Vec::new()));
         *bytes += kept
             .iter()
             .map(|r| {
                 32 + r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len)
             })
             .sum::<usize>() as u64;
-        Ok(())
+        batches.push((*header, kept));
     }
 
-    /// Closes the current file, covering offsets up to `last_offset`, if it is full (or
+    /// Writes the current file, covering offsets up to `last_offset`, if it is full (or
     /// `always`).
     fn close(&mut self, last_offset: i64, always: bool) -> Result<(), JobError> {
         let full = self
             .current
             .as_ref()
-            .is_some_and(|(_, _, b)| *b >= self.max_bytes);
+            .is_some_and(|(_, b, _)| *b >= self.max_bytes);
         if !(always || full) {
             return Ok(());
         }
-        let Some((writer, base_offset, _)) = self.current.take() else {
+        let Some((base_offset, _, batches)) = self.current.take() else {
             return Ok(());
         };
         self.next_base = last_offset + 1;
+        let mut writer = if self.json_values {
+            let mut inference = JsonInference::default();
+            for record in batches.iter().flat_map(|(_, records)| records) {
+                inference.observe(record.value.as_deref());
+            }
+            FileWriter::with_json(&self.topic, self.partition, &inference.finish())?
+        } else {
+            FileWriter::new(&self.topic, self.partition)?
+        };
+        for (header, records) in &batches {
+            writer.push(header, records)?;
+        }
         let (bytes, summary) = writer.finish()?;
         let path = paths::new_parquet_file(
             &self.topic,
@@ -312,6 +330,7 @@ pub async fn run(
             .first()
             .map_or(log_start, |f| f.base_offset.max(log_start)),
         current: None,
+        json_values: policy.json_values,
         done: Vec::new(),
     };
     for file in &live {
@@ -327,7 +346,7 @@ pub async fn run(
                         .saturating_add(policy.delete_retention_ms),
                 );
             }
-            output.push(&header, &kept)?;
+            output.push(&header, kept);
         }
         output.close(file.last_offset, false)?;
     }

@@ -522,3 +522,57 @@ async fn records_deleted_inside_a_parquet_file_leave_it() {
     assert_eq!((after.files[0].base_offset, after.files[0].rows), (6, 4));
     assert_eq!(fx.consume(&tp, 6).await, produced[6..]);
 }
+
+#[tokio::test]
+async fn json_topics_get_typed_columns_and_fetch_ignores_them() {
+    let fx = Fixture::new(100).await;
+    fx.topic_with("j", 1, &[("parquet.value.format", "json")])
+        .await;
+    let tp = TopicPartition::new("j", 0);
+    let produced = produce_keyed(
+        &fx,
+        &tp,
+        &[
+            ("a", Some(r#"{"price": 3, "item": "tea", "ok": true}"#)),
+            ("b", Some(r#"{"price": 2.5, "item": "cake"}"#)),
+            ("c", Some("not json")),
+            ("d", None),
+        ],
+    )
+    .await;
+    fx.compact().await;
+    let layout = fx.layout("j", 0).await;
+    let file = &layout.files[0];
+    let bytes = fx
+        .objects
+        .get(&file.object.as_str().into())
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .expect("parquet");
+    let names: Vec<String> = reader
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert!(names.ends_with(&[
+        "value_item".to_owned(),
+        "value_ok".to_owned(),
+        "value_price".to_owned()
+    ]));
+    let kinds: Vec<String> = reader
+        .schema()
+        .fields()
+        .iter()
+        .rev()
+        .take(3)
+        .map(|f| f.data_type().to_string())
+        .collect();
+    assert_eq!(kinds, vec!["Float64", "Boolean", "Utf8"]);
+    // Fetch reads the same records back from the file.
+    assert_eq!(fx.consume_when(&tp, 0, |r| r.len() == 4).await, produced);
+}

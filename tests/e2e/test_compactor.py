@@ -419,3 +419,33 @@ def test_delete_records_inside_a_parquet_file_rewrites_it(start_broker):
         time.sleep(0.3)
     assert [r.value for r in h.read_partitions(b.bootstrap, topic, [0])] == [
         b"v%d" % i for i in range(37, 100)]
+
+
+def test_json_values_get_typed_columns(start_broker):
+    """parquet.value.format=json: top-level fields become typed columns DuckDB filters on;
+    the value bytes stay as produced and consumers are unaffected."""
+    b = start_broker(args=FRESHNESS)
+    topic = h.unique_topic("orders")
+    h.create_topic(b.bootstrap, topic, 1, config={"parquet.value.format": "json"})
+    values = [json.dumps({"item": f"item-{i % 5}", "price": i * 1.5, "qty": i,
+                          "paid": i % 2 == 0, "meta": {"n": i}}).encode() for i in range(200)]
+    values.append(b"not json at all")
+    p = h.producer(b.bootstrap)
+    h.produce_and_wait(p, topic, values[:100], partition=0)
+    time.sleep(2.5)  # two files: one per conversion
+    h.produce_and_wait(p, topic, values[100:], partition=0)
+    wait_compacted(b, topic)
+    con = duckdb.connect()
+    rows = con.execute(
+        "SELECT \"offset\", value_item, value_price, value_qty, value_paid, value_meta, value "
+        f"FROM read_parquet('{b.objects_dir}/parquet/topic={topic}/*/*.parquet', "
+        "union_by_name = true) ORDER BY \"offset\"").fetchall()
+    assert len(rows) == 201
+    assert rows[7][1:6] == ("item-2", 10.5, 7, False, '{"n":7}')
+    assert rows[200][1:5] == (None, None, None, None) and rows[200][6] == b"not json at all"
+    assert [r[6] for r in rows] == values, "the value bytes are unchanged"
+    (count,) = con.execute(
+        f"SELECT count(*) FROM read_parquet('{b.objects_dir}/parquet/topic={topic}/*/*.parquet',"
+        " union_by_name = true) WHERE value_item = 'item-3' AND value_paid").fetchone()
+    assert count == 20
+    assert [r.value for r in h.read_partitions(b.bootstrap, topic, [0])] == values

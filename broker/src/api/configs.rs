@@ -108,6 +108,11 @@ const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         default: DefaultValue::Fixed("1"),
     },
     TopicConfigDef {
+        name: "parquet.value.format",
+        kind: Kind::OneOf(&["binary", "json"]),
+        default: DefaultValue::Fixed("binary"),
+    },
+    TopicConfigDef {
         name: "retention.bytes",
         kind: Kind::Long { min: -1 },
         default: DefaultValue::RetentionBytes,

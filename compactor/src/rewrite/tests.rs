@@ -19,6 +19,7 @@ fn policy(compact: bool) -> Policy {
         min_compaction_lag_ms: 1_000,
         delete_retention_ms: 10_000,
         min_cleanable_dirty_ratio: 0.5,
+        json_values: false,
     }
 }
 

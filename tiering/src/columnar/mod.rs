@@ -23,7 +23,10 @@
 //! ```
 //! Rows of one batch never span row groups, so a Fetch decodes only the row groups whose
 //! `batch_last_offset` statistics reach its offset. zstd compression, statistics per page.
+//! Topics with `parquet.value.format=json` have more columns after these (see [`json`]);
+//! readers of the columns above project them and ignore what follows.
 
+pub mod json;
 mod read;
 mod write;
 
@@ -89,6 +92,18 @@ pub fn schema() -> Arc<Schema> {
             ]))
         })
         .clone()
+}
+
+/// Whether a file's schema starts with [`schema`] (columns after it are allowed: typed JSON
+/// fields, or a later format's additions).
+pub(crate) fn starts_with_base(found: &Schema) -> bool {
+    let base = schema();
+    found.fields().len() >= base.fields().len()
+        && found
+            .fields()
+            .iter()
+            .zip(base.fields().iter())
+            .all(|(a, b)| a == b)
 }
 
 /// Column positions in [`schema`].

@@ -111,7 +111,7 @@ impl ColumnarReader {
         let metadata = ArrowReaderMetadata::load_async(&mut source, ArrowReaderOptions::new())
             .await
             .map_err(|e| unreadable(object, e))?;
-        if metadata.schema().fields() != super::schema().fields() {
+        if !super::starts_with_base(metadata.schema()) {
             return Err(ColumnarError::Corrupt(format!(
                 "object={object}: not a skiff topic file (schema differs)"
             )));
@@ -197,6 +197,7 @@ impl ColumnarReader {
             footer.metadata.clone(),
         )
         .with_row_groups(vec![index])
+        .with_projection(base_columns(footer.metadata.metadata()))
         .with_batch_size(DECODE_BATCH_ROWS)
         .build()
         .map_err(|e| unreadable(object, e))?;
@@ -289,12 +290,14 @@ pub fn decode_file(object: &str, bytes: Bytes) -> Result<Vec<Bytes>, ColumnarErr
         |e: parquet::errors::ParquetError| ColumnarError::Corrupt(format!("object={object}: {e}"));
     let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(corrupt)?;
-    if builder.schema().fields() != super::schema().fields() {
+    if !super::starts_with_base(builder.schema()) {
         return Err(ColumnarError::Corrupt(format!(
             "object={object}: not a skiff topic file (schema differs)"
         )));
     }
+    let projection = base_columns(builder.metadata());
     let reader = builder
+        .with_projection(projection)
         .with_batch_size(DECODE_BATCH_ROWS)
         .build()
         .map_err(corrupt)?;
@@ -302,6 +305,14 @@ pub fn decode_file(object: &str, bytes: Bytes) -> Result<Vec<Bytes>, ColumnarErr
         .collect::<Result<_, _>>()
         .map_err(|e| ColumnarError::Corrupt(format!("object={object}: {e}")))?;
     rebuild(&arrow).map_err(|e| ColumnarError::Corrupt(format!("object={object}: {e}")))
+}
+
+/// The columns Fetch needs: the base schema's (a file's typed JSON columns are not read).
+fn base_columns(metadata: &ParquetMetaData) -> parquet::arrow::ProjectionMask {
+    parquet::arrow::ProjectionMask::roots(
+        metadata.file_metadata().schema_descr(),
+        0..super::schema().fields().len(),
+    )
 }
 
 /// The value at `i`, None when null.

@@ -1,5 +1,6 @@
 //! Writing one partition's record batches into one Parquet file, in memory.
 
+use super::json::{JsonBuilders, JsonFields};
 use super::{col, schema, ColumnarError, FORMAT_VERSION, ROW_GROUP_TARGET_BYTES};
 use crate::batch::BatchHeader;
 use crate::records::Record;
@@ -58,7 +59,10 @@ struct Columns {
 pub struct FileWriter {
     partition: i32,
     writer: ArrowWriter<Vec<u8>>,
+    schema: Arc<arrow_schema::Schema>,
     columns: Columns,
+    /// Typed columns of JSON values' fields (none for other topics).
+    json: JsonBuilders,
     summary: FileSummary,
 }
 
@@ -77,6 +81,16 @@ fn failed(e: impl std::fmt::Display) -> ColumnarError {
 
 impl FileWriter {
     pub fn new(topic: &str, partition: i32) -> Result<Self, ColumnarError> {
+        Self::with_json(topic, partition, &JsonFields::default())
+    }
+
+    /// A file that also has typed columns for these JSON fields of the values (see `json`).
+    pub fn with_json(
+        topic: &str,
+        partition: i32,
+        json: &JsonFields,
+    ) -> Result<Self, ColumnarError> {
+        let schema = json.schema(&schema());
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(failed)?))
             .set_statistics_enabled(EnabledStatistics::Page)
@@ -94,11 +108,13 @@ impl FileWriter {
             ]))
             .build();
         let writer =
-            ArrowWriter::try_new(Vec::new(), schema(), Some(properties)).map_err(failed)?;
+            ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties)).map_err(failed)?;
         Ok(Self {
             partition,
             writer,
+            schema,
             columns: Columns::default(),
+            json: json.builders(),
             summary: FileSummary {
                 rows: 0,
                 first_offset: None,
@@ -135,6 +151,7 @@ impl FileWriter {
                 .append_value(i8::from(header.is_log_append_time()));
             c.key.append_option(record.key.as_deref());
             c.value.append_option(record.value.as_deref());
+            self.json.append(record.value.as_deref());
             if c.header_offsets.is_empty() {
                 c.header_offsets.push(0);
             }
@@ -214,7 +231,8 @@ impl FileWriter {
         columns.push(Arc::new(c.batch_base_offset.finish()));
         columns.push(Arc::new(c.batch_last_offset.finish()));
         debug_assert_eq!(columns.len(), col::BATCH_LAST_OFFSET + 1);
-        let batch = RecordBatch::try_new(schema(), columns).map_err(failed)?;
+        columns.extend(self.json.finish());
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(failed)?;
         self.writer.write(&batch).map_err(failed)?;
         self.writer.flush().map_err(failed)
     }
