@@ -576,3 +576,68 @@ async fn json_topics_get_typed_columns_and_fetch_ignores_them() {
     // Fetch reads the same records back from the file.
     assert_eq!(fx.consume_when(&tp, 0, |r| r.len() == 4).await, produced);
 }
+
+#[tokio::test]
+async fn two_compactors_share_the_work_without_doing_it_twice() {
+    let fx = Fixture::new(100).await;
+    fx.topic("t", 6).await;
+    let mut produced = Vec::new();
+    for p in 0..6 {
+        let tp = TopicPartition::new("t", p);
+        for i in 0..3 {
+            produced.push((tp.clone(), fx.produce(&tp, 4, &format!("p{p}f{i}")).await));
+        }
+    }
+    let other = Compactor::new(
+        fx.store.clone(),
+        fx.objects.clone(),
+        fx.clock.clone(),
+        CompactorSettings {
+            job_max_bytes: 1_000,
+            pass_max_bytes: 2_000,
+            ..CompactorSettings::default()
+        },
+    );
+    fx.clock.advance_ms(120_000);
+    for _ in 0..50 {
+        let (a, b) = tokio::join!(fx.compactor.pass(), other.pass());
+        let (a, b) = (a.expect("pass"), b.expect("pass"));
+        if a.jobs + b.jobs == 0 {
+            break;
+        }
+    }
+    let load = |c: &Compactor| {
+        let s = c.stats();
+        (
+            s.files_written.load(std::sync::atomic::Ordering::Relaxed),
+            s.conflicts.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    };
+    let ((files_a, conflicts_a), (files_b, conflicts_b)) = (load(&fx.compactor), load(&other));
+    assert!(
+        files_a > 0 && files_b > 0,
+        "both took part: {files_a} and {files_b} files"
+    );
+    assert_eq!(conflicts_a + conflicts_b, 0, "no job was done twice");
+    let mut referenced = 0;
+    for p in 0..6 {
+        let layout = fx.layout("t", p).await;
+        assert_eq!(layout.parquet_end, 12);
+        referenced += layout.files.len() as u64;
+    }
+    assert_eq!(
+        referenced,
+        files_a + files_b,
+        "every file written is in the index"
+    );
+    let listed = fx.object_keys("parquet").await.len() as u64;
+    assert_eq!(listed, files_a + files_b, "no file was written for nothing");
+    for (tp, records) in produced.chunks(3).map(|c| {
+        (
+            c[0].0.clone(),
+            c.iter().flat_map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+        )
+    }) {
+        assert_eq!(fx.consume(&tp, 0).await, records);
+    }
+}
