@@ -136,8 +136,9 @@ pub fn keep(
     !(r.value.is_none() && r.timestamp < tombstone_horizon_ms)
 }
 
-/// A file read whole and checked against its CRC32C, as record batches.
-async fn read_file(ctx: &Ctx, file: &ParquetFile) -> Result<Vec<Bytes>, JobError> {
+/// A file read whole and checked against its CRC32C, as its batches' records (decoded on the
+/// blocking pool).
+async fn read_file(ctx: &Ctx, file: &ParquetFile) -> Result<Vec<KeptBatch>, JobError> {
     let what = format!("object={}", file.object);
     let bytes = ctx
         .objects
@@ -153,13 +154,12 @@ async fn read_file(ctx: &Ctx, file: &ParquetFile) -> Result<Vec<Bytes>, JobError
         );
     }
     let object = file.object.clone();
-    tokio::task::spawn_blocking(move || columnar::decode_file(&object, bytes))
+    tokio::task::spawn_blocking(move || records_of(&columnar::decode_file(&object, bytes)?))
         .await
         .map_err(|e| JobError::Task(e.to_string()))?
-        .map_err(JobError::from)
 }
 
-fn records_of(batches: &[Bytes]) -> Result<Vec<(batch::BatchHeader, Vec<Record>)>, JobError> {
+fn records_of(batches: &[Bytes]) -> Result<Vec<KeptBatch>, JobError> {
     batches
         .iter()
         .map(|bytes| {
@@ -172,7 +172,7 @@ fn records_of(batches: &[Bytes]) -> Result<Vec<(batch::BatchHeader, Vec<Record>)
         .collect()
 }
 
-/// A batch's header and the records a rewrite keeps of it.
+/// A batch's header and its records (all of them, or those a rewrite keeps).
 type KeptBatch = (batch::BatchHeader, Vec<Record>);
 
 /// Builds the new files of a rewrite, starting a new one past `max_bytes` of record bytes.
@@ -210,7 +210,7 @@ impl Output {
 
     /// Writes the current file, covering offsets up to `last_offset`, if it is full (or
     /// `always`).
-    fn close(&mut self, last_offset: i64, always: bool) -> Result<(), JobError> {
+    async fn close(&mut self, last_offset: i64, always: bool) -> Result<(), JobError> {
         let full = self
             .current
             .as_ref()
@@ -222,19 +222,13 @@ impl Output {
             return Ok(());
         };
         self.next_base = last_offset + 1;
-        let mut writer = if self.json_values {
-            let mut inference = JsonInference::default();
-            for record in batches.iter().flat_map(|(_, records)| records) {
-                inference.observe(record.value.as_deref());
-            }
-            FileWriter::with_json(&self.topic, self.partition, &inference.finish())?
-        } else {
-            FileWriter::new(&self.topic, self.partition)?
-        };
-        for (header, records) in &batches {
-            writer.push(header, records)?;
-        }
-        let (bytes, summary) = writer.finish()?;
+        let (topic, partition, json_values) =
+            (self.topic.clone(), self.partition, self.json_values);
+        let (bytes, summary) = tokio::task::spawn_blocking(move || {
+            write_batches(&topic, partition, json_values, &batches)
+        })
+        .await
+        .map_err(|e| JobError::Task(e.to_string()))??;
         let path = paths::new_parquet_file(
             &self.topic,
             self.partition,
@@ -256,6 +250,28 @@ impl Output {
         ));
         Ok(())
     }
+}
+
+/// One Parquet file of `batches` (CPU work: on the blocking pool).
+fn write_batches(
+    topic: &str,
+    partition: i32,
+    json_values: bool,
+    batches: &[KeptBatch],
+) -> Result<(Bytes, columnar::FileSummary), JobError> {
+    let mut writer = if json_values {
+        let mut inference = JsonInference::default();
+        for record in batches.iter().flat_map(|(_, records)| records) {
+            inference.observe(record.value.as_deref());
+        }
+        FileWriter::with_json(topic, partition, &inference.finish())?
+    } else {
+        FileWriter::new(topic, partition)?
+    };
+    for (header, records) in batches {
+        writer.push(header, records)?;
+    }
+    Ok(writer.finish()?)
 }
 
 /// Runs a rewrite planned on `snapshot`.
@@ -297,7 +313,7 @@ pub async fn run(
         let mut latest: HashMap<Bytes, i64> = HashMap::new();
         let mut map_bytes = 0u64;
         for file in &live {
-            for (_, records) in records_of(&read_file(ctx, file).await?)? {
+            for (_, records) in read_file(ctx, file).await? {
                 for r in records {
                     if let Some(key) = r.key {
                         let len = key.len() as u64;
@@ -334,7 +350,7 @@ pub async fn run(
         done: Vec::new(),
     };
     for file in &live {
-        for (header, records) in records_of(&read_file(ctx, file).await?)? {
+        for (header, records) in read_file(ctx, file).await? {
             let kept: Vec<Record> = records
                 .into_iter()
                 .filter(|r| keep(r, log_start, latest.as_ref(), tombstone_horizon_ms))
@@ -348,9 +364,9 @@ pub async fn run(
             }
             output.push(&header, kept);
         }
-        output.close(file.last_offset, false)?;
+        output.close(file.last_offset, false).await?;
     }
-    output.close(rewrite.end - 1, true)?;
+    output.close(rewrite.end - 1, true).await?;
     let (uploads, new_files): (Vec<Bytes>, Vec<ParquetFile>) = output.done.into_iter().unzip();
     let first_upload_ms = ctx.clock.now_ms();
     for (bytes, file) in uploads.into_iter().zip(&new_files) {
