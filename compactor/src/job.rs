@@ -12,8 +12,8 @@ use crate::convert::{self, ConvertError, Sections};
 use crate::cut::{self, Budget, Cut};
 use crate::CompactorSettings;
 use object_store::{ObjectStore, ObjectStoreExt};
-use skiff_tiering::catalog::{Catalog, CatalogError};
-use skiff_tiering::columnar::ColumnarError;
+use skiff_tiering::catalog::{Catalog, CatalogError, Topic};
+use skiff_tiering::columnar::{ColumnarError, FileSummary};
 use skiff_tiering::keys::{self, Layout, ParquetFile, PartitionState};
 use skiff_tiering::layout::{self, IndexSnapshot, Swap};
 use skiff_tiering::log::TopicPartition;
@@ -102,20 +102,22 @@ pub struct Plan {
     pub json_values: bool,
 }
 
-/// Plans a job for `tp` reading at most `max_bytes`; None when there is nothing to do (or the
-/// topic is gone).
-pub async fn plan(
-    ctx: &Ctx,
-    tp: &TopicPartition,
-    max_bytes: u64,
-) -> Result<Option<Plan>, JobError> {
+/// What a job plans from: a partition's topic, state and index as stored now.
+pub struct Stored {
+    pub topic: Topic,
+    pub state: PartitionState,
+    pub snapshot: IndexSnapshot,
+}
+
+/// Reads what a job plans from; None if the topic or partition is gone.
+pub async fn read_partition(ctx: &Ctx, tp: &TopicPartition) -> Result<Option<Stored>, JobError> {
     let Some(topic) = ctx.catalog.get(&tp.topic).await? else {
         return Ok(None);
     };
     if tp.partition >= topic.record.partitions {
         return Ok(None);
     }
-    let state: PartitionState = match ctx
+    let state = match ctx
         .store
         .get(&keys::partition(&tp.topic, tp.partition))
         .await?
@@ -124,6 +126,28 @@ pub async fn plan(
         None => PartitionState::default(),
     };
     let snapshot = IndexSnapshot::load(&*ctx.store, &tp.topic, tp.partition).await?;
+    Ok(Some(Stored {
+        topic,
+        state,
+        snapshot,
+    }))
+}
+
+/// Plans a job for `tp` reading at most `max_bytes`; None when there is nothing to do (or the
+/// topic is gone).
+pub async fn plan(
+    ctx: &Ctx,
+    tp: &TopicPartition,
+    max_bytes: u64,
+) -> Result<Option<Plan>, JobError> {
+    let Some(Stored {
+        topic,
+        state,
+        snapshot,
+    }) = read_partition(ctx, tp).await?
+    else {
+        return Ok(None);
+    };
     let log_start = state.log_start_offset;
     let wal = snapshot.wal_slots();
     let expired = has_expired(&snapshot.layout, log_start);
@@ -161,15 +185,16 @@ pub fn has_expired(layout: &Layout, log_start: i64) -> bool {
         || layout.rollups.iter().any(|r| r.last_offset < log_start)
 }
 
-/// Uploads the new index objects, then swaps (what every job ends with): nothing is committed
-/// if the uploads, which began at `first_upload_ms`, ran past the object commit timeout, or if
-/// the index changed since the job read it.
+/// Uploads the new index objects, then swaps (what every job ends with). Nothing is committed if
+/// any object the swap is first to reference (`uploaded` files, `new_objects`) was named more
+/// than the object commit timeout ago (garbage collection may count it as an orphan), or if the
+/// index changed since the job read it.
 pub(crate) async fn commit(
     ctx: &Ctx,
     tp: &TopicPartition,
     swap: Swap,
     new_objects: layout::NewIndexObjects,
-    first_upload_ms: i64,
+    uploaded: &[&str],
 ) -> Result<(), JobError> {
     for (path, body) in &new_objects {
         ctx.objects
@@ -177,10 +202,16 @@ pub(crate) async fn commit(
             .await
             .map_err(|e| JobError::Upload(format!("index object={path}: {e}")))?;
     }
-    let elapsed_ms = ctx.clock.now_ms() - first_upload_ms;
-    if elapsed_ms > ctx.settings.object_commit_timeout_ms {
+    let now_ms = ctx.clock.now_ms();
+    let oldest_ms = new_objects
+        .iter()
+        .map(|(path, _)| paths::name_age_ms(path.as_ref(), now_ms))
+        .chain(uploaded.iter().map(|key| paths::name_age_ms(key, now_ms)))
+        .max()
+        .unwrap_or(0);
+    if oldest_ms > ctx.settings.object_commit_timeout_ms {
         return Err(JobError::Deadline(format!(
-            "{tp}: uploads took {elapsed_ms} ms, over the object commit timeout; not committed"
+            "{tp}: an object was named {oldest_ms} ms ago, over the object commit timeout; not committed"
         )));
     }
     if !ctx.store.txn(swap.txn()).await?.succeeded {
@@ -192,6 +223,37 @@ pub(crate) async fn commit(
         ctx.index_objects.insert(path.to_string(), Arc::new(body));
     }
     Ok(())
+}
+
+/// Uploads a file `FileWriter` wrote, covering offsets `base..=last`, under a key named now
+/// (the commit timeout runs from there, see [`commit`]); returns its index entry.
+pub(crate) async fn upload_file(
+    ctx: &Ctx,
+    tp: &TopicPartition,
+    (base_offset, last_offset): (i64, i64),
+    bytes: bytes::Bytes,
+    summary: &FileSummary,
+) -> Result<ParquetFile, JobError> {
+    let path = paths::new_parquet_file(
+        &tp.topic,
+        tp.partition,
+        base_offset,
+        last_offset,
+        ctx.clock.now_ms(),
+    );
+    ctx.objects
+        .put(&path, bytes.into())
+        .await
+        .map_err(|e| JobError::Upload(format!("object={path}: {e}")))?;
+    Ok(ParquetFile {
+        base_offset,
+        last_offset,
+        max_timestamp: summary.max_timestamp,
+        object: path.to_string(),
+        bytes: summary.bytes,
+        rows: summary.rows,
+        crc32c: summary.crc32c,
+    })
 }
 
 /// What a job changed.
@@ -217,14 +279,19 @@ pub async fn run(ctx: &Ctx, plan: Plan, sections: Sections) -> Result<Outcome, J
         json_values,
         ..
     } = plan;
-    let first_upload_ms = ctx.clock.now_ms();
     let mut layout = snapshot.layout.clone();
     layout.files.retain(|f| f.last_offset >= log_start);
     layout.rollups.retain(|r| r.last_offset >= log_start);
     let mut file = None;
-    if let Some(end) = cut.end() {
-        if cut
-            .leaves
+    let end_of_cut = cut.end();
+    let Cut {
+        leaves,
+        consumed,
+        remainder,
+        new_objects: mut index_objects,
+    } = cut;
+    if let Some(end) = end_of_cut {
+        if leaves
             .first()
             .is_some_and(|l| l.base_offset < layout.parquet_end)
         {
@@ -233,7 +300,12 @@ pub async fn run(ctx: &Ctx, plan: Plan, sections: Sections) -> Result<Outcome, J
                 layout.parquet_end
             ))));
         }
-        let (topic, partition, leaves) = (tp.topic.to_string(), tp.partition, cut.leaves.clone());
+        // Records below the log start are dropped: the file covers from there.
+        let base_offset = leaves
+            .iter()
+            .find(|l| l.last_offset >= log_start)
+            .map_or(end - 1, |l| l.base_offset.max(log_start));
+        let (topic, partition) = (tp.topic.to_string(), tp.partition);
         let written = tokio::task::spawn_blocking(move || {
             convert::write_file(
                 &topic,
@@ -247,50 +319,25 @@ pub async fn run(ctx: &Ctx, plan: Plan, sections: Sections) -> Result<Outcome, J
         .await
         .map_err(|e| JobError::Task(e.to_string()))??;
         if let Some((bytes, summary)) = written {
-            // Records below the log start were dropped: the file covers from there.
-            let base_offset = cut
-                .leaves
-                .iter()
-                .find(|l| l.last_offset >= log_start)
-                .map_or(end - 1, |l| l.base_offset.max(log_start));
-            let path = paths::new_parquet_file(
-                &tp.topic,
-                tp.partition,
-                base_offset,
-                end - 1,
-                ctx.clock.now_ms(),
-            );
-            ctx.objects
-                .put(&path, bytes.into())
-                .await
-                .map_err(|e| JobError::Upload(format!("object={path}: {e}")))?;
-            let parquet = ParquetFile {
-                base_offset,
-                last_offset: end - 1,
-                max_timestamp: summary.max_timestamp,
-                object: path.to_string(),
-                bytes: summary.bytes,
-                rows: summary.rows,
-                crc32c: summary.crc32c,
-            };
+            let parquet = upload_file(ctx, &tp, (base_offset, end - 1), bytes, &summary).await?;
             layout.files.push(parquet.clone());
             file = Some(parquet);
         }
         layout.parquet_end = end;
     }
     layout.compacted_ms = ctx.clock.now_ms();
-    let mut new_objects = cut.new_objects.clone();
-    new_objects.extend(layout::bound(&mut layout, ctx.clock.now_ms()));
+    index_objects.extend(layout::bound(&mut layout, ctx.clock.now_ms()));
     let swap = Swap {
         topic: tp.topic.to_string(),
         partition: tp.partition,
         topic_create_revision,
         layout_revision: snapshot.layout_revision,
         layout: layout.clone(),
-        consumed: cut.consumed.clone(),
-        remainder: cut.remainder.clone(),
+        consumed,
+        remainder,
     };
-    commit(ctx, &tp, swap, new_objects, first_upload_ms).await?;
+    let uploaded: Vec<&str> = file.iter().map(|f| f.object.as_str()).collect();
+    commit(ctx, &tp, swap, index_objects, &uploaded).await?;
     tracing::info!(
         partition = %tp,
         parquet_end = layout.parquet_end,

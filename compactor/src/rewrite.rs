@@ -22,7 +22,6 @@ use skiff_tiering::keys::{Layout, ParquetFile, RollupBody};
 use skiff_tiering::layout::{self, parquet_slots, IndexSnapshot, Swap};
 use skiff_tiering::log::TopicPartition;
 use skiff_tiering::metadata::Revision;
-use skiff_tiering::paths;
 use skiff_tiering::records::{self, Record};
 use skiff_tiering::tree::{Leaf, ReadError};
 use std::collections::{BTreeMap, HashMap};
@@ -180,7 +179,6 @@ struct Output {
     topic: String,
     partition: i32,
     max_bytes: u64,
-    now_ms: i64,
     /// Where the next file's covered range starts: right after the previous file, so the
     /// new files cover the rewritten range without gaps.
     next_base: i64,
@@ -188,7 +186,8 @@ struct Output {
     /// it closes, so the typed columns of JSON values can be chosen from all of it).
     current: Option<(i64, u64, Vec<KeptBatch>)>,
     json_values: bool,
-    done: Vec<(Bytes, ParquetFile)>,
+    /// Written files and the offsets each covers, uploaded (and named) together at the end.
+    done: Vec<(Bytes, (i64, i64), columnar::FileSummary)>,
 }
 
 impl Output {
@@ -229,25 +228,7 @@ impl Output {
         })
         .await
         .map_err(|e| JobError::Task(e.to_string()))??;
-        let path = paths::new_parquet_file(
-            &self.topic,
-            self.partition,
-            base_offset,
-            last_offset,
-            self.now_ms,
-        );
-        self.done.push((
-            bytes,
-            ParquetFile {
-                base_offset,
-                last_offset,
-                max_timestamp: summary.max_timestamp,
-                object: path.to_string(),
-                bytes: summary.bytes,
-                rows: summary.rows,
-                crc32c: summary.crc32c,
-            },
-        ));
+        self.done.push((bytes, (base_offset, last_offset), summary));
         Ok(())
     }
 }
@@ -341,7 +322,6 @@ pub async fn run(
         topic: tp.topic.to_string(),
         partition: tp.partition,
         max_bytes: ctx.settings.job_max_bytes,
-        now_ms,
         next_base: live
             .first()
             .map_or(log_start, |f| f.base_offset.max(log_start)),
@@ -367,14 +347,11 @@ pub async fn run(
         output.close(file.last_offset, false).await?;
     }
     output.close(rewrite.end - 1, true).await?;
-    let (uploads, new_files): (Vec<Bytes>, Vec<ParquetFile>) = output.done.into_iter().unzip();
-    let first_upload_ms = ctx.clock.now_ms();
-    for (bytes, file) in uploads.into_iter().zip(&new_files) {
-        ctx.objects
-            .put(&Path::from(file.object.as_str()), bytes.into())
-            .await
-            .map_err(|e| JobError::Upload(format!("object={}: {e}", file.object)))?;
+    let mut new_files = Vec::with_capacity(output.done.len());
+    for (bytes, range, summary) in output.done {
+        new_files.push(crate::job::upload_file(ctx, tp, range, bytes, &summary).await?);
     }
+    let now_ms = ctx.clock.now_ms();
     let (mut layout, manifest) =
         replace_front(&snapshot.layout, rewrite.slots, new_files.clone(), now_ms);
     if rewrite.compact {
@@ -397,7 +374,8 @@ pub async fn run(
         consumed: Vec::new(),
         remainder: None,
     };
-    crate::job::commit(ctx, tp, swap, new_objects, first_upload_ms).await?;
+    let uploaded: Vec<&str> = new_files.iter().map(|f| f.object.as_str()).collect();
+    crate::job::commit(ctx, tp, swap, new_objects, &uploaded).await?;
     let rows: u64 = new_files.iter().map(|f| f.rows).sum();
     tracing::info!(
         partition = %tp,

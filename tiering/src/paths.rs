@@ -52,6 +52,14 @@ pub fn written_ms(key: &str) -> Option<i64> {
     i64::try_from(ulid.timestamp_ms()).ok()
 }
 
+/// How long ago (ms) the object was named: what the commit timeout is measured against. A
+/// writer commits an object within the timeout of naming it or never, so garbage collection,
+/// which ages objects by their names too, never deletes one a commit may still reference. 0 for
+/// a key Skiff did not name.
+pub fn name_age_ms(key: &str, now_ms: i64) -> i64 {
+    written_ms(key).map_or(0, |written| now_ms.saturating_sub(written))
+}
+
 /// A fresh, never-used key for a Parquet file of `topic`'s `partition` covering offsets
 /// `base..=last` (topic names are `[a-zA-Z0-9._-]`, safe in a path).
 pub fn new_parquet_file(topic: &str, partition: i32, base: i64, last: i64, now_ms: i64) -> Path {
@@ -59,11 +67,6 @@ pub fn new_parquet_file(topic: &str, partition: i32, base: i64, last: i64, now_m
         "{PARQUET_PREFIX}/topic={topic}/partition={partition}/{base:020}-{last:020}-{}.parquet",
         fresh_id(now_ms)
     ))
-}
-
-/// The prefix of one topic's Parquet files.
-pub fn topic_parquet_prefix(topic: &str) -> String {
-    format!("{PARQUET_PREFIX}/topic={topic}/")
 }
 
 #[cfg(test)]
@@ -79,7 +82,6 @@ mod tests {
             .starts_with("parquet/topic=orders/partition=3/00000000000000000000-"));
         assert!(a.as_ref().ends_with(".parquet"));
         assert!(a.as_ref() < b.as_ref());
-        assert!(a.as_ref().starts_with(&topic_parquet_prefix("orders")));
     }
 
     #[test]

@@ -72,13 +72,12 @@ pub(crate) async fn roll_up(
     let path = crate::paths::new_index_object(inner.clock.now_ms());
     let entry = tree::rollup_entry(&body, path.to_string(), crc32c::crc32c(&bytes))
         .expect("a planned roll-up is never empty");
-    let put_started_ms = inner.clock.now_ms();
     inner
         .objects
         .put(&path, bytes.into())
         .await
         .map_err(|e| LogError::Unavailable(format!("index object upload failed: {e}")))?;
-    super::writer::check_commit_deadline(inner, put_started_ms, path.as_ref())?;
+    super::writer::check_commit_deadline(inner, path.as_ref())?;
     let rollup_key = keys::rollup(&tp.topic, tp.partition, first_base);
     // The rolled keys go; one rollup key stands for them. etcd refuses a put and a delete of
     // the same key in one transaction, so a range of rollups is replaced by overwriting its

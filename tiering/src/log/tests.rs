@@ -635,25 +635,40 @@ async fn a_new_producer_whose_batch_failed_must_resend_it_first() {
     log.shutdown().await;
 }
 
-/// An object store whose every write panics: stands for a bug in the flush path.
-#[derive(Debug, Default)]
-struct PanickingWrites(InMemory);
+/// What an [`InjectedWrites`] store does to every write.
+#[derive(Debug)]
+enum WriteFault {
+    /// Panics: stands for a bug in the flush path.
+    Panic,
+    /// Moves the clock on by this much before writing: the writer was paused mid-upload.
+    Pause(Arc<ManualClock>, i64),
+}
 
-impl std::fmt::Display for PanickingWrites {
+/// An in-memory object store with a fault injected into every write.
+#[derive(Debug)]
+struct InjectedWrites(InMemory, WriteFault);
+
+impl std::fmt::Display for InjectedWrites {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PanickingWrites")
+        write!(f, "InjectedWrites({:?})", self.1)
     }
 }
 
 #[async_trait::async_trait]
-impl ObjectStore for PanickingWrites {
+impl ObjectStore for InjectedWrites {
     async fn put_opts(
         &self,
-        _: &object_store::path::Path,
-        _: object_store::PutPayload,
-        _: object_store::PutOptions,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        options: object_store::PutOptions,
     ) -> object_store::Result<object_store::PutResult> {
-        panic!("injected flush-path bug");
+        match &self.1 {
+            WriteFault::Panic => panic!("injected flush-path bug"),
+            WriteFault::Pause(clock, ms) => {
+                clock.advance_ms(*ms);
+                self.0.put_opts(location, payload, options).await
+            }
+        }
     }
     async fn put_multipart_opts(
         &self,
@@ -705,7 +720,7 @@ async fn a_flusher_that_dies_is_reported_not_silent() {
     let fx = Fixture::new().await;
     let log = Log::open(
         fx.store.clone(),
-        Arc::new(PanickingWrites::default()),
+        Arc::new(InjectedWrites(InMemory::new(), WriteFault::Panic)),
         fx.clock.clone(),
         LogConfig {
             flush_linger_ms: 1,
@@ -838,4 +853,35 @@ async fn delete_records_moves_the_log_start_and_never_fences_the_leader() {
     let reopened = fx.log(1);
     assert_eq!(reopened.offsets(&tp).await.expect("offsets"), (26, 26));
     reopened.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upload_slower_than_the_commit_timeout_is_never_committed() {
+    let fx = Fixture::new().await;
+    let log = Log::open(
+        fx.store.clone(),
+        Arc::new(InjectedWrites(
+            InMemory::new(),
+            WriteFault::Pause(fx.clock.clone(), 61_000),
+        )),
+        fx.clock.clone(),
+        LogConfig {
+            flush_linger_ms: 1,
+            object_commit_timeout_ms: 60_000,
+            ..LogConfig::default()
+        },
+    );
+    fx.topic(&log, "t", 1).await;
+    let tp = TopicPartition::new("t", 0);
+    let refused = log.append(tp.clone(), batches(1, 1), false).await;
+    assert!(
+        matches!(refused, Err(LogError::Unavailable(ref m)) if m.contains("not committed within")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        log.offsets(&tp).await.expect("offsets"),
+        (0, 0),
+        "nothing committed"
+    );
+    log.shutdown().await;
 }

@@ -159,7 +159,6 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
 
     let path = paths::new_wal_object(now_ms);
     let size = object.len();
-    let put_started_ms = inner.clock.now_ms();
     if let Err(error) = inner.objects.put(&path, object.clone().into()).await {
         tracing::warn!(%error, object = %path, "flush object upload failed");
         inner.stats.upload_failures.fetch_add(1, Ordering::Relaxed);
@@ -169,7 +168,7 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
         }
         return;
     }
-    if let Err(error) = check_commit_deadline(inner, put_started_ms, path.as_ref()) {
+    if let Err(error) = check_commit_deadline(inner, path.as_ref()) {
         for p in prepared {
             fail_prepared(inner, p, &error);
         }
@@ -195,20 +194,14 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
         if !chunk.is_empty()
             && (chunk.len() == chunk_len || chunk_bytes + bytes > TXN_PRODUCER_BYTES_MAX)
         {
-            commit_chunk(
-                inner,
-                path.as_ref(),
-                put_started_ms,
-                std::mem::take(&mut chunk),
-            )
-            .await;
+            commit_chunk(inner, path.as_ref(), std::mem::take(&mut chunk)).await;
             chunk_bytes = 0;
         }
         chunk_bytes += bytes;
         chunk.push(item);
     }
     if !chunk.is_empty() {
-        commit_chunk(inner, path.as_ref(), put_started_ms, chunk).await;
+        commit_chunk(inner, path.as_ref(), chunk).await;
     }
 }
 
@@ -297,15 +290,10 @@ fn admit(
 /// Commits one chunk. When a compare fails, the partitions whose state or topic changed are
 /// failed (fenced) and the others are committed in a new attempt: one deleted topic or one lost
 /// partition must not fail every partition that shared its flush.
-async fn commit_chunk(
-    inner: &LogInner,
-    object: &str,
-    put_started_ms: i64,
-    mut chunk: Vec<(Prepared, PlannedSection)>,
-) {
+async fn commit_chunk(inner: &LogInner, object: &str, mut chunk: Vec<(Prepared, PlannedSection)>) {
     let _state_commits = inner.state_commits.lock().await;
     while !chunk.is_empty() {
-        if let Err(error) = check_commit_deadline(inner, put_started_ms, object) {
+        if let Err(error) = check_commit_deadline(inner, object) {
             fail_chunk(inner, chunk, &error);
             return;
         }
@@ -390,15 +378,11 @@ fn build_commit(
     (Txn::when(compares).and_then(ops), updates)
 }
 
-/// Refuses to commit an object whose upload started more than the commit timeout ago: garbage
-/// collection may already count it as an orphan (see `LogConfig::object_commit_timeout_ms`).
+/// Refuses to commit an object named more than the commit timeout ago: garbage collection may
+/// already count it as an orphan (see `LogConfig::object_commit_timeout_ms`, `paths::name_age_ms`).
 /// Checked once more before each commit chunk, so a broker paused mid-flush cannot commit late.
-pub(crate) fn check_commit_deadline(
-    inner: &LogInner,
-    put_started_ms: i64,
-    object: &str,
-) -> Result<(), LogError> {
-    let elapsed_ms = inner.clock.now_ms().saturating_sub(put_started_ms);
+pub(crate) fn check_commit_deadline(inner: &LogInner, object: &str) -> Result<(), LogError> {
+    let elapsed_ms = paths::name_age_ms(object, inner.clock.now_ms());
     if elapsed_ms > inner.config.object_commit_timeout_ms {
         tracing::warn!(
             object,
