@@ -23,7 +23,7 @@
 use crate::job::Ctx;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use skiff_tiering::keys::{self, IndexEntry, Layout, RollupEntry};
 use skiff_tiering::layout::parquet_slots;
 use skiff_tiering::metadata::MetadataError;
@@ -100,46 +100,38 @@ impl Collector {
             ..GcReport::default()
         };
         let mut still_unreferenced = HashMap::new();
-        for prefix in paths::DATA_PREFIXES {
-            let listed: Vec<_> = ctx
-                .objects
-                .list(Some(&Path::from(prefix)))
-                .try_collect()
-                .await
-                .map_err(|e| GcError::List(format!("prefix={prefix}: {e}")))?;
-            for meta in listed {
-                report.listed += 1;
-                let key = meta.location.to_string();
-                let is_referenced = referenced.contains(&key);
-                let since = self.unreferenced_since.get(&key).copied();
-                match verdict(
-                    is_referenced,
-                    paths::written_ms(&key),
-                    since,
-                    now_ms,
-                    settings.orphan_age_ms,
-                    settings.gc_grace_ms,
-                ) {
-                    Verdict::Keep => {
-                        if let Some(since) = since.filter(|_| !is_referenced) {
-                            still_unreferenced.insert(key, since);
-                        }
+        for meta in list_data(&*ctx.objects).await? {
+            report.listed += 1;
+            let key = meta.location.to_string();
+            let is_referenced = referenced.contains(&key);
+            let since = self.unreferenced_since.get(&key).copied();
+            match verdict(
+                is_referenced,
+                paths::written_ms(&key),
+                since,
+                now_ms,
+                settings.orphan_age_ms,
+                settings.gc_grace_ms,
+            ) {
+                Verdict::Keep => {
+                    if let Some(since) = since.filter(|_| !is_referenced) {
+                        still_unreferenced.insert(key, since);
                     }
-                    Verdict::Track => {
-                        still_unreferenced.insert(key, now_ms);
-                    }
-                    Verdict::Delete => match ctx.objects.delete(&meta.location).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {
-                            report.deleted += 1;
-                            report.deleted_bytes += meta.size;
-                            tracing::debug!(object = key, "deleted unreferenced object");
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, object = key, "delete failed; retried next collection");
-                            still_unreferenced.insert(key, since.unwrap_or(now_ms));
-                        }
-                    },
                 }
+                Verdict::Track => {
+                    still_unreferenced.insert(key, now_ms);
+                }
+                Verdict::Delete => match ctx.objects.delete(&meta.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                        report.deleted += 1;
+                        report.deleted_bytes += meta.size;
+                        tracing::debug!(object = key, "deleted unreferenced object");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, object = key, "delete failed; retried next collection");
+                        still_unreferenced.insert(key, since.unwrap_or(now_ms));
+                    }
+                },
             }
         }
         self.unreferenced_since = still_unreferenced;
@@ -151,18 +143,12 @@ impl Collector {
 pub async fn mark(ctx: &Ctx) -> Result<HashSet<String>, GcError> {
     let store = &*ctx.store;
     let mut referenced = HashSet::new();
-    for kv in store
-        .range_prefix(&format!("{}/index/", keys::ROOT), 0)
-        .await?
-    {
+    for kv in store.range_prefix(&keys::all_index_prefix(), 0).await? {
         let entry: IndexEntry = keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?;
         referenced.insert(entry.object);
     }
     let mut pending: Vec<Slot> = Vec::new();
-    for kv in store
-        .range_prefix(&format!("{}/rollups/", keys::ROOT), 0)
-        .await?
-    {
+    for kv in store.range_prefix(&keys::all_rollups_prefix(), 0).await? {
         let entry: RollupEntry =
             keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?;
         pending.push(Slot::Rollup(entry));
@@ -188,26 +174,31 @@ pub async fn mark(ctx: &Ctx) -> Result<HashSet<String>, GcError> {
     Ok(referenced)
 }
 
+/// Every object under the prefixes Skiff writes.
+async fn list_data(objects: &dyn ObjectStore) -> Result<Vec<ObjectMeta>, GcError> {
+    let mut out = Vec::new();
+    for prefix in paths::DATA_PREFIXES {
+        let listed: Vec<ObjectMeta> = objects
+            .list(Some(&Path::from(prefix)))
+            .try_collect()
+            .await
+            .map_err(|e| GcError::List(format!("prefix={prefix}: {e}")))?;
+        out.extend(listed);
+    }
+    Ok(out)
+}
+
 /// The listed objects [`mark`] does not reach (for tests and tools).
 pub async fn unreferenced(
     objects: &dyn ObjectStore,
     referenced: &HashSet<String>,
 ) -> Result<Vec<String>, GcError> {
-    let mut out = Vec::new();
-    for prefix in paths::DATA_PREFIXES {
-        let listed: Vec<_> = objects
-            .list(Some(&Path::from(prefix)))
-            .try_collect()
-            .await
-            .map_err(|e| GcError::List(format!("prefix={prefix}: {e}")))?;
-        out.extend(
-            listed
-                .into_iter()
-                .map(|m| m.location.to_string())
-                .filter(|k| !referenced.contains(k)),
-        );
-    }
-    Ok(out)
+    Ok(list_data(objects)
+        .await?
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .filter(|k| !referenced.contains(k))
+        .collect())
 }
 
 #[cfg(test)]

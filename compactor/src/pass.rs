@@ -171,7 +171,9 @@ impl Compactor {
                 }
             }
         }
-        let mut sections = self.fetch(&plans).await;
+        let mut sections = self
+            .fetch(&plans.iter().map(|(plan, _)| plan).collect::<Vec<_>>())
+            .await;
         for (plan, claim) in plans {
             let tp = plan.tp.clone();
             report.jobs += 1;
@@ -184,10 +186,9 @@ impl Compactor {
                         .fetch_add(plan.read_bytes, Ordering::Relaxed);
                     job::run(&self.ctx, plan, mine).await
                 }
-                Err(_) => match self
-                    .fetch(std::slice::from_ref(&(plan.clone(), claim.clone())))
-                    .await
-                {
+                // One plan's objects failed the pass's fetch: read each plan's alone, so the
+                // failure is that partition's.
+                Err(_) => match self.fetch(&[&plan]).await {
                     Ok(mine) => job::run(&self.ctx, plan, mine).await,
                     Err(error) => Err(error),
                 },
@@ -257,21 +258,14 @@ impl Compactor {
     /// Plans (from what is stored now) and runs a rewrite of the front of a partition's Parquet
     /// part, if one is still due.
     async fn rewrite(&self, tp: &TopicPartition) -> Result<Option<job::Outcome>, JobError> {
-        let Some(topic) = self.ctx.catalog.get(&tp.topic).await? else {
+        let Some(job::Stored {
+            topic,
+            state,
+            snapshot,
+        }) = job::read_partition(&self.ctx, tp).await?
+        else {
             return Ok(None);
         };
-        let state: PartitionState = match self
-            .ctx
-            .store
-            .get(&keys::partition(&tp.topic, tp.partition))
-            .await?
-        {
-            Some(kv) => keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?,
-            None => PartitionState::default(),
-        };
-        let snapshot =
-            skiff_tiering::layout::IndexSnapshot::load(&*self.ctx.store, &tp.topic, tp.partition)
-                .await?;
         let policy = rewrite::Policy::from_configs(&topic.record.configs);
         let now_ms = self.ctx.clock.now_ms();
         let log_start = state.log_start_offset;
@@ -327,9 +321,9 @@ impl Compactor {
     }
 
     /// The sections of every plan's leaves at or above its log start, read object by object.
-    async fn fetch(&self, plans: &[(Plan, Claim)]) -> Result<Sections, JobError> {
+    async fn fetch(&self, plans: &[&Plan]) -> Result<Sections, JobError> {
         let mut leaves = Vec::new();
-        for (plan, _) in plans {
+        for plan in plans {
             leaves.extend(
                 plan.cut
                     .leaves

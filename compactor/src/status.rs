@@ -36,22 +36,13 @@ pub struct PartitionStatus {
     pub job: Option<CompactorJob>,
 }
 
-/// (topic, partition) of a key `<prefix><topic>/<partition:010>[/...]`.
-fn topic_partition(prefix: &str, key: &str) -> Option<(String, i32)> {
-    let rest = key.strip_prefix(prefix)?;
-    let mut parts = rest.split('/');
-    let topic = parts.next()?.to_owned();
-    let partition = parts.next()?.parse().ok()?;
-    Some((topic, partition))
-}
-
 async fn by_partition<T: for<'de> serde::Deserialize<'de>>(
     store: &dyn MetadataStore,
     prefix: &str,
 ) -> Result<HashMap<(String, i32), Vec<T>>, MetadataError> {
     let mut out: HashMap<(String, i32), Vec<T>> = HashMap::new();
     for kv in store.range_prefix(prefix, 0).await? {
-        let Some(tp) = topic_partition(prefix, &kv.key) else {
+        let Some(tp) = keys::topic_partition_of(prefix, &kv.key) else {
             continue;
         };
         let value = keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?;
@@ -78,10 +69,9 @@ pub async fn read(store: &Arc<dyn MetadataStore>) -> Result<Vec<PartitionStatus>
     let states: HashMap<_, Vec<PartitionState>> =
         by_partition(store, &keys::all_partitions_prefix()).await?;
     let layouts: HashMap<_, Vec<Layout>> = by_partition(store, &keys::layouts_prefix()).await?;
-    let tails: HashMap<_, Vec<IndexEntry>> =
-        by_partition(store, &format!("{}/index/", keys::ROOT)).await?;
+    let tails: HashMap<_, Vec<IndexEntry>> = by_partition(store, &keys::all_index_prefix()).await?;
     let rollups: HashMap<_, Vec<RollupEntry>> =
-        by_partition(store, &format!("{}/rollups/", keys::ROOT)).await?;
+        by_partition(store, &keys::all_rollups_prefix()).await?;
     let errors: HashMap<_, Vec<CompactorError>> =
         by_partition(store, &keys::compactor_errors_prefix()).await?;
     let jobs: HashMap<_, Vec<CompactorJob>> =

@@ -154,6 +154,11 @@ pub fn partition(topic: &str, partition: i32) -> String {
     format!("{ROOT}/partitions/{topic}/{partition:010}")
 }
 
+/// Every partition's index tail.
+pub fn all_index_prefix() -> String {
+    format!("{ROOT}/index/")
+}
+
 pub fn topic_index_prefix(topic: &str) -> String {
     format!("{ROOT}/index/{topic}/")
 }
@@ -271,10 +276,6 @@ pub fn compactor_jobs_prefix() -> String {
     format!("{ROOT}/compactor/jobs/")
 }
 
-pub fn topic_compactor_jobs_prefix(topic: &str) -> String {
-    format!("{ROOT}/compactor/jobs/{topic}/")
-}
-
 pub fn compactor_job(topic: &str, partition: i32) -> String {
     format!("{ROOT}/compactor/jobs/{topic}/{partition:010}")
 }
@@ -293,6 +294,11 @@ pub fn compactor_error(topic: &str, partition: i32) -> String {
 
 pub fn compactor_gc() -> String {
     format!("{ROOT}/compactor/gc")
+}
+
+/// Every partition's rollups.
+pub fn all_rollups_prefix() -> String {
+    format!("{ROOT}/rollups/")
 }
 
 pub fn topic_rollup_prefix(topic: &str) -> String {
@@ -361,6 +367,14 @@ pub fn group_offset(group: &str, topic: &str, partition: i32) -> String {
     format!("{}{topic}/{partition:010}", group_offsets_prefix(group))
 }
 
+/// (topic, partition) of a per-partition key `<prefix><topic>/<partition:010>[/...]`.
+pub fn topic_partition_of(prefix: &str, key: &str) -> Option<(String, i32)> {
+    let mut parts = key.strip_prefix(prefix)?.split('/');
+    let topic = parts.next()?.to_owned();
+    let partition = parts.next()?.parse().ok()?;
+    Some((topic, partition))
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("metadata values are plain data and always serialize")
 }
@@ -409,6 +423,26 @@ mod tests {
             prop_assert!(!escaped.contains('/'));
             prop_assert_eq!(unescape_group(&escaped), Some(name));
         }
+    }
+
+    #[test]
+    fn per_partition_keys_name_their_partition() {
+        assert_eq!(
+            topic_partition_of(&layouts_prefix(), &layout("orders.v1", 12)),
+            Some(("orders.v1".to_owned(), 12))
+        );
+        assert_eq!(
+            topic_partition_of(&all_index_prefix(), &index_entry("t", 3, 77)),
+            Some(("t".to_owned(), 3))
+        );
+        assert_eq!(
+            topic_partition_of(&layouts_prefix(), "/skiff/layouts/orders"),
+            None
+        );
+        assert_eq!(
+            topic_partition_of(&layouts_prefix(), &partition("t", 1)),
+            None
+        );
     }
 
     #[test]

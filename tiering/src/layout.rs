@@ -46,7 +46,8 @@ impl IndexSnapshot {
     /// Reads the layout, the tail, the rollups, then the layout again, until both layout reads
     /// agree: a swap in between would otherwise show data twice or not at all. A roll-up by the
     /// leader in between shows its sections both in the tail and in the new rollup; reading the
-    /// tail first makes that the only possible overlap, and [`Self::top_slots`] drops it.
+    /// tail first makes that the only possible overlap, and the tail entries the last rollup
+    /// covers are dropped here, once, for every reader.
     pub async fn load(
         store: &dyn MetadataStore,
         topic: &str,
@@ -73,6 +74,11 @@ impl IndexSnapshot {
                     keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?;
                 rollups.insert(entry.base_offset, (entry, kv.mod_revision));
             }
+            let covered = rollups
+                .values()
+                .last()
+                .map_or(i64::MIN, |(r, _): &(RollupEntry, Revision)| r.last_offset);
+            tail.retain(|base, _| *base > covered);
             let after = store.get(&layout_key).await?;
             let revision = |kv: &Option<crate::metadata::KeyValue>| {
                 kv.as_ref().map_or(0, |kv| kv.mod_revision)
@@ -96,8 +102,7 @@ impl IndexSnapshot {
         )))
     }
 
-    /// The flush-object part's top level, oldest first: rollups, then the tail without what a
-    /// rollup already covers.
+    /// The flush-object part's top level, oldest first: rollups, then the tail.
     pub fn wal_slots(&self) -> Vec<Slot> {
         wal_slots(
             self.rollups.values().map(|(r, _)| r),
@@ -124,20 +129,16 @@ pub fn parquet_slots(layout: &Layout) -> Vec<Slot> {
         .collect()
 }
 
-/// Rollups, then tail entries above the last rollup (those below it were rolled up into it
-/// while the keys were read).
+/// Rollups, then the tail.
 pub fn wal_slots<'a>(
     rollups: impl Iterator<Item = &'a RollupEntry>,
     tail: impl Iterator<Item = &'a IndexEntry>,
 ) -> Vec<Slot> {
-    let mut slots: Vec<Slot> = rollups.cloned().map(Slot::Rollup).collect();
-    let covered = slots.last().map_or(i64::MIN, Slot::last_offset);
-    slots.extend(
-        tail.filter(|e| e.base_offset > covered)
-            .cloned()
-            .map(Slot::Section),
-    );
-    slots
+    rollups
+        .cloned()
+        .map(Slot::Rollup)
+        .chain(tail.cloned().map(Slot::Section))
+        .collect()
 }
 
 /// Index objects to write before a layout can be committed.

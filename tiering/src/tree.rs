@@ -41,6 +41,17 @@ impl ReadError {
     }
 }
 
+impl From<crate::columnar::ColumnarError> for ReadError {
+    fn from(error: crate::columnar::ColumnarError) -> Self {
+        use crate::columnar::ColumnarError;
+        match error {
+            ColumnarError::Missing(m) => ReadError::Missing(m),
+            ColumnarError::Unavailable(m) => ReadError::Unavailable(m),
+            ColumnarError::Corrupt(m) => ReadError::Corrupt(m),
+        }
+    }
+}
+
 /// One node of the index tree as seen from its parent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Slot {
@@ -92,29 +103,6 @@ impl Slot {
     }
 }
 
-impl Leaf {
-    pub fn base_offset(&self) -> i64 {
-        match self {
-            Leaf::Section(e) => e.base_offset,
-            Leaf::File(f) => f.base_offset,
-        }
-    }
-
-    pub fn last_offset(&self) -> i64 {
-        match self {
-            Leaf::Section(e) => e.last_offset,
-            Leaf::File(f) => f.last_offset,
-        }
-    }
-
-    pub fn object(&self) -> &str {
-        match self {
-            Leaf::Section(e) => &e.object,
-            Leaf::File(f) => &f.object,
-        }
-    }
-}
-
 /// An index object's entries as slots, in offset order.
 pub fn slots_of(body: &RollupBody) -> Vec<Slot> {
     match body {
@@ -157,10 +145,6 @@ impl IndexObjects {
             objects,
             cache: Mutex::new(Cache::default()),
         }
-    }
-
-    pub fn store(&self) -> &Arc<dyn ObjectStore> {
-        &self.objects
     }
 
     /// Remembers a body this process just wrote (saves reading it back).

@@ -20,7 +20,7 @@ use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringB
 use arrow_array::ArrayRef;
 use arrow_schema::{DataType, Field, Schema};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Typed columns one file has at most.
@@ -141,10 +141,6 @@ impl JsonInference {
 }
 
 impl JsonFields {
-    pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
-    }
-
     /// The base schema followed by these columns.
     pub fn schema(&self, base: &Schema) -> Arc<Schema> {
         let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -195,9 +191,7 @@ impl JsonBuilders {
         if self.columns.is_empty() {
             return;
         }
-        let map: BTreeMap<String, Value> = object(value)
-            .map(|m| m.into_iter().collect())
-            .unwrap_or_default();
+        let map = object(value).unwrap_or_default();
         for (key, builder) in &mut self.columns {
             let field = map.get(key).filter(|v| !v.is_null());
             match builder {

@@ -94,9 +94,8 @@ impl FileWriter {
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(failed)?))
             .set_statistics_enabled(EnabledStatistics::Page)
-            // Small pages: a reader decompresses each into a buffer of its size, and buffers this
-            // small are reused by the allocator where megabyte ones cost fresh zeroed pages (a
-            // third of Fetch's CPU from Parquet with 1 MiB pages); finer statistics too.
+            // Small pages: finer page statistics for readers that prune by offset or time, and
+            // small decompression buffers (no Fetch CPU change measured, bench/RESULTS.md).
             .set_data_page_size_limit(DATA_PAGE_BYTES)
             // Row groups are closed by bytes, at batch boundaries (see `push`).
             .set_max_row_group_row_count(None)

@@ -18,13 +18,6 @@ use std::time::Duration;
 /// Pause before watching again after the watch failed or ended.
 const REWATCH_DELAY: Duration = Duration::from_millis(500);
 
-/// (topic, partition) of a layout key.
-fn partition_of(key: &str) -> Option<TopicPartition> {
-    let rest = key.strip_prefix(&keys::layouts_prefix())?;
-    let (topic, partition) = rest.split_once('/')?;
-    Some(TopicPartition::new(topic, partition.parse().ok()?))
-}
-
 pub(crate) async fn run(inner: Weak<LogInner>) {
     loop {
         let stream = {
@@ -43,11 +36,14 @@ pub(crate) async fn run(inner: Weak<LogInner>) {
                     let Some(strong) = inner.upgrade() else {
                         return;
                     };
-                    if let WatchEvent::Put(kv) = event {
-                        if let Some(tp) = partition_of(&kv.key) {
-                            reload_if_behind(&strong, &tp, kv.mod_revision).await;
-                        }
-                    }
+                    let WatchEvent::Put(kv) = event else { continue };
+                    let Some((topic, partition)) =
+                        keys::topic_partition_of(&keys::layouts_prefix(), &kv.key)
+                    else {
+                        continue;
+                    };
+                    let tp = TopicPartition::new(&topic, partition);
+                    reload_if_behind(&strong, &tp, kv.mod_revision).await;
                 }
             }
             Err(error) => tracing::warn!(%error, "cannot watch partition layouts; retrying"),
@@ -105,20 +101,5 @@ async fn reload_changed(inner: &Arc<LogInner>) {
                 return;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layout_keys_name_their_partition() {
-        assert_eq!(
-            partition_of(&keys::layout("orders.v1", 12)),
-            Some(TopicPartition::new("orders.v1", 12))
-        );
-        assert_eq!(partition_of("/skiff/layouts/orders"), None);
-        assert_eq!(partition_of("/skiff/partitions/t/0000000001"), None);
     }
 }

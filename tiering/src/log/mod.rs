@@ -795,17 +795,14 @@ pub(crate) async fn load_partition(
 
 /// The flush-object part of a snapshot as a view holds it.
 fn view_index(snapshot: &IndexSnapshot) -> (BTreeMap<i64, IndexEntry>, BTreeMap<i64, RollupEntry>) {
-    let rollups: BTreeMap<i64, RollupEntry> = snapshot
+    let rollups = snapshot
         .rollups
         .iter()
         .map(|(base, (entry, _))| (*base, entry.clone()))
         .collect();
-    // Tail entries a rollup covers were rolled up while the keys were read.
-    let covered = rollups.values().last().map_or(i64::MIN, |r| r.last_offset);
     let index = snapshot
         .tail
         .iter()
-        .filter(|(base, _)| **base > covered)
         .map(|(base, (entry, _))| (*base, entry.clone()))
         .collect();
     (index, rollups)

@@ -8,7 +8,6 @@
 use super::index;
 use super::{LogError, LogInner, PartitionLog, TopicPartition};
 use crate::batch;
-use crate::columnar::ColumnarError;
 use crate::keys::{IndexEntry, ParquetFile};
 use crate::records;
 use crate::tree::{self, Leaf, LeafCursor, ReadError, Slot};
@@ -26,16 +25,6 @@ pub struct ReadOutcome {
 impl ReadOutcome {
     pub fn bytes(&self) -> usize {
         self.batches.iter().map(Bytes::len).sum()
-    }
-}
-
-impl From<ColumnarError> for ReadError {
-    fn from(error: ColumnarError) -> Self {
-        match error {
-            ColumnarError::Missing(m) => ReadError::Missing(m),
-            ColumnarError::Unavailable(m) => ReadError::Unavailable(m),
-            ColumnarError::Corrupt(m) => ReadError::Corrupt(m),
-        }
     }
 }
 
