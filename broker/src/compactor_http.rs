@@ -10,6 +10,7 @@ use axum::Router;
 use serde_json::json;
 use skiff_compactor::Compactor;
 use skiff_tiering::metadata::MetadataStore;
+use skiff_tiering::metered::ObjectStoreCounts;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -25,9 +26,27 @@ pub fn routes(store: Arc<dyn MetadataStore>, compactor: Option<Arc<Compactor>>) 
         .with_state(CompactorState { store, compactor })
 }
 
+/// The whole HTTP API of `skiff compactor`: `/health`, `/v1/compactor` and `/v1/object-store`.
+pub fn standalone(
+    store: Arc<dyn MetadataStore>,
+    compactor: Arc<Compactor>,
+    counts: Arc<ObjectStoreCounts>,
+) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/v1/object-store",
+            get(move || {
+                let counts = counts.clone();
+                async move { Json(object_store_json(&counts)) }
+            }),
+        )
+        .merge(routes(store, Some(compactor)))
+}
+
 /// The object-store counters as JSON (`/v1/stats` of a broker, `/v1/object-store` of a
 /// compactor).
-pub fn object_store_json(counts: &skiff_tiering::metered::ObjectStoreCounts) -> serde_json::Value {
+pub fn object_store_json(counts: &ObjectStoreCounts) -> serde_json::Value {
     serde_json::Value::Object(
         counts
             .snapshot()

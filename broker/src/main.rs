@@ -124,9 +124,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .compactor_enable
         .then(|| Compactor::new(store.clone(), objects, clock, args.compactor.settings()));
     let (stop_compactor, compactor_stopped) = tokio::sync::watch::channel(false);
-    let compactor_task = compactor
-        .clone()
-        .map(|c| tokio::spawn(c.run(compactor_stopped)));
+    // The broker serves without its compactor (data stays in flush objects until one runs), so
+    // a compactor that dies is logged as an error a human must see, not a reason to stop.
+    let compactor_task = compactor.clone().map(|c| {
+        tokio::spawn(async move {
+            if let Err(error) = tokio::spawn(c.run(compactor_stopped)).await {
+                tracing::error!(%error, "the compactor task failed; no compaction until a restart");
+            }
+        })
+    });
     let (stop_controller, controller_stopped) = tokio::sync::watch::channel(false);
     let view = skiff_tiering::cluster::view::ViewCell::default();
     let controller = tokio::spawn(
@@ -308,16 +314,7 @@ async fn run_compactor(args: CompactorCommandArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let http = {
         let shutdown = shutdown.clone();
-        let app = axum::Router::new()
-            .route("/health", axum::routing::get(|| async { "ok" }))
-            .merge(compactor_http::routes(store, Some(compactor.clone())))
-            .route(
-                "/v1/object-store",
-                axum::routing::get(move || {
-                    let counts = object_store_counts.clone();
-                    async move { axum::Json(compactor_http::object_store_json(&counts)) }
-                }),
-            );
+        let app = compactor_http::standalone(store, compactor.clone(), object_store_counts);
         tokio::spawn(async move {
             let served = axum::serve(http_listener, app)
                 .with_graceful_shutdown(async move { shutdown.cancelled().await })
