@@ -16,6 +16,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use skiff_tiering::batch;
+use skiff_tiering::catalog::CleanupPolicy;
 use skiff_tiering::columnar::json::JsonInference;
 use skiff_tiering::columnar::{self, FileWriter};
 use skiff_tiering::keys::{Layout, ParquetFile, RollupBody};
@@ -46,9 +47,7 @@ impl Policy {
                 .unwrap_or(default)
         };
         Self {
-            compact: configs
-                .get("cleanup.policy")
-                .is_some_and(|p| p.split(',').any(|item| item.trim() == "compact")),
+            compact: CleanupPolicy::of(configs).compact,
             min_compaction_lag_ms: long("min.compaction.lag.ms", 0),
             delete_retention_ms: long("delete.retention.ms", 86_400_000),
             min_cleanable_dirty_ratio: configs

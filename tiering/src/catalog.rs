@@ -21,6 +21,32 @@ pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 /// Attempts of a config change that keeps losing its compare to concurrent writers.
 const CONFIG_UPDATE_ATTEMPTS_MAX: usize = 16;
 
+/// A topic's `cleanup.policy`: `delete` (the default), `compact`, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// Time and size retention apply.
+    pub delete: bool,
+    /// Log compaction applies (and records need keys).
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    /// From a topic's configs (Kafka's list syntax, `compact,delete`).
+    pub fn of(configs: &BTreeMap<String, String>) -> Self {
+        let Some(policy) = configs.get("cleanup.policy") else {
+            return Self {
+                delete: true,
+                compact: false,
+            };
+        };
+        let has = |name: &str| policy.split(',').any(|item| item.trim() == name);
+        Self {
+            delete: has("delete"),
+            compact: has("compact"),
+        }
+    }
+}
+
 pub fn check_partition_count(partitions: i32) -> Result<(), CatalogError> {
     if partitions < 1 {
         return Err(CatalogError::InvalidPartitions(format!(
@@ -260,6 +286,21 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::metadata::embedded::EmbeddedStore;
+
+    #[test]
+    fn cleanup_policy_reads_kafkas_list() {
+        let of = |value: Option<&str>| {
+            let configs = value
+                .map(|v| BTreeMap::from([("cleanup.policy".to_owned(), v.to_owned())]))
+                .unwrap_or_default();
+            let policy = CleanupPolicy::of(&configs);
+            (policy.delete, policy.compact)
+        };
+        assert_eq!(of(None), (true, false), "Kafka's default is delete");
+        assert_eq!(of(Some("compact")), (false, true));
+        assert_eq!(of(Some("compact, delete")), (true, true));
+        assert_eq!(of(Some("delete")), (true, false));
+    }
 
     #[tokio::test]
     async fn concurrent_config_updates_keep_both_changes() {

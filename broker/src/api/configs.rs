@@ -15,6 +15,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use skiff_tiering::batch::BatchHeader;
+use skiff_tiering::catalog::CleanupPolicy;
 use std::collections::BTreeMap;
 
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -229,8 +230,7 @@ impl<'a> TopicConfigs<'a> {
     }
 
     pub fn is_compacted(&self) -> bool {
-        self.get("cleanup.policy")
-            .is_some_and(|p| p.split(',').any(|item| item.trim() == "compact"))
+        CleanupPolicy::of(self.overrides).compact
     }
 }
 
@@ -425,10 +425,7 @@ pub fn retention(
 ) -> skiff_tiering::log::Retention {
     // As Kafka: time and size retention apply only with the "delete" policy (a topic that is
     // only compacted keeps the latest value of every key forever).
-    let deletes = configs
-        .get("cleanup.policy")
-        .is_none_or(|p| p.split(',').any(|item| item.trim() == "delete"));
-    if !deletes {
+    if !CleanupPolicy::of(configs).delete {
         return skiff_tiering::log::Retention {
             ms: skiff_tiering::log::RETENTION_UNLIMITED,
             bytes: skiff_tiering::log::RETENTION_UNLIMITED,
