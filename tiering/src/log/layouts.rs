@@ -8,10 +8,13 @@
 //! reloaded. Correctness never rests on this: a stale view reads objects that still exist, or
 //! finds one gone and reloads (`reader`), and roll-ups compare the layout.
 
-use super::{refresh_index, LogInner, TopicPartition};
+use super::{LogError, LogInner, PartitionLog, TopicPartition};
 use crate::keys;
+use crate::keys::{IndexEntry, RollupEntry};
+use crate::layout::IndexSnapshot;
 use crate::metadata::WatchEvent;
 use futures::StreamExt;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -102,4 +105,43 @@ async fn reload_changed(inner: &Arc<LogInner>) {
             }
         }
     }
+}
+
+/// The flush-object part of a snapshot as a view holds it.
+pub(crate) fn view_index(
+    snapshot: &IndexSnapshot,
+) -> (BTreeMap<i64, IndexEntry>, BTreeMap<i64, RollupEntry>) {
+    let rollups = snapshot
+        .rollups
+        .iter()
+        .map(|(base, (entry, _))| (*base, entry.clone()))
+        .collect();
+    let index = snapshot
+        .tail
+        .iter()
+        .map(|(base, (entry, _))| (*base, entry.clone()))
+        .collect();
+    (index, rollups)
+}
+
+/// Reads a cached partition's index again (after a compactor's swap: the Parquet part grew and
+/// flush-object keys went), under the commit lock so no commit of this broker is lost from the
+/// view. The state and producers are this broker's own and stay.
+pub(crate) async fn refresh_index(
+    inner: &LogInner,
+    tp: &TopicPartition,
+    partition: &PartitionLog,
+) -> Result<(), LogError> {
+    let _state_commits = inner.state_commits.lock().await;
+    let snapshot = IndexSnapshot::load(&*inner.store, &tp.topic, tp.partition).await?;
+    let (index, rollups) = view_index(&snapshot);
+    let mut view = partition.view.lock().expect("view mutex poisoned");
+    if snapshot.layout_revision != view.layout_revision {
+        tracing::debug!(partition = %tp, parquet_end = snapshot.layout.parquet_end, "index reloaded after a compaction");
+    }
+    view.layout = snapshot.layout;
+    view.layout_revision = snapshot.layout_revision;
+    view.index = index;
+    view.rollups = rollups;
+    Ok(())
 }

@@ -11,6 +11,7 @@ pub use delete_records::HIGH_WATERMARK;
 pub use retention::{Retention, RETENTION_UNLIMITED};
 mod index;
 mod layouts;
+use layouts::{refresh_index, view_index};
 pub mod leadership;
 mod pending;
 mod reader;
@@ -791,43 +792,6 @@ pub(crate) async fn load_partition(
         return Ok(loaded);
     }
     Ok(partitions.entry(tp.clone()).or_insert(loaded).clone())
-}
-
-/// The flush-object part of a snapshot as a view holds it.
-fn view_index(snapshot: &IndexSnapshot) -> (BTreeMap<i64, IndexEntry>, BTreeMap<i64, RollupEntry>) {
-    let rollups = snapshot
-        .rollups
-        .iter()
-        .map(|(base, (entry, _))| (*base, entry.clone()))
-        .collect();
-    let index = snapshot
-        .tail
-        .iter()
-        .map(|(base, (entry, _))| (*base, entry.clone()))
-        .collect();
-    (index, rollups)
-}
-
-/// Reads a cached partition's index again (after a compactor's swap: the Parquet part grew and
-/// flush-object keys went), under the commit lock so no commit of this broker is lost from the
-/// view. The state and producers are this broker's own and stay.
-pub(crate) async fn refresh_index(
-    inner: &LogInner,
-    tp: &TopicPartition,
-    partition: &PartitionLog,
-) -> Result<(), LogError> {
-    let _state_commits = inner.state_commits.lock().await;
-    let snapshot = IndexSnapshot::load(&*inner.store, &tp.topic, tp.partition).await?;
-    let (index, rollups) = view_index(&snapshot);
-    let mut view = partition.view.lock().expect("view mutex poisoned");
-    if snapshot.layout_revision != view.layout_revision {
-        tracing::debug!(partition = %tp, parquet_end = snapshot.layout.parquet_end, "index reloaded after a compaction");
-    }
-    view.layout = snapshot.layout;
-    view.layout_revision = snapshot.layout_revision;
-    view.index = index;
-    view.rollups = rollups;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,12 +1,22 @@
-//! Settings of `skiff serve`: every one is a long flag, an environment variable (`SKIFF_` + the
+//! Settings of every `skiff` command: every one is a long flag, an environment variable (`SKIFF_` +
 //! flag in upper snake case) and a key of the TOML config file (the flag name, or Kafka's dotted
 //! spelling: `flush-linger-ms`, `flush_linger_ms` and `flush.linger.ms` are the same key).
 //! Precedence: flag, then environment, then config file, then the default.
 
+mod compactor;
+mod file;
+mod shared;
+
+pub use compactor::{CompactorArgs, CompactorCommandArgs};
+pub use file::load_config_file_into_env;
+#[cfg(test)]
+use file::read_config_file;
+pub use shared::{LoggingArgs, StoreArgs};
+
 use anyhow::{bail, Context};
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -377,219 +387,6 @@ pub struct ServeArgs {
 }
 
 /// Where a process keeps its data: the metadata store and the object store.
-#[derive(Debug, Clone, Args)]
-pub struct StoreArgs {
-    /// Directory for the embedded default: the object store (`<dir>/objects`) and the metadata
-    /// store (`<dir>/meta`). Everything the broker keeps is here.
-    #[arg(
-        long,
-        env = "SKIFF_DATA_DIR",
-        default_value = "./skiff-data",
-        value_name = "DIR"
-    )]
-    pub data_dir: PathBuf,
-
-    /// etcd endpoints, comma-separated (`http://host:2379,...`): run in cluster mode with the
-    /// metadata in etcd. Without it the broker uses the embedded store under `--data-dir`.
-    #[arg(long, env = "SKIFF_ETCD_ENDPOINTS", value_name = "URLS")]
-    pub etcd_endpoints: Option<String>,
-
-    /// Deadline of each etcd request.
-    #[arg(
-        long,
-        env = "SKIFF_ETCD_REQUEST_TIMEOUT_MS",
-        default_value_t = 5_000,
-        value_name = "MS"
-    )]
-    pub etcd_request_timeout_ms: u64,
-
-    /// Where objects go: `s3://bucket/optional/prefix` for an S3-compatible bucket, or
-    /// `file:///dir`. Default: `<data-dir>/objects`.
-    #[arg(long, env = "SKIFF_OBJECT_STORE_URL", value_name = "URL")]
-    pub object_store_url: Option<String>,
-
-    /// S3 endpoint for S3-compatible servers (MinIO, ...); default AWS (or `AWS_ENDPOINT_URL`).
-    #[arg(long, env = "SKIFF_S3_ENDPOINT", value_name = "URL")]
-    pub s3_endpoint: Option<String>,
-
-    /// S3 region.
-    #[arg(long, env = "SKIFF_S3_REGION", default_value = "us-east-1")]
-    pub s3_region: String,
-
-    /// S3 access key id (default: `AWS_ACCESS_KEY_ID` or the usual AWS credential chain).
-    #[arg(long, env = "SKIFF_S3_ACCESS_KEY_ID", value_name = "ID")]
-    pub s3_access_key_id: Option<String>,
-
-    /// S3 secret access key (default: `AWS_SECRET_ACCESS_KEY`). Never logged.
-    #[arg(
-        long,
-        env = "SKIFF_S3_SECRET_ACCESS_KEY",
-        value_name = "SECRET",
-        hide_env_values = true
-    )]
-    pub s3_secret_access_key: Option<Secret>,
-
-    /// Allow plain-HTTP S3 endpoints (local test servers).
-    #[arg(long, env = "SKIFF_S3_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub s3_allow_http: bool,
-
-    /// Address buckets as `bucket.host` instead of `host/bucket` (path style, the default, is
-    /// what most S3-compatible servers expect).
-    #[arg(long, env = "SKIFF_S3_VIRTUAL_HOSTED_STYLE", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub s3_virtual_hosted_style: bool,
-
-    /// Deadline of one object-store request, and of its retries together.
-    #[arg(
-        long,
-        env = "SKIFF_OBJECT_STORE_TIMEOUT_MS",
-        default_value_t = 10_000,
-        value_name = "MS"
-    )]
-    pub object_store_timeout_ms: u64,
-
-    /// Retries of a failed object-store request before the produce or fetch fails (retriably).
-    #[arg(long, env = "SKIFF_OBJECT_STORE_MAX_RETRIES", default_value_t = 3)]
-    pub object_store_max_retries: usize,
-}
-
-/// Log output.
-#[derive(Debug, Clone, Args)]
-pub struct LoggingArgs {
-    /// Log filter in `tracing` syntax, e.g. `info` or `skiff=debug,info`.
-    #[arg(long, env = "SKIFF_LOG", default_value = "info")]
-    pub log: String,
-
-    /// Log line format.
-    #[arg(long, env = "SKIFF_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-}
-
-/// The compactor's settings (`skiff serve` runs one unless `--compactor-enable false`;
-/// `skiff compactor` is one).
-#[derive(Debug, Clone, Args)]
-pub struct CompactorArgs {
-    /// Records are readable as Parquet in the bucket at most about this long after they were
-    /// acknowledged. Shorter means more, smaller Parquet files (about one per active partition
-    /// per half this time).
-    #[arg(
-        long,
-        env = "SKIFF_COMPACTOR_FRESHNESS_MS",
-        default_value_t = 60_000,
-        value_name = "MS"
-    )]
-    pub compactor_freshness_ms: i64,
-
-    /// Flush-object bytes one partition's job converts at most: about the largest Parquet
-    /// file's input. A partition with more is converted by several jobs.
-    #[arg(long, env = "SKIFF_COMPACTOR_JOB_MAX_BYTES", default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
-    pub compactor_job_max_bytes: u64,
-
-    /// Flush-object bytes one pass reads at most (the compactor's memory is about twice this).
-    #[arg(long, env = "SKIFF_COMPACTOR_PASS_MAX_BYTES", default_value_t = 128 * 1024 * 1024, value_name = "BYTES")]
-    pub compactor_pass_max_bytes: u64,
-
-    /// How often garbage collection deletes objects nothing references any more.
-    #[arg(
-        long,
-        env = "SKIFF_COMPACTOR_GC_INTERVAL_MS",
-        default_value_t = 300_000,
-        value_name = "MS"
-    )]
-    pub compactor_gc_interval_ms: i64,
-
-    /// How long an object stays after nothing references it, for reads that began before.
-    #[arg(
-        long,
-        env = "SKIFF_COMPACTOR_GC_GRACE_MS",
-        default_value_t = 300_000,
-        value_name = "MS"
-    )]
-    pub compactor_gc_grace_ms: i64,
-
-    /// Unreferenced objects younger than this are never deleted (their commit may still come).
-    /// Must exceed `--object-commit-timeout-ms` of every broker and compactor.
-    #[arg(
-        long,
-        env = "SKIFF_COMPACTOR_ORPHAN_AGE_MS",
-        default_value_t = 3_600_000,
-        value_name = "MS"
-    )]
-    pub compactor_orphan_age_ms: i64,
-
-    /// Memory for the keys of one log-compaction pass over a partition (Kafka's
-    /// `log.cleaner.dedupe.buffer.size`): a partition with more distinct keys in its cleanable
-    /// range is not cleaned, and `/v1/compactor` says why.
-    #[arg(long, env = "SKIFF_COMPACTOR_DEDUPE_BUFFER_MAX_BYTES", default_value_t = 128 * 1024 * 1024, value_name = "BYTES")]
-    pub compactor_dedupe_buffer_max_bytes: u64,
-
-    /// An object is committed (referenced by the index) within this long of its upload
-    /// starting, or never: a broker or compactor that was slower (paused, cut off) drops it.
-    #[arg(
-        long,
-        env = "SKIFF_OBJECT_COMMIT_TIMEOUT_MS",
-        default_value_t = skiff_tiering::log::OBJECT_COMMIT_TIMEOUT_MS,
-        value_name = "MS"
-    )]
-    pub object_commit_timeout_ms: i64,
-}
-
-impl CompactorArgs {
-    pub fn settings(&self) -> skiff_compactor::CompactorSettings {
-        skiff_compactor::CompactorSettings {
-            freshness_ms: self.compactor_freshness_ms,
-            job_max_bytes: self.compactor_job_max_bytes,
-            pass_max_bytes: self.compactor_pass_max_bytes,
-            object_commit_timeout_ms: self.object_commit_timeout_ms,
-            gc_interval_ms: self.compactor_gc_interval_ms,
-            gc_grace_ms: self.compactor_gc_grace_ms,
-            orphan_age_ms: self.compactor_orphan_age_ms,
-            dedupe_buffer_max_bytes: self.compactor_dedupe_buffer_max_bytes,
-            ..skiff_compactor::CompactorSettings::default()
-        }
-    }
-}
-
-/// Settings of `skiff compactor`.
-#[derive(Debug, Clone, Args)]
-pub struct CompactorCommandArgs {
-    /// TOML config file; its keys are the settings below. Flags and environment variables
-    /// override it.
-    #[arg(long, env = "SKIFF_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub store: StoreArgs,
-
-    #[command(flatten)]
-    pub compactor: CompactorArgs,
-
-    /// Address the compactor's HTTP API binds (`/health`, `/v1/compactor`).
-    #[arg(
-        long,
-        env = "SKIFF_HTTP_LISTENERS",
-        default_value = "127.0.0.1:9645",
-        value_name = "ADDR"
-    )]
-    pub http_listeners: String,
-
-    #[command(flatten)]
-    pub logging: LoggingArgs,
-}
-
-impl CompactorCommandArgs {
-    pub fn validate(&self) -> anyhow::Result<()> {
-        parse_listener(&self.http_listeners).context("--http-listeners")?;
-        self.compactor
-            .settings()
-            .validate()
-            .map_err(anyhow::Error::msg)
-    }
-
-    pub fn http_bind(&self) -> anyhow::Result<SocketAddr> {
-        parse_listener(&self.http_listeners).context("--http-listeners")
-    }
-}
-
 impl ServeArgs {
     pub fn kafka_bind(&self) -> anyhow::Result<SocketAddr> {
         parse_listener(&self.listeners).context("--listeners")
@@ -687,28 +484,6 @@ impl ServeArgs {
 }
 
 /// A setting that must never appear in logs or `Debug` output.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_owned()))
-    }
-}
-
 fn strip_scheme(listener: &str) -> &str {
     listener
         .split_once("://")
@@ -737,79 +512,9 @@ fn parse_listener(listener: &str) -> anyhow::Result<SocketAddr> {
 
 /// Reads the config file named by `--config`/`SKIFF_CONFIG` (if any) and exports its keys as
 /// `SKIFF_*` environment variables that are not already set, so clap applies the precedence.
-pub fn load_config_file_into_env(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
-    let mut path = std::env::var_os("SKIFF_CONFIG").map(PathBuf::from);
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        let arg = arg.to_string_lossy();
-        if arg == "--config" {
-            path = iter.next().map(PathBuf::from);
-        } else if let Some(value) = arg.strip_prefix("--config=") {
-            path = Some(PathBuf::from(value));
-        }
-    }
-    let Some(path) = path else { return Ok(()) };
-    // The subcommand decides which keys the file may hold: the first argument that is not a
-    // flag.
-    let subcommand = args
-        .iter()
-        .skip(1)
-        .map(|a| a.to_string_lossy())
-        .find(|a| !a.starts_with('-'))
-        .map_or_else(|| "serve".to_owned(), |a| a.into_owned());
-    for (name, value) in read_config_file(&path, &subcommand)? {
-        // Safe: called from `main` before any other thread exists.
-        if std::env::var_os(&name).is_none() {
-            std::env::set_var(&name, value);
-        }
-    }
-    Ok(())
-}
-
-/// The config file as (environment variable, value) pairs; unknown keys are an error.
-pub fn read_config_file(path: &Path, subcommand: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
-    let command = Cli::command();
-    let Some(found) = command.find_subcommand(subcommand) else {
-        bail!("unknown command {subcommand:?}; `skiff --help` lists them");
-    };
-    let known: Vec<String> = found
-        .get_arguments()
-        .filter_map(|a| a.get_long())
-        .filter(|long| *long != "config")
-        .map(str::to_owned)
-        .collect();
-    let mut out = Vec::new();
-    for (key, value) in table {
-        let flag = key.replace(['.', '_'], "-");
-        if !known.contains(&flag) {
-            bail!(
-                "unknown key {key:?} in config file {}; known keys: {}",
-                path.display(),
-                known.join(", ")
-            );
-        }
-        let value = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            toml::Value::Float(f) => f.to_string(),
-            other => bail!("config key {key:?} must be a string, number or boolean, got {other}"),
-        };
-        out.push((
-            format!("SKIFF_{}", flag.replace('-', "_").to_uppercase()),
-            value,
-        ));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::shared::Secret;
     use super::*;
 
     #[test]
@@ -823,35 +528,6 @@ mod tests {
             ("broker-0.skiff".to_owned(), 9092)
         );
         assert!(parse_listener("nonsense").is_err());
-    }
-
-    #[test]
-    fn config_file_keys_map_to_env_and_unknown_keys_fail() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("skiff.toml");
-        std::fs::write(
-            &path,
-            "\"auto.create.topics.enable\" = false\nflush_linger_ms = 20\nlisteners = \"127.0.0.1:1\"\n",
-        )
-        .expect("write");
-        let mut pairs = read_config_file(&path, "serve").expect("read");
-        pairs.sort();
-        assert_eq!(
-            pairs,
-            vec![
-                (
-                    "SKIFF_AUTO_CREATE_TOPICS_ENABLE".to_owned(),
-                    "false".to_owned()
-                ),
-                ("SKIFF_FLUSH_LINGER_MS".to_owned(), "20".to_owned()),
-                ("SKIFF_LISTENERS".to_owned(), "127.0.0.1:1".to_owned()),
-            ]
-        );
-        std::fs::write(&path, "flush_lingr_ms = 20\n").expect("write");
-        let error = read_config_file(&path, "serve")
-            .expect_err("unknown key")
-            .to_string();
-        assert!(error.contains("flush_lingr_ms"), "{error}");
     }
 
     #[test]
