@@ -3,7 +3,8 @@
 //!
 //! `get_ranges` is counted as the requests an S3 client makes for it: object_store merges ranges
 //! closer than 1 MiB and fetches each merged range with one GET. A listing counts one request
-//! per 1,000 objects (S3's page size).
+//! per 1,000 objects (S3's page size). A multipart upload counts as one request (Skiff
+//! writes none: objects are at most `--flush-max-bytes` or a Parquet file, PUT whole).
 
 use async_trait::async_trait;
 use bytes::Bytes;
