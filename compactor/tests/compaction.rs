@@ -90,10 +90,9 @@ impl Fixture {
 
     /// Appends one batch of `n` records and returns them as produced.
     async fn produce(&self, tp: &TopicPartition, n: usize, tag: &str) -> Vec<Record> {
-        let (_, start) = self.log.offsets(tp).await.expect("offsets");
-        let records: Vec<Record> = (0..n)
+        let records = (0..n)
             .map(|i| Record {
-                offset: start + i as i64,
+                offset: i as i64,
                 timestamp: 1_700_000_000_000 + i as i64,
                 key: (i % 2 == 0).then(|| Bytes::from(format!("{tag}-key-{i}"))),
                 value: Some(Bytes::from(format!(
@@ -106,9 +105,15 @@ impl Fixture {
                 }],
             })
             .collect();
+        self.append(tp, records).await
+    }
+
+    /// Appends `records` (offsets relative to the batch) as one plain batch; returns them at
+    /// the offsets the log gave them.
+    async fn append(&self, tp: &TopicPartition, records: Vec<Record>) -> Vec<Record> {
         let fields = BatchFields {
             base_offset: 0,
-            last_offset: n as i64 - 1,
+            last_offset: records.len() as i64 - 1,
             partition_leader_epoch: 0,
             log_append_time: false,
             transactional: false,
@@ -117,16 +122,9 @@ impl Fixture {
             producer_epoch: -1,
             base_sequence: -1,
         };
-        let relative: Vec<Record> = records
-            .iter()
-            .cloned()
-            .map(|mut r| {
-                r.offset -= start;
-                r
-            })
-            .collect();
-        let bytes = records::encode(&fields, &relative);
+        let bytes = records::encode(&fields, &records);
         let header = batch::parse_header(&bytes).expect("header");
+        let (_, start) = self.log.offsets(tp).await.expect("offsets");
         let outcome = self
             .log
             .append(tp.clone(), vec![(header, bytes)], false)
@@ -134,6 +132,12 @@ impl Fixture {
             .expect("append");
         assert_eq!(outcome.base_offset, start);
         records
+            .into_iter()
+            .map(|mut r| {
+                r.offset += start;
+                r
+            })
+            .collect()
     }
 
     /// What [`Self::consume`] returns once `done` holds for it (the broker learns of a swap
@@ -396,8 +400,7 @@ async fn produce_keyed(
     tp: &TopicPartition,
     items: &[(&str, Option<&str>)],
 ) -> Vec<Record> {
-    let (_, start) = fx.log.offsets(tp).await.expect("offsets");
-    let records: Vec<Record> = items
+    let records = items
         .iter()
         .enumerate()
         .map(|(i, (k, v))| Record {
@@ -408,30 +411,7 @@ async fn produce_keyed(
             headers: Vec::new(),
         })
         .collect();
-    let fields = BatchFields {
-        base_offset: 0,
-        last_offset: items.len() as i64 - 1,
-        partition_leader_epoch: 0,
-        log_append_time: false,
-        transactional: false,
-        control: false,
-        producer_id: -1,
-        producer_epoch: -1,
-        base_sequence: -1,
-    };
-    let bytes = records::encode(&fields, &records);
-    let header = batch::parse_header(&bytes).expect("header");
-    fx.log
-        .append(tp.clone(), vec![(header, bytes)], false)
-        .await
-        .expect("append");
-    records
-        .into_iter()
-        .map(|mut r| {
-            r.offset += start;
-            r
-        })
-        .collect()
+    fx.append(tp, records).await
 }
 
 #[tokio::test]
