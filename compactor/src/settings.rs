@@ -13,8 +13,8 @@ pub struct CompactorSettings {
     /// Flush-object bytes one pass reads at most before it starts converting (the compactor's
     /// memory is about twice this); a pass that hit it starts the next one at once.
     pub pass_max_bytes: u64,
-    /// The longest a writer may take from starting an object's upload to committing it
-    /// (brokers' `--object-commit-timeout-ms`); this compactor's own jobs keep it too.
+    /// The longest a writer may take from naming an object to committing it (brokers'
+    /// `--object-commit-timeout-ms`); this compactor's own jobs keep it too.
     pub object_commit_timeout_ms: i64,
     /// How often garbage collection runs.
     pub gc_interval_ms: i64,

@@ -63,8 +63,9 @@ pub struct CompactorArgs {
     #[arg(long, env = "SKIFF_COMPACTOR_DEDUPE_BUFFER_MAX_BYTES", default_value_t = 128 * 1024 * 1024, value_name = "BYTES")]
     pub compactor_dedupe_buffer_max_bytes: u64,
 
-    /// An object is committed (referenced by the index) within this long of its upload
-    /// starting, or never: a broker or compactor that was slower (paused, cut off) drops it.
+    /// An object is committed (referenced by the index) within this long of being named (just
+    /// before its upload), or never: a broker or compactor that was slower (paused, cut off)
+    /// drops it.
     #[arg(
         long,
         env = "SKIFF_OBJECT_COMMIT_TIMEOUT_MS",

@@ -83,7 +83,7 @@ pub struct LogConfig {
     /// How long a partition remembers an idempotent producer that stopped writing to it
     /// (Kafka's `producer.id.expiration.ms`).
     pub producer_id_expiration_ms: i64,
-    /// An object this broker wrote is committed within this long of its upload starting, or
+    /// An object this broker wrote is committed within this long of being named, or
     /// never: garbage collection deletes unreferenced objects only when they are older than its
     /// orphan age, which must exceed this (see ARCHITECTURE.md, "Garbage collection").
     pub object_commit_timeout_ms: i64,
