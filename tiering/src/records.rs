@@ -271,6 +271,13 @@ fn nullable_len(bytes: Option<&[u8]>) -> usize {
 
 /// [`encode`] over borrowed records: the batch is sized first and written in one buffer.
 pub fn encode_refs(fields: &BatchFields, records: &[RecordRef<'_>]) -> Bytes {
+    let mut out = BytesMut::new();
+    encode_refs_into(&mut out, fields, records);
+    out.freeze()
+}
+
+/// [`encode_refs`] appending the batch to `out` (so many batches share one allocation).
+pub fn encode_refs_into(out: &mut BytesMut, fields: &BatchFields, records: &[RecordRef<'_>]) {
     let base_timestamp = if fields.log_append_time {
         records.iter().map(|r| r.timestamp).max().unwrap_or(-1)
     } else {
@@ -313,7 +320,8 @@ pub fn encode_refs(fields: &BatchFields, records: &[RecordRef<'_>]) -> Bytes {
     if fields.control {
         attributes |= batch::ATTRIBUTE_CONTROL;
     }
-    let mut out = BytesMut::with_capacity(HEADER_LEN + records_len);
+    out.reserve(HEADER_LEN + records_len);
+    let start = out.len();
     out.put_i64(fields.base_offset);
     out.put_i32(i32::try_from(HEADER_LEN - batch::LOG_OVERHEAD + records_len).unwrap_or(i32::MAX));
     out.put_i32(fields.partition_leader_epoch);
@@ -328,22 +336,22 @@ pub fn encode_refs(fields: &BatchFields, records: &[RecordRef<'_>]) -> Bytes {
     out.put_i32(fields.base_sequence);
     out.put_i32(i32::try_from(records.len()).unwrap_or(i32::MAX));
     for record in records {
-        put_varlong(&mut out, body_len(record) as i64);
+        put_varlong(out, body_len(record) as i64);
         out.put_u8(0);
-        put_varlong(&mut out, delta(record));
-        put_varlong(&mut out, record.offset - fields.base_offset);
-        put_nullable(&mut out, record.key);
-        put_nullable(&mut out, record.value);
-        put_varlong(&mut out, record.headers.len() as i64);
+        put_varlong(out, delta(record));
+        put_varlong(out, record.offset - fields.base_offset);
+        put_nullable(out, record.key);
+        put_nullable(out, record.value);
+        put_varlong(out, record.headers.len() as i64);
         for (key, value) in record.headers {
-            put_nullable(&mut out, Some(key));
-            put_nullable(&mut out, *value);
+            put_nullable(out, Some(key));
+            put_nullable(out, *value);
         }
     }
-    debug_assert_eq!(out.len(), HEADER_LEN + records_len, "sized exactly");
-    let crc = crc32c::crc32c(&out[batch::ATTRIBUTES_OFFSET..]);
-    out[batch::CRC_OFFSET..batch::CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-    out.freeze()
+    let written = &mut out[start..];
+    debug_assert_eq!(written.len(), HEADER_LEN + records_len, "sized exactly");
+    let crc = crc32c::crc32c(&written[batch::ATTRIBUTES_OFFSET..]);
+    written[batch::CRC_OFFSET..batch::CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 fn take(buf: &mut Bytes, n: usize) -> Result<Bytes, RecordsError> {

@@ -9,15 +9,15 @@ use crate::records::{self, BatchFields};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int16Type, Int32Type, Int64Type, Int8Type, TimestampMillisecondType};
 use arrow_array::{Array, RecordBatch};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::async_reader::AsyncFileReader;
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
 use std::collections::{HashMap, VecDeque};
@@ -192,25 +192,51 @@ impl ColumnarReader {
             return Ok(found.clone());
         }
         let footer = self.footer(object, size).await?;
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-            self.source(object, size),
-            footer.metadata.clone(),
-        )
-        .with_row_groups(vec![index])
-        .with_projection(base_columns(footer.metadata.metadata()))
-        .with_batch_size(DECODE_BATCH_ROWS)
-        .build()
-        .map_err(|e| unreadable(object, e))?;
-        let arrow: Vec<RecordBatch> = stream
-            .try_collect()
+        let metadata = footer.metadata.clone();
+        let projection = base_columns(metadata.metadata());
+        let group = metadata.metadata().row_groups().get(index).ok_or_else(|| {
+            ColumnarError::Corrupt(format!("object={object}: no row group {index}"))
+        })?;
+        // The projected column chunks of this row group, in one coalesced ranged read.
+        let ranges: Vec<Range<u64>> = group
+            .columns()
+            .iter()
+            .enumerate()
+            .filter(|(leaf, _)| projection.leaf_included(*leaf))
+            .map(|(_, column)| {
+                let (start, length) = column.byte_range();
+                start..start + length
+            })
+            .collect();
+        let chunks = self
+            .objects
+            .get_ranges(&Path::from(object), &ranges)
             .await
-            .map_err(|e| unreadable(object, e))?;
-        // Re-encoding is CPU work: off the async workers.
-        let rebuilt = tokio::task::spawn_blocking(move || rebuild(&arrow))
-            .await
-            .map_err(|e| ColumnarError::Unavailable(format!("object={object}: {e}")))?;
-        let batches =
-            Arc::new(rebuilt.map_err(|e| ColumnarError::Corrupt(format!("object={object}: {e}")))?);
+            .map_err(|e| unreadable(object, external(e)))?;
+        let source = Chunks {
+            size,
+            chunks: ranges.iter().map(|r| r.start).zip(chunks).collect(),
+        };
+        // Decoding and re-encoding are CPU work: off the async workers.
+        let name = object.to_string();
+        let batches = tokio::task::spawn_blocking(move || {
+            let corrupt = |e: parquet::errors::ParquetError| {
+                ColumnarError::Corrupt(format!("object={name}: {e}"))
+            };
+            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(source, metadata)
+                .with_row_groups(vec![index])
+                .with_projection(projection)
+                .with_batch_size(DECODE_BATCH_ROWS)
+                .build()
+                .map_err(corrupt)?;
+            let arrow: Vec<RecordBatch> = reader
+                .collect::<Result<_, _>>()
+                .map_err(|e| ColumnarError::Corrupt(format!("object={name}: {e}")))?;
+            rebuild(&arrow).map_err(|e| ColumnarError::Corrupt(format!("object={name}: {e}")))
+        })
+        .await
+        .map_err(|e| ColumnarError::Unavailable(format!("object={object}: {e}")))??;
+        let batches = Arc::new(batches);
         let bytes: usize = batches.iter().map(Bytes::len).sum();
         let mut caches = self.caches.lock().expect("cache poisoned");
         if bytes <= self.cache_max_bytes
@@ -283,13 +309,64 @@ impl AsyncFileReader for BucketFile {
     }
 }
 
+/// Column chunks of one row group fetched ahead, read by the synchronous decoder as if they
+/// were the file (reads outside them are errors: the decoder reads only what was projected).
+struct Chunks {
+    size: u64,
+    /// (file position, bytes), sorted by position.
+    chunks: Vec<(u64, Bytes)>,
+}
+
+impl Chunks {
+    fn slice(&self, start: u64, length: Option<usize>) -> parquet::errors::Result<Bytes> {
+        let outside = || {
+            parquet::errors::ParquetError::General(format!(
+                "read at {start} outside the fetched column chunks"
+            ))
+        };
+        let (at, chunk) = self
+            .chunks
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= start)
+            .ok_or_else(outside)?;
+        let from = usize::try_from(start - at).map_err(|_| outside())?;
+        let to = match length {
+            Some(length) => from.checked_add(length).ok_or_else(outside)?,
+            None => chunk.len(),
+        };
+        if from > chunk.len() || to > chunk.len() {
+            return Err(outside());
+        }
+        Ok(chunk.slice(from..to))
+    }
+}
+
+impl parquet::file::reader::Length for Chunks {
+    fn len(&self) -> u64 {
+        self.size
+    }
+}
+
+impl parquet::file::reader::ChunkReader for Chunks {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        use bytes::Buf;
+        Ok(self.slice(start, None)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.slice(start, Some(length))
+    }
+}
+
 /// Every record batch of a whole file held in memory (the compactor, which reads a file whole to
 /// check its CRC32C before rewriting it), in offset order.
 pub fn decode_file(object: &str, bytes: Bytes) -> Result<Vec<Bytes>, ColumnarError> {
     let corrupt =
         |e: parquet::errors::ParquetError| ColumnarError::Corrupt(format!("object={object}: {e}"));
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(corrupt)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(corrupt)?;
     if !super::starts_with_base(builder.schema()) {
         return Err(ColumnarError::Corrupt(format!(
             "object={object}: not a skiff topic file (schema differs)"
@@ -339,8 +416,8 @@ struct OpenBatch<'a> {
 }
 
 impl OpenBatch<'_> {
-    /// Encodes the open batch (if any) into `out` and empties it.
-    fn close(&mut self, out: &mut Vec<Bytes>) {
+    /// Encodes the open batch (if any) at the end of `out`, notes where, and empties it.
+    fn close(&mut self, out: &mut BytesMut, ends: &mut Vec<usize>) {
         let Some(fields) = self.fields.take() else {
             return;
         };
@@ -355,16 +432,19 @@ impl OpenBatch<'_> {
                 headers: &self.headers[row.headers.clone()],
             })
             .collect();
-        out.push(records::encode_refs(&fields, &refs));
+        records::encode_refs_into(out, &fields, &refs);
+        ends.push(out.len());
         self.rows.clear();
         self.headers.clear();
     }
 }
 
 /// Turns decoded rows back into record batches: consecutive rows sharing `batch_base_offset`
-/// are one batch, encoded uncompressed with a fresh CRC, each byte copied once from the columns.
+/// are one batch, encoded uncompressed with a fresh CRC, each byte copied once from the columns,
+/// all batches into one allocation.
 fn rebuild(arrow: &[RecordBatch]) -> Result<Vec<Bytes>, String> {
-    let mut out = Vec::new();
+    let mut out = BytesMut::with_capacity(arrow.iter().map(encoded_bytes_estimate).sum());
+    let mut ends = Vec::new();
     let mut open = OpenBatch::default();
     for rows in arrow {
         let column = |i: usize| rows.column(i);
@@ -390,7 +470,7 @@ fn rebuild(arrow: &[RecordBatch]) -> Result<Vec<Bytes>, String> {
             let row_offset = offset.value(i);
             let batch_base = base_offset.value(i);
             if open.fields.is_some_and(|f| f.base_offset != batch_base) {
-                open.close(&mut out);
+                open.close(&mut out, &mut ends);
             }
             if open.fields.is_none() {
                 let fields = BatchFields {
@@ -437,6 +517,30 @@ fn rebuild(arrow: &[RecordBatch]) -> Result<Vec<Bytes>, String> {
             });
         }
     }
-    open.close(&mut out);
-    Ok(out)
+    open.close(&mut out, &mut ends);
+    let out = out.freeze();
+    let mut start = 0;
+    Ok(ends
+        .into_iter()
+        .map(|end| {
+            let batch = out.slice(start..end);
+            start = end;
+            batch
+        })
+        .collect())
+}
+
+/// About the bytes the rows of `rows` take as record batches: their byte columns plus a
+/// record's framing (batch headers are few and covered by the slack).
+fn encoded_bytes_estimate(rows: &RecordBatch) -> usize {
+    let binary = |i: usize| rows.column(i).as_binary::<i32>().values().len();
+    let headers = rows
+        .column(col::HEADERS)
+        .as_list::<i32>()
+        .values()
+        .as_struct();
+    let header_bytes = headers.column(0).as_binary::<i32>().values().len()
+        + headers.column(1).as_binary::<i32>().values().len()
+        + 4 * headers.len();
+    binary(col::KEY) + binary(col::VALUE) + header_bytes + 24 * rows.num_rows() + 1024
 }
