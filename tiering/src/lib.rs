@@ -20,6 +20,7 @@ pub mod object;
 pub mod paths;
 pub mod producers;
 pub mod records;
+pub mod transactions;
 pub mod tree;
 
 pub use clock::{Clock, SystemClock};

@@ -12,6 +12,13 @@
 //! - a producer the partition does not know may start at any sequence (its state may have
 //!   expired), unless this broker saw its earlier batch fail and is waiting for that one again.
 //!
+//! Transactional producers (KIP-98) follow the same rules, and the state also says which of them
+//! has a transaction open in the partition and from which offset: the first transactional batch
+//! opens one, a commit or abort marker (a control batch the partition's leader appends for the
+//! transaction coordinator) closes it. The earliest open transaction's first offset is the
+//! partition's last stable offset (LSO), where `read_committed` consumers stop; an abort marker
+//! yields the [`AbortedTxn`] those consumers are told about, so they drop its records.
+//!
 //! The state is committed in the same metadata transaction as the batches it describes (see
 //! `log::writer`), so a new leader after a failover loads exactly what the old one committed and
 //! recognises a batch the old leader committed but died before acknowledging.
@@ -56,6 +63,33 @@ pub struct ProducerEntry {
     /// The newest batches, oldest first, at most [`BATCHES_REMEMBERED`].
     #[serde(rename = "b", alias = "batches")]
     pub batches: Vec<SequencedBatch>,
+    /// The first offset of the producer's transaction open in this partition, if one is.
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    pub txn_first_offset: Option<i64>,
+}
+
+/// A transaction that was aborted in a partition: `read_committed` consumers drop this
+/// producer's records from `first_offset` up to the abort marker at `last_offset` (Kafka's
+/// AbortedTransaction in a Fetch response, and its transaction index entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortedTxn {
+    #[serde(rename = "p")]
+    pub producer_id: i64,
+    #[serde(rename = "f")]
+    pub first_offset: i64,
+    /// The offset of the abort marker.
+    #[serde(rename = "l")]
+    pub last_offset: i64,
+}
+
+/// A transaction marker (control batch) to append for the coordinator: ends `producer_id`'s
+/// transaction in the partition, committed or aborted, under `epoch` (which may be newer than
+/// the producer's own: the coordinator bumps it to fence a producer whose transaction it aborts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub commit: bool,
 }
 
 /// A remembered batch as stored: a 4-tuple, or the longer form the first builds wrote.
@@ -125,6 +159,8 @@ pub struct Sequenced {
     pub epoch: i16,
     pub first_sequence: i32,
     pub last_sequence: i32,
+    /// Part of a transaction (the batch's transactional attribute).
+    pub transactional: bool,
 }
 
 impl Sequenced {
@@ -134,6 +170,14 @@ impl Sequenced {
             epoch,
             first_sequence: base_sequence,
             last_sequence: increment(base_sequence, last_offset_delta),
+            transactional: false,
+        }
+    }
+
+    pub fn transactional(self) -> Self {
+        Self {
+            transactional: true,
+            ..self
         }
     }
 }
@@ -148,6 +192,8 @@ pub enum Verdict {
     },
     OutOfOrder(String),
     InvalidEpoch(String),
+    /// A plain batch from a producer with a transaction open here (Kafka's INVALID_TXN_STATE).
+    InvalidTxnState(String),
 }
 
 /// Kafka's sequence arithmetic: sequences run from 0 to `i32::MAX` and wrap to 0.
@@ -197,6 +243,14 @@ impl ProducerStates {
                 base_offset: earlier.base_offset,
             };
         }
+        if !batch.transactional {
+            if let Some(first) = entry.txn_first_offset {
+                return Verdict::InvalidTxnState(format!(
+                    "producer_id={} sent a non-transactional batch while its transaction from offset={first} is open",
+                    batch.producer_id
+                ));
+            }
+        }
         let last = entry.batches.last().map_or(-1, |b| b.last_sequence);
         let expected = increment(last, 1);
         if batch.first_sequence == expected {
@@ -218,12 +272,16 @@ impl ProducerStates {
                 epoch: batch.epoch,
                 last_seen_ms: now_ms,
                 batches: Vec::new(),
+                txn_first_offset: None,
             });
         if entry.epoch != batch.epoch {
             entry.epoch = batch.epoch;
             entry.batches.clear();
         }
         entry.last_seen_ms = now_ms;
+        if batch.transactional && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(base_offset);
+        }
         entry.batches.push(SequencedBatch {
             first_sequence: batch.first_sequence,
             last_sequence: batch.last_sequence,
@@ -235,6 +293,58 @@ impl ProducerStates {
         }
     }
 
+    /// Applies a transaction marker appended at `offset`: closes the producer's open transaction
+    /// here (if any; a marker for a partition the transaction wrote nothing to is allowed) and
+    /// moves the producer to the marker's epoch, forgetting older batches as an epoch bump does.
+    /// An abort that closed a transaction is returned for the aborted-transactions index.
+    /// A marker under an older epoch than the producer's is refused (it cannot come from the
+    /// coordinator's current view of the producer).
+    pub fn apply_marker(
+        &mut self,
+        marker: &Marker,
+        offset: i64,
+        now_ms: i64,
+    ) -> Result<Option<AbortedTxn>, String> {
+        let entry = self
+            .producers
+            .entry(marker.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: marker.epoch,
+                last_seen_ms: now_ms,
+                batches: Vec::new(),
+                txn_first_offset: None,
+            });
+        if marker.epoch < entry.epoch {
+            return Err(format!(
+                "marker for producer_id={} epoch={} is older than epoch={}",
+                marker.producer_id, marker.epoch, entry.epoch
+            ));
+        }
+        if marker.epoch > entry.epoch {
+            entry.epoch = marker.epoch;
+            entry.batches.clear();
+        }
+        entry.last_seen_ms = now_ms;
+        let aborted = match entry.txn_first_offset.take() {
+            Some(first_offset) if !marker.commit => Some(AbortedTxn {
+                producer_id: marker.producer_id,
+                first_offset,
+                last_offset: offset,
+            }),
+            _ => None,
+        };
+        Ok(aborted)
+    }
+
+    /// The last stable offset: the first offset of the earliest open transaction, or the high
+    /// watermark when none is open. `read_committed` consumers read below it.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        self.producers
+            .values()
+            .filter_map(|entry| entry.txn_first_offset)
+            .fold(high_watermark, i64::min)
+    }
+
     /// Encodes the state for the metadata store after expiring it (see [`expire`]), forgetting
     /// the least recently seen producers until the encoding fits [`ENCODED_BYTES_MAX`].
     pub fn encode_pruned(&mut self, now_ms: i64, expiration_ms: i64) -> Vec<u8> {
@@ -242,22 +352,34 @@ impl ProducerStates {
         loop {
             self.expire(now_ms, expiration_ms, keep);
             let encoded = serde_json::to_vec(self).expect("producer state always serializes");
-            if encoded.len() <= ENCODED_BYTES_MAX || self.producers.len() <= 1 {
+            // Producers with open transactions are kept whatever the size (they are bounded by
+            // the transactions open at once, each ended by its timeout at the latest).
+            let forgettable = self
+                .producers
+                .values()
+                .filter(|entry| entry.txn_first_offset.is_none())
+                .count();
+            if encoded.len() <= ENCODED_BYTES_MAX || forgettable <= 1 {
                 return encoded;
             }
-            keep = self.producers.len() / 2;
+            keep = self.producers.len() - forgettable.div_ceil(2);
         }
     }
 
     /// Forgets producers not seen for `expiration_ms` (Kafka's `producer.id.expiration.ms`), then
-    /// the least recently seen beyond `max_producers`.
+    /// the least recently seen beyond `max_producers`. A producer with a transaction open here is
+    /// never forgotten: its marker must find it, and the LSO waits for it (the coordinator's
+    /// transaction timeout bounds how long).
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64, max_producers: usize) {
-        self.producers
-            .retain(|_, entry| now_ms.saturating_sub(entry.last_seen_ms) < expiration_ms);
+        self.producers.retain(|_, entry| {
+            entry.txn_first_offset.is_some()
+                || now_ms.saturating_sub(entry.last_seen_ms) < expiration_ms
+        });
         if self.producers.len() > max_producers {
             let mut seen: Vec<(i64, i64)> = self
                 .producers
                 .iter()
+                .filter(|(_, entry)| entry.txn_first_offset.is_none())
                 .map(|(id, entry)| (entry.last_seen_ms, *id))
                 .collect();
             seen.sort_unstable();
@@ -379,6 +501,223 @@ mod tests {
             states.producers.keys().copied().collect::<Vec<_>>(),
             vec![8, 9]
         );
+    }
+
+    #[test]
+    fn a_transaction_opens_at_its_first_batch_and_closes_at_its_marker() {
+        let mut states = ProducerStates::default();
+        let t = |first, count| seq(5, 0, first, count).transactional();
+        assert_eq!(states.check(&t(0, 2), None), Verdict::Append);
+        states.record(&t(0, 2), 10, 11, 1);
+        states.record(&t(2, 2), 14, 15, 1);
+        assert_eq!(states.producers[&5].txn_first_offset, Some(10));
+        assert_eq!(states.last_stable_offset(20), 10);
+        // A plain batch while the transaction is open is refused, as Kafka does.
+        assert!(matches!(
+            states.check(&seq(5, 0, 4, 1), None),
+            Verdict::InvalidTxnState(_)
+        ));
+        let aborted = states
+            .apply_marker(
+                &Marker {
+                    producer_id: 5,
+                    epoch: 0,
+                    commit: false,
+                },
+                16,
+                2,
+            )
+            .expect("marker");
+        assert_eq!(
+            aborted,
+            Some(AbortedTxn {
+                producer_id: 5,
+                first_offset: 10,
+                last_offset: 16
+            })
+        );
+        assert_eq!(states.last_stable_offset(20), 20);
+        // The next transaction continues the sequence.
+        assert_eq!(states.check(&t(4, 1), None), Verdict::Append);
+        states.record(&t(4, 1), 17, 17, 3);
+        assert_eq!(states.last_stable_offset(20), 17);
+        assert_eq!(
+            states.apply_marker(
+                &Marker {
+                    producer_id: 5,
+                    epoch: 0,
+                    commit: true
+                },
+                18,
+                4
+            ),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn a_marker_with_a_bumped_epoch_fences_the_old_producer() {
+        let mut states = ProducerStates::default();
+        let b = seq(5, 3, 0, 2).transactional();
+        states.record(&b, 0, 1, 1);
+        // The coordinator aborts on timeout under epoch 4.
+        states
+            .apply_marker(
+                &Marker {
+                    producer_id: 5,
+                    epoch: 4,
+                    commit: false,
+                },
+                2,
+                2,
+            )
+            .expect("marker");
+        assert!(matches!(
+            states.check(&seq(5, 3, 2, 1).transactional(), None),
+            Verdict::InvalidEpoch(_)
+        ));
+        // The new instance (epoch 4 from InitProducerId, or 5 after its own bump) starts at 0.
+        assert_eq!(
+            states.check(&seq(5, 4, 0, 1).transactional(), None),
+            Verdict::Append
+        );
+        assert_eq!(
+            states.check(&seq(5, 5, 0, 1).transactional(), None),
+            Verdict::Append
+        );
+        // A marker older than the producer's epoch cannot be the coordinator's.
+        assert!(states
+            .apply_marker(
+                &Marker {
+                    producer_id: 5,
+                    epoch: 3,
+                    commit: true
+                },
+                3,
+                3
+            )
+            .is_err());
+    }
+
+    #[test]
+    fn producers_with_open_transactions_are_never_expired() {
+        let mut states = ProducerStates::default();
+        states.record(&seq(1, 0, 0, 1).transactional(), 0, 0, 0);
+        for id in 2..10 {
+            states.record(&seq(id, 0, 0, 1), id, id, 0);
+        }
+        states.expire(1_000_000, 10, 0);
+        assert_eq!(
+            states.producers.keys().copied().collect::<Vec<_>>(),
+            vec![1]
+        );
+        let encoded = states.encode_pruned(2_000_000, 10);
+        let decoded: ProducerStates = serde_json::from_slice(&encoded).expect("decode");
+        assert_eq!(decoded.last_stable_offset(50), 0);
+    }
+
+    /// One step of a partition's log in the model below.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Plain { producer: i64, records: i64 },
+        Transactional { producer: i64, records: i64 },
+        Marker { producer: i64, commit: bool },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0i64..4, 1i64..4).prop_map(|(producer, records)| Step::Plain { producer, records }),
+            (0i64..4, 1i64..4)
+                .prop_map(|(producer, records)| Step::Transactional { producer, records }),
+            (0i64..4, any::<bool>())
+                .prop_map(|(producer, commit)| Step::Marker { producer, commit }),
+        ]
+    }
+
+    proptest! {
+        /// What a read_committed consumer keeps — records below the LSO, minus those of the
+        /// aborted transactions it is told about — is exactly the committed records of a model
+        /// that knows every record's transaction and its outcome.
+        #[test]
+        fn lso_and_aborted_list_give_exactly_the_committed_records(
+            steps in proptest::collection::vec(step(), 1..60),
+        ) {
+            let mut states = ProducerStates::default();
+            let mut sequences = [0i32; 4];
+            let mut offset = 0i64;
+            let mut aborted = Vec::new();
+            // The model: per offset, its producer, its transaction number (None = plain or
+            // marker) and whether it is a marker, and per transaction number its outcome once
+            // known.
+            let mut records: Vec<(i64, Option<usize>, bool)> = Vec::new();
+            let mut open: [Option<usize>; 4] = [None; 4];
+            let mut outcomes: Vec<Option<bool>> = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Plain { producer, records: n } | Step::Transactional { producer, records: n } => {
+                        let transactional = matches!(step, Step::Transactional { .. });
+                        let p = producer as usize;
+                        let mut batch = Sequenced::new(producer, 0, sequences[p], (n - 1) as i32);
+                        if transactional {
+                            batch = batch.transactional();
+                        }
+                        match states.check(&batch, None) {
+                            Verdict::Append => {}
+                            Verdict::InvalidTxnState(_) => {
+                                prop_assert!(!transactional && open[p].is_some());
+                                continue;
+                            }
+                            other => prop_assert!(false, "unexpected verdict {:?}", other),
+                        }
+                        prop_assert!(transactional || open[p].is_none());
+                        states.record(&batch, offset, offset + n - 1, 0);
+                        sequences[p] = increment(batch.last_sequence, 1);
+                        let txn = transactional.then(|| {
+                            *open[p].get_or_insert_with(|| {
+                                outcomes.push(None);
+                                outcomes.len() - 1
+                            })
+                        });
+                        for _ in 0..n {
+                            records.push((producer, txn, false));
+                        }
+                        offset += n;
+                    }
+                    Step::Marker { producer, commit } => {
+                        let marker = Marker { producer_id: producer, epoch: 0, commit };
+                        if let Some(found) = states.apply_marker(&marker, offset, 0).expect("marker") {
+                            aborted.push(found);
+                        }
+                        if let Some(txn) = open[producer as usize].take() {
+                            outcomes[txn] = Some(commit);
+                        }
+                        records.push((producer, None, true));
+                        offset += 1;
+                    }
+                }
+            }
+            let lso = states.last_stable_offset(offset);
+            let expected_lso = records
+                .iter()
+                .position(|(_, txn, _)| txn.is_some_and(|t| outcomes[t].is_none()))
+                .map_or(offset, |i| i as i64);
+            prop_assert_eq!(lso, expected_lso);
+            for (at, (producer, txn, marker)) in records.iter().enumerate().take(lso as usize) {
+                // Markers are control records: consumers skip them whatever the list says.
+                if *marker {
+                    continue;
+                }
+                let at = at as i64;
+                let dropped = aborted.iter().any(|a| {
+                    a.producer_id == *producer && (a.first_offset..=a.last_offset).contains(&at)
+                });
+                let committed = match txn {
+                    None => true,
+                    Some(t) => outcomes[*t] == Some(true),
+                };
+                prop_assert_eq!(!dropped, committed, "offset {}", at);
+            }
+        }
     }
 
     proptest! {

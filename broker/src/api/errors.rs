@@ -15,6 +15,7 @@ pub fn log_error(error: &LogError) -> ResponseError {
         LogError::ShuttingDown => ResponseError::NotLeaderOrFollower,
         LogError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         LogError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+        LogError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
     }
 }
 

@@ -139,6 +139,9 @@ pub enum LogError {
     /// An idempotent producer's batch carries an epoch older than the partition has seen.
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
+    /// A batch that does not fit the producer's transaction state in the partition.
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
 }
 
 impl From<MetadataError> for LogError {

@@ -111,6 +111,9 @@ pub(crate) fn sequence(
             Verdict::InvalidEpoch(message) => out
                 .rejected
                 .push((append, LogError::InvalidProducerEpoch(message))),
+            Verdict::InvalidTxnState(message) => out
+                .rejected
+                .push((append, LogError::InvalidTxnState(message))),
         }
     }
     out
