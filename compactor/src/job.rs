@@ -18,6 +18,7 @@ use skiff_tiering::keys::{self, Layout, ParquetFile, PartitionState};
 use skiff_tiering::layout::{self, IndexSnapshot, Swap};
 use skiff_tiering::log::TopicPartition;
 use skiff_tiering::metadata::{MetadataError, MetadataStore, Revision};
+use skiff_tiering::producers::AbortedTxn;
 use skiff_tiering::tree::{IndexObjects, ReadError};
 use skiff_tiering::{paths, Clock};
 use std::sync::Arc;
@@ -226,13 +227,14 @@ pub(crate) async fn commit(
 }
 
 /// Uploads a file `FileWriter` wrote, covering offsets `base..=last`, under a key named now
-/// (the commit timeout runs from there, see [`commit`]); returns its index entry.
+/// (the commit timeout runs from there, see [`commit`]); returns its index entry, which keeps
+/// the aborted transactions of `aborted` whose markers fall in the file's range.
 pub(crate) async fn upload_file(
     ctx: &Ctx,
     tp: &TopicPartition,
     (base_offset, last_offset): (i64, i64),
-    bytes: bytes::Bytes,
-    summary: &FileSummary,
+    (bytes, summary): (bytes::Bytes, &FileSummary),
+    aborted: &[AbortedTxn],
 ) -> Result<ParquetFile, JobError> {
     let path = paths::new_parquet_file(
         &tp.topic,
@@ -253,6 +255,11 @@ pub(crate) async fn upload_file(
         bytes: summary.bytes,
         rows: summary.rows,
         crc32c: summary.crc32c,
+        aborted: aborted
+            .iter()
+            .filter(|a| (base_offset..=last_offset).contains(&a.last_offset))
+            .copied()
+            .collect(),
     })
 }
 
@@ -306,6 +313,7 @@ pub async fn run(ctx: &Ctx, plan: Plan, sections: Sections) -> Result<Outcome, J
             .find(|l| l.last_offset >= log_start)
             .map_or(end - 1, |l| l.base_offset.max(log_start));
         let (topic, partition) = (tp.topic.to_string(), tp.partition);
+        let aborted: Vec<AbortedTxn> = leaves.iter().flat_map(|l| l.aborted.clone()).collect();
         let written = tokio::task::spawn_blocking(move || {
             convert::write_file(
                 &topic,
@@ -319,7 +327,14 @@ pub async fn run(ctx: &Ctx, plan: Plan, sections: Sections) -> Result<Outcome, J
         .await
         .map_err(|e| JobError::Task(e.to_string()))??;
         if let Some((bytes, summary)) = written {
-            let parquet = upload_file(ctx, &tp, (base_offset, end - 1), bytes, &summary).await?;
+            let parquet = upload_file(
+                ctx,
+                &tp,
+                (base_offset, end - 1),
+                (bytes, &summary),
+                &aborted,
+            )
+            .await?;
             layout.files.push(parquet.clone());
             file = Some(parquet);
         }

@@ -23,6 +23,7 @@ use skiff_tiering::keys::{Layout, ParquetFile, RollupBody};
 use skiff_tiering::layout::{self, parquet_slots, IndexSnapshot, Swap};
 use skiff_tiering::log::TopicPartition;
 use skiff_tiering::metadata::Revision;
+use skiff_tiering::producers::AbortedTxn;
 use skiff_tiering::records::{self, Record};
 use skiff_tiering::tree::{Leaf, ReadError};
 use std::collections::{BTreeMap, HashMap};
@@ -346,9 +347,10 @@ pub async fn run(
         output.close(file.last_offset, false).await?;
     }
     output.close(rewrite.end - 1, true).await?;
+    let aborted: Vec<AbortedTxn> = live.iter().flat_map(|f| f.aborted.clone()).collect();
     let mut new_files = Vec::with_capacity(output.done.len());
     for (bytes, range, summary) in output.done {
-        new_files.push(crate::job::upload_file(ctx, tp, range, bytes, &summary).await?);
+        new_files.push(crate::job::upload_file(ctx, tp, range, (bytes, &summary), &aborted).await?);
     }
     let now_ms = ctx.clock.now_ms();
     let (mut layout, manifest) =

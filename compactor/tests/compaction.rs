@@ -9,9 +9,10 @@ use skiff_compactor::{Compactor, CompactorSettings};
 use skiff_tiering::batch;
 use skiff_tiering::clock::ManualClock;
 use skiff_tiering::keys::{self, Layout};
-use skiff_tiering::log::TopicPartition;
+use skiff_tiering::log::{Isolation, TopicPartition};
 use skiff_tiering::metadata::embedded::EmbeddedStore;
 use skiff_tiering::metadata::MetadataStore;
+use skiff_tiering::producers::{AbortedTxn, Marker};
 use skiff_tiering::records::{self, BatchFields, Header, Record};
 use skiff_tiering::{Clock, Log, LogConfig};
 use std::sync::Arc;
@@ -162,7 +163,11 @@ impl Fixture {
     async fn consume(&self, tp: &TopicPartition, mut offset: i64) -> Vec<Record> {
         let mut out = Vec::new();
         loop {
-            let read = self.log.read(tp, offset, 300).await.expect("read");
+            let read = self
+                .log
+                .read(tp, offset, 300, Isolation::ReadUncommitted)
+                .await
+                .expect("read");
             if read.batches.is_empty() {
                 assert_eq!(offset, read.high_watermark);
                 return out;
@@ -707,4 +712,86 @@ async fn an_unreadable_index_stops_garbage_collection_before_any_delete() {
         fx.clock.advance_ms(3_600_000);
     }
     assert_eq!(fx.object_keys("").await, before, "nothing was deleted");
+}
+
+#[tokio::test]
+async fn aborted_transactions_survive_conversion_to_parquet() {
+    let fx = Fixture::new(100).await;
+    fx.topic("t", 1).await;
+    let tp = TopicPartition::new("t", 0);
+    let mut expected = Vec::new();
+    for k in 0..4i32 {
+        // Producer 9's transaction k: one transactional batch, then its abort marker, then
+        // plain data.
+        let records = vec![Record {
+            offset: 0,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::from(format!("txn-{k}"))),
+            headers: vec![],
+        }];
+        let fields = BatchFields {
+            base_offset: 0,
+            last_offset: 0,
+            partition_leader_epoch: 0,
+            log_append_time: false,
+            transactional: true,
+            control: false,
+            producer_id: 9,
+            producer_epoch: 0,
+            base_sequence: k,
+        };
+        let bytes = records::encode(&fields, &records);
+        let header = batch::parse_header(&bytes).expect("header");
+        let first = fx
+            .log
+            .append(tp.clone(), vec![(header, bytes)], false)
+            .await
+            .expect("transactional append")
+            .base_offset;
+        let abort = Marker {
+            producer_id: 9,
+            epoch: 0,
+            commit: false,
+        };
+        let key = keys::marker_request("t", 0, "nine");
+        let marker = fx
+            .log
+            .append_marker(tp.clone(), abort, key)
+            .await
+            .expect("marker")
+            .base_offset;
+        expected.push(AbortedTxn {
+            producer_id: 9,
+            first_offset: first,
+            last_offset: marker,
+        });
+        fx.produce(&tp, 3, &format!("plain{k}")).await;
+    }
+    fx.compact().await;
+    let layout = fx.layout("t", 0).await;
+    assert!(
+        layout.parquet_end > expected[3].last_offset,
+        "all in Parquet"
+    );
+    fx.delete_wal_objects().await;
+    let end = fx.log.offsets(&tp).await.expect("offsets").1;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let read = loop {
+        // The broker learns of the swap through its layout watch: wait for its reload.
+        let read = fx
+            .log
+            .read(&tp, 0, 1 << 20, Isolation::ReadCommitted)
+            .await
+            .expect("read");
+        if read.batches.len() > 1 || tokio::time::Instant::now() > deadline {
+            break read;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(read.last_stable_offset, end);
+    assert_eq!(
+        read.aborted, expected,
+        "every abort found in the Parquet files"
+    );
 }

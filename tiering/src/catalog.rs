@@ -214,6 +214,10 @@ impl Catalog {
             TxnOp::DeletePrefix {
                 prefix: keys::topic_compactor_errors_prefix(name),
             },
+            // Markers for a topic that is gone are done: its transactions complete without.
+            TxnOp::DeletePrefix {
+                prefix: keys::topic_marker_requests_prefix(name),
+            },
         ]);
         if !self.store.txn(txn).await?.succeeded {
             return Err(CatalogError::Conflict(name.to_owned()));

@@ -14,6 +14,8 @@
 //! /skiff/brokers/<node_id:010>                           BrokerRecord (JSON), on the broker's lease
 //! /skiff/broker-ids                                      NodeIdCounter (JSON)
 //! /skiff/groups/<group, escaped>/offsets/<topic>/<partition:010>  CommittedOffset (JSON)
+//! /skiff/transactions/<transactional id, escaped>        transactions::TransactionRecord (JSON)
+//! /skiff/txn-markers/<topic>/<partition:010>/<transactional id, escaped>  MarkerRequest (JSON)
 //! ```
 //! Kafka topic names only contain `[a-zA-Z0-9._-]`, so `/` separates fields unambiguously, and the
 //! zero-padded numbers make key order equal numeric order, so a prefix range reads a partition's
@@ -112,6 +114,10 @@ pub struct IndexEntry {
     pub length: u64,
     /// CRC32C of the section's bytes, checked after every read.
     pub crc32c: u32,
+    /// Transactions whose abort marker is in this section (what `read_committed` Fetch
+    /// reports, Kafka's transaction index); almost always empty, and then not stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aborted: Vec<crate::producers::AbortedTxn>,
 }
 
 /// The next producer id no broker has reserved yet; brokers reserve blocks of ids from it.
@@ -189,6 +195,10 @@ pub struct RollupEntry {
     /// this was recorded.
     #[serde(default)]
     pub bytes: u64,
+    /// The smallest first offset of the aborted transactions recorded below (None: none), so
+    /// a `read_committed` Fetch descends only where one may overlap what it returns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_first: Option<i64>,
 }
 
 /// The content of an index object: leaves (sections or Parquet files) or more rollups.
@@ -215,6 +225,9 @@ pub struct ParquetFile {
     pub rows: u64,
     /// CRC32C of the whole file, checked when the compactor reads it whole.
     pub crc32c: u32,
+    /// Transactions whose abort marker is in the file (carried over from its sections).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aborted: Vec<crate::producers::AbortedTxn>,
 }
 
 /// A partition's Parquet part: every offset below `parquet_end` (and at or above the log start)
@@ -313,6 +326,47 @@ pub fn rollup(topic: &str, partition: i32, base_offset: i64) -> String {
     format!("{ROOT}/rollups/{topic}/{partition:010}/{base_offset:020}")
 }
 
+/// A transaction marker the coordinator asks a partition's leader to append (ARCHITECTURE.md,
+/// "Transactions"). The leader appends it like any batch and deletes this key in the same
+/// commit, so "the marker is durable" and "the request is gone" are one event; the
+/// coordinator completes the transaction once none of its requests is left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkerRequest {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+    pub requested_ms: i64,
+}
+
+pub fn transactions_prefix() -> String {
+    format!("{ROOT}/transactions/")
+}
+
+/// Transactional ids are arbitrary strings, escaped as group ids are.
+pub fn transaction(transactional_id: &str) -> String {
+    format!("{ROOT}/transactions/{}", escape_group(transactional_id))
+}
+
+pub fn all_marker_requests_prefix() -> String {
+    format!("{ROOT}/txn-markers/")
+}
+
+pub fn topic_marker_requests_prefix(topic: &str) -> String {
+    format!("{ROOT}/txn-markers/{topic}/")
+}
+
+pub fn partition_marker_requests_prefix(topic: &str, partition: i32) -> String {
+    format!("{ROOT}/txn-markers/{topic}/{partition:010}/")
+}
+
+pub fn marker_request(topic: &str, partition: i32, transactional_id: &str) -> String {
+    format!(
+        "{}{}",
+        partition_marker_requests_prefix(topic, partition),
+        escape_group(transactional_id)
+    )
+}
+
 /// A consumer group's committed offset for one partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommittedOffset {
@@ -401,6 +455,7 @@ mod tests {
             let entry = IndexEntry {
                 base_offset: base, last_offset: base + 9, max_timestamp: ts,
                 object: "wal/x".into(), position: 8, length: len, crc32c: crc,
+                aborted: Vec::new(),
             };
             prop_assert_eq!(decode::<IndexEntry>("k", &encode(&entry)).expect("decode"), entry);
             let state = PartitionState { leader: 2, leader_epoch: 3, log_start_offset: base, next_offset: base + 10 };

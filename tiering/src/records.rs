@@ -257,6 +257,36 @@ pub fn encode(fields: &BatchFields, records: &[Record]) -> Bytes {
     encode_refs(fields, &refs)
 }
 
+/// A transaction marker as Kafka writes it: a control batch (transactional and control
+/// attributes, base sequence -1) of one record whose key is (version 0, type: 0 abort, 1
+/// commit) and whose value is (version 0, coordinator epoch). Its base offset is assigned when
+/// it is flushed.
+pub fn control_batch(marker: &crate::producers::Marker, timestamp_ms: i64) -> Bytes {
+    let key: [u8; 4] = [0, 0, 0, u8::from(marker.commit)];
+    // Skiff's coordinators are fenced through the metadata store, not by an epoch in markers.
+    let value: [u8; 6] = [0; 6];
+    encode_refs(
+        &BatchFields {
+            base_offset: 0,
+            last_offset: 0,
+            partition_leader_epoch: -1,
+            log_append_time: false,
+            transactional: true,
+            control: true,
+            producer_id: marker.producer_id,
+            producer_epoch: marker.epoch,
+            base_sequence: -1,
+        },
+        &[RecordRef {
+            offset: 0,
+            timestamp: timestamp_ms,
+            key: Some(&key),
+            value: Some(&value),
+            headers: &[],
+        }],
+    )
+}
+
 fn varlong_len(value: i64) -> usize {
     let zigzag = ((value << 1) ^ (value >> 63)) as u64;
     (64 - zigzag.leading_zeros() as usize).max(1).div_ceil(7)

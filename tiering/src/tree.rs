@@ -9,6 +9,7 @@
 
 use crate::keys::{IndexEntry, ParquetFile, RollupBody, RollupEntry};
 use crate::object;
+use crate::producers::AbortedTxn;
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -92,6 +93,16 @@ impl Slot {
         }
     }
 
+    /// The smallest first offset of the aborted transactions whose markers are under the slot.
+    pub fn aborted_first(&self) -> Option<i64> {
+        let first = |aborted: &[AbortedTxn]| aborted.iter().map(|a| a.first_offset).min();
+        match self {
+            Slot::Section(e) => first(&e.aborted),
+            Slot::File(f) => first(&f.aborted),
+            Slot::Rollup(r) => r.aborted_first,
+        }
+    }
+
     /// Bytes stored under the slot, where known without reading (a rollup written before
     /// rollups recorded their size says 0).
     pub fn bytes(&self) -> u64 {
@@ -123,6 +134,7 @@ pub fn rollup_entry(body: &RollupBody, object: String, crc32c: u32) -> Option<Ro
         object,
         crc32c,
         bytes: slots.iter().map(Slot::bytes).sum(),
+        aborted_first: slots.iter().filter_map(Slot::aborted_first).min(),
     })
 }
 
@@ -228,6 +240,39 @@ impl IndexObjects {
             }
         }
         Ok(bytes)
+    }
+
+    /// The aborted transactions a `read_committed` Fetch of `[from, upper)` reports: those whose
+    /// abort marker is at or after `from` and whose first offset is below `upper` (Kafka's
+    /// rule), in first-offset order. Descends only into slots whose summary says one may match.
+    pub async fn aborted(
+        &self,
+        slots: Vec<Slot>,
+        from: i64,
+        upper: i64,
+    ) -> Result<Vec<AbortedTxn>, ReadError> {
+        let relevant =
+            |s: &Slot| s.last_offset() >= from && s.aborted_first().is_some_and(|f| f < upper);
+        let mut pending: VecDeque<Slot> = slots.into_iter().filter(relevant).collect();
+        let mut found = Vec::new();
+        while let Some(slot) = pending.pop_front() {
+            let listed = match &slot {
+                Slot::Section(entry) => &entry.aborted,
+                Slot::File(file) => &file.aborted,
+                Slot::Rollup(rollup) => {
+                    pending.extend(self.children(rollup).await?.into_iter().filter(relevant));
+                    continue;
+                }
+            };
+            found.extend(
+                listed
+                    .iter()
+                    .filter(|a| a.last_offset >= from && a.first_offset < upper)
+                    .copied(),
+            );
+        }
+        found.sort_by_key(|a| (a.first_offset, a.producer_id));
+        Ok(found)
     }
 
     /// Every leaf under `slots`, in offset order (reads every index object below them).

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use object_store::memory::InMemory;
 use skiff_tiering::batch;
-use skiff_tiering::log::TopicPartition;
+use skiff_tiering::log::{Isolation, TopicPartition};
 use skiff_tiering::metadata::contract;
 use skiff_tiering::metadata::etcd::{EtcdConfig, EtcdStore};
 use skiff_tiering::metadata::MetadataStore;
@@ -192,7 +192,10 @@ async fn one_flush_over_many_partitions_commits_within_etcd_limits() {
     for p in 0..partitions {
         let tp = TopicPartition::new("wide", p);
         assert_eq!(log.offsets(&tp).await.expect("offsets"), (0, 1));
-        let read = log.read(&tp, 0, 1 << 20).await.expect("read");
+        let read = log
+            .read(&tp, 0, 1 << 20, Isolation::ReadUncommitted)
+            .await
+            .expect("read");
         assert_eq!(read.batches.len(), 1);
         let value = format!("value-{p}");
         assert!(read.batches[0].ends_with(&[value.as_bytes(), &[0]].concat()));

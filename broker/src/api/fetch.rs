@@ -7,10 +7,12 @@ use super::Broker;
 use crate::memory::{ConnectionMemory, Held};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::FetchPartition;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::ResponseError;
-use skiff_tiering::log::TopicPartition;
+use skiff_tiering::log::{Isolation, TopicPartition};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -81,6 +83,11 @@ async fn read_once(
     let mut total = 0usize;
     let mut errors = false;
     let mut responses = Vec::with_capacity(request.topics.len());
+    let isolation = if request.isolation_level == 1 {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    };
     for (topic, resolved) in request.topics.iter().zip(resolved) {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in &topic.partitions {
@@ -90,7 +97,14 @@ async fn read_once(
                 continue;
             }
             let remaining = max_bytes.saturating_sub(total);
-            let data = read_partition(broker, &topic.topic, partition, remaining, total == 0).await;
+            let data = read_partition(
+                broker,
+                &topic.topic,
+                partition,
+                (remaining, total == 0),
+                isolation,
+            )
+            .await;
             total += data.records.as_ref().map_or(0, Bytes::len);
             errors |= data.error_code != 0;
             partitions.push(data);
@@ -109,8 +123,8 @@ async fn read_partition(
     broker: &Broker,
     topic: &TopicName,
     partition: &FetchPartition,
-    remaining: usize,
-    first: bool,
+    (remaining, first): (usize, bool),
+    isolation: Isolation,
 ) -> PartitionData {
     let tp = TopicPartition::new(topic, partition.partition);
     let empty = unanswered(partition.partition);
@@ -132,21 +146,24 @@ async fn read_partition(
     // no batch goes over fetch.max.bytes nor max.partition.fetch.bytes.
     let limit = partition_max.min(remaining);
     if limit == 0 && !first {
-        return match broker.log.offsets(&tp).await {
-            Ok((start, end)) => empty
+        return match broker.log.stable_offsets(&tp).await {
+            Ok((start, stable, end)) => empty
                 .with_high_watermark(end)
-                .with_last_stable_offset(end)
+                .with_last_stable_offset(stable)
                 .with_log_start_offset(start)
                 .with_records(Some(Bytes::new())),
             Err(error) => fail(log_error(&error)),
         };
     }
     let read = if first {
-        broker.log.read(&tp, partition.fetch_offset, limit).await
+        broker
+            .log
+            .read(&tp, partition.fetch_offset, limit, isolation)
+            .await
     } else {
         broker
             .log
-            .read_within(&tp, partition.fetch_offset, limit)
+            .read_within(&tp, partition.fetch_offset, limit, isolation)
             .await
     };
     match read {
@@ -162,10 +179,20 @@ async fn read_partition(
                     joined.freeze()
                 }
             };
+            let aborted = read
+                .aborted
+                .iter()
+                .map(|a| {
+                    AbortedTransaction::default()
+                        .with_producer_id(ProducerId(a.producer_id))
+                        .with_first_offset(a.first_offset)
+                })
+                .collect();
             empty
                 .with_high_watermark(read.high_watermark)
-                .with_last_stable_offset(read.high_watermark)
+                .with_last_stable_offset(read.last_stable_offset)
                 .with_log_start_offset(read.log_start_offset)
+                .with_aborted_transactions(Some(aborted))
                 .with_records(Some(records))
         }
         Err(error) => {

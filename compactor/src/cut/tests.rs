@@ -12,6 +12,7 @@ fn section(base: i64, len: i64) -> IndexEntry {
         position: 8,
         length: 100,
         crc32c: 0,
+        aborted: Vec::new(),
     }
 }
 

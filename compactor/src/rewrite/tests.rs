@@ -10,6 +10,7 @@ fn file(base: i64, last: i64, max_timestamp: i64, bytes: u64) -> ParquetFile {
         bytes,
         rows: 1,
         crc32c: 0,
+        aborted: Vec::new(),
     }
 }
 

@@ -12,6 +12,7 @@ fn file(base: i64, last: i64) -> ParquetFile {
         bytes: 100,
         rows: (last - base + 1) as u64,
         crc32c: 0,
+        aborted: Vec::new(),
     }
 }
 
@@ -24,6 +25,7 @@ fn section(base: i64, last: i64) -> IndexEntry {
         position: 8,
         length: 10,
         crc32c: 0,
+        aborted: Vec::new(),
     }
 }
 
@@ -65,6 +67,7 @@ async fn tail_entries_a_rollup_covers_are_not_listed_twice() {
         object: "index/r".into(),
         crc32c: 0,
         bytes: 20,
+        aborted_first: None,
     };
     let mut ops = vec![TxnOp::put(keys::rollup("t", 0, 0), keys::encode(&rollup))];
     for entry in [section(0, 9), section(10, 19), section(20, 29)] {

@@ -19,16 +19,17 @@ mod recent;
 mod writer;
 
 pub use index::ROLLUP_FANOUT;
-pub use reader::ReadOutcome;
+pub use reader::{Isolation, ReadOutcome};
 
-use crate::batch::BatchHeader;
+use crate::batch::{self, BatchHeader};
 use crate::catalog::{Catalog, CatalogError, Topic};
 use crate::clock::Clock;
 use crate::columnar::ColumnarReader;
 use crate::keys::{self, IndexEntry, Layout, PartitionState, RollupEntry};
 use crate::layout::IndexSnapshot;
 use crate::metadata::{Compare, MetadataError, MetadataStore, Revision, Txn, TxnOp};
-use crate::producers::{AwaitedSequences, ProducerStates};
+use crate::producers::{AwaitedSequences, Marker, ProducerStates};
+use crate::records;
 use bytes::Bytes;
 use object_store::ObjectStore;
 use pending::{Pending, PendingAppend};
@@ -390,12 +391,45 @@ impl Log {
         receiver.await.map_err(|_| LogError::ShuttingDown)?
     }
 
+    /// Appends a transaction marker for the coordinator and waits until it is durable. The
+    /// commit that stores it deletes `request_key` (its `keys::MarkerRequest`) and applies it to
+    /// the partition's producer state: the producer's open transaction here ends, an abort is
+    /// recorded for `read_committed` readers, and the marker's epoch fences older ones.
+    pub async fn append_marker(
+        &self,
+        tp: TopicPartition,
+        marker: Marker,
+        request_key: String,
+    ) -> Result<AppendOutcome, LogError> {
+        let batch = records::control_batch(&marker, self.inner.clock.now_ms());
+        let header = batch::parse_header(&batch).map_err(|e| LogError::Corrupt(e.to_string()))?;
+        let marker = pending::MarkerAppend {
+            marker,
+            request_key,
+        };
+        let receiver = self
+            .enqueue_append(tp, vec![(header, batch)], false, Some(marker))
+            .await?;
+        receiver.await.map_err(|_| LogError::ShuttingDown)?
+    }
+
     /// Queues an append; the receiver resolves when it is committed (or failed).
     pub async fn enqueue(
         &self,
         tp: TopicPartition,
         batches: Vec<(BatchHeader, Bytes)>,
         log_append_time: bool,
+    ) -> Result<oneshot::Receiver<Result<AppendOutcome, LogError>>, LogError> {
+        self.enqueue_append(tp, batches, log_append_time, None)
+            .await
+    }
+
+    async fn enqueue_append(
+        &self,
+        tp: TopicPartition,
+        batches: Vec<(BatchHeader, Bytes)>,
+        log_append_time: bool,
+        marker: Option<pending::MarkerAppend>,
     ) -> Result<oneshot::Receiver<Result<AppendOutcome, LogError>>, LogError> {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(LogError::ShuttingDown);
@@ -441,6 +475,7 @@ impl Log {
                     bytes,
                     reply,
                     _permit: permit,
+                    marker,
                 },
                 tokio::time::Instant::now(),
             );
@@ -460,9 +495,18 @@ impl Log {
         tp: &TopicPartition,
         offset: i64,
         max_bytes: usize,
+        isolation: Isolation,
     ) -> Result<ReadOutcome, LogError> {
         let partition = self.led_partition(tp).await?;
-        reader::read(&self.inner, tp, &partition, offset, max_bytes, true).await
+        reader::read(
+            &self.inner,
+            tp,
+            &partition,
+            offset,
+            (max_bytes, true),
+            isolation,
+        )
+        .await
     }
 
     /// Reads whole batches from `offset` that fit in `max_bytes` together (none if the first
@@ -472,9 +516,18 @@ impl Log {
         tp: &TopicPartition,
         offset: i64,
         max_bytes: usize,
+        isolation: Isolation,
     ) -> Result<ReadOutcome, LogError> {
         let partition = self.led_partition(tp).await?;
-        reader::read(&self.inner, tp, &partition, offset, max_bytes, false).await
+        reader::read(
+            &self.inner,
+            tp,
+            &partition,
+            offset,
+            (max_bytes, false),
+            isolation,
+        )
+        .await
     }
 
     /// The first stored batch whose max timestamp is at or after `timestamp_ms`.
@@ -501,6 +554,18 @@ impl Log {
         let partition = self.led_partition(tp).await?;
         let view = partition.view.lock().expect("view mutex poisoned");
         Ok((view.state.log_start_offset, view.state.next_offset))
+    }
+
+    /// (log start offset, last stable offset, high watermark).
+    pub async fn stable_offsets(&self, tp: &TopicPartition) -> Result<(i64, i64, i64), LogError> {
+        let partition = self.led_partition(tp).await?;
+        let view = partition.view.lock().expect("view mutex poisoned");
+        let end = view.state.next_offset;
+        Ok((
+            view.state.log_start_offset,
+            view.producers.last_stable_offset(end),
+            end,
+        ))
     }
 
     pub async fn leader_epoch(&self, tp: &TopicPartition) -> Result<i32, LogError> {

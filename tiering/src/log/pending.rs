@@ -7,7 +7,7 @@
 use super::{AppendOutcome, LogError, TopicPartition};
 use crate::batch::{self, BatchHeader};
 use crate::object::{ObjectBuilder, SectionMeta};
-use crate::producers::{AwaitedSequences, ProducerStates, Sequenced, Verdict};
+use crate::producers::{AbortedTxn, AwaitedSequences, Marker, ProducerStates, Sequenced, Verdict};
 use bytes::Bytes;
 use indexmap::IndexMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,19 +33,43 @@ pub(crate) struct PendingAppend {
     pub(crate) reply: Reply,
     /// Produce-buffer bytes held until the append is committed or failed.
     pub(crate) _permit: OwnedSemaphorePermit,
+    /// Set when the append is a transaction marker (its one batch is the control batch).
+    pub(crate) marker: Option<MarkerAppend>,
 }
+
+/// A transaction marker appended for the coordinator: its request key is deleted by the
+/// commit that stores the marker.
+#[derive(Debug, Clone)]
+pub(crate) struct MarkerAppend {
+    pub(crate) marker: Marker,
+    pub(crate) request_key: String,
+}
+
+/// Markers one partition takes per flush at most (each deletes its request key in the commit,
+/// and a commit has a bounded number of operations); more wait for the next flush.
+pub(crate) const MARKERS_PER_FLUSH_MAX: usize = 64;
 
 impl PendingAppend {
     /// The sequence numbers the append claims, if it comes from an idempotent producer (whose
     /// appends hold exactly one batch: see `batch::split_and_validate`).
     pub(crate) fn sequenced(&self) -> Option<Sequenced> {
+        if self.marker.is_some() {
+            return None;
+        }
         match self.batches.as_slice() {
-            [(h, _)] if h.is_idempotent() => Some(Sequenced::new(
-                h.producer_id,
-                h.producer_epoch,
-                h.base_sequence,
-                h.last_offset_delta,
-            )),
+            [(h, _)] if h.is_idempotent() => {
+                let sequenced = Sequenced::new(
+                    h.producer_id,
+                    h.producer_epoch,
+                    h.base_sequence,
+                    h.last_offset_delta,
+                );
+                Some(if h.is_transactional() {
+                    sequenced.transactional()
+                } else {
+                    sequenced
+                })
+            }
             _ => None,
         }
     }
@@ -71,6 +95,10 @@ pub(crate) struct Sequencing {
     pub(crate) rejected: Vec<(PendingAppend, LogError)>,
     /// The partition's producer state once this flush commits, if the flush changes it.
     pub(crate) producers: Option<ProducerStates>,
+    /// Transactions the flush's abort markers end (for the section's index entry).
+    pub(crate) aborted: Vec<AbortedTxn>,
+    /// Marker request keys the commit deletes.
+    pub(crate) marker_requests: Vec<String>,
 }
 
 /// Checks each append of an idempotent producer against the partition's committed producer
@@ -85,6 +113,28 @@ pub(crate) fn sequence(
     let mut out = Sequencing::default();
     let mut next_offset = committed_next_offset;
     for append in appends {
+        if let Some(marker) = &append.marker {
+            if out.marker_requests.len() >= MARKERS_PER_FLUSH_MAX {
+                out.rejected.push((
+                    append,
+                    LogError::Unavailable("too many markers for one flush; retry".into()),
+                ));
+                continue;
+            }
+            let states = out.producers.get_or_insert_with(|| committed.clone());
+            match states.apply_marker(&marker.marker, next_offset, now_ms) {
+                Ok(aborted) => {
+                    out.aborted.extend(aborted);
+                    out.marker_requests.push(marker.request_key.clone());
+                    next_offset += append.offsets();
+                    out.appends.push(append);
+                }
+                Err(message) => out
+                    .rejected
+                    .push((append, LogError::InvalidProducerEpoch(message))),
+            }
+            continue;
+        }
         let Some(batch) = append.sequenced() else {
             next_offset += append.offsets();
             out.appends.push(append);
@@ -308,6 +358,7 @@ mod tests {
                 log_append_time,
                 reply,
                 _permit: permit,
+                marker: None,
             },
             rx,
         )

@@ -9,17 +9,31 @@ use super::index;
 use super::{LogError, LogInner, PartitionLog, TopicPartition};
 use crate::batch;
 use crate::keys::{IndexEntry, ParquetFile};
+use crate::producers::AbortedTxn;
 use crate::records;
 use crate::tree::{self, Leaf, LeafCursor, ReadError, Slot};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
+
+/// Kafka's Fetch isolation levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Everything up to the high watermark.
+    ReadUncommitted,
+    /// Up to the last stable offset, with the aborted transactions the client must drop.
+    ReadCommitted,
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct ReadOutcome {
     /// Whole record batches, in offset order, starting with the one containing the offset.
     pub batches: Vec<Bytes>,
     pub high_watermark: i64,
+    /// The first offset of the earliest open transaction (the high watermark when none is).
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// For `read_committed`: aborted transactions overlapping the batches returned.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 impl ReadOutcome {
@@ -48,10 +62,10 @@ pub(crate) async fn read(
     tp: &TopicPartition,
     partition: &PartitionLog,
     offset: i64,
-    max_bytes: usize,
-    first_batch_whole: bool,
+    (max_bytes, first_batch_whole): (usize, bool),
+    isolation: Isolation,
 ) -> Result<ReadOutcome, LogError> {
-    let (high_watermark, log_start_offset) = {
+    let (high_watermark, last_stable_offset, log_start_offset) = {
         let view = partition.view.lock().expect("view mutex poisoned");
         let (start, end) = (view.state.log_start_offset, view.state.next_offset);
         if offset < start || offset > end {
@@ -61,14 +75,21 @@ pub(crate) async fn read(
                 high_watermark: end,
             });
         }
-        (end, start)
+        (end, view.producers.last_stable_offset(end), start)
     };
     let mut outcome = ReadOutcome {
         batches: Vec::new(),
         high_watermark,
+        last_stable_offset,
         log_start_offset,
+        aborted: Vec::new(),
     };
-    if offset == high_watermark {
+    // read_committed stops at the LSO, which is always a batch's first offset.
+    let end = match isolation {
+        Isolation::ReadUncommitted => high_watermark,
+        Isolation::ReadCommitted => last_stable_offset,
+    };
+    if offset >= end {
         return Ok(outcome);
     }
     outcome.batches = with_reload!(
@@ -80,16 +101,35 @@ pub(crate) async fn read(
             partition,
             offset,
             (max_bytes, first_batch_whole),
-            high_watermark
+            end
         )
         .await
     )?;
+    if isolation == Isolation::ReadCommitted {
+        if let Some(last) = outcome.batches.last() {
+            let upper = batch::parse_header(last)
+                .map_err(|e| LogError::Corrupt(format!("{tp}: {e}")))?
+                .last_offset()
+                + 1;
+            outcome.aborted = with_reload!(
+                inner,
+                tp,
+                partition,
+                inner
+                    .index_objects
+                    .aborted(live_top(partition), offset, upper)
+                    .await
+            )?;
+        }
+    }
     Ok(outcome)
 }
 
 /// Collects whole batches in offset order within the byte limits of a read.
 struct Taker {
     offset: i64,
+    /// Batches from here on are not read (the high watermark, or the LSO).
+    end: i64,
     max_bytes: usize,
     first_batch_whole: bool,
     taken: usize,
@@ -102,6 +142,10 @@ impl Taker {
     fn offer(&mut self, batch: Bytes, last_offset: i64) -> bool {
         if last_offset < self.offset {
             return true;
+        }
+        if last_offset >= self.end {
+            self.full = true;
+            return false;
         }
         let whole_first = self.batches.is_empty() && self.first_batch_whole;
         if !whole_first && self.taken + batch.len() > self.max_bytes {
@@ -124,7 +168,7 @@ async fn read_batches(
     partition: &PartitionLog,
     offset: i64,
     (max_bytes, first_batch_whole): (usize, bool),
-    high_watermark: i64,
+    end: i64,
 ) -> Result<Vec<Bytes>, ReadError> {
     let top = {
         let view = partition.view.lock().expect("view mutex poisoned");
@@ -133,6 +177,7 @@ async fn read_batches(
     let mut cursor = LeafCursor::new(top, offset);
     let mut taker = Taker {
         offset,
+        end,
         max_bytes,
         first_batch_whole,
         taken: 0,
@@ -141,10 +186,10 @@ async fn read_batches(
     };
     while taker.wants_more() {
         let Some(leaf) = cursor.next(&inner.index_objects).await? else {
-            // Nothing from `offset` to the high watermark holds a record any more (log
-            // compaction removed the end of the log): say so with an empty batch.
-            if taker.batches.is_empty() && offset < high_watermark {
-                taker.offer(empty_batch(offset, high_watermark - 1), high_watermark - 1);
+            // Nothing from `offset` to the end holds a record any more (log compaction removed
+            // the end of the log): say so with an empty batch.
+            if taker.batches.is_empty() && offset < end {
+                taker.offer(empty_batch(offset, end - 1), end - 1);
             }
             break;
         };

@@ -120,6 +120,7 @@ mod tests {
             position: 0,
             length: 0,
             crc32c: 0,
+            aborted: Vec::new(),
         })
     }
 

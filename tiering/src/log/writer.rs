@@ -22,7 +22,7 @@ use super::{load_partition, AppendOutcome, LogError, LogInner, PartitionLog, Top
 use crate::keys::{self, IndexEntry, PartitionState};
 use crate::metadata::{Compare, CompareOp, CompareTarget, Txn, TxnOp};
 use crate::paths;
-use crate::producers::ProducerStates;
+use crate::producers::{AbortedTxn, ProducerStates};
 use object_store::ObjectStoreExt;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -30,8 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Metadata operations one partition adds to a commit at most: its state, one index entry and
-/// its producer state.
+/// Metadata operations one partition adds to a commit besides its markers' request deletions:
+/// its state, one index entry and its producer state.
 const OPS_PER_PARTITION: usize = 3;
 /// Producer-state bytes one commit carries at most (etcd refuses requests over 1.5 MiB).
 const TXN_PRODUCER_BYTES_MAX: usize = 1024 * 1024;
@@ -105,6 +105,17 @@ struct Prepared {
     echoes: Vec<(PendingAppend, i64)>,
     /// The new producer state and its encoding, when idempotent producers wrote.
     producers: Option<(ProducerStates, Vec<u8>)>,
+    /// Transactions its abort markers end, recorded in the section's index entry.
+    aborted: Vec<AbortedTxn>,
+    /// Marker request keys the commit deletes.
+    marker_requests: Vec<String>,
+}
+
+impl Prepared {
+    /// Operations its commit takes: state, index entry, producer state, one per marker.
+    fn ops(&self) -> usize {
+        OPS_PER_PARTITION + self.marker_requests.len()
+    }
 }
 
 /// A partition's appends that passed the leadership and sequence checks.
@@ -114,6 +125,8 @@ struct Admitted {
     /// Retries of `appends`, answered with their offsets.
     echoes: Vec<(PendingAppend, i64)>,
     producers: Option<ProducerStates>,
+    aborted: Vec<AbortedTxn>,
+    marker_requests: Vec<String>,
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(partitions = taken.len()))]
@@ -132,7 +145,13 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
         };
         if let Some(admitted) = admit(inner, &tp, &partition, appends, now_ms) {
             inputs.push((tp, admitted.appends, admitted.next_offset));
-            handles.push((partition, admitted.echoes, admitted.producers));
+            handles.push((
+                partition,
+                admitted.echoes,
+                admitted.producers,
+                admitted.aborted,
+                admitted.marker_requests,
+            ));
         }
     }
     if inputs.is_empty() {
@@ -144,15 +163,19 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
         .into_iter()
         .zip(handles)
         .map(
-            |((tp, appends, _), (partition, echoes, producers))| Prepared {
-                tp,
-                partition,
-                appends,
-                echoes,
-                producers: producers.map(|mut states| {
-                    let encoded = states.encode_pruned(now_ms, expiration_ms);
-                    (states, encoded)
-                }),
+            |((tp, appends, _), (partition, echoes, producers, aborted, marker_requests))| {
+                Prepared {
+                    tp,
+                    partition,
+                    appends,
+                    echoes,
+                    producers: producers.map(|mut states| {
+                        let encoded = states.encode_pruned(now_ms, expiration_ms);
+                        (states, encoded)
+                    }),
+                    aborted,
+                    marker_requests,
+                }
             },
         )
         .collect();
@@ -185,19 +208,24 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
         .expect("recent mutex poisoned")
         .insert(path.to_string(), object);
 
-    // Chunks bounded by the store's operations per transaction and by request size.
-    let chunk_len = (inner.store.max_txn_ops() / OPS_PER_PARTITION).max(1);
+    // Chunks bounded by the store's operations per transaction (a partition takes at most
+    // OPS_PER_PARTITION + MARKERS_PER_FLUSH_MAX, well under it) and by request size.
+    let ops_max = inner.store.max_txn_ops();
     let mut chunk: Vec<(Prepared, PlannedSection)> = Vec::new();
     let mut chunk_bytes = 0;
+    let mut chunk_ops = 0;
     for item in prepared.into_iter().zip(planned) {
         let bytes = item.0.producers.as_ref().map_or(0, |(_, e)| e.len());
+        let ops = item.0.ops();
         if !chunk.is_empty()
-            && (chunk.len() == chunk_len || chunk_bytes + bytes > TXN_PRODUCER_BYTES_MAX)
+            && (chunk_ops + ops > ops_max || chunk_bytes + bytes > TXN_PRODUCER_BYTES_MAX)
         {
             commit_chunk(inner, path.as_ref(), std::mem::take(&mut chunk)).await;
             chunk_bytes = 0;
+            chunk_ops = 0;
         }
         chunk_bytes += bytes;
+        chunk_ops += ops;
         chunk.push(item);
     }
     if !chunk.is_empty() {
@@ -284,6 +312,8 @@ fn admit(
         next_offset,
         echoes: sequencing.echoes,
         producers: sequencing.producers,
+        aborted: sequencing.aborted,
+        marker_requests: sequencing.marker_requests,
     })
 }
 
@@ -361,6 +391,7 @@ fn build_commit(
             position: planned.section.position,
             length: planned.section.length,
             crc32c: planned.section.crc32c,
+            aborted: prepared.aborted.clone(),
         };
         ops.push(TxnOp::put(state_key, keys::encode(&state)));
         ops.push(TxnOp::put(
@@ -373,6 +404,8 @@ fn build_commit(
                 encoded.clone(),
             ));
         }
+        // The markers are durable with this commit, and their requests answered by it.
+        ops.extend(prepared.marker_requests.iter().map(TxnOp::delete));
         updates.push((state, entry));
     }
     (Txn::when(compares).and_then(ops), updates)
