@@ -9,6 +9,7 @@ mod memory;
 mod retention;
 mod server;
 mod storage;
+mod txn;
 
 use anyhow::Context;
 use api::{Broker, Limits, Node, ProducerIds, StaticBrokerConfigs, TopicDefaults};
@@ -181,6 +182,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::time::Duration::from_millis(args.log_retention_check_interval_ms),
         args.log_retention(),
     ));
+    let producer_ids = Arc::new(ProducerIds::new(store.clone()));
+    let txn_coordinator = txn::Coordinator::new(
+        store.clone(),
+        log.clock().clone(),
+        producer_ids.clone(),
+        txn::TxnSettings {
+            max_timeout_ms: args.transaction_max_timeout_ms,
+            id_expiration_ms: args.transactional_id_expiration_ms,
+            check_interval: std::time::Duration::from_millis(
+                args.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+            ),
+        },
+    );
+    let (stop_transactions, transactions_stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(txn::run(
+        txn_coordinator.clone(),
+        node_id,
+        transactions_stopped.clone(),
+    ));
+    // Markers the coordinators (this broker's or others') ask of the partitions led here.
+    tokio::spawn(skiff_tiering::log::markers::run(
+        log.clone(),
+        transactions_stopped,
+    ));
     let broker = Arc::new(Broker {
         log: log.clone(),
         groups,
@@ -211,7 +236,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             bound.to_string(),
             format!("{host}:{port}"),
         ),
-        producer_ids: ProducerIds::new(store.clone()),
+        producer_ids,
+        txn: txn_coordinator,
         view,
         object_store_counts,
     });
@@ -279,6 +305,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     close_connections.cancel();
     let _ = kafka.await;
     stop_controller.send_replace(true);
+    stop_transactions.send_replace(true);
     let _ = controller.await;
     stop_compactor.send_replace(true);
     if let Some(task) = compactor_task {

@@ -294,7 +294,15 @@ pub async fn run(
         let mut latest: HashMap<Bytes, i64> = HashMap::new();
         let mut map_bytes = 0u64;
         for file in &live {
-            for (_, records) in read_file(ctx, file).await? {
+            // Transactional records (and markers) neither count as a key's latest value nor
+            // are removed: one may belong to an aborted or still open transaction, and a
+            // marker must stay for read_committed readers (Kafka's cleaner handles these
+            // below the LSO only; Skiff keeps them whole for now).
+            for (_, records) in read_file(ctx, file)
+                .await?
+                .into_iter()
+                .filter(|(h, _)| !h.is_transactional())
+            {
                 for r in records {
                     if let Some(key) = r.key {
                         let len = key.len() as u64;
@@ -331,9 +339,14 @@ pub async fn run(
     };
     for file in &live {
         for (header, records) in read_file(ctx, file).await? {
+            let dedupe = if header.is_transactional() {
+                None
+            } else {
+                latest.as_ref()
+            };
             let kept: Vec<Record> = records
                 .into_iter()
-                .filter(|r| keep(r, log_start, latest.as_ref(), tombstone_horizon_ms))
+                .filter(|r| keep(r, log_start, dedupe, tombstone_horizon_ms))
                 .collect();
             for tombstone in kept.iter().filter(|r| r.value.is_none()) {
                 tombstones_expire_ms = tombstones_expire_ms.min(

@@ -714,6 +714,92 @@ async fn an_unreadable_index_stops_garbage_collection_before_any_delete() {
     assert_eq!(fx.object_keys("").await, before, "nothing was deleted");
 }
 
+/// Appends producer 9's transactional batch of one record (sequence `sequence`) and aborts it;
+/// returns the aborted transaction.
+async fn aborted_transaction(
+    fx: &Fixture,
+    tp: &TopicPartition,
+    sequence: i32,
+    key: Option<&str>,
+    value: &str,
+) -> AbortedTxn {
+    let records = vec![Record {
+        offset: 0,
+        timestamp: fx.clock.now_ms(),
+        key: key.map(|k| Bytes::from(k.to_string())),
+        value: Some(Bytes::from(value.to_string())),
+        headers: vec![],
+    }];
+    let fields = BatchFields {
+        base_offset: 0,
+        last_offset: 0,
+        partition_leader_epoch: 0,
+        log_append_time: false,
+        transactional: true,
+        control: false,
+        producer_id: 9,
+        producer_epoch: 0,
+        base_sequence: sequence,
+    };
+    let bytes = records::encode(&fields, &records);
+    let header = batch::parse_header(&bytes).expect("header");
+    let first = fx
+        .log
+        .append(tp.clone(), vec![(header, bytes)], false)
+        .await
+        .expect("transactional append")
+        .base_offset;
+    let abort = Marker {
+        producer_id: 9,
+        epoch: 0,
+        commit: false,
+        revision: 0,
+    };
+    let key = keys::marker_request(&tp.topic, tp.partition, "nine");
+    let marker = fx
+        .log
+        .append_marker(tp.clone(), abort, key)
+        .await
+        .expect("marker")
+        .base_offset;
+    AbortedTxn {
+        producer_id: 9,
+        first_offset: first,
+        last_offset: marker,
+    }
+}
+
+#[tokio::test]
+async fn log_compaction_never_lets_an_aborted_value_replace_a_committed_one() {
+    let fx = Fixture::new(100).await;
+    fx.topic_with(
+        "c",
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.1"),
+        ],
+    )
+    .await;
+    let tp = TopicPartition::new("c", 0);
+    produce_keyed(&fx, &tp, &[("k", Some("committed")), ("j", Some("j1"))]).await;
+    aborted_transaction(&fx, &tp, 0, Some("k"), "aborted").await;
+    produce_keyed(&fx, &tp, &[("j", Some("j2"))]).await;
+    fx.compact().await;
+    let survivors = fx.consume_when(&tp, 0, |r| r.len() == 4).await;
+    let values: Vec<Option<Bytes>> = survivors.iter().map(|r| r.value.clone()).collect();
+    // j1 is compacted away; k's committed value, the aborted record and its marker stay.
+    assert_eq!(
+        values,
+        vec![
+            Some(Bytes::from_static(b"committed")),
+            Some(Bytes::from_static(b"aborted")),
+            Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0])),
+            Some(Bytes::from_static(b"j2")),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn aborted_transactions_survive_conversion_to_parquet() {
     let fx = Fixture::new(100).await;
@@ -721,51 +807,8 @@ async fn aborted_transactions_survive_conversion_to_parquet() {
     let tp = TopicPartition::new("t", 0);
     let mut expected = Vec::new();
     for k in 0..4i32 {
-        // Producer 9's transaction k: one transactional batch, then its abort marker, then
-        // plain data.
-        let records = vec![Record {
-            offset: 0,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::from(format!("txn-{k}"))),
-            headers: vec![],
-        }];
-        let fields = BatchFields {
-            base_offset: 0,
-            last_offset: 0,
-            partition_leader_epoch: 0,
-            log_append_time: false,
-            transactional: true,
-            control: false,
-            producer_id: 9,
-            producer_epoch: 0,
-            base_sequence: k,
-        };
-        let bytes = records::encode(&fields, &records);
-        let header = batch::parse_header(&bytes).expect("header");
-        let first = fx
-            .log
-            .append(tp.clone(), vec![(header, bytes)], false)
-            .await
-            .expect("transactional append")
-            .base_offset;
-        let abort = Marker {
-            producer_id: 9,
-            epoch: 0,
-            commit: false,
-        };
-        let key = keys::marker_request("t", 0, "nine");
-        let marker = fx
-            .log
-            .append_marker(tp.clone(), abort, key)
-            .await
-            .expect("marker")
-            .base_offset;
-        expected.push(AbortedTxn {
-            producer_id: 9,
-            first_offset: first,
-            last_offset: marker,
-        });
+        // Producer 9's transaction k, aborted, then plain data.
+        expected.push(aborted_transaction(&fx, &tp, k, None, &format!("txn-{k}")).await);
         fx.produce(&tp, 3, &format!("plain{k}")).await;
     }
     fx.compact().await;

@@ -184,11 +184,9 @@ pub fn validate_client_batch(header: &BatchHeader, batch: &[u8]) -> Result<(), B
             "clients are not allowed to write control records".into(),
         ));
     }
-    if header.is_transactional() {
-        // No client can get a transactional producer id yet (InitProducerId refuses them), and a
-        // transactional batch without its coordinator would hold read_committed consumers back.
+    if header.is_transactional() && !header.is_idempotent() {
         return Err(BatchError::Invalid(
-            "transactional batches are not supported yet".into(),
+            "transactional batch without a producer id".into(),
         ));
     }
     if header.is_idempotent() && (header.producer_epoch < 0 || header.base_sequence < 0) {
@@ -399,7 +397,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn idempotent_batches_come_alone_and_transactional_ones_are_refused() {
+    fn idempotent_batches_come_alone_and_transactional_ones_need_a_producer() {
         let one = sample_idempotent_batch(2, 7, 0, 0);
         let batches = split_and_validate(&Bytes::from(one.clone()), 1 << 20).expect("valid");
         assert_eq!(
@@ -416,12 +414,16 @@ pub(crate) mod tests {
             split_and_validate(&Bytes::from(two), 1 << 20),
             Err(BatchError::Invalid(_))
         ));
-        let mut transactional = one;
-        transactional[ATTRIBUTES_OFFSET + 1] |= ATTRIBUTE_TRANSACTIONAL as u8;
-        let crc = crc32c::crc32c(&transactional[ATTRIBUTES_OFFSET..]);
-        transactional[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        let with_attribute = |mut batch: Vec<u8>| {
+            batch[ATTRIBUTES_OFFSET + 1] |= ATTRIBUTE_TRANSACTIONAL as u8;
+            let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
+            batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+            Bytes::from(batch)
+        };
+        let transactional = split_and_validate(&with_attribute(one), 1 << 20).expect("valid");
+        assert!(transactional[0].0.is_transactional());
         assert!(matches!(
-            split_and_validate(&Bytes::from(transactional), 1 << 20),
+            split_and_validate(&with_attribute(sample_batch(2, 5, 8)), 1 << 20),
             Err(BatchError::Invalid(_))
         ));
     }

@@ -14,6 +14,9 @@
 //! /skiff/brokers/<node_id:010>                           BrokerRecord (JSON), on the broker's lease
 //! /skiff/broker-ids                                      NodeIdCounter (JSON)
 //! /skiff/groups/<group, escaped>/offsets/<topic>/<partition:010>  CommittedOffset (JSON)
+//! /skiff/groups/<group, escaped>/txn-offsets/<transactional id, escaped>/<topic>/<partition:010>
+//!                                                        CommittedOffset (JSON), until the
+//!                                                        transaction ends
 //! /skiff/transactions/<transactional id, escaped>        transactions::TransactionRecord (JSON)
 //! /skiff/txn-markers/<topic>/<partition:010>/<transactional id, escaped>  MarkerRequest (JSON)
 //! ```
@@ -419,6 +422,33 @@ pub fn group_offsets_prefix(group: &str) -> String {
 
 pub fn group_offset(group: &str, topic: &str, partition: i32) -> String {
     format!("{}{topic}/{partition:010}", group_offsets_prefix(group))
+}
+
+/// Offsets a transaction commits for a group (TxnOffsetCommit), kept aside until it ends:
+/// `<group prefix>txn-offsets/<transactional id, escaped>/<topic>/<partition:010>`, each a
+/// [`CommittedOffset`]. A commit moves them into the group's offsets, an abort drops them.
+pub fn group_txn_offsets_prefix(group: &str) -> String {
+    format!("{}txn-offsets/", group_prefix(group))
+}
+
+pub fn group_txn_offsets(group: &str, transactional_id: &str) -> String {
+    format!(
+        "{}{}/",
+        group_txn_offsets_prefix(group),
+        escape_group(transactional_id)
+    )
+}
+
+pub fn group_txn_offset(
+    group: &str,
+    transactional_id: &str,
+    topic: &str,
+    partition: i32,
+) -> String {
+    format!(
+        "{}{topic}/{partition:010}",
+        group_txn_offsets(group, transactional_id)
+    )
 }
 
 /// (topic, partition) of a per-partition key `<prefix><topic>/<partition:010>[/...]`.

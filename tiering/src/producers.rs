@@ -66,6 +66,15 @@ pub struct ProducerEntry {
     /// The first offset of the producer's transaction open in this partition, if one is.
     #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
     pub txn_first_offset: Option<i64>,
+    /// The metadata revision of the last marker request applied here (0: none): a batch that
+    /// would open a transaction must have been verified against a later coordinator state,
+    /// or it belongs to a transaction this marker already ended.
+    #[serde(rename = "m", default, skip_serializing_if = "is_zero")]
+    pub marker_revision: i64,
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
 }
 
 /// A transaction that was aborted in a partition: `read_committed` consumers drop this
@@ -90,6 +99,8 @@ pub struct Marker {
     pub producer_id: i64,
     pub epoch: i16,
     pub commit: bool,
+    /// The marker request's metadata revision (see [`ProducerEntry::marker_revision`]).
+    pub revision: i64,
 }
 
 /// A remembered batch as stored: a 4-tuple, or the longer form the first builds wrote.
@@ -161,6 +172,9 @@ pub struct Sequenced {
     pub last_sequence: i32,
     /// Part of a transaction (the batch's transactional attribute).
     pub transactional: bool,
+    /// For a transactional batch: the revision of the coordinator's state it was verified
+    /// against (the partition is in the producer's open transaction there).
+    pub verified_revision: Option<i64>,
 }
 
 impl Sequenced {
@@ -171,12 +185,20 @@ impl Sequenced {
             first_sequence: base_sequence,
             last_sequence: increment(base_sequence, last_offset_delta),
             transactional: false,
+            verified_revision: None,
         }
     }
 
     pub fn transactional(self) -> Self {
         Self {
             transactional: true,
+            ..self
+        }
+    }
+
+    pub fn verified_at(self, revision: Option<i64>) -> Self {
+        Self {
+            verified_revision: revision,
             ..self
         }
     }
@@ -250,6 +272,15 @@ impl ProducerStates {
                     batch.producer_id
                 ));
             }
+        } else if entry.txn_first_offset.is_none() {
+            if let Some(verified) = batch.verified_revision {
+                if verified <= entry.marker_revision {
+                    return Verdict::InvalidTxnState(format!(
+                        "producer_id={} batch verified at revision={verified} belongs to a transaction already ended here (marker revision={})",
+                        batch.producer_id, entry.marker_revision
+                    ));
+                }
+            }
         }
         let last = entry.batches.last().map_or(-1, |b| b.last_sequence);
         let expected = increment(last, 1);
@@ -273,6 +304,7 @@ impl ProducerStates {
                 last_seen_ms: now_ms,
                 batches: Vec::new(),
                 txn_first_offset: None,
+                marker_revision: 0,
             });
         if entry.epoch != batch.epoch {
             entry.epoch = batch.epoch;
@@ -313,6 +345,7 @@ impl ProducerStates {
                 last_seen_ms: now_ms,
                 batches: Vec::new(),
                 txn_first_offset: None,
+                marker_revision: 0,
             });
         if marker.epoch < entry.epoch {
             return Err(format!(
@@ -325,6 +358,7 @@ impl ProducerStates {
             entry.batches.clear();
         }
         entry.last_seen_ms = now_ms;
+        entry.marker_revision = entry.marker_revision.max(marker.revision);
         let aborted = match entry.txn_first_offset.take() {
             Some(first_offset) if !marker.commit => Some(AbortedTxn {
                 producer_id: marker.producer_id,
@@ -523,6 +557,7 @@ mod tests {
                     producer_id: 5,
                     epoch: 0,
                     commit: false,
+                    revision: 0,
                 },
                 16,
                 2,
@@ -546,7 +581,8 @@ mod tests {
                 &Marker {
                     producer_id: 5,
                     epoch: 0,
-                    commit: true
+                    commit: true,
+                    revision: 0,
                 },
                 18,
                 4
@@ -567,6 +603,7 @@ mod tests {
                     producer_id: 5,
                     epoch: 4,
                     commit: false,
+                    revision: 0,
                 },
                 2,
                 2,
@@ -591,12 +628,39 @@ mod tests {
                 &Marker {
                     producer_id: 5,
                     epoch: 3,
-                    commit: true
+                    commit: true,
+                    revision: 0,
                 },
                 3,
                 3
             )
             .is_err());
+    }
+
+    #[test]
+    fn a_late_batch_of_an_ended_transaction_cannot_open_a_new_one() {
+        let mut states = ProducerStates::default();
+        states.record(&seq(5, 0, 0, 1).transactional(), 0, 0, 1);
+        let commit = Marker {
+            producer_id: 5,
+            epoch: 0,
+            commit: true,
+            revision: 100,
+        };
+        states.apply_marker(&commit, 1, 2).expect("marker");
+        // Verified before the coordinator prepared that commit: it belonged to the ended one.
+        let late = seq(5, 0, 1, 1).transactional().verified_at(Some(90));
+        assert!(matches!(
+            states.check(&late, None),
+            Verdict::InvalidTxnState(_)
+        ));
+        // Verified against the coordinator's state after it: the next transaction.
+        let next = seq(5, 0, 1, 1).transactional().verified_at(Some(110));
+        assert_eq!(states.check(&next, None), Verdict::Append);
+        states.record(&next, 2, 2, 3);
+        // Once open, later batches of it need no verification.
+        let more = seq(5, 0, 2, 1).transactional().verified_at(Some(90));
+        assert_eq!(states.check(&more, None), Verdict::Append);
     }
 
     #[test]
@@ -684,7 +748,7 @@ mod tests {
                         offset += n;
                     }
                     Step::Marker { producer, commit } => {
-                        let marker = Marker { producer_id: producer, epoch: 0, commit };
+                        let marker = Marker { producer_id: producer, epoch: 0, commit, revision: 0 };
                         if let Some(found) = states.apply_marker(&marker, offset, 0).expect("marker") {
                             aborted.push(found);
                         }

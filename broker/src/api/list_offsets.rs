@@ -30,6 +30,8 @@ pub async fn handle(
     version: i16,
 ) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
+    // read_committed consumers' "latest" is the last stable offset (v2+ carry the level).
+    let committed = version >= 2 && request.isolation_level == 1;
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in &topic.partitions {
@@ -37,7 +39,7 @@ pub async fn handle(
             let result = lookup(
                 broker,
                 &tp,
-                partition.timestamp,
+                (partition.timestamp, committed),
                 partition.current_leader_epoch,
             )
             .await;
@@ -69,7 +71,7 @@ pub async fn handle(
 async fn lookup(
     broker: &Broker,
     tp: &TopicPartition,
-    timestamp: i64,
+    (timestamp, committed): (i64, bool),
     current_leader_epoch: i32,
 ) -> Result<(i64, i64, i32), ResponseError> {
     let log_err = |e: LogError| log_error(&e);
@@ -80,8 +82,9 @@ async fn lookup(
     if current_leader_epoch > epoch {
         return Err(ResponseError::UnknownLeaderEpoch);
     }
-    let (start, end) = broker.log.offsets(tp).await.map_err(log_err)?;
+    let (start, stable, end) = broker.log.stable_offsets(tp).await.map_err(log_err)?;
     match timestamp {
+        LATEST if committed => Ok((stable, -1, epoch)),
         LATEST => Ok((end, -1, epoch)),
         EARLIEST | EARLIEST_LOCAL => Ok((start, -1, epoch)),
         LATEST_TIERED => Ok((-1, -1, -1)),

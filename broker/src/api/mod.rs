@@ -21,6 +21,7 @@ mod producer_ids;
 mod records;
 mod replicas;
 mod topics;
+mod txn;
 
 pub use configs::{retention, StaticBrokerConfigs};
 pub use offsets::coordinator;
@@ -60,6 +61,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     // v5 only changes transaction semantics (KIP-890).
     (ApiKey::InitProducerId, 0, 5),
+    // v4+ are broker-to-broker (KIP-890 verification), which Skiff does through its store.
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    // v4 adds TRANSACTION_ABORTABLE, v5 transaction version 2 (KIP-890): not offered.
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     // v5 adds an error code for transactions; v6 (share groups) is not offered.
@@ -136,7 +143,9 @@ pub struct Broker {
     pub topic_defaults: TopicDefaults,
     /// Settings DescribeConfigs reports for the broker resource beyond `limits` and defaults.
     pub static_configs: StaticBrokerConfigs,
-    pub producer_ids: ProducerIds,
+    pub producer_ids: Arc<ProducerIds>,
+    /// The transaction coordinator of the transactional ids this broker coordinates.
+    pub txn: Arc<crate::txn::Coordinator>,
     /// The latest cluster view the controller read (brokers, topics, leaders).
     pub view: skiff_tiering::cluster::view::ViewCell,
     /// Requests and bytes to the object store, by operation (this process: broker and, when
@@ -535,7 +544,19 @@ pub async fn complete(
                 delete_records::handle(broker, req).await,
             )),
             RequestKind::InitProducerId(req) => Some(ResponseKind::InitProducerId(
-                broker.producer_ids.handle(req).await,
+                txn::init_producer_id(broker, req, version).await,
+            )),
+            RequestKind::AddPartitionsToTxn(req) => Some(ResponseKind::AddPartitionsToTxn(
+                txn::add_partitions(broker, req, version).await,
+            )),
+            RequestKind::AddOffsetsToTxn(req) => Some(ResponseKind::AddOffsetsToTxn(
+                txn::add_offsets(broker, req, version).await,
+            )),
+            RequestKind::EndTxn(req) => {
+                Some(ResponseKind::EndTxn(txn::end(broker, req, version).await))
+            }
+            RequestKind::TxnOffsetCommit(req) => Some(ResponseKind::TxnOffsetCommit(
+                txn::commit_offsets(broker, req).await,
             )),
             RequestKind::AlterConfigs(req) => Some(ResponseKind::AlterConfigs(
                 alter_configs::alter(broker, req).await,

@@ -27,6 +27,7 @@ use skiff_tiering::group_offsets::{self, OffsetKey};
 use skiff_tiering::keys::{BrokerRecord, CommittedOffset};
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// The node id coordinating `group` now (`None`: no live broker).
 pub async fn coordinator_of(
@@ -63,15 +64,16 @@ pub async fn find_coordinator(
         .into_iter()
         .map(|key| {
             let answer = Coordinator::default().with_key(key.clone());
-            if request.key_type != KEY_TYPE_GROUP {
-                return answer
-                    .with_node_id(BrokerId(-1))
-                    .with_error_code(ResponseError::CoordinatorNotAvailable.code())
-                    .with_error_message(Some(StrBytes::from_static_str(
-                        "transactions are not supported yet",
-                    )));
-            }
-            match coordinator(&key, &live) {
+            let chosen = match request.key_type {
+                KEY_TYPE_GROUP => coordinator(&key, &live),
+                KEY_TYPE_TRANSACTION => super::txn::coordinator(&key, &live),
+                _ => {
+                    return answer
+                        .with_node_id(BrokerId(-1))
+                        .with_error_code(ResponseError::InvalidRequest.code())
+                }
+            };
+            match chosen {
                 Some(b) => answer
                     .with_node_id(BrokerId(b.node_id))
                     .with_host(StrBytes::from_string(b.host.clone()))
@@ -237,6 +239,77 @@ async fn lookup(
 }
 
 pub async fn fetch(
+    broker: &Broker,
+    request: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    let require_stable = version >= 7 && request.require_stable;
+    let groups: Vec<String> = if version >= 8 {
+        request
+            .groups
+            .iter()
+            .map(|g| g.group_id.0.to_string())
+            .collect()
+    } else {
+        vec![request.group_id.0.to_string()]
+    };
+    let mut response = fetch_committed(broker, request, version).await;
+    if require_stable {
+        mark_unstable(broker, &groups, &mut response, version).await;
+    }
+    response
+}
+
+/// KIP-447: with `require_stable`, a partition for which an open transaction has staged an
+/// offset answers UNSTABLE_OFFSET_COMMIT (the client retries) instead of an offset about to
+/// change.
+async fn mark_unstable(
+    broker: &Broker,
+    groups: &[String],
+    response: &mut OffsetFetchResponse,
+    version: i16,
+) {
+    let unstable = ResponseError::UnstableOffsetCommit.code();
+    for (i, group) in groups.iter().enumerate() {
+        let pending = match crate::txn::offsets::pending(&*broker.store, group).await {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::warn!(%error, group, "cannot read staged transactional offsets");
+                Vec::new()
+            }
+        };
+        if pending.is_empty() {
+            continue;
+        }
+        let is_pending = |topic: &str, p: i32| pending.iter().any(|(t, q)| t == topic && *q == p);
+        if version >= 8 {
+            let Some(answer) = response.groups.get_mut(i) else {
+                continue;
+            };
+            for topic in &mut answer.topics {
+                for p in &mut topic.partitions {
+                    if is_pending(&topic.name.0, p.partition_index) {
+                        p.committed_offset = -1;
+                        p.committed_leader_epoch = -1;
+                        p.error_code = unstable;
+                    }
+                }
+            }
+        } else {
+            for topic in &mut response.topics {
+                for p in &mut topic.partitions {
+                    if is_pending(&topic.name.0, p.partition_index) {
+                        p.committed_offset = -1;
+                        p.committed_leader_epoch = -1;
+                        p.error_code = unstable;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn fetch_committed(
     broker: &Broker,
     request: OffsetFetchRequest,
     version: i16,

@@ -6,6 +6,7 @@ use super::configs::{self, TopicConfigs};
 use super::errors::{batch_error, catalog_error, log_error};
 use super::Broker;
 use crate::config::TimestampType;
+use crate::txn::CoordError;
 use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -15,6 +16,8 @@ use kafka_protocol::ResponseError;
 use skiff_tiering::batch;
 use skiff_tiering::keys::TopicRecord;
 use skiff_tiering::log::{AppendOutcome, TopicPartition};
+use skiff_tiering::metadata::Revision;
+use skiff_tiering::transactions::{self, TransactionRecord, TxnError};
 use skiff_tiering::LogError;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -41,6 +44,12 @@ type StagedTopic = (TopicName, uuid::Uuid, Vec<(i32, Slot)>);
 /// pipelined produce requests to one partition are appended in the order they were sent.
 pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
     let acks = request.acks;
+    // A transactional producer's batches are verified against its coordinator's record (one
+    // read for the whole request): the partition must be in its open transaction.
+    let txn = match &request.transactional_id {
+        Some(id) => Some(broker.txn.load(&id.0).await),
+        None => None,
+    };
     let mut request_bytes = 0usize;
     let mut accepted_bytes = 0usize;
     let mut validated = Vec::with_capacity(request.topic_data.len());
@@ -69,11 +78,6 @@ pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
             Err(failure)
         } else if !(-1..=1).contains(&acks) {
             Err((ResponseError::InvalidRequiredAcks, format!("acks={acks}")))
-        } else if request.transactional_id.is_some() {
-            Err((
-                ResponseError::InvalidTxnState,
-                "transactions are not supported yet".to_owned(),
-            ))
         } else {
             topic_record(broker, &name, &topic_data.partition_data).await
         };
@@ -85,7 +89,9 @@ pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
                 Ok(topic) => {
                     let configs = TopicConfigs::new(broker, &topic.configs);
                     match validate(&name, partition.index, partition.records, &configs) {
-                        Ok(validated) => check_compressed_counts(validated).await,
+                        Ok(validated) => check_compressed_counts(validated).await.and_then(|v| {
+                            verify_transactional(txn.as_ref(), &name, partition.index, v)
+                        }),
                         Err(failure) => Err(failure),
                     }
                 }
@@ -202,6 +208,61 @@ async fn topic_record(
 struct Validated {
     batches: Vec<(batch::BatchHeader, Bytes)>,
     log_append_time: bool,
+    /// For a transactional batch: the coordinator record's revision it was verified against.
+    verified_revision: Option<i64>,
+}
+
+type TxnLookup = Result<(Option<TransactionRecord>, Revision), CoordError>;
+
+/// KIP-890's verification, against the record in the store: a transactional batch is stored
+/// only for the producer's current epoch and a partition in its open transaction. Error codes
+/// as Kafka's for produce: a fenced producer gets INVALID_PRODUCER_EPOCH, a coordinator busy
+/// ending the previous transaction NOT_ENOUGH_REPLICAS (retriable for every client version).
+fn verify_transactional(
+    txn: Option<&TxnLookup>,
+    topic: &str,
+    partition: i32,
+    mut validated: Validated,
+) -> Result<Validated, (ResponseError, String)> {
+    let Some((header, _)) = validated.batches.iter().find(|(h, _)| h.is_transactional()) else {
+        return Ok(validated);
+    };
+    let producer = (header.producer_id, header.producer_epoch);
+    let (record, revision) = match txn {
+        None => {
+            return Err((
+                ResponseError::InvalidTxnState,
+                "transactional batch without a transactional id".to_owned(),
+            ))
+        }
+        Some(Err(error)) => {
+            return Err((
+                ResponseError::NotEnoughReplicas,
+                format!("cannot read the transaction's state: {error:?}"),
+            ))
+        }
+        Some(Ok((None, _))) => {
+            return Err((
+                ResponseError::InvalidProducerIdMapping,
+                "unknown transactional id".to_owned(),
+            ))
+        }
+        Some(Ok((Some(record), revision))) => (record, *revision),
+    };
+    transactions::verify(record, producer, topic, partition).map_err(|error| {
+        let code = match error {
+            TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+            TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+            TxnError::ConcurrentTransactions => ResponseError::NotEnoughReplicas,
+            _ => ResponseError::InvalidTxnState,
+        };
+        (
+            code,
+            format!("{topic}-{partition} is not in the producer's open transaction: {error}"),
+        )
+    })?;
+    validated.verified_revision = Some(revision);
+    Ok(validated)
 }
 
 impl Validated {
@@ -237,6 +298,7 @@ fn validate(
     Ok(Validated {
         batches,
         log_append_time: configs.timestamp_type() == TimestampType::LogAppendTime,
+        verified_revision: None,
     })
 }
 
@@ -282,11 +344,21 @@ async fn check_compressed_counts(
 
 async fn enqueue(broker: &Broker, topic: &str, partition: i32, validated: Validated) -> Slot {
     let tp = TopicPartition::new(topic, partition);
-    match broker
-        .log
-        .enqueue(tp, validated.batches, validated.log_append_time)
-        .await
-    {
+    let queued = match validated.verified_revision {
+        Some(revision) => {
+            broker
+                .log
+                .enqueue_transactional(tp, validated.batches, validated.log_append_time, revision)
+                .await
+        }
+        None => {
+            broker
+                .log
+                .enqueue(tp, validated.batches, validated.log_append_time)
+                .await
+        }
+    };
+    match queued {
         Ok(pending) => Slot::Waiting(pending),
         Err(error) => Slot::Failed(log_error(&error), error.to_string()),
     }

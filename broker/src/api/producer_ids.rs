@@ -5,7 +5,7 @@
 //! to start; the log then checks their sequence numbers per partition and answers a retried
 //! batch with its first offset instead of storing it twice (`skiff_tiering::producers`).
 
-use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use kafka_protocol::messages::{InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 use skiff_tiering::keys::{self, ProducerIdBlock};
 use skiff_tiering::metadata::{Compare, MetadataStore, Txn, TxnOp};
@@ -30,16 +30,11 @@ impl ProducerIds {
         }
     }
 
-    pub async fn handle(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
+    /// InitProducerId without a transactional id.
+    pub async fn handle(&self) -> InitProducerIdResponse {
         let response = InitProducerIdResponse::default()
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
-        if request.transactional_id.is_some() {
-            // Transactions come with a later issue; until then transactional producers get a
-            // fatal error at start rather than silently non-transactional writes.
-            return response
-                .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
-        }
         // Without a transactional id Kafka always hands out a fresh id (a re-initialising
         // producer included), so no client can take over another producer's id.
         match self.next().await {
@@ -53,7 +48,8 @@ impl ProducerIds {
         }
     }
 
-    async fn next(&self) -> Result<i64, String> {
+    /// A producer id no one else has or will get.
+    pub async fn next(&self) -> Result<i64, String> {
         let mut block = self.block.lock().await;
         if block.0 >= block.1 {
             *block = self.reserve().await?;

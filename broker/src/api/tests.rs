@@ -75,6 +75,8 @@ async fn fixture() -> Fixture {
         },
         log.clock().clone(),
     ));
+    let producer_ids = Arc::new(ProducerIds::new(store.clone()));
+    let clock = log.clock().clone();
     let broker = Broker {
         groups,
         log,
@@ -107,7 +109,17 @@ async fn fixture() -> Fixture {
             },
         },
         static_configs: StaticBrokerConfigs::default(),
-        producer_ids: ProducerIds::new(store),
+        producer_ids: producer_ids.clone(),
+        txn: crate::txn::Coordinator::new(
+            store.clone(),
+            clock,
+            producer_ids,
+            crate::txn::TxnSettings {
+                max_timeout_ms: 900_000,
+                id_expiration_ms: 604_800_000,
+                check_interval: std::time::Duration::from_secs(10),
+            },
+        ),
         view,
         object_store_counts: Default::default(),
     };
@@ -713,11 +725,111 @@ async fn every_advertised_version_round_trips() {
                     let (start, _) = broker.log.offsets(&tp).await.expect("offsets");
                     assert_eq!(start, i64::from(version) + 1);
                 }
+                ApiKey::AddPartitionsToTxn => {
+                    let id = format!("apt-{version}");
+                    let (pid, epoch) = init_transactional(broker, &id).await;
+                    let r = add_partitions(broker, &id, (pid, epoch), version).await;
+                    assert_eq!(
+                        r.results_by_topic_v3_and_below[0].results_by_partition[0]
+                            .partition_error_code,
+                        0,
+                        "add partitions v{version}"
+                    );
+                }
+                ApiKey::AddOffsetsToTxn => {
+                    let id = format!("aot-{version}");
+                    let (pid, epoch) = init_transactional(broker, &id).await;
+                    let r = add_offsets(broker, &id, (pid, epoch), "gtx", version).await;
+                    assert_eq!(r.error_code, 0, "add offsets v{version}");
+                }
+                ApiKey::EndTxn => {
+                    let id = format!("end-{version}");
+                    let (pid, epoch) = init_transactional(broker, &id).await;
+                    add_partitions(broker, &id, (pid, epoch), 3).await;
+                    let request = EndTxnRequest::default()
+                        .with_transactional_id(TransactionalId(StrBytes::from_string(id)))
+                        .with_producer_id(ProducerId(pid))
+                        .with_producer_epoch(epoch)
+                        .with_committed(false);
+                    let r: EndTxnResponse = call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.error_code, 0, "end txn v{version}");
+                }
+                ApiKey::TxnOffsetCommit => {
+                    let id = format!("toc-{version}");
+                    let (pid, epoch) = init_transactional(broker, &id).await;
+                    add_offsets(broker, &id, (pid, epoch), "gtx", 3).await;
+                    let request = TxnOffsetCommitRequest::default()
+                        .with_transactional_id(TransactionalId(StrBytes::from_string(id)))
+                        .with_group_id(GroupId(StrBytes::from_static_str("gtx")))
+                        .with_producer_id(ProducerId(pid))
+                        .with_producer_epoch(epoch)
+                        .with_generation_id(-1)
+                        .with_topics(vec![
+                            txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                                .with_name(TopicName(StrBytes::from_static_str("versions")))
+                                .with_partitions(vec![
+                                    txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                                        .with_partition_index(0)
+                                        .with_committed_offset(1),
+                                ]),
+                        ]);
+                    let r: TxnOffsetCommitResponse =
+                        call(broker, *api_key, version, &request).await;
+                    assert_eq!(
+                        r.topics[0].partitions[0].error_code, 0,
+                        "txn offset commit v{version}"
+                    );
+                }
                 other => panic!("advertised {other:?} without a test"),
             }
         }
     }
     broker.log.shutdown().await;
+}
+
+/// InitProducerId for a new transactional id: (producer id, epoch).
+async fn init_transactional(broker: &Broker, id: &str) -> (i64, i16) {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_string(id.to_owned()))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let r: InitProducerIdResponse = call(broker, ApiKey::InitProducerId, 4, &request).await;
+    assert_eq!(r.error_code, 0, "init {id}");
+    (r.producer_id.0, r.producer_epoch)
+}
+
+async fn add_partitions(
+    broker: &Broker,
+    id: &str,
+    (pid, epoch): (i64, i16),
+    version: i16,
+) -> AddPartitionsToTxnResponse {
+    let request = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_string(id.to_owned())))
+        .with_v3_and_below_producer_id(ProducerId(pid))
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![
+            add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("versions")))
+                .with_partitions(vec![0]),
+        ]);
+    call(broker, ApiKey::AddPartitionsToTxn, version, &request).await
+}
+
+async fn add_offsets(
+    broker: &Broker,
+    id: &str,
+    (pid, epoch): (i64, i16),
+    group: &str,
+    version: i16,
+) -> AddOffsetsToTxnResponse {
+    let request = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_string(id.to_owned())))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_group_id(GroupId(StrBytes::from_string(group.to_owned())));
+    call(broker, ApiKey::AddOffsetsToTxn, version, &request).await
 }
 
 /// Joins a new member to a new group (no initial delay in tests): (member id, generation).

@@ -147,6 +147,37 @@ pub struct ServeArgs {
     )]
     pub producer_id_expiration_ms: i64,
 
+    /// The longest transaction timeout a transactional producer may ask for (Kafka's
+    /// `transaction.max.timeout.ms`); a longer one gets INVALID_TRANSACTION_TIMEOUT.
+    #[arg(
+        long,
+        env = "SKIFF_TRANSACTION_MAX_TIMEOUT_MS",
+        default_value_t = 900_000,
+        value_name = "MS"
+    )]
+    pub transaction_max_timeout_ms: i32,
+
+    /// How long a transactional id is remembered after its last transaction ended (Kafka's
+    /// `transactional.id.expiration.ms`); a producer that returns later starts afresh.
+    #[arg(
+        long,
+        env = "SKIFF_TRANSACTIONAL_ID_EXPIRATION_MS",
+        default_value_t = 604_800_000,
+        value_name = "MS"
+    )]
+    pub transactional_id_expiration_ms: i64,
+
+    /// How often a transaction coordinator aborts transactions past their timeout, finishes
+    /// transactions a failed coordinator left half-ended and forgets expired ids (Kafka's
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+    #[arg(
+        long,
+        env = "SKIFF_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS",
+        default_value_t = 10_000,
+        value_name = "MS"
+    )]
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
+
     /// How long a new consumer group waits for more members before its first rebalance
     /// completes (Kafka's `group.initial.rebalance.delay.ms`).
     #[arg(
@@ -445,6 +476,15 @@ impl ServeArgs {
         }
         if self.producer_id_expiration_ms <= 0 {
             bail!("--producer-id-expiration-ms must be positive");
+        }
+        if self.transaction_max_timeout_ms <= 0 {
+            bail!("--transaction-max-timeout-ms must be positive");
+        }
+        if self.transactional_id_expiration_ms <= 0 {
+            bail!("--transactional-id-expiration-ms must be positive");
+        }
+        if self.transaction_abort_timed_out_transaction_cleanup_interval_ms == 0 {
+            bail!("--transaction-abort-timed-out-transaction-cleanup-interval-ms must be positive");
         }
         if self.group_max_size == 0 {
             bail!("--group-max-size must be at least 1");

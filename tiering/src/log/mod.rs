@@ -13,6 +13,7 @@ mod index;
 mod layouts;
 use layouts::{refresh_index, view_index};
 pub mod leadership;
+pub mod markers;
 mod pending;
 mod reader;
 mod recent;
@@ -408,7 +409,7 @@ impl Log {
             request_key,
         };
         let receiver = self
-            .enqueue_append(tp, vec![(header, batch)], false, Some(marker))
+            .enqueue_append(tp, vec![(header, batch)], false, (Some(marker), None))
             .await?;
         receiver.await.map_err(|_| LogError::ShuttingDown)?
     }
@@ -420,8 +421,28 @@ impl Log {
         batches: Vec<(BatchHeader, Bytes)>,
         log_append_time: bool,
     ) -> Result<oneshot::Receiver<Result<AppendOutcome, LogError>>, LogError> {
-        self.enqueue_append(tp, batches, log_append_time, None)
+        self.enqueue_append(tp, batches, log_append_time, (None, None))
             .await
+    }
+
+    /// [`Self::enqueue`] for a transactional producer's batch, verified against the
+    /// coordinator's state at `verified_revision` (the partition is in its open transaction
+    /// there). A batch verified before a marker the partition has since applied for that
+    /// producer is refused (INVALID_TXN_STATE): it belongs to the transaction the marker ended.
+    pub async fn enqueue_transactional(
+        &self,
+        tp: TopicPartition,
+        batches: Vec<(BatchHeader, Bytes)>,
+        log_append_time: bool,
+        verified_revision: i64,
+    ) -> Result<oneshot::Receiver<Result<AppendOutcome, LogError>>, LogError> {
+        self.enqueue_append(
+            tp,
+            batches,
+            log_append_time,
+            (None, Some(verified_revision)),
+        )
+        .await
     }
 
     async fn enqueue_append(
@@ -429,7 +450,7 @@ impl Log {
         tp: TopicPartition,
         batches: Vec<(BatchHeader, Bytes)>,
         log_append_time: bool,
-        marker: Option<pending::MarkerAppend>,
+        (marker, txn_verified_revision): (Option<pending::MarkerAppend>, Option<i64>),
     ) -> Result<oneshot::Receiver<Result<AppendOutcome, LogError>>, LogError> {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(LogError::ShuttingDown);
@@ -476,6 +497,7 @@ impl Log {
                     reply,
                     _permit: permit,
                     marker,
+                    txn_verified_revision,
                 },
                 tokio::time::Instant::now(),
             );
@@ -572,6 +594,17 @@ impl Log {
         let partition = self.led_partition(tp).await?;
         let view = partition.view.lock().expect("view mutex poisoned");
         Ok(view.state.leader_epoch)
+    }
+
+    /// Whether this broker certainly does not lead `tp`, from what the controller published
+    /// (no store read; see [`leadership`]).
+    pub fn rules_out(&self, tp: &TopicPartition) -> bool {
+        self.inner
+            .led
+            .read()
+            .expect("led poisoned")
+            .as_ref()
+            .is_some_and(|led| led.rules_out(tp))
     }
 
     /// Drops what this broker remembers of a topic (after it was deleted or changed).

@@ -35,6 +35,8 @@ pub(crate) struct PendingAppend {
     pub(crate) _permit: OwnedSemaphorePermit,
     /// Set when the append is a transaction marker (its one batch is the control batch).
     pub(crate) marker: Option<MarkerAppend>,
+    /// For transactional batches: the coordinator state revision they were verified against.
+    pub(crate) txn_verified_revision: Option<i64>,
 }
 
 /// A transaction marker appended for the coordinator: its request key is deleted by the
@@ -65,7 +67,9 @@ impl PendingAppend {
                     h.last_offset_delta,
                 );
                 Some(if h.is_transactional() {
-                    sequenced.transactional()
+                    sequenced
+                        .transactional()
+                        .verified_at(self.txn_verified_revision)
                 } else {
                     sequenced
                 })
@@ -359,6 +363,7 @@ mod tests {
                 reply,
                 _permit: permit,
                 marker: None,
+                txn_verified_revision: None,
             },
             rx,
         )

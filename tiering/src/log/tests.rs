@@ -971,6 +971,7 @@ async fn markers_end_transactions_and_read_committed_stops_at_the_lso() {
         producer_id: 7,
         epoch: 0,
         commit: false,
+        revision: 0,
     };
     let key = request_marker(&fx, &tp, "seven", abort).await;
     let outcome = log
@@ -1002,6 +1003,7 @@ async fn markers_end_transactions_and_read_committed_stops_at_the_lso() {
         producer_id: 8,
         epoch: 0,
         commit: true,
+        revision: 0,
     };
     let key = request_marker(&fx, &tp, "eight", commit).await;
     log.append_marker(tp.clone(), commit, key)
@@ -1026,6 +1028,7 @@ async fn markers_end_transactions_and_read_committed_stops_at_the_lso() {
         producer_id: 8,
         epoch: 1,
         commit: true,
+        revision: 0,
     };
     let key = request_marker(&fx, &tp, "eight", stale).await;
     assert!(matches!(
@@ -1075,6 +1078,7 @@ async fn aborted_transactions_are_found_after_the_index_rolls_up() {
             producer_id: 7,
             epoch: 0,
             commit: false,
+            revision: 0,
         };
         let key = request_marker(&fx, &tp, "seven", abort).await;
         let marker = log

@@ -349,6 +349,24 @@ pub fn verify(
     }
 }
 
+/// TxnOffsetCommit's check: the producer is current and `group` was added to its open
+/// transaction (AddOffsetsToTxn).
+pub fn verify_group(
+    current: &TransactionRecord,
+    producer: ProducerIdEpoch,
+    group: &str,
+) -> Result<(), TxnError> {
+    current.check_producer(producer)?;
+    if current.state.is_prepared() {
+        return Err(TxnError::ConcurrentTransactions);
+    }
+    if current.state == TxnState::Ongoing && current.groups.contains(group) {
+        Ok(())
+    } else {
+        Err(TxnError::InvalidTxnState)
+    }
+}
+
 /// EndTxn (transaction version 1).
 pub fn end(
     current: &TransactionRecord,

@@ -234,6 +234,23 @@ fn verification_accepts_only_partitions_of_the_open_transaction() {
 }
 
 #[test]
+fn offsets_commit_only_for_groups_added_to_the_open_transaction() {
+    let open = ongoing();
+    assert_eq!(
+        verify_group(&open, (7, 0), "g"),
+        Err(TxnError::InvalidTxnState)
+    );
+    let with_group = add(&open, (7, 0), &Addition::Group("g".into()), 11)
+        .expect("add")
+        .expect("changed");
+    assert_eq!(verify_group(&with_group, (7, 0), "g"), Ok(()));
+    assert_eq!(
+        verify_group(&with_group, (7, 1), "g"),
+        Err(TxnError::ProducerFenced)
+    );
+}
+
+#[test]
 fn end_txn_answers_as_kafka_in_every_state() {
     use TxnState::*;
     let open = ongoing();

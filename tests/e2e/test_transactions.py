@@ -1,0 +1,188 @@
+"""Kafka transactions with confluent-kafka (librdkafka 2.16) against skiff: commit and abort as
+seen by read_committed and read_uncommitted consumers, a consume-transform-produce loop with its
+offsets sent in the transaction, a zombie producer fenced by a new instance, and an abandoned
+transaction aborted by the broker after its timeout."""
+
+import time
+
+import pytest
+from confluent_kafka import (OFFSET_BEGINNING, KafkaError, KafkaException, Producer,
+                             TopicPartition)
+
+import helpers as h
+
+# Transaction checks run often so a timed-out transaction is aborted within the test.
+TXN_ARGS = ["--transaction-abort-timed-out-transaction-cleanup-interval-ms", "200"]
+
+
+def txn_producer(bootstrap: str, txn_id: str, **conf) -> Producer:
+    p = h.producer(bootstrap, **{"transactional.id": txn_id, "linger.ms": 5, **conf})
+    p.init_transactions(30)
+    return p
+
+
+def read_values(bootstrap: str, topic: str, partitions: int, isolation: str,
+                expected: int, timeout: float = 30.0, settle: float = 1.0) -> list[bytes]:
+    """Values of every record a consumer with `isolation` sees from the start, once `expected`
+    arrived and nothing more came for `settle` seconds."""
+    c = h.consumer(bootstrap, **{"isolation.level": isolation})
+    try:
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        out: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        quiet_since = None
+        while time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is None:
+                if len(out) >= expected:
+                    quiet_since = quiet_since or time.monotonic()
+                    if time.monotonic() - quiet_since >= settle:
+                        return out
+                continue
+            quiet_since = None
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(m.error())
+            out.append(m.value())
+        raise AssertionError(f"{isolation}: got {len(out)} of {expected} records: {out[:10]}")
+    finally:
+        c.close()
+
+
+@pytest.mark.skiff(args=TXN_ARGS)
+def test_read_committed_sees_committed_transactions_only(broker):
+    topic = h.unique_topic("txn")
+    h.create_topic(broker.bootstrap, topic, 3)
+    p = txn_producer(broker.bootstrap, h.unique_topic("tid"))
+    for name, commit in [("a", True), ("b", False), ("c", True)]:
+        p.begin_transaction()
+        for i in range(30):
+            p.produce(topic, key=f"{i}".encode(), value=f"{name}{i}".encode(), partition=i % 3)
+        if commit:
+            p.commit_transaction(30)
+        else:
+            # Written first (abort_transaction drops what is still queued in the client).
+            assert p.flush(30) == 0
+            p.abort_transaction(30)
+    committed = read_values(broker.bootstrap, topic, 3, "read_committed", 60)
+    assert sorted(committed) == sorted(f"{n}{i}".encode() for n in "ac" for i in range(30))
+    everything = read_values(broker.bootstrap, topic, 3, "read_uncommitted", 90)
+    assert sorted(everything) == sorted(f"{n}{i}".encode() for n in "abc" for i in range(30))
+
+
+@pytest.mark.skiff(args=TXN_ARGS)
+def test_an_open_transaction_holds_read_committed_back_until_it_ends(broker):
+    topic = h.unique_topic("txn-open")
+    h.create_topic(broker.bootstrap, topic, 1)
+    plain = h.producer(broker.bootstrap)
+    p = txn_producer(broker.bootstrap, h.unique_topic("tid"))
+    p.begin_transaction()
+    p.produce(topic, value=b"in-txn")
+    p.flush(30)
+    h.produce_and_wait(plain, topic, [b"after"])
+    c = h.consumer(broker.bootstrap, **{"isolation.level": "read_committed"})
+    # ListOffsets(latest) for read_committed is the LSO: the open transaction's first offset.
+    assert c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False) == (0, 0)
+    uncommitted = h.consumer(broker.bootstrap, **{"isolation.level": "read_uncommitted"})
+    assert uncommitted.get_watermark_offsets(
+        TopicPartition(topic, 0), timeout=10, cached=False) == (0, 2), "the HW"
+    uncommitted.close()
+    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    assert c.poll(2.0) is None, "nothing is stable yet"
+    p.commit_transaction(30)
+    values = []
+    deadline = time.monotonic() + 15
+    while len(values) < 2 and time.monotonic() < deadline:
+        m = c.poll(0.2)
+        if m is not None and not m.error():
+            values.append(m.value())
+    c.close()
+    assert values == [b"in-txn", b"after"]
+
+
+@pytest.mark.skiff(args=TXN_ARGS)
+def test_consume_transform_produce_is_exactly_once(broker):
+    source = h.unique_topic("ctp-in")
+    sink = h.unique_topic("ctp-out")
+    h.create_topic(broker.bootstrap, source, 2)
+    h.create_topic(broker.bootstrap, sink, 2)
+    n = 200
+    h.produce_and_wait(h.producer(broker.bootstrap), source,
+                       [f"v{i}".encode() for i in range(n)])
+    group = h.unique_topic("ctp-group")
+    c = h.consumer(broker.bootstrap, **{"group.id": group, "isolation.level": "read_committed",
+                                        "enable.auto.commit": False})
+    c.subscribe([source])
+    p = txn_producer(broker.bootstrap, h.unique_topic("ctp-tid"))
+    seen = 0
+    deadline = time.monotonic() + 60
+    p.begin_transaction()
+    in_txn = 0
+    while seen < n and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        p.produce(sink, value=m.value().upper(), partition=m.partition())
+        seen += 1
+        in_txn += 1
+        if in_txn == 25 or seen == n:
+            p.send_offsets_to_transaction(c.position(c.assignment()),
+                                          c.consumer_group_metadata(), 30)
+            p.commit_transaction(30)
+            p.begin_transaction()
+            in_txn = 0
+    p.abort_transaction(30)
+    assert seen == n
+    # The group's committed offsets are the transaction's: everything consumed.
+    committed = c.committed([TopicPartition(source, 0), TopicPartition(source, 1)], timeout=10)
+    c.close()
+    highs = [h.watermarks(broker.bootstrap, source, part)[1] for part in (0, 1)]
+    assert [tp.offset for tp in committed] == highs
+    out = read_values(broker.bootstrap, sink, 2, "read_committed", n)
+    assert sorted(out) == sorted(f"V{i}".encode() for i in range(n))
+
+
+@pytest.mark.skiff(args=TXN_ARGS)
+def test_a_new_instance_fences_the_zombie(broker):
+    topic = h.unique_topic("txn-zombie")
+    h.create_topic(broker.bootstrap, topic, 1)
+    txn_id = h.unique_topic("tid")
+    zombie = txn_producer(broker.bootstrap, txn_id)
+    zombie.begin_transaction()
+    zombie.produce(topic, value=b"zombie")
+    zombie.flush(30)
+    # The new instance aborts the zombie's open transaction and bumps the epoch.
+    fresh = txn_producer(broker.bootstrap, txn_id)
+    fresh.begin_transaction()
+    fresh.produce(topic, value=b"fresh")
+    fresh.commit_transaction(30)
+    with pytest.raises(KafkaException) as failure:
+        zombie.commit_transaction(10)
+    assert failure.value.args[0].fatal() or not failure.value.args[0].retriable()
+    assert read_values(broker.bootstrap, topic, 1, "read_committed", 1) == [b"fresh"]
+
+
+@pytest.mark.skiff(args=TXN_ARGS)
+def test_an_abandoned_transaction_is_aborted_after_its_timeout(broker):
+    topic = h.unique_topic("txn-timeout")
+    h.create_topic(broker.bootstrap, topic, 1)
+    p = txn_producer(broker.bootstrap, h.unique_topic("tid"),
+                     **{"transaction.timeout.ms": 2000, "message.timeout.ms": 2000})
+    p.begin_transaction()
+    p.produce(topic, value=b"abandoned")
+    p.flush(30)
+    h.produce_and_wait(h.producer(broker.bootstrap), topic, [b"plain"])
+    # The broker aborts it: read_committed consumers move on without its record.
+    assert read_values(broker.bootstrap, topic, 1, "read_committed", 1, timeout=30) == [b"plain"]
+    with pytest.raises(KafkaException):
+        p.commit_transaction(10)
+
+
+def test_a_timeout_over_the_maximum_is_refused(start_broker):
+    broker = start_broker(args=["--transaction-max-timeout-ms", "5000"])
+    p = h.producer(broker.bootstrap, **{"transactional.id": h.unique_topic("tid"),
+                                        "transaction.timeout.ms": 60000})
+    with pytest.raises(KafkaException) as failure:
+        p.init_transactions(10)
+    assert failure.value.args[0].code() == KafkaError.INVALID_TRANSACTION_TIMEOUT
