@@ -63,6 +63,11 @@ async fn fixture() -> Fixture {
     );
     let (stop_controller, stopped) = tokio::sync::watch::channel(false);
     let view = skiff_tiering::cluster::view::ViewCell::default();
+    // Markers the transaction coordinator asks of the partitions this broker leads.
+    tokio::spawn(skiff_tiering::log::markers::run(
+        log.clone(),
+        stopped.clone(),
+    ));
     tokio::spawn(
         Controller::new(store.clone(), log.clone(), membership, view.clone()).run(stopped),
     );
@@ -728,7 +733,7 @@ async fn every_advertised_version_round_trips() {
                 ApiKey::AddPartitionsToTxn => {
                     let id = format!("apt-{version}");
                     let (pid, epoch) = init_transactional(broker, &id).await;
-                    let r = add_partitions(broker, &id, (pid, epoch), version).await;
+                    let r = add_partitions(broker, (&id, "versions"), (pid, epoch), version).await;
                     assert_eq!(
                         r.results_by_topic_v3_and_below[0].results_by_partition[0]
                             .partition_error_code,
@@ -745,7 +750,7 @@ async fn every_advertised_version_round_trips() {
                 ApiKey::EndTxn => {
                     let id = format!("end-{version}");
                     let (pid, epoch) = init_transactional(broker, &id).await;
-                    add_partitions(broker, &id, (pid, epoch), 3).await;
+                    add_partitions(broker, (&id, "versions"), (pid, epoch), 3).await;
                     let request = EndTxnRequest::default()
                         .with_transactional_id(TransactionalId(StrBytes::from_string(id)))
                         .with_producer_id(ProducerId(pid))
@@ -801,7 +806,7 @@ async fn init_transactional(broker: &Broker, id: &str) -> (i64, i16) {
 
 async fn add_partitions(
     broker: &Broker,
-    id: &str,
+    (id, topic): (&str, &str),
     (pid, epoch): (i64, i16),
     version: i16,
 ) -> AddPartitionsToTxnResponse {
@@ -811,7 +816,7 @@ async fn add_partitions(
         .with_v3_and_below_producer_epoch(epoch)
         .with_v3_and_below_topics(vec![
             add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
-                .with_name(TopicName(StrBytes::from_static_str("versions")))
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
                 .with_partitions(vec![0]),
         ]);
     call(broker, ApiKey::AddPartitionsToTxn, version, &request).await
@@ -1519,4 +1524,205 @@ fn decoding_allocates_within_its_budget() {
     );
     assert!(ok.is_ok());
     assert!(used < 4096, "{used}");
+}
+
+/// A transactional producer's batch, as librdkafka sends it.
+fn transactional_records(values: &[&str], producer: (i64, i16), sequence: i32) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: producer.0,
+            producer_epoch: producer.1,
+            timestamp_type: RecordTimestampType::Creation,
+            offset: i as i64,
+            sequence: sequence + i as i32,
+            timestamp: 1_000 + i as i64,
+            key: None,
+            value: Some(Bytes::from(v.to_string())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    buf.freeze()
+}
+
+#[tokio::test]
+async fn bad_transactional_requests_get_kafka_error_codes_and_store_nothing() {
+    let fx = fixture().await;
+    let broker = &fx.broker;
+    let topic = "txn-bad";
+    let _: CreateTopicsResponse = call(
+        broker,
+        ApiKey::CreateTopics,
+        5,
+        &CreateTopicsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str(topic)))
+                .with_num_partitions(2)
+                .with_replication_factor(1)]),
+    )
+    .await;
+    broker
+        .wait_for_leaders(
+            &[broker
+                .log
+                .catalog()
+                .get(topic)
+                .await
+                .expect("get")
+                .expect("topic")],
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+    let id = "bad-txn";
+    let producer = init_transactional(broker, id).await;
+    let produce = |partition: i32, producer: (i64, i16)| {
+        produce_request(
+            topic,
+            partition,
+            transactional_records(&["x"], producer, 0),
+            -1,
+        )
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str(id))))
+    };
+    let error_of = |r: &ProduceResponse| r.responses[0].partition_responses[0].error_code;
+    // A partition the producer never added to a transaction.
+    let r: ProduceResponse = call(broker, ApiKey::Produce, 9, &produce(0, producer)).await;
+    assert_eq!(error_of(&r), ResponseError::InvalidTxnState.code());
+    // A transactional batch without its transactional id.
+    let bare = produce_request(topic, 0, transactional_records(&["x"], producer, 0), -1);
+    let r: ProduceResponse = call(broker, ApiKey::Produce, 9, &bare).await;
+    assert_eq!(error_of(&r), ResponseError::InvalidTxnState.code());
+    // Added, then fenced by a new instance: the old epoch's batches and EndTxn are refused.
+    let added = add_partitions(broker, (id, topic), producer, 3).await;
+    assert_eq!(
+        added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        0
+    );
+    let fresh = init_transactional_expecting(broker, id).await;
+    assert!(fresh.1 > producer.1);
+    let r: ProduceResponse = call(broker, ApiKey::Produce, 9, &produce(0, producer)).await;
+    assert_eq!(error_of(&r), ResponseError::InvalidProducerEpoch.code());
+    for (version, expected) in [
+        (1, ResponseError::InvalidProducerEpoch),
+        (3, ResponseError::ProducerFenced),
+    ] {
+        let end = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str(id)))
+            .with_producer_id(ProducerId(producer.0))
+            .with_producer_epoch(producer.1)
+            .with_committed(true);
+        let r: EndTxnResponse = call(broker, ApiKey::EndTxn, version, &end).await;
+        assert_eq!(r.error_code, expected.code(), "EndTxn v{version}");
+    }
+    // TxnOffsetCommit for a group the transaction did not add, then as a member nobody knows.
+    let commit = |generation: i32, member: &'static str| {
+        TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str(id)))
+            .with_group_id(GroupId(StrBytes::from_static_str("txn-bad-group")))
+            .with_producer_id(ProducerId(fresh.0))
+            .with_producer_epoch(fresh.1)
+            .with_generation_id(generation)
+            .with_member_id(StrBytes::from_static_str(member))
+            .with_topics(vec![
+                txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(topic)))
+                    .with_partitions(vec![
+                        txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(5),
+                    ]),
+            ])
+    };
+    let error_of = |r: &TxnOffsetCommitResponse| r.topics[0].partitions[0].error_code;
+    let r: TxnOffsetCommitResponse =
+        call(broker, ApiKey::TxnOffsetCommit, 3, &commit(-1, "")).await;
+    assert_eq!(error_of(&r), ResponseError::InvalidTxnState.code());
+    add_offsets(broker, id, fresh, "txn-bad-group", 3).await;
+    let r: TxnOffsetCommitResponse =
+        call(broker, ApiKey::TxnOffsetCommit, 3, &commit(4, "ghost")).await;
+    assert_ne!(error_of(&r), 0, "an unknown member's offsets are refused");
+    assert!(
+        [
+            ResponseError::UnknownMemberId.code(),
+            ResponseError::IllegalGeneration.code()
+        ]
+        .contains(&error_of(&r)),
+        "{}",
+        error_of(&r)
+    );
+    // Nothing stored: no record (only the marker that aborted the fenced transaction), no
+    // staged offsets.
+    let tp = skiff_tiering::log::TopicPartition::new(topic, 0);
+    let read = broker
+        .log
+        .read(
+            &tp,
+            0,
+            1 << 20,
+            skiff_tiering::log::Isolation::ReadUncommitted,
+        )
+        .await
+        .expect("read");
+    let headers: Vec<_> = read
+        .batches
+        .iter()
+        .map(|b| skiff_tiering::batch::parse_header(b).expect("header"))
+        .collect();
+    assert!(
+        headers.iter().all(|h| h.is_control()),
+        "only markers: {headers:?}"
+    );
+    assert!(
+        crate::txn::offsets::pending(&*broker.store, "txn-bad-group")
+            .await
+            .expect("pending")
+            .is_empty()
+    );
+    // A transaction timeout over the maximum.
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("too-long"))))
+        .with_transaction_timeout_ms(900_001)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let r: InitProducerIdResponse = call(broker, ApiKey::InitProducerId, 4, &request).await;
+    assert_eq!(
+        r.error_code,
+        ResponseError::InvalidTransactionTimeout.code()
+    );
+    broker.log.shutdown().await;
+}
+
+/// InitProducerId for an id that may have an open transaction: retried while the coordinator
+/// aborts it (CONCURRENT_TRANSACTIONS), as clients do.
+async fn init_transactional_expecting(broker: &Broker, id: &str) -> (i64, i16) {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_string(id.to_owned()))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    for _ in 0..200 {
+        let r: InitProducerIdResponse = call(broker, ApiKey::InitProducerId, 4, &request).await;
+        if r.error_code == 0 {
+            return (r.producer_id.0, r.producer_epoch);
+        }
+        assert_eq!(r.error_code, ResponseError::ConcurrentTransactions.code());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the fenced transaction was never aborted");
 }
