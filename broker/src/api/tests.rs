@@ -179,19 +179,34 @@ use bytes::Buf;
 use kafka_protocol::ResponseError;
 
 pub(super) fn records(values: &[&str], compression: Compression) -> Bytes {
+    encode_batch(values, compression, None)
+}
+
+/// A batch of `values` (keys k0, k1, ...), from a transactional producer (id, epoch) starting
+/// at a sequence when `transactional` says so.
+fn encode_batch(
+    values: &[&str],
+    compression: Compression,
+    transactional: Option<((i64, i16), i32)>,
+) -> Bytes {
+    let ((producer_id, producer_epoch), first_sequence) = transactional.unwrap_or(((-1, -1), -1));
     let records: Vec<Record> = values
         .iter()
         .enumerate()
         .map(|(i, v)| Record {
-            transactional: false,
+            transactional: transactional.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: RecordTimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            sequence: if transactional.is_some() {
+                first_sequence + i as i32
+            } else {
+                -1
+            },
             timestamp: 1_000 + i as i64,
             key: Some(Bytes::from(format!("k{i}"))),
             value: Some(Bytes::from(v.to_string())),
@@ -1526,40 +1541,6 @@ fn decoding_allocates_within_its_budget() {
     assert!(used < 4096, "{used}");
 }
 
-/// A transactional producer's batch, as librdkafka sends it.
-fn transactional_records(values: &[&str], producer: (i64, i16), sequence: i32) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: true,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: producer.0,
-            producer_epoch: producer.1,
-            timestamp_type: RecordTimestampType::Creation,
-            offset: i as i64,
-            sequence: sequence + i as i32,
-            timestamp: 1_000 + i as i64,
-            key: None,
-            value: Some(Bytes::from(v.to_string())),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
-}
-
 #[tokio::test]
 async fn bad_transactional_requests_get_kafka_error_codes_and_store_nothing() {
     let fx = fixture().await;
@@ -1595,7 +1576,7 @@ async fn bad_transactional_requests_get_kafka_error_codes_and_store_nothing() {
         produce_request(
             topic,
             partition,
-            transactional_records(&["x"], producer, 0),
+            encode_batch(&["x"], Compression::None, Some((producer, 0))),
             -1,
         )
         .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str(id))))
@@ -1605,7 +1586,12 @@ async fn bad_transactional_requests_get_kafka_error_codes_and_store_nothing() {
     let r: ProduceResponse = call(broker, ApiKey::Produce, 9, &produce(0, producer)).await;
     assert_eq!(error_of(&r), ResponseError::InvalidTxnState.code());
     // A transactional batch without its transactional id.
-    let bare = produce_request(topic, 0, transactional_records(&["x"], producer, 0), -1);
+    let bare = produce_request(
+        topic,
+        0,
+        encode_batch(&["x"], Compression::None, Some((producer, 0))),
+        -1,
+    );
     let r: ProduceResponse = call(broker, ApiKey::Produce, 9, &bare).await;
     assert_eq!(error_of(&r), ResponseError::InvalidTxnState.code());
     // Added, then fenced by a new instance: the old epoch's batches and EndTxn are refused.

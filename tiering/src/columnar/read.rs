@@ -220,19 +220,9 @@ impl ColumnarReader {
         // Decoding and re-encoding are CPU work: off the async workers.
         let name = object.to_string();
         let batches = tokio::task::spawn_blocking(move || {
-            let corrupt = |e: parquet::errors::ParquetError| {
-                ColumnarError::Corrupt(format!("object={name}: {e}"))
-            };
-            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(source, metadata)
-                .with_row_groups(vec![index])
-                .with_projection(projection)
-                .with_batch_size(DECODE_BATCH_ROWS)
-                .build()
-                .map_err(corrupt)?;
-            let arrow: Vec<RecordBatch> = reader
-                .collect::<Result<_, _>>()
-                .map_err(|e| ColumnarError::Corrupt(format!("object={name}: {e}")))?;
-            rebuild(&arrow).map_err(|e| ColumnarError::Corrupt(format!("object={name}: {e}")))
+            let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(source, metadata)
+                .with_row_groups(vec![index]);
+            decode(&name, builder)
         })
         .await
         .map_err(|e| ColumnarError::Unavailable(format!("object={object}: {e}")))??;
@@ -364,24 +354,33 @@ impl parquet::file::reader::ChunkReader for Chunks {
 /// Every record batch of a whole file held in memory (the compactor, which reads a file whole to
 /// check its CRC32C before rewriting it), in offset order.
 pub fn decode_file(object: &str, bytes: Bytes) -> Result<Vec<Bytes>, ColumnarError> {
-    let corrupt =
-        |e: parquet::errors::ParquetError| ColumnarError::Corrupt(format!("object={object}: {e}"));
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(corrupt)?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| corrupt(object, e))?;
     if !super::starts_with_base(builder.schema()) {
-        return Err(ColumnarError::Corrupt(format!(
-            "object={object}: not a skiff topic file (schema differs)"
-        )));
+        return Err(corrupt(object, "not a skiff topic file (schema differs)"));
     }
+    decode(object, builder)
+}
+
+fn corrupt(object: &str, error: impl std::fmt::Display) -> ColumnarError {
+    ColumnarError::Corrupt(format!("object={object}: {error}"))
+}
+
+/// Decodes the base columns of the rows `builder` selects and rebuilds their record batches.
+fn decode<T: parquet::file::reader::ChunkReader + 'static>(
+    object: &str,
+    builder: ParquetRecordBatchReaderBuilder<T>,
+) -> Result<Vec<Bytes>, ColumnarError> {
     let projection = base_columns(builder.metadata());
     let reader = builder
         .with_projection(projection)
         .with_batch_size(DECODE_BATCH_ROWS)
         .build()
-        .map_err(corrupt)?;
+        .map_err(|e| corrupt(object, e))?;
     let arrow: Vec<RecordBatch> = reader
         .collect::<Result<_, _>>()
-        .map_err(|e| ColumnarError::Corrupt(format!("object={object}: {e}")))?;
-    rebuild(&arrow).map_err(|e| ColumnarError::Corrupt(format!("object={object}: {e}")))
+        .map_err(|e| corrupt(object, e))?;
+    rebuild(&arrow).map_err(|e| corrupt(object, e))
 }
 
 /// The columns Fetch needs: the base schema's (a file's typed JSON columns are not read).
