@@ -19,6 +19,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/topics", get(topics))
         .route("/v1/brokers", get(brokers))
         .route("/v1/groups", get(groups))
+        .route("/v1/transactions", get(transactions))
         .with_state(broker)
 }
 
@@ -169,6 +170,74 @@ async fn stats(State(broker): State<Arc<Broker>>) -> Json<Value> {
         "buffered_bytes": broker.log.buffered_bytes(),
         "object_store": crate::compactor_http::object_store_json(&broker.object_store_counts),
     }))
+}
+
+/// Every transactional id as its coordinator recorded it, and per partition the transactions
+/// open there: the first offset of each is what holds the partition's last stable offset (and
+/// so every read_committed consumer) back. Read from the metadata store: any broker answers.
+async fn transactions(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    use skiff_tiering::keys;
+    use skiff_tiering::producers::ProducerStates;
+    use skiff_tiering::transactions::TransactionRecord;
+    let now_ms = broker.log.clock().now_ms();
+    let ids_prefix = keys::transactions_prefix();
+    let records = match broker.store.range_prefix(&ids_prefix, 0).await {
+        Ok(records) => records,
+        Err(error) => return unavailable(error.to_string()),
+    };
+    let ids: Vec<Value> = records
+        .iter()
+        .filter_map(|kv| {
+            let id = keys::unescape_group(kv.key.strip_prefix(&ids_prefix)?)?;
+            let record: TransactionRecord = keys::decode(&kv.key, &kv.value).ok()?;
+            let partitions: Vec<Value> = record
+                .partition_list()
+                .into_iter()
+                .map(|(topic, partition)| json!({ "topic": topic, "partition": partition }))
+                .collect();
+            Some(json!({
+                "transactional_id": id,
+                "state": record.state.kafka_name(),
+                "producer_id": record.producer_id,
+                "producer_epoch": record.producer_epoch,
+                "timeout_ms": record.timeout_ms,
+                "started_ms": record.started_ms,
+                "age_ms": (record.started_ms >= 0).then(|| now_ms - record.started_ms),
+                "partitions": partitions,
+                "groups": record.groups,
+            }))
+        })
+        .collect();
+    let producers_prefix = keys::all_producers_prefix();
+    let states = match broker.store.range_prefix(&producers_prefix, 0).await {
+        Ok(states) => states,
+        Err(error) => return unavailable(error.to_string()),
+    };
+    let mut open = Vec::new();
+    for kv in &states {
+        let Some((topic, partition)) = keys::topic_partition_of(&producers_prefix, &kv.key) else {
+            continue;
+        };
+        let Ok(state) = serde_json::from_slice::<ProducerStates>(&kv.value) else {
+            continue;
+        };
+        for (producer_id, entry) in &state.producers {
+            if let Some(first_offset) = entry.txn_first_offset {
+                open.push(json!({
+                    "topic": topic,
+                    "partition": partition,
+                    "producer_id": producer_id,
+                    "producer_epoch": entry.epoch,
+                    "first_offset": first_offset,
+                    "last_seen_ms": entry.last_seen_ms,
+                }));
+            }
+        }
+    }
+    (
+        StatusCode::OK,
+        Json(json!({ "transactional_ids": ids, "open_in_partitions": open })),
+    )
 }
 
 async fn topics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {

@@ -3,6 +3,7 @@ seen by read_committed and read_uncommitted consumers, a consume-transform-produ
 offsets sent in the transaction, a zombie producer fenced by a new instance, and an abandoned
 transaction aborted by the broker after its timeout."""
 
+import json
 import time
 
 import pytest
@@ -90,6 +91,14 @@ def test_an_open_transaction_holds_read_committed_back_until_it_ends(broker):
     uncommitted.close()
     c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     assert c.poll(2.0) is None, "nothing is stable yet"
+    # The admin API names what holds the partition back.
+    status, body = broker.http_get("/v1/transactions")
+    assert status == 200
+    admin = json.loads(body)
+    open_here = [o for o in admin["open_in_partitions"] if o["topic"] == topic]
+    assert [(o["partition"], o["first_offset"]) for o in open_here] == [(0, 0)]
+    assert any(t["state"] == "Ongoing" and {"topic": topic, "partition": 0} in t["partitions"]
+               for t in admin["transactional_ids"])
     p.commit_transaction(30)
     values = []
     deadline = time.monotonic() + 15

@@ -139,6 +139,10 @@ pub fn producers(topic: &str, partition: i32) -> String {
     format!("{ROOT}/producers/{topic}/{partition:010}")
 }
 
+pub fn all_producers_prefix() -> String {
+    format!("{ROOT}/producers/")
+}
+
 pub fn topic_producers_prefix(topic: &str) -> String {
     format!("{ROOT}/producers/{topic}/")
 }
