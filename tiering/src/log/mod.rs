@@ -411,6 +411,11 @@ impl Log {
         let receiver = self
             .enqueue_append(tp, vec![(header, batch)], false, (Some(marker), None))
             .await?;
+        // A transaction is not complete (and its producer cannot begin the next one) until its
+        // markers are durable: they do not wait for the linger. Markers of transactions ending
+        // together still share one object (flushes run one at a time).
+        self.inner.flush_urgent.store(true, Ordering::Release);
+        self.inner.flush_wakeup.notify_one();
         receiver.await.map_err(|_| LogError::ShuttingDown)?
     }
 
