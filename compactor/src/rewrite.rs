@@ -306,7 +306,12 @@ pub async fn run(
                 for r in records {
                     if let Some(key) = r.key {
                         let len = key.len() as u64;
-                        if latest.insert(key, r.offset).is_none() {
+                        // Copied: decoded keys slice their whole file's rebuilt batches, which
+                        // the map must not keep alive (the dedupe buffer bounds keys only).
+                        if latest
+                            .insert(Bytes::copy_from_slice(&key), r.offset)
+                            .is_none()
+                        {
                             map_bytes += len + 48;
                         }
                     }
@@ -344,11 +349,17 @@ pub async fn run(
             } else {
                 latest.as_ref()
             };
+            // Copied out of the file's rebuilt batches, which the open output would otherwise
+            // keep alive until it closes (it may span many input files).
             let kept: Vec<Record> = records
                 .into_iter()
                 .filter(|r| keep(r, log_start, dedupe, tombstone_horizon_ms))
+                .map(Record::detached)
                 .collect();
-            for tombstone in kept.iter().filter(|r| r.value.is_none()) {
+            // Tombstones the next cleaning may drop (keep() leaves transactional and keyless
+            // ones alone: counting them would make a cleaning due every pass once they expire).
+            let removable = |r: &&Record| dedupe.is_some() && r.key.is_some() && r.value.is_none();
+            for tombstone in kept.iter().filter(removable) {
                 tombstones_expire_ms = tombstones_expire_ms.min(
                     tombstone
                         .timestamp

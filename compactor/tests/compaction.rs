@@ -721,13 +721,13 @@ async fn aborted_transaction(
     tp: &TopicPartition,
     sequence: i32,
     key: Option<&str>,
-    value: &str,
+    value: Option<&str>,
 ) -> AbortedTxn {
     let records = vec![Record {
         offset: 0,
         timestamp: fx.clock.now_ms(),
         key: key.map(|k| Bytes::from(k.to_string())),
-        value: Some(Bytes::from(value.to_string())),
+        value: value.map(|v| Bytes::from(v.to_string())),
         headers: vec![],
     }];
     let fields = BatchFields {
@@ -778,23 +778,36 @@ async fn log_compaction_never_lets_an_aborted_value_replace_a_committed_one() {
         &[
             ("cleanup.policy", "compact"),
             ("min.cleanable.dirty.ratio", "0.1"),
+            ("delete.retention.ms", "1000"),
         ],
     )
     .await;
     let tp = TopicPartition::new("c", 0);
     produce_keyed(&fx, &tp, &[("k", Some("committed")), ("j", Some("j1"))]).await;
-    aborted_transaction(&fx, &tp, 0, Some("k"), "aborted").await;
+    aborted_transaction(&fx, &tp, 0, Some("k"), Some("aborted")).await;
+    // A transactional tombstone (Kafka Streams changelogs have them): kept whole, and never
+    // making a cleaning due again once delete.retention.ms passed (compact() would not end).
+    aborted_transaction(&fx, &tp, 1, Some("t"), None).await;
     produce_keyed(&fx, &tp, &[("j", Some("j2"))]).await;
     fx.compact().await;
-    let survivors = fx.consume_when(&tp, 0, |r| r.len() == 4).await;
+    fx.compact().await;
+    assert_eq!(
+        fx.layout("c", 0).await.tombstones_expire_ms,
+        0,
+        "no tombstone a cleaning could drop is waiting: no cleaning is due"
+    );
+    let survivors = fx.consume_when(&tp, 0, |r| r.len() == 6).await;
     let values: Vec<Option<Bytes>> = survivors.iter().map(|r| r.value.clone()).collect();
-    // j1 is compacted away; k's committed value, the aborted record and its marker stay.
+    // j1 is compacted away; k's committed value, the aborted records and markers stay.
+    let marker = Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0]));
     assert_eq!(
         values,
         vec![
             Some(Bytes::from_static(b"committed")),
             Some(Bytes::from_static(b"aborted")),
-            Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0])),
+            marker.clone(),
+            None,
+            marker,
             Some(Bytes::from_static(b"j2")),
         ]
     );
@@ -808,7 +821,7 @@ async fn aborted_transactions_survive_conversion_to_parquet() {
     let mut expected = Vec::new();
     for k in 0..4i32 {
         // Producer 9's transaction k, aborted, then plain data.
-        expected.push(aborted_transaction(&fx, &tp, k, None, &format!("txn-{k}")).await);
+        expected.push(aborted_transaction(&fx, &tp, k, None, Some(&format!("txn-{k}"))).await);
         fx.produce(&tp, 3, &format!("plain{k}")).await;
     }
     fx.compact().await;

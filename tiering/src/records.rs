@@ -51,6 +51,27 @@ pub struct Record {
     pub headers: Vec<Header>,
 }
 
+impl Record {
+    /// The record with its bytes copied out of the buffer they slice (decoding is zero-copy),
+    /// so holding it does not hold that whole buffer.
+    pub fn detached(self) -> Self {
+        let copy = |b: Bytes| Bytes::copy_from_slice(&b);
+        Self {
+            key: self.key.map(copy),
+            value: self.value.map(copy),
+            headers: self
+                .headers
+                .into_iter()
+                .map(|h| Header {
+                    key: copy(h.key),
+                    value: h.value.map(copy),
+                })
+                .collect(),
+            ..self
+        }
+    }
+}
+
 /// Decompresses a batch's records section (the bytes after the header), at most `cap` bytes.
 pub fn decompress(codec: i16, input: Bytes, cap: usize) -> Result<Bytes, RecordsError> {
     let failed = |e: std::io::Error| RecordsError::Corrupt(format!("decompression failed: {e}"));
