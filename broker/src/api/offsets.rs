@@ -271,17 +271,23 @@ async fn mark_unstable(
 ) {
     let unstable = ResponseError::UnstableOffsetCommit.code();
     for (i, group) in groups.iter().enumerate() {
+        // Unknown means possibly unstable: every partition of the group is answered so
+        // (retriable), never an offset that may be about to move.
         let pending = match crate::txn::offsets::pending(&*broker.store, group).await {
-            Ok(pending) => pending,
+            Ok(pending) => Some(pending),
             Err(error) => {
                 tracing::warn!(%error, group, "cannot read staged transactional offsets");
-                Vec::new()
+                None
             }
         };
-        if pending.is_empty() {
+        if pending.as_ref().is_some_and(Vec::is_empty) {
             continue;
         }
-        let is_pending = |topic: &str, p: i32| pending.iter().any(|(t, q)| t == topic && *q == p);
+        let is_pending = |topic: &str, p: i32| {
+            pending
+                .as_ref()
+                .is_none_or(|pending| pending.iter().any(|(t, q)| t == topic && *q == p))
+        };
         if version >= 8 {
             let Some(answer) = response.groups.get_mut(i) else {
                 continue;

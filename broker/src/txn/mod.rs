@@ -330,10 +330,29 @@ impl Coordinator {
         let Some(done) = transactions::complete(&record, self.clock.now_ms()) else {
             return Ok(());
         };
-        match self.store_record(id, revision, &done, Vec::new()).await {
-            Ok(_) | Err(CoordError::NotCoordinator) => Ok(()),
-            Err(error) => Err(error),
+        // Complete only while no request is left: a request put again meanwhile (a successor
+        // coordinator's check) must be answered first, or its marker could reach the
+        // partition after the producer's next transaction began there. (Beyond what one
+        // transaction can compare, the partitions were polled above.)
+        let requests = record.partition_list();
+        let absent: Vec<Compare> = if requests.len() < self.store.max_txn_ops() {
+            requests
+                .iter()
+                .map(|(topic, partition)| {
+                    Compare::absent(keys::marker_request(topic, *partition, id))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let key = keys::transaction(id);
+        let mut compares = vec![Compare::mod_revision(&key, revision)];
+        compares.extend(absent);
+        let txn = Txn::when(compares).and_then(vec![TxnOp::put(&key, keys::encode(&done))]);
+        if !self.store.txn(txn).await?.succeeded {
+            return Err(CoordError::NotCoordinator);
         }
+        Ok(())
     }
 
     /// One pass over every id this broker coordinates (`coordinates` says which): finishes
@@ -359,32 +378,50 @@ impl Coordinator {
                     continue;
                 }
             };
-            let now_ms = self.clock.now_ms();
-            if record.state.is_prepared() {
-                let busy = self
-                    .finishing
-                    .lock()
-                    .expect("finishing poisoned")
-                    .contains(&id);
-                if !busy {
-                    let requests = marker_requests(&id, &record, now_ms);
-                    self.put_requests(&id, kv.mod_revision, requests).await?;
-                    self.spawn_finish(&id, kv.mod_revision);
-                }
-            } else if let Some(aborting) = transactions::abort_timed_out(&record, now_ms) {
-                let _serial = self.lock_of(&id).lock().await;
-                tracing::info!(
+            // One id's failure (another coordinator moved it, a store hiccup) does not hold
+            // back the others.
+            if let Err(error) = self.check_one(&id, &record, &kv).await {
+                tracing::warn!(
                     transactional_id = id,
-                    timeout_ms = record.timeout_ms,
-                    "aborting a transaction past its timeout"
+                    ?error,
+                    "transaction check failed; retrying"
                 );
-                let revision = self.prepare(&id, kv.mod_revision, &aborting).await?;
-                self.spawn_finish(&id, revision);
-            } else if record.expired(now_ms, self.settings.id_expiration_ms) {
-                let forget = Txn::when(vec![Compare::mod_revision(&kv.key, kv.mod_revision)])
-                    .and_then(vec![TxnOp::delete(&kv.key)]);
-                self.store.txn(forget).await?;
             }
+        }
+        Ok(())
+    }
+
+    async fn check_one(
+        self: &Arc<Self>,
+        id: &str,
+        record: &TransactionRecord,
+        kv: &skiff_tiering::metadata::KeyValue,
+    ) -> Result<(), CoordError> {
+        let now_ms = self.clock.now_ms();
+        if record.state.is_prepared() {
+            let busy = self
+                .finishing
+                .lock()
+                .expect("finishing poisoned")
+                .contains(id);
+            if !busy {
+                let requests = marker_requests(id, record, now_ms);
+                self.put_requests(id, kv.mod_revision, requests).await?;
+                self.spawn_finish(id, kv.mod_revision);
+            }
+        } else if let Some(aborting) = transactions::abort_timed_out(record, now_ms) {
+            let _serial = self.lock_of(id).lock().await;
+            tracing::info!(
+                transactional_id = id,
+                timeout_ms = record.timeout_ms,
+                "aborting a transaction past its timeout"
+            );
+            let revision = self.prepare(id, kv.mod_revision, &aborting).await?;
+            self.spawn_finish(id, revision);
+        } else if record.expired(now_ms, self.settings.id_expiration_ms) {
+            let forget = Txn::when(vec![Compare::mod_revision(&kv.key, kv.mod_revision)])
+                .and_then(vec![TxnOp::delete(&kv.key)]);
+            self.store.txn(forget).await?;
         }
         Ok(())
     }

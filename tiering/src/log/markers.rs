@@ -14,7 +14,7 @@ use crate::keys::{self, MarkerRequest};
 use crate::metadata::{Compare, KeyValue, Txn, TxnOp, WatchEvent};
 use crate::producers::Marker;
 use futures::StreamExt;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -25,7 +25,7 @@ const RESCAN_INTERVAL: Duration = Duration::from_millis(1_000);
 
 /// Runs until `stopped` turns true.
 pub async fn run(log: Log, mut stopped: watch::Receiver<bool>) {
-    let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let in_flight: Arc<Mutex<InFlight>> = Arc::default();
     let prefix = keys::all_marker_requests_prefix();
     loop {
         let mut events = match log.inner.store.watch_prefix(&prefix).await {
@@ -65,7 +65,20 @@ pub async fn run(log: Log, mut stopped: watch::Receiver<bool>) {
     }
 }
 
-async fn rescan(log: &Log, in_flight: &Arc<Mutex<HashSet<String>>>) {
+/// Requests being appended, and the revision each request key was last appended at: a rescan
+/// that read a request before its append deleted it must not append it again (a second marker
+/// for a transaction could end the producer's next one in that partition).
+#[derive(Debug, Default)]
+struct InFlight {
+    appending: HashSet<String>,
+    appended: HashMap<String, i64>,
+}
+
+/// Request keys remembered as appended; beyond it the oldest half is forgotten (a request
+/// revision is only replayed by a rescan racing its own append, within a second).
+const APPENDED_MAX: usize = 10_000;
+
+async fn rescan(log: &Log, in_flight: &Arc<Mutex<InFlight>>) {
     match log
         .inner
         .store
@@ -83,7 +96,7 @@ async fn rescan(log: &Log, in_flight: &Arc<Mutex<HashSet<String>>>) {
 
 /// Appends the marker a request asks for, if this broker leads its partition and is not
 /// appending it already.
-fn start(log: &Log, in_flight: &Arc<Mutex<HashSet<String>>>, kv: KeyValue) {
+fn start(log: &Log, in_flight: &Arc<Mutex<InFlight>>, kv: KeyValue) {
     let Some((topic, partition)) =
         keys::topic_partition_of(&keys::all_marker_requests_prefix(), &kv.key)
     else {
@@ -100,12 +113,15 @@ fn start(log: &Log, in_flight: &Arc<Mutex<HashSet<String>>>, kv: KeyValue) {
             return;
         }
     };
-    if !in_flight
-        .lock()
-        .expect("in-flight poisoned")
-        .insert(kv.key.clone())
     {
-        return;
+        let mut state = in_flight.lock().expect("in-flight poisoned");
+        let done = state
+            .appended
+            .get(&kv.key)
+            .is_some_and(|&revision| revision >= kv.mod_revision);
+        if done || !state.appending.insert(kv.key.clone()) {
+            return;
+        }
     }
     let log = log.clone();
     let in_flight = in_flight.clone();
@@ -116,7 +132,18 @@ fn start(log: &Log, in_flight: &Arc<Mutex<HashSet<String>>>, kv: KeyValue) {
             commit: request.commit,
             revision: kv.mod_revision,
         };
-        match log.append_marker(tp.clone(), marker, kv.key.clone()).await {
+        let appended = log.append_marker(tp.clone(), marker, kv.key.clone()).await;
+        if appended.is_ok() {
+            let mut state = in_flight.lock().expect("in-flight poisoned");
+            if state.appended.len() >= APPENDED_MAX {
+                let mut revisions: Vec<i64> = state.appended.values().copied().collect();
+                revisions.sort_unstable();
+                let median = revisions[revisions.len() / 2];
+                state.appended.retain(|_, r| *r > median);
+            }
+            state.appended.insert(kv.key.clone(), kv.mod_revision);
+        }
+        match appended {
             Ok(outcome) => tracing::debug!(
                 partition = %tp,
                 offset = outcome.base_offset,
@@ -142,6 +169,7 @@ fn start(log: &Log, in_flight: &Arc<Mutex<HashSet<String>>>, kv: KeyValue) {
         in_flight
             .lock()
             .expect("in-flight poisoned")
+            .appending
             .remove(&kv.key);
     });
 }

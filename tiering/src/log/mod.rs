@@ -454,7 +454,9 @@ impl Log {
         let end = view.state.next_offset;
         Ok((
             view.state.log_start_offset,
-            view.producers.last_stable_offset(end),
+            view.producers
+                .last_stable_offset(end)
+                .max(view.state.log_start_offset),
             end,
         ))
     }

@@ -48,7 +48,8 @@ pub(crate) struct MarkerAppend {
 }
 
 /// Markers one partition takes per flush at most (each deletes its request key in the commit,
-/// and a commit has a bounded number of operations); more wait for the next flush.
+/// and a commit has a bounded number of operations: fewer when the store allows fewer); more are
+/// refused with a retriable error and appended again by the next rescan.
 pub(crate) const MARKERS_PER_FLUSH_MAX: usize = 64;
 
 impl PendingAppend {
@@ -110,7 +111,7 @@ pub(crate) struct Sequencing {
 pub(crate) fn sequence(
     committed: &ProducerStates,
     awaited: Option<&AwaitedSequences>,
-    appends: Vec<PendingAppend>,
+    (appends, markers_max): (Vec<PendingAppend>, usize),
     committed_next_offset: i64,
     now_ms: i64,
 ) -> Sequencing {
@@ -118,7 +119,7 @@ pub(crate) fn sequence(
     let mut next_offset = committed_next_offset;
     for append in appends {
         if let Some(marker) = &append.marker {
-            if out.marker_requests.len() >= MARKERS_PER_FLUSH_MAX {
+            if out.marker_requests.len() >= markers_max {
                 out.rejected.push((
                     append,
                     LogError::Unavailable("too many markers for one flush; retry".into()),

@@ -75,7 +75,13 @@ pub(crate) async fn read(
                 high_watermark: end,
             });
         }
-        (end, view.producers.last_stable_offset(end), start)
+        // Never below the log start (retention or DeleteRecords may pass an open
+        // transaction's first offset), as Kafka.
+        (
+            end,
+            view.producers.last_stable_offset(end).max(start),
+            start,
+        )
     };
     let mut outcome = ReadOutcome {
         batches: Vec::new(),

@@ -209,7 +209,7 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
         .insert(path.to_string(), object);
 
     // Chunks bounded by the store's operations per transaction (a partition takes at most
-    // OPS_PER_PARTITION + MARKERS_PER_FLUSH_MAX, well under it) and by request size.
+    // OPS_PER_PARTITION plus its markers, within it: see `admit`) and by request size.
     let ops_max = inner.store.max_txn_ops();
     let mut chunk: Vec<(Prepared, PlannedSection)> = Vec::new();
     let mut chunk_bytes = 0;
@@ -280,10 +280,16 @@ fn admit(
             .awaited_sequences
             .lock()
             .expect("awaited mutex poisoned");
+        // A partition's commit must fit one metadata transaction with its markers' deletions.
+        let markers_max = inner
+            .store
+            .max_txn_ops()
+            .saturating_sub(OPS_PER_PARTITION)
+            .clamp(1, super::pending::MARKERS_PER_FLUSH_MAX);
         let sequencing = super::pending::sequence(
             &view.producers,
             awaited.get(tp),
-            current,
+            (current, markers_max),
             view.state.next_offset,
             now_ms,
         );
