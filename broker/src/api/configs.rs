@@ -362,7 +362,16 @@ impl StaticBrokerConfigs {
             ("log.retention.ms", (retention_ms.to_string(), TYPE_LONG)),
             (
                 "log.retention.hours",
-                ((retention_ms / 3_600_000).to_string(), TYPE_INT),
+                // Unlimited (-1) stays -1, not 0 hours.
+                (
+                    if retention_ms < 0 {
+                        -1
+                    } else {
+                        retention_ms / 3_600_000
+                    }
+                    .to_string(),
+                    TYPE_INT,
+                ),
             ),
             (
                 "log.retention.bytes",
