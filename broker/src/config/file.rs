@@ -6,6 +6,8 @@ use anyhow::{bail, Context};
 use clap::CommandFactory;
 use std::path::{Path, PathBuf};
 
+/// Reads the config file named by `--config`/`SKIFF_CONFIG` (if any) and exports its keys as
+/// `SKIFF_*` environment variables that are not already set, so clap applies the precedence.
 pub fn load_config_file_into_env(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
     let mut path = std::env::var_os("SKIFF_CONFIG").map(PathBuf::from);
     let mut iter = args.iter();

@@ -417,7 +417,6 @@ pub struct ServeArgs {
     pub compactor: CompactorArgs,
 }
 
-/// Where a process keeps its data: the metadata store and the object store.
 impl ServeArgs {
     pub fn kafka_bind(&self) -> anyhow::Result<SocketAddr> {
         parse_listener(&self.listeners).context("--listeners")
@@ -523,7 +522,7 @@ impl ServeArgs {
     }
 }
 
-/// A setting that must never appear in logs or `Debug` output.
+/// `PLAINTEXT://HOST:PORT` → `HOST:PORT` (a bare address unchanged).
 fn strip_scheme(listener: &str) -> &str {
     listener
         .split_once("://")
@@ -550,8 +549,6 @@ fn parse_listener(listener: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("expected IP:PORT, got {listener:?}"))
 }
 
-/// Reads the config file named by `--config`/`SKIFF_CONFIG` (if any) and exports its keys as
-/// `SKIFF_*` environment variables that are not already set, so clap applies the precedence.
 #[cfg(test)]
 mod tests {
     use super::shared::Secret;

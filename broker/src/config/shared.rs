@@ -4,6 +4,7 @@ use super::LogFormat;
 use clap::Args;
 use std::path::PathBuf;
 
+/// Where a process keeps its data: the metadata store and the object store.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// Directory for the embedded default: the object store (`<dir>/objects`) and the metadata
@@ -91,8 +92,7 @@ pub struct LoggingArgs {
     pub log_format: LogFormat,
 }
 
-/// The compactor's settings (`skiff serve` runs one unless `--compactor-enable false`;
-/// `skiff compactor` is one).
+/// A setting that must never appear in logs or `Debug` output.
 #[derive(Clone)]
 pub struct Secret(String);
 
