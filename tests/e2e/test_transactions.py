@@ -10,6 +10,9 @@ import pytest
 from confluent_kafka import (OFFSET_BEGINNING, KafkaError, KafkaException, Producer,
                              TopicPartition)
 
+from kafka import KafkaAdminClient
+from kafka import TopicPartition as KafkaTopicPartition
+
 import helpers as h
 
 # Transaction checks run often so a timed-out transaction is aborted within the test.
@@ -77,7 +80,8 @@ def test_an_open_transaction_holds_read_committed_back_until_it_ends(broker):
     topic = h.unique_topic("txn-open")
     h.create_topic(broker.bootstrap, topic, 1)
     plain = h.producer(broker.bootstrap)
-    p = txn_producer(broker.bootstrap, h.unique_topic("tid"))
+    tid = h.unique_topic("tid")
+    p = txn_producer(broker.bootstrap, tid)
     p.begin_transaction()
     p.produce(topic, value=b"in-txn")
     p.flush(30)
@@ -99,6 +103,7 @@ def test_an_open_transaction_holds_read_committed_back_until_it_ends(broker):
     assert [(o["partition"], o["first_offset"]) for o in open_here] == [(0, 0)]
     assert any(t["state"] == "Ongoing" and {"topic": topic, "partition": 0} in t["partitions"]
                for t in admin["transactional_ids"])
+    check_hanging_transaction_tools(broker, topic, tid)
     p.commit_transaction(30)
     values = []
     deadline = time.monotonic() + 15
@@ -108,6 +113,33 @@ def test_an_open_transaction_holds_read_committed_back_until_it_ends(broker):
             values.append(m.value())
     c.close()
     assert values == [b"in-txn", b"after"]
+
+
+def check_hanging_transaction_tools(broker, topic: str, tid: str) -> None:
+    """kafka-python's KIP-664 tools (ListTransactions, DescribeTransactions,
+    DescribeProducers) name the open transaction and the offset it holds the partition at."""
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=30000)
+    try:
+        listed = [t for ts in admin.list_transactions().values() for t in ts
+                  if t.transactional_id == tid]
+        assert [t.state.value for t in listed] == ["Ongoing"], listed
+        ongoing = admin.list_transactions(state_filters=["Ongoing"], duration_filter_ms=0,
+                                          transactional_id_pattern="tid-.*")
+        assert tid in [t.transactional_id for ts in ongoing.values() for t in ts], ongoing
+        described = admin.describe_transactions([tid])[tid]
+        assert described.state.value == "Ongoing"
+        assert described.producer_id == listed[0].producer_id
+        assert described.topic_partitions == {KafkaTopicPartition(topic, 0)}
+        assert described.transaction_start_time_ms > 0
+        producers = admin.describe_producers([KafkaTopicPartition(topic, 0)])
+        states = producers[KafkaTopicPartition(topic, 0)].active_producers
+        held = [s for s in states if s.producer_id == described.producer_id]
+        assert [s.current_transaction_start_offset for s in held] == [0], states
+        # The plain producer's record after it is no transaction.
+        assert all(s.current_transaction_start_offset == -1 for s in states
+                   if s.producer_id != described.producer_id), states
+    finally:
+        admin.close()
 
 
 @pytest.mark.skiff(args=TXN_ARGS)

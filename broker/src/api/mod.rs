@@ -22,6 +22,7 @@ mod records;
 mod replicas;
 mod topics;
 mod txn;
+mod txn_admin;
 
 pub use configs::{retention, StaticBrokerConfigs};
 pub use offsets::coordinator;
@@ -67,6 +68,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // v4 adds TRANSACTION_ABORTABLE, v5 transaction version 2 (KIP-890): not offered.
     (ApiKey::EndTxn, 0, 3),
     (ApiKey::TxnOffsetCommit, 0, 3),
+    // KIP-664's hanging-transaction tools; ListTransactions v1 filters by duration, v2 by a
+    // transactional-id pattern.
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 2),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     // v5 adds an error code for transactions; v6 (share groups) is not offered.
@@ -557,6 +563,15 @@ pub async fn complete(
             }
             RequestKind::TxnOffsetCommit(req) => Some(ResponseKind::TxnOffsetCommit(
                 txn::commit_offsets(broker, req).await,
+            )),
+            RequestKind::ListTransactions(req) => Some(ResponseKind::ListTransactions(
+                txn_admin::list(broker, req).await,
+            )),
+            RequestKind::DescribeTransactions(req) => Some(ResponseKind::DescribeTransactions(
+                txn_admin::describe(broker, req).await,
+            )),
+            RequestKind::DescribeProducers(req) => Some(ResponseKind::DescribeProducers(
+                txn_admin::describe_producers(broker, req).await,
             )),
             RequestKind::AlterConfigs(req) => Some(ResponseKind::AlterConfigs(
                 alter_configs::alter(broker, req).await,

@@ -27,6 +27,7 @@ mod txn;
 struct Fixture {
     _dir: tempfile::TempDir,
     broker: Broker,
+    clock: Arc<ManualClock>,
     /// Keeps the controller (which gives node 1 leadership of every partition) running.
     _stop_controller: tokio::sync::watch::Sender<bool>,
 }
@@ -42,7 +43,7 @@ async fn fixture() -> Fixture {
     let log = Log::open(
         store.clone(),
         Arc::new(object_store::memory::InMemory::new()),
-        clock,
+        clock.clone(),
         LogConfig {
             flush_linger_ms: 1,
             ..LogConfig::default()
@@ -84,6 +85,7 @@ async fn fixture() -> Fixture {
         log.clock().clone(),
     ));
     let producer_ids = Arc::new(ProducerIds::new(store.clone()));
+    let manual_clock = clock;
     let clock = log.clock().clone();
     let broker = Broker {
         groups,
@@ -134,6 +136,7 @@ async fn fixture() -> Fixture {
     Fixture {
         _dir: dir,
         broker,
+        clock: manual_clock,
         _stop_controller: stop_controller,
     }
 }
@@ -802,6 +805,45 @@ async fn every_advertised_version_round_trips() {
                         r.topics[0].partitions[0].error_code, 0,
                         "txn offset commit v{version}"
                     );
+                }
+                ApiKey::ListTransactions => {
+                    let id = format!("lt-{version}");
+                    init_transactional(broker, &id).await;
+                    let request = ListTransactionsRequest::default()
+                        .with_duration_filter(if version >= 1 { 0 } else { -1 })
+                        .with_transactional_id_pattern(
+                            (version >= 2).then(|| StrBytes::from_string(id.clone())),
+                        );
+                    let r: ListTransactionsResponse =
+                        call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.error_code, 0, "list transactions v{version}");
+                    let ids: Vec<&str> = r
+                        .transaction_states
+                        .iter()
+                        .map(|t| t.transactional_id.0.as_str())
+                        .collect();
+                    assert!(ids.contains(&id.as_str()), "v{version}: {ids:?}");
+                }
+                ApiKey::DescribeTransactions => {
+                    let id = format!("dt-{version}");
+                    let (pid, _) = init_transactional(broker, &id).await;
+                    let request = DescribeTransactionsRequest::default()
+                        .with_transactional_ids(vec![TransactionalId(StrBytes::from_string(id))]);
+                    let r: DescribeTransactionsResponse =
+                        call(broker, *api_key, version, &request).await;
+                    let state = &r.transaction_states[0];
+                    assert_eq!((state.error_code, state.producer_id.0), (0, pid));
+                    assert_eq!(state.transaction_state.as_str(), "Empty");
+                }
+                ApiKey::DescribeProducers => {
+                    let request = DescribeProducersRequest::default().with_topics(vec![
+                        describe_producers_request::TopicRequest::default()
+                            .with_name(TopicName(StrBytes::from_static_str("versions")))
+                            .with_partition_indexes(vec![1]),
+                    ]);
+                    let r: DescribeProducersResponse =
+                        call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.topics[0].partitions[0].error_code, 0);
                 }
                 other => panic!("advertised {other:?} without a test"),
             }

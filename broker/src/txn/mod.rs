@@ -363,21 +363,7 @@ impl Coordinator {
         self: &Arc<Self>,
         coordinates: impl Fn(&str) -> bool,
     ) -> Result<(), CoordError> {
-        let prefix = keys::transactions_prefix();
-        for kv in self.store.range_prefix(&prefix, 0).await? {
-            let Some(id) = kv.key.strip_prefix(&prefix).and_then(keys::unescape_group) else {
-                continue;
-            };
-            if !coordinates(&id) {
-                continue;
-            }
-            let record: TransactionRecord = match keys::decode(&kv.key, &kv.value) {
-                Ok(record) => record,
-                Err(error) => {
-                    tracing::error!(%error, key = kv.key, "unreadable transaction record");
-                    continue;
-                }
-            };
+        for (id, record, kv) in self.records(coordinates).await? {
             // One id's failure (another coordinator moved it, a store hiccup) does not hold
             // back the others.
             if let Err(error) = self.check_one(&id, &record, &kv).await {
@@ -389,6 +375,32 @@ impl Coordinator {
             }
         }
         Ok(())
+    }
+
+    /// Every stored transactional id that `coordinates` accepts, with its record and key.
+    /// An unreadable record is logged and left out.
+    pub async fn records(
+        &self,
+        coordinates: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(String, TransactionRecord, skiff_tiering::metadata::KeyValue)>, CoordError>
+    {
+        let prefix = keys::transactions_prefix();
+        let mut records = Vec::new();
+        for kv in self.store.range_prefix(&prefix, 0).await? {
+            let Some(id) = kv.key.strip_prefix(&prefix).and_then(keys::unescape_group) else {
+                continue;
+            };
+            if !coordinates(&id) {
+                continue;
+            }
+            match keys::decode(&kv.key, &kv.value) {
+                Ok(record) => records.push((id, record, kv)),
+                Err(error) => {
+                    tracing::error!(%error, key = kv.key, "unreadable transaction record");
+                }
+            }
+        }
+        Ok(records)
     }
 
     async fn check_one(
@@ -463,7 +475,7 @@ pub async fn run(
     }
 }
 
-fn coordinator_of_id(id: &str, live: &[BrokerRecord]) -> Option<i32> {
+pub fn coordinator_of_id(id: &str, live: &[BrokerRecord]) -> Option<i32> {
     coordinator(id, live).map(|b| b.node_id)
 }
 

@@ -461,6 +461,14 @@ impl Log {
         ))
     }
 
+    /// The idempotent and transactional producers the led partition remembers (DescribeProducers,
+    /// the admin API), as last committed or appended here.
+    pub async fn producers(&self, tp: &TopicPartition) -> Result<ProducerStates, LogError> {
+        let partition = self.led_partition(tp).await?;
+        let view = partition.view.lock().expect("view mutex poisoned");
+        Ok(view.producers.clone())
+    }
+
     pub async fn leader_epoch(&self, tp: &TopicPartition) -> Result<i32, LogError> {
         let partition = self.led_partition(tp).await?;
         let view = partition.view.lock().expect("view mutex poisoned");

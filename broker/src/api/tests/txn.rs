@@ -47,11 +47,8 @@ pub(super) async fn add_offsets(
     call(broker, ApiKey::AddOffsetsToTxn, version, &request).await
 }
 
-#[tokio::test]
-async fn bad_transactional_requests_get_kafka_error_codes_and_store_nothing() {
-    let fx = fixture().await;
-    let broker = &fx.broker;
-    let topic = "txn-bad";
+/// Creates `topic` and waits until this broker leads its partitions.
+async fn create_led_topic(broker: &Broker, topic: &str, partitions: i32) {
     let _: CreateTopicsResponse = call(
         broker,
         ApiKey::CreateTopics,
@@ -59,23 +56,26 @@ async fn bad_transactional_requests_get_kafka_error_codes_and_store_nothing() {
         &CreateTopicsRequest::default()
             .with_timeout_ms(5_000)
             .with_topics(vec![CreatableTopic::default()
-                .with_name(TopicName(StrBytes::from_static_str(topic)))
-                .with_num_partitions(2)
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_num_partitions(partitions)
                 .with_replication_factor(1)]),
     )
     .await;
+    let created = broker.log.catalog().get(topic).await.expect("get");
     broker
         .wait_for_leaders(
-            &[broker
-                .log
-                .catalog()
-                .get(topic)
-                .await
-                .expect("get")
-                .expect("topic")],
+            &[created.expect("topic")],
             std::time::Duration::from_secs(5),
         )
         .await;
+}
+
+#[tokio::test]
+async fn bad_transactional_requests_get_kafka_error_codes_and_store_nothing() {
+    let fx = fixture().await;
+    let broker = &fx.broker;
+    let topic = "txn-bad";
+    create_led_topic(broker, topic, 2).await;
     let id = "bad-txn";
     let producer = init_transactional(broker, id).await;
     let produce = |partition: i32, producer: (i64, i16)| {
@@ -217,4 +217,146 @@ async fn init_transactional_expecting(broker: &Broker, id: &str) -> (i64, i16) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("the fenced transaction was never aborted");
+}
+
+fn list_transactions(
+    states: &[&'static str],
+    producer_ids: &[i64],
+    duration_ms: i64,
+    pattern: Option<&'static str>,
+) -> ListTransactionsRequest {
+    ListTransactionsRequest::default()
+        .with_state_filters(
+            states
+                .iter()
+                .map(|s| StrBytes::from_static_str(s))
+                .collect(),
+        )
+        .with_producer_id_filters(producer_ids.iter().map(|p| ProducerId(*p)).collect())
+        .with_duration_filter(duration_ms)
+        .with_transactional_id_pattern(pattern.map(StrBytes::from_static_str))
+}
+
+/// The transactional ids a ListTransactions answer names, and its error code.
+async fn listed(broker: &Broker, version: i16, request: &ListTransactionsRequest) -> Vec<String> {
+    let r: ListTransactionsResponse =
+        call(broker, ApiKey::ListTransactions, version, request).await;
+    assert_eq!(r.error_code, 0);
+    r.transaction_states
+        .iter()
+        .map(|t| format!("{}:{}", t.transactional_id.0, t.transaction_state))
+        .collect()
+}
+
+#[tokio::test]
+async fn hanging_transaction_tools_show_the_coordinator_and_the_partitions() {
+    let fx = fixture().await;
+    let broker = &fx.broker;
+    let topic = "txn-admin";
+    create_led_topic(broker, topic, 2).await;
+    let open = init_transactional(broker, "admin-open").await;
+    let idle = init_transactional(broker, "admin-idle").await;
+    let added = add_partitions(broker, ("admin-open", topic), open, 3).await;
+    assert_eq!(
+        added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        0
+    );
+    let batch = encode_batch(&["a", "b"], Compression::None, Some((open, 0)));
+    let request = produce_request(topic, 0, batch, -1).with_transactional_id(Some(
+        TransactionalId(StrBytes::from_static_str("admin-open")),
+    ));
+    let r: ProduceResponse = call(broker, ApiKey::Produce, 9, &request).await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+
+    // ListTransactions, with each filter.
+    let mut all = listed(broker, 0, &list_transactions(&[], &[], -1, None)).await;
+    all.sort();
+    assert_eq!(all, ["admin-idle:Empty", "admin-open:Ongoing"]);
+    let ongoing = list_transactions(&["Ongoing"], &[], -1, None);
+    assert_eq!(listed(broker, 0, &ongoing).await, ["admin-open:Ongoing"]);
+    let by_producer = list_transactions(&[], &[idle.0], -1, None);
+    assert_eq!(listed(broker, 0, &by_producer).await, ["admin-idle:Empty"]);
+    // Running longer than an hour: only the idle id (outside a transaction it has no start
+    // time, which Kafka's filter counts as long ago); 10 ms later, longer than 5 ms: both.
+    let hour = list_transactions(&[], &[], 3_600_000, None);
+    assert_eq!(listed(broker, 1, &hour).await, ["admin-idle:Empty"]);
+    fx.clock.advance_ms(10);
+    let mut five = listed(broker, 1, &list_transactions(&[], &[], 5, None)).await;
+    five.sort();
+    assert_eq!(five, ["admin-idle:Empty", "admin-open:Ongoing"]);
+    // The pattern matches the whole id.
+    let pattern = list_transactions(&[], &[], -1, Some("admin-o.*"));
+    assert_eq!(listed(broker, 2, &pattern).await, ["admin-open:Ongoing"]);
+    let prefix_only = list_transactions(&[], &[], -1, Some("admin"));
+    assert!(listed(broker, 2, &prefix_only).await.is_empty());
+    // A state that does not exist is named back and matches nothing; a bad pattern is refused.
+    let r: ListTransactionsResponse = call(
+        broker,
+        ApiKey::ListTransactions,
+        0,
+        &list_transactions(&["Bogus"], &[], -1, None),
+    )
+    .await;
+    assert_eq!(
+        r.unknown_state_filters,
+        [StrBytes::from_static_str("Bogus")]
+    );
+    assert!(r.transaction_states.is_empty());
+    let r: ListTransactionsResponse = call(
+        broker,
+        ApiKey::ListTransactions,
+        2,
+        &list_transactions(&[], &[], -1, Some("(")),
+    )
+    .await;
+    assert_eq!(r.error_code, ResponseError::InvalidRegularExpression.code());
+
+    // DescribeTransactions: the open one's partitions; an unknown id.
+    let request = DescribeTransactionsRequest::default().with_transactional_ids(vec![
+        TransactionalId(StrBytes::from_static_str("admin-open")),
+        TransactionalId(StrBytes::from_static_str("nobody")),
+    ]);
+    let r: DescribeTransactionsResponse =
+        call(broker, ApiKey::DescribeTransactions, 0, &request).await;
+    let [described, unknown] = &r.transaction_states[..] else {
+        panic!("two answers: {r:?}")
+    };
+    assert_eq!(described.error_code, 0);
+    assert_eq!(described.transaction_state.as_str(), "Ongoing");
+    assert_eq!((described.producer_id.0, described.producer_epoch), open);
+    assert_eq!(described.transaction_timeout_ms, 60_000);
+    assert_eq!(described.transaction_start_time_ms, 1_700_000_000_000);
+    assert_eq!(described.topics.len(), 1);
+    assert_eq!(described.topics[0].topic.0.as_str(), topic);
+    assert_eq!(described.topics[0].partitions, [0]);
+    assert_eq!(
+        unknown.error_code,
+        ResponseError::TransactionalIdNotFound.code()
+    );
+
+    // DescribeProducers: partition 0 holds the open transaction from offset 0; partition 1
+    // knows nobody; a partition that does not exist is an error.
+    let request = DescribeProducersRequest::default().with_topics(vec![
+        describe_producers_request::TopicRequest::default()
+            .with_name(TopicName(StrBytes::from_static_str(topic)))
+            .with_partition_indexes(vec![0, 1, 7]),
+    ]);
+    let r: DescribeProducersResponse = call(broker, ApiKey::DescribeProducers, 0, &request).await;
+    let [p0, p1, p7] = &r.topics[0].partitions[..] else {
+        panic!("three partitions: {r:?}")
+    };
+    assert_eq!(p0.error_code, 0);
+    let [producer] = &p0.active_producers[..] else {
+        panic!("one producer: {p0:?}")
+    };
+    assert_eq!(producer.producer_id.0, open.0);
+    assert_eq!(producer.producer_epoch, i32::from(open.1));
+    assert_eq!(producer.last_sequence, 1);
+    assert_eq!(producer.current_txn_start_offset, 0);
+    assert!(
+        p1.error_code == 0 && p1.active_producers.is_empty(),
+        "{p1:?}"
+    );
+    assert_ne!(p7.error_code, 0, "{p7:?}");
+    broker.log.shutdown().await;
 }
