@@ -207,7 +207,6 @@ pub async fn commit_offsets(
 ) -> TxnOffsetCommitResponse {
     let group = request.group_id.0.to_string();
     let id = request.transactional_id.0.to_string();
-    let checked = check_offsets_commit(broker, &request, &group, &id).await;
     let now_ms = broker.log.clock().now_ms();
     let mut staged = Vec::new();
     let mut too_large = Vec::new();
@@ -230,15 +229,7 @@ pub async fn commit_offsets(
             ));
         }
     }
-    let result = match checked {
-        Err(code) => Err(code),
-        Ok(()) => txn_offsets::stage(&*broker.store, &group, &id, &staged)
-            .await
-            .map_err(|error| {
-                tracing::warn!(%error, group, "cannot stage transactional offsets");
-                ResponseError::CoordinatorNotAvailable
-            }),
-    };
+    let result = check_and_stage(broker, &request, (&group, &id), &staged).await;
     let topics = request
         .topics
         .iter()
@@ -267,14 +258,40 @@ pub async fn commit_offsets(
     TxnOffsetCommitResponse::default().with_topics(topics)
 }
 
+/// Checks the request against the transaction and the group, then stages its offsets fenced on
+/// the record it was checked against; checks again if the record moved meanwhile.
+async fn check_and_stage(
+    broker: &Broker,
+    request: &TxnOffsetCommitRequest,
+    (group, id): (&str, &str),
+    staged: &[(String, i32, CommittedOffset)],
+) -> Result<(), ResponseError> {
+    /// The record moves under a TxnOffsetCommit only when the producer raced itself (or was
+    /// fenced): a few attempts, then the client retries.
+    const ATTEMPTS: usize = 3;
+    for _ in 0..ATTEMPTS {
+        let revision = check_offsets_commit(broker, request, group, id).await?;
+        match txn_offsets::stage(&*broker.store, group, id, revision, staged).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::warn!(%error, group, "cannot stage transactional offsets");
+                return Err(ResponseError::CoordinatorNotAvailable);
+            }
+        }
+    }
+    Err(ResponseError::CoordinatorLoadInProgress)
+}
+
+/// Checks a TxnOffsetCommit; returns the revision of the transaction record it checked.
 async fn check_offsets_commit(
     broker: &Broker,
     request: &TxnOffsetCommitRequest,
     group: &str,
     id: &str,
-) -> Result<(), ResponseError> {
+) -> Result<skiff_tiering::metadata::Revision, ResponseError> {
     super::groups::check_coordinator(broker, group).await?;
-    let (record, _) = broker
+    let (record, revision) = broker
         .txn
         .load(id)
         .await
@@ -294,5 +311,5 @@ async fn check_offsets_commit(
             .check_commit(group, &member, instance.as_deref(), request.generation_id)
             .map_err(super::groups::group_error)?;
     }
-    Ok(())
+    Ok(revision)
 }

@@ -9,14 +9,18 @@ use super::CoordError;
 use skiff_tiering::keys::{self, CommittedOffset};
 use skiff_tiering::metadata::{Compare, MetadataError, MetadataStore, Revision, Txn, TxnOp};
 
-/// Stores offsets of an open transaction.
+/// Stores offsets of an open transaction while the id's record is still at `revision` (the one
+/// the request was checked against): offsets staged after the transaction ended would never be
+/// settled, and would hold the group's partitions unstable for good. Returns false, storing
+/// nothing more, when the record moved.
 pub async fn stage(
     store: &dyn MetadataStore,
     group: &str,
     id: &str,
+    revision: Revision,
     offsets: &[(String, i32, CommittedOffset)],
-) -> Result<(), MetadataError> {
-    for chunk in offsets.chunks(store.max_txn_ops().max(1)) {
+) -> Result<bool, MetadataError> {
+    for chunk in offsets.chunks(store.max_txn_ops().saturating_sub(1).max(1)) {
         let ops = chunk
             .iter()
             .map(|(topic, partition, offset)| {
@@ -26,9 +30,12 @@ pub async fn stage(
                 )
             })
             .collect();
-        store.txn(Txn::when(vec![]).and_then(ops)).await?;
+        let fenced = Txn::when(vec![Compare::mod_revision(keys::transaction(id), revision)]);
+        if !store.txn(fenced.and_then(ops)).await?.succeeded {
+            return Ok(false);
+        }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Commits (moves into the group's offsets) or aborts (drops) the offsets transaction `id`
@@ -86,4 +93,46 @@ pub async fn pending(
             Some((topic.to_owned(), partition.parse().ok()?))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_tiering::clock::ManualClock;
+    use skiff_tiering::metadata::embedded::EmbeddedStore;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn offsets_are_staged_only_while_the_transaction_is_where_it_was_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock::new(0));
+        let store = EmbeddedStore::open(&dir.path().join("meta.redb"), clock)
+            .await
+            .expect("store");
+        let record = keys::transaction("t");
+        let write = |value: &'static [u8]| {
+            Txn::when(vec![]).and_then(vec![TxnOp::put(&record, value.to_vec())])
+        };
+        let checked = store.txn(write(b"ongoing")).await.expect("put").revision;
+        let offset = |offset| CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            commit_timestamp_ms: 0,
+        };
+        let first = [("in".to_owned(), 0, offset(5))];
+        assert!(stage(&store, "g", "t", checked, &first)
+            .await
+            .expect("stage"));
+        // The transaction ends (its record moves): a late stage is refused and stores nothing.
+        store.txn(write(b"prepare-commit")).await.expect("put");
+        let late = [("in".to_owned(), 1, offset(9))];
+        assert!(!stage(&store, "g", "t", checked, &late)
+            .await
+            .expect("stage"));
+        assert_eq!(
+            pending(&store, "g").await.expect("pending"),
+            [("in".to_owned(), 0)]
+        );
+    }
 }
