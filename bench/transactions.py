@@ -4,7 +4,9 @@
 1. Transactional produce: for transactions of 1, 100 and 10,000 records of SIZE bytes over
    PARTITIONS partitions, one producer runs transactions back to back; throughput, and the
    commit latency (commit_transaction's wall time: flushing what is queued, EndTxn, and the
-   coordinator writing the markers) p50 / p99.
+   coordinator writing the markers) p50 / p99, and the metadata-store requests per transaction
+   (from the broker's /v1/stats counters, less the idle broker's own rate over the same time:
+   controller passes, membership, marker rescans, the embedded compactor).
 2. Consume: everything produced in step 1 (plus aborted transactions mixed in) read from the
    start by a read_uncommitted and a read_committed consumer, alternately, three times each:
    medians and their ratio (target: read_committed within 10 %).
@@ -14,7 +16,9 @@
 """
 
 import argparse
+import json
 import statistics
+import urllib.request
 import sys
 import tempfile
 import time
@@ -56,6 +60,18 @@ def transactional_run(bootstrap, topic, partitions, size, per_txn, transactions,
     return elapsed, latencies, committed
 
 
+def metadata_counts(http: str) -> dict:
+    with urllib.request.urlopen(f"http://{http}/v1/stats", timeout=5) as response:
+        return json.load(response)["metadata_store"]
+
+
+def metadata_per_txn(before: dict, after: dict, idle_per_s: dict, elapsed: float, transactions: int) -> str:
+    net = {k: (after[k] - before[k] - idle_per_s[k] * elapsed) / transactions
+           for k in ("txns", "txn_ops", "gets", "ranges")}
+    return (f"metadata per txn: {net['txns']:.1f} txns ({net['txn_ops']:.0f} ops), "
+            f"{net['gets']:.1f} gets, {net['ranges']:.1f} ranges")
+
+
 def consume_all(bootstrap, topic, partitions, isolation, expected):
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": "bench-unused", "enable.auto.commit": False,
@@ -87,26 +103,31 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="skiff-bench-txn-"))
     log = open(workdir / "skiff.log", "wb")
-    proc, bootstrap, _http = start_broker(args.skiff, workdir / "data", args.flush_linger_ms, log)
+    proc, bootstrap, http = start_broker(args.skiff, workdir / "data", args.flush_linger_ms, log)
     try:
         topic = "bench-txn"
         admin = AdminClient({"bootstrap.servers": bootstrap})
         admin.create_topics([NewTopic(topic, args.partitions, 1)])[topic].result(30)
         time.sleep(1)
+        idle_before, idle_seconds = metadata_counts(http), 5.0
+        time.sleep(idle_seconds)
+        idle_after = metadata_counts(http)
+        idle_per_s = {k: (idle_after[k] - idle_before[k]) / idle_seconds for k in idle_after}
         total_committed = total_all = 0
         print(f"flush linger {args.flush_linger_ms} ms, {args.size} B records, "
               f"{args.partitions} partitions")
         for per_txn, transactions in [(1, 100), (100, 60), (10_000, 10)]:
-            cpu_before = cpu_seconds(proc.pid)
+            cpu_before, meta_before = cpu_seconds(proc.pid), metadata_counts(http)
             elapsed, latencies, committed = transactional_run(
                 bootstrap, topic, args.partitions, args.size, per_txn, transactions, 0)
-            cpu = cpu_seconds(proc.pid) - cpu_before
+            cpu, meta_after = cpu_seconds(proc.pid) - cpu_before, metadata_counts(http)
             mib = per_txn * transactions * args.size / MIB
             total_committed += committed
             total_all += per_txn * transactions
             print(f"txn of {per_txn:>6} records x {transactions:>3}: {mib / elapsed:7.2f} MiB/s, "
                   f"{transactions / elapsed:6.1f} txn/s, commit p50 {percentile(latencies, 0.50):6.0f} ms "
                   f"p99 {percentile(latencies, 0.99):6.0f} ms, broker CPU {cpu / transactions * 1000:.1f} ms/txn")
+            print("    " + metadata_per_txn(meta_before, meta_after, idle_per_s, elapsed, transactions))
         # Aborted transactions mixed in, so read_committed has records to drop.
         _, _, committed = transactional_run(bootstrap, topic, args.partitions, args.size, 100, 40, 4)
         total_committed += committed

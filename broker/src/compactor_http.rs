@@ -9,6 +9,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 use skiff_compactor::Compactor;
+use skiff_tiering::metadata::metered::MetadataCounts;
 use skiff_tiering::metadata::MetadataStore;
 use skiff_tiering::metered::ObjectStoreCounts;
 use std::sync::atomic::Ordering;
@@ -26,30 +27,38 @@ pub fn routes(store: Arc<dyn MetadataStore>, compactor: Option<Arc<Compactor>>) 
         .with_state(CompactorState { store, compactor })
 }
 
-/// The whole HTTP API of `skiff compactor`: `/health`, `/v1/compactor` and `/v1/object-store`.
+/// The whole HTTP API of `skiff compactor`: `/health`, `/v1/compactor`, `/v1/object-store` and
+/// `/v1/metadata-store`.
 pub fn standalone(
     store: Arc<dyn MetadataStore>,
     compactor: Arc<Compactor>,
-    counts: Arc<ObjectStoreCounts>,
+    objects: Arc<ObjectStoreCounts>,
+    metadata: Arc<MetadataCounts>,
 ) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route(
             "/v1/object-store",
             get(move || {
-                let counts = counts.clone();
-                async move { Json(object_store_json(&counts)) }
+                let counts = objects.snapshot();
+                async move { Json(counts_json(counts)) }
+            }),
+        )
+        .route(
+            "/v1/metadata-store",
+            get(move || {
+                let counts = metadata.snapshot();
+                async move { Json(counts_json(counts)) }
             }),
         )
         .merge(routes(store, Some(compactor)))
 }
 
-/// The object-store counters as JSON (`/v1/stats` of a broker, `/v1/object-store` of a
-/// compactor).
-pub fn object_store_json(counts: &ObjectStoreCounts) -> serde_json::Value {
+/// Request counters as JSON (`/v1/stats` of a broker; `/v1/object-store` and
+/// `/v1/metadata-store` of a compactor).
+pub fn counts_json(snapshot: Vec<(&'static str, u64)>) -> serde_json::Value {
     serde_json::Value::Object(
-        counts
-            .snapshot()
+        snapshot
             .into_iter()
             .map(|(name, value)| (name.to_owned(), json!(value)))
             .collect(),

@@ -1,6 +1,7 @@
 //! The HTTP admin API (axum): health, counters, and topics with their offsets.
 
 use crate::api::Broker;
+use crate::compactor_http::counts_json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
@@ -168,7 +169,8 @@ async fn stats(State(broker): State<Arc<Broker>>) -> Json<Value> {
         "recent_cache_hits": load(&stats.recent_cache_hits),
         "parquet_row_groups_read": load(&stats.parquet_row_groups_read),
         "buffered_bytes": broker.log.buffered_bytes(),
-        "object_store": crate::compactor_http::object_store_json(&broker.object_store_counts),
+        "object_store": counts_json(broker.object_store_counts.snapshot()),
+        "metadata_store": counts_json(broker.metadata_counts.snapshot()),
     }))
 }
 

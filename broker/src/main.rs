@@ -66,7 +66,7 @@ fn init_tracing(args: &LoggingArgs) {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = storage::open_metadata_store(&args.store, clock.clone()).await?;
+    let (store, metadata_counts) = storage::open_metadata_store(&args.store, clock.clone()).await?;
     let (objects, object_store_counts) = storage::open_object_store(&args.store)?;
     let node_id = match args.node_id {
         Some(id) => id,
@@ -240,6 +240,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         txn: txn_coordinator,
         view,
         object_store_counts,
+        metadata_counts,
     });
 
     let http_bind = args.http_bind()?;
@@ -331,7 +332,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// `/v1/compactor`).
 async fn run_compactor(args: CompactorCommandArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = storage::open_metadata_store(&args.store, clock.clone()).await?;
+    let (store, metadata_counts) = storage::open_metadata_store(&args.store, clock.clone()).await?;
     let (objects, object_store_counts) = storage::open_object_store(&args.store)?;
     let compactor = Compactor::new(store.clone(), objects, clock, args.compactor.settings());
     let http_bind = args.http_bind()?;
@@ -341,7 +342,12 @@ async fn run_compactor(args: CompactorCommandArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let http = {
         let shutdown = shutdown.clone();
-        let app = compactor_http::standalone(store, compactor.clone(), object_store_counts);
+        let app = compactor_http::standalone(
+            store,
+            compactor.clone(),
+            object_store_counts,
+            metadata_counts,
+        );
         tokio::spawn(async move {
             let served = axum::serve(http_listener, app)
                 .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -11,12 +11,23 @@ use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use skiff_tiering::metadata::embedded::EmbeddedStore;
 use skiff_tiering::metadata::etcd::{EtcdConfig, EtcdStore};
+use skiff_tiering::metadata::metered::{MetadataCounts, MeteredMetadata};
 use skiff_tiering::metadata::MetadataStore;
 use skiff_tiering::Clock;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The metadata store, counted (`metadata::metered`): what the process asks of etcd.
 pub async fn open_metadata_store(
+    args: &StoreArgs,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(Arc<dyn MetadataStore>, Arc<MetadataCounts>)> {
+    let metered = MeteredMetadata::new(open_unmetered_metadata(args, clock).await?);
+    let counts = metered.counts();
+    Ok((Arc::new(metered), counts))
+}
+
+async fn open_unmetered_metadata(
     args: &StoreArgs,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<dyn MetadataStore>> {

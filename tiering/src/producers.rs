@@ -173,9 +173,16 @@ pub struct Sequenced {
     /// Part of a transaction (the batch's transactional attribute).
     pub transactional: bool,
     /// For a transactional batch: the revision of the coordinator's state it was verified
-    /// against (the partition is in the producer's open transaction there).
+    /// against (the partition is in the producer's open transaction there), or
+    /// [`CONTINUES_OPEN_TRANSACTION`].
     pub verified_revision: Option<i64>,
 }
+
+/// The `verified_revision` of a transactional batch queued unverified because its producer's
+/// transaction was open in the partition: should a marker have closed that transaction by the
+/// time it is committed, the batch would open a new one unverified, and is refused instead
+/// (metadata revisions start at 1, so this is at or below every marker revision).
+pub const CONTINUES_OPEN_TRANSACTION: i64 = 0;
 
 impl Sequenced {
     pub fn new(producer_id: i64, epoch: i16, base_sequence: i32, last_offset_delta: i32) -> Self {
@@ -292,6 +299,13 @@ impl ProducerStates {
                 batch.producer_id, batch.epoch, batch.first_sequence
             ))
         }
+    }
+
+    /// Whether `producer` (id, epoch) has a transaction open in the partition.
+    pub fn has_open_transaction(&self, (producer_id, epoch): (i64, i16)) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|e| e.epoch == epoch && e.txn_first_offset.is_some())
     }
 
     /// Remembers a batch [`check`](Self::check) allowed, stored at `base_offset..=last_offset`.

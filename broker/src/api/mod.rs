@@ -157,6 +157,8 @@ pub struct Broker {
     /// Requests and bytes to the object store, by operation (this process: broker and, when
     /// embedded, compactor).
     pub object_store_counts: Arc<skiff_tiering::metered::ObjectStoreCounts>,
+    /// Requests to the metadata store, by kind (this process).
+    pub metadata_counts: Arc<skiff_tiering::metadata::metered::MetadataCounts>,
 }
 
 impl Broker {

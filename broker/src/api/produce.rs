@@ -17,6 +17,7 @@ use skiff_tiering::batch;
 use skiff_tiering::keys::TopicRecord;
 use skiff_tiering::log::{AppendOutcome, TopicPartition};
 use skiff_tiering::metadata::Revision;
+use skiff_tiering::producers::CONTINUES_OPEN_TRANSACTION;
 use skiff_tiering::transactions::{self, TransactionRecord, TxnError};
 use skiff_tiering::LogError;
 use std::time::Duration;
@@ -44,12 +45,9 @@ type StagedTopic = (TopicName, uuid::Uuid, Vec<(i32, Slot)>);
 /// pipelined produce requests to one partition are appended in the order they were sent.
 pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
     let acks = request.acks;
-    // A transactional producer's batches are verified against its coordinator's record (one
-    // read for the whole request): the partition must be in its open transaction.
-    let txn = match &request.transactional_id {
-        Some(id) => Some(broker.txn.load(&id.0).await),
-        None => None,
-    };
+    // A transactional producer's batches are verified against its coordinator's record (read
+    // at most once per request, and only for partitions its transaction is not open in yet).
+    let mut txn = Verifier::new(request.transactional_id.as_ref().map(|id| id.0.as_str()));
     let mut request_bytes = 0usize;
     let mut accepted_bytes = 0usize;
     let mut validated = Vec::with_capacity(request.topic_data.len());
@@ -89,9 +87,10 @@ pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
                 Ok(topic) => {
                     let configs = TopicConfigs::new(broker, &topic.configs);
                     match validate(&name, partition.index, partition.records, &configs) {
-                        Ok(validated) => check_compressed_counts(validated).await.and_then(|v| {
-                            verify_transactional(txn.as_ref(), &name, partition.index, v)
-                        }),
+                        Ok(validated) => match check_compressed_counts(validated).await {
+                            Ok(v) => txn.verify(broker, &name, partition.index, v).await,
+                            Err(failure) => Err(failure),
+                        },
                         Err(failure) => Err(failure),
                     }
                 }
@@ -214,20 +213,62 @@ struct Validated {
 
 type TxnLookup = Result<(Option<TransactionRecord>, Revision), CoordError>;
 
+/// KIP-890's verification of one request's transactional batches.
+struct Verifier<'a> {
+    transactional_id: Option<&'a str>,
+    /// The coordinator's record, read when a partition first needs it.
+    lookup: Option<TxnLookup>,
+}
+
+impl<'a> Verifier<'a> {
+    fn new(transactional_id: Option<&'a str>) -> Self {
+        Self {
+            transactional_id,
+            lookup: None,
+        }
+    }
+
+    /// A batch continuing the producer's transaction already open in the partition (same
+    /// producer and epoch) needs no check, as in Kafka: it is queued marked so, and refused at
+    /// commit if a marker closed that transaction meanwhile. Any other transactional batch is
+    /// verified against the coordinator's record.
+    async fn verify(
+        &mut self,
+        broker: &Broker,
+        topic: &str,
+        partition: i32,
+        mut validated: Validated,
+    ) -> Result<Validated, (ResponseError, String)> {
+        let Some((header, _)) = validated.batches.iter().find(|(h, _)| h.is_transactional()) else {
+            return Ok(validated);
+        };
+        let producer = (header.producer_id, header.producer_epoch);
+        let tp = TopicPartition::new(topic, partition);
+        if self.transactional_id.is_some() && broker.log.continues_transaction(&tp, producer).await
+        {
+            validated.verified_revision = Some(CONTINUES_OPEN_TRANSACTION);
+            return Ok(validated);
+        }
+        if self.lookup.is_none() {
+            if let Some(id) = self.transactional_id {
+                self.lookup = Some(broker.txn.load(id).await);
+            }
+        }
+        verify_transactional(self.lookup.as_ref(), producer, topic, partition, validated)
+    }
+}
+
 /// KIP-890's verification, against the record in the store: a transactional batch is stored
 /// only for the producer's current epoch and a partition in its open transaction. Error codes
 /// as Kafka's for produce: a fenced producer gets INVALID_PRODUCER_EPOCH, a coordinator busy
 /// ending the previous transaction NOT_ENOUGH_REPLICAS (retriable for every client version).
 fn verify_transactional(
     txn: Option<&TxnLookup>,
+    producer: (i64, i16),
     topic: &str,
     partition: i32,
     mut validated: Validated,
 ) -> Result<Validated, (ResponseError, String)> {
-    let Some((header, _)) = validated.batches.iter().find(|(h, _)| h.is_transactional()) else {
-        return Ok(validated);
-    };
-    let producer = (header.producer_id, header.producer_epoch);
     let (record, revision) = match txn {
         None => {
             return Err((

@@ -132,6 +132,7 @@ async fn fixture() -> Fixture {
         ),
         view,
         object_store_counts: Default::default(),
+        metadata_counts: Default::default(),
     };
     Fixture {
         _dir: dir,

@@ -469,6 +469,16 @@ impl Log {
         Ok(view.producers.clone())
     }
 
+    /// Whether `producer` (id, epoch) has a transaction open in the led partition, as last
+    /// committed (false when this broker does not lead it).
+    pub async fn continues_transaction(&self, tp: &TopicPartition, producer: (i64, i16)) -> bool {
+        let Ok(partition) = self.led_partition(tp).await else {
+            return false;
+        };
+        let view = partition.view.lock().expect("view mutex poisoned");
+        view.producers.has_open_transaction(producer)
+    }
+
     pub async fn leader_epoch(&self, tp: &TopicPartition) -> Result<i32, LogError> {
         let partition = self.led_partition(tp).await?;
         let view = partition.view.lock().expect("view mutex poisoned");

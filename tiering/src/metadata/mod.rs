@@ -9,6 +9,7 @@
 pub mod contract;
 pub mod embedded;
 pub mod etcd;
+pub mod metered;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -235,6 +235,39 @@ fn a_late_batch_of_an_ended_transaction_cannot_open_a_new_one() {
 }
 
 #[test]
+fn a_batch_queued_unverified_into_an_open_transaction_is_refused_once_it_closed() {
+    let mut states = ProducerStates::default();
+    states.record(
+        &seq(5, 0, 0, 1).transactional().verified_at(Some(10)),
+        0,
+        0,
+        1,
+    );
+    assert!(states.has_open_transaction((5, 0)));
+    assert!(!states.has_open_transaction((5, 1)), "another epoch");
+    assert!(!states.has_open_transaction((6, 0)), "another producer");
+    // Queued while open: committed while still open, it joins the transaction.
+    let continuing = seq(5, 0, 1, 1)
+        .transactional()
+        .verified_at(Some(CONTINUES_OPEN_TRANSACTION));
+    assert_eq!(states.check(&continuing, None), Verdict::Append);
+    // A marker closes the transaction before the commit: the batch would open a new one that
+    // nobody verified.
+    let abort = Marker {
+        producer_id: 5,
+        epoch: 0,
+        commit: false,
+        revision: 1,
+    };
+    states.apply_marker(&abort, 1, 2).expect("marker");
+    assert!(!states.has_open_transaction((5, 0)));
+    assert!(matches!(
+        states.check(&continuing, None),
+        Verdict::InvalidTxnState(_)
+    ));
+}
+
+#[test]
 fn producers_with_open_transactions_are_never_expired() {
     let mut states = ProducerStates::default();
     states.record(&seq(1, 0, 0, 1).transactional(), 0, 0, 0);
