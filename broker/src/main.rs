@@ -190,6 +190,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         txn::TxnSettings {
             max_timeout_ms: args.transaction_max_timeout_ms,
             id_expiration_ms: args.transactional_id_expiration_ms,
+            id_max_count: args.transactional_id_max_count,
             check_interval: std::time::Duration::from_millis(
                 args.transaction_abort_timed_out_transaction_cleanup_interval_ms,
             ),

@@ -244,6 +244,26 @@ impl Broker {
 
 /// A controller view older than this is not used to resolve topic ids.
 const TOPIC_ID_VIEW_MAX_AGE: Duration = Duration::from_secs(2);
+/// A controller view older than this is not used to choose transaction coordinators.
+const LIVE_BROKERS_VIEW_MAX_AGE: Duration = Duration::from_secs(2);
+
+impl Broker {
+    /// The live brokers, from the controller's view when it is fresh, else read from the
+    /// store. For choosing transaction coordinators: a view a moment old can only make two
+    /// brokers both believe they coordinate an id, and every transition is fenced on the id's
+    /// record anyway.
+    async fn recent_live_brokers(
+        &self,
+    ) -> Result<
+        Vec<skiff_tiering::keys::BrokerRecord>,
+        skiff_tiering::cluster::membership::MembershipError,
+    > {
+        match self.view.latest(LIVE_BROKERS_VIEW_MAX_AGE) {
+            Some(view) => Ok(view.brokers.clone()),
+            None => skiff_tiering::cluster::membership::live_brokers(&*self.store).await,
+        }
+    }
+}
 
 /// How long an auto-created topic waits for its partitions to get leaders before the request
 /// that created it is answered (clients retry past that anyway).

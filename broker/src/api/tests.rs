@@ -127,6 +127,7 @@ async fn fixture() -> Fixture {
             crate::txn::TxnSettings {
                 max_timeout_ms: 900_000,
                 id_expiration_ms: 604_800_000,
+                id_max_count: 1_000,
                 check_interval: std::time::Duration::from_secs(10),
             },
         ),

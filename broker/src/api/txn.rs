@@ -16,7 +16,6 @@ use kafka_protocol::messages::{
     InitProducerIdResponse, ProducerId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::ResponseError;
-use skiff_tiering::cluster::membership::live_brokers;
 use skiff_tiering::keys::CommittedOffset;
 use skiff_tiering::transactions::{self, Addition, TxnError};
 
@@ -26,7 +25,7 @@ async fn check_coordinator(broker: &Broker, id: &str) -> Result<(), ResponseErro
     if id.is_empty() {
         return Err(ResponseError::InvalidRequest);
     }
-    match live_brokers(&*broker.store).await {
+    match broker.recent_live_brokers().await {
         Ok(live) => match coordinator(id, &live) {
             Some(b) if b.node_id == broker.node.node_id => Ok(()),
             _ => Err(ResponseError::NotCoordinator),
@@ -51,6 +50,7 @@ fn code(error: &CoordError, fenced_known: bool) -> ResponseError {
         }
         CoordError::NotCoordinator => ResponseError::NotCoordinator,
         CoordError::Unavailable(_) => ResponseError::CoordinatorNotAvailable,
+        CoordError::TooManyIds => ResponseError::PolicyViolation,
     }
 }
 

@@ -18,7 +18,6 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use skiff_tiering::cluster::membership::live_brokers;
 use skiff_tiering::log::TopicPartition;
 use skiff_tiering::transactions::{TransactionRecord, TxnState};
 
@@ -103,7 +102,7 @@ pub async fn list(broker: &Broker, request: ListTransactionsRequest) -> ListTran
         Ok(filters) => filters,
         Err(code) => return failed(code),
     };
-    let Ok(live) = live_brokers(&*broker.store).await else {
+    let Ok(live) = broker.recent_live_brokers().await else {
         return failed(ResponseError::CoordinatorNotAvailable);
     };
     let me = broker.node.node_id;
@@ -136,7 +135,7 @@ pub async fn describe(
     broker: &Broker,
     request: DescribeTransactionsRequest,
 ) -> DescribeTransactionsResponse {
-    let live = live_brokers(&*broker.store).await.ok();
+    let live = broker.recent_live_brokers().await.ok();
     let mut states = Vec::with_capacity(request.transactional_ids.len());
     for id in &request.transactional_ids {
         let described = DescribedTransaction::default()

@@ -167,6 +167,19 @@ pub struct ServeArgs {
     )]
     pub transactional_id_expiration_ms: i64,
 
+    /// Most transactional ids the cluster remembers (Skiff's own bound; each costs a few
+    /// hundred bytes of etcd): InitProducerId for a new id beyond it fails with
+    /// POLICY_VIOLATION, so a flood of ids cannot fill the metadata store. Ids are counted by
+    /// each coordinator's periodic check, so the bound may be passed by what arrives between
+    /// two checks.
+    #[arg(
+        long,
+        env = "SKIFF_TRANSACTIONAL_ID_MAX_COUNT",
+        default_value_t = 200_000,
+        value_name = "COUNT"
+    )]
+    pub transactional_id_max_count: usize,
+
     /// How often a transaction coordinator aborts transactions past their timeout, finishes
     /// transactions a failed coordinator left half-ended and forgets expired ids (Kafka's
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
@@ -481,6 +494,9 @@ impl ServeArgs {
         }
         if self.transactional_id_expiration_ms <= 0 {
             bail!("--transactional-id-expiration-ms must be positive");
+        }
+        if self.transactional_id_max_count == 0 {
+            bail!("--transactional-id-max-count must be at least 1");
         }
         if self.transaction_abort_timed_out_transaction_cleanup_interval_ms == 0 {
             bail!("--transaction-abort-timed-out-transaction-cleanup-interval-ms must be positive");

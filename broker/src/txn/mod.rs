@@ -22,6 +22,7 @@ use skiff_tiering::transactions::{
 };
 use skiff_tiering::Clock;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub struct TxnSettings {
     pub max_timeout_ms: i32,
     /// `transactional.id.expiration.ms`: idle ids are forgotten after this long.
     pub id_expiration_ms: i64,
+    /// Most transactional ids remembered: a new id beyond it is refused.
+    pub id_max_count: usize,
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often this
     /// coordinator looks for transactions to abort, finish or forget.
     pub check_interval: Duration,
@@ -50,6 +53,8 @@ pub enum CoordError {
     NotCoordinator,
     /// The metadata store failed.
     Unavailable(String),
+    /// A new transactional id while the cluster remembers `id_max_count` of them.
+    TooManyIds,
 }
 
 impl From<TxnError> for CoordError {
@@ -72,6 +77,8 @@ pub struct Coordinator {
     locks: Vec<tokio::sync::Mutex<()>>,
     /// Ids whose `Prepare*` record this broker is finishing now.
     finishing: Mutex<HashSet<String>>,
+    /// Transactional ids in the store at the last check (all, not only this broker's).
+    known_ids: AtomicUsize,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -96,6 +103,7 @@ impl Coordinator {
             settings,
             locks: (0..ID_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             finishing: Mutex::new(HashSet::new()),
+            known_ids: AtomicUsize::new(0),
         })
     }
 
@@ -150,6 +158,15 @@ impl Coordinator {
     ) -> Result<ProducerIdEpoch, CoordError> {
         let _serial = self.lock_of(id).lock().await;
         let (current, revision) = self.load(id).await?;
+        if current.is_none() && self.known_ids.load(Ordering::Relaxed) >= self.settings.id_max_count
+        {
+            tracing::warn!(
+                transactional_id = id,
+                max = self.settings.id_max_count,
+                "refusing a new transactional id: the cluster remembers too many"
+            );
+            return Err(CoordError::TooManyIds);
+        }
         let needs_fresh = current
             .as_ref()
             .is_none_or(|r| r.producer_epoch >= EPOCH_EXHAUSTED);
@@ -300,19 +317,20 @@ impl Coordinator {
             return Ok(());
         }
         let mut pause = Duration::from_millis(5);
+        // Partitions whose marker request may still be there, in order: each poll reads from
+        // the first of them and stops at one still there (one read per poll while waiting, one
+        // per partition in all). Answered requests are not read again: the Complete write below
+        // checks that none was put again meanwhile.
+        let mut left = record.partition_list();
         loop {
-            let mut left = 0;
-            for (topic, partition) in record.partition_list() {
-                if self
-                    .store
-                    .get(&keys::marker_request(&topic, partition, id))
-                    .await?
-                    .is_some()
-                {
-                    left += 1;
+            while let Some((topic, partition)) = left.first() {
+                let key = keys::marker_request(topic, *partition, id);
+                if self.store.get(&key).await?.is_some() {
+                    break;
                 }
+                left.remove(0);
             }
-            if left == 0 {
+            if left.is_empty() {
                 break;
             }
             tokio::time::sleep(pause).await;
@@ -386,7 +404,9 @@ impl Coordinator {
     {
         let prefix = keys::transactions_prefix();
         let mut records = Vec::new();
-        for kv in self.store.range_prefix(&prefix, 0).await? {
+        let all = self.store.range_prefix(&prefix, 0).await?;
+        self.known_ids.store(all.len(), Ordering::Relaxed);
+        for kv in all {
             let Some(id) = kv.key.strip_prefix(&prefix).and_then(keys::unescape_group) else {
                 continue;
             };
@@ -495,4 +515,52 @@ fn marker_requests(id: &str, record: &TransactionRecord, now_ms: i64) -> Vec<Txn
             TxnOp::put(keys::marker_request(&topic, partition, id), value.clone())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_tiering::clock::ManualClock;
+    use skiff_tiering::metadata::embedded::EmbeddedStore;
+
+    #[tokio::test]
+    async fn new_transactional_ids_are_refused_beyond_the_maximum() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock::new(1_000));
+        let store: Arc<dyn MetadataStore> = Arc::new(
+            EmbeddedStore::open(&dir.path().join("meta.redb"), clock.clone())
+                .await
+                .expect("store"),
+        );
+        let coordinator = Coordinator::new(
+            store.clone(),
+            clock,
+            Arc::new(ProducerIds::new(store)),
+            TxnSettings {
+                max_timeout_ms: 60_000,
+                id_expiration_ms: 3_600_000,
+                id_max_count: 2,
+                check_interval: Duration::from_secs(10),
+            },
+        );
+        for id in ["a", "b"] {
+            coordinator
+                .init_producer_id(id, 1_000, None)
+                .await
+                .expect("init");
+        }
+        // Counted by the periodic check: then a third id is refused, known ones are not.
+        coordinator.check(|_| true).await.expect("check");
+        assert_eq!(
+            coordinator.init_producer_id("c", 1_000, None).await,
+            Err(CoordError::TooManyIds)
+        );
+        let (again, _) = coordinator.load("c").await.expect("load");
+        assert!(again.is_none(), "nothing stored for the refused id");
+        let (_, epoch) = coordinator
+            .init_producer_id("a", 1_000, None)
+            .await
+            .expect("a known id");
+        assert_eq!(epoch, 1);
+    }
 }
