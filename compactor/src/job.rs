@@ -134,6 +134,19 @@ pub async fn read_partition(ctx: &Ctx, tp: &TopicPartition) -> Result<Option<Sto
     }))
 }
 
+/// The partition's last stable offset as its leader last committed it (`i64::MAX` while no
+/// transaction is open there). Read after the layout: a transaction opening later starts above
+/// every offset that layout holds.
+pub async fn last_stable_offset(ctx: &Ctx, tp: &TopicPartition) -> Result<i64, JobError> {
+    let key = keys::producers(&tp.topic, tp.partition);
+    let Some(kv) = ctx.store.get(&key).await? else {
+        return Ok(i64::MAX);
+    };
+    let states: skiff_tiering::producers::ProducerStates =
+        keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?;
+    Ok(states.last_stable_offset(i64::MAX))
+}
+
 /// Plans a job for `tp` reading at most `max_bytes`; None when there is nothing to do (or the
 /// topic is gone).
 pub async fn plan(

@@ -269,7 +269,9 @@ impl Compactor {
         let policy = rewrite::Policy::from_configs(&topic.record.configs);
         let now_ms = self.ctx.clock.now_ms();
         let log_start = state.log_start_offset;
-        let Some(plan) = rewrite::plan(&snapshot.layout, log_start, &policy, now_ms) else {
+        let stable_end = job::last_stable_offset(&self.ctx, tp).await?;
+        let Some(plan) = rewrite::plan(&snapshot.layout, (log_start, stable_end), &policy, now_ms)
+        else {
             return Ok(None);
         };
         rewrite::run(
@@ -359,7 +361,9 @@ impl Compactor {
                     .unwrap_or_default();
                 let tp = TopicPartition::new(name, partition);
                 let policy = rewrite::Policy::from_configs(&topic.record.configs);
-                if rewrite::plan(&layout, state.log_start_offset, &policy, now_ms).is_some() {
+                // Planned again with the last stable offset when it runs.
+                let bounds = (state.log_start_offset, i64::MAX);
+                if rewrite::plan(&layout, bounds, &policy, now_ms).is_some() {
                     rewrites.push(tp.clone());
                 }
                 let unconverted = state.next_offset > layout.parquet_end;

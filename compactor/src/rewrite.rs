@@ -26,7 +26,9 @@ use skiff_tiering::metadata::Revision;
 use skiff_tiering::producers::AbortedTxn;
 use skiff_tiering::records::{self, Record};
 use skiff_tiering::tree::{Leaf, ReadError};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use transactions::{Classifier, MarkerKeeper};
 
 /// How a topic keeps its records (from its configs, with Kafka's defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -71,14 +73,21 @@ pub struct Plan {
     pub compact: bool,
 }
 
-/// What to rewrite now, if anything (pure).
-pub fn plan(layout: &Layout, log_start: i64, policy: &Policy, now_ms: i64) -> Option<Plan> {
+/// What to rewrite now, if anything (pure). Cleaning stops before `stable_end`, the partition's
+/// last stable offset: a transaction still open there cannot be told committed or aborted yet
+/// (`i64::MAX` where that is not known yet: the rewrite plans again with it).
+pub fn plan(
+    layout: &Layout,
+    (log_start, stable_end): (i64, i64),
+    policy: &Policy,
+    now_ms: i64,
+) -> Option<Plan> {
     let slots = parquet_slots(layout);
     if policy.compact {
         let horizon = now_ms.saturating_sub(policy.min_compaction_lag_ms);
         let cleanable = slots
             .iter()
-            .take_while(|s| s.max_timestamp() <= horizon)
+            .take_while(|s| s.max_timestamp() <= horizon && s.last_offset() < stable_end)
             .count();
         if cleanable > 0 {
             let range = &slots[..cleanable];
@@ -289,35 +298,45 @@ pub async fn run(
         .iter()
         .filter(|f| f.last_offset >= log_start)
         .collect();
-    // Pass 1 (compaction): the latest offset of every key.
+    // Pass 1 (compaction): the latest offset of every key, counting committed transactional
+    // records once their commit marker is seen (the range ends below the last stable offset;
+    // see `transactions`).
+    let mut classifier = Classifier::default();
     let latest = if rewrite.compact {
         let mut latest: HashMap<Bytes, i64> = HashMap::new();
         let mut map_bytes = 0u64;
+        // Copied: decoded keys slice their whole file's rebuilt batches, which the map must not
+        // keep alive (the dedupe buffer bounds keys only). Latest by offset: a transaction's
+        // keys arrive with its marker, after later plain records.
+        fn note(latest: &mut HashMap<Bytes, i64>, map_bytes: &mut u64, key: Bytes, offset: i64) {
+            match latest.entry(key) {
+                Entry::Occupied(mut at) => *at.get_mut() = (*at.get()).max(offset),
+                Entry::Vacant(slot) => {
+                    *map_bytes += slot.key().len() as u64 + 48;
+                    slot.insert(offset);
+                }
+            }
+        }
         for file in &live {
-            // Transactional records (and markers) neither count as a key's latest value nor
-            // are removed: one may belong to an aborted or still open transaction, and a
-            // marker must stay for read_committed readers (Kafka's cleaner handles these
-            // below the LSO only; Skiff keeps them whole for now).
-            for (_, records) in read_file(ctx, file)
-                .await?
-                .into_iter()
-                .filter(|(h, _)| !h.is_transactional())
-            {
+            for (header, records) in read_file(ctx, file).await? {
+                if header.is_transactional() {
+                    for (key, offset) in classifier.feed(&header, &records) {
+                        note(&mut latest, &mut map_bytes, key, offset);
+                    }
+                    continue;
+                }
                 for r in records {
                     if let Some(key) = r.key {
-                        let len = key.len() as u64;
-                        // Copied: decoded keys slice their whole file's rebuilt batches, which
-                        // the map must not keep alive (the dedupe buffer bounds keys only).
-                        if latest
-                            .insert(Bytes::copy_from_slice(&key), r.offset)
-                            .is_none()
-                        {
-                            map_bytes += len + 48;
-                        }
+                        note(
+                            &mut latest,
+                            &mut map_bytes,
+                            Bytes::copy_from_slice(&key),
+                            r.offset,
+                        );
                     }
                 }
             }
-            if map_bytes > ctx.settings.dedupe_buffer_max_bytes {
+            if map_bytes + classifier.pending_key_bytes() > ctx.settings.dedupe_buffer_max_bytes {
                 return Err(JobError::Deadline(format!(
                     "{tp}: the keys of the cleanable range need more than {} bytes; raise --compactor-dedupe-buffer-max-bytes",
                     ctx.settings.dedupe_buffer_max_bytes
@@ -342,22 +361,53 @@ pub async fn run(
         json_values: policy.json_values,
         done: Vec::new(),
     };
+    let mut markers = MarkerKeeper::default();
+    let mut removed_markers = HashSet::new();
     for file in &live {
         for (header, records) in read_file(ctx, file).await? {
-            let dedupe = if header.is_transactional() {
-                None
-            } else {
-                latest.as_ref()
+            if header.is_control() {
+                // A marker goes once its transaction kept nothing here and it is older than
+                // delete.retention.ms (compaction only); until then, it makes a cleaning due.
+                let emptied = markers.transaction_emptied(header.producer_id);
+                let timestamp = records
+                    .first()
+                    .map_or(header.max_timestamp, |r| r.timestamp);
+                if latest.is_some() && emptied && records.iter().all(|r| r.offset >= log_start) {
+                    if timestamp < tombstone_horizon_ms {
+                        removed_markers.insert(header.base_offset);
+                        continue;
+                    }
+                    tombstones_expire_ms = tombstones_expire_ms
+                        .min(timestamp.saturating_add(policy.delete_retention_ms));
+                }
+                let kept = records.into_iter().filter(|r| r.offset >= log_start);
+                output.push(&header, kept.map(Record::detached).collect());
+                continue;
+            }
+            // Transactional records are cleaned once their transaction is known committed;
+            // aborted ones go; undecided ones stay whole.
+            let (dedupe, aborted) = match (header.is_transactional(), latest.as_ref()) {
+                (false, latest) => (latest, false),
+                (true, None) => (None, false),
+                (true, Some(latest)) => match classifier.outcome(header.base_offset) {
+                    Some(true) => (Some(latest), false),
+                    Some(false) => (None, true),
+                    None => (None, false),
+                },
             };
             // Copied out of the file's rebuilt batches, which the open output would otherwise
             // keep alive until it closes (it may span many input files).
             let kept: Vec<Record> = records
                 .into_iter()
-                .filter(|r| keep(r, log_start, dedupe, tombstone_horizon_ms))
+                .filter(|r| !aborted && keep(r, log_start, dedupe, tombstone_horizon_ms))
                 .map(Record::detached)
                 .collect();
-            // Tombstones the next cleaning may drop (keep() leaves transactional and keyless
-            // ones alone: counting them would make a cleaning due every pass once they expire).
+            if header.is_transactional() {
+                markers.kept(header.producer_id, kept.len());
+            }
+            // Tombstones the next cleaning may drop (keep() leaves undecided transactional and
+            // keyless ones alone: counting them would make a cleaning due every pass once they
+            // expire).
             let removable = |r: &&Record| dedupe.is_some() && r.key.is_some() && r.value.is_none();
             for tombstone in kept.iter().filter(removable) {
                 tombstones_expire_ms = tombstones_expire_ms.min(
@@ -371,7 +421,12 @@ pub async fn run(
         output.close(file.last_offset, false).await?;
     }
     output.close(rewrite.end - 1, true).await?;
-    let aborted: Vec<AbortedTxn> = live.iter().flat_map(|f| f.aborted.clone()).collect();
+    // An aborted transaction whose marker went has no record left to hide.
+    let aborted: Vec<AbortedTxn> = live
+        .iter()
+        .flat_map(|f| f.aborted.clone())
+        .filter(|a| !removed_markers.contains(&a.last_offset))
+        .collect();
     let mut new_files = Vec::with_capacity(output.done.len());
     for (bytes, range, summary) in output.done {
         new_files.push(crate::job::upload_file(ctx, tp, range, (bytes, &summary), &aborted).await?);
@@ -448,3 +503,4 @@ pub fn replace_front(
 
 #[cfg(test)]
 mod tests;
+pub mod transactions;

@@ -725,6 +725,18 @@ async fn aborted_transaction(
     key: Option<&str>,
     value: Option<&str>,
 ) -> AbortedTxn {
+    transaction(fx, tp, sequence, (key, value), false).await
+}
+
+/// Appends producer 9's transactional batch of one record (sequence `sequence`) and its marker;
+/// returns the transaction's first offset and its marker's offset.
+async fn transaction(
+    fx: &Fixture,
+    tp: &TopicPartition,
+    sequence: i32,
+    (key, value): (Option<&str>, Option<&str>),
+    commit: bool,
+) -> AbortedTxn {
     let records = vec![Record {
         offset: 0,
         timestamp: fx.clock.now_ms(),
@@ -754,7 +766,7 @@ async fn aborted_transaction(
     let abort = Marker {
         producer_id: 9,
         epoch: 0,
-        commit: false,
+        commit,
         revision: 0,
     };
     let key = keys::marker_request(&tp.topic, tp.partition, "nine");
@@ -772,7 +784,7 @@ async fn aborted_transaction(
 }
 
 #[tokio::test]
-async fn log_compaction_never_lets_an_aborted_value_replace_a_committed_one() {
+async fn log_compaction_cleans_transactions_as_kafka_does() {
     let fx = Fixture::new(100).await;
     fx.topic_with(
         "c",
@@ -780,39 +792,65 @@ async fn log_compaction_never_lets_an_aborted_value_replace_a_committed_one() {
         &[
             ("cleanup.policy", "compact"),
             ("min.cleanable.dirty.ratio", "0.1"),
-            ("delete.retention.ms", "1000"),
+            ("delete.retention.ms", "600000"),
         ],
     )
     .await;
     let tp = TopicPartition::new("c", 0);
     produce_keyed(&fx, &tp, &[("k", Some("committed")), ("j", Some("j1"))]).await;
-    aborted_transaction(&fx, &tp, 0, Some("k"), Some("aborted")).await;
-    // A transactional tombstone (Kafka Streams changelogs have them): kept whole, and never
-    // making a cleaning due again once delete.retention.ms passed (compact() would not end).
-    aborted_transaction(&fx, &tp, 1, Some("t"), None).await;
-    produce_keyed(&fx, &tp, &[("j", Some("j2"))]).await;
+    // Aborted: its value never replaces the committed one, and it is removed.
+    let aborted = aborted_transaction(&fx, &tp, 0, Some("k"), Some("aborted")).await;
+    // Aborted, with a key nothing else writes: removed all the same.
+    let lost = aborted_transaction(&fx, &tp, 1, Some("x"), Some("lost")).await;
+    // Committed: compacted like plain records (j1 goes).
+    transaction(&fx, &tp, 2, (Some("j"), Some("j-txn")), true).await;
+    // A committed tombstone (Kafka Streams changelogs have them): goes after
+    // delete.retention.ms, and its marker with it.
+    transaction(&fx, &tp, 3, (Some("t"), None), true).await;
     fx.compact().await;
-    fx.compact().await;
-    assert_eq!(
-        fx.layout("c", 0).await.tombstones_expire_ms,
-        0,
-        "no tombstone a cleaning could drop is waiting: no cleaning is due"
-    );
-    let survivors = fx.consume_when(&tp, 0, |r| r.len() == 6).await;
-    let values: Vec<Option<Bytes>> = survivors.iter().map(|r| r.value.clone()).collect();
-    // j1 is compacted away; k's committed value, the aborted records and markers stay.
     let marker = Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0]));
+    let values = |records: &[Record]| -> Vec<Option<Bytes>> {
+        records.iter().map(|r| r.value.clone()).collect()
+    };
+    // Within delete.retention.ms: the aborted transaction's marker stays (with its entry in
+    // the aborted list), and so do the tombstone and every commit marker.
+    let survivors = fx.consume_when(&tp, 0, |r| r.len() == 7).await;
     assert_eq!(
-        values,
+        values(&survivors),
         vec![
             Some(Bytes::from_static(b"committed")),
-            Some(Bytes::from_static(b"aborted")),
+            marker.clone(),
+            marker.clone(),
+            Some(Bytes::from_static(b"j-txn")),
             marker.clone(),
             None,
-            marker,
-            Some(Bytes::from_static(b"j2")),
+            marker.clone(),
         ]
     );
+    let layout = fx.layout("c", 0).await;
+    let listed: Vec<AbortedTxn> = layout
+        .files
+        .iter()
+        .flat_map(|f| f.aborted.clone())
+        .collect();
+    assert_eq!(listed, [aborted, lost]);
+    assert!(layout.tombstones_expire_ms > 0, "a cleaning is due later");
+    // Past it: the tombstone goes, and the markers of transactions left empty; the commit
+    // marker of j's transaction stays with its record.
+    fx.clock.advance_ms(600_000);
+    fx.compact().await;
+    let survivors = fx.consume_when(&tp, 0, |r| r.len() == 3).await;
+    assert_eq!(
+        values(&survivors),
+        vec![
+            Some(Bytes::from_static(b"committed")),
+            Some(Bytes::from_static(b"j-txn")),
+            marker,
+        ]
+    );
+    let layout = fx.layout("c", 0).await;
+    assert!(layout.files.iter().all(|f| f.aborted.is_empty()));
+    assert_eq!(layout.tombstones_expire_ms, 0, "no cleaning is due");
 }
 
 #[tokio::test]

@@ -334,11 +334,15 @@ impl Coordinator {
                 break;
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(MARKER_POLL_MAX);
-            let (_, now) = self.load(id).await?;
-            if now != revision {
-                return Ok(());
+            // Markers usually land within a few short polls; only a slow wait looks whether
+            // another coordinator took the id over (the writes below are fenced regardless).
+            if pause == MARKER_POLL_MAX {
+                let (_, now) = self.load(id).await?;
+                if now != revision {
+                    return Ok(());
+                }
             }
+            pause = (pause * 2).min(MARKER_POLL_MAX);
         }
         let commit = record.state == TxnState::PrepareCommit;
         for group in &record.groups {

@@ -31,14 +31,14 @@ fn a_file_straddling_the_log_start_is_trimmed() {
         files: vec![file(0, 9, 5, 10), file(10, 19, 5, 10), file(20, 29, 5, 10)],
         ..Layout::default()
     };
-    assert_eq!(plan(&layout, 0, &policy(false), 100), None);
+    assert_eq!(plan(&layout, (0, i64::MAX), &policy(false), 100), None);
     assert_eq!(
-        plan(&layout, 10, &policy(false), 100),
+        plan(&layout, (10, i64::MAX), &policy(false), 100),
         None,
         "at a file boundary"
     );
     assert_eq!(
-        plan(&layout, 15, &policy(false), 100),
+        plan(&layout, (15, i64::MAX), &policy(false), 100),
         Some(Plan {
             slots: 2,
             end: 20,
@@ -60,7 +60,7 @@ fn compaction_waits_for_the_lag_and_the_dirty_ratio() {
     };
     // The third file is younger than the lag at 4_500: the cleanable range ends before it.
     assert_eq!(
-        plan(&layout, 0, &policy(true), 4_500),
+        plan(&layout, (0, i64::MAX), &policy(true), 4_500),
         Some(Plan {
             slots: 2,
             end: 20,
@@ -69,17 +69,40 @@ fn compaction_waits_for_the_lag_and_the_dirty_ratio() {
     );
     // Cleaned up to 20: 10 dirty bytes of 30 are under the ratio.
     layout.cleaned_end = 20;
-    assert_eq!(plan(&layout, 0, &policy(true), 10_000), None);
+    assert_eq!(plan(&layout, (0, i64::MAX), &policy(true), 10_000), None);
     layout.files.push(file(30, 39, 6_000, 30));
     layout.parquet_end = 40;
     assert_eq!(
-        plan(&layout, 0, &policy(true), 10_000),
+        plan(&layout, (0, i64::MAX), &policy(true), 10_000),
         Some(Plan {
             slots: 4,
             end: 40,
             compact: true
         })
     );
+}
+
+#[test]
+fn cleaning_stops_below_the_last_stable_offset() {
+    let layout = Layout {
+        parquet_end: 30,
+        files: vec![
+            file(0, 9, 100, 10),
+            file(10, 19, 200, 10),
+            file(20, 29, 300, 10),
+        ],
+        ..Layout::default()
+    };
+    // A transaction open from offset 15: the second file may hold its records.
+    assert_eq!(
+        plan(&layout, (0, 15), &policy(true), 10_000),
+        Some(Plan {
+            slots: 1,
+            end: 10,
+            compact: true
+        })
+    );
+    assert_eq!(plan(&layout, (0, 5), &policy(true), 10_000), None);
 }
 
 /// One record of the model: (key, value; None is a tombstone, timestamp).

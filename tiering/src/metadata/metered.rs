@@ -71,11 +71,13 @@ impl MeteredMetadata {
 impl MetadataStore for MeteredMetadata {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         add(&self.counts.gets, 1);
+        tracing::trace!(key, "metadata get");
         self.inner.get(key).await
     }
 
     async fn range_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<KeyValue>> {
         add(&self.counts.ranges, 1);
+        tracing::trace!(prefix, "metadata range");
         let found = self.inner.range_prefix(prefix, limit).await?;
         add(&self.counts.range_keys, found.len() as u64);
         Ok(found)
@@ -83,6 +85,7 @@ impl MetadataStore for MeteredMetadata {
 
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome> {
         add(&self.counts.txns, 1);
+        tracing::trace!(first_key = ?txn.success.first(), "metadata txn");
         let ops = txn.compares.len() + txn.success.len() + txn.failure.len();
         add(&self.counts.txn_ops, ops as u64);
         let put_bytes: usize = txn
