@@ -302,12 +302,12 @@ def test_retention_delete_records_and_gc_shrink_the_bucket(start_broker):
     assert sorted(rows.column("offset").to_pylist()) == list(range(300, 305))
 
 
-def read_to_eof(bootstrap: str, topic: str, timeout: float = 30.0) -> list[h.Rec]:
+def read_to_eof(bootstrap: str, topic: str, timeout: float = 30.0, **conf) -> list[h.Rec]:
     """Every record of partition 0 until the consumer reaches the end of the log. Offsets at
     the end may hold no record any more (compacted away): the fetch position passes them, so
     this waits for the end-of-partition event rather than for a record at the last offset."""
     from confluent_kafka import OFFSET_BEGINNING, KafkaError
-    c = h.consumer(bootstrap, **{"enable.partition.eof": True})
+    c = h.consumer(bootstrap, **{"enable.partition.eof": True, **conf})
     try:
         c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         out = []
@@ -397,6 +397,61 @@ def test_log_compaction_keeps_the_latest_value_per_key(start_broker):
             break
         assert time.monotonic() < deadline, f"{rows.num_rows} rows in the bucket for {len(offsets)}"
         time.sleep(0.5)
+
+
+def test_log_compaction_cleans_an_exactly_once_changelog(start_broker):
+    """A compacted topic written by a transactional producer (Kafka Streams' exactly-once
+    changelog): once cleaned, even a read_uncommitted consumer sees exactly the latest committed
+    value of each key, and no aborted value or marker is left in the bucket's Parquet."""
+    b = start_broker(args=FRESHNESS + FAST_GC)
+    topic = h.unique_topic("changelog")
+    h.create_topic(b.bootstrap, topic, 1, config={
+        "cleanup.policy": "compact", "delete.retention.ms": "4000",
+        "min.cleanable.dirty.ratio": "0.01", "segment.ms": "100"})
+    p = h.producer(b.bootstrap, **{"transactional.id": h.unique_topic("tid"), "linger.ms": 5})
+    p.init_transactions(30)
+    rng = random.Random(5)
+    table, aborted = {}, set()
+    for t in range(9):
+        p.begin_transaction()
+        writes = [(b"k%d" % rng.randrange(8), b"t%d-%d" % (t, i)) for i in range(25)]
+        for key, value in writes:
+            p.produce(topic, key=key, value=value, partition=0)
+        if t % 3 == 1:
+            p.abort_transaction(30)
+            aborted.update(value for _, value in writes)
+        else:
+            p.commit_transaction(30)
+            table.update(writes)
+        time.sleep(0.3)
+    deadline = time.monotonic() + 90
+    while True:
+        recs = read_to_eof(b.bootstrap, topic, **{"isolation.level": "read_uncommitted"})
+        if len(recs) == len(table) and not {r.value for r in recs} & aborted:
+            break
+        assert time.monotonic() < deadline, f"{len(recs)} records for {len(table)} keys"
+        time.sleep(0.5)
+    assert {r.key: r.value for r in recs} == table
+    assert read_to_eof(b.bootstrap, topic) == recs, "read_committed reads the same"
+    # The bucket (once delete.retention.ms passed and garbage collection ran): the same
+    # records, no aborted value, and a commit marker for each transaction with a record left
+    # (the others' markers went).
+    surviving_txns = {r.value.split(b"-")[0] for r in recs}
+    deadline = time.monotonic() + 30
+    while True:
+        rows = ds.dataset(str(b.objects_dir / "parquet"), format="parquet",
+                          partitioning="hive").to_table(filter=ds.field("topic") == topic)
+        control = rows.column("is_control").to_pylist()
+        data = [o for o, c in zip(rows.column("offset").to_pylist(), control) if not c]
+        markers = [k for k, c in zip(rows.column("key").to_pylist(), control) if c]
+        if sorted(data) == [r.offset for r in recs] and len(markers) == len(surviving_txns):
+            break
+        assert time.monotonic() < deadline, (
+            f"{len(data)} rows for {len(recs)} records, {len(markers)} markers for "
+            f"{len(surviving_txns)} transactions")
+        time.sleep(0.5)
+    assert all(k == b"\x00\x00\x00\x01" for k in markers), "commit markers only"
+    assert not set(rows.column("value").to_pylist()) & aborted
 
 
 def test_delete_records_inside_a_parquet_file_rewrites_it(start_broker):
