@@ -1,7 +1,8 @@
 """Kafka transactions with confluent-kafka (librdkafka 2.16) against skiff: commit and abort as
 seen by read_committed and read_uncommitted consumers, a consume-transform-produce loop with its
-offsets sent in the transaction, a zombie producer fenced by a new instance, and an abandoned
-transaction aborted by the broker after its timeout."""
+offsets sent in the transaction, a zombie producer fenced by a new instance, an abandoned
+transaction aborted by the broker after its timeout, a producer recovering from a sequence gap
+by bumping its epoch (KIP-360), and Kafka's hanging-transaction tools (kafka-python)."""
 
 import json
 import time
@@ -218,6 +219,44 @@ def test_an_abandoned_transaction_is_aborted_after_its_timeout(broker):
     assert read_values(broker.bootstrap, topic, 1, "read_committed", 1, timeout=30) == [b"plain"]
     with pytest.raises(KafkaException):
         p.commit_transaction(10)
+
+
+@pytest.mark.skiff(args=TXN_ARGS)
+def test_a_producer_recovers_from_a_sequence_gap_by_bumping_its_epoch(broker):
+    """KIP-360: a batch the broker refused leaves a gap in the producer's sequence numbers;
+    librdkafka aborts, bumps its epoch with InitProducerId (its current id and epoch), and
+    goes on without restarting. Only the last transaction's records are visible."""
+    table, out = h.unique_topic("txn-table"), h.unique_topic("txn-out")
+    h.create_topic(broker.bootstrap, table, 1, config={"cleanup.policy": "compact"})
+    h.create_topic(broker.bootstrap, out, 1)
+    tid = h.unique_topic("tid")
+    p = txn_producer(broker.bootstrap, tid)
+    p.begin_transaction()
+    p.produce(out, value=b"lost", partition=0)
+    p.produce(table, key=b"k", value=b"first", partition=0)
+    p.flush(30)
+    p.produce(table, value=b"keyless", partition=0)  # refused: INVALID_RECORD, sequence 1 lost
+    with pytest.raises(KafkaException) as failure:
+        p.commit_transaction(30)
+    assert failure.value.args[0].txn_requires_abort(), failure.value
+    p.abort_transaction(30)
+    committed_at = None
+    for attempt in range(3):
+        p.begin_transaction()
+        p.produce(out, value=b"kept%d" % attempt, partition=0)
+        p.produce(table, key=b"k", value=b"second%d" % attempt, partition=0)
+        try:
+            p.commit_transaction(30)
+            committed_at = attempt
+            break
+        except KafkaException as e:
+            assert e.args[0].txn_requires_abort() and not e.args[0].fatal(), e
+            p.abort_transaction(30)
+    assert committed_at is not None, "never recovered"
+    assert read_values(broker.bootstrap, out, 1, "read_committed", 1) == [b"kept%d" % committed_at]
+    status, body = broker.http_get("/v1/transactions")
+    [record] = [t for t in json.loads(body)["transactional_ids"] if t["transactional_id"] == tid]
+    assert record["producer_epoch"] >= 1, record
 
 
 def test_a_timeout_over_the_maximum_is_refused(start_broker):
