@@ -62,8 +62,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     // v5 only changes transaction semantics (KIP-890).
     (ApiKey::InitProducerId, 0, 5),
-    // v4+ are broker-to-broker (KIP-890 verification), which Skiff does through its store.
-    (ApiKey::AddPartitionsToTxn, 0, 3),
+    // v4+ batch transactions and may only verify (KIP-890, broker to coordinator; Skiff's
+    // leaders verify through the store, but tools may ask); v5 only lets answers say
+    // TRANSACTION_ABORTABLE, which Skiff never does.
+    (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 3),
     // v4 adds TRANSACTION_ABORTABLE, v5 transaction version 2 (KIP-890): not offered.
     (ApiKey::EndTxn, 0, 3),

@@ -753,7 +753,7 @@ async fn every_advertised_version_round_trips() {
                     let (start, _) = broker.log.offsets(&tp).await.expect("offsets");
                     assert_eq!(start, i64::from(version) + 1);
                 }
-                ApiKey::AddPartitionsToTxn => {
+                ApiKey::AddPartitionsToTxn if version <= 3 => {
                     let id = format!("apt-{version}");
                     let (pid, epoch) = init_transactional(broker, &id).await;
                     let r = add_partitions(broker, (&id, "versions"), (pid, epoch), version).await;
@@ -763,6 +763,9 @@ async fn every_advertised_version_round_trips() {
                         0,
                         "add partitions v{version}"
                     );
+                }
+                ApiKey::AddPartitionsToTxn => {
+                    txn::batched_add_partitions_and_verification(broker, version).await;
                 }
                 ApiKey::AddOffsetsToTxn => {
                     let id = format!("aot-{version}");

@@ -4,8 +4,9 @@
 
 use super::Broker;
 use crate::txn::{offsets as txn_offsets, CoordError};
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -18,6 +19,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 use skiff_tiering::keys::CommittedOffset;
 use skiff_tiering::transactions::{self, Addition, TxnError};
+use std::collections::HashMap;
 
 pub use crate::txn::coordinator;
 
@@ -93,19 +95,60 @@ pub async fn init_producer_id(
     }
 }
 
+/// AddPartitionsToTxn: v0-3 from producers (one transaction); v4+ batches transactions and may
+/// only verify (KIP-890: what brokers ask a coordinator; Skiff's own leaders read the store).
 pub async fn add_partitions(
     broker: &Broker,
     request: AddPartitionsToTxnRequest,
     version: i16,
 ) -> AddPartitionsToTxnResponse {
-    let id = request.v3_and_below_transactional_id.0.to_string();
-    let producer = (
-        request.v3_and_below_producer_id.0,
-        request.v3_and_below_producer_epoch,
-    );
+    if version <= 3 {
+        let producer = (
+            request.v3_and_below_producer_id.0,
+            request.v3_and_below_producer_epoch,
+        );
+        let results = add_to_one(
+            broker,
+            (&request.v3_and_below_transactional_id.0, producer),
+            &request.v3_and_below_topics,
+            false,
+            version,
+        )
+        .await;
+        return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
+    }
+    let mut results = Vec::with_capacity(request.transactions.len());
+    for txn in &request.transactions {
+        let producer = (txn.producer_id.0, txn.producer_epoch);
+        let topic_results = add_to_one(
+            broker,
+            (&txn.transactional_id.0, producer),
+            &txn.topics,
+            txn.verify_only,
+            version,
+        )
+        .await;
+        results.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(txn.transactional_id.clone())
+                .with_topic_results(topic_results),
+        );
+    }
+    AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
+}
+
+/// Adds `topics` to one transaction (or, `verify_only`, checks they are in it): one error code
+/// per partition.
+async fn add_to_one(
+    broker: &Broker,
+    (id, producer): (&str, (i64, i16)),
+    topics: &[AddPartitionsToTxnTopic],
+    verify_only: bool,
+    version: i16,
+) -> Vec<AddPartitionsToTxnTopicResult> {
     let mut unknown = Vec::new();
     let mut partitions = Vec::new();
-    for topic in &request.v3_and_below_topics {
+    for topic in topics {
         let known = match broker.log.catalog().get(&topic.name.0).await {
             Ok(Some(record)) => Some(record.record.partitions),
             _ => None,
@@ -119,30 +162,47 @@ pub async fn add_partitions(
             }
         }
     }
+    let fenced_known = version >= 2;
+    // Partitions a verification found outside the transaction, with their error.
+    let mut failed: HashMap<(String, i32), ResponseError> = HashMap::new();
     // One partition that cannot be added fails the request; the others are not attempted.
     let outcome = if !unknown.is_empty() {
         Err(None)
-    } else if let Err(code) = check_coordinator(broker, &id).await {
+    } else if let Err(code) = check_coordinator(broker, id).await {
         Err(Some(code))
+    } else if verify_only {
+        match broker.txn.load(id).await {
+            Err(error) => Err(Some(code(&error, true))),
+            Ok((None, _)) => Err(Some(ResponseError::InvalidProducerIdMapping)),
+            Ok((Some(record), _)) => {
+                for (topic, partition) in &partitions {
+                    if let Err(error) = transactions::verify(&record, producer, topic, *partition) {
+                        let error = code(&CoordError::Txn(error), true);
+                        failed.insert((topic.clone(), *partition), error);
+                    }
+                }
+                Ok(())
+            }
+        }
     } else {
         broker
             .txn
-            .add(&id, producer, &Addition::Partitions(partitions))
+            .add(id, producer, &Addition::Partitions(partitions))
             .await
-            .map_err(|e| Some(code(&e, version >= 2)))
+            .map_err(|e| Some(code(&e, fenced_known)))
     };
-    let results = request
-        .v3_and_below_topics
+    topics
         .iter()
         .map(|topic| {
             let by_partition = topic
                 .partitions
                 .iter()
                 .map(|partition| {
+                    let this = (topic.name.0.to_string(), *partition);
                     let error = match &outcome {
-                        Ok(()) => 0,
+                        Ok(()) => failed.get(&this).map_or(0, |code| code.code()),
                         Err(Some(code)) => code.code(),
-                        Err(None) if unknown.contains(&(topic.name.0.to_string(), *partition)) => {
+                        Err(None) if unknown.contains(&this) => {
                             ResponseError::UnknownTopicOrPartition.code()
                         }
                         Err(None) => ResponseError::OperationNotAttempted.code(),
@@ -156,8 +216,7 @@ pub async fn add_partitions(
                 .with_name(topic.name.clone())
                 .with_results_by_partition(by_partition)
         })
-        .collect();
-    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
+        .collect()
 }
 
 pub async fn add_offsets(

@@ -360,3 +360,55 @@ async fn hanging_transaction_tools_show_the_coordinator_and_the_partitions() {
     assert_ne!(p7.error_code, 0, "{p7:?}");
     broker.log.shutdown().await;
 }
+
+/// AddPartitionsToTxn v4+: two transactions in one request, one added, one only verified.
+pub(super) async fn batched_add_partitions_and_verification(broker: &Broker, version: i16) {
+    use add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction};
+    let added = format!("apt-batch-{version}");
+    let checked = format!("apt-verify-{version}");
+    let added_producer = init_transactional(broker, &added).await;
+    let checked_producer = init_transactional(broker, &checked).await;
+    // The verified one has partition 0 in its transaction, not partition 1.
+    add_partitions(broker, (&checked, "versions"), checked_producer, 3).await;
+    let topic = |partitions: Vec<i32>| {
+        vec![AddPartitionsToTxnTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("versions")))
+            .with_partitions(partitions)]
+    };
+    let transaction = |id: &str, (pid, epoch): (i64, i16), verify_only, partitions| {
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_string(id.to_owned())))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_verify_only(verify_only)
+            .with_topics(topic(partitions))
+    };
+    let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        transaction(&added, added_producer, false, vec![0]),
+        transaction(&checked, checked_producer, true, vec![0, 1]),
+    ]);
+    let r: AddPartitionsToTxnResponse =
+        call(broker, ApiKey::AddPartitionsToTxn, version, &request).await;
+    assert_eq!(r.error_code, 0);
+    let codes: Vec<Vec<i16>> = r
+        .results_by_transaction
+        .iter()
+        .map(|t| {
+            t.topic_results[0]
+                .results_by_partition
+                .iter()
+                .map(|p| p.partition_error_code)
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [vec![0], vec![0, ResponseError::InvalidTxnState.code()]],
+        "v{version}"
+    );
+    // The added one is in its transaction now; verifying never adds.
+    let (record, _) = broker.txn.load(&added).await.expect("load");
+    assert!(record.expect("record").contains("versions", 0));
+    let (record, _) = broker.txn.load(&checked).await.expect("load");
+    assert!(!record.expect("record").contains("versions", 1));
+}
