@@ -768,6 +768,7 @@ async fn transaction(
         epoch: 0,
         commit,
         revision: 0,
+        end: 0,
     };
     let key = keys::marker_request(&tp.topic, tp.partition, "nine");
     let marker = fx

@@ -343,6 +343,9 @@ pub struct MarkerRequest {
     pub producer_epoch: i16,
     pub commit: bool,
     pub requested_ms: i64,
+    /// The transaction record's `ends` when it was prepared (0 in requests from before it).
+    #[serde(default)]
+    pub end: u64,
 }
 
 pub fn transactions_prefix() -> String {

@@ -71,6 +71,13 @@ pub struct ProducerEntry {
     /// or it belongs to a transaction this marker already ended.
     #[serde(rename = "m", default, skip_serializing_if = "is_zero")]
     pub marker_revision: i64,
+    /// The last transaction ending (`Marker::end`) applied here (0: none known).
+    #[serde(rename = "n", default, skip_serializing_if = "is_zero_u64")]
+    pub last_end: u64,
+}
+
+fn is_zero_u64(value: &u64) -> bool {
+    *value == 0
 }
 
 fn is_zero(value: &i64) -> bool {
@@ -101,6 +108,10 @@ pub struct Marker {
     pub commit: bool,
     /// The marker request's metadata revision (see [`ProducerEntry::marker_revision`]).
     pub revision: i64,
+    /// Which ending of the producer's transactions this is (the coordinator's count, see
+    /// `TransactionRecord::ends`; 0: unknown): a partition applies each ending once, however
+    /// often its request is put again.
+    pub end: u64,
 }
 
 /// A remembered batch as stored: a 4-tuple, or the longer form the first builds wrote.
@@ -319,6 +330,7 @@ impl ProducerStates {
                 batches: Vec::new(),
                 txn_first_offset: None,
                 marker_revision: 0,
+                last_end: 0,
             });
         if entry.epoch != batch.epoch {
             entry.epoch = batch.epoch;
@@ -360,6 +372,7 @@ impl ProducerStates {
                 batches: Vec::new(),
                 txn_first_offset: None,
                 marker_revision: 0,
+                last_end: 0,
             });
         if marker.epoch < entry.epoch {
             return Err(format!(
@@ -367,6 +380,16 @@ impl ProducerStates {
                 marker.producer_id, marker.epoch, entry.epoch
             ));
         }
+        if marker.end != 0 && marker.end <= entry.last_end {
+            // A request put again for an ending already applied (a successor coordinator
+            // finishing what it found prepared): marking again could end the producer's next
+            // transaction here.
+            return Err(format!(
+                "marker for producer_id={} ending={} was applied already (last ending={})",
+                marker.producer_id, marker.end, entry.last_end
+            ));
+        }
+        entry.last_end = entry.last_end.max(marker.end);
         if marker.epoch > entry.epoch {
             entry.epoch = marker.epoch;
             entry.batches.clear();

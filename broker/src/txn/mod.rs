@@ -353,9 +353,9 @@ impl Coordinator {
             return Ok(());
         };
         // Complete only while no request is left: a request put again meanwhile (a successor
-        // coordinator's check) must be answered first, or its marker could reach the
-        // partition after the producer's next transaction began there. (Beyond what one
-        // transaction can compare, the partitions were polled above.)
+        // coordinator's check) is answered first. (Partitions also refuse an ending they
+        // applied already, so a late one never ends the producer's next transaction; beyond
+        // what one transaction can compare, the partitions were polled above.)
         let requests = record.partition_list();
         let absent: Vec<Compare> = if requests.len() < self.store.max_txn_ops() {
             requests
@@ -379,7 +379,7 @@ impl Coordinator {
 
     /// One pass over every id this broker coordinates (`coordinates` says which): finishes
     /// prepared transactions nobody here is finishing (a dead coordinator's, after putting its
-    /// marker requests again: a duplicate marker is harmless), aborts timed-out ones, forgets
+    /// marker requests again: partitions apply each ending once), aborts timed-out ones, forgets
     /// expired ids.
     pub async fn check(
         self: &Arc<Self>,
@@ -510,6 +510,7 @@ fn marker_requests(id: &str, record: &TransactionRecord, now_ms: i64) -> Vec<Txn
         producer_epoch: record.producer_epoch,
         commit: record.state == TxnState::PrepareCommit,
         requested_ms: now_ms,
+        end: record.ends,
     };
     let value = keys::encode(&request);
     record

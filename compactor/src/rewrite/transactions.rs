@@ -145,6 +145,7 @@ mod tests {
                 epoch: 0,
                 commit,
                 revision: 1,
+                end: 0,
             },
             0,
         );

@@ -131,6 +131,7 @@ fn start(log: &Log, in_flight: &Arc<Mutex<InFlight>>, kv: KeyValue) {
             epoch: request.producer_epoch,
             commit: request.commit,
             revision: kv.mod_revision,
+            end: request.end,
         };
         let appended = log.append_marker(tp.clone(), marker, kv.key.clone()).await;
         if appended.is_ok() {

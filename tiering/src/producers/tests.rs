@@ -129,6 +129,7 @@ fn a_transaction_opens_at_its_first_batch_and_closes_at_its_marker() {
                 epoch: 0,
                 commit: false,
                 revision: 0,
+                end: 0,
             },
             16,
             2,
@@ -154,6 +155,7 @@ fn a_transaction_opens_at_its_first_batch_and_closes_at_its_marker() {
                 epoch: 0,
                 commit: true,
                 revision: 0,
+                end: 0,
             },
             18,
             4
@@ -175,6 +177,7 @@ fn a_marker_with_a_bumped_epoch_fences_the_old_producer() {
                 epoch: 4,
                 commit: false,
                 revision: 0,
+                end: 0,
             },
             2,
             2,
@@ -201,6 +204,7 @@ fn a_marker_with_a_bumped_epoch_fences_the_old_producer() {
                 epoch: 3,
                 commit: true,
                 revision: 0,
+                end: 0,
             },
             3,
             3
@@ -217,6 +221,7 @@ fn a_late_batch_of_an_ended_transaction_cannot_open_a_new_one() {
         epoch: 0,
         commit: true,
         revision: 100,
+        end: 0,
     };
     states.apply_marker(&commit, 1, 2).expect("marker");
     // Verified before the coordinator prepared that commit: it belonged to the ended one.
@@ -258,6 +263,7 @@ fn a_batch_queued_unverified_into_an_open_transaction_is_refused_once_it_closed(
         epoch: 0,
         commit: false,
         revision: 1,
+        end: 0,
     };
     states.apply_marker(&abort, 1, 2).expect("marker");
     assert!(!states.has_open_transaction((5, 0)));
@@ -351,7 +357,7 @@ proptest! {
                     offset += n;
                 }
                 Step::Marker { producer, commit } => {
-                    let marker = Marker { producer_id: producer, epoch: 0, commit, revision: 0 };
+                    let marker = Marker { producer_id: producer, epoch: 0, commit, revision: 0, end: 0 };
                     if let Some(found) = states.apply_marker(&marker, offset, 0).expect("marker") {
                         aborted.push(found);
                     }
@@ -450,4 +456,43 @@ fn the_encoded_state_stays_bounded() {
     assert!(per_producer < 256, "{per_producer} bytes per producer");
     let decoded: ProducerStates = serde_json::from_slice(&encoded).expect("decode");
     assert_eq!(decoded, states);
+}
+
+#[test]
+fn each_transaction_ending_applies_once() {
+    let mut states = ProducerStates::default();
+    states.record(&seq(5, 0, 0, 1).transactional(), 0, 0, 1);
+    let first = Marker {
+        producer_id: 5,
+        epoch: 0,
+        commit: true,
+        revision: 10,
+        end: 1,
+    };
+    states.apply_marker(&first, 1, 2).expect("first ending");
+    states.record(
+        &seq(5, 0, 1, 1).transactional().verified_at(Some(20)),
+        2,
+        2,
+        3,
+    );
+    // The first ending again (its request put again): refused, the next transaction stays open.
+    assert!(states
+        .apply_marker(
+            &Marker {
+                revision: 30,
+                ..first
+            },
+            3,
+            4
+        )
+        .is_err());
+    assert!(states.has_open_transaction((5, 0)));
+    // Requests from before endings were counted (0) still apply.
+    let unnumbered = Marker { end: 0, ..first };
+    assert!(states
+        .apply_marker(&unnumbered, 3, 4)
+        .expect("applies")
+        .is_none());
+    assert!(!states.has_open_transaction((5, 0)));
 }

@@ -100,6 +100,10 @@ pub struct TransactionRecord {
     /// When the transaction began (-1 outside one): its timeout runs from here.
     pub started_ms: i64,
     pub updated_ms: i64,
+    /// How many times a transaction of this id was prepared to end; its marker requests carry
+    /// it, so a partition applies each ending once however often they are put again.
+    #[serde(default)]
+    pub ends: u64,
 }
 
 /// What a request says of the producer: (producer id, epoch).
@@ -229,6 +233,7 @@ pub fn init_producer_id(
             groups: BTreeSet::new(),
             started_ms: -1,
             updated_ms: now_ms,
+            ends: 0,
         }));
     };
     if let Some((producer_id, epoch)) = request.expected {
@@ -252,6 +257,7 @@ pub fn init_producer_id(
             fencing.last_producer_epoch = -1;
             fencing.state = TxnState::PrepareAbort;
             fencing.updated_ms = now_ms;
+            fencing.ends = current.ends + 1;
             Ok(InitOutcome::Fencing(fencing))
         }
         TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
@@ -381,6 +387,7 @@ pub fn end(
             let mut next = current.clone();
             next.state = if commit { PrepareCommit } else { PrepareAbort };
             next.updated_ms = now_ms;
+            next.ends = current.ends + 1;
             Ok(EndOutcome::Prepared(next))
         }
         (CompleteCommit, true) | (CompleteAbort, false) => Ok(EndOutcome::AlreadyDone),
@@ -404,6 +411,7 @@ pub fn abort_timed_out(current: &TransactionRecord, now_ms: i64) -> Option<Trans
     next.last_producer_epoch = -1;
     next.state = TxnState::PrepareAbort;
     next.updated_ms = now_ms;
+    next.ends = current.ends + 1;
     Some(next)
 }
 

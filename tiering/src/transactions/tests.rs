@@ -295,6 +295,30 @@ fn end_txn_answers_as_kafka_in_every_state() {
 }
 
 #[test]
+fn every_way_to_prepare_an_ending_counts_it() {
+    let open = ongoing();
+    assert_eq!(open.ends, 0);
+    let Ok(EndOutcome::Prepared(committing)) = end(&open, (7, 0), true, 20) else {
+        panic!("EndTxn prepares")
+    };
+    assert_eq!(committing.ends, 1);
+    let done = complete(&committing, 30).expect("complete");
+    assert_eq!(done.ends, 1, "completing is no new ending");
+    let reopened = add(&done, (7, 0), &partitions(&[("a", 0)]), 40)
+        .expect("add")
+        .expect("changed");
+    assert_eq!(
+        abort_timed_out(&reopened, 40 + 60_001).expect("due").ends,
+        2
+    );
+    let fenced = init_producer_id(Some(&reopened), &init(60_000, None), MAX_TIMEOUT_MS, 9, 50);
+    let Ok(InitOutcome::Fencing(fencing)) = fenced else {
+        panic!("a new instance fences the open transaction")
+    };
+    assert_eq!(fencing.ends, 2);
+}
+
+#[test]
 fn timed_out_transactions_are_aborted_and_their_producer_fenced() {
     let open = ongoing();
     assert_eq!(abort_timed_out(&open, 10 + 60_000), None);

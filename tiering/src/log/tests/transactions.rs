@@ -25,6 +25,7 @@ async fn request_marker(fx: &Fixture, tp: &TopicPartition, txn: &str, marker: Ma
         producer_epoch: marker.epoch,
         commit: marker.commit,
         requested_ms: 0,
+        end: marker.end,
     };
     fx.store
         .txn(Txn::when(vec![]).and_then(vec![TxnOp::put(&key, keys::encode(&request))]))
@@ -82,6 +83,7 @@ async fn markers_end_transactions_and_read_committed_stops_at_the_lso() {
         epoch: 0,
         commit: false,
         revision: 0,
+        end: 0,
     };
     let key = request_marker(&fx, &tp, "seven", abort).await;
     let outcome = log
@@ -114,6 +116,7 @@ async fn markers_end_transactions_and_read_committed_stops_at_the_lso() {
         epoch: 0,
         commit: true,
         revision: 0,
+        end: 0,
     };
     let key = request_marker(&fx, &tp, "eight", commit).await;
     log.append_marker(tp.clone(), commit, key)
@@ -139,6 +142,7 @@ async fn markers_end_transactions_and_read_committed_stops_at_the_lso() {
         epoch: 1,
         commit: true,
         revision: 0,
+        end: 0,
     };
     let key = request_marker(&fx, &tp, "eight", stale).await;
     assert!(matches!(
@@ -189,6 +193,7 @@ async fn aborted_transactions_are_found_after_the_index_rolls_up() {
             epoch: 0,
             commit: false,
             revision: 0,
+            end: 0,
         };
         let key = request_marker(&fx, &tp, "seven", abort).await;
         let marker = log
@@ -238,4 +243,45 @@ async fn aborted_transactions_are_found_after_the_index_rolls_up() {
     assert!(!overlapping.is_empty());
     assert_eq!(read.aborted, overlapping);
     log.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_marker_request_put_again_never_ends_the_next_transaction() {
+    let fx = Fixture::new().await;
+    let log = fx.log(0);
+    fx.topic(&log, "t", 1).await;
+    let tp = TopicPartition::new("t", 0);
+    log.append(tp.clone(), transactional(1, 7, 0, 0), false)
+        .await
+        .expect("first transaction");
+    let commit = Marker {
+        producer_id: 7,
+        epoch: 0,
+        commit: true,
+        revision: 0,
+        end: 1,
+    };
+    let key = request_marker(&fx, &tp, "seven", commit).await;
+    log.append_marker(tp.clone(), commit, key)
+        .await
+        .expect("marker");
+    // The producer's next transaction opens at 2; then a successor coordinator puts the first
+    // ending's request again.
+    log.append(tp.clone(), transactional(1, 7, 0, 1), false)
+        .await
+        .expect("next transaction");
+    let key = request_marker(&fx, &tp, "seven", commit).await;
+    assert!(matches!(
+        log.append_marker(tp.clone(), commit, key).await,
+        Err(LogError::InvalidProducerEpoch(_))
+    ));
+    // Nothing appended: the next transaction is still open at 2.
+    assert_eq!(log.stable_offsets(&tp).await.expect("offsets"), (0, 2, 3));
+    // Its own ending applies.
+    let next = Marker { end: 2, ..commit };
+    let key = request_marker(&fx, &tp, "seven", next).await;
+    log.append_marker(tp.clone(), next, key)
+        .await
+        .expect("marker");
+    assert_eq!(log.stable_offsets(&tp).await.expect("offsets"), (0, 4, 4));
 }
