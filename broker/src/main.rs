@@ -10,6 +10,7 @@ mod retention;
 mod server;
 mod storage;
 mod txn;
+mod windows;
 
 use anyhow::Context;
 use api::{Broker, Limits, Node, ProducerIds, StaticBrokerConfigs, TopicDefaults};
@@ -242,6 +243,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         view,
         object_store_counts,
         metadata_counts,
+        windows: Default::default(),
+        flush_window_min_bytes: args.flush_window_min_bytes,
     });
 
     let http_bind = args.http_bind()?;

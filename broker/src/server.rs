@@ -248,6 +248,7 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
         let _ = tokio::time::timeout(write_timeout, writer.flush()).await;
     });
     let connection = Arc::new(broker.budgets.connection());
+    let window = Arc::new(crate::windows::ConnectionWindow::default());
     let limits = FrameLimits {
         max_bytes: broker.limits.socket_request_max_bytes,
         non_produce_max_bytes: broker.budgets.non_produce_request_max_bytes,
@@ -297,8 +298,20 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
                 }
                 let staged = api::stage(&broker, request).await;
                 drop(held);
+                let in_flight = staged.produce_window().map(|idempotent| {
+                    let (in_flight, all_blocked) = broker.windows.enter(&window, idempotent);
+                    let min_bytes = broker.flush_window_min_bytes;
+                    if all_blocked && min_bytes > 0 && broker.log.buffered_bytes() >= min_bytes {
+                        broker.log.flush_without_linger();
+                    }
+                    in_flight
+                });
                 let connection = connection.clone();
-                tokio::spawn(async move { api::complete(&broker, staged, &connection).await })
+                tokio::spawn(async move {
+                    let reply = api::complete(&broker, staged, &connection).await;
+                    drop(in_flight);
+                    reply
+                })
             }
             Decoded::Request(request) if !ordered(request.api_key) => {
                 let connection = connection.clone();

@@ -161,6 +161,10 @@ pub struct Broker {
     pub object_store_counts: Arc<skiff_tiering::metered::ObjectStoreCounts>,
     /// Requests to the metadata store, by kind (this process).
     pub metadata_counts: Arc<skiff_tiering::metadata::metered::MetadataCounts>,
+    /// Producers' windows of requests in flight: when all are full, flush without the linger.
+    pub windows: Arc<crate::windows::ProduceWindows>,
+    /// Buffered bytes from which a flush skips the linger when every window is full (0: never).
+    pub flush_window_min_bytes: usize,
 }
 
 impl Broker {
@@ -439,6 +443,17 @@ impl std::fmt::Debug for StagedBody {
         match self {
             StagedBody::Produce(_) => f.write_str("Produce(staged)"),
             StagedBody::Other(body) => body.fmt(f),
+        }
+    }
+}
+
+impl Staged {
+    /// For a produce request that will be answered: whether its producer is idempotent (see
+    /// `crate::windows`).
+    pub fn produce_window(&self) -> Option<bool> {
+        match &self.body {
+            StagedBody::Produce(staged) => staged.window(),
+            StagedBody::Other(_) => None,
         }
     }
 }

@@ -36,6 +36,16 @@ pub struct Staged {
     acks: i16,
     timeout_ms: i32,
     topics: Vec<StagedTopic>,
+    /// Some batch came from an idempotent (or transactional) producer.
+    idempotent: bool,
+}
+
+impl Staged {
+    /// For a request that will be answered (acks ≠ 0): whether its producer is idempotent,
+    /// whose window of requests in flight is known (`crate::windows`).
+    pub fn window(&self) -> Option<bool> {
+        (self.acks != 0).then_some(self.idempotent)
+    }
 }
 
 /// A topic's name, its id (Produce v13 names topics by id; nil before) and its partitions.
@@ -50,6 +60,7 @@ pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
     let mut txn = Verifier::new(request.transactional_id.as_ref().map(|id| id.0.as_str()));
     let mut request_bytes = 0usize;
     let mut accepted_bytes = 0usize;
+    let mut idempotent = false;
     let mut validated = Vec::with_capacity(request.topic_data.len());
     // v13 names topics by id: one lookup for the whole request.
     let names = broker
@@ -97,6 +108,7 @@ pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
             };
             if let Ok(ok) = &result {
                 accepted_bytes += ok.bytes();
+                idempotent |= ok.batches.iter().any(|(h, _)| h.producer_id >= 0);
             }
             partitions.push((partition.index, result));
         }
@@ -127,6 +139,7 @@ pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
         acks,
         timeout_ms: request.timeout_ms,
         topics,
+        idempotent,
     }
 }
 
@@ -137,6 +150,7 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Option<ProduceResponse
         acks,
         timeout_ms,
         topics,
+        ..
     } = staged;
     if acks == 0 {
         // The appends proceed; nobody waits for them.

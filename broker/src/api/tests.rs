@@ -134,6 +134,8 @@ async fn fixture() -> Fixture {
         view,
         object_store_counts: Default::default(),
         metadata_counts: Default::default(),
+        windows: Default::default(),
+        flush_window_min_bytes: 2 << 20,
     };
     Fixture {
         _dir: dir,

@@ -122,6 +122,20 @@ pub struct ServeArgs {
     #[arg(long, env = "SKIFF_FLUSH_MAX_BYTES", default_value_t = 8 * 1024 * 1024, value_name = "BYTES")]
     pub flush_max_bytes: usize,
 
+    /// When every connection with produce requests waiting is an idempotent producer with its
+    /// window of five requests in flight full (nothing more can arrive before the flush),
+    /// flush without waiting for the linger once this many bytes are buffered; 0 turns that
+    /// off. Lifts window-limited producers (the Java client's and franz-go's default) from five
+    /// requests per linger to the flush speed; smaller objects than this still wait for the
+    /// linger, so it bounds the PUTs per GiB this adds.
+    #[arg(
+        long,
+        env = "SKIFF_FLUSH_WINDOW_MIN_BYTES",
+        default_value_t = 2 * 1024 * 1024,
+        value_name = "BYTES"
+    )]
+    pub flush_window_min_bytes: usize,
+
     /// Produce bytes accepted but not yet committed; when used up, produce requests wait
     /// (backpressure) instead of the broker buffering more.
     #[arg(long, env = "SKIFF_PRODUCE_BUFFER_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_name = "BYTES")]

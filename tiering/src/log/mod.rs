@@ -694,6 +694,14 @@ impl Log {
         }
     }
 
+    /// Starts the next flush without waiting for the linger: now if the flusher is idle, else
+    /// as soon as the flush in progress ends. For when waiting cannot make the object fuller
+    /// (every producer with data buffered is blocked on its acknowledgements).
+    pub fn flush_without_linger(&self) {
+        self.inner.flush_urgent.store(true, Ordering::Release);
+        self.inner.flush_wakeup.notify_one();
+    }
+
     /// Flushes everything buffered, then stops the flusher. Appends after this fail.
     pub async fn shutdown(&self) {
         self.layout_watcher.abort();
