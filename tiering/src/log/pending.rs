@@ -249,8 +249,10 @@ impl Pending {
         self.first_at
     }
 
-    /// Takes whole partitions, in arrival order, until at least `max_bytes` are taken (at least
-    /// one partition). What is left keeps its order and counts as arrived now.
+    /// Takes partitions, in arrival order, until `max_bytes` are taken. A partition that does
+    /// not fit whole gives the appends that fit (at least one append is always taken), so no
+    /// section grows past about `max_bytes`: a reader fetching from it reads at most that much.
+    /// What is left keeps its order and counts as arrived now.
     pub(crate) fn take(
         &mut self,
         max_bytes: usize,
@@ -265,14 +267,39 @@ impl Pending {
         let mut taken = Vec::new();
         let mut taken_bytes = 0;
         while taken_bytes < max_bytes {
-            let Some((tp, appends)) = self.partitions.shift_remove_index(0) else {
+            let Some(appends) = self.partitions.get_index_mut(0).map(|(_, a)| a) else {
                 break;
             };
-            let bytes: usize = appends.iter().map(|a| a.bytes).sum();
+            let whole: usize = appends.iter().map(|a| a.bytes).sum();
+            let (tp, part) = if taken_bytes + whole <= max_bytes {
+                self.partitions
+                    .shift_remove_index(0)
+                    .expect("the first partition exists")
+            } else {
+                let mut fit = 0;
+                let mut fit_bytes = 0;
+                for append in appends.iter() {
+                    if fit > 0 && taken_bytes + fit_bytes + append.bytes > max_bytes {
+                        break;
+                    }
+                    fit += 1;
+                    fit_bytes += append.bytes;
+                }
+                if fit == appends.len() {
+                    self.partitions
+                        .shift_remove_index(0)
+                        .expect("the first partition exists")
+                } else {
+                    let part: Vec<PendingAppend> = appends.drain(..fit).collect();
+                    let (tp, _) = self.partitions.get_index(0).expect("the first partition exists");
+                    (tp.clone(), part)
+                }
+            };
+            let bytes: usize = part.iter().map(|a| a.bytes).sum();
             taken_bytes += bytes;
             self.bytes -= bytes;
-            self.appends -= appends.len();
-            taken.push((tp, appends));
+            self.appends -= part.len();
+            taken.push((tp, part));
         }
         self.first_at = (!self.partitions.is_empty()).then_some(now);
         taken
@@ -420,5 +447,43 @@ mod tests {
         assert_eq!(rest.len(), 2);
         assert_eq!(pending.len(), 0);
         assert!(pending.first_at().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_partition_over_the_size_is_taken_in_parts_in_order() {
+        let mut pending = Pending::default();
+        let now = Instant::now();
+        let big = TopicPartition::new("big", 0);
+        let mut receivers = Vec::new();
+        for ts in 0..5 {
+            let (a, rx) = append(1, ts, false);
+            receivers.push(rx);
+            pending.push(big.clone(), a, now);
+        }
+        pending.push(TopicPartition::new("small", 0), append(1, 9, false).0, now);
+        let per = pending.bytes() / 6;
+        let timestamps = |taken: &[(TopicPartition, Vec<PendingAppend>)]| -> Vec<(String, i64)> {
+            taken
+                .iter()
+                .flat_map(|(tp, appends)| {
+                    appends
+                        .iter()
+                        .map(|a| (tp.topic.to_string(), a.batches[0].0.max_timestamp))
+                })
+                .collect()
+        };
+        // Room for two appends: the first two of the big partition, which stays first.
+        let taken = pending.take(per * 2, now);
+        assert_eq!(timestamps(&taken), [("big".into(), 0), ("big".into(), 1)]);
+        assert_eq!(pending.bytes(), per * 4);
+        // One append always goes, even over the size.
+        let taken = pending.take(per / 2, now);
+        assert_eq!(timestamps(&taken), [("big".into(), 2)]);
+        let taken = pending.take(per * 10, now);
+        assert_eq!(
+            timestamps(&taken),
+            [("big".into(), 3), ("big".into(), 4), ("small".into(), 9)]
+        );
+        assert_eq!((pending.len(), pending.bytes()), (0, 0));
     }
 }
