@@ -167,6 +167,8 @@ async fn stats(State(broker): State<Arc<Broker>>) -> Json<Value> {
         "fenced_appends": load(&stats.fenced_appends),
         "range_reads": load(&stats.range_reads),
         "recent_cache_hits": load(&stats.recent_cache_hits),
+        "read_cache_hits": load(&stats.read_cache_hits),
+        "read_cache_bytes": broker.log.read_cache_bytes(),
         "parquet_row_groups_read": load(&stats.parquet_row_groups_read),
         "buffered_bytes": broker.log.buffered_bytes(),
         "object_store": counts_json(broker.object_store_counts.snapshot()),

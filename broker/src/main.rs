@@ -114,6 +114,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             flush_max_bytes: args.flush_max_bytes,
             buffer_max_bytes: args.produce_buffer_max_bytes,
             recent_cache_max_bytes: args.recent_cache_max_bytes,
+            read_cache_max_bytes: args.read_cache_max_bytes,
             index_rollup_fanout: args.index_rollup_fanout,
             producer_id_expiration_ms: args.producer_id_expiration_ms,
             object_commit_timeout_ms: args.compactor.object_commit_timeout_ms,

@@ -146,6 +146,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SKIFF_RECENT_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_name = "BYTES")]
     pub recent_cache_max_bytes: usize,
 
+    /// Memory for flush-object sections read back from the bucket: a consumer catching up
+    /// reads each section from the bucket once, and consumers reading the same data at once
+    /// share one GET (0 turns the cache off).
+    #[arg(
+        long,
+        env = "SKIFF_READ_CACHE_MAX_BYTES",
+        default_value_t = 128 * 1024 * 1024,
+        value_name = "BYTES"
+    )]
+    pub read_cache_max_bytes: usize,
+
     /// Index entries per index object. A partition keeps at most about four times this many
     /// index keys in the metadata store (etcd); older ones are rolled up into the bucket.
     #[arg(long, env = "SKIFF_INDEX_ROLLUP_FANOUT", default_value_t = skiff_tiering::log::ROLLUP_FANOUT)]

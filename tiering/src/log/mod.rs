@@ -18,6 +18,7 @@ pub mod markers;
 mod pending;
 mod reader;
 mod recent;
+mod section_cache;
 mod writer;
 
 pub use index::ROLLUP_FANOUT;
@@ -90,6 +91,8 @@ pub struct LogConfig {
     pub object_commit_timeout_ms: i64,
     /// Memory for Parquet footers' and row groups' rebuilt batches (reads of compacted data).
     pub parquet_cache_max_bytes: usize,
+    /// Memory for flush-object sections read back (catch-up reads; 0: none).
+    pub read_cache_max_bytes: usize,
 }
 
 impl Default for LogConfig {
@@ -104,6 +107,7 @@ impl Default for LogConfig {
             producer_id_expiration_ms: 86_400_000,
             object_commit_timeout_ms: OBJECT_COMMIT_TIMEOUT_MS,
             parquet_cache_max_bytes: 64 * 1024 * 1024,
+            read_cache_max_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -193,6 +197,8 @@ pub struct LogStats {
     pub fenced_appends: AtomicU64,
     pub range_reads: AtomicU64,
     pub recent_cache_hits: AtomicU64,
+    /// Sections served from the read cache (`section_cache`) instead of the bucket.
+    pub read_cache_hits: AtomicU64,
     /// Row groups of Parquet files read back (from the reader's cache or the bucket).
     pub parquet_row_groups_read: AtomicU64,
 }
@@ -251,6 +257,8 @@ pub(crate) struct LogInner {
     /// Bumped after every commit; long-polling fetches wait on it.
     pub(crate) commits: watch::Sender<u64>,
     pub(crate) recent: Mutex<recent::RecentObjects>,
+    /// Sections read back from the bucket (catch-up reads).
+    pub(crate) sections: section_cache::SectionCache,
     pub(crate) stats: LogStats,
     pub(crate) shutting_down: AtomicBool,
     /// Set by a hand-over: flush without waiting for the linger time.
@@ -301,6 +309,7 @@ impl Log {
             catalog: Catalog::new(store.clone()),
             buffer: Arc::new(Semaphore::new(config.buffer_max_bytes)),
             recent: Mutex::new(recent::RecentObjects::new(config.recent_cache_max_bytes)),
+            sections: section_cache::SectionCache::new(config.read_cache_max_bytes),
             index_objects: crate::tree::IndexObjects::new(objects.clone()),
             columnar: ColumnarReader::new(objects.clone(), config.parquet_cache_max_bytes),
             store,
@@ -366,6 +375,11 @@ impl Log {
     }
 
     /// Produce bytes accepted and waiting for the next flush.
+    /// Bytes the read cache of sections holds.
+    pub fn read_cache_bytes(&self) -> usize {
+        self.inner.sections.usage()
+    }
+
     pub fn buffered_bytes(&self) -> usize {
         self.inner
             .pending

@@ -276,24 +276,41 @@ impl Pending {
                     .shift_remove_index(0)
                     .expect("the first partition exists")
             } else {
+                // The appends that fit; one at least when nothing is taken yet.
                 let mut fit = 0;
                 let mut fit_bytes = 0;
                 for append in appends.iter() {
-                    if fit > 0 && taken_bytes + fit_bytes + append.bytes > max_bytes {
+                    let first = taken.is_empty() && fit == 0;
+                    if !first && taken_bytes + fit_bytes + append.bytes > max_bytes {
                         break;
                     }
                     fit += 1;
                     fit_bytes += append.bytes;
                 }
-                if fit == appends.len() {
+                if fit == 0 {
+                    break;
+                }
+                let part: Vec<PendingAppend> = appends.drain(..fit).collect();
+                let emptied = appends.is_empty();
+                let bytes: usize = part.iter().map(|a| a.bytes).sum();
+                let tp = if emptied {
                     self.partitions
                         .shift_remove_index(0)
                         .expect("the first partition exists")
+                        .0
                 } else {
-                    let part: Vec<PendingAppend> = appends.drain(..fit).collect();
-                    let (tp, _) = self.partitions.get_index(0).expect("the first partition exists");
-                    (tp.clone(), part)
-                }
+                    let (tp, _) = self
+                        .partitions
+                        .get_index(0)
+                        .expect("the first partition exists");
+                    tp.clone()
+                };
+                taken.push((tp, part));
+                self.bytes -= bytes;
+                self.appends -= fit;
+                // The partition stays first with its other appends, for the next flush: a
+                // partition appears once per flush (offsets are assigned per partition).
+                break;
             };
             let bytes: usize = part.iter().map(|a| a.bytes).sum();
             taken_bytes += bytes;
@@ -479,10 +496,14 @@ mod tests {
         // One append always goes, even over the size.
         let taken = pending.take(per / 2, now);
         assert_eq!(timestamps(&taken), [("big".into(), 2)]);
-        let taken = pending.take(per * 10, now);
+        // Room for one and a half: one, and the partition is never taken twice in one flush.
+        pending.push(TopicPartition::new("small", 1), append(1, 8, false).0, now);
+        let taken = pending.take(per + per / 2, now);
+        assert_eq!(timestamps(&taken), [("big".into(), 3)]);
+        let taken = pending.take(per * 3, now);
         assert_eq!(
             timestamps(&taken),
-            [("big".into(), 3), ("big".into(), 4), ("small".into(), 9)]
+            [("big".into(), 4), ("small".into(), 9), ("small".into(), 8)]
         );
         assert_eq!((pending.len(), pending.bytes()), (0, 0));
     }

@@ -11,7 +11,7 @@ use crate::batch;
 use crate::keys::{IndexEntry, ParquetFile};
 use crate::producers::AbortedTxn;
 use crate::records;
-use crate::tree::{self, Leaf, LeafCursor, ReadError, Slot};
+use crate::tree::{Leaf, LeafCursor, ReadError, Slot};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 
@@ -367,8 +367,8 @@ async fn file_batch(
     Ok(None)
 }
 
-/// A section's bytes, from the recent-objects cache or a ranged GET, checked against the CRC
-/// recorded at write time.
+/// A section's bytes, from the recent-objects cache, the read cache or a ranged GET, checked
+/// against the CRC recorded at write time.
 async fn section_bytes(inner: &LogInner, entry: &IndexEntry) -> Result<Bytes, ReadError> {
     let range = usize::try_from(entry.position)
         .ok()
@@ -388,6 +388,12 @@ async fn section_bytes(inner: &LogInner, entry: &IndexEntry) -> Result<Bytes, Re
             .fetch_add(1, Ordering::Relaxed);
         return Ok(bytes);
     }
-    inner.stats.range_reads.fetch_add(1, Ordering::Relaxed);
-    tree::read_section(&*inner.objects, entry).await
+    let (bytes, hit) = inner.sections.read(&inner.objects, entry).await?;
+    let counter = if hit {
+        &inner.stats.read_cache_hits
+    } else {
+        &inner.stats.range_reads
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    Ok(bytes)
 }
