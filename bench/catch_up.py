@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Catch-up benchmark (run by hand, never in CI): a consumer with a small partition fetch size
+reads big records from the start of a partition whose data the broker no longer holds in memory.
+
+Produces COUNT records of SIZE bytes to one partition (embedded store, compactor off so the data
+stays in flush objects), restarts the broker (its recent-objects cache is empty), then consumes
+everything with `fetch.message.max.bytes` = FETCH bytes; reports records/s and what it cost the
+bucket (GETs and bytes from /v1/stats).
+
+    cargo build --release --bin skiff
+    .venv/bin/python bench/catch_up.py [--skiff BIN] [-- extra skiff serve flags]
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from produce_consume import free_port  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skiff", default="target/release/skiff")
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--size", type=int, default=500_000)
+    parser.add_argument("--fetch", type=int, default=100_000)
+    parser.add_argument("extra", nargs="*", help="more `skiff serve` flags")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="skiff-bench-catchup-"))
+    log = open(work / "skiff.log", "wb")
+    kafka, http = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    command = [args.skiff, "serve", "--data-dir", str(work / "data"), "--listeners", kafka,
+               "--http-listeners", http, "--flush-linger-ms", "50", "--compactor-enable",
+               "false", "--log", "warn", *args.extra]
+
+    def start():
+        proc = subprocess.Popen(command, stdout=log, stderr=log)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://{http}/health", timeout=1).read()
+                return proc
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("broker did not become healthy")
+
+    def stats():
+        with urllib.request.urlopen(f"http://{http}/v1/stats", timeout=5) as response:
+            return json.load(response)
+
+    proc = start()
+    try:
+        admin = AdminClient({"bootstrap.servers": kafka})
+        config = {"max.message.bytes": str(2 * args.size)}
+        admin.create_topics([NewTopic("big", 1, 1, config=config)])["big"].result(30)
+        time.sleep(0.5)
+        producer = Producer({"bootstrap.servers": kafka, "linger.ms": 5,
+                             "message.max.bytes": 2 * args.size})
+        payload = b"x" * args.size
+        for _ in range(args.count):
+            while True:
+                try:
+                    producer.produce("big", payload, partition=0)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.flush(120)
+        proc.terminate()
+        proc.wait(30)
+        proc = start()
+        time.sleep(1)
+        before = stats()
+        consumer = Consumer({"bootstrap.servers": kafka, "group.id": "bench-unused",
+                             "enable.auto.commit": False, "fetch.message.max.bytes": args.fetch})
+        consumer.assign([TopicPartition("big", 0, 0)])
+        seen, started = 0, time.perf_counter()
+        while seen < args.count and time.perf_counter() - started < 120:
+            message = consumer.poll(1)
+            if message is not None and message.error() is None:
+                seen += 1
+        elapsed = time.perf_counter() - started
+        consumer.close()
+        after = stats()
+        gets = after["object_store"]["gets"] - before["object_store"]["gets"]
+        get_mb = (after["object_store"]["get_bytes"] - before["object_store"]["get_bytes"]) / 1e6
+        print(f"{seen} of {args.count} records of {args.size} B in {elapsed:.1f} s: "
+              f"{seen / elapsed:.0f} records/s, {gets} GETs, {get_mb:.0f} MB read from the bucket "
+              f"({args.count * args.size / 1e6:.0f} MB of data)")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
