@@ -33,6 +33,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--size", type=int, default=500_000)
     parser.add_argument("--fetch", type=int, default=100_000)
+    parser.add_argument("--passes", type=int, default=1,
+                        help="consumers reading everything one after the other (the later ones "
+                             "find the read cache warm: in memory, or on its disk part)")
     parser.add_argument("extra", nargs="*", help="more `skiff serve` flags")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="skiff-bench-catchup-"))
@@ -78,23 +81,27 @@ def main() -> int:
         proc.wait(30)
         proc = start()
         time.sleep(1)
-        before = stats()
-        consumer = Consumer({"bootstrap.servers": kafka, "group.id": "bench-unused",
-                             "enable.auto.commit": False, "fetch.message.max.bytes": args.fetch})
-        consumer.assign([TopicPartition("big", 0, 0)])
-        seen, started = 0, time.perf_counter()
-        while seen < args.count and time.perf_counter() - started < 120:
-            message = consumer.poll(1)
-            if message is not None and message.error() is None:
-                seen += 1
-        elapsed = time.perf_counter() - started
-        consumer.close()
-        after = stats()
-        gets = after["object_store"]["gets"] - before["object_store"]["gets"]
-        get_mb = (after["object_store"]["get_bytes"] - before["object_store"]["get_bytes"]) / 1e6
-        print(f"{seen} of {args.count} records of {args.size} B in {elapsed:.1f} s: "
-              f"{seen / elapsed:.0f} records/s, {gets} GETs, {get_mb:.0f} MB read from the bucket "
-              f"({args.count * args.size / 1e6:.0f} MB of data)")
+        for catch_up in range(args.passes):
+            before = stats()
+            consumer = Consumer({"bootstrap.servers": kafka, "group.id": "bench-unused",
+                                 "enable.auto.commit": False,
+                                 "fetch.message.max.bytes": args.fetch})
+            consumer.assign([TopicPartition("big", 0, 0)])
+            seen, started = 0, time.perf_counter()
+            while seen < args.count and time.perf_counter() - started < 120:
+                message = consumer.poll(1)
+                if message is not None and message.error() is None:
+                    seen += 1
+            elapsed = time.perf_counter() - started
+            consumer.close()
+            after = stats()
+            store = {k: after["object_store"][k] - before["object_store"][k]
+                     for k in ("gets", "get_bytes")}
+            hits = after.get("read_cache_hits", 0) - before.get("read_cache_hits", 0)
+            print(f"pass {catch_up + 1}: {seen} of {args.count} records of {args.size} B in "
+                  f"{elapsed:.1f} s: {seen / elapsed:.0f} records/s, {store['gets']} GETs, "
+                  f"{store['get_bytes'] / 1e6:.0f} MB read from the bucket "
+                  f"({args.count * args.size / 1e6:.0f} MB of data), {hits} read cache hits")
     finally:
         proc.terminate()
         proc.wait(30)

@@ -20,6 +20,7 @@ use skiff_compactor::Compactor;
 use skiff_tiering::cluster::controller::Controller;
 use skiff_tiering::cluster::membership::{self, Membership};
 use skiff_tiering::keys::BrokerRecord;
+use skiff_tiering::log::section_cache::SectionCache;
 use skiff_tiering::{Clock, Log, LogConfig, SystemClock};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -104,7 +105,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot register node id {node_id}"))?,
     );
-    let log = Log::open(
+    let read_cache_dir = args
+        .read_cache_dir
+        .clone()
+        .unwrap_or_else(|| args.store.data_dir.join("read-cache"));
+    let sections = SectionCache::hybrid(
+        args.read_cache_max_bytes,
+        &read_cache_dir,
+        args.read_cache_disk_bytes,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let log = Log::open_with_cache(
         store.clone(),
         objects.clone(),
         clock.clone(),
@@ -120,6 +132,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             object_commit_timeout_ms: args.compactor.object_commit_timeout_ms,
             ..LogConfig::default()
         },
+        sections,
     );
     // The compactor of the embedded default (`--compactor-enable false` where compactors run
     // as their own processes).

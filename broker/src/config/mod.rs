@@ -157,6 +157,21 @@ pub struct ServeArgs {
     )]
     pub read_cache_max_bytes: usize,
 
+    /// Local disk for the read cache, behind its memory (sections evicted from memory go
+    /// there; 0: memory only). It holds only copies of the bucket's data: put it on an
+    /// ephemeral volume.
+    #[arg(
+        long,
+        env = "SKIFF_READ_CACHE_DISK_BYTES",
+        default_value_t = 1024 * 1024 * 1024,
+        value_name = "BYTES"
+    )]
+    pub read_cache_disk_bytes: usize,
+
+    /// Where the read cache keeps its disk part (default: `read-cache` in the data dir).
+    #[arg(long, env = "SKIFF_READ_CACHE_DIR", value_name = "DIR")]
+    pub read_cache_dir: Option<std::path::PathBuf>,
+
     /// Index entries per index object. A partition keeps at most about four times this many
     /// index keys in the metadata store (etcd); older ones are rolled up into the bucket.
     #[arg(long, env = "SKIFF_INDEX_ROLLUP_FANOUT", default_value_t = skiff_tiering::log::ROLLUP_FANOUT)]

@@ -18,7 +18,7 @@ pub mod markers;
 mod pending;
 mod reader;
 mod recent;
-mod section_cache;
+pub mod section_cache;
 mod writer;
 
 pub use index::ROLLUP_FANOUT;
@@ -304,12 +304,25 @@ impl Log {
         clock: Arc<dyn Clock>,
         config: LogConfig,
     ) -> Self {
+        let sections = section_cache::SectionCache::new(config.read_cache_max_bytes);
+        Self::open_with_cache(store, objects, clock, config, sections)
+    }
+
+    /// [`Log::open`] with a read cache built by the caller (one with a disk part is built
+    /// asynchronously: `SectionCache::hybrid`).
+    pub fn open_with_cache(
+        store: Arc<dyn MetadataStore>,
+        objects: Arc<dyn ObjectStore>,
+        clock: Arc<dyn Clock>,
+        config: LogConfig,
+        sections: section_cache::SectionCache,
+    ) -> Self {
         let (commits, _) = watch::channel(0);
         let inner = Arc::new(LogInner {
             catalog: Catalog::new(store.clone()),
             buffer: Arc::new(Semaphore::new(config.buffer_max_bytes)),
             recent: Mutex::new(recent::RecentObjects::new(config.recent_cache_max_bytes)),
-            sections: section_cache::SectionCache::new(config.read_cache_max_bytes),
+            sections,
             index_objects: crate::tree::IndexObjects::new(objects.clone()),
             columnar: ColumnarReader::new(objects.clone(), config.parquet_cache_max_bytes),
             store,
@@ -727,6 +740,8 @@ impl Log {
                 tracing::error!(%error, "flusher task failed");
             }
         }
+        // The disk part of the read cache writes what it buffers, for the next run.
+        self.inner.sections.close().await;
     }
 }
 

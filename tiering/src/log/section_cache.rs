@@ -1,43 +1,144 @@
-//! The read cache of flush-object sections (`foyer`, in memory): a section is read whole (its
-//! CRC32C covers it whole), so a consumer catching up through a section, fetch after fetch,
-//! reads it from the bucket once; consumers that want the same section at the same time share
-//! one GET. Keys name an immutable object and a range in it, so nothing is ever invalidated.
+//! The read cache of flush-object sections (`foyer`): in memory, and optionally on local disk
+//! too (a hybrid cache; the disk part belongs on an ephemeral volume, it holds nothing the
+//! bucket does not). A section is read whole (its CRC32C covers it whole), so a consumer
+//! catching up through a section, fetch after fetch, reads it from the bucket once; consumers
+//! that want the same section at the same time share one GET. Keys name an immutable object,
+//! a range in it and its CRC, so nothing is ever invalidated; what comes back from disk is
+//! checked against the CRC again.
 //!
 //! Tailing consumers are served before this, from the objects this broker just wrote
 //! (`recent`); Parquet row groups have their own cache (`columnar`).
 
 use crate::keys::IndexEntry;
+use crate::object;
 use crate::tree::{self, ReadError};
 use bytes::Bytes;
-use foyer::{Cache, CacheBuilder};
+use foyer::{
+    BlockEngineConfig, Cache, CacheBuilder, Code, DeviceBuilder, FsDeviceBuilder, HybridCache,
+    HybridCacheBuilder, PsyncIoEngineConfig,
+};
 use object_store::ObjectStore;
+use std::path::Path;
 use std::sync::Arc;
 
-/// A section: (object key, position, length, CRC32C its index entry records).
-type SectionKey = (String, u64, u64, u32);
+/// Blocks of the disk part: a section (at most about `--flush-max-bytes`, 8 MiB by default,
+/// plus one append) fits one, or is kept in memory only.
+const DISK_BLOCK_BYTES: usize = 16 * 1024 * 1024;
 
-pub(crate) struct SectionCache {
-    /// None when the cache is off (`read_cache_max_bytes` = 0).
-    cache: Option<Cache<SectionKey, Bytes>>,
+/// A section: its object, range, and the CRC32C its index entry records.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SectionKey {
+    object: String,
+    position: u64,
+    length: u64,
+    crc32c: u32,
+}
+
+impl SectionKey {
+    fn of(entry: &IndexEntry) -> Self {
+        Self {
+            object: entry.object.clone(),
+            position: entry.position,
+            length: entry.length,
+            crc32c: entry.crc32c,
+        }
+    }
+}
+
+impl Code for SectionKey {
+    fn encode(&self, writer: &mut impl std::io::Write) -> foyer::Result<()> {
+        self.object.encode(writer)?;
+        self.position.encode(writer)?;
+        self.length.encode(writer)?;
+        self.crc32c.encode(writer)
+    }
+
+    fn decode(reader: &mut impl std::io::Read) -> foyer::Result<Self> {
+        Ok(Self {
+            object: String::decode(reader)?,
+            position: u64::decode(reader)?,
+            length: u64::decode(reader)?,
+            crc32c: u32::decode(reader)?,
+        })
+    }
+
+    fn estimated_size(&self) -> usize {
+        self.object.len() + 8 + 8 + 8 + 4
+    }
+}
+
+fn weight(key: &SectionKey, value: &Bytes) -> usize {
+    key.object.len() + value.len()
+}
+
+enum Backend {
+    Off,
+    Memory(Cache<SectionKey, Bytes>),
+    Hybrid(HybridCache<SectionKey, Bytes>),
+}
+
+pub struct SectionCache {
+    backend: Backend,
 }
 
 impl std::fmt::Debug for SectionCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SectionCache")
-            .field("capacity", &self.cache.as_ref().map(Cache::capacity))
-            .finish()
+        let kind = match &self.backend {
+            Backend::Off => "off",
+            Backend::Memory(_) => "memory",
+            Backend::Hybrid(_) => "memory and disk",
+        };
+        f.debug_struct("SectionCache").field("kind", &kind).finish()
     }
 }
 
 impl SectionCache {
-    pub(crate) fn new(max_bytes: usize) -> Self {
-        let cache = (max_bytes > 0).then(|| {
-            CacheBuilder::new(max_bytes)
-                .with_name("skiff_sections")
-                .with_weighter(|key: &SectionKey, value: &Bytes| key.0.len() + value.len())
-                .build()
-        });
-        Self { cache }
+    /// In memory only (`memory_bytes` = 0: no cache).
+    pub fn new(memory_bytes: usize) -> Self {
+        let backend = if memory_bytes == 0 {
+            Backend::Off
+        } else {
+            Backend::Memory(
+                CacheBuilder::new(memory_bytes)
+                    .with_name("skiff_sections")
+                    .with_weighter(weight)
+                    .build(),
+            )
+        };
+        Self { backend }
+    }
+
+    /// In memory and, up to `disk_bytes`, in files under `dir` (`disk_bytes` = 0: memory
+    /// only). What a previous run left there may be served again: keys name immutable bytes,
+    /// and every disk read is checked against the CRC.
+    pub async fn hybrid(
+        memory_bytes: usize,
+        dir: &Path,
+        disk_bytes: usize,
+    ) -> Result<Self, String> {
+        if disk_bytes == 0 || memory_bytes == 0 {
+            return Ok(Self::new(memory_bytes));
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the read cache dir {}: {e}", dir.display()))?;
+        let device = FsDeviceBuilder::new(dir)
+            .with_capacity(disk_bytes)
+            .build()
+            .map_err(|e| format!("read cache dir {}: {e}", dir.display()))?;
+        let cache = HybridCacheBuilder::new()
+            .with_name("skiff_sections")
+            .memory(memory_bytes)
+            .with_weighter(weight)
+            .storage()
+            // pread/pwrite on the blocking pool: no io_uring needed.
+            .with_io_engine_config(PsyncIoEngineConfig::new())
+            .with_engine_config(BlockEngineConfig::new(device).with_block_size(DISK_BLOCK_BYTES))
+            .build()
+            .await
+            .map_err(|e| format!("read cache dir {}: {e}", dir.display()))?;
+        Ok(Self {
+            backend: Backend::Hybrid(cache),
+        })
     }
 
     /// The section's bytes, checked against its CRC32C, from the cache or one ranged GET
@@ -47,37 +148,63 @@ impl SectionCache {
         objects: &Arc<dyn ObjectStore>,
         entry: &IndexEntry,
     ) -> Result<(Bytes, bool), ReadError> {
-        let Some(cache) = &self.cache else {
-            return Ok((tree::read_section(&**objects, entry).await?, false));
+        let key = SectionKey::of(entry);
+        let fetch = {
+            let objects = objects.clone();
+            let entry = entry.clone();
+            move || async move { tree::read_section(&*objects, &entry).await }
         };
-        let key: SectionKey = (
-            entry.object.clone(),
-            entry.position,
-            entry.length,
-            entry.crc32c,
-        );
-        if let Some(found) = cache.get(&key) {
-            return Ok((found.value().clone(), true));
-        }
-        let objects = objects.clone();
-        let entry = entry.clone();
-        let fetched = cache
-            .get_or_fetch(&key, move || async move {
-                tree::read_section(&*objects, &entry).await
-            })
-            .await;
-        match fetched {
-            Ok(found) => Ok((found.value().clone(), false)),
-            Err(error) => Err(error
+        let fetched = match &self.backend {
+            Backend::Off => return Ok((tree::read_section(&**objects, entry).await?, false)),
+            Backend::Memory(cache) => {
+                if let Some(found) = cache.get(&key) {
+                    return Ok((found.value().clone(), true));
+                }
+                cache
+                    .get_or_fetch(&key, fetch)
+                    .await
+                    .map(|found| found.value().clone())
+            }
+            Backend::Hybrid(cache) => {
+                if let Ok(Some(found)) = cache.get(&key).await {
+                    let bytes = found.value().clone();
+                    // From local disk, maybe: checked again, and dropped if it went bad.
+                    if object::verify_section(&bytes, entry.crc32c).is_ok() {
+                        return Ok((bytes, true));
+                    }
+                    tracing::warn!(object = entry.object, "read cache entry corrupt; dropped");
+                    cache.remove(&key);
+                }
+                cache
+                    .get_or_fetch(&key, fetch)
+                    .await
+                    .map(|found| found.value().clone())
+            }
+        };
+        fetched.map(|bytes| (bytes, false)).map_err(|error| {
+            error
                 .downcast_ref::<ReadError>()
                 .cloned()
-                .unwrap_or_else(|| ReadError::Unavailable(error.to_string()))),
+                .unwrap_or_else(|| ReadError::Unavailable(error.to_string()))
+        })
+    }
+
+    /// Bytes held in memory now.
+    pub(crate) fn usage(&self) -> usize {
+        match &self.backend {
+            Backend::Off => 0,
+            Backend::Memory(cache) => cache.usage(),
+            Backend::Hybrid(cache) => cache.memory().usage(),
         }
     }
 
-    /// Bytes held now.
-    pub(crate) fn usage(&self) -> usize {
-        self.cache.as_ref().map_or(0, Cache::usage)
+    /// Writes what the disk part still buffers, and stops it.
+    pub(crate) async fn close(&self) {
+        if let Backend::Hybrid(cache) = &self.backend {
+            if let Err(error) = cache.close().await {
+                tracing::warn!(%error, "read cache did not close cleanly");
+            }
+        }
     }
 }
 
@@ -85,18 +212,11 @@ impl SectionCache {
 mod tests {
     use super::*;
     use object_store::memory::InMemory;
-    use object_store::path::Path;
+    use object_store::path::Path as ObjectPath;
     use object_store::ObjectStoreExt;
 
-    #[tokio::test]
-    async fn a_section_is_read_once_and_checked() {
-        let store = Arc::new(InMemory::new());
-        let body = Bytes::from_static(b"....section....");
-        store
-            .put(&Path::from("o"), body.clone().into())
-            .await
-            .expect("put");
-        let entry = |crc32c| IndexEntry {
+    fn entry(crc32c: u32) -> IndexEntry {
+        IndexEntry {
             base_offset: 0,
             last_offset: 0,
             max_timestamp: 0,
@@ -105,16 +225,25 @@ mod tests {
             length: 7,
             crc32c,
             aborted: Vec::new(),
-        };
+        }
+    }
+
+    /// Reads through `cache` twice, the object deleted in between; then a bad CRC.
+    async fn read_once_and_checked(cache: &SectionCache) {
+        let store = Arc::new(InMemory::new());
+        let body = Bytes::from_static(b"....section....");
+        store
+            .put(&ObjectPath::from("o"), body.clone().into())
+            .await
+            .expect("put");
         let good = entry(crc32c::crc32c(&body[4..11]));
         let objects: Arc<dyn ObjectStore> = store.clone();
-        let cache = SectionCache::new(1 << 20);
         assert_eq!(
             cache.read(&objects, &good).await.expect("read"),
             (body.slice(4..11), false)
         );
-        // Gone from the bucket: still served, from memory.
-        store.delete(&Path::from("o")).await.expect("delete");
+        // Gone from the bucket: still served, from the cache.
+        store.delete(&ObjectPath::from("o")).await.expect("delete");
         assert_eq!(
             cache.read(&objects, &good).await.expect("read"),
             (body.slice(4..11), true)
@@ -122,17 +251,95 @@ mod tests {
         assert!(cache.usage() >= 7);
         // A bad CRC is an error, and nothing is cached.
         store
-            .put(&Path::from("o"), body.clone().into())
+            .put(&ObjectPath::from("o"), body.clone().into())
             .await
             .expect("put");
-        let bad = entry(1);
         assert!(matches!(
-            cache.read(&objects, &bad).await,
+            cache.read(&objects, &entry(1)).await,
             Err(ReadError::Corrupt(_))
         ));
-        // Off: always from the bucket.
+        assert!(matches!(
+            cache.read(&objects, &entry(1)).await,
+            Err(ReadError::Corrupt(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_section_is_read_once_and_checked_in_memory() {
+        read_once_and_checked(&SectionCache::new(1 << 20)).await;
         let off = SectionCache::new(0);
-        assert!(!off.read(&objects, &good).await.expect("read").1);
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        store
+            .put(
+                &ObjectPath::from("o"),
+                Bytes::from_static(b"....section....").into(),
+            )
+            .await
+            .expect("put");
+        let good = entry(crc32c::crc32c(b"section"));
+        assert!(
+            !off.read(&store, &good).await.expect("read").1,
+            "off: always a GET"
+        );
         assert_eq!(off.usage(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_section_is_read_once_and_checked_on_disk_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = SectionCache::hybrid(1 << 20, &dir.path().join("cache"), 64 << 20)
+            .await
+            .expect("hybrid");
+        read_once_and_checked(&cache).await;
+        cache.close().await;
+    }
+
+    #[tokio::test]
+    async fn sections_evicted_from_memory_are_served_from_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Memory holds about one section: the others go to disk when evicted.
+        let cache = SectionCache::hybrid(40, &dir.path().join("cache"), 64 << 20)
+            .await
+            .expect("hybrid");
+        let store = Arc::new(InMemory::new());
+        let objects: Arc<dyn ObjectStore> = store.clone();
+        let mut entries = Vec::new();
+        for i in 0..4 {
+            let body = Bytes::from(format!("section number {i}"));
+            let name = format!("o{i}");
+            store
+                .put(&ObjectPath::from(name.as_str()), body.clone().into())
+                .await
+                .expect("put");
+            let entry = IndexEntry {
+                object: name,
+                position: 0,
+                length: body.len() as u64,
+                crc32c: crc32c::crc32c(&body),
+                ..entry(0)
+            };
+            assert!(!cache.read(&objects, &entry).await.expect("read").1);
+            entries.push((entry, body));
+        }
+        for (entry, _) in &entries {
+            store
+                .delete(&ObjectPath::from(entry.object.as_str()))
+                .await
+                .expect("delete");
+        }
+        // Every section is still served with the bucket empty (the disk writes are
+        // asynchronous: allow them a moment).
+        for (entry, body) in &entries {
+            let mut found = None;
+            for _ in 0..100 {
+                if let Ok(read) = cache.read(&objects, entry).await {
+                    found = Some(read);
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert_eq!(found, Some((body.clone(), true)), "{}", entry.object);
+        }
+        cache.close().await;
     }
 }
