@@ -105,17 +105,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot register node id {node_id}"))?,
     );
-    let read_cache_dir = args
-        .read_cache_dir
-        .clone()
-        .unwrap_or_else(|| args.store.data_dir.join("read-cache"));
-    let sections = SectionCache::hybrid(
-        args.read_cache_max_bytes,
-        &read_cache_dir,
-        args.read_cache_disk_bytes,
-    )
-    .await
-    .map_err(anyhow::Error::msg)?;
+    let sections = read_cache(&args).await?;
     let log = Log::open_with_cache(
         store.clone(),
         objects.clone(),
@@ -344,6 +334,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = http.await;
     tracing::info!("skiff broker stopped");
     Ok(())
+}
+
+/// The read cache: memory and disk. A disk part that cannot be set up in the data dir (a
+/// read-only volume, say) leaves the cache in memory with a warning; one in a directory the
+/// operator named must work.
+async fn read_cache(args: &ServeArgs) -> anyhow::Result<SectionCache> {
+    let (memory, disk) = (args.read_cache_max_bytes, args.read_cache_disk_bytes);
+    if let Some(dir) = &args.read_cache_dir {
+        return SectionCache::hybrid(memory, dir, disk)
+            .await
+            .map_err(anyhow::Error::msg);
+    }
+    let dir = args.store.data_dir.join("read-cache");
+    match SectionCache::hybrid(memory, &dir, disk).await {
+        Ok(cache) => Ok(cache),
+        Err(error) => {
+            tracing::warn!(
+                error,
+                "read cache kept in memory only; set --read-cache-dir to a writable directory"
+            );
+            Ok(SectionCache::new(memory))
+        }
+    }
 }
 
 /// `skiff compactor`: the compactor on its own, with a small HTTP API (`/health`,
