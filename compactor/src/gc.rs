@@ -26,7 +26,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use skiff_tiering::keys::{self, IndexEntry, Layout, RollupEntry};
 use skiff_tiering::layout::parquet_slots;
-use skiff_tiering::metadata::MetadataError;
+use skiff_tiering::metadata::{MetadataError, Revision};
 use skiff_tiering::paths;
 use skiff_tiering::tree::{ReadError, Slot};
 use std::collections::{HashMap, HashSet};
@@ -83,13 +83,33 @@ pub struct GcReport {
     pub deleted_bytes: u64,
 }
 
-/// The collector's memory between passes: when each unreferenced object was first seen so.
+/// The collector's memory between passes: when each unreferenced object was first seen so, and
+/// the store revision after a collection that left nothing to wait for.
 #[derive(Debug, Default)]
 pub struct Collector {
     unreferenced_since: HashMap<String, i64>,
+    /// Whether the last collection listed any object the index does not reference (waiting
+    /// for its age or grace period, or not Skiff's).
+    saw_unreferenced: bool,
+    quiet_at: Option<Revision>,
 }
 
 impl Collector {
+    /// Whether a collection now would find what the last one found: it listed no unreferenced
+    /// object (none waiting to be old enough), and the metadata store has not changed since (`revision`, read before
+    /// claiming the collection). An idle cluster so makes no requests to the bucket. (An object
+    /// uploaded but never committed changes nothing in the store: it waits for the next
+    /// change, as it waits for its orphan age anyway.)
+    pub fn is_quiet(&self, revision: Revision) -> bool {
+        self.quiet_at == Some(revision)
+    }
+
+    /// Notes how the last collection ended: `released` is the store's revision after its claim
+    /// was released (None: unknown).
+    pub fn note_done(&mut self, released: Option<Revision>) {
+        self.quiet_at = released.filter(|_| !self.saw_unreferenced);
+    }
+
     /// One mark and sweep.
     pub async fn collect(&mut self, ctx: &Ctx) -> Result<GcReport, GcError> {
         let referenced = mark(ctx).await?;
@@ -100,10 +120,13 @@ impl Collector {
             ..GcReport::default()
         };
         let mut still_unreferenced = HashMap::new();
+        self.saw_unreferenced = true;
+        let mut saw_unreferenced = false;
         for meta in list_data(&*ctx.objects).await? {
             report.listed += 1;
             let key = meta.location.to_string();
             let is_referenced = referenced.contains(&key);
+            saw_unreferenced |= !is_referenced;
             let since = self.unreferenced_since.get(&key).copied();
             match verdict(
                 is_referenced,
@@ -135,6 +158,7 @@ impl Collector {
             }
         }
         self.unreferenced_since = still_unreferenced;
+        self.saw_unreferenced = saw_unreferenced;
         Ok(report)
     }
 }

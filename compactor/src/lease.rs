@@ -4,7 +4,9 @@
 //! holder was paused costs at most a wasted job.
 
 use skiff_tiering::keys::{self, CompactorJob};
-use skiff_tiering::metadata::{Compare, LeaseId, MetadataError, MetadataStore, Txn, TxnOp};
+use skiff_tiering::metadata::{
+    Compare, LeaseId, MetadataError, MetadataStore, Revision, Txn, TxnOp,
+};
 use std::sync::Arc;
 
 #[derive(Debug)]
@@ -96,11 +98,17 @@ impl Leases {
     }
 
     /// Gives a claim up (if it is still ours).
-    pub async fn release(&self, claim: Claim) {
+    /// Returns the store's revision after the release (None if it failed).
+    pub async fn release(&self, claim: Claim) -> Option<Revision> {
         let txn = Txn::when(vec![Compare::value(&claim.key, claim.value)])
             .and_then(vec![TxnOp::delete(&claim.key)]);
-        if let Err(error) = self.store.txn(txn).await {
-            tracing::debug!(%error, key = claim.key, "claim not released; it lapses with the lease");
+        match self.store.txn(txn).await {
+            Ok(outcome) if outcome.succeeded => Some(outcome.revision),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::debug!(%error, key = claim.key, "claim not released; it lapses with the lease");
+                None
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use crate::CompactorSettings;
 use object_store::ObjectStore;
 use skiff_tiering::keys::{self, CompactorError, Layout, PartitionState};
 use skiff_tiering::log::TopicPartition;
-use skiff_tiering::metadata::{MetadataError, MetadataStore, TxnOp};
+use skiff_tiering::metadata::{MetadataError, MetadataStore, Txn, TxnOp};
 use skiff_tiering::Clock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -288,14 +288,24 @@ impl Compactor {
     }
 
     /// One garbage collection, if this compactor gets the claim on it (one collector at a time
-    /// keeps the grace-period memory in one place); None when another compactor holds it.
+    /// keeps the grace-period memory in one place); None when another compactor holds it, or
+    /// when nothing changed since this compactor's last collection left nothing waiting.
     pub async fn gc(&self) -> Result<Option<GcReport>, GcError> {
         let now_ms = self.ctx.clock.now_ms();
+        // The store's revision, read without writing: unchanged since this compactor's last
+        // collection left nothing waiting, there is nothing to collect.
+        let revision = self.ctx.store.txn(Txn::default()).await?.revision;
+        if self.collector.lock().await.is_quiet(revision) {
+            return Ok(None);
+        }
         let Some(claim) = self.leases.claim(keys::compactor_gc(), now_ms).await? else {
             return Ok(None);
         };
-        let result = self.collector.lock().await.collect(&self.ctx).await;
-        self.leases.release(claim).await;
+        let mut collector = self.collector.lock().await;
+        let result = collector.collect(&self.ctx).await;
+        let released = self.leases.release(claim).await;
+        collector.note_done(released.filter(|_| result.is_ok()));
+        drop(collector);
         self.stats.gc_runs.fetch_add(1, Ordering::Relaxed);
         match &result {
             Ok(report) => {

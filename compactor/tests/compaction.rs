@@ -892,3 +892,24 @@ async fn aborted_transactions_survive_conversion_to_parquet() {
         "every abort found in the Parquet files"
     );
 }
+
+#[tokio::test]
+async fn garbage_collection_rests_while_nothing_changes() {
+    let fx = Fixture::new(100).await;
+    fx.topic("t", 1).await;
+    let tp = TopicPartition::new("t", 0);
+    // Nothing unreferenced: the collection leaves nothing waiting...
+    assert!(fx.compactor.gc().await.expect("gc").is_some());
+    // ...so while the store stays as it was, none runs (an idle cluster lists nothing).
+    fx.clock.advance_ms(3_600_000);
+    assert!(fx.compactor.gc().await.expect("gc").is_none());
+    assert!(fx.compactor.gc().await.expect("gc").is_none());
+    // A commit changes the store: the next one runs.
+    fx.produce(&tp, 1, "x").await;
+    assert!(fx.compactor.gc().await.expect("gc").is_some());
+    // One that leaves objects waiting for their grace period keeps the next one running.
+    fx.compact().await;
+    let waiting = fx.compactor.gc().await.expect("gc").expect("runs");
+    assert_eq!(waiting.deleted, 0, "{waiting:?}");
+    assert!(fx.compactor.gc().await.expect("gc").is_some());
+}
