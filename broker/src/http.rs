@@ -168,6 +168,7 @@ async fn stats(State(broker): State<Arc<Broker>>) -> Json<Value> {
         "range_reads": load(&stats.range_reads),
         "recent_cache_hits": load(&stats.recent_cache_hits),
         "read_cache_hits": load(&stats.read_cache_hits),
+        "flushes_without_linger": load(&stats.flushes_without_linger),
         "read_cache_bytes": broker.log.read_cache_bytes(),
         "parquet_row_groups_read": load(&stats.parquet_row_groups_read),
         "buffered_bytes": broker.log.buffered_bytes(),

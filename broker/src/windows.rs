@@ -1,12 +1,14 @@
 //! Window-limited producers. An idempotent producer (the default of the Java client and of
 //! franz-go) keeps at most five produce requests in flight per connection (Kafka requires it for
-//! idempotence); with all five waiting for the flush, it cannot send more, and the rest of the
-//! flush linger only delays it. When every connection that has produce requests waiting is so
-//! blocked, nothing more can arrive before the flush: waiting cannot make the object fuller, so
-//! the broker flushes at once (or as soon as the flush in progress ends). A connection whose
-//! window is unknown (a plain producer) or not full keeps the linger. At high load from many
-//! producers nothing changes; a lone idempotent producer is no longer held to five requests per
-//! linger.
+//! idempotence), often fewer (librdkafka keeps one or two per partition); with its window full,
+//! it cannot send more, and the rest of the flush linger only delays it. When every connection
+//! that has produce requests waiting is so blocked, nothing more can arrive before the flush:
+//! waiting cannot make the object fuller, so the broker flushes at once (or as soon as the
+//! flush in progress ends), provided `--flush-window-min-bytes` are buffered, which bounds the
+//! objects this adds. A connection's window is the most idempotent requests it has had in
+//! flight at once (at most five); a plain producer's window is unknown, and keeps the linger.
+//! At high load from many producers nothing changes; a lone idempotent producer is no longer
+//! held to one window per linger.
 
 use std::sync::{Arc, Mutex};
 
@@ -26,10 +28,26 @@ struct Counts {
     blocked: usize,
 }
 
-/// One connection's produce requests waiting for their flush: all, and the idempotent ones.
+/// One connection's produce requests waiting for their flush.
 #[derive(Debug, Default)]
 pub struct ConnectionWindow {
-    in_flight: Mutex<(usize, usize)>,
+    in_flight: Mutex<InFlightCounts>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct InFlightCounts {
+    all: usize,
+    idempotent: usize,
+    /// The most idempotent requests seen in flight at once (at most the idempotent window).
+    window: usize,
+}
+
+impl InFlightCounts {
+    /// Every request waiting is idempotent and as many as the window: the producer can send
+    /// nothing more until one is answered.
+    fn blocked(&self) -> bool {
+        self.all > 0 && self.idempotent == self.all && self.idempotent >= self.window
+    }
 }
 
 /// A produce request waiting for its flush; leaves its window when dropped.
@@ -50,14 +68,20 @@ impl ProduceWindows {
     ) -> (InFlight, bool) {
         let mut counts = self.counts.lock().expect("windows poisoned");
         let mut in_flight = connection.in_flight.lock().expect("window poisoned");
-        let (was_waiting, was_blocked) = (in_flight.0 > 0, in_flight.1 >= IDEMPOTENT_WINDOW);
-        in_flight.0 += 1;
-        in_flight.1 += usize::from(idempotent);
+        let (was_waiting, was_blocked) = (in_flight.all > 0, in_flight.blocked());
+        in_flight.all += 1;
+        in_flight.idempotent += usize::from(idempotent);
+        in_flight.window = in_flight
+            .window
+            .max(in_flight.idempotent)
+            .min(IDEMPOTENT_WINDOW);
         if !was_waiting {
             counts.waiting += 1;
         }
-        if !was_blocked && in_flight.1 >= IDEMPOTENT_WINDOW {
-            counts.blocked += 1;
+        match (was_blocked, in_flight.blocked()) {
+            (false, true) => counts.blocked += 1,
+            (true, false) => counts.blocked -= 1,
+            _ => {}
         }
         let all_blocked = counts.waiting > 0 && counts.blocked == counts.waiting;
         let guard = InFlight {
@@ -73,13 +97,15 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let mut counts = self.windows.counts.lock().expect("windows poisoned");
         let mut in_flight = self.connection.in_flight.lock().expect("window poisoned");
-        let was_blocked = in_flight.1 >= IDEMPOTENT_WINDOW;
-        in_flight.0 -= 1;
-        in_flight.1 -= usize::from(self.idempotent);
-        if was_blocked && in_flight.1 < IDEMPOTENT_WINDOW {
-            counts.blocked -= 1;
+        let was_blocked = in_flight.blocked();
+        in_flight.all -= 1;
+        in_flight.idempotent -= usize::from(self.idempotent);
+        match (was_blocked, in_flight.blocked()) {
+            (false, true) => counts.blocked += 1,
+            (true, false) => counts.blocked -= 1,
+            _ => {}
         }
-        if in_flight.0 == 0 {
+        if in_flight.all == 0 {
             counts.waiting -= 1;
         }
     }
@@ -94,17 +120,27 @@ mod tests {
     }
 
     #[test]
-    fn only_a_full_idempotent_window_on_every_waiting_connection_skips_the_linger() {
+    fn a_connection_is_blocked_at_the_most_it_had_in_flight() {
         let windows = Arc::new(ProduceWindows::default());
         let idempotent = Arc::new(ConnectionWindow::default());
+        // Ramping up, each new most-in-flight is a full window.
+        let (first, all_blocked) = windows.enter(&idempotent, true);
+        assert!(all_blocked);
+        let (second, all_blocked) = windows.enter(&idempotent, true);
+        assert!(all_blocked);
+        // One answered: below its window of two, it may send again.
+        drop(first);
+        assert_eq!(
+            counts(&windows),
+            Counts {
+                waiting: 1,
+                blocked: 0
+            }
+        );
+        let (third, all_blocked) = windows.enter(&idempotent, true);
+        assert!(all_blocked, "two in flight again: the window is full");
+        // A plain producer waiting too: its window is unknown, so the linger holds.
         let plain = Arc::new(ConnectionWindow::default());
-        let mut guards = Vec::new();
-        for i in 1..=IDEMPOTENT_WINDOW {
-            let (guard, all_blocked) = windows.enter(&idempotent, true);
-            assert_eq!(all_blocked, i == IDEMPOTENT_WINDOW, "request {i}");
-            guards.push(guard);
-        }
-        // A plain producer waiting too: it could send more, so the linger holds.
         let (plain_guard, all_blocked) = windows.enter(&plain, false);
         assert!(!all_blocked);
         assert_eq!(
@@ -114,30 +150,29 @@ mod tests {
                 blocked: 1
             }
         );
-        drop(plain_guard);
-        // Acknowledged: the window opens again, and closes again at the next fifth request.
-        guards.pop();
-        assert_eq!(
-            counts(&windows),
-            Counts {
-                waiting: 1,
-                blocked: 0
-            }
-        );
-        let (guard, all_blocked) = windows.enter(&idempotent, true);
-        assert!(all_blocked);
-        guards.push(guard);
-        guards.clear();
+        drop((second, third, plain_guard));
         assert_eq!(counts(&windows), Counts::default());
-        // Plain requests never block, however many.
-        let plain_guards: Vec<_> = (0..10)
+        // Never past five.
+        let guards: Vec<_> = (0..IDEMPOTENT_WINDOW + 2)
+            .map(|_| windows.enter(&idempotent, true).0)
+            .collect();
+        assert_eq!(counts(&windows).blocked, 1);
+        drop(guards);
+        assert_eq!(counts(&windows), Counts::default());
+    }
+
+    #[test]
+    fn plain_requests_never_block() {
+        let windows = Arc::new(ProduceWindows::default());
+        let plain = Arc::new(ConnectionWindow::default());
+        let guards: Vec<_> = (0..10)
             .map(|_| {
                 let (guard, all_blocked) = windows.enter(&plain, false);
                 assert!(!all_blocked);
                 guard
             })
             .collect();
-        drop(plain_guards);
+        drop(guards);
         assert_eq!(counts(&windows), Counts::default());
     }
 }

@@ -123,7 +123,7 @@ pub struct ServeArgs {
     pub flush_max_bytes: usize,
 
     /// When every connection with produce requests waiting is an idempotent producer with its
-    /// window of five requests in flight full (nothing more can arrive before the flush),
+    /// window of requests in flight full (nothing more can arrive before the flush),
     /// flush without waiting for the linger once this many bytes are buffered; 0 turns that
     /// off. Lifts window-limited producers (the Java client's and franz-go's default) from five
     /// requests per linger to the flush speed; smaller objects than this still wait for the

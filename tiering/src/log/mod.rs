@@ -199,6 +199,8 @@ pub struct LogStats {
     pub recent_cache_hits: AtomicU64,
     /// Sections served from the read cache (`section_cache`) instead of the bucket.
     pub read_cache_hits: AtomicU64,
+    /// Flushes asked for without waiting for the linger ([`Log::flush_without_linger`]).
+    pub flushes_without_linger: AtomicU64,
     /// Row groups of Parquet files read back (from the reader's cache or the bucket).
     pub parquet_row_groups_read: AtomicU64,
 }
@@ -725,6 +727,10 @@ impl Log {
     /// as soon as the flush in progress ends. For when waiting cannot make the object fuller
     /// (every producer with data buffered is blocked on its acknowledgements).
     pub fn flush_without_linger(&self) {
+        self.inner
+            .stats
+            .flushes_without_linger
+            .fetch_add(1, Ordering::Relaxed);
         self.inner.flush_urgent.store(true, Ordering::Release);
         self.inner.flush_wakeup.notify_one();
     }
