@@ -15,7 +15,7 @@ use crate::tree::{self, ReadError};
 use bytes::Bytes;
 use foyer::{
     BlockEngineConfig, Cache, CacheBuilder, Code, DeviceBuilder, FsDeviceBuilder, HybridCache,
-    HybridCacheBuilder, PsyncIoEngineConfig,
+    HybridCacheBuilder, PsyncIoEngineConfig, Source,
 };
 use object_store::ObjectStore;
 use std::path::Path;
@@ -148,8 +148,7 @@ impl SectionCache {
         objects: &Arc<dyn ObjectStore>,
         entry: &IndexEntry,
     ) -> Result<(Bytes, bool), ReadError> {
-        let key = SectionKey::of(entry);
-        let fetch = {
+        let from_bucket = || {
             let objects = objects.clone();
             let entry = entry.clone();
             move || async move { tree::read_section(&*objects, &entry).await }
@@ -157,26 +156,30 @@ impl SectionCache {
         let fetched = match &self.backend {
             Backend::Off => return Ok((tree::read_section(&**objects, entry).await?, false)),
             Backend::Memory(cache) => {
+                let key = SectionKey::of(entry);
                 if let Some(found) = cache.get(&key) {
                     return Ok((found.value().clone(), true));
                 }
                 cache
-                    .get_or_fetch(&key, fetch)
+                    .get_or_fetch(&key, from_bucket())
                     .await
                     .map(|found| found.value().clone())
             }
             Backend::Hybrid(cache) => {
+                let key = SectionKey::of(entry);
                 if let Ok(Some(found)) = cache.get(&key).await {
                     let bytes = found.value().clone();
-                    // From local disk, maybe: checked again, and dropped if it went bad.
-                    if object::verify_section(&bytes, entry.crc32c).is_ok() {
+                    // What comes back from local disk is checked again (memory holds only
+                    // checked bytes), and dropped if it went bad.
+                    let from_disk = found.source() == Source::Disk;
+                    if !from_disk || object::verify_section(&bytes, entry.crc32c).is_ok() {
                         return Ok((bytes, true));
                     }
                     tracing::warn!(object = entry.object, "read cache entry corrupt; dropped");
                     cache.remove(&key);
                 }
                 cache
-                    .get_or_fetch(&key, fetch)
+                    .get_or_fetch(&key, from_bucket())
                     .await
                     .map(|found| found.value().clone())
             }
