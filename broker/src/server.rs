@@ -221,6 +221,15 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
     let writer_task = tokio::spawn(async move {
         let mut writer = BufWriter::new(writer);
         while let Some(handle) = ordered_replies.recv().await {
+            // Responses written so far go out before waiting for one still being handled: a
+            // pipelining producer always has a next request queued, so "flush when nothing is
+            // queued" alone held its acknowledgements back until the buffer filled.
+            if !handle.is_finished() {
+                match tokio::time::timeout(write_timeout, writer.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => return,
+                }
+            }
             let response = match handle.await {
                 Ok(response) => response,
                 Err(error) => {

@@ -118,3 +118,35 @@ def test_pipelined_requests_answered_in_order(broker):
                 assert rcorr == corr, f"response {rcorr} arrived when {corr} was due"
                 assert res[("pipeline", part)] == (0, next_offset[part])
                 next_offset[part] += 1
+
+
+def test_a_ready_response_is_sent_while_a_later_request_still_waits(broker):
+    """A pipelining client always has a next request queued behind the one being answered: a
+    response that is ready must reach it then, not when the queue behind it happens to drain
+    (a produce acknowledgement once waited in the broker's write buffer for the long poll after
+    it)."""
+    h.create_topic(broker.bootstrap, "pipeline-ready", 1)
+    h.create_topic(broker.bootstrap, "pipeline-idle", 1)
+    with Conn.to(broker, timeout=60) as c:
+        produce_corr, fetch_corr = c.next_corr(), c.next_corr()
+        c.send_raw(
+            w.frame(w.request_header_v1(w.API_PRODUCE, 3, produce_corr) + w.produce_v3_body(
+                "pipeline-ready", {0: w.record_batch([b"first"])}, acks=-1))
+            + w.frame(w.request_header_v1(w.API_FETCH, 4, fetch_corr)
+                      + w.fetch_v4_body("pipeline-idle", 0, 0, 40_000)))
+        # The fetch waits up to 40 s for a record on an empty topic; the produce's answer is
+        # due after one flush.
+        c.sock.settimeout(20)
+        payload = c.recv_frame()
+        assert payload is not None, "connection closed"
+        rcorr, res = w.parse_produce_v3(payload)
+        assert (rcorr, res[("pipeline-ready", 0)]) == (produce_corr, (0, 0))
+        # A record on the idle topic ends the long poll: the fetch answers with it.
+        with Conn.to(broker) as other:
+            assert w.produce(other, "pipeline-idle", 0, w.record_batch([b"second"])) == (0, 0)
+        c.sock.settimeout(30)
+        rcorr, res = w.parse_fetch_v4(c.recv_frame())
+        assert rcorr == fetch_corr
+        err, hw, records = res[("pipeline-idle", 0)]
+        assert (err, hw) == (0, 1)
+        assert w.decode_records(records) == [(0, None, b"second")]
