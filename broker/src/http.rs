@@ -171,6 +171,12 @@ async fn stats(State(broker): State<Arc<Broker>>) -> Json<Value> {
         "flushes_without_linger": load(&stats.flushes_without_linger),
         "read_cache_bytes": broker.log.read_cache_bytes(),
         "parquet_row_groups_read": load(&stats.parquet_row_groups_read),
+        "flush_stages": stats
+            .flush_times
+            .summaries()
+            .into_iter()
+            .map(|(stage, summary)| (stage.to_string(), json!(summary)))
+            .collect::<serde_json::Map<_, _>>(),
         "buffered_bytes": broker.log.buffered_bytes(),
         "object_store": counts_json(broker.object_store_counts.snapshot()),
         "metadata_store": counts_json(broker.metadata_counts.snapshot()),

@@ -68,6 +68,14 @@ def test_burst_to_many_partitions_writes_one_object_per_flush(broker):
     assert new_objects <= 3, (f"{CLIENTS} produce requests to {PARTITIONS} partitions sent in "
                               f"{send_time * 1000:.0f} ms made {new_objects} objects")
 
+    # Every flush timed its stages once; the oldest record waited about one linger.
+    stages = broker.stats()["flush_stages"]
+    flushes = broker.stats()["flushes"]
+    assert {k: v["count"] for k, v in stages.items()} == {
+        "buffered": flushes, "prepare": flushes, "upload": flushes, "commit": flushes,
+        "rollup": flushes}, stages
+    assert stages["buffered"]["max_ms"] >= LINGER_MS * 0.9, stages
+
     # Idle: nothing more is written.
     st = assert_stats_match_disk(broker)
     files_before = broker.object_files()

@@ -7,6 +7,7 @@
 
 mod append;
 mod delete_records;
+pub mod flush_times;
 mod retention;
 pub use delete_records::HIGH_WATERMARK;
 pub use retention::{Retention, RETENTION_UNLIMITED};
@@ -203,6 +204,8 @@ pub struct LogStats {
     pub flushes_without_linger: AtomicU64,
     /// Row groups of Parquet files read back (from the reader's cache or the bucket).
     pub parquet_row_groups_read: AtomicU64,
+    /// How long each stage of a flush took.
+    pub flush_times: flush_times::FlushTimes,
 }
 
 /// One partition's committed state as this broker knows it.

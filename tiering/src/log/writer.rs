@@ -68,7 +68,12 @@ pub(crate) async fn run_flusher(inner: Arc<LogInner>) {
             .expect("pending mutex poisoned")
             .take(inner.config.flush_max_bytes, Instant::now());
         if !taken.is_empty() {
+            let times = &inner.stats.flush_times;
+            if let Some(first_at) = first_at {
+                times.buffered.record(first_at.elapsed());
+            }
             flush(&inner, taken).await;
+            let rollup_started = Instant::now();
             let rollups =
                 std::mem::take(&mut *inner.needs_rollup.lock().expect("rollup list poisoned"));
             for (tp, partition) in rollups {
@@ -91,6 +96,7 @@ pub(crate) async fn run_flusher(inner: Arc<LogInner>) {
                     }
                 }
             }
+            times.rollup.record(rollup_started.elapsed());
             // Wake `flush_now` waiters even when the flush committed nothing.
             inner.commits.send_modify(|n| *n += 1);
         }
@@ -132,6 +138,8 @@ struct Admitted {
 #[tracing::instrument(level = "debug", skip_all, fields(partitions = taken.len()))]
 async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)>) {
     inner.stats.flushes.fetch_add(1, Ordering::Relaxed);
+    let times = &inner.stats.flush_times;
+    let started = Instant::now();
     let mut inputs = Vec::with_capacity(taken.len());
     let mut handles = Vec::with_capacity(taken.len());
     let now_ms = inner.clock.now_ms();
@@ -182,7 +190,11 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
 
     let path = paths::new_wal_object(now_ms);
     let size = object.len();
-    if let Err(error) = inner.objects.put(&path, object.clone().into()).await {
+    times.prepare.record(started.elapsed());
+    let upload_started = Instant::now();
+    let uploaded = inner.objects.put(&path, object.clone().into()).await;
+    times.upload.record(upload_started.elapsed());
+    if let Err(error) = uploaded {
         tracing::warn!(%error, object = %path, "flush object upload failed");
         inner.stats.upload_failures.fetch_add(1, Ordering::Relaxed);
         let error = LogError::Unavailable(format!("object upload failed: {error}"));
@@ -210,6 +222,7 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
 
     // Chunks bounded by the store's operations per transaction (a partition takes at most
     // OPS_PER_PARTITION plus its markers, within it: see `admit`) and by request size.
+    let commit_started = Instant::now();
     let ops_max = inner.store.max_txn_ops();
     let mut chunk: Vec<(Prepared, PlannedSection)> = Vec::new();
     let mut chunk_bytes = 0;
@@ -231,6 +244,7 @@ async fn flush(inner: &LogInner, taken: Vec<(TopicPartition, Vec<PendingAppend>)
     if !chunk.is_empty() {
         commit_chunk(inner, path.as_ref(), chunk).await;
     }
+    times.commit.record(commit_started.elapsed());
 }
 
 /// Answers what a partition's appends need no commit for, and returns the rest: appends for an
