@@ -161,11 +161,16 @@ def main() -> int:
     parser.add_argument("--client-request-max-bytes", type=int, default=1_000_000,
                         help="librdkafka message.max.bytes: the size cap of one ProduceRequest")
     parser.add_argument("--results", help="append a markdown row to this file")
+    parser.add_argument("--broker-args", nargs=argparse.REMAINDER, default=[],
+                        help="further `skiff serve` flags, e.g. --compactor-enable false (the "
+                             "embedded compactor's Parquet work otherwise lands in whichever run "
+                             "it happens to overlap)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="skiff-bench-"))
     log = open(workdir / "skiff.log", "wb")
-    proc, bootstrap, http = start_broker(args.skiff, workdir / "data", args.flush_linger_ms, log)
+    proc, bootstrap, http = start_broker(args.skiff, workdir / "data", args.flush_linger_ms, log,
+                                         tuple(args.broker_args))
     try:
         topic = "bench"
         admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -200,6 +205,9 @@ def main() -> int:
             "cpu_s_per_gib_consumed": (cpu2 - cpu1) / (total_bytes / GIB),
             "range_reads_consume": stats2["range_reads"] - stats1["range_reads"],
             "peak_rss_mib": peak_rss_mib(proc.pid),
+            # The broker's flush stages over the whole run, p50/p99 ms (see /v1/stats).
+            "flush_stages_p50_p99_ms": {k: [round(v["p50_ms"], 1), round(v["p99_ms"], 1)]
+                                        for k, v in stats2.get("flush_stages", {}).items()},
         }
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -38,13 +38,13 @@ impl Default for CompactorSettings {
         Self {
             freshness_ms: 60_000,
             job_max_bytes: 64 * 1024 * 1024,
-            pass_max_bytes: 128 * 1024 * 1024,
+            pass_max_bytes: 64 * 1024 * 1024,
             object_commit_timeout_ms: skiff_tiering::log::OBJECT_COMMIT_TIMEOUT_MS,
             gc_interval_ms: 300_000,
             gc_grace_ms: 300_000,
             orphan_age_ms: 3_600_000,
             lease_ttl_ms: 10_000,
-            dedupe_buffer_max_bytes: 128 * 1024 * 1024,
+            dedupe_buffer_max_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -26,7 +26,7 @@ pub struct CompactorArgs {
     pub compactor_job_max_bytes: u64,
 
     /// Flush-object bytes one pass reads at most (the compactor's memory is about twice this).
-    #[arg(long, env = "SKIFF_COMPACTOR_PASS_MAX_BYTES", default_value_t = 128 * 1024 * 1024, value_name = "BYTES")]
+    #[arg(long, env = "SKIFF_COMPACTOR_PASS_MAX_BYTES", default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
     pub compactor_pass_max_bytes: u64,
 
     /// How often garbage collection deletes objects nothing references any more.
@@ -60,7 +60,7 @@ pub struct CompactorArgs {
     /// Memory for the keys of one log-compaction pass over a partition (Kafka's
     /// `log.cleaner.dedupe.buffer.size`): a partition with more distinct keys in its cleanable
     /// range is not cleaned, and `/v1/compactor` says why.
-    #[arg(long, env = "SKIFF_COMPACTOR_DEDUPE_BUFFER_MAX_BYTES", default_value_t = 128 * 1024 * 1024, value_name = "BYTES")]
+    #[arg(long, env = "SKIFF_COMPACTOR_DEDUPE_BUFFER_MAX_BYTES", default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
     pub compactor_dedupe_buffer_max_bytes: u64,
 
     /// An object is committed (referenced by the index) within this long of being named (just

@@ -138,7 +138,7 @@ pub struct ServeArgs {
 
     /// Produce bytes accepted but not yet committed; when used up, produce requests wait
     /// (backpressure) instead of the broker buffering more.
-    #[arg(long, env = "SKIFF_PRODUCE_BUFFER_MAX_BYTES", default_value_t = 256 * 1024 * 1024, value_name = "BYTES")]
+    #[arg(long, env = "SKIFF_PRODUCE_BUFFER_MAX_BYTES", default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
     pub produce_buffer_max_bytes: usize,
 
     /// Memory for recently written objects, served to tailing consumers without object-store
@@ -394,7 +394,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "SKIFF_QUEUED_MAX_REQUEST_BYTES",
-        default_value_t = 512 * 1024 * 1024,
+        default_value_t = 128 * 1024 * 1024,
         value_name = "BYTES"
     )]
     pub queued_max_request_bytes: usize,
@@ -414,7 +414,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "SKIFF_FETCH_BUFFER_MAX_BYTES",
-        default_value_t = 512 * 1024 * 1024,
+        default_value_t = 64 * 1024 * 1024,
         value_name = "BYTES"
     )]
     pub fetch_buffer_max_bytes: usize,
@@ -424,7 +424,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "SKIFF_CONNECTION_FETCH_BUFFER_MAX_BYTES",
-        default_value_t = 64 * 1024 * 1024,
+        default_value_t = 8 * 1024 * 1024,
         value_name = "BYTES"
     )]
     pub connection_fetch_buffer_max_bytes: usize,

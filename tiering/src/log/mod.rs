@@ -102,7 +102,7 @@ impl Default for LogConfig {
             node_id: 1,
             flush_linger_ms: 250,
             flush_max_bytes: 8 * 1024 * 1024,
-            buffer_max_bytes: 256 * 1024 * 1024,
+            buffer_max_bytes: 64 * 1024 * 1024,
             recent_cache_max_bytes: 256 * 1024 * 1024,
             index_rollup_fanout: index::ROLLUP_FANOUT,
             producer_id_expiration_ms: 86_400_000,
