@@ -4,7 +4,8 @@
 One producer sends one record every `1/rate` seconds (client linger 0, acks=all) to one
 partition for `--seconds`, against a fresh broker on each store: the embedded default, moto's S3
 server with the embedded metadata store, and moto with a real etcd. For each it reports the
-client's ack p50/p99/p99.9 and the broker's own flush stages (`/v1/stats` → `flush_stages`):
+client's ack p50/p99/p99.9, the produce → consumed latency seen by a tailing consumer, and
+the broker's own flush stages (`/v1/stats` → `flush_stages`):
 how long the oldest record was buffered, preparing, the PUT, the metadata commit and the index
 roll-up after it, plus the object-store requests the run made.
 
@@ -15,12 +16,14 @@ import argparse
 import json
 import os
 import signal
+import struct
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 HERE = Path(__file__).resolve().parent
@@ -41,10 +44,38 @@ def s3_only_args(s3: MotoS3) -> list[str]:
     return args[:i] + args[i + 2:]
 
 
+class Tail(threading.Thread):
+    """A consumer tailing the partition (read_uncommitted, fetch.wait.max.ms 100): for each record,
+    the time from its produce call (carried in its first 8 bytes, this process's perf_counter)
+    to its arrival here — the end-to-end latency."""
+
+    def __init__(self, bootstrap: str, count: int):
+        super().__init__(daemon=True)
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-tail",
+                                  "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+        self.count = count
+        self.latencies: list[float] = []
+        self.consumer.assign([TopicPartition("lat", 0, OFFSET_END)])
+        # Ready once assigned at the end: librdkafka resolves the offset on its first fetch.
+        deadline = time.monotonic() + 10
+        while not self.consumer.assignment() and time.monotonic() < deadline:
+            self.consumer.poll(0.1)
+
+    def run(self):
+        deadline = time.monotonic() + 600
+        while len(self.latencies) < self.count and time.monotonic() < deadline:
+            # poll, not consume(n): consume waits until n records or its timeout.
+            m = self.consumer.poll(0.2)
+            if m is not None and m.error() is None and len(m.value()) >= 8:
+                sent_at = struct.unpack(">d", m.value()[:8])[0]
+                self.latencies.append(time.perf_counter() - sent_at)
+        self.consumer.close()
+
+
 def paced(producer: Producer, count: int, rate: float):
     """Open-loop: record i is due at start + i / rate; its latency runs from its produce call."""
     latencies, failures = [], []
-    payload = os.urandom(1024)
+    filler = os.urandom(1024 - 8)
 
     def report(err, _msg, sent_at):
         if err is not None:
@@ -57,7 +88,7 @@ def paced(producer: Producer, count: int, rate: float):
         while (delay := started + i / rate - time.perf_counter()) > 0:
             producer.poll(delay)
         sent_at = time.perf_counter()
-        producer.produce("lat", payload, partition=0,
+        producer.produce("lat", struct.pack(">d", sent_at) + filler, partition=0,
                          on_delivery=lambda e, m, t=sent_at: report(e, m, t))
         producer.poll(0)
     producer.flush(60)
@@ -106,7 +137,10 @@ def run_one(binary: str, store: str, linger_ms: int, seconds: float, rate: float
             before = pc.stats(http)
             windows.clear()
             count = int(seconds * rate)
+            tail = Tail(bootstrap, count)
+            tail.start()
             elapsed, latencies, failures = paced(producer, count, rate)
+            tail.join(60)
             after = pc.stats(http)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -126,9 +160,16 @@ def run_one(binary: str, store: str, linger_ms: int, seconds: float, rate: float
         "achieved_rate": count / elapsed,
         "ack_p50_ms": pc.percentile(ms, 0.5), "ack_p99_ms": pc.percentile(ms, 0.99),
         "ack_p999_ms": pc.percentile(ms, 0.999), "ack_max_ms": max(ms),
+        "e2e_records": len(tail.latencies),
+        "e2e_p50_ms": pc.percentile(tail.latencies, 0.5) * 1000 if tail.latencies else None,
+        "e2e_p99_ms": pc.percentile(tail.latencies, 0.99) * 1000 if tail.latencies else None,
         "flush_stages": after["flush_stages"],
         "client": client_view(windows),
         "object_store_requests": requests,
+        # Sections the broker's reads took from its recent-objects cache / from the bucket (the
+        # embedded compactor's reads are in object_store_requests, not here).
+        "recent_cache_hits": after["recent_cache_hits"] - before["recent_cache_hits"],
+        "range_reads": after["range_reads"] - before["range_reads"],
         "metadata_store": after.get("metadata_store"),
     }
 
@@ -138,8 +179,9 @@ def row(r: dict) -> str:
     stage = " · ".join(f"{name} {st[name]['p50_ms']:.0f}/{st[name]['p99_ms']:.0f}/{st[name]['max_ms']:.0f}"
                        for name in ("buffered", "prepare", "upload", "commit", "rollup"))
     req = r["object_store_requests"]
+    e2e = (f"{r['e2e_p50_ms']:.0f} / {r['e2e_p99_ms']:.0f}" if r["e2e_p50_ms"] is not None else "–")
     return (f"| {r['store']} | {r['flush_linger_ms']} | {r['ack_p50_ms']:.0f} / {r['ack_p99_ms']:.0f} / "
-            f"{r['ack_p999_ms']:.0f} / {r['ack_max_ms']:.0f} | {stage} | "
+            f"{r['ack_p999_ms']:.0f} / {r['ack_max_ms']:.0f} | {e2e} | {stage} | "
             f"{', '.join(f'{k} {v}' for k, v in sorted(req.items()) if v)} |")
 
 
@@ -161,8 +203,9 @@ def main() -> int:
                 r = run_one(args.skiff, store, linger, args.seconds, args.rate, workdir, log)
                 print(json.dumps(r), flush=True)
                 results.append(r)
-    header = ("| store | flush linger ms | ack p50 / p99 / p99.9 / max ms | broker flush stages p50/p99/max ms "
-              "| object-store requests in the run |\n|---|---|---|---|---|")
+    header = ("| store | flush linger ms | ack p50 / p99 / p99.9 / max ms | produce → consumed p50 / p99 ms "
+              "| broker flush stages p50/p99/max ms | object-store requests in the run |\n"
+              "|---|---|---|---|---|---|")
     table = "\n".join([header, *map(row, results)])
     print(table)
     if args.results:

@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -36,6 +37,9 @@ def main() -> int:
     parser.add_argument("--passes", type=int, default=1,
                         help="consumers reading everything one after the other (the later ones "
                              "find the read cache warm: in memory, or on its disk part)")
+    parser.add_argument("--groups", type=int, default=1,
+                        help="consumers (of different groups) reading everything at once in each "
+                             "pass: concurrent reads of the same data should share their GETs")
     parser.add_argument("extra", nargs="*", help="more `skiff serve` flags")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="skiff-bench-catchup-"))
@@ -83,23 +87,37 @@ def main() -> int:
         time.sleep(1)
         for catch_up in range(args.passes):
             before = stats()
-            consumer = Consumer({"bootstrap.servers": kafka, "group.id": "bench-unused",
-                                 "enable.auto.commit": False,
-                                 "fetch.message.max.bytes": args.fetch})
-            consumer.assign([TopicPartition("big", 0, 0)])
-            seen, started = 0, time.perf_counter()
-            while seen < args.count and time.perf_counter() - started < 120:
-                message = consumer.poll(1)
-                if message is not None and message.error() is None:
-                    seen += 1
-            elapsed = time.perf_counter() - started
-            consumer.close()
+            results = [None] * args.groups
+
+            def read_all(n):
+                consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"bench-{n}",
+                                     "enable.auto.commit": False,
+                                     "fetch.message.max.bytes": args.fetch})
+                consumer.assign([TopicPartition("big", 0, 0)])
+                seen, started = 0, time.perf_counter()
+                while seen < args.count and time.perf_counter() - started < 120:
+                    message = consumer.poll(1)
+                    if message is not None and message.error() is None:
+                        seen += 1
+                results[n] = (seen, time.perf_counter() - started)
+                consumer.close()
+
+            readers = [threading.Thread(target=read_all, args=(n,)) for n in range(args.groups)]
+            for t in readers:
+                t.start()
+            for t in readers:
+                t.join()
             after = stats()
             store = {k: after["object_store"][k] - before["object_store"][k]
                      for k in ("gets", "get_bytes")}
             hits = after.get("read_cache_hits", 0) - before.get("read_cache_hits", 0)
-            print(f"pass {catch_up + 1}: {seen} of {args.count} records of {args.size} B in "
-                  f"{elapsed:.1f} s: {seen / elapsed:.0f} records/s, {store['gets']} GETs, "
+            seen = min(r[0] for r in results)
+            elapsed = max(r[1] for r in results)
+            gib = args.count * args.size / 2**30
+            print(f"pass {catch_up + 1}: {args.groups} consumer(s), each {seen} of {args.count} "
+                  f"records of {args.size} B, all done in {elapsed:.1f} s: "
+                  f"{seen * args.groups / elapsed:.0f} records/s in all, {store['gets']} GETs "
+                  f"({store['gets'] / gib:.0f} per GiB of data), "
                   f"{store['get_bytes'] / 1e6:.0f} MB read from the bucket "
                   f"({args.count * args.size / 1e6:.0f} MB of data), {hits} read cache hits")
     finally:
