@@ -49,7 +49,15 @@ pub struct ObjectBuilder {
     open: Option<SectionMeta>,
 }
 
+/// Footer bytes one section takes at most: its `SectionMeta` as JSON (field names and six
+/// 64-bit numbers, ~230 bytes) plus its topic name (Kafka's topic characters need no escaping).
+pub fn footer_bytes_per_section_max(topic: &str) -> usize {
+    256 + topic.len()
+}
+
 impl ObjectBuilder {
+    /// A builder holding `bytes` of sections and footer without growing: pass the batches' bytes
+    /// plus [`footer_bytes_per_section_max`] per section (growing copies the whole object).
     pub fn with_capacity(bytes: usize) -> Self {
         let mut buf = BytesMut::with_capacity(bytes + HEADER_LEN + TRAILER_LEN + 1024);
         buf.put_slice(MAGIC);
@@ -154,6 +162,24 @@ pub fn verify_section(bytes: &[u8], expected_crc32c: u32) -> Result<(), ObjectFo
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn footer_estimate_covers_the_widest_section() {
+        let topic = "t".repeat(249); // Kafka's longest topic name
+        let widest = SectionMeta {
+            topic: topic.clone(),
+            partition: i32::MIN,
+            base_offset: i64::MIN,
+            last_offset: i64::MIN,
+            max_timestamp: i64::MIN,
+            position: u64::MAX,
+            length: u64::MAX,
+            crc32c: u32::MAX,
+        };
+        let json = serde_json::to_vec(&widest).expect("serializes");
+        // One separating comma per section.
+        assert!(json.len() + 1 <= footer_bytes_per_section_max(&topic), "{}", json.len());
+    }
     use super::*;
 
     #[test]

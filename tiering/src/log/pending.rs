@@ -343,7 +343,11 @@ pub(crate) fn assemble(
         .iter()
         .flat_map(|(_, appends, _)| appends.iter().map(|a| a.bytes))
         .sum();
-    let mut builder = ObjectBuilder::with_capacity(total);
+    let footer: usize = partitions
+        .iter()
+        .map(|(tp, _, _)| crate::object::footer_bytes_per_section_max(&tp.topic))
+        .sum();
+    let mut builder = ObjectBuilder::with_capacity(total + footer);
     let mut planned = Vec::with_capacity(partitions.len());
     for (tp, appends, next_offset) in partitions {
         let mut next_offset = *next_offset;
