@@ -162,6 +162,7 @@ pub fn verify_section(bytes: &[u8], expected_crc32c: u32) -> Result<(), ObjectFo
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn footer_estimate_covers_the_widest_section() {
@@ -178,9 +179,12 @@ mod tests {
         };
         let json = serde_json::to_vec(&widest).expect("serializes");
         // One separating comma per section.
-        assert!(json.len() + 1 <= footer_bytes_per_section_max(&topic), "{}", json.len());
+        assert!(
+            json.len() + 1 <= footer_bytes_per_section_max(&topic),
+            "{}",
+            json.len()
+        );
     }
-    use super::*;
 
     #[test]
     fn round_trips_sections_and_footer() {
