@@ -221,7 +221,8 @@ def main() -> int:
     print(json.dumps(result, indent=2))
     if args.results:
         row = (f"| {time.strftime('%Y-%m-%d')} | {platform.node()} ({os.cpu_count()} cores) | "
-               f"{args.partitions} | {args.flush_linger_ms} | {args.rate or 'max'} | "
+               f"{args.partitions}{' idempotent' if args.idempotence else ''} | "
+               f"{args.flush_linger_ms} | {args.rate or 'max'} | "
                f"{result['produce_mib_s']:.1f} | {result['produce_records_s']:.0f} | "
                f"{result['ack_p50_ms']:.0f} / {result['ack_p99_ms']:.0f} | "
                f"{result['consume_mib_s']:.1f} | {result['objects_per_s']:.2f} | "
