@@ -403,7 +403,8 @@ pub fn encode_response(
     correlation_id: i32,
     response: &ResponseKind,
 ) -> anyhow::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(64);
+    let mut buf =
+        BytesMut::with_capacity(RESPONSE_HEADER_BYTES_MAX + body_size_hint(response, version));
     buf.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
@@ -412,6 +413,22 @@ pub fn encode_response(
     let length = i32::try_from(buf.len() - 4)?;
     buf[0..4].copy_from_slice(&length.to_be_bytes());
     Ok(buf.freeze())
+}
+
+/// Length prefix, correlation id and a tagged-field section: what a response header takes.
+const RESPONSE_HEADER_BYTES_MAX: usize = 16;
+
+/// The encoded size of the responses that can be large (Fetch carries megabytes of records,
+/// Metadata one entry per topic), so their buffer is allocated once instead of doubling from a
+/// few bytes (each doubling copied everything encoded so far into fresh memory). Others are small.
+fn body_size_hint(response: &ResponseKind, version: i16) -> usize {
+    let size = match response {
+        ResponseKind::Fetch(fetch) => fetch.compute_size(version),
+        ResponseKind::Metadata(metadata) => metadata.compute_size(version),
+        _ => return 64,
+    };
+    // An encoding error shows in `encode` itself, with its context.
+    size.unwrap_or(64)
 }
 
 /// What the connection does after a request was handled.

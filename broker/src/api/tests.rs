@@ -22,6 +22,7 @@ use skiff_tiering::LogConfig;
 use std::sync::Arc;
 use txn::{add_offsets, add_partitions, init_transactional};
 
+mod encoding;
 mod txn;
 mod versions;
 

@@ -1,0 +1,30 @@
+//! Responses are encoded into a buffer allocated once at their full size.
+
+use super::*;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::FetchResponse;
+
+#[test]
+fn a_fetch_response_fits_the_buffer_sized_for_it() {
+    let records = Bytes::from(vec![7u8; 3 * 1024 * 1024 + 17]);
+    for version in [4i16, 11, 12, 13, 16] {
+        let topic = FetchableTopicResponse::default()
+            .with_topic(kafka_protocol::messages::TopicName::from(
+                kafka_protocol::protocol::StrBytes::from_static_str("t"),
+            ))
+            .with_partitions(vec![
+                PartitionData::default().with_records(Some(records.clone())),
+                PartitionData::default().with_partition_index(1),
+            ]);
+        let response = ResponseKind::Fetch(FetchResponse::default().with_responses(vec![topic]));
+        let hint = body_size_hint(&response, version);
+        let encoded = encode_response(ApiKey::Fetch, version, 7, &response).expect("encodes");
+        assert!(hint > records.len(), "v{version}: hint {hint}");
+        assert!(
+            encoded.len() <= RESPONSE_HEADER_BYTES_MAX + hint,
+            "v{version}: {} bytes encoded, {} allocated",
+            encoded.len(),
+            RESPONSE_HEADER_BYTES_MAX + hint
+        );
+    }
+}
