@@ -3,10 +3,11 @@
 
 One broker in cluster mode (a real etcd, moto's S3 server) with the compactor on, a topic of 8
 partitions and some data; after the data is written and the compactor has had its first pass,
-the broker is left alone for `--idle` seconds and every request moto logs in that window is
+the broker is left alone for `--idle` seconds (default 11 minutes, past a garbage-collection
+period) and every request moto logs in that window is
 counted, then scaled to an hour.
 
-    .venv/bin/python bench/idle.py [--idle 120] [--results bench/RESULTS.md]
+    .venv/bin/python bench/idle.py [--idle 660] [--results bench/RESULTS.md]
 """
 
 import argparse
@@ -42,7 +43,9 @@ def requests(s3: MotoS3) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skiff", default="target/release/skiff")
-    parser.add_argument("--idle", type=float, default=120.0, help="seconds left idle")
+    parser.add_argument("--idle", type=float, default=660.0,
+                        help="seconds left idle: longer than the longest periodic task (garbage "
+                             "collection, every 5 minutes by default), or it is missed")
     parser.add_argument("--settle", type=float, default=20.0,
                         help="seconds after the data is written before the idle window opens")
     parser.add_argument("--results")

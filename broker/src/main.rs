@@ -340,7 +340,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// read-only volume, say) leaves the cache in memory with a warning; one in a directory the
 /// operator named must work.
 async fn read_cache(args: &ServeArgs) -> anyhow::Result<SectionCache> {
-    let (memory, disk) = (args.read_cache_max_bytes, args.read_cache_disk_bytes);
+    let (memory, disk) = (args.read_cache_max_bytes, args.read_cache_disk_bytes());
     if let Some(dir) = &args.read_cache_dir {
         return SectionCache::hybrid(memory, dir, disk)
             .await

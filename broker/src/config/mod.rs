@@ -159,14 +159,11 @@ pub struct ServeArgs {
 
     /// Local disk for the read cache, behind its memory (sections evicted from memory go
     /// there; 0: memory only). It holds only copies of the bucket's data: put it on an
-    /// ephemeral volume.
-    #[arg(
-        long,
-        env = "SKIFF_READ_CACHE_DISK_BYTES",
-        default_value_t = 1024 * 1024 * 1024,
-        value_name = "BYTES"
-    )]
-    pub read_cache_disk_bytes: usize,
+    /// ephemeral volume. Default: 1 GiB with a bucket (`--object-store-url`), 0 on the embedded
+    /// store, whose objects are local files already (copying them to another local file cost a
+    /// third of a catch-up read's CPU).
+    #[arg(long, env = "SKIFF_READ_CACHE_DISK_BYTES", value_name = "BYTES")]
+    pub read_cache_disk_bytes: Option<usize>,
 
     /// Where the read cache keeps its disk part (default: `read-cache` in the data dir).
     #[arg(long, env = "SKIFF_READ_CACHE_DIR", value_name = "DIR")]
@@ -470,7 +467,21 @@ pub struct ServeArgs {
     pub compactor: CompactorArgs,
 }
 
+/// `--read-cache-disk-bytes` when a bucket is configured and the flag is not given.
+const READ_CACHE_DISK_BYTES_WITH_BUCKET: usize = 1024 * 1024 * 1024;
+
 impl ServeArgs {
+    /// The read cache's disk part: as given, else 1 GiB in front of a bucket and none in front
+    /// of the embedded store's local files.
+    pub fn read_cache_disk_bytes(&self) -> usize {
+        self.read_cache_disk_bytes
+            .unwrap_or(if self.store.object_store_url.is_some() {
+                READ_CACHE_DISK_BYTES_WITH_BUCKET
+            } else {
+                0
+            })
+    }
+
     pub fn kafka_bind(&self) -> anyhow::Result<SocketAddr> {
         parse_listener(&self.listeners).context("--listeners")
     }
@@ -678,5 +689,32 @@ mod tests {
         args.validate().expect("defaults are valid");
         assert_eq!(args.flush_linger_ms, 250);
         assert!(args.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn the_read_cache_disk_part_is_for_buckets() {
+        let serve = |flags: &[&str]| {
+            let cli = Cli::try_parse_from(["skiff", "serve"].iter().chain(flags)).expect("parse");
+            let Command::Serve(args) = cli.command else {
+                panic!("parsed as serve")
+            };
+            args.read_cache_disk_bytes()
+        };
+        assert_eq!(
+            serve(&[]),
+            0,
+            "embedded: the objects are local files already"
+        );
+        assert_eq!(serve(&["--object-store-url", "s3://b/p"]), 1 << 30);
+        assert_eq!(serve(&["--read-cache-disk-bytes", "4096"]), 4096);
+        assert_eq!(
+            serve(&[
+                "--object-store-url",
+                "s3://b/p",
+                "--read-cache-disk-bytes",
+                "0"
+            ]),
+            0
+        );
     }
 }
