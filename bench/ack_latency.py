@@ -13,8 +13,10 @@ roll-up after it, plus the object-store requests the run made.
 """
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import signal
 import struct
 import sys
@@ -195,6 +197,8 @@ def main() -> int:
     parser.add_argument("--results", help="append a markdown table to this file")
     args = parser.parse_args()
     workroot = Path(tempfile.mkdtemp(prefix="skiff-ack-latency-"))
+    # Gigabytes of objects per run: gone at exit, however the run ends.
+    atexit.register(shutil.rmtree, workroot, True)
     results = []
     with open(workroot / "brokers.log", "wb") as log:
         for linger in args.flush_linger_ms:

@@ -12,6 +12,8 @@ bucket (GETs and bytes from /v1/stats).
 """
 
 import argparse
+import shutil
+import atexit
 import json
 import subprocess
 import sys
@@ -43,6 +45,8 @@ def main() -> int:
     parser.add_argument("extra", nargs="*", help="more `skiff serve` flags")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="skiff-bench-catchup-"))
+    # Gigabytes of objects per run: gone at exit, however the run ends.
+    atexit.register(shutil.rmtree, work, True)
     log = open(work / "skiff.log", "wb")
     kafka, http = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     command = [args.skiff, "serve", "--data-dir", str(work / "data"), "--listeners", kafka,

@@ -11,9 +11,11 @@ Skiff's; the request counts are what a real bucket would be billed for.
 """
 
 import argparse
+import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import sys
@@ -95,6 +97,8 @@ def main() -> int:
     parser.add_argument("--results")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="skiff-cluster-bench-"))
+    # Gigabytes of objects per run: gone at exit, however the run ends.
+    atexit.register(shutil.rmtree, workdir, True)
     log = open(workdir / "brokers.log", "wb")
     etcd, s3 = Etcd(workdir / "etcd").start(), MotoS3(workdir / "moto").start()
     try:

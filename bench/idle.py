@@ -11,8 +11,10 @@ counted, then scaled to an hour.
 """
 
 import argparse
+import atexit
 import collections
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -51,6 +53,8 @@ def main() -> int:
     parser.add_argument("--results")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="skiff-bench-idle-"))
+    # Gigabytes of objects per run: gone at exit, however the run ends.
+    atexit.register(shutil.rmtree, work, True)
     log = open(work / "broker.log", "wb")
     etcd, s3 = Etcd(work / "etcd").start(), MotoS3(work / "moto").start()
     proc = None

@@ -12,7 +12,9 @@ partition has a leader the cluster is left idle for a while. Reported:
 """
 
 import argparse
+import atexit
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -48,6 +50,8 @@ def main():
     ap.add_argument("--binary", default=str(HERE.parent / "target" / "release" / "skiff"))
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="skiff-metadata-"))
+    # Gigabytes of objects per run: gone at exit, however the run ends.
+    atexit.register(shutil.rmtree, work, True)
     etcd = Etcd(work / "etcd").start()
     s3 = MotoS3(work / "moto").start()
     log = open(work / "brokers.log", "wb")

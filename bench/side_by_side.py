@@ -15,7 +15,9 @@ measured by bench/compaction.py.
 """
 
 import argparse
+import atexit
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -116,6 +118,7 @@ def run_one(target: str, idempotence: bool, args, workroot: Path, log) -> dict:
                 proc.wait()
         if s3:
             s3.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def moto_puts(s3: MotoS3 | None) -> int:
@@ -136,6 +139,8 @@ def main() -> int:
     parser.add_argument("--results")
     args = parser.parse_args()
     workroot = Path(tempfile.mkdtemp(prefix="skiff-side-by-side-"))
+    # Gigabytes of objects per run: gone at exit, however the run ends.
+    atexit.register(shutil.rmtree, workroot, True)
     cells: dict = {}
     with open(workroot / "brokers.log", "wb") as log:
         # Interleaved: every target once per round, so a machine that slows down mid-run slows

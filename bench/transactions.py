@@ -16,7 +16,9 @@
 """
 
 import argparse
+import atexit
 import json
+import shutil
 import statistics
 import urllib.request
 import sys
@@ -102,6 +104,8 @@ def main() -> int:
     parser.add_argument("--flush-linger-ms", type=int, default=250)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="skiff-bench-txn-"))
+    # Gigabytes of objects per run: gone at exit, however the run ends.
+    atexit.register(shutil.rmtree, workdir, True)
     log = open(workdir / "skiff.log", "wb")
     proc, bootstrap, http = start_broker(args.skiff, workdir / "data", args.flush_linger_ms, log)
     try:
