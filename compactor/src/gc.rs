@@ -83,31 +83,38 @@ pub struct GcReport {
     pub deleted_bytes: u64,
 }
 
-/// The collector's memory between passes: when each unreferenced object was first seen so, and
-/// the store revision after a collection that left nothing to wait for.
+/// The collector's memory between passes: when each unreferenced object was first seen so, the
+/// store revision after the last collection, and when the first object it left waiting may be
+/// deleted.
 #[derive(Debug, Default)]
 pub struct Collector {
     unreferenced_since: HashMap<String, i64>,
-    /// Whether the last collection listed any object the index does not reference (waiting
-    /// for its age or grace period, or not Skiff's).
-    saw_unreferenced: bool,
+    /// The earliest time an unreferenced object the last collection kept (younger than the
+    /// orphan age, or within its grace period) may be deleted; None when it kept none that ever
+    /// will be (objects that are not Skiff's are never deleted). `i64::MIN`: at once (a failed
+    /// collection or delete).
+    next_due_ms: Option<i64>,
     quiet_at: Option<Revision>,
 }
 
 impl Collector {
-    /// Whether a collection now would find what the last one found: it listed no unreferenced
-    /// object (none waiting to be old enough), and the metadata store has not changed since (`revision`, read before
-    /// claiming the collection). An idle cluster so makes no requests to the bucket. (An object
-    /// uploaded but never committed changes nothing in the store: it waits for the next
-    /// change, as it waits for its orphan age anyway.)
-    pub fn is_quiet(&self, revision: Revision) -> bool {
-        self.quiet_at == Some(revision)
+    /// Whether a collection now would delete nothing the last one did not: the metadata store
+    /// has not changed since (`revision`, read before claiming the collection) and no object it
+    /// left waiting is due yet. An idle cluster so makes no requests to the bucket, and one with
+    /// objects in their grace period makes one collection when the first is due, not one per
+    /// interval. (An object uploaded but never committed changes nothing in the store: it waits
+    /// for the next change, as it waits for its orphan age anyway.)
+    pub fn is_quiet(&self, revision: Revision, now_ms: i64) -> bool {
+        self.quiet_at == Some(revision) && self.next_due_ms.is_none_or(|due| now_ms < due)
     }
 
     /// Notes how the last collection ended: `released` is the store's revision after its claim
-    /// was released (None: unknown).
+    /// was released (None: unknown, or the collection failed).
     pub fn note_done(&mut self, released: Option<Revision>) {
-        self.quiet_at = released.filter(|_| !self.saw_unreferenced);
+        self.quiet_at = released;
+        if released.is_none() {
+            self.next_due_ms = Some(i64::MIN);
+        }
     }
 
     /// One mark and sweep.
@@ -120,13 +127,13 @@ impl Collector {
             ..GcReport::default()
         };
         let mut still_unreferenced = HashMap::new();
-        self.saw_unreferenced = true;
-        let mut saw_unreferenced = false;
+        self.next_due_ms = Some(i64::MIN);
+        let mut next_due_ms: Option<i64> = None;
+        let mut due = |at: i64| next_due_ms = Some(next_due_ms.map_or(at, |d| d.min(at)));
         for meta in list_data(&*ctx.objects).await? {
             report.listed += 1;
             let key = meta.location.to_string();
             let is_referenced = referenced.contains(&key);
-            saw_unreferenced |= !is_referenced;
             let since = self.unreferenced_since.get(&key).copied();
             match verdict(
                 is_referenced,
@@ -137,11 +144,23 @@ impl Collector {
                 settings.gc_grace_ms,
             ) {
                 Verdict::Keep => {
-                    if let Some(since) = since.filter(|_| !is_referenced) {
-                        still_unreferenced.insert(key, since);
+                    let written_ms = paths::written_ms(&key);
+                    match (is_referenced, written_ms, since) {
+                        (true, _, _) | (false, None, _) => {}
+                        // Younger than the orphan age: due when it is that old.
+                        (false, Some(written_ms), None) => {
+                            due(written_ms.saturating_add(settings.orphan_age_ms))
+                        }
+                        (false, Some(written_ms), Some(since)) => {
+                            due(since
+                                .saturating_add(settings.gc_grace_ms)
+                                .max(written_ms.saturating_add(settings.orphan_age_ms)));
+                            still_unreferenced.insert(key, since);
+                        }
                     }
                 }
                 Verdict::Track => {
+                    due(now_ms.saturating_add(settings.gc_grace_ms));
                     still_unreferenced.insert(key, now_ms);
                 }
                 Verdict::Delete => match ctx.objects.delete(&meta.location).await {
@@ -152,13 +171,14 @@ impl Collector {
                     }
                     Err(error) => {
                         tracing::warn!(%error, object = key, "delete failed; retried next collection");
+                        due(i64::MIN);
                         still_unreferenced.insert(key, since.unwrap_or(now_ms));
                     }
                 },
             }
         }
         self.unreferenced_since = still_unreferenced;
-        self.saw_unreferenced = saw_unreferenced;
+        self.next_due_ms = next_due_ms;
         Ok(report)
     }
 }

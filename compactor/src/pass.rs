@@ -295,7 +295,7 @@ impl Compactor {
         // The store's revision, read without writing: unchanged since this compactor's last
         // collection left nothing waiting, there is nothing to collect.
         let revision = self.ctx.store.txn(Txn::default()).await?.revision;
-        if self.collector.lock().await.is_quiet(revision) {
+        if self.collector.lock().await.is_quiet(revision, now_ms) {
             return Ok(None);
         }
         let Some(claim) = self.leases.claim(keys::compactor_gc(), now_ms).await? else {

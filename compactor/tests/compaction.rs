@@ -907,9 +907,39 @@ async fn garbage_collection_rests_while_nothing_changes() {
     // A commit changes the store: the next one runs.
     fx.produce(&tp, 1, "x").await;
     assert!(fx.compactor.gc().await.expect("gc").is_some());
-    // One that leaves objects waiting for their grace period keeps the next one running.
+    // One that leaves objects waiting (the flush objects the compaction replaced, younger than
+    // the orphan age, then in their grace period) rests until the first is due, then deletes.
     fx.compact().await;
     let waiting = fx.compactor.gc().await.expect("gc").expect("runs");
     assert_eq!(waiting.deleted, 0, "{waiting:?}");
-    assert!(fx.compactor.gc().await.expect("gc").is_some());
+    assert!(
+        fx.compactor.gc().await.expect("gc").is_none(),
+        "nothing due yet"
+    );
+    fx.clock
+        .advance_ms(CompactorSettings::default().orphan_age_ms);
+    let tracked = fx
+        .compactor
+        .gc()
+        .await
+        .expect("gc")
+        .expect("old enough: tracked");
+    assert_eq!(tracked.deleted, 0, "{tracked:?}");
+    assert!(
+        fx.compactor.gc().await.expect("gc").is_none(),
+        "in its grace period"
+    );
+    fx.clock
+        .advance_ms(CompactorSettings::default().gc_grace_ms);
+    let swept = fx
+        .compactor
+        .gc()
+        .await
+        .expect("gc")
+        .expect("grace over: runs");
+    assert!(swept.deleted >= 1, "{swept:?}");
+    assert!(
+        fx.compactor.gc().await.expect("gc").is_none(),
+        "nothing left waiting"
+    );
 }
