@@ -31,13 +31,14 @@ import produce_consume as pc  # noqa: E402
 
 
 def requests(s3: MotoS3) -> list[str]:
-    """moto's request log lines, as "METHOD /path"."""
+    """The kind of each request moto logged: GET, PUT, POST, DELETE, HEAD, or LIST (a GET with
+    `list-type=2`, ListObjectsV2)."""
     out = []
     for line in s3.log_path.read_text(errors="replace").splitlines():
         for method in ("GET", "PUT", "POST", "DELETE", "HEAD"):
             marker = f'"{method} /'
             if marker in line:
-                out.append(method)
+                out.append("LIST" if method == "GET" and "list-type=" in line else method)
                 break
     return out
 
