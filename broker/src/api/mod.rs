@@ -537,143 +537,148 @@ pub async fn complete(
         }
         StagedBody::Other(body) => *body,
     };
-    let mut held = crate::memory::Held::default();
     // Boxed: every API's handler state lives in this one future, kilobytes, and Produce (the
     // request that comes thousands of times a second) must not allocate that for each task.
-    let response = Box::pin(
-        async {
-            match body {
-                RequestKind::ApiVersions(req) => Some(ResponseKind::ApiVersions(
-                    api_versions::handle(&req, version),
-                )),
-                RequestKind::Metadata(req) => metadata::handle(broker, req, version)
-                    .await
-                    .map(ResponseKind::Metadata),
-                RequestKind::Fetch(req) => {
-                    let (response, reserved) =
-                        fetch::handle(broker, req, version, connection).await;
-                    held = reserved;
-                    Some(ResponseKind::Fetch(response))
-                }
-                RequestKind::ListOffsets(req) => Some(ResponseKind::ListOffsets(
-                    list_offsets::handle(broker, req, version).await,
-                )),
-                RequestKind::CreateTopics(req) => Some(ResponseKind::CreateTopics(
-                    topics::create(broker, req, version).await,
-                )),
-                RequestKind::DeleteTopics(req) => Some(ResponseKind::DeleteTopics(
-                    topics::delete(broker, req).await,
-                )),
-                RequestKind::CreatePartitions(req) => Some(ResponseKind::CreatePartitions(
-                    topics::create_partitions(broker, req).await,
-                )),
-                RequestKind::DescribeConfigs(req) => Some(ResponseKind::DescribeConfigs(
-                    configs::describe(broker, req).await,
-                )),
-                RequestKind::JoinGroup(req) => {
-                    let client_id = header.client_id.as_deref().unwrap_or("").to_owned();
-                    Some(ResponseKind::JoinGroup(
-                        groups::join(broker, req, version, &client_id).await,
-                    ))
-                }
-                RequestKind::SyncGroup(req) => Some(ResponseKind::SyncGroup(
-                    groups::sync(broker, req, version).await,
-                )),
-                RequestKind::Heartbeat(req) => Some(ResponseKind::Heartbeat(
-                    groups::heartbeat(broker, req).await,
-                )),
-                RequestKind::LeaveGroup(req) => Some(ResponseKind::LeaveGroup(
-                    groups::leave(broker, req, version).await,
-                )),
-                RequestKind::ListGroups(req) => Some(ResponseKind::ListGroups(
-                    group_admin::list(broker, req, version).await,
-                )),
-                RequestKind::DescribeGroups(req) => Some(ResponseKind::DescribeGroups(
-                    group_admin::describe(broker, req, version).await,
-                )),
-                RequestKind::DeleteGroups(req) => Some(ResponseKind::DeleteGroups(
-                    group_admin::delete(broker, req).await,
-                )),
-                RequestKind::OffsetDelete(req) => Some(ResponseKind::OffsetDelete(
-                    group_admin::delete_offsets(broker, req).await,
-                )),
-                RequestKind::FindCoordinator(req) => Some(ResponseKind::FindCoordinator(
-                    offsets::find_coordinator(broker, req, version).await,
-                )),
-                RequestKind::OffsetCommit(req) => Some(ResponseKind::OffsetCommit(
-                    offsets::commit(broker, req).await,
-                )),
-                RequestKind::OffsetFetch(req) => Some(ResponseKind::OffsetFetch(
-                    offsets::fetch(broker, req, version).await,
-                )),
-                RequestKind::DeleteRecords(req) => Some(ResponseKind::DeleteRecords(
-                    delete_records::handle(broker, req).await,
-                )),
-                RequestKind::InitProducerId(req) => Some(ResponseKind::InitProducerId(
-                    txn::init_producer_id(broker, req, version).await,
-                )),
-                RequestKind::AddPartitionsToTxn(req) => Some(ResponseKind::AddPartitionsToTxn(
-                    txn::add_partitions(broker, req, version).await,
-                )),
-                RequestKind::AddOffsetsToTxn(req) => Some(ResponseKind::AddOffsetsToTxn(
-                    txn::add_offsets(broker, req, version).await,
-                )),
-                RequestKind::EndTxn(req) => {
-                    Some(ResponseKind::EndTxn(txn::end(broker, req, version).await))
-                }
-                RequestKind::TxnOffsetCommit(req) => Some(ResponseKind::TxnOffsetCommit(
-                    txn::commit_offsets(broker, req).await,
-                )),
-                RequestKind::ListTransactions(req) => Some(ResponseKind::ListTransactions(
-                    txn_admin::list(broker, req).await,
-                )),
-                RequestKind::DescribeTransactions(req) => Some(ResponseKind::DescribeTransactions(
-                    txn_admin::describe(broker, req).await,
-                )),
-                RequestKind::DescribeProducers(req) => Some(ResponseKind::DescribeProducers(
-                    txn_admin::describe_producers(broker, req).await,
-                )),
-                RequestKind::AlterConfigs(req) => Some(ResponseKind::AlterConfigs(
-                    alter_configs::alter(broker, req).await,
-                )),
-                RequestKind::IncrementalAlterConfigs(req) => {
-                    Some(ResponseKind::IncrementalAlterConfigs(
-                        alter_configs::incremental_alter(broker, req).await,
-                    ))
-                }
-                RequestKind::ElectLeaders(req) => Some(ResponseKind::ElectLeaders(
-                    replicas::elect_leaders(broker, req, version).await,
-                )),
-                RequestKind::DescribeLogDirs(req) => Some(ResponseKind::DescribeLogDirs(
-                    replicas::describe_log_dirs(broker, req).await,
-                )),
-                RequestKind::AlterReplicaLogDirs(req) => Some(ResponseKind::AlterReplicaLogDirs(
-                    replicas::alter_replica_log_dirs(req),
-                )),
-                RequestKind::ListPartitionReassignments(req) => {
-                    Some(ResponseKind::ListPartitionReassignments(
-                        replicas::list_reassignments(broker, req).await,
-                    ))
-                }
-                RequestKind::AlterPartitionReassignments(req) => {
-                    Some(ResponseKind::AlterPartitionReassignments(
-                        replicas::alter_reassignments(broker, req).await,
-                    ))
-                }
-                other => {
-                    // decode_request only lets SUPPORTED APIs through, and each has an arm above.
-                    tracing::error!(request = ?other, "no handler for a supported api");
-                    None
-                }
-            }
-        }
-        .instrument(span),
-    )
-    .await;
+    let (response, held) =
+        Box::pin(handle_other(broker, &header, body, connection).instrument(span)).await;
     let Some(response) = response else {
         return Reply::Close;
     };
     respond(api_key, version, header.correlation_id, &response, held)
+}
+
+/// Handles every request but Produce, after its ordered part: the response (None: close the
+/// connection) and the memory it holds until written (a Fetch's records).
+async fn handle_other(
+    broker: &Broker,
+    header: &RequestHeader,
+    body: RequestKind,
+    connection: &crate::memory::ConnectionMemory,
+) -> (Option<ResponseKind>, crate::memory::Held) {
+    let version = header.request_api_version;
+    let mut held = crate::memory::Held::default();
+    let response = match body {
+        RequestKind::ApiVersions(req) => Some(ResponseKind::ApiVersions(api_versions::handle(
+            &req, version,
+        ))),
+        RequestKind::Metadata(req) => metadata::handle(broker, req, version)
+            .await
+            .map(ResponseKind::Metadata),
+        RequestKind::Fetch(req) => {
+            let (response, reserved) = fetch::handle(broker, req, version, connection).await;
+            held = reserved;
+            Some(ResponseKind::Fetch(response))
+        }
+        RequestKind::ListOffsets(req) => Some(ResponseKind::ListOffsets(
+            list_offsets::handle(broker, req, version).await,
+        )),
+        RequestKind::CreateTopics(req) => Some(ResponseKind::CreateTopics(
+            topics::create(broker, req, version).await,
+        )),
+        RequestKind::DeleteTopics(req) => Some(ResponseKind::DeleteTopics(
+            topics::delete(broker, req).await,
+        )),
+        RequestKind::CreatePartitions(req) => Some(ResponseKind::CreatePartitions(
+            topics::create_partitions(broker, req).await,
+        )),
+        RequestKind::DescribeConfigs(req) => Some(ResponseKind::DescribeConfigs(
+            configs::describe(broker, req).await,
+        )),
+        RequestKind::JoinGroup(req) => {
+            let client_id = header.client_id.as_deref().unwrap_or("").to_owned();
+            Some(ResponseKind::JoinGroup(
+                groups::join(broker, req, version, &client_id).await,
+            ))
+        }
+        RequestKind::SyncGroup(req) => Some(ResponseKind::SyncGroup(
+            groups::sync(broker, req, version).await,
+        )),
+        RequestKind::Heartbeat(req) => Some(ResponseKind::Heartbeat(
+            groups::heartbeat(broker, req).await,
+        )),
+        RequestKind::LeaveGroup(req) => Some(ResponseKind::LeaveGroup(
+            groups::leave(broker, req, version).await,
+        )),
+        RequestKind::ListGroups(req) => Some(ResponseKind::ListGroups(
+            group_admin::list(broker, req, version).await,
+        )),
+        RequestKind::DescribeGroups(req) => Some(ResponseKind::DescribeGroups(
+            group_admin::describe(broker, req, version).await,
+        )),
+        RequestKind::DeleteGroups(req) => Some(ResponseKind::DeleteGroups(
+            group_admin::delete(broker, req).await,
+        )),
+        RequestKind::OffsetDelete(req) => Some(ResponseKind::OffsetDelete(
+            group_admin::delete_offsets(broker, req).await,
+        )),
+        RequestKind::FindCoordinator(req) => Some(ResponseKind::FindCoordinator(
+            offsets::find_coordinator(broker, req, version).await,
+        )),
+        RequestKind::OffsetCommit(req) => Some(ResponseKind::OffsetCommit(
+            offsets::commit(broker, req).await,
+        )),
+        RequestKind::OffsetFetch(req) => Some(ResponseKind::OffsetFetch(
+            offsets::fetch(broker, req, version).await,
+        )),
+        RequestKind::DeleteRecords(req) => Some(ResponseKind::DeleteRecords(
+            delete_records::handle(broker, req).await,
+        )),
+        RequestKind::InitProducerId(req) => Some(ResponseKind::InitProducerId(
+            txn::init_producer_id(broker, req, version).await,
+        )),
+        RequestKind::AddPartitionsToTxn(req) => Some(ResponseKind::AddPartitionsToTxn(
+            txn::add_partitions(broker, req, version).await,
+        )),
+        RequestKind::AddOffsetsToTxn(req) => Some(ResponseKind::AddOffsetsToTxn(
+            txn::add_offsets(broker, req, version).await,
+        )),
+        RequestKind::EndTxn(req) => {
+            Some(ResponseKind::EndTxn(txn::end(broker, req, version).await))
+        }
+        RequestKind::TxnOffsetCommit(req) => Some(ResponseKind::TxnOffsetCommit(
+            txn::commit_offsets(broker, req).await,
+        )),
+        RequestKind::ListTransactions(req) => Some(ResponseKind::ListTransactions(
+            txn_admin::list(broker, req).await,
+        )),
+        RequestKind::DescribeTransactions(req) => Some(ResponseKind::DescribeTransactions(
+            txn_admin::describe(broker, req).await,
+        )),
+        RequestKind::DescribeProducers(req) => Some(ResponseKind::DescribeProducers(
+            txn_admin::describe_producers(broker, req).await,
+        )),
+        RequestKind::AlterConfigs(req) => Some(ResponseKind::AlterConfigs(
+            alter_configs::alter(broker, req).await,
+        )),
+        RequestKind::IncrementalAlterConfigs(req) => Some(ResponseKind::IncrementalAlterConfigs(
+            alter_configs::incremental_alter(broker, req).await,
+        )),
+        RequestKind::ElectLeaders(req) => Some(ResponseKind::ElectLeaders(
+            replicas::elect_leaders(broker, req, version).await,
+        )),
+        RequestKind::DescribeLogDirs(req) => Some(ResponseKind::DescribeLogDirs(
+            replicas::describe_log_dirs(broker, req).await,
+        )),
+        RequestKind::AlterReplicaLogDirs(req) => Some(ResponseKind::AlterReplicaLogDirs(
+            replicas::alter_replica_log_dirs(req),
+        )),
+        RequestKind::ListPartitionReassignments(req) => {
+            Some(ResponseKind::ListPartitionReassignments(
+                replicas::list_reassignments(broker, req).await,
+            ))
+        }
+        RequestKind::AlterPartitionReassignments(req) => {
+            Some(ResponseKind::AlterPartitionReassignments(
+                replicas::alter_reassignments(broker, req).await,
+            ))
+        }
+        other => {
+            // decode_request only lets SUPPORTED APIs through, and each has an arm above.
+            tracing::error!(request = ?other, "no handler for a supported api");
+            None
+        }
+    };
+    (response, held)
 }
 
 fn respond(
