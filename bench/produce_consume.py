@@ -67,10 +67,10 @@ def percentile(values, p):
 
 
 def start_broker(binary: str, data_dir: Path, linger_ms: int, log,
-                 extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str, str]:
+                 extra: tuple[str, ...] = (), scheme: str = "") -> tuple[subprocess.Popen, str, str]:
     kafka, http = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
-        [binary, "serve", "--data-dir", str(data_dir), "--listeners", kafka,
+        [binary, "serve", "--data-dir", str(data_dir), "--listeners", scheme + kafka,
          "--http-listeners", http, "--flush-linger-ms", str(linger_ms), "--log", "warn", *extra],
         stdout=log, stderr=log)
     deadline = time.monotonic() + 20
@@ -85,8 +85,10 @@ def start_broker(binary: str, data_dir: Path, linger_ms: int, log,
 
 
 def produce(bootstrap: str, topic: str, partitions: int, count: int, size: int, linger_ms: int,
-            rate: float, idempotence: bool = False, request_max_bytes: int = 1_000_000):
+            rate: float, idempotence: bool = False, request_max_bytes: int = 1_000_000,
+            client: dict | None = None):
     producer = Producer({
+        **(client or {}),
         "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": linger_ms,
         "batch.size": 1_000_000, "queue.buffering.max.kbytes": 1_048_576,
         "queue.buffering.max.messages": 1_000_000, "enable.idempotence": idempotence,
@@ -125,8 +127,10 @@ def produce(bootstrap: str, topic: str, partitions: int, count: int, size: int, 
     return elapsed, latencies, failures
 
 
-def consume(bootstrap: str, topic: str, partitions: int, count: int) -> float:
+def consume(bootstrap: str, topic: str, partitions: int, count: int,
+            client: dict | None = None) -> float:
     consumer = Consumer({
+        **(client or {}),
         "bootstrap.servers": bootstrap, "group.id": "bench-unused", "enable.auto.commit": False,
         "fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 8_388_608,
     })
@@ -160,6 +164,9 @@ def main() -> int:
                         help="idempotent producer (sequence numbers checked and committed)")
     parser.add_argument("--client-request-max-bytes", type=int, default=1_000_000,
                         help="librdkafka message.max.bytes: the size cap of one ProduceRequest")
+    parser.add_argument("--tls", action="store_true",
+                        help="an SSL:// listener (certificates made with trustme); clients use "
+                             "security.protocol=SSL")
     parser.add_argument("--results", help="append a markdown row to this file")
     parser.add_argument("--broker-args", nargs=argparse.REMAINDER, default=[],
                         help="further `skiff serve` flags, e.g. --compactor-enable false (the "
@@ -169,11 +176,21 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="skiff-bench-"))
     log = open(workdir / "skiff.log", "wb")
+    client, broker_args, scheme = {}, list(args.broker_args), ""
+    if args.tls:
+        import trustme
+        ca = trustme.CA()
+        (workdir / "ca.pem").write_bytes(ca.cert_pem.bytes())
+        (workdir / "server.pem").write_bytes(
+            ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.bytes())
+        broker_args += ["--ssl-keystore-location", str(workdir / "server.pem")]
+        client = {"security.protocol": "SSL", "ssl.ca.location": str(workdir / "ca.pem")}
+        scheme = "SSL://"
     proc, bootstrap, http = start_broker(args.skiff, workdir / "data", args.flush_linger_ms, log,
-                                         tuple(args.broker_args))
+                                         tuple(broker_args), scheme)
     try:
         topic = "bench"
-        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin = AdminClient({"bootstrap.servers": bootstrap, **client})
         admin.create_topics(
             [NewTopic(topic, num_partitions=args.partitions, replication_factor=1)])[topic].result(15)
         total_bytes = args.count * args.size
@@ -181,17 +198,18 @@ def main() -> int:
         cpu0, stats0 = cpu_seconds(proc.pid), stats(http)
         produce_s, latencies, failures = produce(bootstrap, topic, args.partitions, args.count,
                                                  args.size, args.client_linger_ms, args.rate,
-                                                 args.idempotence, args.client_request_max_bytes)
+                                                 args.idempotence, args.client_request_max_bytes,
+                                                 client)
         cpu1, stats1 = cpu_seconds(proc.pid), stats(http)
         if failures:
             raise SystemExit(f"{len(failures)} produce failures, first: {failures[0]}")
-        consume_s = consume(bootstrap, topic, args.partitions, args.count)
+        consume_s = consume(bootstrap, topic, args.partitions, args.count, client)
         cpu2, stats2 = cpu_seconds(proc.pid), stats(http)
         objects = stats1["objects_written"] - stats0["objects_written"]
         result = {
             "records": args.count, "record_bytes": args.size, "partitions": args.partitions,
             "flush_linger_ms": args.flush_linger_ms, "client_linger_ms": args.client_linger_ms,
-            "rate_records_s": args.rate, "idempotence": args.idempotence,
+            "rate_records_s": args.rate, "idempotence": args.idempotence, "tls": args.tls,
             "client_request_max_bytes": args.client_request_max_bytes,
             "produce_mib_s": total_bytes / MIB / produce_s,
             "produce_records_s": args.count / produce_s,

@@ -37,6 +37,9 @@ import produce_consume as pc  # noqa: E402
 
 GIB = 1024 ** 3
 TARGETS = ("skiff-embedded", "skiff-s3", "tansu-memory", "tansu-s3")
+# Skiff writing one flush object at a time (--flush-max-in-flight 1), to measure what pipelined
+# flushes give: not run unless named.
+SERIAL_TARGETS = ("skiff-embedded-serial", "skiff-s3-serial")
 
 
 def wait_for_kafka(bootstrap: str, proc: subprocess.Popen) -> None:
@@ -56,6 +59,8 @@ def wait_for_kafka(bootstrap: str, proc: subprocess.Popen) -> None:
 def start(target: str, args, workdir: Path, log, s3: MotoS3 | None):
     if target.startswith("skiff"):
         extra = ["--compactor-enable", "false"]
+        if target.endswith("-serial"):
+            extra += ["--flush-max-in-flight", "1"]
         if s3 is not None:
             cluster = broker_args(type("NoEtcd", (), {"endpoint": ""})(), s3)
             i = cluster.index("--etcd-endpoints")
@@ -79,12 +84,34 @@ def start(target: str, args, workdir: Path, log, s3: MotoS3 | None):
     return proc, bootstrap
 
 
+class DelayedS3:
+    """The S3 server as the broker sees it through bench/latency_proxy.py (a remote bucket's
+    round trip): `endpoint` is the proxy's."""
+
+    def __init__(self, s3: MotoS3, delay_ms: float, log):
+        self.s3 = s3
+        self.port = pc.free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "latency_proxy.py"), str(self.port),
+             str(s3.port), str(delay_ms)], stdout=log, stderr=log)
+        time.sleep(0.5)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 def run_one(target: str, idempotence: bool, args, workroot: Path, log) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix=f"{target}-", dir=workroot))
-    s3 = MotoS3(workdir / "moto").start() if target.endswith("s3") else None
+    s3 = MotoS3(workdir / "moto").start() if "-s3" in target else None
+    delayed = DelayedS3(s3, args.s3_latency_ms, log) if s3 and args.s3_latency_ms else None
     proc = None
     try:
-        proc, bootstrap = start(target, args, workdir / "broker", log, s3)
+        proc, bootstrap = start(target, args, workdir / "broker", log, delayed or s3)
         admin = AdminClient({"bootstrap.servers": bootstrap})
         admin.create_topics([NewTopic("bench", num_partitions=8, replication_factor=1)])["bench"].result(30)
         time.sleep(1)
@@ -116,6 +143,8 @@ def run_one(target: str, idempotence: bool, args, workroot: Path, log) -> dict:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if delayed:
+            delayed.stop()
         if s3:
             s3.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -135,7 +164,11 @@ def main() -> int:
     parser.add_argument("--tansu", default="/work/tools/tansu/bin/tansu")
     parser.add_argument("--count", type=int, default=500_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per cell; medians are reported")
-    parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
+    parser.add_argument("--targets", nargs="+", choices=TARGETS + SERIAL_TARGETS,
+                        default=list(TARGETS))
+    parser.add_argument("--s3-latency-ms", type=float, default=0,
+                        help="delay each direction of the S3 targets' traffic by this much "
+                             "(bench/latency_proxy.py: a remote bucket's round trip)")
     parser.add_argument("--results")
     args = parser.parse_args()
     workroot = Path(tempfile.mkdtemp(prefix="skiff-side-by-side-"))
@@ -145,9 +178,13 @@ def main() -> int:
     with open(workroot / "brokers.log", "wb") as log:
         # Interleaved: every target once per round, so a machine that slows down mid-run slows
         # them all alike.
-        for _ in range(args.repeat):
+        for round_no in range(args.repeat):
+            # Rotated each round: the first run after another process (Tansu, moto) exits often
+            # costs several times the CPU here, so no target may always take that place.
+            shift = round_no % len(args.targets)
+            order = args.targets[shift:] + args.targets[:shift]
             for idempotence in (False, True):
-                for target in args.targets:
+                for target in order:
                     r = run_one(target, idempotence, args, workroot, log)
                     print(r, flush=True)
                     cells.setdefault((target, idempotence), []).append(r)
@@ -167,7 +204,9 @@ def main() -> int:
     ratios = []
     for idem in (False, True):
         kind = "idempotent" if idem else "plain"
-        for ours, theirs in (("skiff-embedded", "tansu-memory"), ("skiff-s3", "tansu-s3")):
+        for ours, theirs in (("skiff-embedded", "tansu-memory"), ("skiff-s3", "tansu-s3"),
+                             ("skiff-embedded", "skiff-embedded-serial"),
+                             ("skiff-s3", "skiff-s3-serial")):
             a, b = median.get((ours, idem)), median.get((theirs, idem))
             if a and b:
                 ratios.append(
@@ -181,9 +220,10 @@ def main() -> int:
     if args.results:
         with open(args.results, "a") as f:
             f.write(f"\n**Side by side with Tansu 0.6** ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
-                    f"`bench/side_by_side.py --count {args.count} --repeat {args.repeat}`: {args.count} × 1 KiB, "
+                    f"`bench/side_by_side.py --count {args.count} --repeat {args.repeat} --targets "
+                    f"{' '.join(args.targets)} --s3-latency-ms {args.s3_latency_ms:g}`: {args.count} × 1 KiB, "
                     f"8 partitions, acks=all, client linger 5 ms, medians of {args.repeat} interleaved runs; "
-                    f"S3 targets on moto):\n\n{table}\n\n" + "\n".join(f"- {r}" for r in ratios) + "\n")
+                    f"S3 targets on moto, {args.s3_latency_ms:g} ms added each way):\n\n{table}\n\n" + "\n".join(f"- {r}" for r in ratios) + "\n")
     return 0
 
 

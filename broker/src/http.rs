@@ -16,7 +16,9 @@ use std::sync::Arc;
 pub fn router(broker: Arc<Broker>) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/v1/stats", get(stats))
+        .route("/metrics", get(metrics))
         .route("/v1/topics", get(topics))
         .route("/v1/brokers", get(brokers))
         .route("/v1/groups", get(groups))
@@ -24,8 +26,46 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .with_state(broker)
 }
 
+/// Liveness: the process answers.
 async fn health() -> &'static str {
     "ok"
+}
+
+/// How long readiness waits for the metadata store.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Readiness: this broker can serve — the metadata store answers, this broker is registered
+/// in it (its session is alive, so it may lead partitions), and its latest flush-object upload
+/// did not fail (the bucket takes its writes). 503 with the reasons otherwise.
+async fn ready(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    let mut problems = Vec::new();
+    match tokio::time::timeout(READY_TIMEOUT, live_brokers(&*broker.store)).await {
+        Ok(Ok(live)) if live.iter().any(|b| b.node_id == broker.node.node_id) => {}
+        Ok(Ok(_)) => problems.push(format!(
+            "node {} is not registered in the metadata store (its session lapsed)",
+            broker.node.node_id
+        )),
+        Ok(Err(error)) => problems.push(format!("metadata store: {error}")),
+        Err(_) => problems.push(format!(
+            "metadata store: no answer within {READY_TIMEOUT:?}"
+        )),
+    }
+    if broker
+        .log
+        .stats()
+        .last_upload_failed
+        .load(Ordering::Relaxed)
+    {
+        problems.push("object store: the latest flush-object upload failed".to_owned());
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, Json(json!({ "ready": true })))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "problems": problems })),
+        )
+    }
 }
 
 async fn brokers(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
@@ -168,6 +208,7 @@ async fn stats(State(broker): State<Arc<Broker>>) -> Json<Value> {
         "range_reads": load(&stats.range_reads),
         "recent_cache_hits": load(&stats.recent_cache_hits),
         "read_cache_hits": load(&stats.read_cache_hits),
+        "read_cache_disk_hits": load(&stats.read_cache_disk_hits),
         "flushes_without_linger": load(&stats.flushes_without_linger),
         "read_cache_bytes": broker.log.read_cache_bytes(),
         "parquet_row_groups_read": load(&stats.parquet_row_groups_read),
@@ -181,6 +222,145 @@ async fn stats(State(broker): State<Arc<Broker>>) -> Json<Value> {
         "object_store": counts_json(broker.object_store_counts.snapshot()),
         "metadata_store": counts_json(broker.metadata_counts.snapshot()),
     }))
+}
+
+/// Prometheus metrics (OpenMetrics text): the catalogue is `crate::metrics`.
+async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    let stats = broker.log.stats();
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let (compactor_counters, compactor_gauges) = match &broker.compactor {
+        Some(compactor) => crate::compactor_http::compactor_metrics(&broker.store, compactor).await,
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut scraped = crate::metrics::Scraped {
+        counters: vec![
+            ("flushes", "Flushes planned (one object each when they hold data)", load(&stats.flushes)),
+            ("objects_written", "Flush objects uploaded", load(&stats.objects_written)),
+            ("object_bytes_written", "Bytes of flush objects uploaded", load(&stats.object_bytes_written)),
+            ("flush_upload_failures", "Flush objects whose upload failed (their appends failed, retriable)", load(&stats.upload_failures)),
+            ("flush_commit_failures", "Flush commits that failed or were fenced", load(&stats.commit_failures)),
+            ("fenced_appends", "Appends refused because the partition changed leadership under them", load(&stats.fenced_appends)),
+            ("flushes_without_linger", "Flushes started before the linger because every waiting producer's window was full", load(&stats.flushes_without_linger)),
+            ("range_reads", "Ranged reads of flush-object sections from the bucket", load(&stats.range_reads)),
+            ("recent_cache_hits", "Reads served from recently written objects in memory", load(&stats.recent_cache_hits)),
+            ("read_cache_hits", "Reads served from the read cache (memory or disk)", load(&stats.read_cache_hits)),
+            ("read_cache_disk_hits", "Of the read cache's hits, those served from its disk part", load(&stats.read_cache_disk_hits)),
+            ("parquet_row_groups_read", "Parquet row groups decoded for Fetch", load(&stats.parquet_row_groups_read)),
+        ],
+        gauges: vec![
+            ("buffered_bytes", "Produce bytes accepted and not yet committed", gauge(broker.log.buffered_bytes())),
+            ("read_cache_bytes", "Bytes held by the read cache's memory part", gauge(broker.log.read_cache_bytes())),
+        ],
+        object_store: broker.object_store_counts.snapshot(),
+        metadata_store: broker.metadata_counts.snapshot(),
+        histograms: Vec::new(),
+        group_offsets: match coordinated_group_offsets(&broker).await {
+            Ok(offsets) => offsets,
+            Err(error) => {
+                // The other metrics still matter most when the store is in trouble.
+                tracing::warn!(%error, "metrics: consumer group offsets unreadable");
+                Vec::new()
+            }
+        },
+    };
+    scraped.histograms = vec![
+        crate::metrics::ScrapedHistogram::of(
+            "object_store_request_duration_seconds",
+            "Object-store request latency by operation, to the response (this process)",
+            "operation",
+            &broker.object_store_counts.latencies(),
+        ),
+        crate::metrics::ScrapedHistogram::of(
+            "metadata_store_request_duration_seconds",
+            "Metadata-store request latency by kind (get, range, txn)",
+            "operation",
+            &broker.metadata_counts.latencies(),
+        ),
+        crate::metrics::ScrapedHistogram::of(
+            "flush_stage_duration_seconds",
+            "Time each flush spent per stage: buffered (the linger actually waited), prepare, upload, commit, rollup",
+            "stage",
+            &stats.flush_times.histograms(),
+        ),
+        crate::metrics::ScrapedHistogram {
+            name: "flush_object_bytes",
+            help: "Sizes of the flush objects uploaded (one per flush that held data)",
+            label: None,
+            series: vec![(
+                "",
+                stats
+                    .flush_times
+                    .object_bytes
+                    .buckets(&skiff_tiering::latency::SIZE_BUCKETS_BYTES),
+            )],
+        },
+    ];
+    if let Some((written, read)) = broker.log.read_cache_disk_io_bytes() {
+        scraped.counters.extend([
+            (
+                "read_cache_disk_written_bytes",
+                "Bytes written to the read cache's disk part",
+                written,
+            ),
+            (
+                "read_cache_disk_read_bytes",
+                "Bytes read back from the read cache's disk part",
+                read,
+            ),
+        ]);
+    }
+    scraped.counters.extend(compactor_counters);
+    scraped.gauges.extend(compactor_gauges);
+    crate::metrics::respond(broker.metrics.encode(&scraped))
+}
+
+/// Committed offsets and lag of every group this broker coordinates (so that each group is
+/// exported once across the cluster): one range per group and one per topic it committed in.
+async fn coordinated_group_offsets(
+    broker: &Broker,
+) -> Result<Vec<crate::metrics::GroupOffset>, String> {
+    let live = live_brokers(&*broker.store)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut high_watermarks = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    let store_error = |e: skiff_tiering::metadata::MetadataError| e.to_string();
+    for group in skiff_tiering::group_offsets::groups(&*broker.store)
+        .await
+        .map_err(store_error)?
+    {
+        if crate::api::coordinator(&group, &live).map(|b| b.node_id) != Some(broker.node.node_id) {
+            continue;
+        }
+        let committed = skiff_tiering::group_offsets::fetch_all(&*broker.store, &group)
+            .await
+            .map_err(store_error)?;
+        for (topic, partitions) in committed {
+            if !high_watermarks.contains_key(&topic) {
+                let states = partition_states(&*broker.store, &topic)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                high_watermarks.insert(topic.clone(), states);
+            }
+            for (partition, committed) in partitions {
+                let high = high_watermarks[&topic]
+                    .get(&partition)
+                    .map(|(state, _)| state.next_offset);
+                out.push(crate::metrics::GroupOffset {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    partition,
+                    committed: committed.offset,
+                    lag: high.map(|h| (h - committed.offset).max(0)),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn gauge(value: impl TryInto<i64>) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
 }
 
 /// Every transactional id as its coordinator recorded it, and per partition the transactions

@@ -1,12 +1,17 @@
 //! The `skiff` binary.
 
+mod admin;
 mod api;
 mod compactor_http;
 mod config;
+mod console;
+mod doctor;
 mod group;
 mod http;
 mod memory;
+mod metrics;
 mod retention;
+mod security;
 mod server;
 mod storage;
 mod txn;
@@ -19,7 +24,7 @@ use config::{Cli, Command, CompactorCommandArgs, LogFormat, LoggingArgs, ServeAr
 use skiff_compactor::Compactor;
 use skiff_tiering::cluster::controller::Controller;
 use skiff_tiering::cluster::membership::{self, Membership};
-use skiff_tiering::keys::BrokerRecord;
+use skiff_tiering::keys::{BrokerRecord, ListenerEndpoint};
 use skiff_tiering::log::section_cache::SectionCache;
 use skiff_tiering::{Clock, Log, LogConfig, SystemClock};
 use std::sync::Arc;
@@ -42,6 +47,30 @@ fn main() -> anyhow::Result<()> {
             compactor_args.validate()?;
             init_tracing(&compactor_args.logging);
             runtime()?.block_on(run_compactor(*compactor_args))
+        }
+        Command::Doctor(args) => admin_command(doctor::run(*args)),
+        Command::Topic(command) => admin_command(admin::topic(command)),
+        Command::Group(command) => admin_command(admin::group(command)),
+        Command::Cluster(command) => admin_command(admin::cluster(command)),
+        Command::User(command) => admin_command(admin::user::run(command)),
+        Command::Acl(command) => admin_command(admin::acl::run(command)),
+        Command::Produce(command) => admin_command(admin::produce(command)),
+        Command::Consume(command) => admin_command(admin::consume(command)),
+    }
+}
+
+/// Runs an admin command: exit 0 if all of it was done, 1 if anything failed (said on stderr).
+fn admin_command(command: impl std::future::Future<Output = admin::Outcome>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match runtime.block_on(command) {
+        Ok(true) => Ok(()),
+        Ok(false) => std::process::exit(1),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::exit(1)
         }
     }
 }
@@ -78,15 +107,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => 1,
     };
 
-    let kafka_bind = args.kafka_bind()?;
-    let listener = tokio::net::TcpListener::bind(kafka_bind)
-        .await
-        .with_context(|| format!("cannot bind the Kafka listener on {kafka_bind}"))?;
-    let bound = listener.local_addr()?;
-    let (host, port) = match &args.advertised_listeners {
-        Some(advertised) => config::split_host_port(advertised)?,
-        None => (bound.ip().to_string(), bound.port()),
-    };
+    // Every Kafka listener, bound, with the address clients are told for it.
+    let mut listeners = Vec::new();
+    for spec in args.kafka_listeners()? {
+        let socket = tokio::net::TcpListener::bind(spec.bind)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot bind the Kafka listener {} on {}",
+                    spec.name, spec.bind
+                )
+            })?;
+        let bound = socket.local_addr()?;
+        let (host, port) = spec
+            .advertised
+            .clone()
+            .unwrap_or_else(|| (bound.ip().to_string(), bound.port()));
+        listeners.push((spec, socket, bound, host, port));
+    }
+    let endpoints: Vec<ListenerEndpoint> = listeners
+        .iter()
+        .map(|(spec, _, _, host, port)| ListenerEndpoint {
+            name: spec.name.clone(),
+            host: host.clone(),
+            port: i32::from(*port),
+            security_protocol: spec.protocol.name().to_owned(),
+        })
+        .collect();
+    let (host, port) = (endpoints[0].host.clone(), endpoints[0].port);
     let session_ms = i64::try_from(args.broker_session_timeout_ms).unwrap_or(i64::MAX);
     // A restart after a crash finds its old registration until that session lapses.
     let membership = Arc::new(
@@ -94,10 +142,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             store.clone(),
             BrokerRecord {
                 node_id,
-                host: host.clone(),
-                port: i32::from(port),
+                host,
+                port,
                 rack: None,
                 incarnation: String::new(),
+                listeners: endpoints.clone(),
             },
             session_ms,
             std::time::Duration::from_millis(args.broker_session_timeout_ms * 2 + 2_000),
@@ -114,6 +163,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             node_id,
             flush_linger_ms: args.flush_linger_ms,
             flush_max_bytes: args.flush_max_bytes,
+            flush_max_in_flight: args.flush_max_in_flight,
             buffer_max_bytes: args.produce_buffer_max_bytes,
             recent_cache_max_bytes: args.recent_cache_max_bytes,
             read_cache_max_bytes: args.read_cache_max_bytes,
@@ -212,6 +262,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         log.clone(),
         transactions_stopped,
     ));
+    // ACLs are read before serving, so no request is ever judged on an empty set.
+    let authorizer =
+        security::authorizer::Authorizer::new(store.clone(), args.authorizer.settings());
+    authorizer
+        .start()
+        .await
+        .context("cannot read the ACLs from the metadata store")?;
     let broker = Arc::new(Broker {
         log: log.clone(),
         groups,
@@ -239,8 +296,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         static_configs: StaticBrokerConfigs::new(
             &args,
-            bound.to_string(),
-            format!("{host}:{port}"),
+            listeners
+                .iter()
+                .map(|(spec, _, bound, _, _)| format!("{}://{bound}", spec.name))
+                .collect::<Vec<_>>()
+                .join(","),
+            endpoints
+                .iter()
+                .map(|e| format!("{}://{}:{}", e.name, e.host, e.port))
+                .collect::<Vec<_>>()
+                .join(","),
         ),
         producer_ids,
         txn: txn_coordinator,
@@ -249,6 +314,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metadata_counts,
         windows: Default::default(),
         flush_window_min_bytes: args.flush_window_min_bytes,
+        metrics: metrics::Metrics::new(args.metrics_topic_labels),
+        compactor: compactor.clone(),
+        sasl: security::sasl::Authenticator::new(store.clone(), &args.sasl),
+        authorizer,
     });
 
     let http_bind = args.http_bind()?;
@@ -258,8 +327,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let http = {
         let shutdown = shutdown.clone();
+        // The console acts as a Kafka client of this broker's own PLAINTEXT listener (TLS and
+        // SASL for it come with the console's own authentication).
+        let plaintext = listeners
+            .iter()
+            .find(|(spec, ..)| spec.protocol == config::SecurityProtocol::Plaintext)
+            .map(|(_, _, bound, _, _)| *bound);
+        if plaintext.is_none() {
+            tracing::warn!(
+                "no PLAINTEXT listener: the console's topic, group and record pages need one"
+            );
+        }
+        let local_kafka = match plaintext {
+            Some(bound) if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
+            Some(bound) => bound.to_string(),
+            None => String::new(),
+        };
         let app = http::router(broker.clone())
-            .merge(compactor_http::routes(store.clone(), compactor.clone()));
+            .merge(compactor_http::routes(store.clone(), compactor.clone()))
+            .merge(console::routes(local_kafka));
         tokio::spawn(async move {
             let served = axum::serve(http_listener, app)
                 .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -269,20 +355,57 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         })
     };
+    let kafka_listeners = listeners
+        .iter()
+        .map(|(spec, _, bound, _, _)| format!("{}://{bound}", spec.name))
+        .collect::<Vec<_>>()
+        .join(",");
     tracing::info!(
-        kafka = %bound,
+        kafka = %kafka_listeners,
         http = %http_bind,
         data_dir = %args.store.data_dir.display(),
         node_id,
         "skiff broker started"
     );
     let close_connections = CancellationToken::new();
-    let kafka = tokio::spawn(server::serve(
-        listener,
-        broker,
-        shutdown.clone(),
-        close_connections.clone(),
-    ));
+    // SSL listeners ask for client certificates as --ssl-client-auth says; SASL_SSL ones
+    // authenticate with SASL.
+    let ssl = listeners
+        .iter()
+        .any(|(spec, ..)| spec.protocol == config::SecurityProtocol::Ssl)
+        .then(|| security::tls::acceptor(&args.tls, true))
+        .transpose()?;
+    let sasl_ssl = listeners
+        .iter()
+        .any(|(spec, ..)| spec.protocol == config::SecurityProtocol::SaslSsl)
+        .then(|| security::tls::acceptor(&args.tls, false))
+        .transpose()?;
+    let principals = Arc::new(security::principal::PrincipalMapper::parse(
+        &args.tls.ssl_principal_mapping_rules,
+    )?);
+    let mut kafka = Vec::new();
+    for (spec, socket, _, _, _) in listeners {
+        let context = server::ListenerContext {
+            info: Arc::new(security::ListenerInfo {
+                name: spec.name.as_str().into(),
+                protocol: spec.protocol,
+            }),
+            tls: match spec.protocol {
+                config::SecurityProtocol::Ssl => ssl.clone(),
+                config::SecurityProtocol::SaslSsl => sasl_ssl.clone(),
+                _ => None,
+            },
+            principals: principals.clone(),
+        };
+        kafka.push(tokio::spawn(server::serve(
+            socket,
+            context,
+            broker.clone(),
+            shutdown.clone(),
+            close_connections.clone(),
+        )));
+    }
+    drop(broker);
 
     let mut controller = controller;
     let stop = tokio::select! {
@@ -312,7 +435,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     log.shutdown().await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     close_connections.cancel();
-    let _ = kafka.await;
+    for listener in kafka {
+        let _ = listener.await;
+    }
     stop_controller.send_replace(true);
     stop_transactions.send_replace(true);
     let _ = controller.await;

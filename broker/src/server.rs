@@ -9,19 +9,31 @@
 
 use crate::api::{self, Broker, Decoded, Reply};
 use crate::memory::{Budgets, Held};
-use bytes::BytesMut;
+use crate::security::sasl::Next;
+use crate::security::{Admission, ListenerInfo, Session};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
+
+/// One Kafka listener: its name and security protocol, and its TLS acceptor when it has TLS.
+#[derive(Clone)]
+pub struct ListenerContext {
+    pub info: Arc<ListenerInfo>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Client certificates' subjects to principals.
+    pub principals: Arc<crate::security::principal::PrincipalMapper>,
+}
 
 /// Serves until `stop_accepting`; open connections keep being served until `close`, so a
 /// shutting-down broker still answers the requests it is committing.
 pub async fn serve(
     listener: TcpListener,
+    context: ListenerContext,
     broker: Arc<Broker>,
     stop_accepting: CancellationToken,
     close: CancellationToken,
@@ -45,13 +57,59 @@ pub async fn serve(
         };
         let broker = broker.clone();
         let close = close.clone();
+        let tls = context.tls.clone();
+        let principals = context.principals.clone();
+        let session = Session::new(context.info.clone(), peer);
         tokio::spawn(async move {
             let _permit = permit;
+            let _counted = broker.metrics.connection();
             if let Err(error) = socket.set_nodelay(true) {
                 tracing::debug!(%error, "set_nodelay failed");
             }
+            let served = async {
+                match tls {
+                    None => {
+                        let (reader, writer) = socket.into_split();
+                        run_connection(reader, writer, broker, Arc::new(session)).await;
+                    }
+                    Some(acceptor) => {
+                        let accepted = tokio::time::timeout(
+                            crate::security::tls::HANDSHAKE_TIMEOUT,
+                            acceptor.accept(socket),
+                        )
+                        .await;
+                        match accepted {
+                            Ok(Ok(stream)) => {
+                                // A verified client certificate names the principal.
+                                let dn = stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|chain| chain.first())
+                                    .and_then(|cert| crate::security::principal::subject_dn(cert));
+                                let session = match dn {
+                                    Some(dn) => session.with_certificate(
+                                        crate::security::Principal::user(principals.map(&dn)),
+                                    ),
+                                    None => session,
+                                };
+                                let (reader, writer) = tokio::io::split(stream);
+                                run_connection(reader, writer, broker, Arc::new(session)).await;
+                            }
+                            Ok(Err(error)) => {
+                                broker.metrics.tls_handshake_failed();
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                broker.metrics.tls_handshake_failed();
+                                tracing::debug!(%peer, "TLS handshake not finished in time");
+                            }
+                        }
+                    }
+                }
+            };
             tokio::select! {
-                _ = run_connection(socket, broker) => {}
+                _ = served => {}
                 _ = close.cancelled() => {}
             }
             tracing::debug!(%peer, "connection closed");
@@ -181,13 +239,17 @@ pub async fn read_frame(
 }
 
 /// Writes one response, closing the connection (an error) when the client reads nothing of it
-/// for `timeout`: its memory is held until it is written.
+/// for `timeout`: its memory is held until it is written. Large parts (Fetch records) go to the
+/// socket straight from their shared buffers; small ones gather in the connection's buffer.
 async fn write_response(
     writer: &mut (impl AsyncWriteExt + Unpin),
-    response: &[u8],
+    response: &[Bytes],
     timeout: Duration,
 ) -> std::io::Result<()> {
-    for chunk in response.chunks(RESPONSE_WRITE_CHUNK_BYTES) {
+    for chunk in response
+        .iter()
+        .flat_map(|part| part.chunks(RESPONSE_WRITE_CHUNK_BYTES))
+    {
         match tokio::time::timeout(timeout, writer.write_all(chunk)).await {
             Ok(result) => result?,
             Err(_) => {
@@ -201,6 +263,9 @@ async fn write_response(
     Ok(())
 }
 
+/// The largest frame read before a SASL login: a login step and its request header.
+const LOGIN_FRAME_MAX_BYTES: usize = crate::security::sasl::AUTH_BYTES_MAX + 4096;
+
 /// Ordered requests (all but Produce and Fetch) one connection may have decoded and in progress
 /// or waiting for the one before them; further frames stay unread in the socket.
 const ORDERED_REQUESTS_WAITING_MAX: usize = 8;
@@ -212,8 +277,12 @@ fn ordered(api_key: ApiKey) -> bool {
     !matches!(api_key, ApiKey::Produce | ApiKey::Fetch)
 }
 
-async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
-    let (mut reader, writer) = socket.into_split();
+/// Serves one connection (plain TCP or TLS) until it closes.
+async fn run_connection<R, W>(mut reader: R, writer: W, broker: Arc<Broker>, session: Arc<Session>)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (responses, mut ordered_replies) = mpsc::channel::<tokio::task::JoinHandle<Reply>>(
         broker.limits.connection_max_inflight_requests,
     );
@@ -265,15 +334,37 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
     let ordered_slots = Arc::new(Semaphore::new(ORDERED_REQUESTS_WAITING_MAX));
     // Completes when the last ordered request so far has been handled.
     let mut previous: Option<oneshot::Receiver<()>> = None;
+    // A connection to a SASL listener has this long to log in, all steps together.
+    let login_deadline = session
+        .listener
+        .protocol
+        .sasl()
+        .then(|| tokio::time::Instant::now() + broker.sasl.login_timeout);
     loop {
-        let frame = match read_frame(
-            &mut reader,
-            limits,
-            broker.limits.connections_max_idle,
-            &broker.budgets,
-        )
-        .await
-        {
+        let authenticated = session.authenticated();
+        let idle = match login_deadline {
+            Some(deadline) if !authenticated => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    tracing::info!(peer = %session.peer, "closing connection: no SASL login in time");
+                    break;
+                }
+                left.min(broker.limits.connections_max_idle)
+            }
+            _ => broker.limits.connections_max_idle,
+        };
+        // Before a SASL login, frames are no larger than a login step needs (Kafka's
+        // `sasl.server.max.receive.size`): strangers cannot make the broker read and hold large
+        // requests it will refuse.
+        let frame_limits = if !authenticated {
+            FrameLimits {
+                max_bytes: limits.max_bytes.min(LOGIN_FRAME_MAX_BYTES),
+                non_produce_max_bytes: limits.non_produce_max_bytes.min(LOGIN_FRAME_MAX_BYTES),
+            }
+        } else {
+            limits
+        };
+        let frame = match read_frame(&mut reader, frame_limits, idle, &broker.budgets).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(error) => {
@@ -282,6 +373,15 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
             }
         };
         let Frame { bytes, mut held } = frame;
+        if session.expects_raw_token() {
+            // A login begun with SaslHandshake v0: the frame is a bare SASL token.
+            let (reply, next) = raw_sasl_step(&broker, &session, bytes.freeze()).await;
+            drop(held);
+            if queue_login_step(&responses, reply, next).await {
+                continue;
+            }
+            break;
+        }
         // Decoding allocates within a reservation, which then shrinks to what it used: a request
         // holds what it really takes for as long as it waits.
         let mut decoding = broker.budgets.decoding(bytes.len()).await;
@@ -295,17 +395,49 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
                 break;
             }
         };
+        if let Decoded::Request(request) = &request {
+            if let Admission::Close(reason) =
+                session.admit(request.api_key, tokio::time::Instant::now())
+            {
+                tracing::info!(
+                    peer = %session.peer,
+                    api = ?request.api_key,
+                    reason,
+                    "closing connection"
+                );
+                break;
+            }
+        }
         let broker = broker.clone();
         let handle = match request {
             Decoded::Immediate(response) => {
-                tokio::spawn(async move { Reply::Respond(response, held) })
+                tokio::spawn(async move { Reply::Respond(vec![response], held) })
+            }
+            Decoded::Request(request)
+                if session.listener.protocol.sasl()
+                    && matches!(
+                        request.api_key,
+                        ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+                    ) =>
+            {
+                // A login step takes effect before the next request is read: the requests
+                // before it first (a re-authentication comes between requests).
+                if let Some(previous) = previous.take() {
+                    let _ = previous.await;
+                }
+                let (reply, next) = sasl_step(&broker, &session, *request).await;
+                drop(held);
+                if queue_login_step(&responses, Some(reply), next).await {
+                    continue;
+                }
+                break;
             }
             Decoded::Request(request) if request.api_key == ApiKey::Produce => {
                 // Queued after every earlier request took effect, before the next is read.
                 if let Some(previous) = previous.take() {
                     let _ = previous.await;
                 }
-                let staged = api::stage(&broker, request).await;
+                let staged = api::stage(&broker, request, &session).await;
                 drop(held);
                 let in_flight = staged.produce_window().map(|idempotent| {
                     let (in_flight, all_blocked) = broker.windows.enter(&window, idempotent);
@@ -316,17 +448,19 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
                     in_flight
                 });
                 let connection = connection.clone();
+                let session = session.clone();
                 tokio::spawn(async move {
-                    let reply = api::complete(&broker, staged, &connection).await;
+                    let reply = api::complete(&broker, staged, &connection, &session).await;
                     drop(in_flight);
                     reply
                 })
             }
             Decoded::Request(request) if !ordered(request.api_key) => {
                 let connection = connection.clone();
+                let session = session.clone();
                 tokio::spawn(async move {
-                    let staged = api::stage(&broker, request).await;
-                    let reply = api::complete(&broker, staged, &connection).await;
+                    let staged = api::stage(&broker, request, &session).await;
+                    let reply = api::complete(&broker, staged, &connection, &session).await;
                     drop(held);
                     reply
                 })
@@ -340,13 +474,14 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
                 let (done, next) = oneshot::channel();
                 let after = previous.replace(next);
                 let connection = connection.clone();
+                let session = session.clone();
                 tokio::spawn(async move {
                     if let Some(after) = after {
                         // Err: that handler panicked; its connection closes anyway.
                         let _ = after.await;
                     }
-                    let staged = api::stage(&broker, request).await;
-                    let reply = api::complete(&broker, staged, &connection).await;
+                    let staged = api::stage(&broker, request, &session).await;
+                    let reply = api::complete(&broker, staged, &connection, &session).await;
                     drop((held, slot));
                     let _ = done.send(());
                     reply
@@ -359,6 +494,91 @@ async fn run_connection(socket: TcpStream, broker: Arc<Broker>) {
     }
     drop(responses);
     let _ = writer_task.await;
+}
+
+/// Queues a login step's answer (none for a failed bare token) and, when the login failed, the
+/// close after `--connection-failed-authentication-delay-ms`; whether the connection goes on.
+async fn queue_login_step(
+    responses: &mpsc::Sender<tokio::task::JoinHandle<Reply>>,
+    reply: Option<Reply>,
+    next: Next,
+) -> bool {
+    let delay = match next {
+        Next::Continue => None,
+        Next::Close(delay) => Some(delay),
+    };
+    let answer = tokio::spawn(async move {
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        reply.unwrap_or(Reply::Nothing)
+    });
+    if responses.send(answer).await.is_err() {
+        return false;
+    }
+    if delay.is_some() {
+        let _ = responses.send(tokio::spawn(async { Reply::Close })).await;
+        return false;
+    }
+    true
+}
+
+/// One SaslHandshake or SaslAuthenticate on a SASL listener: its answer, and whether the
+/// connection goes on.
+async fn sasl_step(broker: &Broker, session: &Session, request: api::Request) -> (Reply, Next) {
+    use kafka_protocol::messages::{RequestKind, ResponseKind};
+    let version = request.header.request_api_version;
+    let correlation_id = request.header.correlation_id;
+    let started = tokio::time::Instant::now();
+    let (response, next) = match request.body {
+        RequestKind::SaslHandshake(req) => {
+            let (response, next) = broker
+                .sasl
+                .handshake(session, &req, version, &broker.metrics);
+            (ResponseKind::SaslHandshake(response), next)
+        }
+        RequestKind::SaslAuthenticate(req) => {
+            let (response, next) = broker
+                .sasl
+                .authenticate(session, &req, &broker.metrics)
+                .await;
+            (ResponseKind::SaslAuthenticate(response), next)
+        }
+        _ => return (Reply::Close, Next::Close(Duration::ZERO)),
+    };
+    let api_key = request.api_key;
+    broker.metrics.request(
+        if api_key == ApiKey::SaslHandshake {
+            "SaslHandshake"
+        } else {
+            "SaslAuthenticate"
+        },
+        started.elapsed(),
+    );
+    let reply = api::respond(api_key, version, correlation_id, &response, Held::default());
+    (reply, next)
+}
+
+/// One bare SASL token (after SaslHandshake v0): the answer as a bare token, or none when the
+/// login failed (the connection closes; this framing has no room for an error).
+async fn raw_sasl_step(broker: &Broker, session: &Session, token: Bytes) -> (Option<Reply>, Next) {
+    let request =
+        kafka_protocol::messages::SaslAuthenticateRequest::default().with_auth_bytes(token);
+    let (response, next) = broker
+        .sasl
+        .authenticate(session, &request, &broker.metrics)
+        .await;
+    if response.error_code != 0 {
+        return (None, next);
+    }
+    let mut frame = BytesMut::with_capacity(4 + response.auth_bytes.len());
+    let length = u32::try_from(response.auth_bytes.len()).unwrap_or(u32::MAX);
+    frame.extend_from_slice(&length.to_be_bytes());
+    frame.extend_from_slice(&response.auth_bytes);
+    (
+        Some(Reply::Respond(vec![frame.freeze()], Held::default())),
+        next,
+    )
 }
 
 #[cfg(test)]
@@ -489,7 +709,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_that_stops_reading_is_closed() {
         let (_client, mut server) = tokio::io::duplex(1024);
-        let response = vec![7u8; 4096];
+        let response = vec![Bytes::from(vec![7u8; 4096])];
         let result = write_response(&mut server, &response, Duration::from_secs(30)).await;
         assert_eq!(
             result.expect_err("times out").kind(),

@@ -10,7 +10,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use skiff_tiering::metadata::embedded::EmbeddedStore;
-use skiff_tiering::metadata::etcd::{EtcdConfig, EtcdStore};
+use skiff_tiering::metadata::etcd::{EtcdConfig, EtcdStore, EtcdTls, EtcdUser};
 use skiff_tiering::metadata::metered::{MetadataCounts, MeteredMetadata};
 use skiff_tiering::metadata::MetadataStore;
 use skiff_tiering::Clock;
@@ -27,6 +27,50 @@ pub async fn open_metadata_store(
     Ok((Arc::new(metered), counts))
 }
 
+/// etcd's user and password, both or neither.
+fn etcd_user(args: &StoreArgs) -> anyhow::Result<Option<EtcdUser>> {
+    match (&args.etcd_user, &args.etcd_password) {
+        (None, None) => Ok(None),
+        (Some(name), Some(password)) => Ok(Some(EtcdUser {
+            name: name.clone(),
+            password: password.expose().to_owned(),
+        })),
+        _ => anyhow::bail!("--etcd-user and --etcd-password go together"),
+    }
+}
+
+/// TLS for `https://` endpoints (all or none of them).
+fn etcd_tls(args: &StoreArgs, endpoints: &[String]) -> anyhow::Result<Option<EtcdTls>> {
+    let https = endpoints
+        .iter()
+        .filter(|e| e.starts_with("https://"))
+        .count();
+    if https == 0 {
+        if args.etcd_ca_location.is_some() || args.etcd_cert_location.is_some() {
+            anyhow::bail!(
+                "--etcd-ca-location and --etcd-cert-location need https:// etcd endpoints"
+            );
+        }
+        return Ok(None);
+    }
+    if https != endpoints.len() {
+        anyhow::bail!("--etcd-endpoints mixes http:// and https://");
+    }
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let ca_pem = args.etcd_ca_location.as_ref().map(read).transpose()?;
+    let identity_pem = match (&args.etcd_cert_location, &args.etcd_key_location) {
+        (None, None) => None,
+        (Some(cert), key) => Some((read(cert)?, read(key.as_ref().unwrap_or(cert))?)),
+        (None, Some(_)) => anyhow::bail!("--etcd-key-location needs --etcd-cert-location"),
+    };
+    Ok(Some(EtcdTls {
+        ca_pem,
+        identity_pem,
+    }))
+}
+
 async fn open_unmetered_metadata(
     args: &StoreArgs,
     clock: Arc<dyn Clock>,
@@ -39,6 +83,8 @@ async fn open_unmetered_metadata(
             .collect();
         let config = EtcdConfig {
             request_timeout: Duration::from_millis(args.etcd_request_timeout_ms),
+            user: etcd_user(args)?,
+            tls: etcd_tls(args, &endpoints)?,
             ..EtcdConfig::new(endpoints.clone())
         };
         let store = EtcdStore::connect(&config)

@@ -79,6 +79,8 @@ class SkiffBroker:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.exit_codes: list[int] = []
+        # Environment variables the process gets on top of the test's (without its SKIFF_*).
+        self.extra_env: dict[str, str] = {}
 
     # ---- addresses -------------------------------------------------------------------------
     @property
@@ -124,6 +126,7 @@ class SkiffBroker:
         # Hermetic: the broker must only see the flags we pass, not a developer's SKIFF_* env.
         env = {k: v for k, v in os.environ.items() if not k.startswith("SKIFF_")}
         env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.extra_env)
         self.starts += 1
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
@@ -232,6 +235,8 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers",
         "skiff(flush_linger_ms=..., args=[...]): options for the `broker` fixture's skiff process")
+    config.addinivalue_line(
+        "markers", "sasl_args(*flags): extra flags for test_sasl's broker")
 
 
 @pytest.hookimpl(hookwrapper=True)

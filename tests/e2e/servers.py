@@ -15,6 +15,7 @@ Each server runs on free loopback ports with its own data, and is stopped by its
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,6 +52,23 @@ class Etcd:
 
     def start(self) -> "Etcd":
         self.workdir.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            self._spawn()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if self._healthy():
+                    self.started = True
+                    return self
+                time.sleep(0.05)
+            # An etcd that exits at once on its first start most likely lost a port to another
+            # process between free_port() and its bind: try fresh ports (its data dir is new).
+            if self.proc.poll() is None or getattr(self, "started", False):
+                break
+            self.client_port, self.peer_port = free_port(), free_port()
+            shutil.rmtree(self.workdir / "data", ignore_errors=True)
+        raise AssertionError(f"etcd did not become ready within 20 s (log: {self.log_path})")
+
+    def _spawn(self) -> None:
         peer = f"http://127.0.0.1:{self.peer_port}"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -61,8 +79,6 @@ class Etcd:
                  "--initial-cluster", f"e2e={peer}",
                  "--heartbeat-interval", "10", "--election-timeout", "100"],
                 stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-        _wait(self._healthy, 20, "etcd")
-        return self
 
     def _healthy(self) -> bool:
         import urllib.request

@@ -107,6 +107,19 @@ def bucket_rows(dataset: ds.Dataset, topic: str) -> list[tuple]:
     return sorted(rows)
 
 
+def local_parquet_rows(node, topic: str):
+    """The topic's rows in the data dir's Parquet files, as pyarrow reads them: looks again when
+    the listing raced with the store (an upload's `name#n` renamed, or a replaced file garbage
+    collected between the listing and the read, which any glob reader meets)."""
+    for _ in range(20):
+        try:
+            return ds.dataset(str(node.objects_dir / "parquet"), format="parquet",
+                              partitioning="hive").to_table(filter=ds.field("topic") == topic)
+        except FileNotFoundError:
+            time.sleep(0.1)
+    raise AssertionError("every listing of the data dir raced with a deletion")
+
+
 def check_consumers_and_engines(bootstrap: str, node, topic: str, dataset_of) -> None:
     partitions = 3
     h.create_topic(bootstrap, topic, partitions)
@@ -235,8 +248,12 @@ def test_compactor_process_on_etcd_and_s3_survives_kill9(start_broker, etcd, s3,
         # flush objects whose data is all in Parquet: then a glob sees each record once.
         deadline = time.monotonic() + 60
         while True:
-            rows = s3_dataset(s3, "cluster").to_table(
-                filter=ds.field("topic") == loaded, columns=["value"]).column("value").to_pylist()
+            try:
+                table = s3_dataset(s3, "cluster").to_table(
+                    filter=ds.field("topic") == loaded, columns=["value"])
+                rows = table.column("value").to_pylist()
+            except OSError:  # a crashed job's file listed, then garbage collected: look again
+                rows = []
             wal = s3.keys("cluster/wal/")
             if sorted(rows) == sorted(sent) and not wal:
                 break
@@ -297,8 +314,7 @@ def test_retention_delete_records_and_gc_shrink_the_bucket(start_broker):
         b"fresh-%d" % i for i in range(5)]
     assert [r.value for r in h.read_partitions(b.bootstrap, trimmed, [0])] == [
         b"kept-%d" % i for i in range(5)]
-    rows = ds.dataset(str(b.objects_dir / "parquet"), format="parquet",
-                      partitioning="hive").to_table(filter=ds.field("topic") == trimmed)
+    rows = local_parquet_rows(b, trimmed)
     assert sorted(rows.column("offset").to_pylist()) == list(range(300, 305))
 
 
@@ -391,8 +407,7 @@ def test_log_compaction_keeps_the_latest_value_per_key(start_broker):
     # Superseded values are gone from the bucket too (once garbage collection ran).
     deadline = time.monotonic() + 30
     while True:
-        rows = ds.dataset(str(b.objects_dir / "parquet"), format="parquet",
-                          partitioning="hive").to_table(filter=ds.field("topic") == topic)
+        rows = local_parquet_rows(b, topic)
         if sorted(rows.column("offset").to_pylist()) == sorted(offsets):
             break
         assert time.monotonic() < deadline, f"{rows.num_rows} rows in the bucket for {len(offsets)}"
@@ -439,8 +454,7 @@ def test_log_compaction_cleans_an_exactly_once_changelog(start_broker):
     surviving_txns = {r.value.split(b"-")[0] for r in recs}
     deadline = time.monotonic() + 30
     while True:
-        rows = ds.dataset(str(b.objects_dir / "parquet"), format="parquet",
-                          partitioning="hive").to_table(filter=ds.field("topic") == topic)
+        rows = local_parquet_rows(b, topic)
         control = rows.column("is_control").to_pylist()
         data = [o for o, c in zip(rows.column("offset").to_pylist(), control) if not c]
         markers = [k for k, c in zip(rows.column("key").to_pylist(), control) if c]
@@ -466,13 +480,7 @@ def test_delete_records_inside_a_parquet_file_rewrites_it(start_broker):
         f.result(timeout=30)
     deadline = time.monotonic() + 30
     while True:
-        try:
-            rows = ds.dataset(str(b.objects_dir / "parquet"), format="parquet",
-                              partitioning="hive").to_table(filter=ds.field("topic") == topic)
-            offsets = sorted(rows.column("offset").to_pylist())
-        except FileNotFoundError:
-            # Listed mid-upload: the local store writes `name#n` and renames it. Look again.
-            offsets = None
+        offsets = sorted(local_parquet_rows(b, topic).column("offset").to_pylist())
         if offsets == list(range(37, 100)):
             break
         assert time.monotonic() < deadline, f"offsets in the bucket: {offsets}"

@@ -7,6 +7,7 @@ then it resumes and the same requests find what was committed before.
 import json
 import os
 import signal
+import time
 
 from confluent_kafka import TopicPartition
 
@@ -59,3 +60,49 @@ def test_store_outage_gives_retriable_errors_not_empty_answers(start_broker, etc
     assert status == 200
     groups = json.loads(body)["groups"]
     assert [g["offsets"][0]["committed_offset"] for g in groups if g["group_id"] == group] == [7]
+
+
+def readiness(b) -> tuple[int, list[str]]:
+    status, body = b.http_get("/ready", timeout=30)
+    return status, json.loads(body).get("problems", [])
+
+
+def wait_readiness(b, want: int, timeout: float = 30.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, problems = readiness(b)
+        if status == want:
+            return problems
+        assert time.monotonic() < deadline, (status, problems)
+        time.sleep(0.2)
+
+
+def test_readiness_follows_the_metadata_store_and_the_bucket(start_broker, etcd, s3):
+    """/ready (the Helm chart's readiness probe) answers 503 with the reason while etcd does not
+    answer or the bucket refuses the broker's uploads, and 200 again once they recover;
+    /health (liveness) stays 200 throughout: the process is fine, restarting it would not help."""
+    b = start_broker(args=broker_args(etcd, s3) + ["--etcd-request-timeout-ms", "1000"])
+    assert readiness(b) == (200, [])
+    os.kill(etcd.proc.pid, signal.SIGSTOP)
+    try:
+        problems = wait_readiness(b, 503)
+        assert any("metadata store" in p for p in problems), problems
+        assert b.http_get("/health")[0] == 200
+    finally:
+        os.kill(etcd.proc.pid, signal.SIGCONT)
+    wait_readiness(b, 200)
+
+    topic = h.unique_topic("ready")
+    h.create_topic(b.bootstrap, topic, 1)
+    s3.freeze()
+    try:
+        p = h.producer(b.bootstrap, **{"message.timeout.ms": 8000, "retries": 0})
+        p.produce(topic, value=b"x")
+        problems = wait_readiness(b, 503)
+        assert problems == ["object store: the latest flush-object upload failed"]
+        assert b.http_get("/health")[0] == 200
+        p.flush(15)
+    finally:
+        s3.thaw()
+    h.produce_and_wait(h.producer(b.bootstrap), topic, [b"after"])
+    wait_readiness(b, 200)

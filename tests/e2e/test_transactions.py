@@ -1,8 +1,9 @@
 """Kafka transactions with confluent-kafka (librdkafka 2.16) against skiff: commit and abort as
 seen by read_committed and read_uncommitted consumers, a consume-transform-produce loop with its
-offsets sent in the transaction, a zombie producer fenced by a new instance, an abandoned
-transaction aborted by the broker after its timeout, a producer recovering from a sequence gap
-by bumping its epoch (KIP-360), and Kafka's hanging-transaction tools (kafka-python)."""
+offsets sent in the transaction (pending until it commits), a zombie producer fenced by a new
+instance, an abandoned transaction aborted by the broker after its timeout, transactional and
+idempotent producers recovering from a sequence gap by bumping their epoch (KIP-360), and
+Kafka's hanging-transaction tools (kafka-python)."""
 
 import json
 import time
@@ -191,6 +192,50 @@ def test_consume_transform_produce_is_exactly_once(broker):
 
 
 @pytest.mark.skiff(args=TXN_ARGS)
+def test_offsets_sent_in_a_transaction_count_only_once_it_commits(broker):
+    """Offsets sent in a transaction are pending until it ends: the group keeps answering its
+    last committed offset, a read_committed consumer (OffsetFetch with require_stable) is told
+    the offset is unstable; an abort drops them, a commit makes them the group's."""
+    source = h.unique_topic("txo-in")
+    h.create_topic(broker.bootstrap, source, 1)
+    h.produce_and_wait(h.producer(broker.bootstrap), source, [b"v%d" % i for i in range(10)],
+                       partition=0)
+    group = h.unique_topic("txo-group")
+    plain = h.consumer(broker.bootstrap, **{"group.id": group, "enable.auto.commit": False,
+                                            "isolation.level": "read_uncommitted"})
+    stable = h.consumer(broker.bootstrap, **{"group.id": group, "enable.auto.commit": False,
+                                             "isolation.level": "read_committed"})
+    tp = TopicPartition(source, 0)
+
+    def committed(c, timeout: float = 10) -> int:
+        return c.committed([tp], timeout=timeout)[0].offset
+
+    try:
+        plain.commit(offsets=[TopicPartition(source, 0, 3)], asynchronous=False)
+        assert committed(plain) == 3 and committed(stable) == 3
+        p = txn_producer(broker.bootstrap, h.unique_topic("tid"))
+        meta = plain.consumer_group_metadata()
+
+        p.begin_transaction()
+        p.send_offsets_to_transaction([TopicPartition(source, 0, 7)], meta, 30)
+        assert committed(plain) == 3
+        with pytest.raises(KafkaException) as unstable:
+            committed(stable, timeout=3)
+        assert unstable.value.args[0].code() in (KafkaError.UNSTABLE_OFFSET_COMMIT,
+                                                 KafkaError._TIMED_OUT), unstable.value
+        p.abort_transaction(30)
+        assert committed(plain) == 3 and committed(stable) == 3
+
+        p.begin_transaction()
+        p.send_offsets_to_transaction([TopicPartition(source, 0, 9)], meta, 30)
+        p.commit_transaction(30)
+        assert committed(stable) == 9 and committed(plain) == 9
+    finally:
+        plain.close()
+        stable.close()
+
+
+@pytest.mark.skiff(args=TXN_ARGS)
 def test_a_new_instance_fences_the_zombie(broker):
     topic = h.unique_topic("txn-zombie")
     h.create_topic(broker.bootstrap, topic, 1)
@@ -262,6 +307,36 @@ def test_a_producer_recovers_from_a_sequence_gap_by_bumping_its_epoch(broker):
     status, body = broker.http_get("/v1/transactions")
     [record] = [t for t in json.loads(body)["transactional_ids"] if t["transactional_id"] == tid]
     assert record["producer_epoch"] >= 1, record
+
+
+def test_an_idempotent_producer_recovers_from_a_sequence_gap_by_bumping_its_epoch(broker):
+    """KIP-360 without transactions: a refused batch leaves a gap in an idempotent producer's
+    sequence numbers; librdkafka bumps its epoch (InitProducerId with its current id and epoch)
+    and the next records are stored in order, with no fatal error and no restart."""
+    topic = h.unique_topic("idem-gap")
+    h.create_topic(broker.bootstrap, topic, 1, config={"cleanup.policy": "compact"})
+    p = h.producer(broker.bootstrap, **{"enable.idempotence": True, "linger.ms": 5})
+    results = []
+
+    def delivered(err, msg):
+        results.append((msg.value(), err.code() if err else None, msg.offset()))
+
+    p.produce(topic, key=b"k", value=b"first", partition=0, on_delivery=delivered)
+    p.flush(30)
+    p.produce(topic, value=b"keyless", partition=0, on_delivery=delivered)  # INVALID_RECORD
+    p.flush(30)
+    for i in range(3):
+        p.produce(topic, key=b"k", value=b"next%d" % i, partition=0, on_delivery=delivered)
+        p.flush(30)
+    assert results == [(b"first", None, 0), (b"keyless", KafkaError.INVALID_RECORD, None),
+                       (b"next0", None, 1), (b"next1", None, 2), (b"next2", None, 3)], results
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        [state] = admin.describe_producers([KafkaTopicPartition(topic, 0)]).values()
+        [producer] = state.active_producers
+        assert (producer.producer_epoch, producer.last_sequence) == (1, 2), producer
+    finally:
+        admin.close()
 
 
 def test_a_timeout_over_the_maximum_is_refused(start_broker):

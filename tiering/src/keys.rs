@@ -19,6 +19,8 @@
 //!                                                        transaction ends
 //! /skiff/transactions/<transactional id, escaped>        transactions::TransactionRecord (JSON)
 //! /skiff/txn-markers/<topic>/<partition:010>/<transactional id, escaped>  MarkerRequest (JSON)
+//! /skiff/users/<user, escaped>/scram/<mechanism>        credentials::ScramCredential (JSON)
+//! /skiff/acls/<resource type>/<pattern type>/<name, escaped>  acls::AclRecord (JSON)
 //! ```
 //! Kafka topic names only contain `[a-zA-Z0-9._-]`, so `/` separates fields unambiguously, and the
 //! zero-padded numbers make key order equal numeric order, so a prefix range reads a partition's
@@ -77,6 +79,7 @@ fn no_leader() -> i32 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRecord {
     pub node_id: i32,
+    /// The first listener's advertised address (what brokers before named listeners wrote).
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
@@ -84,6 +87,36 @@ pub struct BrokerRecord {
     /// from another process that took the same node id.
     #[serde(default)]
     pub incarnation: String,
+    /// Every listener's advertised address, by listener name (Kafka's `advertised.listeners`):
+    /// a client is told the addresses of the listener it connected to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerEndpoint>,
+}
+
+/// One advertised listener of a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerEndpoint {
+    /// The listener's name (`PLAINTEXT`, `SASL_SSL`, `INTERNAL`, ...).
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+    /// `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
+    pub security_protocol: String,
+}
+
+impl BrokerRecord {
+    /// Where a client of listener `name` reaches this broker; `None` when this broker has no
+    /// such listener (Kafka leaves such brokers out). A record without listeners (written
+    /// before they had names) has its one address for every listener.
+    pub fn endpoint(&self, name: &str) -> Option<(&str, i32)> {
+        if self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| (l.host.as_str(), l.port))
+    }
 }
 
 /// The next node id no broker has taken (for brokers started without `--node-id`).
@@ -472,6 +505,28 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 pub fn decode<T: for<'de> Deserialize<'de>>(key: &str, raw: &[u8]) -> Result<T, String> {
     serde_json::from_slice(raw).map_err(|e| format!("undecodable value key={key}: {e}"))
+}
+
+pub fn users_prefix() -> String {
+    format!("{ROOT}/users/")
+}
+
+/// A SASL user's salted SCRAM credential for one mechanism (`SCRAM-SHA-256`, `SCRAM-SHA-512`);
+/// user names are arbitrary strings, escaped as group ids are.
+pub fn scram_credential(user: &str, mechanism: &str) -> String {
+    format!("{ROOT}/users/{}/scram/{mechanism}", escape_group(user))
+}
+
+pub fn acls_prefix() -> String {
+    format!("{ROOT}/acls/")
+}
+
+/// The ACLs of one resource pattern (`TOPIC`, `LITERAL`, the name escaped as group ids are).
+pub fn acl(resource_type: &str, pattern_type: &str, name: &str) -> String {
+    format!(
+        "{ROOT}/acls/{resource_type}/{pattern_type}/{}",
+        escape_group(name)
+    )
 }
 
 #[cfg(test)]

@@ -5,13 +5,16 @@
 //! Reads find the object covering an offset through the per-partition index and fetch byte ranges.
 //! See ARCHITECTURE.md for the data flow and the invariants.
 
+pub mod acls;
 pub mod batch;
 pub mod catalog;
 pub mod clock;
 pub mod cluster;
 pub mod columnar;
+pub mod credentials;
 pub mod group_offsets;
 pub mod keys;
+pub mod latency;
 pub mod layout;
 pub mod log;
 pub mod metadata;

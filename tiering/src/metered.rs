@@ -6,6 +6,7 @@
 //! per 1,000 objects (S3's page size). A multipart upload counts as one request (Skiff
 //! writes none: objects are at most `--flush-max-bytes` or a Parquet file, PUT whole).
 
+use crate::latency::LatencyHistogram;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -15,9 +16,11 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
+use std::future::Future;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tokio::time::Instant;
 
 /// Gap below which object_store merges ranges of one `get_ranges` call.
 const COALESCE_BYTES: u64 = 1024 * 1024;
@@ -34,6 +37,12 @@ pub struct ObjectStoreCounts {
     pub lists: AtomicU64,
     pub deletes: AtomicU64,
     pub copies: AtomicU64,
+    /// How long requests took, to the response (a GET's body is read after): PUT, GET (ranged
+    /// reads included), LIST (one page, delimited listings), COPY.
+    pub put_latency: LatencyHistogram,
+    pub get_latency: LatencyHistogram,
+    pub list_latency: LatencyHistogram,
+    pub copy_latency: LatencyHistogram,
 }
 
 impl ObjectStoreCounts {
@@ -50,6 +59,24 @@ impl ObjectStoreCounts {
             ("copies", load(&self.copies)),
         ]
     }
+
+    /// (operation, latency) for `/metrics`.
+    pub fn latencies(&self) -> [(&'static str, &LatencyHistogram); 4] {
+        [
+            ("PUT", &self.put_latency),
+            ("GET", &self.get_latency),
+            ("LIST", &self.list_latency),
+            ("COPY", &self.copy_latency),
+        ]
+    }
+}
+
+/// Runs `request`, recording how long it took.
+async fn timed<T>(histogram: &LatencyHistogram, request: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let result = request.await;
+    histogram.record(started.elapsed());
+    result
 }
 
 /// Counts what goes through it to the store it wraps.
@@ -126,7 +153,11 @@ impl ObjectStore for MeteredStore {
         self.counts
             .put_bytes
             .fetch_add(payload.content_length() as u64, Ordering::Relaxed);
-        self.inner.put_opts(location, payload, opts).await
+        timed(
+            &self.counts.put_latency,
+            self.inner.put_opts(location, payload, opts),
+        )
+        .await
     }
 
     async fn put_multipart_opts(
@@ -140,7 +171,11 @@ impl ObjectStore for MeteredStore {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         self.counts.gets.fetch_add(1, Ordering::Relaxed);
-        let result = self.inner.get_opts(location, options).await?;
+        let result = timed(
+            &self.counts.get_latency,
+            self.inner.get_opts(location, options),
+        )
+        .await?;
         self.counts
             .get_bytes
             .fetch_add(result.range.end - result.range.start, Ordering::Relaxed);
@@ -151,7 +186,11 @@ impl ObjectStore for MeteredStore {
         self.counts
             .gets
             .fetch_add(merged_requests(ranges), Ordering::Relaxed);
-        let fetched = self.inner.get_ranges(location, ranges).await?;
+        let fetched = timed(
+            &self.counts.get_latency,
+            self.inner.get_ranges(location, ranges),
+        )
+        .await?;
         let bytes: usize = fetched.iter().map(Bytes::len).sum();
         self.counts
             .get_bytes
@@ -189,12 +228,20 @@ impl ObjectStore for MeteredStore {
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         self.counts.lists.fetch_add(1, Ordering::Relaxed);
-        self.inner.list_with_delimiter(prefix).await
+        timed(
+            &self.counts.list_latency,
+            self.inner.list_with_delimiter(prefix),
+        )
+        .await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.counts.copies.fetch_add(1, Ordering::Relaxed);
-        self.inner.copy_opts(from, to, options).await
+        timed(
+            &self.counts.copy_latency,
+            self.inner.copy_opts(from, to, options),
+        )
+        .await
     }
 }
 
@@ -238,5 +285,8 @@ mod tests {
         assert_eq!(counts["get_bytes"], 4 + 7);
         assert_eq!(counts["lists"], 1);
         assert_eq!(counts["deletes"], 1);
+        let latency = store.counts();
+        assert_eq!(latency.put_latency.summary().count, 1);
+        assert_eq!(latency.get_latency.summary().count, 2);
     }
 }

@@ -7,6 +7,8 @@
 //! parquet/topic=<topic>/partition=<partition>/<base:020>-<last:020>-<ULID>.parquet
 //!                 one partition's records of an offset range as Parquet (see `columnar`);
 //!                 Hive-style, so engines prune by topic and partition from the path
+//! doctor/<ULID>   a probe `skiff doctor` writes, reads back and deletes at once (outside
+//!                 the data prefixes: garbage collection never lists it)
 //! ```
 //! Keys are fresh ULIDs (80 random bits) whose time part is the writer's clock when it named the
 //! object: an object is written once and never overwritten; only the compactor's garbage
@@ -39,6 +41,13 @@ pub fn new_index_object(now_ms: i64) -> Path {
 /// A fresh, never-used key for a flush object.
 pub fn new_wal_object(now_ms: i64) -> Path {
     Path::from(format!("{WAL_PREFIX}/{}", fresh_id(now_ms)))
+}
+
+pub const DOCTOR_PREFIX: &str = "doctor";
+
+/// A fresh key for `skiff doctor`'s probe of the bucket.
+pub fn new_doctor_probe(now_ms: i64) -> Path {
+    Path::from(format!("{DOCTOR_PREFIX}/{}", fresh_id(now_ms)))
 }
 
 /// When an object Skiff wrote was named (its writer's clock, ms), from the ULID in its key;

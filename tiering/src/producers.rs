@@ -41,9 +41,26 @@ pub const PRODUCERS_PER_PARTITION_MAX: usize = 1_000;
 /// until it fits, so one partition's state always fits one metadata transaction.
 pub const ENCODED_BYTES_MAX: usize = 256 * 1024;
 
-/// Per producer id: the (epoch, first sequence) a partition waits for from a producer it does
-/// not remember, after that producer's batch failed on this broker.
-pub type AwaitedSequences = std::collections::HashMap<i64, (i16, i32)>;
+/// The batch a partition waits for from a producer it does not remember, after this broker
+/// refused it (a failed flush, or refused before buffering while leadership moved): a later
+/// batch must not overtake it. A client whose retry is refused and whose later batch succeeds
+/// counts the refused one as delivered (librdkafka's "implicit ack" of earlier in-doubt
+/// messages), so letting the later batch through would lose an acknowledged record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Awaited {
+    pub epoch: i16,
+    pub first_sequence: i32,
+    /// When the refusal was noted (for [`AWAITED_FOR_MS`]).
+    pub noted_ms: i64,
+}
+
+/// How long a partition waits for a refused batch to come back: librdkafka's default
+/// `message.timeout.ms` (the Java client's `delivery.timeout.ms` is shorter, 2 minutes). A
+/// client does not resend a batch later than that: it fails it and bumps its epoch.
+pub const AWAITED_FOR_MS: i64 = 300_000;
+
+/// Per producer id: the batch a partition waits for (see [`Awaited`]).
+pub type AwaitedSequences = std::collections::HashMap<i64, Awaited>;
 
 /// Every idempotent producer a partition remembers: `/skiff/producers/<topic>/<partition>`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,6 +248,9 @@ pub enum Verdict {
         base_offset: i64,
     },
     OutOfOrder(String),
+    /// A producer the partition does not remember skips a batch that was refused here and not
+    /// resent yet ([`Awaited`]): refused so the client resends the earlier batch first.
+    AwaitingEarlier(String),
     InvalidEpoch(String),
     /// A plain batch from a producer with a transaction open here (Kafka's INVALID_TXN_STATE).
     InvalidTxnState(String),
@@ -252,8 +272,8 @@ impl ProducerStates {
         let Some(entry) = self.producers.get(&batch.producer_id) else {
             return match awaited {
                 Some((epoch, first)) if epoch == batch.epoch && first != batch.first_sequence => {
-                    Verdict::OutOfOrder(format!(
-                        "producer_id={} sequence={} while sequence={first} failed and was not retried yet",
+                    Verdict::AwaitingEarlier(format!(
+                        "producer_id={} sequence={} while sequence={first} was refused and not resent yet",
                         batch.producer_id, batch.first_sequence
                     ))
                 }

@@ -237,6 +237,24 @@ pub struct BatchFields {
     pub base_sequence: i32,
 }
 
+impl BatchFields {
+    /// A batch of offsets `base_offset..=last_offset` from no producer in particular (no
+    /// producer id, not transactional, creation times).
+    pub fn plain(base_offset: i64, last_offset: i64) -> Self {
+        BatchFields {
+            base_offset,
+            last_offset,
+            partition_leader_epoch: -1,
+            log_append_time: false,
+            transactional: false,
+            control: false,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        }
+    }
+}
+
 /// A header to encode: (key, value).
 pub type HeaderRef<'a> = (&'a [u8], Option<&'a [u8]>);
 
@@ -288,15 +306,11 @@ pub fn control_batch(marker: &crate::producers::Marker, timestamp_ms: i64) -> By
     let value: [u8; 6] = [0; 6];
     encode_refs(
         &BatchFields {
-            base_offset: 0,
-            last_offset: 0,
-            partition_leader_epoch: -1,
-            log_append_time: false,
             transactional: true,
             control: true,
             producer_id: marker.producer_id,
             producer_epoch: marker.epoch,
-            base_sequence: -1,
+            ..BatchFields::plain(0, 0)
         },
         &[RecordRef {
             offset: 0,

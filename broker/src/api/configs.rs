@@ -348,16 +348,30 @@ fn timestamp_type_name(timestamp_type: TimestampType) -> &'static str {
 pub struct StaticBrokerConfigs(Vec<(&'static str, String, i8)>);
 
 impl StaticBrokerConfigs {
-    /// `listeners` is the bound Kafka address, `advertised` the one clients are told.
+    /// `listeners` are the bound Kafka listeners, `advertised` what clients are told, both as
+    /// Kafka writes them (`NAME://HOST:PORT,...`).
     pub fn new(args: &crate::config::ServeArgs, listeners: String, advertised: String) -> Self {
         let retention_ms = args.log_retention_ms;
         let long = |v: u64| (v.to_string(), TYPE_LONG);
         let int = |v: usize| (v.to_string(), TYPE_INT);
         let entries: Vec<(&'static str, (String, i8))> = vec![
-            ("listeners", (format!("PLAINTEXT://{listeners}"), TYPE_LIST)),
+            ("listeners", (listeners, TYPE_LIST)),
+            ("advertised.listeners", (advertised, TYPE_LIST)),
             (
-                "advertised.listeners",
-                (format!("PLAINTEXT://{advertised}"), TYPE_LIST),
+                "listener.security.protocol.map",
+                (args.listener_security_protocol_map.clone(), TYPE_LIST),
+            ),
+            (
+                "sasl.enabled.mechanisms",
+                (
+                    args.sasl
+                        .sasl_enabled_mechanisms
+                        .iter()
+                        .map(|m| m.name())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    TYPE_LIST,
+                ),
             ),
             ("log.retention.ms", (retention_ms.to_string(), TYPE_LONG)),
             (

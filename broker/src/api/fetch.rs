@@ -26,8 +26,18 @@ pub async fn handle(
     mut request: FetchRequest,
     version: i16,
     connection: &ConnectionMemory,
+    session: &crate::security::Session,
 ) -> (FetchResponse, Held) {
-    let resolved = resolve_topic_ids(broker, &mut request, version).await;
+    let mut resolved = resolve_topic_ids(broker, &mut request, version).await;
+    // READ on each topic (after ids became names).
+    let guard = super::authz::Guard::new(broker, session);
+    for (topic, result) in request.topics.iter().zip(resolved.iter_mut()) {
+        if result.is_ok()
+            && !guard.topic(crate::security::acl::Operation::Read, topic.topic.as_str())
+        {
+            *result = Err(ResponseError::TopicAuthorizationFailed);
+        }
+    }
     let wait_ms = u64::try_from(request.max_wait_ms)
         .unwrap_or(0)
         .min(MAX_WAIT_MS_MAX);

@@ -7,6 +7,7 @@
 
 use super::errors::catalog_error;
 use super::{topic_uuid, Broker};
+use crate::security::acl::Operation;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -31,6 +32,7 @@ pub async fn handle(
     broker: &Broker,
     request: MetadataRequest,
     version: i16,
+    session: &crate::security::Session,
 ) -> Option<MetadataResponse> {
     let view = broker.view.latest(VIEW_MAX_AGE);
     let live = match &view {
@@ -43,7 +45,17 @@ pub async fn handle(
             }
         },
     };
-    let live_ids: Vec<i32> = live.iter().map(|b| b.node_id).collect();
+    // Each broker's address on the listener this client connected to; brokers without that
+    // listener are left out (as Kafka does), and so count as not live here.
+    let listener = &*session.listener.name;
+    let live: Vec<(i32, String, i32, Option<String>)> = live
+        .into_iter()
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(listener)?;
+            Some((b.node_id, host.to_owned(), port, b.rack.clone()))
+        })
+        .collect();
+    let live_ids: Vec<i32> = live.iter().map(|b| b.0).collect();
     // Any broker can serve admin requests (they are metadata-store transactions); clients that
     // insist on a controller get the lowest live id.
     let controller = live_ids
@@ -54,12 +66,12 @@ pub async fn handle(
     let mut response = MetadataResponse::default()
         .with_brokers(
             live.into_iter()
-                .map(|b| {
+                .map(|(node_id, host, port, rack)| {
                     MetadataResponseBroker::default()
-                        .with_node_id(BrokerId(b.node_id))
-                        .with_host(StrBytes::from_string(b.host))
-                        .with_port(b.port)
-                        .with_rack(b.rack.map(StrBytes::from_string))
+                        .with_node_id(BrokerId(node_id))
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port)
+                        .with_rack(rack.map(StrBytes::from_string))
                 })
                 .collect(),
         )
@@ -90,7 +102,12 @@ pub async fn handle(
                 return None;
             }
         };
+        let guard = super::authz::Guard::new(broker, session);
         for topic in topics {
+            // All topics: those the principal may describe.
+            if !guard.topic(Operation::Describe, &topic.record.name) {
+                continue;
+            }
             let topic_states = states.remove(&topic.record.name).unwrap_or_default();
             response
                 .topics
@@ -107,6 +124,7 @@ pub async fn handle(
             None => (None, t.topic_id),
         })
     });
+    let guard = super::authz::Guard::new(broker, session);
     for requested in requested_topics {
         let Some(name) = requested.name else {
             // Lookup by topic id (v10+).
@@ -128,11 +146,26 @@ pub async fn handle(
                 },
             };
             response.topics.push(match found {
+                Some(topic) if !guard.topic(Operation::Describe, &topic.record.name) => {
+                    topic_error(
+                        None,
+                        requested.topic_id,
+                        ResponseError::TopicAuthorizationFailed,
+                    )
+                }
                 Some(topic) => describe_topic(broker, &topic, &live_ids).await,
                 None => topic_error(None, requested.topic_id, ResponseError::UnknownTopicId),
             });
             continue;
         };
+        if !guard.topic(Operation::Describe, name.as_str()) {
+            response.topics.push(topic_error(
+                Some(name),
+                uuid::Uuid::nil(),
+                ResponseError::TopicAuthorizationFailed,
+            ));
+            continue;
+        }
         if validate_topic_name(&name).is_err() {
             response.topics.push(topic_error(
                 Some(name),
@@ -147,6 +180,8 @@ pub async fn handle(
                 .push(describe_topic(broker, &topic.topic, &live_ids).await);
             continue;
         }
+        // Auto-creation takes CREATE on the cluster or the topic, as CreateTopics does.
+        let auto_create = auto_create && guard.create_topic(name.as_str());
         let entry = match broker.topic_or_create(&name, auto_create).await {
             Ok(Some(topic)) => describe_topic(broker, &topic, &live_ids).await,
             Ok(None) => topic_error(

@@ -1,12 +1,15 @@
-//! Kafka request handling: decoding frames into requests, the version table advertised by
-//! ApiVersions, dispatch to one module per API, and response encoding.
+//! Kafka request handling: the version table advertised by ApiVersions and dispatch to one
+//! module per API (frames to requests and responses to frames: `codec`).
 //!
 //! Every codec comes from the `kafka-protocol` crate. A request whose API key or version is not
 //! in [`SUPPORTED`] closes the connection, as Kafka does, except ApiVersions, which gets a v0
 //! error response so the client can retry with a version we speak.
 
+mod acls;
 mod alter_configs;
 mod api_versions;
+pub mod authz;
+mod codec;
 mod configs;
 mod delete_records;
 mod errors;
@@ -20,20 +23,23 @@ mod produce;
 mod producer_ids;
 mod records;
 mod replicas;
+mod scram_credentials;
 mod topics;
 mod txn;
 mod txn_admin;
 
+#[cfg(test)]
+use codec::{body_size_hint, RESPONSE_HEADER_BYTES_MAX};
+#[cfg(test)]
+pub use codec::{decode_request, DecodeError};
+pub use codec::{decode_request_within, encode_fetch_response, encode_response, Decoded, Request};
 pub use configs::{retention, StaticBrokerConfigs};
 pub use offsets::coordinator;
 pub use producer_ids::ProducerIds;
 
 use crate::config::TimestampType;
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind, TopicName};
 use skiff_tiering::catalog::{CatalogError, Topic};
 use skiff_tiering::cluster::{all_partition_states, partition_states, PartitionStates};
 use skiff_tiering::metadata::{MetadataError, MetadataStore};
@@ -99,6 +105,15 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterReplicaLogDirs, 1, 2),
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::AlterPartitionReassignments, 0, 1),
+    // v0: bare SASL tokens follow instead of SaslAuthenticate (librdkafka < 2.10 only
+    // counts on SASL handshakes when v0 is listed).
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -165,6 +180,14 @@ pub struct Broker {
     pub windows: Arc<crate::windows::ProduceWindows>,
     /// Buffered bytes from which a flush skips the linger when every window is full (0: never).
     pub flush_window_min_bytes: usize,
+    /// What `/metrics` exports (see `crate::metrics`).
+    pub metrics: crate::metrics::Metrics,
+    /// The compactor this process runs (the embedded default), for `/metrics`.
+    pub compactor: Option<Arc<skiff_compactor::Compactor>>,
+    /// SASL logins of the SASL listeners.
+    pub sasl: crate::security::sasl::Authenticator,
+    /// ACLs and the decisions on them (`--authorizer`).
+    pub authorizer: Arc<crate::security::authorizer::Authorizer>,
 }
 
 impl Broker {
@@ -329,113 +352,12 @@ impl Broker {
     }
 }
 
-/// A request taken off the wire.
-#[derive(Debug)]
-pub struct Request {
-    pub header: RequestHeader,
-    pub api_key: ApiKey,
-    pub body: RequestKind,
-}
-
-#[derive(Debug)]
-pub enum Decoded {
-    /// A response ready to send without handling (ApiVersions at an unsupported version).
-    Immediate(Bytes),
-    Request(Box<Request>),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    #[error("frame too short for a request header: len={0}")]
-    Short(usize),
-    #[error("unknown api key: {0}")]
-    UnknownApiKey(i16),
-    #[error("unsupported api: key={0:?} version={1}")]
-    Unsupported(ApiKey, i16),
-    #[error("malformed request: key={0:?} version={1}: {2}")]
-    Malformed(ApiKey, i16, String),
-}
-
-/// Decodes a request allocating at most `budget_bytes` for its structures (see
-/// `crate::memory`); returns the result and the bytes decoding used. Over the budget the
-/// request is malformed.
-pub fn decode_request_within(
-    frame: Bytes,
-    budget_bytes: usize,
-) -> (Result<Decoded, DecodeError>, usize) {
-    kafka_protocol::protocol::decode_budget::with_budget(budget_bytes, || decode_request(frame))
-}
-
-pub fn decode_request(mut frame: Bytes) -> Result<Decoded, DecodeError> {
-    if frame.len() < 8 {
-        return Err(DecodeError::Short(frame.len()));
-    }
-    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let api_key = ApiKey::try_from(raw_key).map_err(|_| DecodeError::UnknownApiKey(raw_key))?;
-    let Some((min, max)) = supported_range(api_key) else {
-        return Err(DecodeError::Unsupported(api_key, version));
-    };
-    if version < min || version > max {
-        if api_key == ApiKey::ApiVersions {
-            return Ok(Decoded::Immediate(
-                api_versions::unsupported_version_response(correlation_id),
-            ));
-        }
-        return Err(DecodeError::Unsupported(api_key, version));
-    }
-    let malformed = |e: anyhow::Error| DecodeError::Malformed(api_key, version, e.to_string());
-    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
-        .map_err(malformed)?;
-    let body = RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?;
-    Ok(Decoded::Request(Box::new(Request {
-        header,
-        api_key,
-        body,
-    })))
-}
-
-/// Encodes a response frame: length prefix, response header, body.
-pub fn encode_response(
-    api_key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    response: &ResponseKind,
-) -> anyhow::Result<Bytes> {
-    let mut buf =
-        BytesMut::with_capacity(RESPONSE_HEADER_BYTES_MAX + body_size_hint(response, version));
-    buf.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
-        .encode(&mut buf, api_key.response_header_version(version))?;
-    response.encode(&mut buf, version)?;
-    let length = i32::try_from(buf.len() - 4)?;
-    buf[0..4].copy_from_slice(&length.to_be_bytes());
-    Ok(buf.freeze())
-}
-
-/// Length prefix, correlation id and a tagged-field section: what a response header takes.
-const RESPONSE_HEADER_BYTES_MAX: usize = 16;
-
-/// The encoded size of the responses that can be large (Fetch carries megabytes of records,
-/// Metadata one entry per topic), so their buffer is allocated once instead of doubling from a
-/// few bytes (each doubling copied everything encoded so far into fresh memory). Others are small.
-fn body_size_hint(response: &ResponseKind, version: i16) -> usize {
-    let size = match response {
-        ResponseKind::Fetch(fetch) => fetch.compute_size(version),
-        ResponseKind::Metadata(metadata) => metadata.compute_size(version),
-        _ => return 64,
-    };
-    // An encoding error shows in `encode` itself, with its context.
-    size.unwrap_or(64)
-}
-
 /// What the connection does after a request was handled.
 #[derive(Debug)]
 pub enum Reply {
-    /// The response, and the memory it holds until it has been written.
-    Respond(Bytes, crate::memory::Held),
+    /// The response (the concatenation of its parts: see [`encode_fetch_response`]), and the
+    /// memory it holds until it has been written.
+    Respond(Vec<Bytes>, crate::memory::Held),
     /// Kafka sends nothing back (Produce with acks=0).
     Nothing,
     /// The response could not be produced; the connection is closed so the client notices.
@@ -448,6 +370,8 @@ pub struct Staged {
     header: RequestHeader,
     api_key: ApiKey,
     body: StagedBody,
+    /// When the request was read (its latency in `/metrics` runs from here).
+    started: tokio::time::Instant,
 }
 
 enum StagedBody {
@@ -478,28 +402,49 @@ impl Staged {
 /// The in-order part of handling: produce data is validated and queued in the log here, so
 /// pipelined produce requests on one connection keep their order. Everything else is deferred
 /// to [`complete`], which connections run concurrently.
-pub async fn stage(broker: &Broker, request: Box<Request>) -> Staged {
+pub async fn stage(
+    broker: &Broker,
+    request: Box<Request>,
+    session: &crate::security::Session,
+) -> Staged {
+    let started = tokio::time::Instant::now();
     let Request {
         header,
         api_key,
         body,
     } = *request;
     let body = match body {
-        RequestKind::Produce(req) => StagedBody::Produce(produce::stage(broker, req).await),
+        RequestKind::Produce(req) => {
+            StagedBody::Produce(produce::stage(broker, req, session).await)
+        }
         other => StagedBody::Other(Box::new(other)),
     };
     Staged {
         header,
         api_key,
         body,
+        started,
     }
 }
 
 /// Handles one request from start to end (tests; connections stage and complete separately).
 #[cfg(test)]
 pub async fn handle(broker: &Broker, request: Box<Request>) -> Reply {
-    let staged = stage(broker, request).await;
-    complete(broker, staged, &broker.budgets.connection()).await
+    let session = test_session(crate::config::SecurityProtocol::Plaintext);
+    let staged = stage(broker, request, &session).await;
+    complete(broker, staged, &broker.budgets.connection(), &session).await
+}
+
+/// A connection's session on a listener named after its protocol (tests).
+#[cfg(test)]
+pub fn test_session(protocol: crate::config::SecurityProtocol) -> crate::security::Session {
+    crate::security::Session::new(
+        Arc::new(crate::security::ListenerInfo {
+            name: protocol.name().into(),
+            protocol,
+        }),
+        "127.0.0.1:1".parse().expect("an address"),
+    )
 }
 
 /// The concurrent part of handling: waits for commits, long polls, and answers.
@@ -507,11 +452,41 @@ pub async fn complete(
     broker: &Broker,
     staged: Staged,
     connection: &crate::memory::ConnectionMemory,
+    session: &crate::security::Session,
+) -> Reply {
+    let (api_key, started) = (staged.api_key, staged.started);
+    let reply = answer(broker, staged, connection, session).await;
+    broker.metrics.request(api_name(api_key), started.elapsed());
+    reply
+}
+
+/// Kafka's name of an API (`Produce`, `FindCoordinator`), as in its request metrics: named
+/// once per API, not per request.
+fn api_name(api_key: ApiKey) -> &'static str {
+    static NAMES: std::sync::OnceLock<std::collections::HashMap<ApiKey, &'static str>> =
+        std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            ApiKey::iter()
+                .map(|key| (key, &*Box::leak(format!("{key:?}").into_boxed_str())))
+                .collect()
+        })
+        .get(&api_key)
+        .copied()
+        .unwrap_or("Unknown")
+}
+
+async fn answer(
+    broker: &Broker,
+    staged: Staged,
+    connection: &crate::memory::ConnectionMemory,
+    session: &crate::security::Session,
 ) -> Reply {
     let Staged {
         header,
         api_key,
         body,
+        ..
     } = staged;
     let version = header.request_api_version;
     let span = tracing::debug_span!(
@@ -520,6 +495,8 @@ pub async fn complete(
         version,
         correlation_id = header.correlation_id,
         client_id = header.client_id.as_deref().unwrap_or(""),
+        listener = %session.listener.name,
+        principal = %session.principal().map(|p| p.to_string()).unwrap_or_default(),
     );
     let body = match body {
         StagedBody::Produce(staged) => {
@@ -540,10 +517,13 @@ pub async fn complete(
     // Boxed: every API's handler state lives in this one future, kilobytes, and Produce (the
     // request that comes thousands of times a second) must not allocate that for each task.
     let (response, held) =
-        Box::pin(handle_other(broker, &header, body, connection).instrument(span)).await;
+        Box::pin(handle_other(broker, &header, body, connection, session).instrument(span)).await;
     let Some(response) = response else {
         return Reply::Close;
     };
+    for code in errors::response_errors(&response) {
+        broker.metrics.partition_error(api_name(api_key), code);
+    }
     respond(api_key, version, header.correlation_id, &response, held)
 }
 
@@ -554,6 +534,30 @@ async fn handle_other(
     header: &RequestHeader,
     body: RequestKind,
     connection: &crate::memory::ConnectionMemory,
+    session: &crate::security::Session,
+) -> (Option<ResponseKind>, crate::memory::Held) {
+    let guard = authz::Guard::new(broker, session);
+    let (body, denied) = match authz::before(&guard, body, header.request_api_version) {
+        authz::Decision::Handle(body, denied) => (*body, denied),
+        authz::Decision::Refuse(response) => {
+            return (Some(*response), crate::memory::Held::default())
+        }
+        authz::Decision::Close => return (None, crate::memory::Held::default()),
+    };
+    let (mut response, held) = dispatch(broker, header, body, connection, session).await;
+    if let Some(response) = &mut response {
+        authz::after(&guard, response, denied);
+    }
+    (response, held)
+}
+
+/// Runs the handler of an authorized request.
+async fn dispatch(
+    broker: &Broker,
+    header: &RequestHeader,
+    body: RequestKind,
+    connection: &crate::memory::ConnectionMemory,
+    session: &crate::security::Session,
 ) -> (Option<ResponseKind>, crate::memory::Held) {
     let version = header.request_api_version;
     let mut held = crate::memory::Held::default();
@@ -561,12 +565,27 @@ async fn handle_other(
         RequestKind::ApiVersions(req) => Some(ResponseKind::ApiVersions(api_versions::handle(
             &req, version,
         ))),
-        RequestKind::Metadata(req) => metadata::handle(broker, req, version)
+        RequestKind::Metadata(req) => metadata::handle(broker, req, version, session)
             .await
             .map(ResponseKind::Metadata),
         RequestKind::Fetch(req) => {
-            let (response, reserved) = fetch::handle(broker, req, version, connection).await;
+            let (response, reserved) =
+                fetch::handle(broker, req, version, connection, session).await;
             held = reserved;
+            for topic in &response.responses {
+                let bytes: usize = topic
+                    .partitions
+                    .iter()
+                    .filter_map(|p| p.records.as_ref())
+                    .map(Bytes::len)
+                    .sum();
+                broker.metrics.fetched(topic.topic.as_str(), bytes as u64);
+                for partition in topic.partitions.iter().filter(|p| p.error_code != 0) {
+                    broker
+                        .metrics
+                        .partition_error("Fetch", partition.error_code);
+                }
+            }
             Some(ResponseKind::Fetch(response))
         }
         RequestKind::ListOffsets(req) => Some(ResponseKind::ListOffsets(
@@ -576,7 +595,7 @@ async fn handle_other(
             topics::create(broker, req, version).await,
         )),
         RequestKind::DeleteTopics(req) => Some(ResponseKind::DeleteTopics(
-            topics::delete(broker, req).await,
+            topics::delete(broker, req, &authz::Guard::new(broker, session)).await,
         )),
         RequestKind::CreatePartitions(req) => Some(ResponseKind::CreatePartitions(
             topics::create_partitions(broker, req).await,
@@ -612,7 +631,7 @@ async fn handle_other(
             group_admin::delete_offsets(broker, req).await,
         )),
         RequestKind::FindCoordinator(req) => Some(ResponseKind::FindCoordinator(
-            offsets::find_coordinator(broker, req, version).await,
+            offsets::find_coordinator(broker, req, version, session).await,
         )),
         RequestKind::OffsetCommit(req) => Some(ResponseKind::OffsetCommit(
             offsets::commit(broker, req).await,
@@ -672,6 +691,36 @@ async fn handle_other(
                 replicas::alter_reassignments(broker, req).await,
             ))
         }
+        // Logins are the connection's business on SASL listeners (`crate::server`); anywhere
+        // else they are out of place, as in Kafka.
+        RequestKind::SaslHandshake(_) => Some(ResponseKind::SaslHandshake(
+            kafka_protocol::messages::SaslHandshakeResponse::default()
+                .with_error_code(kafka_protocol::ResponseError::IllegalSaslState.code()),
+        )),
+        RequestKind::SaslAuthenticate(_) => Some(ResponseKind::SaslAuthenticate(
+            kafka_protocol::messages::SaslAuthenticateResponse::default()
+                .with_error_code(kafka_protocol::ResponseError::IllegalSaslState.code())
+                .with_error_message(Some(kafka_protocol::protocol::StrBytes::from_static_str(
+                    "SASL is not enabled on this listener",
+                ))),
+        )),
+        RequestKind::DescribeUserScramCredentials(req) => {
+            Some(ResponseKind::DescribeUserScramCredentials(
+                scram_credentials::describe(broker, req).await,
+            ))
+        }
+        RequestKind::AlterUserScramCredentials(req) => Some(
+            ResponseKind::AlterUserScramCredentials(scram_credentials::alter(broker, req).await),
+        ),
+        RequestKind::CreateAcls(req) => Some(ResponseKind::CreateAcls(
+            acls::create(broker, session, req).await,
+        )),
+        RequestKind::DescribeAcls(req) => Some(ResponseKind::DescribeAcls(
+            acls::describe(broker, session, req).await,
+        )),
+        RequestKind::DeleteAcls(req) => Some(ResponseKind::DeleteAcls(
+            acls::delete(broker, session, req).await,
+        )),
         other => {
             // decode_request only lets SUPPORTED APIs through, and each has an arm above.
             tracing::error!(request = ?other, "no handler for a supported api");
@@ -681,15 +730,19 @@ async fn handle_other(
     (response, held)
 }
 
-fn respond(
+pub fn respond(
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
     response: &ResponseKind,
     held: crate::memory::Held,
 ) -> Reply {
-    match encode_response(api_key, version, correlation_id, response) {
-        Ok(bytes) => Reply::Respond(bytes, held),
+    let encoded = match response {
+        ResponseKind::Fetch(fetch) => encode_fetch_response(version, correlation_id, fetch),
+        _ => encode_response(api_key, version, correlation_id, response).map(|b| vec![b]),
+    };
+    match encoded {
+        Ok(parts) => Reply::Respond(parts, held),
         Err(error) => {
             tracing::error!(%error, api = ?api_key, version, "response encoding failed");
             Reply::Close

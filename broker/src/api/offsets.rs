@@ -49,6 +49,7 @@ pub async fn find_coordinator(
     broker: &Broker,
     request: FindCoordinatorRequest,
     version: i16,
+    session: &crate::security::Session,
 ) -> FindCoordinatorResponse {
     let keys = if version >= 4 {
         request.coordinator_keys.clone()
@@ -73,11 +74,16 @@ pub async fn find_coordinator(
                         .with_error_code(ResponseError::InvalidRequest.code())
                 }
             };
-            match chosen {
-                Some(b) => answer
-                    .with_node_id(BrokerId(b.node_id))
-                    .with_host(StrBytes::from_string(b.host.clone()))
-                    .with_port(b.port),
+            // The coordinator's address on the listener this client connected to.
+            let endpoint = chosen.and_then(|b| {
+                let (host, port) = b.endpoint(&session.listener.name)?;
+                Some((b.node_id, host, port))
+            });
+            match endpoint {
+                Some((node_id, host, port)) => answer
+                    .with_node_id(BrokerId(node_id))
+                    .with_host(StrBytes::from_string(host.to_owned()))
+                    .with_port(port),
                 None => answer
                     .with_node_id(BrokerId(-1))
                     .with_error_code(ResponseError::CoordinatorNotAvailable.code()),
@@ -253,33 +259,44 @@ pub async fn fetch(
     } else {
         vec![request.group_id.0.to_string()]
     };
+    // The staged offsets are read before the committed ones: a transaction that settles in
+    // between was seen pending (answered unstable), never missed with its old offset read.
+    let pendings = if require_stable {
+        let mut pendings = Vec::with_capacity(groups.len());
+        for group in &groups {
+            // Unknown means possibly unstable: every partition of the group is answered so
+            // (retriable), never an offset that may be about to move.
+            pendings.push(
+                match crate::txn::offsets::pending(&*broker.store, group).await {
+                    Ok(pending) => Some(pending),
+                    Err(error) => {
+                        tracing::warn!(%error, group, "cannot read staged transactional offsets");
+                        None
+                    }
+                },
+            );
+        }
+        Some(pendings)
+    } else {
+        None
+    };
     let mut response = fetch_committed(broker, request, version).await;
-    if require_stable {
-        mark_unstable(broker, &groups, &mut response, version).await;
+    if let Some(pendings) = pendings {
+        mark_unstable(&pendings, &mut response, version);
     }
     response
 }
 
 /// KIP-447: with `require_stable`, a partition for which an open transaction has staged an
 /// offset answers UNSTABLE_OFFSET_COMMIT (the client retries) instead of an offset about to
-/// change.
-async fn mark_unstable(
-    broker: &Broker,
-    groups: &[String],
+/// change. `pendings` holds each group's staged partitions (`None`: unknown).
+fn mark_unstable(
+    pendings: &[Option<Vec<(String, i32)>>],
     response: &mut OffsetFetchResponse,
     version: i16,
 ) {
     let unstable = ResponseError::UnstableOffsetCommit.code();
-    for (i, group) in groups.iter().enumerate() {
-        // Unknown means possibly unstable: every partition of the group is answered so
-        // (retriable), never an offset that may be about to move.
-        let pending = match crate::txn::offsets::pending(&*broker.store, group).await {
-            Ok(pending) => Some(pending),
-            Err(error) => {
-                tracing::warn!(%error, group, "cannot read staged transactional offsets");
-                None
-            }
-        };
+    for (i, pending) in pendings.iter().enumerate() {
         if pending.as_ref().is_some_and(Vec::is_empty) {
             continue;
         }

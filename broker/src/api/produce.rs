@@ -28,7 +28,8 @@ type Pending = oneshot::Receiver<Result<AppendOutcome, LogError>>;
 /// What one partition's produce turned into before waiting for the commit.
 enum Slot {
     Failed(ResponseError, String),
-    Waiting(Pending),
+    /// Queued: its commit, and the (bytes, records) it carries for `/metrics`.
+    Waiting(Pending, (u64, u64)),
 }
 
 /// A produce request whose data is validated and queued in the log, not yet committed.
@@ -53,7 +54,19 @@ type StagedTopic = (TopicName, uuid::Uuid, Vec<(i32, Slot)>);
 
 /// Validates and queues every partition's data. Connections run this in request order, so
 /// pipelined produce requests to one partition are appended in the order they were sent.
-pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
+pub async fn stage(
+    broker: &Broker,
+    request: ProduceRequest,
+    session: &crate::security::Session,
+) -> Staged {
+    use crate::security::acl::Operation;
+    let guard = super::authz::Guard::new(broker, session);
+    // A transactional producer needs WRITE on its transactional id (else every partition is
+    // refused), and WRITE on each topic.
+    let txn_allowed = request
+        .transactional_id
+        .as_ref()
+        .is_none_or(|id| guard.transactional_id(Operation::Write, id.as_str()));
     let acks = request.acks;
     // A transactional producer's batches are verified against its coordinator's record (read
     // at most once per request, and only for partitions its transaction is not open in yet).
@@ -85,10 +98,20 @@ pub async fn stage(broker: &Broker, request: ProduceRequest) -> Staged {
         let name = topic_data.name.0.to_string();
         let topic = if let Err(failure) = by_id {
             Err(failure)
+        } else if !txn_allowed {
+            Err((
+                ResponseError::TransactionalIdAuthorizationFailed,
+                "not allowed to write with this transactional id".to_owned(),
+            ))
+        } else if !guard.topic(Operation::Write, &name) {
+            Err((
+                ResponseError::TopicAuthorizationFailed,
+                format!("not allowed to write to {name}"),
+            ))
         } else if !(-1..=1).contains(&acks) {
             Err((ResponseError::InvalidRequiredAcks, format!("acks={acks}")))
         } else {
-            topic_record(broker, &name, &topic_data.partition_data).await
+            topic_record(broker, &name, &topic_data.partition_data, &guard).await
         };
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for partition in topic_data.partition_data {
@@ -153,29 +176,45 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Option<ProduceResponse
         ..
     } = staged;
     if acks == 0 {
-        // The appends proceed; nobody waits for them.
+        // The appends proceed; nobody waits for them (counted as accepted).
+        for (name, _, slots) in &topics {
+            for (_, slot) in slots {
+                if let Slot::Waiting(_, (bytes, records)) = slot {
+                    broker.metrics.produced(name, *bytes, *records);
+                }
+            }
+        }
         return None;
     }
     let wait = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0))
         .max(Duration::from_millis(broker_min_wait_ms(broker)));
     let mut response = ProduceResponse::default();
     for (name, topic_id, slots) in topics {
+        let topic = name.as_str();
         let partitions = join_all(slots.into_iter().map(|(index, slot)| async move {
             let result = match slot {
                 Slot::Failed(code, message) => Err((code, message)),
-                Slot::Waiting(pending) => match tokio::time::timeout(wait, pending).await {
-                    Err(_) => Err((
-                        ResponseError::RequestTimedOut,
-                        "not committed within the request timeout".to_owned(),
-                    )),
-                    Ok(Err(_)) => {
-                        let error = LogError::ShuttingDown;
-                        Err((log_error(&error), error.to_string()))
+                Slot::Waiting(pending, (bytes, records)) => {
+                    match tokio::time::timeout(wait, pending).await {
+                        Err(_) => Err((
+                            ResponseError::RequestTimedOut,
+                            "not committed within the request timeout".to_owned(),
+                        )),
+                        Ok(Err(_)) => {
+                            let error = LogError::ShuttingDown;
+                            Err((log_error(&error), error.to_string()))
+                        }
+                        Ok(Ok(Err(error))) => Err((log_error(&error), error.to_string())),
+                        Ok(Ok(Ok(outcome))) => {
+                            broker.metrics.produced(topic, bytes, records);
+                            Ok(outcome)
+                        }
                     }
-                    Ok(Ok(Err(error))) => Err((log_error(&error), error.to_string())),
-                    Ok(Ok(Ok(outcome))) => Ok(outcome),
-                },
+                }
             };
+            if let Err((code, _)) = &result {
+                broker.metrics.partition_error("Produce", code.code());
+            }
             partition_response(index, result)
         }))
         .await;
@@ -200,6 +239,7 @@ async fn topic_record(
     broker: &Broker,
     name: &str,
     partitions: &[kafka_protocol::messages::produce_request::PartitionProduceData],
+    guard: &super::authz::Guard<'_>,
 ) -> Result<TopicRecord, (ResponseError, String)> {
     if let Some(first) = partitions.first() {
         if let Ok(record) = broker
@@ -210,7 +250,8 @@ async fn topic_record(
             return Ok(record);
         }
     }
-    match broker.topic_or_create(name, true).await {
+    // Auto-creation takes CREATE, as through Metadata (asked only for a topic not led here).
+    match broker.topic_or_create(name, guard.create_topic(name)).await {
         Ok(Some(topic)) => Ok(topic.record),
         Ok(None) => Err((ResponseError::UnknownTopicOrPartition, name.to_owned())),
         Err(error) => Err((catalog_error(&error), error.to_string())),
@@ -399,6 +440,14 @@ async fn check_compressed_counts(
 
 async fn enqueue(broker: &Broker, topic: &str, partition: i32, validated: Validated) -> Slot {
     let tp = TopicPartition::new(topic, partition);
+    let carried = (
+        validated.bytes() as u64,
+        validated
+            .batches
+            .iter()
+            .map(|(h, _)| u64::try_from(h.last_offset_delta).unwrap_or(0) + 1)
+            .sum(),
+    );
     let queued = match validated.verified_revision {
         Some(revision) => {
             broker
@@ -414,7 +463,7 @@ async fn enqueue(broker: &Broker, topic: &str, partition: i32, validated: Valida
         }
     };
     match queued {
-        Ok(pending) => Slot::Waiting(pending),
+        Ok(pending) => Slot::Waiting(pending, carried),
         Err(error) => Slot::Failed(log_error(&error), error.to_string()),
     }
 }

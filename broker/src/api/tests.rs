@@ -2,12 +2,14 @@
 //! store and an in-memory object store.
 
 use super::*;
+use bytes::BytesMut;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
     TimestampType as RecordTimestampType,
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use txn::{add_offsets, add_partitions, init_transactional};
 
 mod encoding;
+mod sasl;
 mod txn;
 mod versions;
 
@@ -60,6 +63,7 @@ async fn fixture() -> Fixture {
                 port: 9092,
                 rack: None,
                 incarnation: String::new(),
+                listeners: Vec::new(),
             },
             60_000,
             std::time::Duration::ZERO,
@@ -138,6 +142,31 @@ async fn fixture() -> Fixture {
         metadata_counts: Default::default(),
         windows: Default::default(),
         flush_window_min_bytes: 2 << 20,
+        metrics: crate::metrics::Metrics::new(true),
+        compactor: None,
+        sasl: crate::security::sasl::Authenticator::new(
+            store.clone(),
+            &crate::config::SaslArgs {
+                sasl_enabled_mechanisms: vec![
+                    crate::config::SaslMechanism::Plain,
+                    crate::config::SaslMechanism::ScramSha256,
+                    crate::config::SaslMechanism::ScramSha512,
+                ],
+                connections_max_reauth_ms: 60_000,
+                connection_failed_authentication_delay_ms: 100,
+                sasl_login_timeout_ms: 30_000,
+            },
+        ),
+        // Enabled, with the tests' principal a super user: every request goes through the
+        // authorization rules (an API without one would be refused) and is allowed.
+        authorizer: crate::security::authorizer::Authorizer::new(
+            store.clone(),
+            crate::security::authorizer::AuthorizerSettings {
+                enabled: true,
+                super_users: vec!["User:ANONYMOUS".into()],
+                allow_everyone_if_no_acl_found: false,
+            },
+        ),
     };
     Fixture {
         _dir: dir,
@@ -176,9 +205,10 @@ async fn call<T: Encodable, R: Decodable>(
     let Decoded::Request(request) = decoded else {
         panic!("expected a request")
     };
-    let Reply::Respond(mut bytes, _) = handle(broker, request).await else {
+    let Reply::Respond(parts, _) = handle(broker, request).await else {
         panic!("expected a response for {api_key:?} v{version}")
     };
+    let mut bytes = Bytes::from(parts.concat());
     let length = bytes.get_i32() as usize;
     assert_eq!(length, bytes.len());
     let header = ResponseHeader::decode(&mut bytes, api_key.response_header_version(version))
@@ -496,14 +526,14 @@ fn unknown_and_unsupported_requests_are_refused() {
         Err(DecodeError::UnknownApiKey(9999))
     ));
     // A known API we don't implement, and a version beyond what we advertise.
-    let sasl = frame(
-        ApiKey::SaslHandshake,
+    let quotas = frame(
+        ApiKey::DescribeClientQuotas,
         1,
         1,
-        &SaslHandshakeRequest::default(),
+        &DescribeClientQuotasRequest::default(),
     );
     assert!(matches!(
-        decode_request(sasl),
+        decode_request(quotas),
         Err(DecodeError::Unsupported(..))
     ));
     let mut future =

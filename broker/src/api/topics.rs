@@ -135,7 +135,13 @@ pub async fn create(
     response
 }
 
-pub async fn delete(broker: &Broker, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+/// Topics named by id are authorized here, once their names are known (by name: `authz`).
+pub async fn delete(
+    broker: &Broker,
+    request: DeleteTopicsRequest,
+    guard: &super::authz::Guard<'_>,
+) -> DeleteTopicsResponse {
+    use crate::security::acl::Operation;
     // v0-5 name topics in `topic_names`, v6 in `topics` (by name or by id).
     let mut targets: Vec<(Option<String>, uuid::Uuid)> = request
         .topic_names
@@ -150,6 +156,7 @@ pub async fn delete(broker: &Broker, request: DeleteTopicsRequest) -> DeleteTopi
     );
     let mut response = DeleteTopicsResponse::default();
     for (name, id) in targets {
+        let by_id = name.is_none();
         let name = match name {
             Some(name) => Some(name),
             None => match broker
@@ -177,6 +184,18 @@ pub async fn delete(broker: &Broker, request: DeleteTopicsRequest) -> DeleteTopi
             response.responses.push(result);
             continue;
         };
+        if by_id && !guard.topic(Operation::Describe, &name) {
+            // As Kafka: a topic the principal may not see is not told to exist.
+            result.name = None;
+            result.error_code = ResponseError::UnknownTopicId.code();
+            response.responses.push(result);
+            continue;
+        }
+        if by_id && !guard.topic(Operation::Delete, &name) {
+            result.error_code = ResponseError::TopicAuthorizationFailed.code();
+            response.responses.push(result);
+            continue;
+        }
         match broker.log.catalog().delete(&name).await {
             Ok(deleted) => {
                 broker.view.invalidate();

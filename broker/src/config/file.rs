@@ -9,17 +9,6 @@ use std::path::{Path, PathBuf};
 /// Reads the config file named by `--config`/`SKIFF_CONFIG` (if any) and exports its keys as
 /// `SKIFF_*` environment variables that are not already set, so clap applies the precedence.
 pub fn load_config_file_into_env(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
-    let mut path = std::env::var_os("SKIFF_CONFIG").map(PathBuf::from);
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        let arg = arg.to_string_lossy();
-        if arg == "--config" {
-            path = iter.next().map(PathBuf::from);
-        } else if let Some(value) = arg.strip_prefix("--config=") {
-            path = Some(PathBuf::from(value));
-        }
-    }
-    let Some(path) = path else { return Ok(()) };
     // The subcommand decides which keys the file may hold: the first argument that is not a
     // flag.
     let subcommand = args
@@ -28,6 +17,24 @@ pub fn load_config_file_into_env(args: &[std::ffi::OsString]) -> anyhow::Result<
         .map(|a| a.to_string_lossy())
         .find(|a| !a.starts_with('-'))
         .map_or_else(|| "serve".to_owned(), |a| a.into_owned());
+    // The admin commands take the file as `--command-config` (as Kafka's tools do), their
+    // `--config` being a topic config.
+    let flag = if ADMIN_COMMANDS.contains(&subcommand.as_str()) {
+        "--command-config"
+    } else {
+        "--config"
+    };
+    let mut path = std::env::var_os("SKIFF_CONFIG").map(PathBuf::from);
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let arg = arg.to_string_lossy();
+        if arg == flag {
+            path = iter.next().map(PathBuf::from);
+        } else if let Some(value) = arg.strip_prefix(flag).and_then(|v| v.strip_prefix('=')) {
+            path = Some(PathBuf::from(value));
+        }
+    }
+    let Some(path) = path else { return Ok(()) };
     for (name, value) in read_config_file(&path, &subcommand)? {
         // Safe: called from `main` before any other thread exists.
         if std::env::var_os(&name).is_none() {
@@ -36,6 +43,11 @@ pub fn load_config_file_into_env(args: &[std::ffi::OsString]) -> anyhow::Result<
     }
     Ok(())
 }
+
+/// Subcommands that are Kafka clients (`crate::admin`).
+const ADMIN_COMMANDS: [&str; 7] = [
+    "topic", "group", "cluster", "user", "acl", "produce", "consume",
+];
 
 /// The config file as (environment variable, value) pairs; unknown keys are an error.
 pub fn read_config_file(path: &Path, subcommand: &str) -> anyhow::Result<Vec<(String, String)>> {
@@ -51,7 +63,7 @@ pub fn read_config_file(path: &Path, subcommand: &str) -> anyhow::Result<Vec<(St
     let known: Vec<String> = found
         .get_arguments()
         .filter_map(|a| a.get_long())
-        .filter(|long| *long != "config")
+        .filter(|long| *long != "config" && *long != "command-config")
         .map(str::to_owned)
         .collect();
     let mut out = Vec::new();
@@ -110,5 +122,34 @@ mod tests {
             .expect_err("unknown key")
             .to_string();
         assert!(error.contains("flush_lingr_ms"), "{error}");
+    }
+
+    #[test]
+    fn every_command_line_definition_is_consistent() {
+        // clap checks its definitions only when a command is parsed: check all of them here
+        // (conflicting flag names, groups naming unknown arguments).
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn admin_commands_read_the_connection_settings_from_their_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("admin.toml");
+        std::fs::write(&path, "bootstrap-server = \"b1:9092\"\noutput = \"json\"\n")
+            .expect("write");
+        let mut pairs = read_config_file(&path, "topic").expect("read");
+        pairs.sort();
+        assert_eq!(
+            pairs,
+            vec![
+                ("SKIFF_BOOTSTRAP_SERVER".to_owned(), "b1:9092".to_owned()),
+                ("SKIFF_OUTPUT".to_owned(), "json".to_owned()),
+            ]
+        );
+        std::fs::write(&path, "flush-linger-ms = 20\n").expect("write");
+        let error = read_config_file(&path, "group")
+            .expect_err("a broker setting is not an admin command's")
+            .to_string();
+        assert!(error.contains("flush-linger-ms"), "{error}");
     }
 }

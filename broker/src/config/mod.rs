@@ -5,13 +5,17 @@
 
 mod compactor;
 mod file;
+pub mod listeners;
+mod security;
 mod shared;
 
 pub use compactor::{CompactorArgs, CompactorCommandArgs};
 pub use file::load_config_file_into_env;
 #[cfg(test)]
 use file::read_config_file;
-pub use shared::{LoggingArgs, StoreArgs};
+pub use listeners::{Listener, SecurityProtocol};
+pub use security::{AuthorizerArgs, ClientAuth, SaslArgs, SaslMechanism, TlsArgs};
+pub use shared::{LoggingArgs, Secret, StoreArgs};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -38,6 +42,27 @@ pub enum Command {
     /// compaction to the bucket and deletes unreferenced objects. Any number may run against
     /// one cluster.
     Compactor(Box<CompactorCommandArgs>),
+    /// Topics: create, list, describe, alter configs, add partitions, delete (like
+    /// `kafka-topics`; works against any Kafka-compatible cluster).
+    Topic(crate::admin::TopicCommand),
+    /// Consumer groups: list, describe with lag, reset offsets, delete (like
+    /// `kafka-consumer-groups`).
+    Group(crate::admin::GroupCommand),
+    /// The cluster: its id, controller and brokers.
+    Cluster(crate::admin::ClusterCommand),
+    /// SASL users: set a password, list, delete (SCRAM credentials, like `kafka-configs
+    /// --entity-type users`).
+    User(crate::admin::UserCommand),
+    /// ACLs: create, list, delete (like `kafka-acls`; they apply with `--authorizer standard`).
+    Acl(crate::admin::AclCommand),
+    /// Check a broker's configuration before serving: the settings, listener addresses, etcd
+    /// (or the embedded store), the bucket with the given credentials (a probe object written,
+    /// read, listed, deleted) and the clock; takes `serve`'s settings and says what is wrong.
+    Doctor(Box<ServeArgs>),
+    /// Write records to a topic from the command line or stdin (a quick check, like `kcat -P`).
+    Produce(crate::admin::ProduceCommand),
+    /// Read records of a topic to stdout as JSON lines or text (a quick check, like `kcat -C`).
+    Consume(crate::admin::ConsumeCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,20 +89,45 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub store: StoreArgs,
 
-    /// Address the Kafka listener binds, as `HOST:PORT` or `PLAINTEXT://HOST:PORT` (Kafka's
-    /// `listeners`).
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    #[command(flatten)]
+    pub sasl: SaslArgs,
+
+    #[command(flatten)]
+    pub authorizer: AuthorizerArgs,
+
+    /// The Kafka listeners, comma-separated `NAME://HOST:PORT` (Kafka's `listeners`), e.g.
+    /// `PLAINTEXT://:9092,SASL_SSL://0.0.0.0:9094`. A name is a security protocol (PLAINTEXT,
+    /// SSL, SASL_PLAINTEXT, SASL_SSL) or any name --listener-security-protocol-map maps to one;
+    /// an empty host binds every interface; a bare `HOST:PORT` is one PLAINTEXT listener. SSL
+    /// listeners need --ssl-keystore-location; SASL ones authenticate with
+    /// --sasl-enabled-mechanisms.
     #[arg(
         long,
         env = "SKIFF_LISTENERS",
         default_value = "127.0.0.1:9092",
-        value_name = "ADDR"
+        value_name = "LISTENERS"
     )]
     pub listeners: String,
 
-    /// Address clients are told to connect to, `HOST:PORT` (Kafka's `advertised.listeners`);
-    /// defaults to the bound listener address.
-    #[arg(long, env = "SKIFF_ADVERTISED_LISTENERS", value_name = "ADDR")]
+    /// The address clients are told for each listener, comma-separated `NAME://HOST:PORT`
+    /// (Kafka's `advertised.listeners`): a client is told the addresses of the listener it
+    /// connected to. Listeners left out advertise their bound address; with one listener a
+    /// bare `HOST:PORT` will do.
+    #[arg(long, env = "SKIFF_ADVERTISED_LISTENERS", value_name = "LISTENERS")]
     pub advertised_listeners: Option<String>,
+
+    /// The security protocol of each listener name, comma-separated `NAME:PROTOCOL` (Kafka's
+    /// `listener.security.protocol.map`), e.g. `INTERNAL:PLAINTEXT,EXTERNAL:SASL_SSL`.
+    #[arg(
+        long,
+        env = "SKIFF_LISTENER_SECURITY_PROTOCOL_MAP",
+        default_value = listeners::DEFAULT_PROTOCOL_MAP,
+        value_name = "MAP"
+    )]
+    pub listener_security_protocol_map: String,
 
     /// Address the HTTP admin API binds (`/health`, `/v1/stats`, `/v1/topics`).
     #[arg(
@@ -121,6 +171,17 @@ pub struct ServeArgs {
     /// Buffered produce bytes that trigger a flush before the linger time is up (object size).
     #[arg(long, env = "SKIFF_FLUSH_MAX_BYTES", default_value_t = 8 * 1024 * 1024, value_name = "BYTES")]
     pub flush_max_bytes: usize,
+
+    /// Flushes uploading or committing at once: the next object is assembled and uploaded
+    /// while the one before it commits (commits stay one at a time, in order). 1 writes one
+    /// object at a time. Each adds up to --flush-max-bytes of memory for its object.
+    #[arg(
+        long,
+        env = "SKIFF_FLUSH_MAX_IN_FLIGHT",
+        default_value_t = 2,
+        value_name = "FLUSHES"
+    )]
+    pub flush_max_in_flight: usize,
 
     /// When every connection with produce requests waiting is an idempotent producer with its
     /// window of requests in flight full (nothing more can arrive before the flush),
@@ -458,6 +519,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub logging: LoggingArgs,
 
+    /// Label `/metrics`' produce and fetch byte and record counters by topic. A cluster with
+    /// very many topics can turn it off to bound the series (the counters then carry
+    /// `topic=""`, totals over every topic).
+    #[arg(long, env = "SKIFF_METRICS_TOPIC_LABELS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub metrics_topic_labels: bool,
+
     /// Run the compactor inside this broker (the embedded default). Turn it off where
     /// compactors run as their own processes (`skiff compactor`).
     #[arg(long, env = "SKIFF_COMPACTOR_ENABLE", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -482,8 +549,13 @@ impl ServeArgs {
             })
     }
 
-    pub fn kafka_bind(&self) -> anyhow::Result<SocketAddr> {
-        parse_listener(&self.listeners).context("--listeners")
+    /// The Kafka listeners, checked (names, protocols, advertised addresses).
+    pub fn kafka_listeners(&self) -> anyhow::Result<Vec<Listener>> {
+        listeners::parse(
+            &self.listeners,
+            self.advertised_listeners.as_deref(),
+            &self.listener_security_protocol_map,
+        )
     }
 
     pub fn http_bind(&self) -> anyhow::Result<SocketAddr> {
@@ -508,11 +580,22 @@ impl ServeArgs {
 
     /// Checks the settings once at start, with messages that say what to fix.
     pub fn validate(&self) -> anyhow::Result<()> {
-        self.kafka_bind()?;
-        self.http_bind()?;
-        if let Some(advertised) = &self.advertised_listeners {
-            split_host_port(advertised).context("--advertised-listeners")?;
+        let kafka = self.kafka_listeners()?;
+        crate::security::principal::PrincipalMapper::parse(&self.tls.ssl_principal_mapping_rules)
+            .context("--ssl-principal-mapping-rules")?;
+        if kafka.iter().any(|l| l.protocol.tls()) {
+            // Reads and checks the certificate, key and trust store now, not at first connection.
+            crate::security::tls::acceptor(&self.tls, true)?;
         }
+        if kafka.iter().any(|l| l.protocol.sasl()) && self.sasl.sasl_enabled_mechanisms.is_empty() {
+            bail!("a SASL listener needs at least one of --sasl-enabled-mechanisms");
+        }
+        for user in &self.authorizer.super_users {
+            if !user.trim().is_empty() && !user.trim().contains(':') {
+                bail!("--super-users: {user:?} is not a principal (User:NAME)");
+            }
+        }
+        self.http_bind()?;
         if self.node_id.is_some_and(|id| id < 0) {
             bail!("--node-id must not be negative");
         }
@@ -527,6 +610,12 @@ impl ServeArgs {
         }
         if self.flush_max_bytes == 0 || self.flush_max_bytes > self.produce_buffer_max_bytes {
             bail!("--flush-max-bytes must be between 1 and --produce-buffer-max-bytes");
+        }
+        if !(1..=16).contains(&self.flush_max_in_flight) {
+            bail!(
+                "--flush-max-in-flight must be between 1 and 16, got {}",
+                self.flush_max_in_flight
+            );
         }
         if self.message_max_bytes > self.produce_buffer_max_bytes {
             bail!("--message-max-bytes must not exceed --produce-buffer-max-bytes");
@@ -596,18 +685,6 @@ fn strip_scheme(listener: &str) -> &str {
         .map_or(listener, |(_, address)| address)
 }
 
-/// `HOST:PORT` or `PLAINTEXT://HOST:PORT` → (host, port).
-pub fn split_host_port(listener: &str) -> anyhow::Result<(String, u16)> {
-    let address = strip_scheme(listener.trim());
-    let (host, port) = address
-        .rsplit_once(':')
-        .with_context(|| format!("expected HOST:PORT, got {listener:?}"))?;
-    let port = port
-        .parse()
-        .with_context(|| format!("bad port in {listener:?}"))?;
-    Ok((host.trim_matches(['[', ']']).to_owned(), port))
-}
-
 fn parse_listener(listener: &str) -> anyhow::Result<SocketAddr> {
     let address = strip_scheme(listener.trim());
     let address = address.replace("localhost:", "127.0.0.1:");
@@ -626,10 +703,6 @@ mod tests {
         assert_eq!(
             parse_listener("PLAINTEXT://127.0.0.1:9092").expect("parse"),
             "127.0.0.1:9092".parse::<SocketAddr>().expect("addr")
-        );
-        assert_eq!(
-            split_host_port("PLAINTEXT://broker-0.skiff:9092").expect("split"),
-            ("broker-0.skiff".to_owned(), 9092)
         );
         assert!(parse_listener("nonsense").is_err());
     }

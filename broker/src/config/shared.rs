@@ -22,6 +22,33 @@ pub struct StoreArgs {
     #[arg(long, env = "SKIFF_ETCD_ENDPOINTS", value_name = "URLS")]
     pub etcd_endpoints: Option<String>,
 
+    /// etcd user, when etcd's authentication is on (etcd's `--user`); the password comes from
+    /// --etcd-password.
+    #[arg(long, env = "SKIFF_ETCD_USER", value_name = "NAME")]
+    pub etcd_user: Option<String>,
+
+    /// Password of --etcd-user. Never logged.
+    #[arg(
+        long,
+        env = "SKIFF_ETCD_PASSWORD",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub etcd_password: Option<Secret>,
+
+    /// PEM file of the CA certificates etcd's server certificates chain to, for `https://`
+    /// endpoints (etcd's `--cacert`); default: the system's roots.
+    #[arg(long, env = "SKIFF_ETCD_CA_LOCATION", value_name = "FILE")]
+    pub etcd_ca_location: Option<PathBuf>,
+
+    /// PEM file with a client certificate for etcd's `--client-cert-auth` (etcd's `--cert`).
+    #[arg(long, env = "SKIFF_ETCD_CERT_LOCATION", value_name = "FILE")]
+    pub etcd_cert_location: Option<PathBuf>,
+
+    /// PEM file with the private key of --etcd-cert-location (etcd's `--key`).
+    #[arg(long, env = "SKIFF_ETCD_KEY_LOCATION", value_name = "FILE")]
+    pub etcd_key_location: Option<PathBuf>,
+
     /// Deadline of each etcd request.
     #[arg(
         long,

@@ -528,26 +528,159 @@ mod tests {
     use skiff_tiering::clock::ManualClock;
     use skiff_tiering::metadata::embedded::EmbeddedStore;
 
-    #[tokio::test]
-    async fn new_transactional_ids_are_refused_beyond_the_maximum() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    fn settings(id_expiration_ms: i64, id_max_count: usize) -> TxnSettings {
+        TxnSettings {
+            max_timeout_ms: 60_000,
+            id_expiration_ms,
+            id_max_count,
+            check_interval: Duration::from_secs(10),
+        }
+    }
+
+    fn coordinator_on(
+        store: &Arc<dyn MetadataStore>,
+        clock: &Arc<ManualClock>,
+        settings: TxnSettings,
+    ) -> Arc<Coordinator> {
+        Coordinator::new(
+            store.clone(),
+            clock.clone(),
+            Arc::new(ProducerIds::new(store.clone())),
+            settings,
+        )
+    }
+
+    /// A coordinator over an embedded store in `dir`, on a manual clock at 1,000 ms.
+    async fn coordinator_with(
+        dir: &tempfile::TempDir,
+        id_expiration_ms: i64,
+        id_max_count: usize,
+    ) -> (Arc<Coordinator>, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new(1_000));
         let store: Arc<dyn MetadataStore> = Arc::new(
             EmbeddedStore::open(&dir.path().join("meta.redb"), clock.clone())
                 .await
                 .expect("store"),
         );
-        let coordinator = Coordinator::new(
-            store.clone(),
-            clock,
-            Arc::new(ProducerIds::new(store)),
-            TxnSettings {
-                max_timeout_ms: 60_000,
-                id_expiration_ms: 3_600_000,
-                id_max_count: 2,
-                check_interval: Duration::from_secs(10),
-            },
+        let settings = settings(id_expiration_ms, id_max_count);
+        (coordinator_on(&store, &clock, settings), clock)
+    }
+
+    #[tokio::test]
+    async fn idle_transactional_ids_are_forgotten_and_open_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (coordinator, clock) = coordinator_with(&dir, 10_000, 100).await;
+        let idle = coordinator
+            .init_producer_id("idle", 60_000, None)
+            .await
+            .expect("init idle");
+        let open = coordinator
+            .init_producer_id("open", 60_000, None)
+            .await
+            .expect("init open");
+        let partitions = Addition::Partitions(vec![("t".to_string(), 0)]);
+        coordinator
+            .add("open", open, &partitions)
+            .await
+            .expect("open a transaction");
+        // Not idle long enough yet: both kept.
+        clock.advance_ms(9_999);
+        coordinator.check(|_| true).await.expect("check");
+        assert!(coordinator.load("idle").await.expect("load").0.is_some());
+        // Past the expiration: the idle id's record is deleted; the open transaction (not
+        // timed out: 60 s) keeps its id however long it has been idle.
+        clock.advance_ms(1);
+        coordinator.check(|_| true).await.expect("check");
+        assert!(coordinator.load("idle").await.expect("load").0.is_none());
+        let (kept, _) = coordinator.load("open").await.expect("load");
+        assert_eq!(kept.expect("open id kept").producer_id, open.0);
+        // A forgotten id starts again as new: a fresh producer id, epoch 0.
+        let again = coordinator
+            .init_producer_id("idle", 60_000, None)
+            .await
+            .expect("init again");
+        assert_ne!(again.0, idle.0);
+        assert_eq!(again.1, 0);
+    }
+
+    /// Deletes every marker request of `id` still in the store, as the partitions' leaders do
+    /// when they append the markers; how many there were.
+    async fn answer_marker_requests(
+        store: &dyn MetadataStore,
+        id: &str,
+        parts: &[(&str, i32)],
+    ) -> usize {
+        let mut answered = 0;
+        for (topic, partition) in parts {
+            let key = keys::marker_request(topic, *partition, id);
+            if store.get(&key).await.expect("get").is_some() {
+                let delete = Txn::when(Vec::new()).and_then(vec![TxnOp::delete(&key)]);
+                assert!(store.txn(delete).await.expect("delete").succeeded);
+                answered += 1;
+            }
+        }
+        answered
+    }
+
+    #[tokio::test]
+    async fn a_transaction_prepared_by_a_dead_coordinator_is_finished_by_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (first, clock) = coordinator_with(&dir, 3_600_000, 100).await;
+        let id = "tid";
+        let parts = [("t", 0), ("t", 1)];
+        let producer = first
+            .init_producer_id(id, 60_000, None)
+            .await
+            .expect("init");
+        let addition =
+            Addition::Partitions(parts.iter().map(|(t, p)| (t.to_string(), *p)).collect());
+        first.add(id, producer, &addition).await.expect("add");
+        // The first coordinator writes PrepareCommit and its marker requests, then dies before
+        // it sees the markers through (its finishing task never runs).
+        let (current, revision) = first.load(id).await.expect("load");
+        let EndOutcome::Prepared(prepared) =
+            transactions::end(&current.expect("record"), producer, true, 1_000).expect("end")
+        else {
+            panic!("a transaction with partitions is prepared");
+        };
+        first
+            .prepare(id, revision, &prepared)
+            .await
+            .expect("prepare");
+        let store = first.store.clone();
+        drop(first);
+        // One leader appended its marker before the coordinator died, the other had not.
+        let key = keys::marker_request("t", 0, id);
+        let delete = Txn::when(Vec::new()).and_then(vec![TxnOp::delete(&key)]);
+        assert!(store.txn(delete).await.expect("delete").succeeded);
+
+        // The next coordinator's check puts the requests again (each partition applies an
+        // ending once) and waits for them before writing CompleteCommit.
+        let next = coordinator_on(&store, &clock, settings(3_600_000, 100));
+        next.check(|_| true).await.expect("check");
+        let (record, _) = next.load(id).await.expect("load");
+        assert_eq!(record.expect("record").state, TxnState::PrepareCommit);
+        assert_eq!(
+            answer_marker_requests(&*store, id, &parts).await,
+            parts.len(),
+            "every request put again"
         );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (record, _) = next.load(id).await.expect("load");
+            if record.expect("record").state == TxnState::CompleteCommit {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never completed");
+            answer_marker_requests(&*store, id, &parts).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn new_transactional_ids_are_refused_beyond_the_maximum() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (coordinator, _clock) = coordinator_with(&dir, 3_600_000, 2).await;
         for id in ["a", "b"] {
             coordinator
                 .init_producer_id(id, 1_000, None)

@@ -340,6 +340,7 @@ mod tests {
             port: 9000 + id,
             rack: None,
             incarnation: String::new(),
+            listeners: Vec::new(),
         };
         let membership = Arc::new(
             Membership::register(store.clone(), record, 60_000, Duration::ZERO)

@@ -222,6 +222,7 @@ mod tests {
             port: 9092,
             rack: None,
             incarnation: String::new(),
+            listeners: Vec::new(),
         }
     }
 

@@ -92,8 +92,27 @@ impl Log {
         if self.inner.shutting_down.load(Ordering::Acquire) {
             return Err(LogError::ShuttingDown);
         }
-        // Fail fast on unknown partitions and on partitions led elsewhere, before buffering.
-        let partition = self.led_partition(&tp).await?;
+        // Fail fast on unknown partitions and on partitions led elsewhere, before buffering. A
+        // retriable refusal is remembered: the producer's later batches, possibly already on
+        // their way here, must not overtake this one once the partition is led here.
+        let partition = match self.led_partition(&tp).await {
+            Ok(partition) => partition,
+            Err(error) => {
+                let retriable = matches!(
+                    error,
+                    LogError::NotLeader(_) | LogError::Fenced(_) | LogError::Unavailable(_)
+                );
+                if retriable && marker.is_none() {
+                    self.inner.awaited.note(
+                        &tp,
+                        pending::sequenced(&batches),
+                        |_| false,
+                        self.inner.clock.now_ms(),
+                    );
+                }
+                return Err(error);
+            }
+        };
         let topic_create_revision = partition.topic_create_revision;
         let leader_epoch = partition
             .view

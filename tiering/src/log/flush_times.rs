@@ -3,65 +3,7 @@
 //! the linger itself. One sample per flush (a few per second to a few hundred), so a mutex per
 //! histogram costs nothing measurable.
 
-use hdrhistogram::Histogram;
-use std::sync::Mutex;
-use std::time::Duration;
-
-/// Longest duration kept exactly; longer samples are clamped to it (an hour).
-const SAMPLE_US_MAX: u64 = 3_600_000_000;
-
-/// Durations of one stage, in microseconds, two significant digits.
-pub struct StageHistogram(Mutex<Histogram<u64>>);
-
-impl Default for StageHistogram {
-    fn default() -> Self {
-        let histogram = Histogram::new_with_bounds(1, SAMPLE_US_MAX, 2)
-            .expect("bounds 1..=SAMPLE_US_MAX with 2 digits are valid");
-        StageHistogram(Mutex::new(histogram))
-    }
-}
-
-impl std::fmt::Debug for StageHistogram {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StageHistogram")
-            .field("summary", &self.summary())
-            .finish()
-    }
-}
-
-/// A stage's distribution so far, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct StageSummary {
-    pub count: u64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-    pub sum_ms: f64,
-}
-
-impl StageHistogram {
-    pub fn record(&self, elapsed: Duration) {
-        let us = u64::try_from(elapsed.as_micros())
-            .unwrap_or(SAMPLE_US_MAX)
-            .clamp(1, SAMPLE_US_MAX);
-        self.0
-            .lock()
-            .expect("histogram mutex poisoned")
-            .saturating_record(us);
-    }
-
-    pub fn summary(&self) -> StageSummary {
-        let h = self.0.lock().expect("histogram mutex poisoned");
-        let ms = |us: u64| us as f64 / 1000.0;
-        StageSummary {
-            count: h.len(),
-            p50_ms: ms(h.value_at_quantile(0.5)),
-            p99_ms: ms(h.value_at_quantile(0.99)),
-            max_ms: ms(h.max()),
-            sum_ms: h.mean() * h.len() as f64 / 1000.0,
-        }
-    }
-}
+use crate::latency::{LatencyHistogram as StageHistogram, StageSummary};
 
 /// The stages of a flush, in the order they run (see `writer`).
 #[derive(Debug, Default)]
@@ -77,9 +19,22 @@ pub struct FlushTimes {
     pub commit: StageHistogram,
     /// Index roll-ups run after a flush, before the next one can start.
     pub rollup: StageHistogram,
+    /// Sizes of the flush objects uploaded.
+    pub object_bytes: crate::latency::SizeHistogram,
 }
 
 impl FlushTimes {
+    /// (stage, histogram) in the order the stages run.
+    pub fn histograms(&self) -> [(&'static str, &StageHistogram); 5] {
+        [
+            ("buffered", &self.buffered),
+            ("prepare", &self.prepare),
+            ("upload", &self.upload),
+            ("commit", &self.commit),
+            ("rollup", &self.rollup),
+        ]
+    }
+
     pub fn summaries(&self) -> [(&'static str, StageSummary); 5] {
         [
             ("buffered", self.buffered.summary()),
@@ -94,6 +49,7 @@ impl FlushTimes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn summaries_report_milliseconds() {

@@ -6,6 +6,7 @@
 //! and serve them from the recent-objects cache or with ranged GETs ([`reader`]).
 
 mod append;
+mod awaited;
 mod delete_records;
 pub mod flush_times;
 mod retention;
@@ -32,7 +33,7 @@ use crate::columnar::ColumnarReader;
 use crate::keys::{self, IndexEntry, Layout, PartitionState, RollupEntry};
 use crate::layout::IndexSnapshot;
 use crate::metadata::{Compare, MetadataError, MetadataStore, Revision, Txn, TxnOp};
-use crate::producers::{AwaitedSequences, ProducerStates};
+use crate::producers::ProducerStates;
 use object_store::ObjectStore;
 use pending::Pending;
 use std::collections::{BTreeMap, HashMap};
@@ -76,6 +77,8 @@ pub struct LogConfig {
     pub flush_linger_ms: u64,
     /// Buffered bytes that trigger a flush before the linger time is up.
     pub flush_max_bytes: usize,
+    /// Flushes uploading or committing at once (commits stay one at a time, in order).
+    pub flush_max_in_flight: usize,
     /// Produce bytes accepted but not yet committed; appends wait when it is used up.
     pub buffer_max_bytes: usize,
     /// Recently written objects kept in memory for tailing consumers.
@@ -102,6 +105,7 @@ impl Default for LogConfig {
             node_id: 1,
             flush_linger_ms: 250,
             flush_max_bytes: 8 * 1024 * 1024,
+            flush_max_in_flight: 2,
             buffer_max_bytes: 64 * 1024 * 1024,
             recent_cache_max_bytes: 256 * 1024 * 1024,
             index_rollup_fanout: index::ROLLUP_FANOUT,
@@ -142,6 +146,10 @@ pub enum LogError {
     /// An idempotent producer's batch does not continue its sequence.
     #[error("out of order sequence: {0}")]
     OutOfOrderSequence(String),
+    /// A producer's batch skips an earlier one this broker refused and that was not resent yet
+    /// (`producers::Awaited`). Retriable: the client resends the earlier batch first.
+    #[error("earlier batch awaited: {0}")]
+    AwaitingEarlierBatch(String),
     /// An idempotent producer's batch carries an epoch older than the partition has seen.
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
@@ -194,12 +202,16 @@ pub struct LogStats {
     pub object_bytes_written: AtomicU64,
     pub commit_failures: AtomicU64,
     pub upload_failures: AtomicU64,
+    /// Whether the latest flush-object upload failed (readiness: the bucket is unreachable).
+    pub last_upload_failed: std::sync::atomic::AtomicBool,
     /// Appends refused at flush time because leadership moved after they were accepted.
     pub fenced_appends: AtomicU64,
     pub range_reads: AtomicU64,
     pub recent_cache_hits: AtomicU64,
     /// Sections served from the read cache (`section_cache`) instead of the bucket.
     pub read_cache_hits: AtomicU64,
+    /// Of those, sections served from the read cache's disk part.
+    pub read_cache_disk_hits: AtomicU64,
     /// Flushes asked for without waiting for the linger ([`Log::flush_without_linger`]).
     pub flushes_without_linger: AtomicU64,
     /// Row groups of Parquet files read back (from the reader's cache or the bucket).
@@ -239,6 +251,20 @@ pub(crate) struct PartitionView {
     pub(crate) rollups: BTreeMap<i64, RollupEntry>,
     /// Committed idempotent-producer state (loaded only for partitions this broker leads).
     pub(crate) producers: ProducerStates,
+    /// What the flushes planned and not yet committed will leave, while there are any: the
+    /// next flush plans from it (flushes are pipelined; see `writer`).
+    pub(crate) projected: Option<Projection>,
+    /// Bumped when a failed flush drops the projection: flushes planned before that fail at
+    /// their commit (their offsets were projected from it) and leave later plans alone.
+    pub(crate) plan_generation: u64,
+}
+
+/// A partition as the flushes in flight will leave it once they commit.
+#[derive(Debug, Clone)]
+pub(crate) struct Projection {
+    pub(crate) next_offset: i64,
+    /// The producer state, when a flush in flight changes it.
+    pub(crate) producers: Option<ProducerStates>,
 }
 
 #[derive(Debug)]
@@ -271,9 +297,9 @@ pub(crate) struct LogInner {
     /// Bumped whenever cached partitions are dropped; a partition load that started before a
     /// bump does not cache what it read (it may describe a deleted topic).
     pub(crate) cache_generation: AtomicU64,
-    /// Idempotent producers unknown to a partition whose batch failed here: the first sequence
-    /// the partition waits for from them (see `producers::ProducerStates::check`).
-    pub(crate) awaited_sequences: Mutex<HashMap<TopicPartition, AwaitedSequences>>,
+    /// Batches refused here from idempotent producers a partition does not remember, which it
+    /// waits for before their later batches (see `producers::ProducerStates::check`).
+    pub(crate) awaited: awaited::AwaitedBatches,
     /// What the controller last published of this broker's leadership (None: nothing yet, so
     /// nothing is ruled out); see [`leadership`].
     pub(crate) led: RwLock<Option<leadership::LedPartitions>>,
@@ -343,7 +369,7 @@ impl Log {
             shutting_down: AtomicBool::new(false),
             flush_urgent: AtomicBool::new(false),
             cache_generation: AtomicU64::new(0),
-            awaited_sequences: Mutex::new(HashMap::new()),
+            awaited: awaited::AwaitedBatches::default(),
             led: RwLock::new(None),
             state_commits: tokio::sync::Mutex::new(()),
         });
@@ -398,6 +424,11 @@ impl Log {
         self.inner.sections.usage()
     }
 
+    /// Bytes the read cache's disk part has written and read since start (`None` without one).
+    pub fn read_cache_disk_io_bytes(&self) -> Option<(u64, u64)> {
+        self.inner.sections.disk_io_bytes()
+    }
+
     pub fn buffered_bytes(&self) -> usize {
         self.inner
             .pending
@@ -427,11 +458,7 @@ impl Log {
         let mut partitions = self.inner.partitions.write().expect("partitions poisoned");
         self.inner.cache_generation.fetch_add(1, Ordering::AcqRel);
         partitions.retain(|tp, _| &*tp.topic != topic);
-        self.inner
-            .awaited_sequences
-            .lock()
-            .expect("awaited mutex poisoned")
-            .retain(|tp, _| &*tp.topic != topic);
+        self.inner.awaited.forget_topic(topic);
     }
 
     /// Replaces what this broker knows it leads (the controller, after each pass): request
@@ -509,16 +536,12 @@ impl Log {
             .collect()
     }
 
-    /// Drops every cached partition (after this broker's session lapsed).
+    /// Drops every cached partition (after this broker's session lapsed). Refused batches stay
+    /// awaited: clients resend them whoever leads meanwhile.
     pub fn forget_all(&self) {
         let mut partitions = self.inner.partitions.write().expect("partitions poisoned");
         self.inner.cache_generation.fetch_add(1, Ordering::AcqRel);
         partitions.clear();
-        self.inner
-            .awaited_sequences
-            .lock()
-            .expect("awaited mutex poisoned")
-            .clear();
     }
 
     /// The topic record of a partition this broker leads, from its cache: the produce path's
@@ -700,6 +723,8 @@ pub(crate) async fn load_partition(
             index,
             rollups,
             producers,
+            projected: None,
+            plan_generation: 0,
         }),
         inflight: pending::Inflight::default(),
     });

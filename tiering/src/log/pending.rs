@@ -7,7 +7,9 @@
 use super::{AppendOutcome, LogError, TopicPartition};
 use crate::batch::{self, BatchHeader};
 use crate::object::{ObjectBuilder, SectionMeta};
-use crate::producers::{AbortedTxn, AwaitedSequences, Marker, ProducerStates, Sequenced, Verdict};
+use crate::producers::{
+    AbortedTxn, AwaitedSequences, Marker, ProducerStates, Sequenced, Verdict, AWAITED_FOR_MS,
+};
 use bytes::Bytes;
 use indexmap::IndexMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,6 +54,27 @@ pub(crate) struct MarkerAppend {
 /// refused with a retriable error and appended again by the next rescan.
 pub(crate) const MARKERS_PER_FLUSH_MAX: usize = 64;
 
+/// The sequence numbers an append of `batches` claims, if they come from an idempotent producer
+/// (whose appends hold exactly one batch: see `batch::split_and_validate`).
+pub(crate) fn sequenced(batches: &[(BatchHeader, Bytes)]) -> Option<Sequenced> {
+    match batches {
+        [(h, _)] if h.is_idempotent() => {
+            let sequenced = Sequenced::new(
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.last_offset_delta,
+            );
+            Some(if h.is_transactional() {
+                sequenced.transactional()
+            } else {
+                sequenced
+            })
+        }
+        _ => None,
+    }
+}
+
 impl PendingAppend {
     /// The sequence numbers the append claims, if it comes from an idempotent producer (whose
     /// appends hold exactly one batch: see `batch::split_and_validate`).
@@ -59,24 +82,12 @@ impl PendingAppend {
         if self.marker.is_some() {
             return None;
         }
-        match self.batches.as_slice() {
-            [(h, _)] if h.is_idempotent() => {
-                let sequenced = Sequenced::new(
-                    h.producer_id,
-                    h.producer_epoch,
-                    h.base_sequence,
-                    h.last_offset_delta,
-                );
-                Some(if h.is_transactional() {
-                    sequenced
-                        .transactional()
-                        .verified_at(self.txn_verified_revision)
-                } else {
-                    sequenced
-                })
-            }
-            _ => None,
-        }
+        let sequenced = sequenced(&self.batches)?;
+        Some(if sequenced.transactional {
+            sequenced.verified_at(self.txn_verified_revision)
+        } else {
+            sequenced
+        })
     }
 
     /// How many offsets the append takes.
@@ -97,6 +108,9 @@ pub(crate) struct Sequencing {
     pub(crate) echoes: Vec<(PendingAppend, i64)>,
     /// Retries of committed appends: answered with the committed offset at once.
     pub(crate) committed_duplicates: Vec<(PendingAppend, i64)>,
+    /// Retries of appends in an earlier flush not committed yet: refused (retriable), since
+    /// that flush may still fail; the client's next retry finds them committed.
+    pub(crate) in_flight_duplicates: Vec<PendingAppend>,
     pub(crate) rejected: Vec<(PendingAppend, LogError)>,
     /// The partition's producer state once this flush commits, if the flush changes it.
     pub(crate) producers: Option<ProducerStates>,
@@ -106,17 +120,32 @@ pub(crate) struct Sequencing {
     pub(crate) marker_requests: Vec<String>,
 }
 
-/// Checks each append of an idempotent producer against the partition's committed producer
-/// state as the flush would leave it, assigning offsets the way [`assemble`] will.
+/// Where a flush plans a partition's appends from: its committed state, or what the earlier
+/// flushes still in flight will leave ([`super::Projection`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PlanFrom<'a> {
+    /// Producer state the flush's appends are checked against.
+    pub(crate) producers: &'a ProducerStates,
+    /// The partition's committed next offset: retries below it are answered at once.
+    pub(crate) committed_next_offset: i64,
+    /// The offset the flush's first append takes (the committed next offset, or past the
+    /// flushes in flight).
+    pub(crate) next_offset: i64,
+}
+
+/// Checks each append of an idempotent producer against the partition's producer state as the
+/// flush would leave it, assigning offsets the way [`assemble`] will.
 pub(crate) fn sequence(
-    committed: &ProducerStates,
+    from: PlanFrom<'_>,
     awaited: Option<&AwaitedSequences>,
     (appends, markers_max): (Vec<PendingAppend>, usize),
-    committed_next_offset: i64,
     now_ms: i64,
 ) -> Sequencing {
+    let base = from.producers;
+    let committed_next_offset = from.committed_next_offset;
+    let flush_first_offset = from.next_offset;
     let mut out = Sequencing::default();
-    let mut next_offset = committed_next_offset;
+    let mut next_offset = flush_first_offset;
     for append in appends {
         if let Some(marker) = &append.marker {
             if out.marker_requests.len() >= markers_max {
@@ -126,7 +155,7 @@ pub(crate) fn sequence(
                 ));
                 continue;
             }
-            let states = out.producers.get_or_insert_with(|| committed.clone());
+            let states = out.producers.get_or_insert_with(|| base.clone());
             match states.apply_marker(&marker.marker, next_offset, now_ms) {
                 Ok(aborted) => {
                     out.aborted.extend(aborted);
@@ -145,24 +174,36 @@ pub(crate) fn sequence(
             out.appends.push(append);
             continue;
         };
-        let states = out.producers.as_ref().unwrap_or(committed);
-        let awaited = awaited.and_then(|a| a.get(&batch.producer_id)).copied();
+        let states = out.producers.as_ref().unwrap_or(base);
+        let awaited = awaited
+            .and_then(|a| a.get(&batch.producer_id))
+            .filter(|a| now_ms.saturating_sub(a.noted_ms) < AWAITED_FOR_MS)
+            .map(|a| (a.epoch, a.first_sequence));
         match states.check(&batch, awaited) {
             Verdict::Append => {
                 let last_offset = next_offset + append.offsets() - 1;
-                out.producers
-                    .get_or_insert_with(|| committed.clone())
-                    .record(&batch, next_offset, last_offset, now_ms);
+                out.producers.get_or_insert_with(|| base.clone()).record(
+                    &batch,
+                    next_offset,
+                    last_offset,
+                    now_ms,
+                );
                 next_offset = last_offset + 1;
                 out.appends.push(append);
             }
             Verdict::Duplicate { base_offset } if base_offset < committed_next_offset => {
                 out.committed_duplicates.push((append, base_offset));
             }
+            Verdict::Duplicate { base_offset } if base_offset < flush_first_offset => {
+                out.in_flight_duplicates.push(append);
+            }
             Verdict::Duplicate { base_offset } => out.echoes.push((append, base_offset)),
             Verdict::OutOfOrder(message) => out
                 .rejected
                 .push((append, LogError::OutOfOrderSequence(message))),
+            Verdict::AwaitingEarlier(message) => out
+                .rejected
+                .push((append, LogError::AwaitingEarlierBatch(message))),
             Verdict::InvalidEpoch(message) => out
                 .rejected
                 .push((append, LogError::InvalidProducerEpoch(message))),

@@ -6,6 +6,7 @@
 //! gone reloads the view once and reads again.
 
 use super::index;
+use super::section_cache::Served;
 use super::{LogError, LogInner, PartitionLog, TopicPartition};
 use crate::batch;
 use crate::keys::{IndexEntry, ParquetFile};
@@ -258,20 +259,7 @@ async fn read_batches(
 
 /// A batch of no records covering `base_offset..=last_offset`.
 fn empty_batch(base_offset: i64, last_offset: i64) -> Bytes {
-    records::encode(
-        &records::BatchFields {
-            base_offset,
-            last_offset,
-            partition_leader_epoch: -1,
-            log_append_time: false,
-            transactional: false,
-            control: false,
-            producer_id: -1,
-            producer_epoch: -1,
-            base_sequence: -1,
-        },
-        &[],
-    )
+    records::encode(&records::BatchFields::plain(base_offset, last_offset), &[])
 }
 
 /// The live slots of a partition's top level (those not before the log start).
@@ -388,12 +376,15 @@ async fn section_bytes(inner: &LogInner, entry: &IndexEntry) -> Result<Bytes, Re
             .fetch_add(1, Ordering::Relaxed);
         return Ok(bytes);
     }
-    let (bytes, hit) = inner.sections.read(&inner.objects, entry).await?;
-    let counter = if hit {
-        &inner.stats.read_cache_hits
-    } else {
-        &inner.stats.range_reads
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
+    let (bytes, served) = inner.sections.read(&inner.objects, entry).await?;
+    match served {
+        Served::Memory => &inner.stats.read_cache_hits,
+        Served::Disk => {
+            inner.stats.read_cache_hits.fetch_add(1, Ordering::Relaxed);
+            &inner.stats.read_cache_disk_hits
+        }
+        Served::Bucket => &inner.stats.range_reads,
+    }
+    .fetch_add(1, Ordering::Relaxed);
     Ok(bytes)
 }

@@ -71,6 +71,16 @@ fn weight(key: &SectionKey, value: &Bytes) -> usize {
     key.object.len() + value.len()
 }
 
+/// Where a section read was served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Served {
+    Memory,
+    /// The read cache's disk part.
+    Disk,
+    /// A ranged GET from the bucket.
+    Bucket,
+}
+
 enum Backend {
     Off,
     Memory(Cache<SectionKey, Bytes>),
@@ -142,23 +152,25 @@ impl SectionCache {
     }
 
     /// The section's bytes, checked against its CRC32C, from the cache or one ranged GET
-    /// (shared with concurrent readers of the same section). `hit` says which.
+    /// (shared with concurrent readers of the same section), and where they came from.
     pub(crate) async fn read(
         &self,
         objects: &Arc<dyn ObjectStore>,
         entry: &IndexEntry,
-    ) -> Result<(Bytes, bool), ReadError> {
+    ) -> Result<(Bytes, Served), ReadError> {
         let from_bucket = || {
             let objects = objects.clone();
             let entry = entry.clone();
             move || async move { tree::read_section(&*objects, &entry).await }
         };
         let fetched = match &self.backend {
-            Backend::Off => return Ok((tree::read_section(&**objects, entry).await?, false)),
+            Backend::Off => {
+                return Ok((tree::read_section(&**objects, entry).await?, Served::Bucket))
+            }
             Backend::Memory(cache) => {
                 let key = SectionKey::of(entry);
                 if let Some(found) = cache.get(&key) {
-                    return Ok((found.value().clone(), true));
+                    return Ok((found.value().clone(), Served::Memory));
                 }
                 cache
                     .get_or_fetch(&key, from_bucket())
@@ -172,8 +184,11 @@ impl SectionCache {
                     // What comes back from local disk is checked again (memory holds only
                     // checked bytes), and dropped if it went bad.
                     let from_disk = found.source() == Source::Disk;
-                    if !from_disk || object::verify_section(&bytes, entry.crc32c).is_ok() {
-                        return Ok((bytes, true));
+                    if !from_disk {
+                        return Ok((bytes, Served::Memory));
+                    }
+                    if object::verify_section(&bytes, entry.crc32c).is_ok() {
+                        return Ok((bytes, Served::Disk));
                     }
                     tracing::warn!(object = entry.object, "read cache entry corrupt; dropped");
                     cache.remove(&key);
@@ -184,12 +199,14 @@ impl SectionCache {
                     .map(|found| found.value().clone())
             }
         };
-        fetched.map(|bytes| (bytes, false)).map_err(|error| {
-            error
-                .downcast_ref::<ReadError>()
-                .cloned()
-                .unwrap_or_else(|| ReadError::Unavailable(error.to_string()))
-        })
+        fetched
+            .map(|bytes| (bytes, Served::Bucket))
+            .map_err(|error| {
+                error
+                    .downcast_ref::<ReadError>()
+                    .cloned()
+                    .unwrap_or_else(|| ReadError::Unavailable(error.to_string()))
+            })
     }
 
     /// Bytes held in memory now.
@@ -198,6 +215,20 @@ impl SectionCache {
             Backend::Off => 0,
             Backend::Memory(cache) => cache.usage(),
             Backend::Hybrid(cache) => cache.memory().usage(),
+        }
+    }
+
+    /// Bytes the disk part has written and read since start (`None` without a disk part).
+    pub(crate) fn disk_io_bytes(&self) -> Option<(u64, u64)> {
+        match &self.backend {
+            Backend::Hybrid(cache) => {
+                let statistics = cache.statistics();
+                Some((
+                    statistics.disk_write_bytes() as u64,
+                    statistics.disk_read_bytes() as u64,
+                ))
+            }
+            Backend::Off | Backend::Memory(_) => None,
         }
     }
 
@@ -243,13 +274,13 @@ mod tests {
         let objects: Arc<dyn ObjectStore> = store.clone();
         assert_eq!(
             cache.read(&objects, &good).await.expect("read"),
-            (body.slice(4..11), false)
+            (body.slice(4..11), Served::Bucket)
         );
         // Gone from the bucket: still served, from the cache.
         store.delete(&ObjectPath::from("o")).await.expect("delete");
         assert_eq!(
             cache.read(&objects, &good).await.expect("read"),
-            (body.slice(4..11), true)
+            (body.slice(4..11), Served::Memory)
         );
         assert!(cache.usage() >= 7);
         // A bad CRC is an error, and nothing is cached.
@@ -280,8 +311,9 @@ mod tests {
             .await
             .expect("put");
         let good = entry(crc32c::crc32c(b"section"));
-        assert!(
-            !off.read(&store, &good).await.expect("read").1,
+        assert_eq!(
+            off.read(&store, &good).await.expect("read").1,
+            Served::Bucket,
             "off: always a GET"
         );
         assert_eq!(off.usage(), 0);
@@ -321,7 +353,10 @@ mod tests {
                 crc32c: crc32c::crc32c(&body),
                 ..entry(0)
             };
-            assert!(!cache.read(&objects, &entry).await.expect("read").1);
+            assert_eq!(
+                cache.read(&objects, &entry).await.expect("read").1,
+                Served::Bucket
+            );
             entries.push((entry, body));
         }
         for (entry, _) in &entries {
@@ -341,7 +376,9 @@ mod tests {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
-            assert_eq!(found, Some((body.clone(), true)), "{}", entry.object);
+            let (bytes, served) = found.expect("served");
+            assert_eq!(bytes, *body, "{}", entry.object);
+            assert_ne!(served, Served::Bucket, "{}", entry.object);
         }
         cache.close().await;
     }

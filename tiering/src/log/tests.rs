@@ -7,8 +7,11 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::memory::InMemory;
 
+mod faults;
 mod flushes;
 mod transactions;
+
+use faults::{InjectedWrites, PutGate, WriteFault};
 
 const RU: Isolation = Isolation::ReadUncommitted;
 
@@ -619,7 +622,7 @@ async fn a_new_producer_whose_batch_failed_must_resend_it_first() {
     // The batch after the failed one may not overtake it; the resent one is stored first.
     assert!(matches!(
         log.append(tp.clone(), idempotent(2, 7, 2), false).await,
-        Err(LogError::OutOfOrderSequence(_))
+        Err(LogError::AwaitingEarlierBatch(_))
     ));
     assert_eq!(
         log.append(tp.clone(), idempotent(2, 7, 0), false)
@@ -635,93 +638,81 @@ async fn a_new_producer_whose_batch_failed_must_resend_it_first() {
             .base_offset,
         2
     );
-    assert!(log
-        .inner
-        .awaited_sequences
-        .lock()
-        .expect("awaited")
-        .is_empty());
+    assert!(log.inner.awaited.is_empty());
     log.shutdown().await;
 }
 
-/// What an [`InjectedWrites`] store does to every write.
-#[derive(Debug)]
-enum WriteFault {
-    /// Panics: stands for a bug in the flush path.
-    Panic,
-    /// Moves the clock on by this much before writing: the writer was paused mid-upload.
-    Pause(Arc<ManualClock>, i64),
-}
-
-/// An in-memory object store with a fault injected into every write.
-#[derive(Debug)]
-struct InjectedWrites(InMemory, WriteFault);
-
-impl std::fmt::Display for InjectedWrites {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "InjectedWrites({:?})", self.1)
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for InjectedWrites {
-    async fn put_opts(
-        &self,
-        location: &object_store::path::Path,
-        payload: object_store::PutPayload,
-        options: object_store::PutOptions,
-    ) -> object_store::Result<object_store::PutResult> {
-        match &self.1 {
-            WriteFault::Panic => panic!("injected flush-path bug"),
-            WriteFault::Pause(clock, ms) => {
-                clock.advance_ms(*ms);
-                self.0.put_opts(location, payload, options).await
-            }
+#[tokio::test]
+async fn a_batch_refused_while_leadership_moves_is_not_overtaken() {
+    let fx = Fixture::new().await;
+    let log = fx.log(1);
+    fx.topic(&log, "t", 1).await;
+    let tp = TopicPartition::new("t", 0);
+    let put_state = |leader: i32, leader_epoch: i32, next_offset: i64| {
+        let state = PartitionState {
+            leader,
+            leader_epoch,
+            log_start_offset: 0,
+            next_offset,
+        };
+        let store = fx.store.clone();
+        async move {
+            store
+                .txn(Txn::when(vec![]).and_then(vec![TxnOp::put(
+                    keys::partition("t", 0),
+                    keys::encode(&state),
+                )]))
+                .await
+                .expect("put state");
         }
-    }
-    async fn put_multipart_opts(
-        &self,
-        _: &object_store::path::Path,
-        _: object_store::PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-        panic!("injected flush-path bug");
-    }
-    async fn get_opts(
-        &self,
-        location: &object_store::path::Path,
-        options: object_store::GetOptions,
-    ) -> object_store::Result<object_store::GetResult> {
-        self.0.get_opts(location, options).await
-    }
-    fn delete_stream(
-        &self,
-        locations: futures::stream::BoxStream<
-            'static,
-            object_store::Result<object_store::path::Path>,
-        >,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
-        self.0.delete_stream(locations)
-    }
-    fn list(
-        &self,
-        prefix: Option<&object_store::path::Path>,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
-        self.0.list(prefix)
-    }
-    async fn list_with_delimiter(
-        &self,
-        prefix: Option<&object_store::path::Path>,
-    ) -> object_store::Result<object_store::ListResult> {
-        self.0.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &object_store::path::Path,
-        to: &object_store::path::Path,
-        options: object_store::CopyOptions,
-    ) -> object_store::Result<()> {
-        self.0.copy_opts(from, to, options).await
-    }
+    };
+    // Node 2 leads: a new producer's first batch is refused before buffering.
+    put_state(2, 1, 0).await;
+    assert!(matches!(
+        log.append(tp.clone(), idempotent(2, 7, 0), false).await,
+        Err(LogError::NotLeader(_))
+    ));
+    // Leadership comes back here (the session lapsed meanwhile: the cache is dropped, the
+    // refusal is not) before the client resent it; its next batch arrives first.
+    put_state(1, 2, 0).await;
+    log.forget_all();
+    assert!(matches!(
+        log.append(tp.clone(), idempotent(2, 7, 2), false).await,
+        Err(LogError::AwaitingEarlierBatch(_))
+    ));
+    assert_eq!(
+        log.append(tp.clone(), idempotent(2, 7, 0), false)
+            .await
+            .expect("resent")
+            .base_offset,
+        0
+    );
+    assert_eq!(
+        log.append(tp.clone(), idempotent(2, 7, 2), false)
+            .await
+            .expect("next")
+            .base_offset,
+        2
+    );
+    assert!(log.inner.awaited.is_empty());
+    // A refusal long past (the client gave the batch up) holds nothing back.
+    put_state(2, 3, 4).await;
+    log.forget_all();
+    assert!(log
+        .append(tp.clone(), idempotent(1, 8, 0), false)
+        .await
+        .is_err());
+    put_state(1, 4, 4).await;
+    log.forget_all();
+    fx.clock.advance_ms(crate::producers::AWAITED_FOR_MS);
+    assert_eq!(
+        log.append(tp.clone(), idempotent(1, 8, 5), false)
+            .await
+            .expect("after the wait")
+            .base_offset,
+        4
+    );
+    log.shutdown().await;
 }
 
 #[tokio::test]

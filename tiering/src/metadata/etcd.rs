@@ -35,6 +35,42 @@ pub struct EtcdConfig {
     pub request_timeout: Duration,
     /// The server's `--max-txn-ops`.
     pub max_txn_ops: usize,
+    /// etcd's authentication: a user and password (etcd's `--user`).
+    pub user: Option<EtcdUser>,
+    /// TLS settings for `https://` endpoints.
+    pub tls: Option<EtcdTls>,
+}
+
+/// An etcd user; the password never prints.
+#[derive(Clone)]
+pub struct EtcdUser {
+    pub name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for EtcdUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdUser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// TLS to etcd: the CA certificates its servers' certificates chain to (PEM; `None`: the
+/// system's roots) and a client certificate with its key (PEM) for `--client-cert-auth`.
+#[derive(Clone)]
+pub struct EtcdTls {
+    pub ca_pem: Option<Vec<u8>>,
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.identity_pem.is_some())
+            .finish()
+    }
 }
 
 impl EtcdConfig {
@@ -44,6 +80,8 @@ impl EtcdConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             max_txn_ops: ETCD_MAX_TXN_OPS,
+            user: None,
+            tls: None,
         }
     }
 }
@@ -152,10 +190,24 @@ fn to_etcd_op(op: TxnOp) -> etcd::TxnOp {
 
 impl EtcdStore {
     pub async fn connect(config: &EtcdConfig) -> Result<Self> {
-        let options = etcd::ConnectOptions::new()
+        let mut options = etcd::ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_timeout(config.request_timeout)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        if let Some(user) = &config.user {
+            options = options.with_user(user.name.clone(), user.password.clone());
+        }
+        if let Some(tls) = &config.tls {
+            let mut options_tls = etcd::TlsOptions::new();
+            options_tls = match &tls.ca_pem {
+                Some(ca) => options_tls.ca_certificate(etcd::Certificate::from_pem(ca)),
+                None => options_tls.with_native_roots(),
+            };
+            if let Some((cert, key)) = &tls.identity_pem {
+                options_tls = options_tls.identity(etcd::Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(options_tls);
+        }
         let client = etcd::Client::connect(&config.endpoints, Some(options))
             .await
             .map_err(map_err)?;

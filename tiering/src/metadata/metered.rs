@@ -3,10 +3,12 @@
 //! as etcd nears its limits.
 
 use super::{KeyValue, LeaseId, MetadataStore, Result, Txn, TxnOp, TxnOutcome, WatchEvent};
+use crate::latency::LatencyHistogram;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tokio::time::Instant;
 
 /// Requests and what they carried, since the process started.
 #[derive(Debug, Default)]
@@ -23,6 +25,10 @@ pub struct MetadataCounts {
     pub watches: AtomicU64,
     /// Lease grants, keep-alives and revocations.
     pub lease_requests: AtomicU64,
+    /// How long gets, range reads and transactions took.
+    pub get_latency: LatencyHistogram,
+    pub range_latency: LatencyHistogram,
+    pub txn_latency: LatencyHistogram,
 }
 
 impl MetadataCounts {
@@ -39,6 +45,15 @@ impl MetadataCounts {
             ("txn_put_bytes", load(&self.txn_put_bytes)),
             ("watches", load(&self.watches)),
             ("lease_requests", load(&self.lease_requests)),
+        ]
+    }
+
+    /// (request kind, latency) for `/metrics`.
+    pub fn latencies(&self) -> [(&'static str, &LatencyHistogram); 3] {
+        [
+            ("get", &self.get_latency),
+            ("range", &self.range_latency),
+            ("txn", &self.txn_latency),
         ]
     }
 }
@@ -72,13 +87,19 @@ impl MetadataStore for MeteredMetadata {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         add(&self.counts.gets, 1);
         tracing::trace!(key, "metadata get");
-        self.inner.get(key).await
+        let started = Instant::now();
+        let found = self.inner.get(key).await;
+        self.counts.get_latency.record(started.elapsed());
+        found
     }
 
     async fn range_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<KeyValue>> {
         add(&self.counts.ranges, 1);
         tracing::trace!(prefix, "metadata range");
-        let found = self.inner.range_prefix(prefix, limit).await?;
+        let started = Instant::now();
+        let found = self.inner.range_prefix(prefix, limit).await;
+        self.counts.range_latency.record(started.elapsed());
+        let found = found?;
         add(&self.counts.range_keys, found.len() as u64);
         Ok(found)
     }
@@ -98,7 +119,10 @@ impl MetadataStore for MeteredMetadata {
             })
             .sum();
         add(&self.counts.txn_put_bytes, put_bytes as u64);
-        let outcome = self.inner.txn(txn).await?;
+        let started = Instant::now();
+        let outcome = self.inner.txn(txn).await;
+        self.counts.txn_latency.record(started.elapsed());
+        let outcome = outcome?;
         if !outcome.succeeded {
             add(&self.counts.txns_failed, 1);
         }

@@ -12,7 +12,7 @@ fn unknown_producer_may_start_anywhere_unless_a_failure_is_awaited() {
     assert_eq!(states.check(&seq(7, 0, 42, 3), None), Verdict::Append);
     assert!(matches!(
         states.check(&seq(7, 0, 10, 3), Some((0, 0))),
-        Verdict::OutOfOrder(_)
+        Verdict::AwaitingEarlier(_)
     ));
     assert_eq!(
         states.check(&seq(7, 0, 0, 3), Some((0, 0))),

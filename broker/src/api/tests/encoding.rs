@@ -30,6 +30,38 @@ fn a_fetch_response_fits_the_buffer_sized_for_it() {
     }
 }
 
+#[test]
+fn a_fetch_response_is_written_from_its_records_buffers() {
+    let records = Bytes::from(vec![7u8; 3 * 1024 * 1024 + 17]);
+    let small = Bytes::from_static(b"a small batch");
+    for version in [4i16, 11, 12, 13, 16] {
+        let topic = FetchableTopicResponse::default()
+            .with_topic(kafka_protocol::messages::TopicName::from(
+                kafka_protocol::protocol::StrBytes::from_static_str("t"),
+            ))
+            .with_partitions(vec![
+                PartitionData::default().with_records(Some(records.clone())),
+                PartitionData::default()
+                    .with_partition_index(1)
+                    .with_records(Some(small.clone())),
+                PartitionData::default().with_partition_index(2),
+            ]);
+        let fetch = FetchResponse::default().with_responses(vec![topic]);
+        let parts = encode_fetch_response(version, 7, &fetch).expect("encodes");
+        let copied = encode_response(ApiKey::Fetch, version, 7, &ResponseKind::Fetch(fetch))
+            .expect("encodes");
+        assert_eq!(parts.concat(), copied.to_vec(), "v{version}: same bytes");
+        assert!(
+            parts.iter().any(|p| p.as_ptr() == records.as_ptr()),
+            "v{version}: the large records are not copied"
+        );
+        assert!(
+            !parts.iter().any(|p| p.as_ptr() == small.as_ptr()),
+            "v{version}: small records are copied"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_task_of_a_request_stays_small() {
     // Each produce request is its own task holding this future: every API's handler state
@@ -40,9 +72,10 @@ async fn the_task_of_a_request_stays_small() {
         api_key: ApiKey::ApiVersions,
         body: RequestKind::ApiVersions(Default::default()),
     });
-    let staged = stage(&f.broker, request).await;
+    let session = test_session(crate::config::SecurityProtocol::Plaintext);
+    let staged = stage(&f.broker, request, &session).await;
     let connection = f.broker.budgets.connection();
-    let task = complete(&f.broker, staged, &connection);
+    let task = complete(&f.broker, staged, &connection, &session);
     let bytes = std::mem::size_of_val(&task);
     assert!(bytes <= 1024, "complete()'s future takes {bytes} bytes");
 }

@@ -579,6 +579,93 @@ async fn every_advertised_version_round_trips() {
                         call(broker, *api_key, version, &request).await;
                     assert_eq!(r.topics[0].partitions[0].error_code, 0);
                 }
+                ApiKey::SaslHandshake => {
+                    // Through the broker's dispatch: a listener without SASL.
+                    let request = SaslHandshakeRequest::default()
+                        .with_mechanism(StrBytes::from_static_str("PLAIN"));
+                    let r: SaslHandshakeResponse = call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.error_code, ResponseError::IllegalSaslState.code());
+                }
+                ApiKey::SaslAuthenticate => {
+                    let r: SaslAuthenticateResponse = call(
+                        broker,
+                        *api_key,
+                        version,
+                        &SaslAuthenticateRequest::default(),
+                    )
+                    .await;
+                    assert_eq!(r.error_code, ResponseError::IllegalSaslState.code());
+                }
+                ApiKey::DescribeUserScramCredentials => {
+                    let r: DescribeUserScramCredentialsResponse = call(
+                        broker,
+                        *api_key,
+                        version,
+                        &DescribeUserScramCredentialsRequest::default(),
+                    )
+                    .await;
+                    assert_eq!(r.error_code, 0);
+                }
+                ApiKey::AlterUserScramCredentials => {
+                    let request = AlterUserScramCredentialsRequest::default().with_deletions(vec![
+                        alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                            .with_name(StrBytes::from_static_str("nobody"))
+                            .with_mechanism(1),
+                    ]);
+                    let r: AlterUserScramCredentialsResponse =
+                        call(broker, *api_key, version, &request).await;
+                    assert_eq!(
+                        r.results[0].error_code,
+                        ResponseError::ResourceNotFound.code()
+                    );
+                }
+                ApiKey::CreateAcls => {
+                    let request = CreateAclsRequest::default().with_creations(vec![
+                        create_acls_request::AclCreation::default()
+                            .with_resource_type(2)
+                            .with_resource_name(StrBytes::from_string(format!("acl-{version}")))
+                            .with_resource_pattern_type(3)
+                            .with_principal(StrBytes::from_static_str("User:alice"))
+                            .with_host(StrBytes::from_static_str("*"))
+                            .with_operation(3)
+                            .with_permission_type(3),
+                    ]);
+                    let r: CreateAclsResponse = call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.results[0].error_code, 0);
+                }
+                ApiKey::DescribeAcls => {
+                    let request = DescribeAclsRequest::default()
+                        .with_resource_type_filter(2)
+                        .with_resource_name_filter(Some(StrBytes::from_string(format!(
+                            "acl-{version}"
+                        ))))
+                        .with_pattern_type_filter(3)
+                        .with_host_filter(None)
+                        .with_principal_filter(None)
+                        .with_operation(1)
+                        .with_permission_type(1);
+                    let r: DescribeAclsResponse = call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.error_code, 0);
+                    assert_eq!(r.resources.len(), 1, "created by CreateAcls v{version}");
+                    assert_eq!(r.resources[0].acls[0].principal.as_str(), "User:alice");
+                }
+                ApiKey::DeleteAcls => {
+                    let request = DeleteAclsRequest::default().with_filters(vec![
+                        delete_acls_request::DeleteAclsFilter::default()
+                            .with_resource_type_filter(2)
+                            .with_resource_name_filter(Some(StrBytes::from_string(format!(
+                                "acl-{version}"
+                            ))))
+                            .with_pattern_type_filter(1)
+                            .with_host_filter(None)
+                            .with_principal_filter(None)
+                            .with_operation(1)
+                            .with_permission_type(1),
+                    ]);
+                    let r: DeleteAclsResponse = call(broker, *api_key, version, &request).await;
+                    assert_eq!(r.filter_results[0].error_code, 0);
+                    assert_eq!(r.filter_results[0].matching_acls.len(), 1);
+                }
                 other => panic!("advertised {other:?} without a test"),
             }
         }

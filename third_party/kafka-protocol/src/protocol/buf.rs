@@ -181,6 +181,12 @@ pub trait ByteBufMut: BufMut {
     /// Read a range from the buffer.
     fn range(&mut self, r: Range<usize>) -> &mut [u8];
 
+    /// Skiff patch: puts `bytes` whole. A buffer that can keep a reference to shared memory
+    /// instead of a copy ([`SharedBuf`]) does.
+    fn put_shared(&mut self, bytes: &Bytes) {
+        self.put_slice(bytes);
+    }
+
     /// Put a gap of `len` at the current buffer offset.
     fn put_gap(&mut self, len: usize) -> Gap {
         let res = Gap {
@@ -243,5 +249,93 @@ impl<T: ByteBufMut> ByteBufMut for &mut T {
     }
     fn range(&mut self, r: Range<usize>) -> &mut [u8] {
         (**self).range(r)
+    }
+    fn put_shared(&mut self, bytes: &Bytes) {
+        (**self).put_shared(bytes)
+    }
+}
+
+/// Skiff patch: an encoding buffer that keeps [`Bytes`] values of at least `share_min_bytes`
+/// (Fetch records) as references to their shared memory instead of copying them. The encoded
+/// message is the concatenation of [`SharedBuf::into_parts`], for a vectored write.
+///
+/// Encoders never seek back past a shared value (they size messages before encoding them);
+/// [`ByteBufMut::seek`] and [`ByteBufMut::range`] panic if one does.
+#[derive(Debug)]
+pub struct SharedBuf {
+    parts: Vec<Bytes>,
+    parts_len: usize,
+    current: BytesMut,
+    share_min_bytes: usize,
+}
+
+impl SharedBuf {
+    /// `capacity`: the bytes that will be copied (everything but the shared values).
+    pub fn new(capacity: usize, share_min_bytes: usize) -> Self {
+        Self {
+            parts: Vec::new(),
+            parts_len: 0,
+            current: BytesMut::with_capacity(capacity),
+            share_min_bytes,
+        }
+    }
+
+    /// The encoded bytes, in order.
+    pub fn into_parts(mut self) -> Vec<Bytes> {
+        if !self.current.is_empty() {
+            self.parts.push(self.current.freeze());
+        }
+        self.parts
+    }
+
+    fn local(&self, offset: usize) -> usize {
+        offset
+            .checked_sub(self.parts_len)
+            .expect("SharedBuf cannot seek into bytes already shared")
+    }
+}
+
+// SAFETY: every method delegates to the `BytesMut` that holds the bytes written since the last
+// shared value, so its guarantees are `BytesMut`'s.
+unsafe impl BufMut for SharedBuf {
+    fn remaining_mut(&self) -> usize {
+        self.current.remaining_mut()
+    }
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        // SAFETY: the caller's contract is passed on unchanged.
+        unsafe { self.current.advance_mut(cnt) }
+    }
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        self.current.chunk_mut()
+    }
+    fn put_slice(&mut self, src: &[u8]) {
+        self.current.put_slice(src)
+    }
+}
+
+impl ByteBufMut for SharedBuf {
+    fn offset(&self) -> usize {
+        self.parts_len + self.current.len()
+    }
+    fn seek(&mut self, offset: usize) {
+        let local = self.local(offset);
+        self.current.resize(local, 0);
+    }
+    fn range(&mut self, r: Range<usize>) -> &mut [u8] {
+        let (start, end) = (self.local(r.start), self.local(r.end));
+        &mut self.current[start..end]
+    }
+    fn put_shared(&mut self, bytes: &Bytes) {
+        if bytes.len() < self.share_min_bytes {
+            self.current.put_slice(bytes);
+            return;
+        }
+        if !self.current.is_empty() {
+            let written = self.current.split().freeze();
+            self.parts_len += written.len();
+            self.parts.push(written);
+        }
+        self.parts_len += bytes.len();
+        self.parts.push(bytes.clone());
     }
 }

@@ -616,7 +616,10 @@ impl Encoder<Option<&bytes::Bytes>> for Bytes {
 
 impl Encoder<&Option<bytes::Bytes>> for Bytes {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, value: &Option<bytes::Bytes>) -> Result<()> {
-        Bytes.encode(buf, value.as_ref())
+        match value {
+            Some(value) => Bytes.encode(buf, value),
+            None => Bytes.encode(buf, None::<&[u8]>),
+        }
     }
     fn compute_size(&self, value: &Option<bytes::Bytes>) -> Result<usize> {
         Bytes.compute_size(value.as_ref())
@@ -642,8 +645,15 @@ impl Encoder<&Vec<u8>> for Bytes {
 }
 
 impl Encoder<&bytes::Bytes> for Bytes {
+    // Skiff patch: the value is put shared (`ByteBufMut::put_shared`), not copied, where the
+    // buffer can.
     fn encode<B: ByteBufMut>(&self, buf: &mut B, value: &bytes::Bytes) -> Result<()> {
-        Bytes.encode(buf, Some(value))
+        if value.len() > i32::MAX as usize {
+            bail!("Data is too long to encode ({} bytes)", value.len());
+        }
+        Int32.encode(buf, value.len() as i32)?;
+        buf.put_shared(value);
+        Ok(())
     }
     fn compute_size(&self, value: &bytes::Bytes) -> Result<usize> {
         Bytes.compute_size(Some(value))
@@ -765,7 +775,10 @@ impl Encoder<Option<&bytes::Bytes>> for CompactBytes {
 
 impl Encoder<&Option<bytes::Bytes>> for CompactBytes {
     fn encode<B: ByteBufMut>(&self, buf: &mut B, value: &Option<bytes::Bytes>) -> Result<()> {
-        CompactBytes.encode(buf, value.as_ref())
+        match value {
+            Some(value) => CompactBytes.encode(buf, value),
+            None => CompactBytes.encode(buf, None::<&[u8]>),
+        }
     }
     fn compute_size(&self, value: &Option<bytes::Bytes>) -> Result<usize> {
         CompactBytes.compute_size(value.as_ref())
@@ -791,8 +804,16 @@ impl Encoder<&Vec<u8>> for CompactBytes {
 }
 
 impl Encoder<&bytes::Bytes> for CompactBytes {
+    // Skiff patch: the value is put shared (`ByteBufMut::put_shared`), not copied, where the
+    // buffer can.
     fn encode<B: ByteBufMut>(&self, buf: &mut B, value: &bytes::Bytes) -> Result<()> {
-        CompactBytes.encode(buf, Some(value))
+        // Use >= because we're going to add one to the length
+        if value.len() >= u32::MAX as usize {
+            bail!("CompactBytes is too long to encode ({} bytes)", value.len());
+        }
+        UnsignedVarInt.encode(buf, (value.len() as u32) + 1)?;
+        buf.put_shared(value);
+        Ok(())
     }
     fn compute_size(&self, value: &bytes::Bytes) -> Result<usize> {
         CompactBytes.compute_size(Some(value))

@@ -1,6 +1,8 @@
 //! How buffered appends become flushes: sizes, parts, offsets.
 
 use super::*;
+use crate::batch::BatchHeader;
+use tokio::sync::oneshot;
 
 #[tokio::test]
 async fn a_partition_buffered_past_the_flush_size_is_written_in_parts_with_contiguous_offsets() {
@@ -55,5 +57,157 @@ async fn a_partition_buffered_past_the_flush_size_is_written_in_parts_with_conti
         log.stats().objects_written.load(Ordering::Relaxed) >= 3,
         "more than one object"
     );
+    log.shutdown().await;
+}
+
+/// Enqueues `batches` and waits until their flush's object reaches the store (its `nth` PUT,
+/// held there until the test releases it): the append's reply.
+async fn uploading(
+    log: &Log,
+    gate: &PutGate,
+    tp: &TopicPartition,
+    batches: Vec<(BatchHeader, Bytes)>,
+    nth: usize,
+) -> oneshot::Receiver<Result<AppendOutcome, LogError>> {
+    let reply = log
+        .enqueue(tp.clone(), batches, false)
+        .await
+        .expect("enqueue");
+    gate.arrived(nth).await;
+    reply
+}
+
+/// A log over a store whose writes wait for the test, planning up to `in_flight` flushes at once.
+async fn gated(fx: &Fixture, in_flight: usize) -> (Log, Arc<PutGate>) {
+    let gate = Arc::new(PutGate::default());
+    let log = Log::open(
+        fx.store.clone(),
+        Arc::new(InjectedWrites(
+            InMemory::new(),
+            WriteFault::Gate(gate.clone()),
+        )),
+        fx.clock.clone(),
+        LogConfig {
+            flush_linger_ms: 0,
+            flush_max_in_flight: in_flight,
+            ..LogConfig::default()
+        },
+    );
+    fx.topic(&log, "t", 1).await;
+    (log, gate)
+}
+
+fn base_offset(
+    outcome: Result<Result<AppendOutcome, LogError>, tokio::sync::oneshot::error::RecvError>,
+) -> i64 {
+    outcome.expect("reply").expect("committed").base_offset
+}
+
+#[tokio::test]
+async fn a_flush_uploads_while_the_one_before_it_commits_and_commits_after_it() {
+    let fx = Fixture::new().await;
+    let (log, gate) = gated(&fx, 2).await;
+    let tp = TopicPartition::new("t", 0);
+    let first = uploading(&log, &gate, &tp, batches(2, 0), 1).await;
+    // The second flush is planned past the first (offset 2) and uploads while it is held.
+    let mut second = uploading(&log, &gate, &tp, batches(3, 1), 2).await;
+    gate.release(1, true);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(
+        second.try_recv().is_err(),
+        "the second flush commits only after the first"
+    );
+    gate.release(0, true);
+    assert_eq!(base_offset(first.await), 0);
+    assert_eq!(base_offset(second.await), 2);
+    let read = log
+        .read(&tp, 0, 1 << 20, Isolation::ReadUncommitted)
+        .await
+        .expect("read");
+    assert_eq!(read.high_watermark, 5);
+    assert_eq!(read.batches.len(), 2);
+    log.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_flush_planned_past_one_that_failed_fails_and_leaves_no_gap() {
+    let fx = Fixture::new().await;
+    let (log, gate) = gated(&fx, 2).await;
+    let tp = TopicPartition::new("t", 0);
+    let first = uploading(&log, &gate, &tp, batches(2, 0), 1).await;
+    let second = uploading(&log, &gate, &tp, batches(3, 1), 2).await;
+    gate.release(1, true);
+    gate.release(0, false);
+    assert!(matches!(
+        first.await.expect("reply"),
+        Err(LogError::Unavailable(_))
+    ));
+    assert!(matches!(
+        second.await.expect("reply"),
+        Err(LogError::Unavailable(_))
+    ));
+    // The next flush plans from the committed state again: offset 0, no hole.
+    let third = uploading(&log, &gate, &tp, batches(1, 2), 3).await;
+    gate.release(2, true);
+    assert_eq!(base_offset(third.await), 0);
+    assert_eq!(log.offsets(&tp).await.expect("offsets"), (0, 1));
+    log.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idempotent_producer_continues_its_sequence_across_flushes_in_flight() {
+    let fx = Fixture::new().await;
+    let (log, gate) = gated(&fx, 3).await;
+    let tp = TopicPartition::new("t", 0);
+    let known = uploading(&log, &gate, &tp, idempotent(2, 7, 0), 1).await;
+    gate.release(0, true);
+    assert_eq!(base_offset(known.await), 0);
+    // Sequences 2 and 4 in two flushes in flight: the second is checked against the state the
+    // first will leave (against the committed state it would be a gap).
+    let a = uploading(&log, &gate, &tp, idempotent(2, 7, 2), 2).await;
+    let b = uploading(&log, &gate, &tp, idempotent(2, 7, 4), 3).await;
+    // A retry of sequence 2 while its flush is in flight is refused (retriable): that flush may
+    // still fail.
+    let retry = log
+        .enqueue(tp.clone(), idempotent(2, 7, 2), false)
+        .await
+        .expect("enqueue");
+    assert!(matches!(
+        retry.await.expect("reply"),
+        Err(LogError::Unavailable(_))
+    ));
+    gate.release(1, false);
+    gate.release(2, true);
+    assert!(a.await.expect("reply").is_err());
+    assert!(b.await.expect("reply").is_err());
+    // Resent in order, they are stored in order.
+    let a = uploading(&log, &gate, &tp, idempotent(2, 7, 2), 4).await;
+    let b = uploading(&log, &gate, &tp, idempotent(2, 7, 4), 5).await;
+    gate.release(3, true);
+    gate.release(4, true);
+    assert_eq!(base_offset(a.await), 2);
+    assert_eq!(base_offset(b.await), 4);
+    log.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_flush_costs_only_the_flushes_planned_past_it() {
+    let fx = Fixture::new().await;
+    let (log, gate) = gated(&fx, 2).await;
+    let tp = TopicPartition::new("t", 0);
+    let a = uploading(&log, &gate, &tp, batches(2, 0), 1).await;
+    let b = uploading(&log, &gate, &tp, batches(2, 1), 2).await;
+    gate.release(0, false);
+    assert!(a.await.expect("reply").is_err());
+    // Planned while b (planned past a) is still in flight: from the committed state.
+    let c = uploading(&log, &gate, &tp, batches(2, 2), 3).await;
+    gate.release(1, true);
+    assert!(b.await.expect("reply").is_err(), "b was planned past a");
+    // b's failure leaves c's plan alone: d is planned past c and both commit.
+    let d = uploading(&log, &gate, &tp, batches(2, 3), 4).await;
+    gate.release(2, true);
+    gate.release(3, true);
+    assert_eq!(base_offset(c.await), 0);
+    assert_eq!(base_offset(d.await), 2);
     log.shutdown().await;
 }

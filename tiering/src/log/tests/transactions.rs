@@ -285,3 +285,29 @@ async fn a_marker_request_put_again_never_ends_the_next_transaction() {
         .expect("marker");
     assert_eq!(log.stable_offsets(&tp).await.expect("offsets"), (0, 4, 4));
 }
+
+#[tokio::test]
+async fn the_lso_never_falls_below_the_log_start() {
+    let fx = Fixture::new().await;
+    let log = fx.log(0);
+    fx.topic(&log, "t", 1).await;
+    let tp = TopicPartition::new("t", 0);
+    // A transaction opens at 0 and stays open; plain records follow at 2..4.
+    log.append(tp.clone(), transactional(2, 7, 0, 0), false)
+        .await
+        .expect("txn 7");
+    log.append(tp.clone(), batches(2, 5), false)
+        .await
+        .expect("plain");
+    assert_eq!(log.stable_offsets(&tp).await.expect("offsets"), (0, 0, 4));
+    // DeleteRecords past the open transaction's first offset: the LSO is the log start, never
+    // an offset below it (Kafka: max(first unstable offset, log start)).
+    log.delete_records(&tp, 3).await.expect("delete records");
+    assert_eq!(log.stable_offsets(&tp).await.expect("offsets"), (3, 3, 4));
+    let read = log
+        .read(&tp, 3, 1 << 20, Isolation::ReadCommitted)
+        .await
+        .expect("read");
+    assert_eq!(read.last_stable_offset, 3);
+    assert!(read.batches.is_empty(), "offset 3 is not stable yet");
+}

@@ -1,0 +1,311 @@
+//! The web console, served by every broker at `/` on its HTTP port: brokers and partition
+//! leadership, topics and their configs, a message browser, consumer groups with members,
+//! assignments and lag, and the bucket's request counts over time. The page and its script are
+//! embedded in the binary (`assets/`), so it works without internet access.
+//!
+//! The page reads the admin API (`/v1/brokers`, `/v1/topics`, `/v1/groups`, `/v1/stats`) and
+//! `/v1/records`, and changes things through `POST /v1/topics`, `DELETE /v1/topics/{name}`,
+//! `POST /v1/topics/{name}/configs` and `POST /v1/groups/{group}/reset-offsets`. All of these
+//! act as a Kafka client of this cluster (bootstrapped from this broker's own listener, with
+//! the admin commands' code), so any broker can show and change anything, exactly as
+//! `skiff topic …` / `skiff group …` would. The changing routes take JSON bodies only, which a
+//! page of another origin cannot send without the browser asking first (CORS), so a visited
+//! site cannot drive them. Authentication, once it exists (issue 17), goes in front of the
+//! whole HTTP router, console included, and these requests will then carry the caller's
+//! principal so ACLs apply.
+
+use crate::admin::client::Client;
+use crate::admin::group::{commit, parse_datetime, plan_reset, Target};
+use crate::admin::topic::{alter_configs, create_topics, delete_topics, CreateSpec, ItemResult};
+use crate::admin::{browse, ClientArgs, Output, Start};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Json};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+const INDEX: &str = include_str!("assets/index.html");
+const APP: &str = include_str!("assets/app.js");
+const STYLE: &str = include_str!("assets/style.css");
+
+/// Records the message browser shows at most per page.
+const RECORDS_PER_PAGE_MAX: usize = 500;
+
+#[derive(Clone)]
+struct ConsoleState {
+    /// This broker's own Kafka listener, as a client reaches it from here.
+    bootstrap: String,
+}
+
+/// The console's routes; `bootstrap` is this broker's Kafka listener as reachable locally.
+pub fn routes(bootstrap: String) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(INDEX) }))
+        .route(
+            "/console/app.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    APP,
+                )
+            }),
+        )
+        .route(
+            "/console/style.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE) }),
+        )
+        .route("/v1/records", get(records))
+        .route("/v1/topics", post(create_topic))
+        .route("/v1/topics/{name}", delete(delete_topic))
+        .route("/v1/topics/{name}/configs", post(alter_topic_configs))
+        .route("/v1/groups/{group}/reset-offsets", post(reset_offsets))
+        .with_state(ConsoleState { bootstrap })
+}
+
+#[derive(Debug, Deserialize)]
+struct RecordsQuery {
+    topic: String,
+    partition: i32,
+    offset: Option<i64>,
+    /// Milliseconds since the epoch.
+    timestamp: Option<i64>,
+    limit: Option<usize>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `/v1/records?topic=T&partition=P[&offset=O|&timestamp=MS][&limit=N]`: records with keys,
+/// values and header values as hex (the page shows them as text, JSON or hex).
+async fn records(
+    State(state): State<ConsoleState>,
+    Query(query): Query<RecordsQuery>,
+) -> impl IntoResponse {
+    let start = match (query.offset, query.timestamp) {
+        (Some(offset), _) => Start::Offset(offset),
+        (None, Some(ms)) => Start::Timestamp(ms),
+        (None, None) => Start::Earliest,
+    };
+    let limit = query.limit.unwrap_or(50).clamp(1, RECORDS_PER_PAGE_MAX);
+    if state.bootstrap.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": NO_PLAINTEXT_LISTENER })),
+        );
+    }
+    match browse(
+        &state.bootstrap,
+        &query.topic,
+        query.partition,
+        start,
+        limit,
+    )
+    .await
+    {
+        Ok((offset, records)) => {
+            let records: Vec<_> = records
+                .iter()
+                .map(|r| {
+                    json!({
+                        "offset": r.offset,
+                        "timestamp": r.timestamp,
+                        "key": r.key.as_deref().map(hex),
+                        "value": r.value.as_deref().map(hex),
+                        "headers": r.headers.iter()
+                            .map(|h| json!([String::from_utf8_lossy(&h.key), h.value.as_deref().map(hex)]))
+                            .collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            (
+                StatusCode::OK,
+                Json(json!({ "start_offset": offset, "records": records })),
+            )
+        }
+        Err(error) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": format!("{error:#}") })),
+        ),
+    }
+}
+
+const NO_PLAINTEXT_LISTENER: &str =
+    "the console needs a PLAINTEXT Kafka listener on this broker (see --listeners)";
+
+/// How long the console's Kafka requests may take.
+const REQUEST_TIMEOUT_MS: u64 = 30_000;
+
+async fn client(state: &ConsoleState) -> anyhow::Result<Client> {
+    if state.bootstrap.is_empty() {
+        anyhow::bail!(NO_PLAINTEXT_LISTENER);
+    }
+    Client::connect(&ClientArgs {
+        command_config: None,
+        bootstrap_server: state.bootstrap.clone(),
+        client_id: "skiff-console".to_owned(),
+        security: crate::admin::security::SecurityArgs::plaintext(),
+        request_timeout_ms: REQUEST_TIMEOUT_MS,
+        output: Output::Json,
+    })
+    .await
+}
+
+/// 200 with the per-item results when all succeeded, 400 with them (and the first error) when
+/// one failed, 503 when the cluster could not be asked.
+fn answer(outcome: anyhow::Result<Vec<ItemResult>>) -> (StatusCode, Json<serde_json::Value>) {
+    match outcome {
+        Ok(results) => {
+            let error = results.iter().find_map(|r| r.error.clone());
+            let status = if error.is_some() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(json!({ "results": results, "error": error })))
+        }
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": format!("{error:#}") })),
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct NewTopic {
+    name: String,
+    partitions: Option<i32>,
+    #[serde(default)]
+    configs: BTreeMap<String, String>,
+}
+
+async fn create_topic(
+    State(state): State<ConsoleState>,
+    Json(topic): Json<NewTopic>,
+) -> impl IntoResponse {
+    let spec = CreateSpec {
+        topics: vec![topic.name],
+        partitions: topic.partitions,
+        replication_factor: None,
+        configs: topic.configs.into_iter().collect(),
+        if_not_exists: false,
+        dry_run: false,
+    };
+    let timeout_ms = i32::try_from(REQUEST_TIMEOUT_MS).unwrap_or(i32::MAX);
+    answer(async { create_topics(&mut client(&state).await?, &spec, timeout_ms).await }.await)
+}
+
+async fn delete_topic(
+    State(state): State<ConsoleState>,
+    Path(name): Path<String>,
+) -> impl IntoResponse {
+    let timeout_ms = i32::try_from(REQUEST_TIMEOUT_MS).unwrap_or(i32::MAX);
+    answer(async { delete_topics(&mut client(&state).await?, &[name], timeout_ms).await }.await)
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigChange {
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    delete: Vec<String>,
+}
+
+async fn alter_topic_configs(
+    State(state): State<ConsoleState>,
+    Path(name): Path<String>,
+    Json(change): Json<ConfigChange>,
+) -> impl IntoResponse {
+    if change.set.is_empty() && change.delete.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "nothing to change: give configs to set or delete" })),
+        );
+    }
+    let set: Vec<(String, String)> = change.set.into_iter().collect();
+    answer(
+        async {
+            alter_configs(
+                &mut client(&state).await?,
+                &[name],
+                &set,
+                &change.delete,
+                false,
+            )
+            .await
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct ResetRequest {
+    /// A topic, or `topic:0,2`; none for every partition the group has offsets for.
+    topic: Option<String>,
+    /// earliest, latest, offset, datetime or shift.
+    to: String,
+    value: Option<String>,
+    #[serde(default)]
+    execute: bool,
+}
+
+fn reset_target(request: &ResetRequest) -> anyhow::Result<Target> {
+    let value = || {
+        request
+            .value
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("\"{}\" needs a value", request.to))
+    };
+    let number = |v: &str| {
+        v.trim()
+            .parse::<i64>()
+            .map_err(|_| anyhow::anyhow!("{v:?} is not a number"))
+    };
+    Ok(match request.to.as_str() {
+        "earliest" => Target::Earliest,
+        "latest" => Target::Latest,
+        "offset" => Target::Offset(number(value()?)?),
+        "shift" => Target::Shift(number(value()?)?),
+        "datetime" => Target::Time(parse_datetime(value()?)?),
+        other => {
+            anyhow::bail!("unknown target {other:?}: earliest, latest, offset, datetime or shift")
+        }
+    })
+}
+
+/// Plans (and with `execute`, commits) a reset of an inactive group's offsets, as
+/// `skiff group reset-offsets` does.
+async fn reset_offsets(
+    State(state): State<ConsoleState>,
+    Path(group): Path<String>,
+    Json(request): Json<ResetRequest>,
+) -> impl IntoResponse {
+    let outcome = async {
+        let target = reset_target(&request)?;
+        let mut client = client(&state).await?;
+        let topics: Vec<String> = request.topic.iter().cloned().collect();
+        let (coordinator, plan) = plan_reset(&mut client, &group, &topics, target).await?;
+        let failures = if request.execute {
+            commit(&mut client, coordinator, &group, &plan).await?
+        } else {
+            Vec::new()
+        };
+        anyhow::Ok(json!({
+            "group": group,
+            "executed": request.execute,
+            "offsets": plan,
+            "failures": failures,
+        }))
+    }
+    .await;
+    match outcome {
+        Ok(body) => (StatusCode::OK, Json(body)),
+        Err(error) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": format!("{error:#}") })),
+        ),
+    }
+}

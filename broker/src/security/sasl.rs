@@ -1,0 +1,403 @@
+//! SASL logins on SASL_PLAINTEXT and SASL_SSL listeners: SaslHandshake (the mechanism) then
+//! SaslAuthenticate (v0-v2: the mechanism's messages), as Kafka's `SaslServerAuthenticator`.
+//! After a SaslHandshake v0 (older clients; librdkafka before 2.x looks for it) the messages
+//! come as bare length-prefixed tokens instead, answered the same way, and a failure closes the
+//! connection without an answer (that framing has no room for one).
+//!
+//! - PLAIN: `authzid NUL user NUL password`, checked against the user's SCRAM credential (one
+//!   user store for every mechanism; PBKDF2 runs off the async threads, a bounded number at a
+//!   time, so a flood of logins cannot starve authenticated clients).
+//! - SCRAM-SHA-256 and SCRAM-SHA-512 (`scram`), credentials from the metadata store. An unknown
+//!   user gets a made-up credential and fails at the proof, as a wrong password does.
+//!
+//! A failed login is answered SASL_AUTHENTICATION_FAILED after
+//! `--connection-failed-authentication-delay-ms`, logged (never with the password) and counted,
+//! and the connection closes. Out-of-order requests get ILLEGAL_SASL_STATE, an unknown
+//! mechanism UNSUPPORTED_SASL_MECHANISM with the enabled ones, and both close the connection.
+//! With `--connections-max-reauth-ms` a session lasts that long (told to the client in
+//! SaslAuthenticate v1+): the client logs in again on the same connection (KIP-368), as the
+//! same principal, or is disconnected at its next request.
+
+use super::scram::{self, ScramError, ServerFirst};
+use super::{Principal, Session};
+use crate::config::{SaslArgs, SaslMechanism};
+use kafka_protocol::messages::{
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use skiff_tiering::credentials::{self, ScramCredential, ScramMechanism};
+use skiff_tiering::metadata::MetadataStore;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Kafka's `sasl.server.max.receive.size`: the largest SASL message a client may send.
+pub const AUTH_BYTES_MAX: usize = 512 * 1024;
+
+/// Where a connection's login stands.
+#[derive(Debug, Default)]
+pub enum Exchange {
+    /// No login under way.
+    #[default]
+    Idle,
+    /// SaslHandshake chose the mechanism; SaslAuthenticate comes next.
+    Handshaken(SaslMechanism),
+    /// SCRAM: the server's first message was sent.
+    Scram(SaslMechanism, Box<ServerFirst>),
+}
+
+/// What the connection does after a SASL request.
+#[derive(Debug, Clone, Copy)]
+pub enum Next {
+    /// Go on reading requests.
+    Continue,
+    /// Send the answer after this delay, then close the connection.
+    Close(Duration),
+}
+
+/// The SASL side of the broker: settings and the user store.
+pub struct Authenticator {
+    store: Arc<dyn MetadataStore>,
+    mechanisms: Vec<SaslMechanism>,
+    session_lifetime: Option<Duration>,
+    failure_delay: Duration,
+    /// How long a connection may take to log in.
+    pub login_timeout: Duration,
+    /// PBKDF2 runs (PLAIN logins) at a time.
+    password_checks: Semaphore,
+    /// Makes unknown users' credentials up, the same each time for a user.
+    unknown_user_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("mechanisms", &self.mechanisms)
+            .field("session_lifetime", &self.session_lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a login failed, for the log (the client hears only "invalid credentials").
+#[derive(Debug, thiserror::Error)]
+enum LoginError {
+    #[error(transparent)]
+    Scram(#[from] ScramError),
+    #[error("malformed PLAIN message")]
+    MalformedPlain,
+    #[error("the authorization id differs from the user name")]
+    AuthorizationId,
+    #[error("wrong password or unknown user")]
+    InvalidCredentials,
+    #[error("re-authentication as {0}, not the session's principal")]
+    PrincipalChanged(Principal),
+    #[error("SASL message of {0} bytes, over the limit")]
+    TooLarge(usize),
+    #[error("credentials cannot be read: {0}")]
+    Store(String),
+}
+
+impl Authenticator {
+    pub fn new(store: Arc<dyn MetadataStore>, args: &SaslArgs) -> Authenticator {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Authenticator {
+            store,
+            mechanisms: args.sasl_enabled_mechanisms.clone(),
+            session_lifetime: (args.connections_max_reauth_ms > 0)
+                .then(|| Duration::from_millis(args.connections_max_reauth_ms)),
+            failure_delay: Duration::from_millis(args.connection_failed_authentication_delay_ms),
+            login_timeout: Duration::from_millis(args.sasl_login_timeout_ms),
+            // Half the cores at most: logins never take all of them.
+            password_checks: Semaphore::new((cores / 2).max(1)),
+            unknown_user_key: scram::random_bytes(32),
+        }
+    }
+
+    fn enabled_names(&self) -> Vec<StrBytes> {
+        self.mechanisms
+            .iter()
+            .map(|m| StrBytes::from_static_str(m.name()))
+            .collect()
+    }
+
+    /// SaslHandshake on a SASL listener.
+    pub fn handshake(
+        &self,
+        session: &Session,
+        request: &SaslHandshakeRequest,
+        version: i16,
+        metrics: &crate::metrics::Metrics,
+    ) -> (SaslHandshakeResponse, Next) {
+        let response = SaslHandshakeResponse::default().with_mechanisms(self.enabled_names());
+        let mut state = session.state();
+        if !matches!(state.exchange, Exchange::Idle) {
+            drop(state);
+            metrics.sasl_authentication("none", false);
+            tracing::info!(peer = %session.peer, "SaslHandshake in the middle of a login");
+            return (
+                response.with_error_code(ResponseError::IllegalSaslState.code()),
+                Next::Close(Duration::ZERO),
+            );
+        }
+        let chosen = self
+            .mechanisms
+            .iter()
+            .copied()
+            .find(|m| m.name().eq_ignore_ascii_case(request.mechanism.as_str()));
+        let Some(mechanism) = chosen else {
+            drop(state);
+            metrics.sasl_authentication("none", false);
+            tracing::info!(
+                peer = %session.peer,
+                mechanism = %request.mechanism.as_str(),
+                "SASL mechanism not enabled"
+            );
+            return (
+                response.with_error_code(ResponseError::UnsupportedSaslMechanism.code()),
+                Next::Close(Duration::ZERO),
+            );
+        };
+        state.exchange = Exchange::Handshaken(mechanism);
+        state.raw_tokens = version == 0;
+        (response, Next::Continue)
+    }
+
+    /// SaslAuthenticate on a SASL listener.
+    pub async fn authenticate(
+        &self,
+        session: &Session,
+        request: &SaslAuthenticateRequest,
+        metrics: &crate::metrics::Metrics,
+    ) -> (SaslAuthenticateResponse, Next) {
+        let exchange = std::mem::take(&mut session.state().exchange);
+        let mechanism = match &exchange {
+            Exchange::Idle => {
+                metrics.sasl_authentication("none", false);
+                tracing::info!(peer = %session.peer, "SaslAuthenticate before SaslHandshake");
+                return (
+                    failed(
+                        ResponseError::IllegalSaslState,
+                        "SaslAuthenticate before SaslHandshake",
+                    ),
+                    Next::Close(Duration::ZERO),
+                );
+            }
+            Exchange::Handshaken(m) | Exchange::Scram(m, _) => *m,
+        };
+        if request.auth_bytes.len() > AUTH_BYTES_MAX {
+            let error = LoginError::TooLarge(request.auth_bytes.len());
+            return self.refuse(session, mechanism, None, &error, metrics);
+        }
+        let step = match exchange {
+            // (Idle was answered above.)
+            Exchange::Idle | Exchange::Handshaken(SaslMechanism::Plain) => self
+                .plain(&request.auth_bytes)
+                .await
+                .map(|user| (user, Vec::new())),
+            Exchange::Handshaken(scram_mechanism) => {
+                match self
+                    .scram_first(scram_of(scram_mechanism), &request.auth_bytes)
+                    .await
+                {
+                    Ok(server) => {
+                        let message = server.message().as_bytes().to_vec();
+                        session.state().exchange =
+                            Exchange::Scram(scram_mechanism, Box::new(server));
+                        return (
+                            SaslAuthenticateResponse::default().with_auth_bytes(message.into()),
+                            Next::Continue,
+                        );
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            Exchange::Scram(_, server) => server
+                .finish(&request.auth_bytes)
+                .map(|last| (server.user().to_owned(), last.into_bytes()))
+                .map_err(LoginError::from),
+        };
+        let (user, last) = match step {
+            Ok(done) => done,
+            Err(error) => return self.refuse(session, mechanism, None, &error, metrics),
+        };
+        let principal = Principal::user(&user);
+        let mut state = session.state();
+        if let Some(current) = &state.principal {
+            if *current != principal {
+                drop(state);
+                return self.refuse(
+                    session,
+                    mechanism,
+                    Some(&user),
+                    &LoginError::PrincipalChanged(principal),
+                    metrics,
+                );
+            }
+        }
+        let reauthenticated = state.principal.replace(principal).is_some();
+        state.raw_tokens = false;
+        let now = tokio::time::Instant::now();
+        state.expires_at = self.session_lifetime.map(|lifetime| now + lifetime);
+        drop(state);
+        metrics.sasl_authentication(mechanism.name(), true);
+        tracing::debug!(
+            peer = %session.peer,
+            user,
+            mechanism = mechanism.name(),
+            reauthenticated,
+            "SASL login"
+        );
+        let lifetime_ms = self
+            .session_lifetime
+            .map_or(0, |l| i64::try_from(l.as_millis()).unwrap_or(i64::MAX));
+        (
+            SaslAuthenticateResponse::default()
+                .with_auth_bytes(last.into())
+                .with_session_lifetime_ms(lifetime_ms),
+            Next::Continue,
+        )
+    }
+
+    fn refuse(
+        &self,
+        session: &Session,
+        mechanism: SaslMechanism,
+        user: Option<&str>,
+        error: &LoginError,
+        metrics: &crate::metrics::Metrics,
+    ) -> (SaslAuthenticateResponse, Next) {
+        metrics.sasl_authentication(mechanism.name(), false);
+        tracing::info!(
+            peer = %session.peer,
+            listener = %session.listener.name,
+            mechanism = mechanism.name(),
+            user = user.unwrap_or(""),
+            reason = %error,
+            "SASL authentication failed"
+        );
+        let message = match error {
+            LoginError::Store(_) => {
+                "Authentication failed: credentials cannot be read now; retry".to_owned()
+            }
+            _ => format!(
+                "Authentication failed during authentication due to invalid credentials with \
+                 SASL mechanism {}",
+                mechanism.name()
+            ),
+        };
+        (
+            failed(ResponseError::SaslAuthenticationFailed, &message),
+            Next::Close(self.failure_delay),
+        )
+    }
+
+    /// PLAIN: the user, when the password is right.
+    async fn plain(&self, message: &[u8]) -> Result<String, LoginError> {
+        let mut parts = message.split(|b| *b == 0);
+        let (Some(authzid), Some(user), Some(password), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(LoginError::MalformedPlain);
+        };
+        let (Ok(authzid), Ok(user)) = (std::str::from_utf8(authzid), std::str::from_utf8(user))
+        else {
+            return Err(LoginError::MalformedPlain);
+        };
+        if user.is_empty() || password.is_empty() {
+            return Err(LoginError::MalformedPlain);
+        }
+        if !authzid.is_empty() && authzid != user {
+            return Err(LoginError::AuthorizationId);
+        }
+        // The strongest credential the user has; a made-up one for an unknown user, so that
+        // both cost the same.
+        let mut found = None;
+        for mechanism in [ScramMechanism::Sha512, ScramMechanism::Sha256] {
+            if let Some(credential) = self.credential(mechanism, user).await? {
+                found = Some((mechanism, credential, true));
+                break;
+            }
+        }
+        let (mechanism, credential, known) = found.unwrap_or_else(|| {
+            (
+                ScramMechanism::Sha256,
+                self.unknown_user(ScramMechanism::Sha256, user),
+                false,
+            )
+        });
+        let _slot = self
+            .password_checks
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let password = password.to_vec();
+        let matches = tokio::task::spawn_blocking(move || {
+            scram::password_matches(mechanism, &credential, &password)
+        })
+        .await
+        .map_err(|e| LoginError::Store(format!("password check failed: {e}")))?;
+        if matches && known {
+            Ok(user.to_owned())
+        } else {
+            Err(LoginError::InvalidCredentials)
+        }
+    }
+
+    async fn scram_first(
+        &self,
+        mechanism: ScramMechanism,
+        message: &[u8],
+    ) -> Result<ServerFirst, LoginError> {
+        let client = scram::parse_client_first(message)?;
+        let credential = match self.credential(mechanism, &client.user).await? {
+            Some(credential) => credential,
+            None => self.unknown_user(mechanism, &client.user),
+        };
+        Ok(ServerFirst::new(mechanism, client, &credential)?)
+    }
+
+    async fn credential(
+        &self,
+        mechanism: ScramMechanism,
+        user: &str,
+    ) -> Result<Option<ScramCredential>, LoginError> {
+        credentials::get(&*self.store, user, mechanism)
+            .await
+            .map_err(|e| LoginError::Store(e.to_string()))
+    }
+
+    /// A credential no password opens, stable per user (a repeated login sees the same salt).
+    fn unknown_user(&self, mechanism: ScramMechanism, user: &str) -> ScramCredential {
+        let derive = |label: &str| {
+            let key =
+                aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA512, &self.unknown_user_key);
+            aws_lc_rs::hmac::sign(&key, format!("{label}\0{user}").as_bytes())
+                .as_ref()
+                .to_vec()
+        };
+        let len = match mechanism {
+            ScramMechanism::Sha256 => 32,
+            ScramMechanism::Sha512 => 64,
+        };
+        ScramCredential::new(
+            &derive("salt")[..16],
+            &derive("stored")[..len],
+            &derive("server")[..len],
+            4096,
+        )
+    }
+}
+
+fn scram_of(mechanism: SaslMechanism) -> ScramMechanism {
+    match mechanism {
+        SaslMechanism::ScramSha512 => ScramMechanism::Sha512,
+        _ => ScramMechanism::Sha256,
+    }
+}
+
+fn failed(error: ResponseError, message: &str) -> SaslAuthenticateResponse {
+    SaslAuthenticateResponse::default()
+        .with_error_code(error.code())
+        .with_error_message(Some(StrBytes::from_string(message.to_owned())))
+}

@@ -1,0 +1,92 @@
+//! TLS for the Kafka listener (`SSL://` in `--listeners`, Kafka's SSL security protocol), with
+//! rustls: the server's certificate chain and key from a PEM file (Kafka's
+//! `ssl.keystore.location` with `ssl.keystore.type=PEM`), and client certificates checked
+//! against a PEM trust store when `--ssl-client-auth` asks for them (Kafka's `ssl.client.auth`).
+//!
+//! Nothing here is secret in logs: errors name files, never their contents.
+
+use crate::config::{ClientAuth, TlsArgs};
+use anyhow::{bail, Context};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use std::path::Path;
+use std::sync::Arc;
+use tokio_rustls::TlsAcceptor;
+
+/// How long a client may take to finish its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The acceptor of an SSL listener, from the settings (checked once, at start).
+/// `client_auth`: whether `--ssl-client-auth` applies (SSL listeners; SASL_SSL ones
+/// authenticate with SASL, as Kafka's do unless configured per listener).
+pub fn acceptor(args: &TlsArgs, client_auth: bool) -> anyhow::Result<TlsAcceptor> {
+    let Some(keystore) = &args.ssl_keystore_location else {
+        bail!("an SSL listener needs --ssl-keystore-location (a PEM file with the certificate chain and its private key)");
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(keystore)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .with_context(|| format!("cannot read certificates from {}", keystore.display()))?;
+    if chain.is_empty() {
+        bail!("{} holds no certificate", keystore.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(keystore).with_context(|| {
+        format!(
+            "cannot read an unencrypted private key from {} (PKCS#8, PKCS#1 or SEC1 PEM)",
+            keystore.display()
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let wanted = if client_auth {
+        args.ssl_client_auth
+    } else {
+        ClientAuth::None
+    };
+    let builder = match wanted {
+        ClientAuth::None => builder.with_no_client_auth(),
+        auth => {
+            let Some(truststore) = &args.ssl_truststore_location else {
+                bail!("--ssl-client-auth {auth:?} needs --ssl-truststore-location (PEM CA certificates)");
+            };
+            let roots = Arc::new(trust_store(truststore)?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+            let verifier = if auth == ClientAuth::Requested {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .context("cannot build the client certificate verifier")?,
+            )
+        }
+    };
+    let config = builder.with_single_cert(chain, key).with_context(|| {
+        format!(
+            "the key in {} does not fit its certificate",
+            keystore.display()
+        )
+    })?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn trust_store(path: &Path) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+    {
+        let cert = cert.with_context(|| format!("bad certificate in {}", path.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("unusable CA certificate in {}", path.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("{} holds no CA certificate", path.display());
+    }
+    Ok(roots)
+}

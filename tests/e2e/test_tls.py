@@ -1,0 +1,149 @@
+"""TLS on the Kafka listener (`SSL://`, Kafka's SSL security protocol) with real clients:
+confluent-kafka and kcat verify the broker's certificate against a CA made in the test
+(trustme); with `--ssl-client-auth required` only clients with a certificate from the trusted
+CA get in. Plaintext clients, untrusted CAs, missing or foreign client certificates and garbage
+on the TLS port are refused at the handshake, counted, and harm nobody else."""
+
+import json
+import socket
+import subprocess
+import time
+
+import pytest
+import trustme
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+import helpers as h
+from conftest import SkiffBroker, skiff_bin
+
+
+class TlsBroker(SkiffBroker):
+    """A broker whose Kafka listener is `SSL://` (the fixture's own flags name it PLAINTEXT)."""
+
+    def command(self) -> list[str]:
+        return [str(skiff_bin()), "serve", "--data-dir", str(self.data_dir),
+                "--listeners", f"SSL://{self.bootstrap}",
+                "--advertised-listeners", f"SSL://{self.bootstrap}",
+                "--http-listeners", self.http, "--flush-linger-ms", "5", *self.extra_args]
+
+
+@pytest.fixture
+def pki(tmp_path):
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("client@skiff.test")
+    stranger = trustme.CA().issue_cert("stranger@skiff.test")
+    files = {}
+    for name, blob in [("ca.pem", ca.cert_pem.bytes()),
+                       ("server.pem", server.private_key_and_cert_chain_pem.bytes()),
+                       ("client.pem", b"".join(c.bytes() for c in client.cert_chain_pems)),
+                       ("client.key", client.private_key_pem.bytes()),
+                       ("stranger.pem", b"".join(c.bytes() for c in stranger.cert_chain_pems)),
+                       ("stranger.key", stranger.private_key_pem.bytes()),
+                       ("other-ca.pem", trustme.CA().cert_pem.bytes())]:
+        path = tmp_path / name
+        path.write_bytes(blob)
+        files[name] = str(path)
+    return files
+
+
+def start(tmp_path, *args) -> TlsBroker:
+    broker = TlsBroker(tmp_path / "tls", args=list(args))
+    broker.start()
+    return broker
+
+
+def ssl(pki, **extra) -> dict:
+    return {"security.protocol": "SSL", "ssl.ca.location": pki["ca.pem"], **extra}
+
+
+def refused(bootstrap: str, conf: dict) -> str:
+    """The error a client gets asking for metadata with `conf`."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 3000, **conf})
+    with pytest.raises(KafkaException) as failed:
+        admin.list_topics(timeout=5)
+    return str(failed.value)
+
+
+def failures(broker) -> float:
+    status, body = broker.http_get("/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith("skiff_tls_handshake_failures_total "):
+            return float(line.split()[1])
+    raise AssertionError("no skiff_tls_handshake_failures_total")
+
+
+def test_clients_speak_tls_and_others_are_refused(tmp_path, pki):
+    broker = start(tmp_path, "--ssl-keystore-location", pki["server.pem"])
+    try:
+        b = broker.bootstrap
+        topic = h.unique_topic("tls")
+        values = [b"secret-%d" % i for i in range(50)]
+        h.produce_and_wait(h.producer(b, **ssl(pki)), topic, values, partition=0)
+        got = h.read_partitions(b, topic, [0], c=h.consumer(b, **ssl(pki)))
+        assert [r.value for r in got] == values
+        # kcat (librdkafka 2.0) over TLS too.
+        run = subprocess.run(["kcat", "-b", b, "-X", "security.protocol=SSL",
+                              "-X", f"ssl.ca.location={pki['ca.pem']}", "-L", "-J"],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert topic in {t["topic"] for t in json.loads(run.stdout)["topics"]}
+
+        before = failures(broker)
+        # A plaintext client, and one that trusts another CA: refused at the handshake.
+        refused(b, {})
+        refused(b, ssl(pki, **{"ssl.ca.location": pki["other-ca.pem"]}))
+        # Garbage on the TLS port: the broker closes the connection.
+        with socket.create_connection(("127.0.0.1", broker.kafka_port), timeout=5) as s:
+            s.sendall(b"\x00\x00\x00\x40" + b"not a TLS hello!" * 4)
+            s.settimeout(5)
+            assert s.recv(4096)[:1] in (b"", b"\x15"), "no TLS alert or close"  # 0x15: alert
+        deadline = time.time() + 10
+        while failures(broker) < before + 3 and time.time() < deadline:
+            time.sleep(0.2)
+        assert failures(broker) >= before + 3
+        # Nobody else was harmed.
+        h.produce_and_wait(h.producer(b, **ssl(pki)), topic, [b"after"], partition=0)
+        assert broker.is_running()
+    finally:
+        broker.cleanup()
+
+
+def test_client_certificates_when_required(tmp_path, pki):
+    broker = start(tmp_path, "--ssl-keystore-location", pki["server.pem"],
+                   "--ssl-truststore-location", pki["ca.pem"], "--ssl-client-auth", "required")
+    try:
+        b = broker.bootstrap
+        trusted = ssl(pki, **{"ssl.certificate.location": pki["client.pem"],
+                              "ssl.key.location": pki["client.key"]})
+        topic = h.unique_topic("mtls")
+        h.produce_and_wait(h.producer(b, **trusted), topic, [b"a", b"b"], partition=0)
+        got = h.read_partitions(b, topic, [0], c=h.consumer(b, **trusted))
+        assert [r.value for r in got] == [b"a", b"b"]
+        # No certificate, or one from a CA the broker does not trust: refused.
+        refused(b, ssl(pki))
+        refused(b, ssl(pki, **{"ssl.certificate.location": pki["stranger.pem"],
+                               "ssl.key.location": pki["stranger.key"]}))
+        assert failures(broker) >= 2
+    finally:
+        broker.cleanup()
+
+
+def test_tls_settings_are_checked_at_start(tmp_path, pki):
+    def serve(*args, listeners="SSL://127.0.0.1:0"):
+        return subprocess.run([str(skiff_bin()), "serve", "--data-dir", str(tmp_path / "d"),
+                               "--listeners", listeners, "--http-listeners",
+                               "127.0.0.1:0", *args], capture_output=True, text=True, timeout=60)
+
+    run = serve()
+    assert run.returncode != 0 and "--ssl-keystore-location" in run.stderr
+    run = serve("--ssl-keystore-location", pki["ca.pem"])
+    assert run.returncode != 0 and "private key" in run.stderr
+    run = serve("--ssl-keystore-location", pki["server.pem"], "--ssl-client-auth", "required")
+    assert run.returncode != 0 and "--ssl-truststore-location" in run.stderr
+    # A SASL_SSL listener needs the keystore too; a listener name without a protocol is named.
+    run = serve(listeners="SASL_SSL://127.0.0.1:0")
+    assert run.returncode != 0 and "--ssl-keystore-location" in run.stderr
+    run = serve(listeners="INTERNAL://127.0.0.1:0")
+    assert run.returncode != 0 and "add INTERNAL:PROTOCOL" in run.stderr
