@@ -129,5 +129,9 @@ if [ ! -x "$SKIFF_BIN" ]; then
     echo "error: skiff binary not found at $SKIFF_BIN" >&2
     exit 1
 fi
+# Free disk before and after: every etcd a test starts preallocates 128 MB of WAL, and the
+# suite starts dozens; pytest.ini keeps only failed tests' directories. Disk trouble shows here.
+trap 'df -h "$REPO" "${TMPDIR:-/tmp}" | sed "s/^/disk: /"' EXIT
+df -h "$REPO" "${TMPDIR:-/tmp}" | sed "s/^/disk: /"
 step "pytest tests/e2e (SKIFF_BIN=$SKIFF_BIN)"
 "$VENV/bin/pytest" tests/e2e -v -ra "$@"
