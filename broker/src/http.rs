@@ -2,11 +2,14 @@
 
 use crate::api::Broker;
 use crate::compactor_http::counts_json;
+use crate::http_auth::Caller;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::Access;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use serde_json::{json, Value};
 use skiff_tiering::cluster::membership::live_brokers;
 use skiff_tiering::cluster::partition_states;
@@ -24,6 +27,50 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/groups", get(groups))
         .route("/v1/transactions", get(transactions))
         .with_state(broker)
+}
+
+/// What the caller may see: its principal's rights (the authentication middleware names a
+/// caller for every route but the open ones).
+fn access(broker: &Broker, caller: Option<&Extension<Caller>>) -> Access {
+    match caller {
+        Some(Extension(caller)) => broker
+            .authorizer
+            .access_of(Some(&caller.principal), caller.ip),
+        None => broker
+            .authorizer
+            .access_of(None, std::net::Ipv4Addr::UNSPECIFIED.into()),
+    }
+}
+
+/// An answer of the admin API's views.
+type Answer = (StatusCode, Json<Value>);
+
+/// 403 unless the caller may describe the cluster (the broker-wide views).
+pub fn describe_cluster(broker: &Broker, caller: Option<&Extension<Caller>>) -> Result<(), Answer> {
+    if access(broker, caller).allows(Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "error": "not authorized to describe the cluster (CLUSTER_AUTHORIZATION_FAILED)"
+            })),
+        ))
+    }
+}
+
+/// Middleware for the broker-wide views merged from elsewhere (`/v1/compactor`): 403 unless
+/// the caller may describe the cluster.
+pub async fn require_describe_cluster(
+    State(broker): State<Arc<Broker>>,
+    caller: Option<Extension<Caller>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match describe_cluster(&broker, caller.as_ref()) {
+        Ok(()) => next.run(request).await,
+        Err(answer) => answer.into_response(),
+    }
 }
 
 /// Liveness: the process answers.
@@ -101,7 +148,11 @@ fn decode_assignment(bytes: &bytes::Bytes) -> Value {
 /// Every group with committed offsets or members: per partition the committed offset, the high
 /// watermark and the lag (also for groups with no live member, when lag matters most), and,
 /// from the group's coordinator, its state, members and assignments (`null` on other brokers).
-async fn groups(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+async fn groups(
+    State(broker): State<Arc<Broker>>,
+    caller: Option<Extension<Caller>>,
+) -> impl IntoResponse {
+    let access = access(&broker, caller.as_ref());
     let (stored, live) = match (
         skiff_tiering::group_offsets::groups(&*broker.store).await,
         live_brokers(&*broker.store).await,
@@ -118,6 +169,9 @@ async fn groups(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         .collect();
     let mut ids: std::collections::BTreeSet<String> = stored.into_iter().collect();
     ids.extend(local.keys().cloned());
+    // Only the groups, and their offsets in topics, the caller may describe (as
+    // DescribeGroups and OffsetFetch answer).
+    ids.retain(|id| access.allows(Operation::Describe, ResourceType::Group, id));
     let mut high_watermarks = std::collections::HashMap::new();
     let mut out = Vec::new();
     for id in ids {
@@ -128,6 +182,9 @@ async fn groups(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         };
         let mut offsets = Vec::new();
         for (topic, partitions) in committed {
+            if !access.allows(Operation::Describe, ResourceType::Topic, &topic) {
+                continue;
+            }
             if !high_watermarks.contains_key(&topic) {
                 let states = match partition_states(&*broker.store, &topic).await {
                     Ok(states) => states,
@@ -194,10 +251,14 @@ fn unavailable(error: String) -> (StatusCode, Json<Value>) {
     )
 }
 
-async fn stats(State(broker): State<Arc<Broker>>) -> Json<Value> {
+async fn stats(
+    State(broker): State<Arc<Broker>>,
+    caller: Option<Extension<Caller>>,
+) -> Result<Json<Value>, Answer> {
+    describe_cluster(&broker, caller.as_ref())?;
     let stats = broker.log.stats();
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-    Json(json!({
+    Ok(Json(json!({
         "node_id": broker.node.node_id,
         "flushes": load(&stats.flushes),
         "objects_written": load(&stats.objects_written),
@@ -221,7 +282,7 @@ async fn stats(State(broker): State<Arc<Broker>>) -> Json<Value> {
         "buffered_bytes": broker.log.buffered_bytes(),
         "object_store": counts_json(broker.object_store_counts.snapshot()),
         "metadata_store": counts_json(broker.metadata_counts.snapshot()),
-    }))
+    })))
 }
 
 /// Prometheus metrics (OpenMetrics text): the catalogue is `crate::metrics`.
@@ -366,7 +427,11 @@ fn gauge(value: impl TryInto<i64>) -> i64 {
 /// Every transactional id as its coordinator recorded it, and per partition the transactions
 /// open there: the first offset of each is what holds the partition's last stable offset (and
 /// so every read_committed consumer) back. Read from the metadata store: any broker answers.
-async fn transactions(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+async fn transactions(
+    State(broker): State<Arc<Broker>>,
+    caller: Option<Extension<Caller>>,
+) -> impl IntoResponse {
+    let access = access(&broker, caller.as_ref());
     use skiff_tiering::keys;
     use skiff_tiering::producers::ProducerStates;
     use skiff_tiering::transactions::TransactionRecord;
@@ -380,6 +445,9 @@ async fn transactions(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         .iter()
         .filter_map(|kv| {
             let id = keys::unescape_group(kv.key.strip_prefix(&ids_prefix)?)?;
+            if !access.allows(Operation::Describe, ResourceType::TransactionalId, &id) {
+                return None;
+            }
             let record: TransactionRecord = keys::decode(&kv.key, &kv.value).ok()?;
             let partitions: Vec<Value> = record
                 .partition_list()
@@ -409,6 +477,9 @@ async fn transactions(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         let Some((topic, partition)) = keys::topic_partition_of(&producers_prefix, &kv.key) else {
             continue;
         };
+        if !access.allows(Operation::Describe, ResourceType::Topic, &topic) {
+            continue;
+        }
         let Ok(state) = serde_json::from_slice::<ProducerStates>(&kv.value) else {
             continue;
         };
@@ -431,11 +502,16 @@ async fn transactions(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     )
 }
 
-async fn topics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
-    let topics = match broker.log.catalog().list().await {
+async fn topics(
+    State(broker): State<Arc<Broker>>,
+    caller: Option<Extension<Caller>>,
+) -> impl IntoResponse {
+    let access = access(&broker, caller.as_ref());
+    let mut topics = match broker.log.catalog().list().await {
         Ok(topics) => topics,
         Err(error) => return unavailable(error.to_string()),
     };
+    topics.retain(|t| access.allows(Operation::Describe, ResourceType::Topic, &t.record.name));
     let mut out = Vec::with_capacity(topics.len());
     for topic in topics {
         // The stored partition states: what every broker agrees on, whoever leads.

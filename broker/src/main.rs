@@ -8,6 +8,7 @@ mod console;
 mod doctor;
 mod group;
 mod http;
+mod http_auth;
 mod memory;
 mod metrics;
 mod retention;
@@ -269,6 +270,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .start()
         .await
         .context("cannot read the ACLs from the metadata store")?;
+    let sasl = security::sasl::Authenticator::new(store.clone(), &args.sasl, log.clock().clone())?;
+    sasl.start_key_refresh().await;
     let broker = Arc::new(Broker {
         log: log.clone(),
         groups,
@@ -316,7 +319,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         flush_window_min_bytes: args.flush_window_min_bytes,
         metrics: metrics::Metrics::new(args.metrics_topic_labels),
         compactor: compactor.clone(),
-        sasl: security::sasl::Authenticator::new(store.clone(), &args.sasl),
+        sasl,
         authorizer,
     });
 
@@ -327,25 +330,53 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let http = {
         let shutdown = shutdown.clone();
-        // The console acts as a Kafka client of this broker's own PLAINTEXT listener (TLS and
-        // SASL for it come with the console's own authentication).
-        let plaintext = listeners
-            .iter()
-            .find(|(spec, ..)| spec.protocol == config::SecurityProtocol::Plaintext)
-            .map(|(_, _, bound, _, _)| *bound);
-        if plaintext.is_none() {
+        // The console acts as a Kafka client of this broker's own listeners: PLAINTEXT for
+        // anonymous callers, SASL_PLAINTEXT as the caller who logged in (`http_auth`).
+        let local = |protocol: config::SecurityProtocol| {
+            listeners
+                .iter()
+                .find(|(spec, ..)| spec.protocol == protocol)
+                .map(|(_, _, bound, _, _)| match *bound {
+                    bound if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
+                    bound => bound.to_string(),
+                })
+        };
+        let local_kafka = console::LocalKafka {
+            plaintext: local(config::SecurityProtocol::Plaintext),
+            sasl_plaintext: local(config::SecurityProtocol::SaslPlaintext),
+            mechanisms: args.sasl.sasl_enabled_mechanisms.clone(),
+        };
+        let http_authentication =
+            args.http_authentication() == config::HttpAuthentication::Required;
+        let console_listener = if http_authentication {
+            &local_kafka.sasl_plaintext
+        } else {
+            &local_kafka.plaintext
+        };
+        if console_listener.is_none() {
             tracing::warn!(
-                "no PLAINTEXT listener: the console's topic, group and record pages need one"
+                http_authentication,
+                "the console's topic, group and record pages need a {} Kafka listener",
+                if http_authentication {
+                    "SASL_PLAINTEXT"
+                } else {
+                    "PLAINTEXT"
+                }
             );
         }
-        let local_kafka = match plaintext {
-            Some(bound) if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
-            Some(bound) => bound.to_string(),
-            None => String::new(),
-        };
+        let compactor_routes = compactor_http::routes(store.clone(), compactor.clone())
+            .route_layer(axum::middleware::from_fn_with_state(
+                broker.clone(),
+                http::require_describe_cluster,
+            ));
         let app = http::router(broker.clone())
-            .merge(compactor_http::routes(store.clone(), compactor.clone()))
-            .merge(console::routes(local_kafka));
+            .merge(compactor_routes)
+            .merge(console::routes(local_kafka))
+            .layer(axum::middleware::from_fn_with_state(
+                http_auth::HttpAuth::new(broker.clone(), http_authentication),
+                http_auth::authenticate,
+            ))
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
         tokio::spawn(async move {
             let served = axum::serve(http_listener, app)
                 .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -54,6 +54,12 @@ struct SaslLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpAuthLabels {
+    scheme: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupPartitionLabels {
     group: String,
     topic: String,
@@ -89,6 +95,7 @@ pub struct Metrics {
     request_errors: Family<ErrorLabels, Counter>,
     tls_handshake_failures: Counter,
     sasl_authentications: Family<SaslLabels, Counter>,
+    http_authentications: Family<HttpAuthLabels, Counter>,
     produced_bytes: Family<TopicLabels, Counter>,
     produced_records: Family<TopicLabels, Counter>,
     fetched_bytes: Family<TopicLabels, Counter>,
@@ -129,6 +136,12 @@ impl Metrics {
             "SASL logins on the Kafka listeners (first logins and re-authentications), by mechanism and result (success, failure: wrong password, unknown user, malformed or out-of-order exchange)",
             sasl_authentications.clone(),
         );
+        let http_authentications = Family::<HttpAuthLabels, Counter>::default();
+        registry.register(
+            "skiff_http_authentications",
+            "Callers of the HTTP admin API and console checked (--http-authentication required), by scheme (basic, bearer, none: no or malformed credentials) and result",
+            http_authentications.clone(),
+        );
         let produced_bytes = Family::<TopicLabels, Counter>::default();
         registry.register(
             "skiff_produced_bytes",
@@ -161,6 +174,7 @@ impl Metrics {
             request_errors,
             tls_handshake_failures,
             sasl_authentications,
+            http_authentications,
             produced_bytes,
             produced_records,
             fetched_bytes,
@@ -205,6 +219,14 @@ impl Metrics {
         let result = if success { "success" } else { "failure" };
         self.sasl_authentications
             .get_or_create(&SaslLabels { mechanism, result })
+            .inc();
+    }
+
+    /// One HTTP caller checked, by `scheme` (basic, bearer, none).
+    pub fn http_authentication(&self, scheme: &'static str, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.http_authentications
+            .get_or_create(&HttpAuthLabels { scheme, result })
             .inc();
     }
 

@@ -202,9 +202,28 @@ class SkiffBroker:
                 self.proc.wait(timeout=10)
 
     # ---- HTTP admin ------------------------------------------------------------------------
-    def http_get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    def http_get(self, path: str, timeout: float = 5.0, auth=None) -> tuple[int, bytes]:
+        return self.http_request("GET", path, timeout=timeout, auth=auth)
+
+    def http_request(self, method: str, path: str, body: dict | None = None,
+                     timeout: float = 5.0, auth=None) -> tuple[int, bytes]:
+        """An HTTP admin API request; `auth` is (user, password) for Basic or a bearer
+        token."""
+        import base64
+        headers = {}
+        if isinstance(auth, tuple):
+            basic = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            headers["Authorization"] = f"Basic {basic}"
+        elif auth:
+            headers["Authorization"] = f"Bearer {auth}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(f"http://{self.http}{path}", data=data,
+                                         headers=headers, method=method)
         try:
-            with urllib.request.urlopen(f"http://{self.http}{path}", timeout=timeout) as resp:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()

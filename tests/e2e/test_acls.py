@@ -356,7 +356,8 @@ def test_topics_by_id_and_raw_produce_keep_to_the_acls(acl_broker):
         allow(ResourceType.TOPIC, "team-a.", "User:bob", AclOperation.WRITE,
               ResourcePatternType.PREFIXED),
     ])
-    ids = {t["name"]: t["id"] for t in json.loads(b.http_get("/v1/topics")[1])["topics"]}
+    topics = json.loads(b.http_get("/v1/topics", auth=("admin", USERS["admin"]))[1])["topics"]
+    ids = {t["name"]: t["id"] for t in topics}
     with raw_login(b, "alice") as conn:
         assert delete_topic_by_id(conn, ids["payments"]) == 29   # TOPIC_AUTHORIZATION_FAILED
         assert delete_topic_by_id(conn, ids["scratch"]) == 0

@@ -2,7 +2,7 @@
 broker: the page's script runs, reads the admin API and renders brokers, topics, partitions,
 the message browser (text, JSON, hex; by offset and by time), consumer groups with lag, and the
 bucket's request counts. Each page is dumped as Chromium rendered it and checked for what the
-clients did; screenshots are taken and kept in the test's directory."""
+clients did; screenshots are taken and kept in the test's directory when it fails."""
 
 import json
 import shutil

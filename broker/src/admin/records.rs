@@ -464,21 +464,13 @@ pub enum Start {
 /// The console's message browser: up to `limit` records of one partition, read as a Kafka
 /// client of the cluster at `bootstrap`; the offset it started at.
 pub async fn browse(
-    bootstrap: &str,
+    args: &ClientArgs,
     topic: &str,
     partition: i32,
     start: Start,
     limit: usize,
 ) -> anyhow::Result<(i64, Vec<records::Record>)> {
-    let args = ClientArgs {
-        command_config: None,
-        bootstrap_server: bootstrap.to_owned(),
-        client_id: "skiff-console".to_owned(),
-        security: super::security::SecurityArgs::plaintext(),
-        request_timeout_ms: 10_000,
-        output: super::Output::Json,
-    };
-    let mut client = Client::connect(&args).await?;
+    let mut client = Client::connect(args).await?;
     let Some(&leader) = leaders(&mut client, topic).await?.get(&partition) else {
         bail!("topic {topic:?} has no partition {partition}");
     };

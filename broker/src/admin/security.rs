@@ -1,7 +1,7 @@
 //! How the admin commands reach a secured cluster, with Kafka clients' settings
 //! (`security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location`,
-//! `ssl.certificate.location`, `ssl.key.location`): TLS by rustls, then a SASL login (PLAIN or
-//! SCRAM) right after ApiVersions.
+//! `ssl.certificate.location`, `ssl.key.location`): TLS by rustls, then a SASL login (PLAIN,
+//! SCRAM or OAUTHBEARER with a token obtained elsewhere) right after ApiVersions.
 
 use super::client::Connection;
 use crate::config::{SaslMechanism, Secret, SecurityProtocol};
@@ -74,6 +74,15 @@ pub struct SecurityArgs {
         global = true
     )]
     pub sasl_password: Option<Secret>,
+    /// The bearer token (a JWT from the identity provider) for `--sasl-mechanism OAUTHBEARER`;
+    /// better given in the environment. Never printed.
+    #[arg(
+        long,
+        env = "SKIFF_SASL_OAUTHBEARER_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub sasl_oauthbearer_token: Option<Secret>,
     /// PEM file of the CA certificates brokers' certificates must chain to (Kafka's
     /// `ssl.ca.location`); default: the system's trusted roots.
     #[arg(
@@ -111,6 +120,7 @@ impl SecurityArgs {
             sasl_mechanism: SaslMechanism::ScramSha512,
             sasl_username: None,
             sasl_password: None,
+            sasl_oauthbearer_token: None,
             ssl_ca_location: None,
             ssl_certificate_location: None,
             ssl_key_location: None,
@@ -191,13 +201,24 @@ pub async fn login(connection: &mut Connection, args: &SecurityArgs) -> anyhow::
     if !args.security_protocol.kafka().sasl() {
         return Ok(());
     }
-    let (Some(user), Some(password)) = (&args.sasl_username, &args.sasl_password) else {
-        bail!(
-            "{:?} needs --sasl-username and --sasl-password",
-            args.security_protocol
-        );
-    };
     let mechanism = args.sasl_mechanism;
+    let credential = match (mechanism, &args.sasl_username, &args.sasl_password) {
+        (SaslMechanism::OauthBearer, _, _) => Credential::Token(
+            args.sasl_oauthbearer_token
+                .as_ref()
+                .context("--sasl-mechanism OAUTHBEARER needs --sasl-oauthbearer-token")?,
+        ),
+        (_, Some(user), Some(password)) => Credential::Password(user, password),
+        _ => bail!(
+            "{:?} with {} needs --sasl-username and --sasl-password",
+            args.security_protocol,
+            mechanism.name()
+        ),
+    };
+    let user = match credential {
+        Credential::Token(_) => "(token)",
+        Credential::Password(user, _) => user,
+    };
     let handshake = connection
         .send(
             &SaslHandshakeRequest::default()
@@ -220,15 +241,23 @@ pub async fn login(connection: &mut Connection, args: &SecurityArgs) -> anyhow::
             super::client::describe(code, message)
         )
     };
-    match mechanism {
-        SaslMechanism::Plain => {
+    match (credential, mechanism) {
+        (Credential::Token(token), _) => {
+            // RFC 7628's client response: no channel binding, the token, no extensions.
+            let message = format!("n,,\u{1}auth=Bearer {}\u{1}\u{1}", token.expose());
+            let answer = connection.send(&step(message.into_bytes()), 2).await?;
+            if answer.error_code != 0 {
+                return Err(fail(answer.error_code, answer.error_message.as_ref()));
+            }
+        }
+        (Credential::Password(_, password), SaslMechanism::Plain) => {
             let message = format!("\0{user}\0{}", password.expose()).into_bytes();
             let answer = connection.send(&step(message), 2).await?;
             if answer.error_code != 0 {
                 return Err(fail(answer.error_code, answer.error_message.as_ref()));
             }
         }
-        SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
+        (Credential::Password(_, password), _) => {
             let scram_mechanism = if mechanism == SaslMechanism::ScramSha256 {
                 ScramMechanism::Sha256
             } else {
@@ -254,4 +283,11 @@ pub async fn login(connection: &mut Connection, args: &SecurityArgs) -> anyhow::
         }
     }
     Ok(())
+}
+
+/// What a SASL login shows.
+#[derive(Clone, Copy)]
+enum Credential<'a> {
+    Token(&'a Secret),
+    Password(&'a str, &'a Secret),
 }

@@ -128,7 +128,7 @@ async fn fixture() -> Fixture {
         producer_ids: producer_ids.clone(),
         txn: crate::txn::Coordinator::new(
             store.clone(),
-            clock,
+            clock.clone(),
             producer_ids,
             crate::txn::TxnSettings {
                 max_timeout_ms: 900_000,
@@ -155,8 +155,18 @@ async fn fixture() -> Fixture {
                 connections_max_reauth_ms: 60_000,
                 connection_failed_authentication_delay_ms: 100,
                 sasl_login_timeout_ms: 30_000,
+                oauthbearer: crate::config::OauthBearerArgs {
+                    sasl_oauthbearer_jwks_endpoint_url: None,
+                    sasl_oauthbearer_jwks_endpoint_refresh_ms: 3_600_000,
+                    sasl_oauthbearer_expected_audience: vec![],
+                    sasl_oauthbearer_expected_issuer: None,
+                    sasl_oauthbearer_sub_claim_name: "sub".to_owned(),
+                    sasl_oauthbearer_clock_skew_seconds: 30,
+                },
             },
-        ),
+            clock,
+        )
+        .expect("SASL settings"),
         // Enabled, with the tests' principal a super user: every request goes through the
         // authorization rules (an API without one would be refused) and is allowed.
         authorizer: crate::security::authorizer::Authorizer::new(

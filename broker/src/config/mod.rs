@@ -14,7 +14,7 @@ pub use file::load_config_file_into_env;
 #[cfg(test)]
 use file::read_config_file;
 pub use listeners::{Listener, SecurityProtocol};
-pub use security::{AuthorizerArgs, ClientAuth, SaslArgs, SaslMechanism, TlsArgs};
+pub use security::{AuthorizerArgs, ClientAuth, OauthBearerArgs, SaslArgs, SaslMechanism, TlsArgs};
 pub use shared::{LoggingArgs, Secret, StoreArgs};
 
 use anyhow::{bail, Context};
@@ -137,6 +137,20 @@ pub struct ServeArgs {
         value_name = "ADDR"
     )]
     pub http_listeners: String,
+
+    /// Whether the HTTP admin API and console ask who is calling: `required` (the default when
+    /// a Kafka listener uses SASL) takes a SASL user's name and password (HTTP Basic) or an
+    /// OAUTHBEARER token (HTTP Bearer) on every route but /health, /ready and /metrics, and
+    /// the caller's principal is what ACLs judge; `none` serves everyone as User:ANONYMOUS.
+    /// Basic sends the password in the clear: reach this port over TLS (an ingress) or
+    /// loopback.
+    #[arg(
+        long,
+        env = "SKIFF_HTTP_AUTHENTICATION",
+        value_enum,
+        value_name = "MODE"
+    )]
+    pub http_authentication: Option<HttpAuthentication>,
 
     /// This broker's id (Kafka's `node.id`). Default: 1 on the embedded store; in cluster mode
     /// a free id allocated through etcd.
@@ -534,6 +548,15 @@ pub struct ServeArgs {
     pub compactor: CompactorArgs,
 }
 
+/// `--http-authentication`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HttpAuthentication {
+    /// Every caller is User:ANONYMOUS.
+    None,
+    /// HTTP Basic with a SASL user, or Bearer with an OAUTHBEARER token.
+    Required,
+}
+
 /// `--read-cache-disk-bytes` when a bucket is configured and the flag is not given.
 const READ_CACHE_DISK_BYTES_WITH_BUCKET: usize = 1024 * 1024 * 1024;
 
@@ -547,6 +570,20 @@ impl ServeArgs {
             } else {
                 0
             })
+    }
+
+    /// `--http-authentication` as given, else `required` when a Kafka listener uses SASL.
+    pub fn http_authentication(&self) -> HttpAuthentication {
+        self.http_authentication.unwrap_or_else(|| {
+            let sasl = self
+                .kafka_listeners()
+                .is_ok_and(|listeners| listeners.iter().any(|l| l.protocol.sasl()));
+            if sasl {
+                HttpAuthentication::Required
+            } else {
+                HttpAuthentication::None
+            }
+        })
     }
 
     /// The Kafka listeners, checked (names, protocols, advertised addresses).
@@ -596,6 +633,11 @@ impl ServeArgs {
             }
         }
         self.http_bind()?;
+        if self.http_authentication() == HttpAuthentication::Required
+            && self.sasl.sasl_enabled_mechanisms.is_empty()
+        {
+            bail!("--http-authentication required needs a SASL mechanism to check callers with");
+        }
         if self.node_id.is_some_and(|id| id < 0) {
             bail!("--node-id must not be negative");
         }

@@ -57,6 +57,10 @@ pub enum SaslMechanism {
     ScramSha256,
     #[value(name = "SCRAM-SHA-512")]
     ScramSha512,
+    /// OAuth 2 bearer tokens (RFC 7628): JWTs signed by an identity provider, checked against
+    /// its published keys (`--sasl-oauthbearer-jwks-endpoint-url`).
+    #[value(name = "OAUTHBEARER")]
+    OauthBearer,
 }
 
 impl SaslMechanism {
@@ -65,6 +69,7 @@ impl SaslMechanism {
             SaslMechanism::Plain => "PLAIN",
             SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
             SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::OauthBearer => "OAUTHBEARER",
         }
     }
 }
@@ -112,6 +117,72 @@ pub struct SaslArgs {
         value_name = "MS"
     )]
     pub sasl_login_timeout_ms: u64,
+
+    #[command(flatten)]
+    pub oauthbearer: OauthBearerArgs,
+}
+
+/// How OAUTHBEARER tokens are checked: Kafka's settings for validating JWTs on the broker
+/// (KIP-768). A token must be a JWS signed by one of the published keys (never `alg: none`,
+/// never a shared secret), carry `exp` and `iat`, not be expired or not yet valid, and name
+/// the expected issuer and audience when those are set; its subject becomes the principal.
+#[derive(Debug, Clone, Args)]
+pub struct OauthBearerArgs {
+    /// Where the identity provider publishes the keys that sign OAUTHBEARER tokens: a JWKS
+    /// document at an `https://` or `http://` URL (the provider's `jwks_uri`), or a `file:`
+    /// path (Kafka's `sasl.oauthbearer.jwks.endpoint.url`). Needed when OAUTHBEARER is one of
+    /// `--sasl-enabled-mechanisms`.
+    #[arg(
+        long,
+        env = "SKIFF_SASL_OAUTHBEARER_JWKS_ENDPOINT_URL",
+        value_name = "URL"
+    )]
+    pub sasl_oauthbearer_jwks_endpoint_url: Option<String>,
+    /// How often the keys are fetched again (Kafka's
+    /// `sasl.oauthbearer.jwks.endpoint.refresh.ms`). A token signed by a key not yet seen
+    /// also fetches them, at most once every few seconds.
+    #[arg(
+        long,
+        env = "SKIFF_SASL_OAUTHBEARER_JWKS_ENDPOINT_REFRESH_MS",
+        default_value_t = 3_600_000,
+        value_name = "MS"
+    )]
+    pub sasl_oauthbearer_jwks_endpoint_refresh_ms: u64,
+    /// Audiences a token must name one of in its `aud` claim, comma-separated; none: `aud`
+    /// is not checked (Kafka's `sasl.oauthbearer.expected.audience`).
+    #[arg(
+        long,
+        env = "SKIFF_SASL_OAUTHBEARER_EXPECTED_AUDIENCE",
+        value_delimiter = ',',
+        value_name = "AUDIENCES"
+    )]
+    pub sasl_oauthbearer_expected_audience: Vec<String>,
+    /// The issuer a token's `iss` claim must be; unset: not checked (Kafka's
+    /// `sasl.oauthbearer.expected.issuer`).
+    #[arg(
+        long,
+        env = "SKIFF_SASL_OAUTHBEARER_EXPECTED_ISSUER",
+        value_name = "ISSUER"
+    )]
+    pub sasl_oauthbearer_expected_issuer: Option<String>,
+    /// The claim whose value is the principal's name, `User:<value>` (Kafka's
+    /// `sasl.oauthbearer.sub.claim.name`).
+    #[arg(
+        long,
+        env = "SKIFF_SASL_OAUTHBEARER_SUB_CLAIM_NAME",
+        default_value = "sub",
+        value_name = "CLAIM"
+    )]
+    pub sasl_oauthbearer_sub_claim_name: String,
+    /// How far the identity provider's clock may be off ours when `exp`, `nbf` and `iat` are
+    /// checked (Kafka's `sasl.oauthbearer.clock.skew.seconds`).
+    #[arg(
+        long,
+        env = "SKIFF_SASL_OAUTHBEARER_CLOCK_SKEW_SECONDS",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
+    pub sasl_oauthbearer_clock_skew_seconds: u64,
 }
 
 /// Kafka's `authorizer.class.name`, as a choice.

@@ -124,6 +124,10 @@ pub struct LoggingArgs {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -10,19 +10,26 @@
 //! the admin commands' code), so any broker can show and change anything, exactly as
 //! `skiff topic …` / `skiff group …` would. The changing routes take JSON bodies only, which a
 //! page of another origin cannot send without the browser asking first (CORS), so a visited
-//! site cannot drive them. Authentication, once it exists (issue 17), goes in front of the
-//! whole HTTP router, console included, and these requests will then carry the caller's
-//! principal so ACLs apply.
+//! site cannot drive them.
+//!
+//! Who the console acts as is the HTTP caller (`crate::http_auth`): with
+//! `--http-authentication required` its Kafka requests log in to this broker's SASL_PLAINTEXT
+//! listener with the caller's own credentials (PLAIN, else SCRAM, with a password; OAUTHBEARER
+//! with a token), so the broker's ACLs judge them exactly as any client's; without, they go to
+//! the PLAINTEXT listener as User:ANONYMOUS.
 
 use crate::admin::client::Client;
 use crate::admin::group::{commit, parse_datetime, plan_reset, Target};
+use crate::admin::security::{Protocol, SecurityArgs};
 use crate::admin::topic::{alter_configs, create_topics, delete_topics, CreateSpec, ItemResult};
 use crate::admin::{browse, ClientArgs, Output, Start};
+use crate::config::SaslMechanism;
+use crate::http_auth::{Caller, Credential};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Json};
 use axum::routing::{delete, get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -34,14 +41,24 @@ const STYLE: &str = include_str!("assets/style.css");
 /// Records the message browser shows at most per page.
 const RECORDS_PER_PAGE_MAX: usize = 500;
 
-#[derive(Clone)]
-struct ConsoleState {
-    /// This broker's own Kafka listener, as a client reaches it from here.
-    bootstrap: String,
+/// This broker's own Kafka listeners, as a client reaches them from here.
+#[derive(Clone, Debug, Default)]
+pub struct LocalKafka {
+    /// A PLAINTEXT listener (anonymous callers).
+    pub plaintext: Option<String>,
+    /// A SASL_PLAINTEXT listener (callers who logged in).
+    pub sasl_plaintext: Option<String>,
+    /// `--sasl-enabled-mechanisms`.
+    pub mechanisms: Vec<SaslMechanism>,
 }
 
-/// The console's routes; `bootstrap` is this broker's Kafka listener as reachable locally.
-pub fn routes(bootstrap: String) -> Router {
+#[derive(Clone)]
+struct ConsoleState {
+    local: LocalKafka,
+}
+
+/// The console's routes.
+pub fn routes(local: LocalKafka) -> Router {
     Router::new()
         .route("/", get(|| async { Html(INDEX) }))
         .route(
@@ -62,7 +79,7 @@ pub fn routes(bootstrap: String) -> Router {
         .route("/v1/topics/{name}", delete(delete_topic))
         .route("/v1/topics/{name}/configs", post(alter_topic_configs))
         .route("/v1/groups/{group}/reset-offsets", post(reset_offsets))
-        .with_state(ConsoleState { bootstrap })
+        .with_state(ConsoleState { local })
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +100,7 @@ fn hex(bytes: &[u8]) -> String {
 /// values and header values as hex (the page shows them as text, JSON or hex).
 async fn records(
     State(state): State<ConsoleState>,
+    caller: Option<Extension<Caller>>,
     Query(query): Query<RecordsQuery>,
 ) -> impl IntoResponse {
     let start = match (query.offset, query.timestamp) {
@@ -91,21 +109,16 @@ async fn records(
         (None, None) => Start::Earliest,
     };
     let limit = query.limit.unwrap_or(50).clamp(1, RECORDS_PER_PAGE_MAX);
-    if state.bootstrap.is_empty() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "error": NO_PLAINTEXT_LISTENER })),
-        );
-    }
-    match browse(
-        &state.bootstrap,
-        &query.topic,
-        query.partition,
-        start,
-        limit,
-    )
-    .await
-    {
+    let args = match client_args(&state, caller.as_ref()) {
+        Ok(args) => args,
+        Err(error) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": format!("{error:#}") })),
+            )
+        }
+    };
+    match browse(&args, &query.topic, query.partition, start, limit).await {
         Ok((offset, records)) => {
             let records: Vec<_> = records
                 .iter()
@@ -133,25 +146,75 @@ async fn records(
     }
 }
 
-const NO_PLAINTEXT_LISTENER: &str =
-    "the console needs a PLAINTEXT Kafka listener on this broker (see --listeners)";
-
 /// How long the console's Kafka requests may take.
 const REQUEST_TIMEOUT_MS: u64 = 30_000;
 
-async fn client(state: &ConsoleState) -> anyhow::Result<Client> {
-    if state.bootstrap.is_empty() {
-        anyhow::bail!(NO_PLAINTEXT_LISTENER);
-    }
-    Client::connect(&ClientArgs {
+/// How the console's Kafka requests reach this broker as the caller.
+fn client_args(
+    state: &ConsoleState,
+    caller: Option<&Extension<Caller>>,
+) -> anyhow::Result<ClientArgs> {
+    let mut security = SecurityArgs::plaintext();
+    let credential = caller.map_or(&Credential::Anonymous, |c| &c.0.credential);
+    let local = &state.local;
+    let sasl_listener = || {
+        local.sasl_plaintext.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the console acts as its logged-in caller on a SASL_PLAINTEXT Kafka listener of \
+                 this broker, and there is none (see --listeners)"
+            )
+        })
+    };
+    let bootstrap = match credential {
+        Credential::Anonymous => local.plaintext.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the console needs a PLAINTEXT Kafka listener on this broker, or \
+                 --http-authentication required and a SASL_PLAINTEXT one (see --listeners)"
+            )
+        })?,
+        Credential::Password { user, password } => {
+            // PLAIN costs the least (one PBKDF2, on the broker), and crosses only loopback.
+            security.sasl_mechanism = [
+                SaslMechanism::Plain,
+                SaslMechanism::ScramSha512,
+                SaslMechanism::ScramSha256,
+            ]
+            .into_iter()
+            .find(|m| local.mechanisms.contains(m))
+            .ok_or_else(|| {
+                anyhow::anyhow!("no password mechanism is in --sasl-enabled-mechanisms")
+            })?;
+            security.security_protocol = Protocol::SaslPlaintext;
+            security.sasl_username = Some(user.clone());
+            security.sasl_password = Some(password.clone());
+            sasl_listener()?
+        }
+        Credential::Token(token) => {
+            anyhow::ensure!(
+                local.mechanisms.contains(&SaslMechanism::OauthBearer),
+                "a Bearer token needs OAUTHBEARER in --sasl-enabled-mechanisms"
+            );
+            security.sasl_mechanism = SaslMechanism::OauthBearer;
+            security.security_protocol = Protocol::SaslPlaintext;
+            security.sasl_oauthbearer_token = Some(token.clone());
+            sasl_listener()?
+        }
+    };
+    Ok(ClientArgs {
         command_config: None,
-        bootstrap_server: state.bootstrap.clone(),
+        bootstrap_server: bootstrap,
         client_id: "skiff-console".to_owned(),
-        security: crate::admin::security::SecurityArgs::plaintext(),
+        security,
         request_timeout_ms: REQUEST_TIMEOUT_MS,
         output: Output::Json,
     })
-    .await
+}
+
+async fn client(
+    state: &ConsoleState,
+    caller: Option<&Extension<Caller>>,
+) -> anyhow::Result<Client> {
+    Client::connect(&client_args(state, caller)?).await
 }
 
 /// 200 with the per-item results when all succeeded, 400 with them (and the first error) when
@@ -184,6 +247,7 @@ struct NewTopic {
 
 async fn create_topic(
     State(state): State<ConsoleState>,
+    caller: Option<Extension<Caller>>,
     Json(topic): Json<NewTopic>,
 ) -> impl IntoResponse {
     let spec = CreateSpec {
@@ -195,15 +259,36 @@ async fn create_topic(
         dry_run: false,
     };
     let timeout_ms = i32::try_from(REQUEST_TIMEOUT_MS).unwrap_or(i32::MAX);
-    answer(async { create_topics(&mut client(&state).await?, &spec, timeout_ms).await }.await)
+    answer(
+        async {
+            create_topics(
+                &mut client(&state, caller.as_ref()).await?,
+                &spec,
+                timeout_ms,
+            )
+            .await
+        }
+        .await,
+    )
 }
 
 async fn delete_topic(
     State(state): State<ConsoleState>,
+    caller: Option<Extension<Caller>>,
     Path(name): Path<String>,
 ) -> impl IntoResponse {
     let timeout_ms = i32::try_from(REQUEST_TIMEOUT_MS).unwrap_or(i32::MAX);
-    answer(async { delete_topics(&mut client(&state).await?, &[name], timeout_ms).await }.await)
+    answer(
+        async {
+            delete_topics(
+                &mut client(&state, caller.as_ref()).await?,
+                &[name],
+                timeout_ms,
+            )
+            .await
+        }
+        .await,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,6 +301,7 @@ struct ConfigChange {
 
 async fn alter_topic_configs(
     State(state): State<ConsoleState>,
+    caller: Option<Extension<Caller>>,
     Path(name): Path<String>,
     Json(change): Json<ConfigChange>,
 ) -> impl IntoResponse {
@@ -229,7 +315,7 @@ async fn alter_topic_configs(
     answer(
         async {
             alter_configs(
-                &mut client(&state).await?,
+                &mut client(&state, caller.as_ref()).await?,
                 &[name],
                 &set,
                 &change.delete,
@@ -280,12 +366,13 @@ fn reset_target(request: &ResetRequest) -> anyhow::Result<Target> {
 /// `skiff group reset-offsets` does.
 async fn reset_offsets(
     State(state): State<ConsoleState>,
+    caller: Option<Extension<Caller>>,
     Path(group): Path<String>,
     Json(request): Json<ResetRequest>,
 ) -> impl IntoResponse {
     let outcome = async {
         let target = reset_target(&request)?;
-        let mut client = client(&state).await?;
+        let mut client = client(&state, caller.as_ref()).await?;
         let topics: Vec<String> = request.topic.iter().cloned().collect();
         let (coordinator, plan) = plan_reset(&mut client, &group, &topics, target).await?;
         let failures = if request.execute {

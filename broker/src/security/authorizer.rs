@@ -6,7 +6,7 @@
 use super::acl::{
     AclBinding, AclEntry, AclSet, Operation, PatternType, Permission, ResourcePattern, ResourceType,
 };
-use super::Session;
+use super::{Principal, Session};
 use futures::StreamExt;
 use skiff_tiering::acls::{self, EntryRecord, PatternKey};
 use skiff_tiering::metadata::{MetadataError, MetadataStore};
@@ -146,10 +146,15 @@ impl Authorizer {
     /// What the session may do, worked out once for a request's many checks: its principal and
     /// host as ACLs name them, and the ACLs as now.
     pub fn access(&self, session: &Session) -> Access {
+        self.access_of(session.principal().as_ref(), session.peer.ip())
+    }
+
+    /// What `principal` (`None`: not logged in) connecting from `ip` may do.
+    pub fn access_of(&self, principal: Option<&Principal>, ip: std::net::IpAddr) -> Access {
         if !self.enabled() {
             return Access::Everything;
         }
-        let Some(principal) = session.principal() else {
+        let Some(principal) = principal else {
             return Access::Nothing;
         };
         let principal = principal.to_string();
@@ -159,7 +164,7 @@ impl Authorizer {
         Access::Checked {
             principal,
             // An IPv4 client of a dual-stack listener is its IPv4 address, as in Kafka.
-            host: session.peer.ip().to_canonical().to_string(),
+            host: ip.to_canonical().to_string(),
             acls: self.current(),
             allow_if_no_acl: self.settings.allow_everyone_if_no_acl_found,
         }

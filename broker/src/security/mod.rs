@@ -8,6 +8,7 @@
 
 pub mod acl;
 pub mod authorizer;
+pub mod oauth;
 pub mod principal;
 pub mod sasl;
 pub mod scram;

@@ -9,6 +9,8 @@
 //!   time, so a flood of logins cannot starve authenticated clients).
 //! - SCRAM-SHA-256 and SCRAM-SHA-512 (`scram`), credentials from the metadata store. An unknown
 //!   user gets a made-up credential and fails at the proof, as a wrong password does.
+//! - OAUTHBEARER (`oauth`): a JWT checked against the identity provider's published keys; the
+//!   session ends when the token expires.
 //!
 //! A failed login is answered SASL_AUTHENTICATION_FAILED after
 //! `--connection-failed-authentication-delay-ms`, logged (never with the password) and counted,
@@ -18,6 +20,7 @@
 //! SaslAuthenticate v1+): the client logs in again on the same connection (KIP-368), as the
 //! same principal, or is disconnected at its next request.
 
+use super::oauth::{self, TokenError, TokenValidator};
 use super::scram::{self, ScramError, ServerFirst};
 use super::{Principal, Session};
 use crate::config::{SaslArgs, SaslMechanism};
@@ -26,6 +29,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use skiff_tiering::clock::Clock;
 use skiff_tiering::credentials::{self, ScramCredential, ScramMechanism};
 use skiff_tiering::metadata::MetadataStore;
 use std::sync::Arc;
@@ -68,6 +72,9 @@ pub struct Authenticator {
     password_checks: Semaphore,
     /// Makes unknown users' credentials up, the same each time for a user.
     unknown_user_key: Vec<u8>,
+    /// Checks OAUTHBEARER tokens (when that mechanism is enabled).
+    tokens: Option<Arc<TokenValidator>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -81,7 +88,7 @@ impl std::fmt::Debug for Authenticator {
 
 /// Why a login failed, for the log (the client hears only "invalid credentials").
 #[derive(Debug, thiserror::Error)]
-enum LoginError {
+pub enum LoginError {
     #[error(transparent)]
     Scram(#[from] ScramError),
     #[error("malformed PLAIN message")]
@@ -96,12 +103,35 @@ enum LoginError {
     TooLarge(usize),
     #[error("credentials cannot be read: {0}")]
     Store(String),
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn MetadataStore>, args: &SaslArgs) -> Authenticator {
+    /// The authenticator for the settings; OAUTHBEARER needs its keys' URL.
+    pub fn new(
+        store: Arc<dyn MetadataStore>,
+        args: &SaslArgs,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Authenticator> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Authenticator {
+        let tokens = if args
+            .sasl_enabled_mechanisms
+            .contains(&SaslMechanism::OauthBearer)
+        {
+            let validator = TokenValidator::new(&args.oauthbearer, clock.clone())?;
+            let Some(validator) = validator else {
+                anyhow::bail!(
+                    "OAUTHBEARER is in --sasl-enabled-mechanisms but \
+                     --sasl-oauthbearer-jwks-endpoint-url is not set: tokens cannot be checked \
+                     without the identity provider's keys"
+                );
+            };
+            Some(Arc::new(validator))
+        } else {
+            None
+        };
+        Ok(Authenticator {
             store,
             mechanisms: args.sasl_enabled_mechanisms.clone(),
             session_lifetime: (args.connections_max_reauth_ms > 0)
@@ -111,6 +141,16 @@ impl Authenticator {
             // Half the cores at most: logins never take all of them.
             password_checks: Semaphore::new((cores / 2).max(1)),
             unknown_user_key: scram::random_bytes(32),
+            tokens,
+            clock,
+        })
+    }
+
+    /// Fetches the OAUTHBEARER keys, now and every refresh interval (nothing without
+    /// OAUTHBEARER).
+    pub async fn start_key_refresh(&self) {
+        if let Some(tokens) = &self.tokens {
+            tokens.start_refreshing().await;
         }
     }
 
@@ -194,7 +234,11 @@ impl Authenticator {
             Exchange::Idle | Exchange::Handshaken(SaslMechanism::Plain) => self
                 .plain(&request.auth_bytes)
                 .await
-                .map(|user| (user, Vec::new())),
+                .map(|user| (user, Vec::new(), None)),
+            Exchange::Handshaken(SaslMechanism::OauthBearer) => self
+                .oauthbearer(&request.auth_bytes)
+                .await
+                .map(|token| (token.subject, Vec::new(), Some(token.expires_at_ms))),
             Exchange::Handshaken(scram_mechanism) => {
                 match self
                     .scram_first(scram_of(scram_mechanism), &request.auth_bytes)
@@ -214,10 +258,10 @@ impl Authenticator {
             }
             Exchange::Scram(_, server) => server
                 .finish(&request.auth_bytes)
-                .map(|last| (server.user().to_owned(), last.into_bytes()))
+                .map(|last| (server.user().to_owned(), last.into_bytes(), None))
                 .map_err(LoginError::from),
         };
-        let (user, last) = match step {
+        let (user, last, credential_expires_at_ms) = match step {
             Ok(done) => done,
             Err(error) => return self.refuse(session, mechanism, None, &error, metrics),
         };
@@ -237,8 +281,16 @@ impl Authenticator {
         }
         let reauthenticated = state.principal.replace(principal).is_some();
         state.raw_tokens = false;
+        // The session ends when the credential does (a token's `exp`), or after
+        // --connections-max-reauth-ms if that comes first.
+        let credential_lifetime = credential_expires_at_ms
+            .map(|at| Duration::from_millis(u64::try_from(at - self.clock.now_ms()).unwrap_or(0)));
+        let lifetime = match (self.session_lifetime, credential_lifetime) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let now = tokio::time::Instant::now();
-        state.expires_at = self.session_lifetime.map(|lifetime| now + lifetime);
+        state.expires_at = lifetime.map(|lifetime| now + lifetime);
         drop(state);
         metrics.sasl_authentication(mechanism.name(), true);
         tracing::debug!(
@@ -248,9 +300,10 @@ impl Authenticator {
             reauthenticated,
             "SASL login"
         );
-        let lifetime_ms = self
-            .session_lifetime
-            .map_or(0, |l| i64::try_from(l.as_millis()).unwrap_or(i64::MAX));
+        // 0 means "never expires" to the client: a session ending now is 1 ms long.
+        let lifetime_ms = lifetime.map_or(0, |l| {
+            i64::try_from(l.as_millis()).unwrap_or(i64::MAX).max(1)
+        });
         (
             SaslAuthenticateResponse::default()
                 .with_auth_bytes(last.into())
@@ -280,6 +333,8 @@ impl Authenticator {
             LoginError::Store(_) => {
                 "Authentication failed: credentials cannot be read now; retry".to_owned()
             }
+            // What was wrong with a token tells nothing secret, and saves its owner a guess.
+            LoginError::Token(reason) => format!("Authentication failed: {reason}"),
             _ => format!(
                 "Authentication failed during authentication due to invalid credentials with \
                  SASL mechanism {}",
@@ -310,6 +365,16 @@ impl Authenticator {
         if !authzid.is_empty() && authzid != user {
             return Err(LoginError::AuthorizationId);
         }
+        self.check_password(user, password).await?;
+        Ok(user.to_owned())
+    }
+
+    /// Whether `password` opens `user`'s SCRAM credential (PLAIN logins, and HTTP callers'
+    /// Basic credentials).
+    pub async fn check_password(&self, user: &str, password: &[u8]) -> Result<(), LoginError> {
+        if user.is_empty() || password.is_empty() {
+            return Err(LoginError::InvalidCredentials);
+        }
         // The strongest credential the user has; a made-up one for an unknown user, so that
         // both cost the same.
         let mut found = None;
@@ -338,10 +403,45 @@ impl Authenticator {
         .await
         .map_err(|e| LoginError::Store(format!("password check failed: {e}")))?;
         if matches && known {
-            Ok(user.to_owned())
+            Ok(())
         } else {
             Err(LoginError::InvalidCredentials)
         }
+    }
+
+    /// An OAUTHBEARER token's subject and expiry, when it holds (HTTP callers' Bearer tokens).
+    pub async fn check_token(&self, token: &str) -> Result<oauth::ValidToken, LoginError> {
+        match &self.tokens {
+            Some(tokens) => Ok(tokens.validate(token).await?),
+            None => Err(LoginError::Token(TokenError::NoKeys(
+                "OAUTHBEARER is not enabled (--sasl-enabled-mechanisms)".to_owned(),
+            ))),
+        }
+    }
+
+    /// How long a failed login's answer is held back.
+    pub fn failure_delay(&self) -> Duration {
+        self.failure_delay
+    }
+
+    /// OAUTHBEARER: the token's subject and expiry, when the token holds.
+    async fn oauthbearer(&self, message: &[u8]) -> Result<oauth::ValidToken, LoginError> {
+        let Some(tokens) = &self.tokens else {
+            // (Only reached if the mechanism is enabled, which needs the validator.)
+            return Err(LoginError::Token(TokenError::NoKeys(
+                "OAUTHBEARER is not configured".to_owned(),
+            )));
+        };
+        let response = oauth::parse_initial_response(message)?;
+        let token = tokens.validate(&response.token).await?;
+        if response
+            .authzid
+            .as_ref()
+            .is_some_and(|id| *id != token.subject)
+        {
+            return Err(TokenError::AuthorizationId.into());
+        }
+        Ok(token)
     }
 
     async fn scram_first(

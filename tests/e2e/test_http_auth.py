@@ -1,0 +1,148 @@
+"""The HTTP admin API and the console with security on: a broker with SASL listeners asks every
+HTTP caller for a SASL user's password (HTTP Basic) by default, leaves only the probes and the
+Prometheus scrape open, shows each caller only what its ACLs let it describe, and makes the
+console's Kafka requests as the caller, so the broker's ACLs judge them (checked with plain
+HTTP requests and with the console in Chromium, logged in through Playwright)."""
+
+import json
+import time
+
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import (AclOperation, AclPermissionType, NewTopic,
+                                   ResourcePatternType, ResourceType)
+
+import helpers as h
+from test_acls import USERS, acl_broker, admin, allow, conf, create_acls, pki_files  # noqa: F401
+from test_console import CHROMIUM, FLAGS
+from test_sasl import metric
+
+ADMIN = ("admin", USERS["admin"])
+ALICE = ("alice", USERS["alice"])
+
+
+def get(broker, path: str, auth=None) -> tuple[int, dict]:
+    status, body = broker.http_get(path, auth=auth, timeout=30)
+    return status, json.loads(body) if body.startswith(b"{") else {}
+
+
+def setup_cluster(b) -> None:
+    """Topics alice-a and bob-b with a record each; groups alice-g and bob-g with offsets in
+    them; alice may describe what starts with alice- and nothing else."""
+    su = admin(b, "admin")
+    for f in su.create_topics([NewTopic("alice-a", 1), NewTopic("bob-b", 1)]).values():
+        f.result(timeout=15)
+    c = conf(b, "admin")
+    p = h.producer(c.pop("bootstrap.servers"), **c)
+    for topic in ["alice-a", "bob-b"]:
+        h.produce_and_wait(p, topic, [f"{topic}-record".encode()], partition=0)
+    for group, topic in [("alice-g", "alice-a"), ("bob-g", "bob-b"), ("alice-g", "bob-b")]:
+        c = conf(b, "admin", **{"group.id": group})
+        consumer = h.consumer(c.pop("bootstrap.servers"), **c)
+        consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+        consumer.close()
+    create_acls(b, [
+        allow(ResourceType.TOPIC, "alice-", "User:alice", AclOperation.DESCRIBE,
+              ResourcePatternType.PREFIXED),
+        allow(ResourceType.GROUP, "alice-", "User:alice", AclOperation.DESCRIBE,
+              ResourcePatternType.PREFIXED),
+    ])
+
+
+def test_the_admin_api_asks_who_calls_and_shows_what_acls_allow(acl_broker):
+    b = acl_broker
+    setup_cluster(b)
+    # No credentials: 401 with the challenges; the probes and the scrape stay open.
+    status, body = get(b, "/v1/topics")
+    assert status == 401 and "authentication required" in body["error"]
+    for path in ["/health", "/ready", "/metrics"]:
+        assert b.http_get(path)[0] == 200, path
+    # Wrong password, unknown user, malformed header: 401, logged without the password.
+    failures = metric(b, "skiff_http_authentications_total", scheme="basic", result="failure")
+    assert get(b, "/v1/topics", auth=("alice", "Wrong-Guess-77"))[0] == 401
+    assert get(b, "/v1/topics", auth=("nobody", "Wrong-Guess-78"))[0] == 401
+    assert get(b, "/v1/topics", auth="not-a-jwt")[0] == 401  # no OAUTHBEARER here
+    assert metric(b, "skiff_http_authentications_total", scheme="basic",
+                  result="failure") == failures + 2
+    log = b.log_path.read_text()
+    assert "HTTP authentication failed" in log
+    assert "Wrong-Guess-77" not in log and "Wrong-Guess-78" not in log
+
+    # A super user sees everything; alice what her ACLs let her describe.
+    names = lambda body: sorted(t["name"] for t in body["topics"])  # noqa: E731
+    status, body = get(b, "/v1/topics", auth=ADMIN)
+    assert status == 200 and names(body) == ["alice-a", "bob-b"]
+    status, body = get(b, "/v1/topics", auth=ALICE)
+    assert status == 200 and names(body) == ["alice-a"]
+    status, body = get(b, "/v1/groups", auth=ALICE)
+    assert status == 200
+    assert [g["group_id"] for g in body["groups"]] == ["alice-g"]
+    # Her group's offsets in a topic she may not describe are left out too.
+    assert [o["topic"] for o in body["groups"][0]["offsets"]] == ["alice-a"]
+    assert len(get(b, "/v1/groups", auth=ADMIN)[1]["groups"]) == 2
+    # The broker-wide views need DESCRIBE on the cluster.
+    for path in ["/v1/stats", "/v1/compactor"]:
+        status, body = get(b, path, auth=ALICE)
+        assert status == 403 and "CLUSTER_AUTHORIZATION_FAILED" in body["error"], (path, body)
+        assert get(b, path, auth=ADMIN)[0] == 200, path
+    assert get(b, "/v1/brokers", auth=ALICE)[0] == 200
+    assert metric(b, "skiff_http_authentications_total", scheme="basic",
+                  result="success") >= 8
+
+
+def test_the_console_acts_as_its_caller(acl_broker):
+    b = acl_broker
+    setup_cluster(b)
+    # alice may not create topics: the broker's own refusal comes back.
+    status, body = b.http_request("POST", "/v1/topics", {"name": "alice-new"}, auth=ALICE,
+                                  timeout=30)
+    assert status == 400 and "AUTHORIZATION_FAILED" in body.decode(), body
+    # Nor read records without READ; with it, she can.
+    status, body = get(b, "/v1/records?topic=alice-a&partition=0", auth=ALICE)
+    assert status == 400 and "AUTHORIZATION_FAILED" in body["error"], body
+    create_acls(b, [allow(ResourceType.TOPIC, "alice-a", "User:alice", AclOperation.READ)])
+    status, body = get(b, "/v1/records?topic=alice-a&partition=0", auth=ALICE)
+    assert status == 200, body
+    assert [bytes.fromhex(r["value"]) for r in body["records"]] == [b"alice-a-record"]
+    # A super user creates and deletes.
+    status, _ = b.http_request("POST", "/v1/topics", {"name": "admin-new", "partitions": 2},
+                               auth=ADMIN, timeout=30)
+    assert status == 200
+    su = admin(b, "admin")
+    assert len(su.list_topics("admin-new", timeout=10).topics["admin-new"].partitions) == 2
+    status, body = b.http_request("DELETE", "/v1/topics/admin-new", auth=ALICE, timeout=30)
+    assert status == 400 and "AUTHORIZATION_FAILED" in body.decode(), body
+
+
+def test_the_console_in_a_browser_asks_for_a_login(acl_broker, tmp_path):
+    from playwright.sync_api import sync_playwright
+    b = acl_broker
+    setup_cluster(b)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=[f for f in FLAGS if f != "--headless"])
+        try:
+            # Without a login: 401 with a Basic challenge (a person's browser asks for one).
+            anonymous = browser.new_context()
+            response = anonymous.request.get(f"http://{b.http}/")
+            assert response.status == 401
+            assert 'Basic realm="skiff"' in response.headers["www-authenticate"]
+            anonymous.close()
+            # alice logs in: her topic is listed, bob's is not; creating one is refused.
+            context = browser.new_context(http_credentials={"username": ALICE[0],
+                                                            "password": ALICE[1]},
+                                          viewport={"width": 1280, "height": 1600})
+            page = context.new_page()
+            page.on("dialog", lambda dialog: dialog.accept())
+            assert page.goto(f"http://{b.http}/").status == 200
+            page.wait_for_selector("a[href='#topics/alice-a']")
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                assert page.query_selector("a[href='#topics/bob-b']") is None
+                time.sleep(0.5)
+            page.fill("#create-topic input[name=name]", "alice-new")
+            page.click("#create-topic button")
+            page.wait_for_selector("text=AUTHORIZATION_FAILED")
+            page.screenshot(path=str(tmp_path / "console-as-alice.png"), full_page=True)
+            context.close()
+        finally:
+            browser.close()
