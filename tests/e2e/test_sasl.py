@@ -364,3 +364,53 @@ def test_sessions_expire_and_clients_reauthenticate(sasl_broker, pki):
         time.sleep(2.5)
         conn.send_raw(w.frame(w.request_header_v1(w.API_METADATA, 1, 9) + w.i32(-1)))
         assert conn.recv_frame() is None
+
+
+class SaslOnlyBroker(SkiffBroker):
+    """One SASL_PLAINTEXT listener and nothing else: no client gets in without a login."""
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        for flag in ("--listeners", "--advertised-listeners"):
+            cmd[cmd.index(flag) + 1] = f"SASL_PLAINTEXT://{self.bootstrap}"
+        return cmd
+
+
+def test_the_first_user_is_set_offline_when_no_listener_is_open(tmp_path, etcd, s3,
+                                                                 start_broker):
+    from servers import broker_args
+    run = skiff("user", "bootstrap", "root", "--password-stdin", "--etcd-endpoints",
+                etcd.endpoint, stdin="root-Secr3t-pw\n")
+    assert run.returncode == 0, run.stderr
+    b = SaslOnlyBroker(tmp_path / "sasl-only", name="sasl-only", args=broker_args(etcd, s3) + [
+        "--sasl-enabled-mechanisms", "SCRAM-SHA-512", "--authorizer", "standard",
+        "--super-users", "User:root"])
+    b.start()
+    try:
+        login = {"bootstrap.servers": b.bootstrap, "security.protocol": "SASL_PLAINTEXT",
+                 "sasl.mechanism": "SCRAM-SHA-512"}
+        root = AdminClient({**login, "sasl.username": "root", "sasl.password": "root-Secr3t-pw"})
+        # The bootstrapped super user adds the next user through the broker.
+        upsert = UserScramCredentialUpsertion(
+            "alice", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b"alice-Secr3t-pw")
+        for f in root.alter_user_scram_credentials([upsert]).values():
+            f.result(timeout=15)
+        topic = h.unique_topic("first-user")
+        from confluent_kafka.admin import NewTopic
+        root.create_topics([NewTopic(topic, 1)])[topic].result(timeout=15)
+        # alice logs in, but nothing lets her write; a wrong password for root is refused.
+        alice = {**login, "sasl.username": "alice", "sasl.password": "alice-Secr3t-pw"}
+        p = h.producer(alice.pop("bootstrap.servers"), **alice, **{"message.timeout.ms": 10000})
+        errors = []
+        p.produce(topic, b"x", partition=0, on_delivery=lambda err, msg: errors.append(err))
+        p.flush(15)
+        assert errors and errors[0].code() == 29, errors  # TOPIC_AUTHORIZATION_FAILED
+        error = refused({**login, "sasl.username": "root", "sasl.password": "wrong-Secr3t"})
+        assert "uthentication" in error, error
+    finally:
+        b.cleanup()
+    # A running embedded broker holds its store: bootstrap says so and changes nothing.
+    embedded = start_broker()
+    run = skiff("user", "bootstrap", "mallory", "--password", "pw-Secr3t-1",
+                "--data-dir", str(embedded.data_dir))
+    assert run.returncode != 0 and "another broker" in run.stderr, run.stderr

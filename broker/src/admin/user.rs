@@ -2,11 +2,15 @@
 //! `kafka-configs --entity-type users --alter --add-config 'SCRAM-SHA-512=[password=…]'` manages
 //! them (AlterUserScramCredentials, DescribeUserScramCredentials). The password is salted here;
 //! only the salt and the salted password go to the broker.
+//!
+//! `skiff user bootstrap` writes a credential straight into the metadata store, with no broker:
+//! the first user of a cluster whose every listener needs a login (Kafka's
+//! `kafka-storage format --add-scram`).
 
 use super::client::{describe, Client};
 use super::output::{failed, show, Table};
 use super::{ClientArgs, Outcome};
-use crate::config::Secret;
+use crate::config::{Secret, StoreArgs};
 use crate::security::scram;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
@@ -19,7 +23,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
-use skiff_tiering::credentials::ScramMechanism;
+use skiff_tiering::credentials::{CredentialChange, ScramMechanism};
 
 /// `skiff user …`
 #[derive(Debug, Args)]
@@ -73,6 +77,28 @@ pub enum UserAction {
         #[arg(long, default_value_t = 8192)]
         iterations: u32,
     },
+    /// Create a user or change their password directly in the metadata store, without a
+    /// broker: the first user (a super user, say) of a cluster whose listeners all need a
+    /// login. Takes the metadata store's settings as `skiff serve` does (`--etcd-endpoints`,
+    /// `SKIFF_ETCD_*`, or `--data-dir` of a stopped embedded broker).
+    Bootstrap {
+        /// The user name (the principal is `User:<name>`).
+        name: String,
+        /// The password; better from the environment, or --password-stdin.
+        #[arg(long, env = "SKIFF_USER_PASSWORD", hide_env_values = true)]
+        password: Option<Secret>,
+        /// Read the password from the first line of standard input.
+        #[arg(long, conflicts_with = "password")]
+        password_stdin: bool,
+        /// The SCRAM mechanisms to store a credential for.
+        #[arg(long, value_enum, default_value = "all")]
+        mechanism: Mechanisms,
+        /// PBKDF2 iterations (Kafka accepts 4096 to 16384).
+        #[arg(long, default_value_t = 8192)]
+        iterations: u32,
+        #[command(flatten)]
+        store: Box<StoreArgs>,
+    },
     /// Users and the mechanisms they have credentials for.
     List {
         /// Only these users.
@@ -109,20 +135,7 @@ pub async fn run(command: UserCommand) -> Outcome {
             mechanism,
             iterations,
         } => {
-            let password = match (password, password_stdin) {
-                (Some(password), _) => password.expose().to_owned(),
-                (None, true) => {
-                    let mut line = String::new();
-                    std::io::stdin()
-                        .read_line(&mut line)
-                        .context("cannot read the password from stdin")?;
-                    line.trim_end_matches(['\r', '\n']).to_owned()
-                }
-                (None, false) => bail!("give the password with --password (or SKIFF_USER_PASSWORD) or --password-stdin"),
-            };
-            if password.is_empty() {
-                bail!("the password is empty");
-            }
+            let password = read_password(password, password_stdin)?;
             let upsertions = mechanism
                 .list()
                 .into_iter()
@@ -153,8 +166,80 @@ pub async fn run(command: UserCommand) -> Outcome {
             let request = AlterUserScramCredentialsRequest::default().with_deletions(deletions);
             alter(args, request, &name, "deleted").await
         }
+        UserAction::Bootstrap {
+            name,
+            password,
+            password_stdin,
+            mechanism,
+            iterations,
+            store,
+        } => {
+            let password = read_password(password, password_stdin)?;
+            bootstrap(&store, &name, &password, mechanism, iterations).await
+        }
         UserAction::List { names } => list(args, names).await,
     }
+}
+
+/// The password from the flag or environment, or standard input's first line.
+fn read_password(password: Option<Secret>, password_stdin: bool) -> anyhow::Result<String> {
+    let password = match (password, password_stdin) {
+        (Some(password), _) => password.expose().to_owned(),
+        (None, true) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the password from stdin")?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+        (None, false) => {
+            bail!("give the password with --password (or SKIFF_USER_PASSWORD) or --password-stdin")
+        }
+    };
+    if password.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(password)
+}
+
+/// `skiff user bootstrap`: the credentials written in the metadata store directly.
+async fn bootstrap(
+    store_args: &StoreArgs,
+    name: &str,
+    password: &str,
+    mechanism: Mechanisms,
+    iterations: u32,
+) -> Outcome {
+    if name.is_empty() {
+        bail!("the user name is empty");
+    }
+    let changes: Vec<CredentialChange> = mechanism
+        .list()
+        .into_iter()
+        .map(|m| {
+            anyhow::ensure!(
+                m.iterations_range().contains(&iterations),
+                "{} takes {:?} iterations",
+                m.name(),
+                m.iterations_range()
+            );
+            let salt = scram::random_bytes(32);
+            let salted = scram::salted_password(m, password.as_bytes(), &salt, iterations);
+            Ok(CredentialChange::Upsert {
+                user: name.to_owned(),
+                mechanism: m,
+                credential: scram::credential(m, &salted, &salt, iterations),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let clock: std::sync::Arc<dyn skiff_tiering::clock::Clock> =
+        std::sync::Arc::new(skiff_tiering::clock::SystemClock);
+    let (store, _) = crate::storage::open_metadata_store(store_args, clock).await?;
+    skiff_tiering::credentials::apply(&*store, &changes)
+        .await
+        .with_context(|| format!("cannot store the credentials of {name:?}"))?;
+    eprintln!("user {name:?} set in the metadata store");
+    Ok(true)
 }
 
 async fn alter(
