@@ -60,6 +60,12 @@ struct HttpAuthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DenialLabels {
+    operation: &'static str,
+    resource_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupPartitionLabels {
     group: String,
     topic: String,
@@ -96,6 +102,7 @@ pub struct Metrics {
     tls_handshake_failures: Counter,
     sasl_authentications: Family<SaslLabels, Counter>,
     http_authentications: Family<HttpAuthLabels, Counter>,
+    authorization_denials: Family<DenialLabels, Counter>,
     produced_bytes: Family<TopicLabels, Counter>,
     produced_records: Family<TopicLabels, Counter>,
     fetched_bytes: Family<TopicLabels, Counter>,
@@ -142,6 +149,12 @@ impl Metrics {
             "Callers of the HTTP admin API and console checked (--http-authentication required), by scheme (basic, bearer, none: no or malformed credentials) and result",
             http_authentications.clone(),
         );
+        let authorization_denials = Family::<DenialLabels, Counter>::default();
+        registry.register(
+            "skiff_authorization_denials",
+            "Operations refused by the ACLs (--authorizer standard) that a client was told of, by operation and resource type; listings narrowed to what a principal may describe are not counted",
+            authorization_denials.clone(),
+        );
         let produced_bytes = Family::<TopicLabels, Counter>::default();
         registry.register(
             "skiff_produced_bytes",
@@ -175,6 +188,7 @@ impl Metrics {
             tls_handshake_failures,
             sasl_authentications,
             http_authentications,
+            authorization_denials,
             produced_bytes,
             produced_records,
             fetched_bytes,
@@ -227,6 +241,16 @@ impl Metrics {
         let result = if success { "success" } else { "failure" };
         self.http_authentications
             .get_or_create(&HttpAuthLabels { scheme, result })
+            .inc();
+    }
+
+    /// An operation the ACLs refused.
+    pub fn authorization_denied(&self, operation: &'static str, resource_type: &'static str) {
+        self.authorization_denials
+            .get_or_create(&DenialLabels {
+                operation,
+                resource_type,
+            })
             .inc();
     }
 

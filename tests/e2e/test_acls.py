@@ -16,7 +16,7 @@ from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
 
 import helpers as h
 from conftest import skiff_bin
-from test_sasl import SaslBroker, set_user
+from test_sasl import SaslBroker, metric, set_user
 
 USERS = {"admin": "admin-pw-1", "alice": "alice-pw-1", "bob": "bob-pw-1", "eve": "eve-pw-1"}
 
@@ -118,6 +118,8 @@ def test_topic_acls_decide_reads_writes_creates_and_metadata(acl_broker):
     assert topics("alice") == ["orders"]
     assert topics("bob") == ["team-a.events"]
     assert topics("eve") == ["orders", "secret", "team-a.events", "team-b.events"]
+    # A listing narrowed to what a principal may describe is no one's failure: nothing counted.
+    assert metric(b, "skiff_authorization_denials_total") == 0
 
     # Writes: literal and prefixed allows, prefixed non-match, no ACL at all.
     assert produce_error(b, "alice", "orders") is None
@@ -125,6 +127,13 @@ def test_topic_acls_decide_reads_writes_creates_and_metadata(acl_broker):
     assert produce_error(b, "bob", "team-a.events") is None
     assert produce_error(b, "bob", "team-b.events").code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
     assert produce_error(b, "eve", "secret") is None, "the deny is on READ only"
+    # Refusals a client hears of are logged (Kafka's authorizer log) and counted.
+    log = b.log_path.read_text()
+    assert "authorization denied" in log
+    denied = [line for line in log.splitlines() if "authorization denied" in line]
+    assert any("User:alice" in line and "TOPIC:team-a.events" in line for line in denied), denied
+    assert any("User:bob" in line and "TOPIC:team-b.events" in line for line in denied), denied
+    assert metric(b, "skiff_authorization_denials_total", resource_type="TOPIC") >= 2
 
     # Reads: the deny wins over eve's wildcard allow.
     error = consume_error(b, "eve", "secret", "eve-group")

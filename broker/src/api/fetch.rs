@@ -30,7 +30,7 @@ pub async fn handle(
 ) -> (FetchResponse, Held) {
     let mut resolved = resolve_topic_ids(broker, &mut request, version).await;
     // READ on each topic (after ids became names).
-    let guard = super::authz::Guard::new(broker, session);
+    let guard = super::authz::Guard::new(broker, session, kafka_protocol::messages::ApiKey::Fetch);
     for (topic, result) in request.topics.iter().zip(resolved.iter_mut()) {
         if result.is_ok()
             && !guard.topic(crate::security::acl::Operation::Read, topic.topic.as_str())

@@ -7,7 +7,7 @@
 
 use super::errors::catalog_error;
 use super::{topic_uuid, Broker};
-use crate::security::acl::Operation;
+use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -102,10 +102,11 @@ pub async fn handle(
                 return None;
             }
         };
-        let guard = super::authz::Guard::new(broker, session);
+        let guard =
+            super::authz::Guard::new(broker, session, kafka_protocol::messages::ApiKey::Metadata);
         for topic in topics {
             // All topics: those the principal may describe.
-            if !guard.topic(Operation::Describe, &topic.record.name) {
+            if !guard.visible(Operation::Describe, ResourceType::Topic, &topic.record.name) {
                 continue;
             }
             let topic_states = states.remove(&topic.record.name).unwrap_or_default();
@@ -124,7 +125,8 @@ pub async fn handle(
             None => (None, t.topic_id),
         })
     });
-    let guard = super::authz::Guard::new(broker, session);
+    let guard =
+        super::authz::Guard::new(broker, session, kafka_protocol::messages::ApiKey::Metadata);
     for requested in requested_topics {
         let Some(name) = requested.name else {
             // Lookup by topic id (v10+).

@@ -516,8 +516,10 @@ async fn answer(
     };
     // Boxed: every API's handler state lives in this one future, kilobytes, and Produce (the
     // request that comes thousands of times a second) must not allocate that for each task.
-    let (response, held) =
-        Box::pin(handle_other(broker, &header, body, connection, session).instrument(span)).await;
+    let (response, held) = Box::pin(
+        handle_other(broker, &header, api_key, body, connection, session).instrument(span),
+    )
+    .await;
     let Some(response) = response else {
         return Reply::Close;
     };
@@ -532,11 +534,12 @@ async fn answer(
 async fn handle_other(
     broker: &Broker,
     header: &RequestHeader,
+    api_key: ApiKey,
     body: RequestKind,
     connection: &crate::memory::ConnectionMemory,
     session: &crate::security::Session,
 ) -> (Option<ResponseKind>, crate::memory::Held) {
-    let guard = authz::Guard::new(broker, session);
+    let guard = authz::Guard::new(broker, session, api_key);
     let (body, denied) = match authz::before(&guard, body, header.request_api_version) {
         authz::Decision::Handle(body, denied) => (*body, denied),
         authz::Decision::Refuse(response) => {
@@ -595,7 +598,12 @@ async fn dispatch(
             topics::create(broker, req, version).await,
         )),
         RequestKind::DeleteTopics(req) => Some(ResponseKind::DeleteTopics(
-            topics::delete(broker, req, &authz::Guard::new(broker, session)).await,
+            topics::delete(
+                broker,
+                req,
+                &authz::Guard::new(broker, session, ApiKey::DeleteTopics),
+            )
+            .await,
         )),
         RequestKind::CreatePartitions(req) => Some(ResponseKind::CreatePartitions(
             topics::create_partitions(broker, req).await,

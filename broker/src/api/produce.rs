@@ -60,7 +60,8 @@ pub async fn stage(
     session: &crate::security::Session,
 ) -> Staged {
     use crate::security::acl::Operation;
-    let guard = super::authz::Guard::new(broker, session);
+    let guard =
+        super::authz::Guard::new(broker, session, kafka_protocol::messages::ApiKey::Produce);
     // A transactional producer needs WRITE on its transactional id (else every partition is
     // refused), and WRITE on each topic.
     let txn_allowed = request

@@ -3,7 +3,7 @@
 //! of all topics) cut to what the principal may describe.
 
 use super::{offset_commit_topic, offset_fetch_topic, Denied, Guard};
-use crate::security::acl::Operation;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 
@@ -38,13 +38,20 @@ pub fn after(guard: &Guard<'_>, response: &mut ResponseKind, denied: Denied) {
         return;
     }
     match response {
-        ResponseKind::ListGroups(r) if !guard.cluster(Describe) => {
+        ResponseKind::ListGroups(r)
+            if !guard.visible(Describe, ResourceType::Cluster, CLUSTER_NAME) =>
+        {
             r.groups
-                .retain(|g| guard.group(Describe, g.group_id.as_str()));
+                .retain(|g| guard.visible(Describe, ResourceType::Group, g.group_id.as_str()));
         }
         ResponseKind::ListTransactions(r) => {
-            r.transaction_states
-                .retain(|t| guard.transactional_id(Describe, t.transactional_id.as_str()));
+            r.transaction_states.retain(|t| {
+                guard.visible(
+                    Describe,
+                    ResourceType::TransactionalId,
+                    t.transactional_id.as_str(),
+                )
+            });
         }
         _ => {}
     }
@@ -145,13 +152,14 @@ pub fn after(guard: &Guard<'_>, response: &mut ResponseKind, denied: Denied) {
         ResponseKind::OffsetFetch(r) => {
             if !denied.all_topics_of.is_empty() {
                 // "All topics": only those the principal may describe.
-                r.topics
-                    .retain(|t| guard.topic(Operation::Describe, t.name.as_str()));
+                r.topics.retain(|t| {
+                    guard.visible(Operation::Describe, ResourceType::Topic, t.name.as_str())
+                });
                 for group in &mut r.groups {
                     if denied.all_topics_of.contains(&group.group_id.0) {
-                        group
-                            .topics
-                            .retain(|t| guard.topic(Operation::Describe, t.name.as_str()));
+                        group.topics.retain(|t| {
+                            guard.visible(Operation::Describe, ResourceType::Topic, t.name.as_str())
+                        });
                     }
                 }
             }

@@ -9,6 +9,13 @@
 //! (`produce::stage`, `fetch::handle`), Metadata where it lists topics.
 //!
 //! Every API key the broker serves has an arm here: one added without one does not compile.
+//!
+//! Every refusal a client hears of is logged when its request is done (Kafka's authorizer log:
+//! principal, host, API, operation and resources, at info) and counted
+//! (`skiff_authorization_denials_total` by operation and resource type). Checks that only
+//! narrow a listing (all topics in Metadata, ListGroups, ListTransactions, an OffsetFetch of
+//! all topics) go through [`Guard::visible`] and are not: they are no one's failure, as in Kafka
+//! (`logIfDenied = false`).
 
 mod after;
 
@@ -29,22 +36,57 @@ const CONFIG_BROKER_LOGGER: i8 = 8;
 /// FindCoordinator's key type of transactional ids.
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
+/// Refused resources of one request named in its log line at most.
+const DENIALS_LOGGED_MAX: usize = 8;
+
 /// The permission checks of one request.
 pub struct Guard<'a> {
     broker: &'a Broker,
+    api: ApiKey,
     /// The principal, host and ACLs, looked up once per request.
     access: Access,
+    /// Checks refused, for the log and the metric (at most [`DENIALS_LOGGED_MAX`] named).
+    denials: std::sync::Mutex<Denials>,
+}
+
+#[derive(Default)]
+struct Denials {
+    count: usize,
+    named: Vec<(Operation, ResourceType, String)>,
 }
 
 impl<'a> Guard<'a> {
-    pub fn new(broker: &'a Broker, session: &Session) -> Guard<'a> {
+    pub fn new(broker: &'a Broker, session: &Session, api: ApiKey) -> Guard<'a> {
         Guard {
             broker,
+            api,
             access: broker.authorizer.access(session),
+            denials: Default::default(),
         }
     }
 
+    /// Whether the operation is allowed; a refusal is logged and counted when the request is
+    /// done.
     pub fn allows(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
+        let allowed = self.access.allows(operation, resource_type, name);
+        if !allowed {
+            self.broker
+                .metrics
+                .authorization_denied(operation.name(), resource_type.name());
+            let mut denials = self.denials.lock().unwrap_or_else(|e| e.into_inner());
+            denials.count += 1;
+            if denials.named.len() < DENIALS_LOGGED_MAX {
+                denials
+                    .named
+                    .push((operation, resource_type, name.to_owned()));
+            }
+        }
+        allowed
+    }
+
+    /// Whether a listing shows the resource: checked like [`Guard::allows`], but a refusal
+    /// only narrows the listing and is neither logged nor counted.
+    pub fn visible(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
         self.access.allows(operation, resource_type, name)
     }
 
@@ -67,6 +109,37 @@ impl<'a> Guard<'a> {
     /// CREATE on the cluster or on the topic.
     pub fn create_topic(&self, name: &str) -> bool {
         self.cluster(Operation::Create) || self.topic(Operation::Create, name)
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        let denials = std::mem::take(self.denials.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if denials.count == 0 {
+            return;
+        }
+        let (principal, host) = match &self.access {
+            Access::Checked {
+                principal, host, ..
+            } => (principal.as_str(), host.as_str()),
+            _ => ("", ""),
+        };
+        let resources: Vec<String> = denials
+            .named
+            .iter()
+            .map(|(operation, resource_type, name)| {
+                format!("{} {}:{name}", operation.name(), resource_type.name())
+            })
+            .collect();
+        tracing::info!(
+            target: "skiff::authorizer",
+            principal,
+            host,
+            api = ?self.api,
+            denied = denials.count,
+            resources = resources.join(", "),
+            "authorization denied"
+        );
     }
 }
 
