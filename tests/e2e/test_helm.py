@@ -64,8 +64,9 @@ def env_of(c: dict) -> dict[str, dict]:
     return {e["name"]: e for e in c["env"]}
 
 
-@pytest.mark.parametrize("values", [[], ["-f", str(CHART / "ci/production-values.yaml")]],
-                         ids=["default", "production"])
+@pytest.mark.parametrize("values", [[], ["-f", str(CHART / "ci/production-values.yaml")],
+                                    ["-f", str(CHART / "ci/secured-values.yaml")]],
+                         ids=["default", "production", "secured"])
 def test_chart_lints_renders_and_validates(tmp_path, values):
     helm("lint", "--strict", str(CHART), *values)
     docs = render(*values)
@@ -83,7 +84,9 @@ def test_chart_lints_renders_and_validates(tmp_path, values):
     env = env_of(broker)
     # Per-pod advertised addresses; the compactor runs apart; probes on real health.
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
-    assert env["SKIFF_ADVERTISED_LISTENERS"]["value"] == "$(POD_IP):9092"
+    protocol = "SASL_SSL" if "secured" in " ".join(values) else "PLAINTEXT"
+    assert broker["args"][broker["args"].index("--listeners") + 1] == f"{protocol}://0.0.0.0:9092"
+    assert env["SKIFF_ADVERTISED_LISTENERS"]["value"] == f"{protocol}://$(POD_IP):9092"
     assert env["SKIFF_COMPACTOR_ENABLE"]["value"] == "false"
     assert broker["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert broker["livenessProbe"]["httpGet"]["path"] == "/health"
@@ -96,7 +99,21 @@ def test_chart_lints_renders_and_validates(tmp_path, values):
     labels = kinds[("Deployment", "rel-skiff-broker")]["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert kinds[("Service", "rel-skiff")]["spec"]["selector"].items() <= labels.items()
-    if values:
+    if protocol == "SASL_SSL":
+        # Secured: the TLS Secret mounted for the keystore, logins and ACLs on.
+        [tls] = [v for v in pod["volumes"] if v["name"] == "tls"]
+        assert tls["secret"]["secretName"] == "skiff-tls"
+        assert {"name": "tls", "mountPath": "/etc/skiff/tls", "readOnly": True} in \
+            broker["volumeMounts"]
+        assert env["SKIFF_SSL_KEYSTORE_LOCATION"]["value"] == "/etc/skiff/tls/tls.crt"
+        assert env["SKIFF_SSL_KEY_LOCATION"]["value"] == "/etc/skiff/tls/tls.key"
+        assert env["SKIFF_SASL_ENABLED_MECHANISMS"]["value"] == "SCRAM-SHA-512,OAUTHBEARER"
+        assert env["SKIFF_SASL_OAUTHBEARER_EXPECTED_AUDIENCE"]["value"] == "kafka"
+        assert env["SKIFF_AUTHORIZER"]["value"] == "standard"
+        assert env["SKIFF_SUPER_USERS"]["value"] == "User:admin;User:ops"
+        # The probes stay open under --http-authentication required.
+        assert broker["readinessProbe"]["httpGet"]["path"] == "/ready"
+    elif values:
         # Production: credentials from an existing Secret only, autoscaling, a ServiceMonitor.
         key = env["SKIFF_S3_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]
         assert key["name"] == "skiff-bucket"
@@ -109,6 +126,26 @@ def test_chart_lints_renders_and_validates(tmp_path, values):
         assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
     else:
         assert "SKIFF_S3_ACCESS_KEY_ID" not in env  # the cloud's credential chain
+        assert "SKIFF_SASL_ENABLED_MECHANISMS" not in env and "tls" not in str(pod["volumes"])
+
+
+def test_a_secured_chart_needs_its_tls_secret_and_a_known_protocol():
+    binary = os.environ.get("SKIFF_HELM")
+    for values, why in [(["--set", "security.protocol=SSL"], "security.tls.existingSecret"),
+                        (["--set", "security.protocol=SASL"], "security.protocol must be")]:
+        run = subprocess.run([binary, "template", "rel", str(CHART), *values],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode != 0 and why in run.stderr, run.stderr
+
+
+def store_values(etcd, s3) -> list[str]:
+    return ["--set", f"etcd.endpoints={etcd.endpoint}",
+            "--set", f"objectStore.url=s3://{MotoS3.BUCKET}/helm",
+            "--set", f"objectStore.endpoint={s3.endpoint}",
+            "--set", "objectStore.allowHttp=true",
+            "--set", "objectStore.credentials.accessKeyId=test",
+            "--set", "objectStore.credentials.secretAccessKey=test",
+            "--set", "broker.cache.diskBytes=67108864"]
 
 
 class RenderedPod(SkiffBroker):
@@ -169,13 +206,7 @@ class RenderedPod(SkiffBroker):
 
 
 def test_rendered_pods_run_and_serve(tmp_path, etcd, s3):
-    docs = render("--set", f"etcd.endpoints={etcd.endpoint}",
-                  "--set", f"objectStore.url=s3://{MotoS3.BUCKET}/helm",
-                  "--set", f"objectStore.endpoint={s3.endpoint}",
-                  "--set", "objectStore.allowHttp=true",
-                  "--set", "objectStore.credentials.accessKeyId=test",
-                  "--set", "objectStore.credentials.secretAccessKey=test",
-                  "--set", "broker.cache.diskBytes=67108864")
+    docs = render(*store_values(etcd, s3))
     secrets = {d["metadata"]["name"]: d["stringData"] for d in docs if d["kind"] == "Secret"}
     broker_c = container(docs, "rel-skiff-broker")
     compactor_c = container(docs, "rel-skiff-compactor")
@@ -209,3 +240,39 @@ def test_rendered_pods_run_and_serve(tmp_path, etcd, s3):
     finally:
         for p in pods:
             p.cleanup()
+
+
+def test_rendered_pods_with_logins_and_acls(tmp_path, etcd, s3):
+    """The chart's security values, rendered and run: SASL_PLAINTEXT with SCRAM, ACLs, the
+    first user bootstrapped into etcd as the chart's notes say."""
+    from confluent_kafka import KafkaException
+    docs = render(*store_values(etcd, s3), "--set", "security.protocol=SASL_PLAINTEXT",
+                  "--set", "security.authorizer.enabled=true",
+                  "--set", "security.authorizer.superUsers={User:admin}",
+                  "--set", "compactor.enabled=false")
+    secrets = {d["metadata"]["name"]: d["stringData"] for d in docs if d["kind"] == "Secret"}
+    run = subprocess.run([str(skiff_bin()), "user", "bootstrap", "admin", "--password-stdin",
+                          "--etcd-endpoints", etcd.endpoint], input="admin-Secr3t-pw\n",
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    pod = RenderedPod(tmp_path / "broker", "broker", container(docs, "rel-skiff-broker"),
+                      "127.0.7.3", secrets)
+    try:
+        pod.start()
+        login = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
+                 "sasl.username": "admin", "sasl.password": "admin-Secr3t-pw"}
+        topic = h.unique_topic("helm-secured")
+        values = [b"s%03d" % i for i in range(50)]
+        h.produce_and_wait(h.producer(pod.bootstrap, **login), topic, values)
+        got = h.read_partitions(pod.bootstrap, topic, range(3), c=h.consumer(pod.bootstrap,
+                                                                             **login))
+        assert sorted(r.value for r in got) == values
+        # No login, no Kafka; the HTTP views ask for one; the probes stay open.
+        with pytest.raises(KafkaException):
+            h.admin(pod.bootstrap).list_topics(timeout=3)
+        assert pod.http_get("/v1/topics")[0] == 401
+        assert pod.http_get("/v1/topics", auth=("admin", "admin-Secr3t-pw"))[0] == 200
+        for probe in ["readinessProbe", "livenessProbe", "startupProbe"]:
+            assert pod.probe(probe) == 200, probe
+    finally:
+        pod.cleanup()

@@ -127,19 +127,12 @@ class OauthBroker(SaslBroker):
         super().__init__(workdir, keystore, args)
         self.idp = idp
 
-    def command(self) -> list[str]:
-        listeners = (f"PLAINTEXT://{self.bootstrap},SASL_PLAINTEXT://{self.sasl_plaintext},"
-                     f"SASL_SSL://{self.sasl_ssl}")
-        return [str(skiff_bin()), "serve", "--data-dir", str(self.data_dir),
-                "--listeners", listeners, "--advertised-listeners", listeners,
-                "--http-listeners", self.http, "--flush-linger-ms", "5",
-                "--ssl-keystore-location", self.keystore,
-                "--sasl-enabled-mechanisms", "OAUTHBEARER,SCRAM-SHA-512",
+    def sasl_args(self) -> list[str]:
+        return ["--sasl-enabled-mechanisms", "OAUTHBEARER,SCRAM-SHA-512",
                 "--sasl-oauthbearer-jwks-endpoint-url", f"{self.idp.url}/jwks.json",
                 "--sasl-oauthbearer-expected-issuer", ISSUER,
                 "--sasl-oauthbearer-expected-audience", f"other,{AUDIENCE}",
-                "--authorizer", "standard", "--super-users", "User:ANONYMOUS",
-                *self.extra_args]
+                "--authorizer", "standard", "--super-users", "User:ANONYMOUS"]
 
 
 @pytest.fixture

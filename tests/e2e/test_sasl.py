@@ -58,8 +58,10 @@ class SaslBroker(SkiffBroker):
         return [str(skiff_bin()), "serve", "--data-dir", str(self.data_dir),
                 "--listeners", listeners, "--advertised-listeners", listeners,
                 "--http-listeners", self.http, "--flush-linger-ms", "5",
-                "--ssl-keystore-location", self.keystore,
-                "--sasl-enabled-mechanisms", ",".join(MECHANISMS), *self.extra_args]
+                "--ssl-keystore-location", self.keystore, *self.sasl_args(), *self.extra_args]
+
+    def sasl_args(self) -> list[str]:
+        return ["--sasl-enabled-mechanisms", ",".join(MECHANISMS)]
 
 
 @pytest.fixture

@@ -63,19 +63,8 @@ pub enum UserAction {
     Set {
         /// The user name (the principal is `User:<name>`).
         name: String,
-        /// The password; better from the environment, or --password-stdin, than on a command
-        /// line others can read.
-        #[arg(long, env = "SKIFF_USER_PASSWORD", hide_env_values = true)]
-        password: Option<Secret>,
-        /// Read the password from the first line of standard input.
-        #[arg(long, conflicts_with = "password")]
-        password_stdin: bool,
-        /// The SCRAM mechanisms to store a credential for.
-        #[arg(long, value_enum, default_value = "all")]
-        mechanism: Mechanisms,
-        /// PBKDF2 iterations (Kafka accepts 4096 to 16384).
-        #[arg(long, default_value_t = 8192)]
-        iterations: u32,
+        #[command(flatten)]
+        credential: NewCredential,
     },
     /// Create a user or change their password directly in the metadata store, without a
     /// broker: the first user (a super user, say) of a cluster whose listeners all need a
@@ -84,18 +73,8 @@ pub enum UserAction {
     Bootstrap {
         /// The user name (the principal is `User:<name>`).
         name: String,
-        /// The password; better from the environment, or --password-stdin.
-        #[arg(long, env = "SKIFF_USER_PASSWORD", hide_env_values = true)]
-        password: Option<Secret>,
-        /// Read the password from the first line of standard input.
-        #[arg(long, conflicts_with = "password")]
-        password_stdin: bool,
-        /// The SCRAM mechanisms to store a credential for.
-        #[arg(long, value_enum, default_value = "all")]
-        mechanism: Mechanisms,
-        /// PBKDF2 iterations (Kafka accepts 4096 to 16384).
-        #[arg(long, default_value_t = 8192)]
-        iterations: u32,
+        #[command(flatten)]
+        credential: NewCredential,
         #[command(flatten)]
         store: Box<StoreArgs>,
     },
@@ -113,6 +92,24 @@ pub enum UserAction {
     },
 }
 
+/// A password to store SCRAM credentials for.
+#[derive(Debug, Args)]
+pub struct NewCredential {
+    /// The password; better from the environment, or --password-stdin, than on a command line
+    /// others can read.
+    #[arg(long, env = "SKIFF_USER_PASSWORD", hide_env_values = true)]
+    password: Option<Secret>,
+    /// Read the password from the first line of standard input.
+    #[arg(long, conflicts_with = "password")]
+    password_stdin: bool,
+    /// The SCRAM mechanisms to store a credential for.
+    #[arg(long, value_enum, default_value = "all")]
+    mechanism: Mechanisms,
+    /// PBKDF2 iterations (Kafka accepts 4096 to 16384).
+    #[arg(long, default_value_t = 8192)]
+    iterations: u32,
+}
+
 #[derive(Serialize)]
 struct UserInfo {
     user: String,
@@ -128,14 +125,9 @@ struct Credential {
 pub async fn run(command: UserCommand) -> Outcome {
     let args = &command.client;
     match command.action {
-        UserAction::Set {
-            name,
-            password,
-            password_stdin,
-            mechanism,
-            iterations,
-        } => {
-            let password = read_password(password, password_stdin)?;
+        UserAction::Set { name, credential } => {
+            let (mechanism, iterations) = (credential.mechanism, credential.iterations);
+            let password = read_password(&credential)?;
             let upsertions = mechanism
                 .list()
                 .into_iter()
@@ -168,22 +160,26 @@ pub async fn run(command: UserCommand) -> Outcome {
         }
         UserAction::Bootstrap {
             name,
-            password,
-            password_stdin,
-            mechanism,
-            iterations,
+            credential,
             store,
         } => {
-            let password = read_password(password, password_stdin)?;
-            bootstrap(&store, &name, &password, mechanism, iterations).await
+            let password = read_password(&credential)?;
+            bootstrap(
+                &store,
+                &name,
+                &password,
+                credential.mechanism,
+                credential.iterations,
+            )
+            .await
         }
         UserAction::List { names } => list(args, names).await,
     }
 }
 
 /// The password from the flag or environment, or standard input's first line.
-fn read_password(password: Option<Secret>, password_stdin: bool) -> anyhow::Result<String> {
-    let password = match (password, password_stdin) {
+fn read_password(credential: &NewCredential) -> anyhow::Result<String> {
+    let password = match (&credential.password, credential.password_stdin) {
         (Some(password), _) => password.expose().to_owned(),
         (None, true) => {
             let mut line = String::new();

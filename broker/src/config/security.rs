@@ -21,6 +21,10 @@ pub struct TlsArgs {
     /// `SSL://` listener (Kafka's `ssl.keystore.location` with `ssl.keystore.type=PEM`).
     #[arg(long, env = "SKIFF_SSL_KEYSTORE_LOCATION", value_name = "FILE")]
     pub ssl_keystore_location: Option<PathBuf>,
+    /// PEM file with the listener's unencrypted private key, when --ssl-keystore-location holds
+    /// only the certificate chain (as a Kubernetes TLS Secret does: `tls.crt`, `tls.key`).
+    #[arg(long, env = "SKIFF_SSL_KEY_LOCATION", value_name = "FILE")]
+    pub ssl_key_location: Option<PathBuf>,
     /// PEM file with the CA certificates client certificates must chain to (Kafka's
     /// `ssl.truststore.location` with `ssl.truststore.type=PEM`).
     #[arg(long, env = "SKIFF_SSL_TRUSTSTORE_LOCATION", value_name = "FILE")]

@@ -31,10 +31,11 @@ pub fn acceptor(args: &TlsArgs, client_auth: bool) -> anyhow::Result<TlsAcceptor
     if chain.is_empty() {
         bail!("{} holds no certificate", keystore.display());
     }
-    let key = PrivateKeyDer::from_pem_file(keystore).with_context(|| {
+    let key_file = args.ssl_key_location.as_ref().unwrap_or(keystore);
+    let key = PrivateKeyDer::from_pem_file(key_file).with_context(|| {
         format!(
             "cannot read an unencrypted private key from {} (PKCS#8, PKCS#1 or SEC1 PEM)",
-            keystore.display()
+            key_file.display()
         )
     })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

@@ -80,3 +80,63 @@ app.kubernetes.io/component: {{ .component }}
 - name: SKIFF_LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
 {{- end -}}
+
+{{/* The Kafka listener's security protocol, checked. */}}
+{{- define "skiff.protocol" -}}
+{{- $p := .Values.security.protocol -}}
+{{- if not (has $p (list "PLAINTEXT" "SSL" "SASL_PLAINTEXT" "SASL_SSL")) -}}
+{{- fail (printf "security.protocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, not %q" $p) -}}
+{{- end -}}
+{{- $p -}}
+{{- end -}}
+
+{{/* Non-empty when the listener uses TLS (and then a Secret is required). */}}
+{{- define "skiff.tls" -}}
+{{- if has (include "skiff.protocol" .) (list "SSL" "SASL_SSL") -}}
+{{- $_ := required "security.tls.existingSecret is required for SSL and SASL_SSL (a kubernetes.io/tls Secret)" .Values.security.tls.existingSecret -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The brokers' security settings as SKIFF_* variables. */}}
+{{- define "skiff.securityEnv" -}}
+{{- $protocol := include "skiff.protocol" . -}}
+{{- if include "skiff.tls" . }}
+- name: SKIFF_SSL_KEYSTORE_LOCATION
+  value: /etc/skiff/tls/tls.crt
+- name: SKIFF_SSL_KEY_LOCATION
+  value: /etc/skiff/tls/tls.key
+{{- if ne .Values.security.tls.clientAuth "none" }}
+- name: SKIFF_SSL_CLIENT_AUTH
+  value: {{ .Values.security.tls.clientAuth | quote }}
+- name: SKIFF_SSL_TRUSTSTORE_LOCATION
+  value: /etc/skiff/tls/{{ .Values.security.tls.truststoreKey }}
+{{- end }}
+{{- end }}
+{{- if hasPrefix "SASL_" $protocol }}
+- name: SKIFF_SASL_ENABLED_MECHANISMS
+  value: {{ .Values.security.sasl.mechanisms | quote }}
+{{- with .Values.security.sasl.oauthbearer }}
+{{- if .jwksEndpointUrl }}
+- name: SKIFF_SASL_OAUTHBEARER_JWKS_ENDPOINT_URL
+  value: {{ .jwksEndpointUrl | quote }}
+{{- end }}
+{{- if .expectedIssuer }}
+- name: SKIFF_SASL_OAUTHBEARER_EXPECTED_ISSUER
+  value: {{ .expectedIssuer | quote }}
+{{- end }}
+{{- if .expectedAudience }}
+- name: SKIFF_SASL_OAUTHBEARER_EXPECTED_AUDIENCE
+  value: {{ .expectedAudience | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if .Values.security.authorizer.enabled }}
+- name: SKIFF_AUTHORIZER
+  value: standard
+- name: SKIFF_SUPER_USERS
+  value: {{ join ";" .Values.security.authorizer.superUsers | quote }}
+- name: SKIFF_ALLOW_EVERYONE_IF_NO_ACL_FOUND
+  value: {{ .Values.security.authorizer.allowEveryoneIfNoAclFound | quote }}
+{{- end }}
+{{- end -}}
