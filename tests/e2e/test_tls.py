@@ -37,6 +37,8 @@ def pki(tmp_path):
     files = {}
     for name, blob in [("ca.pem", ca.cert_pem.bytes()),
                        ("server.pem", server.private_key_and_cert_chain_pem.bytes()),
+                       ("server.crt", b"".join(c.bytes() for c in server.cert_chain_pems)),
+                       ("server.key", server.private_key_pem.bytes()),
                        ("client.pem", b"".join(c.bytes() for c in client.cert_chain_pems)),
                        ("client.key", client.private_key_pem.bytes()),
                        ("stranger.pem", b"".join(c.bytes() for c in stranger.cert_chain_pems)),
@@ -111,7 +113,9 @@ def test_clients_speak_tls_and_others_are_refused(tmp_path, pki):
 
 
 def test_client_certificates_when_required(tmp_path, pki):
-    broker = start(tmp_path, "--ssl-keystore-location", pki["server.pem"],
+    # The chain and the key in files of their own, as a Kubernetes TLS Secret holds them.
+    broker = start(tmp_path, "--ssl-keystore-location", pki["server.crt"],
+                   "--ssl-key-location", pki["server.key"],
                    "--ssl-truststore-location", pki["ca.pem"], "--ssl-client-auth", "required")
     try:
         b = broker.bootstrap
