@@ -2,7 +2,9 @@
 """SASL logins per second, and what a flood of failed logins costs logged-in clients.
 
 Starts `skiff serve` (a release build) with a PLAINTEXT listener (to create a user) and a
-SASL_PLAINTEXT one, then for each mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) opens
+SASL_PLAINTEXT one, then for each mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER
+with an RS256 token checked against a JWKS file; the token is signed once, the broker checks
+it at every login) opens
 connections from THREADS threads for SECONDS and logs in on each (SaslHandshake v1, then
 SaslAuthenticate v0), reporting logins per second and the broker's CPU per login. SCRAM's
 client side (PBKDF2) runs in this process (kafka-python's ScramClient), so the figure is the
@@ -33,6 +35,7 @@ from kafka.net.sasl.scram import ScramClient  # noqa: E402
 from produce_consume import cpu_seconds, free_port  # noqa: E402
 
 PASSWORD = "bench-password"
+TOKEN = {}  # "token": an RS256 JWT the broker's JWKS file verifies
 
 
 def login(port: int, mechanism: str, password: str = PASSWORD) -> bool:
@@ -54,6 +57,8 @@ def login(port: int, mechanism: str, password: str = PASSWORD) -> bool:
 
         if mechanism == "PLAIN":
             return step(f"\0bench\0{password}".encode()) is not None
+        if mechanism == "OAUTHBEARER":
+            return step(f"n,,\x01auth=Bearer {TOKEN['token']}\x01\x01".encode()) is not None
         client = ScramClient("bench", password, mechanism)
         server_first = step(client.first_message())
         if server_first is None:
@@ -93,10 +98,21 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="skiff-sasl-bench-"))
     kafka, sasl_port, http = f"127.0.0.1:{free_port()}", free_port(), f"127.0.0.1:{free_port()}"
     log = open(work / "broker.log", "wb")
+    import json
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True),
+           "kid": "bench", "alg": "RS256", "use": "sig"}
+    (work / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    TOKEN["token"] = jwt.encode({"sub": "bench", "iat": int(time.time()),
+                                 "exp": int(time.time()) + 3600}, key, algorithm="RS256",
+                                headers={"kid": "bench"})
     proc = subprocess.Popen(
         [args.skiff, "serve", "--data-dir", str(work / "data"), "--listeners",
          f"PLAINTEXT://{kafka},SASL_PLAINTEXT://127.0.0.1:{sasl_port}", "--http-listeners", http,
-         "--sasl-enabled-mechanisms", "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+         "--sasl-enabled-mechanisms", "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER",
+         "--sasl-oauthbearer-jwks-endpoint-url", f"file://{work / 'jwks.json'}",
          "--connection-failed-authentication-delay-ms", "0", "--log", "warn"],
         stdout=log, stderr=log)
     deadline = time.monotonic() + 20
@@ -112,7 +128,7 @@ def main() -> None:
                         "--iterations", "4096"], input=PASSWORD + "\n", text=True, check=True,
                        env={**os.environ, "SKIFF_USER_PASSWORD": PASSWORD})
         print(f"machine: {os.cpu_count()} cores; {args.threads} threads, {args.seconds} s each")
-        for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]:
+        for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]:
             done = [0]
             failures = [0]
             stop = time.monotonic() + args.seconds
