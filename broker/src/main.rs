@@ -341,24 +341,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     bound => bound.to_string(),
                 })
         };
+        let sasl_ssl = local(config::SecurityProtocol::SaslSsl);
         let local_kafka = console::LocalKafka {
             plaintext: local(config::SecurityProtocol::Plaintext),
             sasl_plaintext: local(config::SecurityProtocol::SaslPlaintext),
+            own_certificates: match &sasl_ssl {
+                // (Read and checked already: the SASL_SSL listener could not start without.)
+                Some(_) => security::tls::keystore_chain(&args.tls)?,
+                None => Vec::new(),
+            },
+            sasl_ssl,
             mechanisms: args.sasl.sasl_enabled_mechanisms.clone(),
         };
         let http_authentication =
             args.http_authentication() == config::HttpAuthentication::Required;
         let console_listener = if http_authentication {
-            &local_kafka.sasl_plaintext
+            local_kafka
+                .sasl_plaintext
+                .as_ref()
+                .or(local_kafka.sasl_ssl.as_ref())
         } else {
-            &local_kafka.plaintext
+            local_kafka.plaintext.as_ref()
         };
         if console_listener.is_none() {
             tracing::warn!(
                 http_authentication,
                 "the console's topic, group and record pages need a {} Kafka listener",
                 if http_authentication {
-                    "SASL_PLAINTEXT"
+                    "SASL_PLAINTEXT or SASL_SSL"
                 } else {
                     "PLAINTEXT"
                 }

@@ -12,9 +12,10 @@ from confluent_kafka.admin import (AclOperation, AclPermissionType, NewTopic,
                                    ResourcePatternType, ResourceType)
 
 import helpers as h
+from conftest import SkiffBroker
 from test_acls import USERS, acl_broker, admin, allow, conf, create_acls, pki_files  # noqa: F401
 from test_console import CHROMIUM, FLAGS
-from test_sasl import metric
+from test_sasl import metric, pki, skiff  # noqa: F401
 
 ADMIN = ("admin", USERS["admin"])
 ALICE = ("alice", USERS["alice"])
@@ -146,3 +147,41 @@ def test_the_console_in_a_browser_asks_for_a_login(acl_broker, tmp_path):
             context.close()
         finally:
             browser.close()
+
+
+class SaslSslOnlyBroker(SkiffBroker):
+    """One SASL_SSL listener and nothing else."""
+
+    def __init__(self, workdir, keystore: str):
+        super().__init__(workdir, name="sasl-ssl-only")
+        self.keystore = keystore
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        for flag in ("--listeners", "--advertised-listeners"):
+            cmd[cmd.index(flag) + 1] = f"SASL_SSL://{self.bootstrap}"
+        return cmd + ["--ssl-keystore-location", self.keystore,
+                      "--sasl-enabled-mechanisms", "SCRAM-SHA-512"]
+
+
+def test_the_console_reaches_a_sasl_ssl_only_broker_trusting_its_own_certificate(tmp_path, pki):
+    b = SaslSslOnlyBroker(tmp_path / "b", pki["server"])
+    run = skiff("user", "bootstrap", "carol", "--password-stdin", "--data-dir", str(b.data_dir),
+                stdin="carol-Secr3t-pw\n")
+    assert run.returncode == 0, run.stderr
+    carol = ("carol", "carol-Secr3t-pw")
+    b.start()
+    try:
+        status, body = b.http_request("POST", "/v1/topics", {"name": "tls-only"}, auth=carol,
+                                      timeout=30)
+        assert status == 200, body
+        login = {"security.protocol": "SASL_SSL", "ssl.ca.location": pki["ca"],
+                 "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": carol[0],
+                 "sasl.password": carol[1]}
+        h.produce_and_wait(h.producer(b.bootstrap, **login), "tls-only", [b"over", b"tls"],
+                           partition=0)
+        status, body = get(b, "/v1/records?topic=tls-only&partition=0", auth=carol)
+        assert status == 200, body
+        assert [bytes.fromhex(r["value"]) for r in body["records"]] == [b"over", b"tls"]
+    finally:
+        b.cleanup()

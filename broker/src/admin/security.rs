@@ -110,6 +110,10 @@ pub struct SecurityArgs {
         global = true
     )]
     pub ssl_key_location: Option<PathBuf>,
+    /// Trust exactly these server certificates, whatever name they are reached by, instead of
+    /// CAs (the console, connecting to its own broker's SASL_SSL listener). Not a flag.
+    #[arg(skip)]
+    pub pinned_certificates: Vec<CertificateDer<'static>>,
 }
 
 impl SecurityArgs {
@@ -124,6 +128,7 @@ impl SecurityArgs {
             ssl_ca_location: None,
             ssl_certificate_location: None,
             ssl_key_location: None,
+            pinned_certificates: Vec::new(),
         }
     }
 }
@@ -156,6 +161,19 @@ pub async fn transport(
 }
 
 fn tls_config(args: &SecurityArgs) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    if !args.pinned_certificates.is_empty() {
+        let verifier = PinnedCertificates {
+            pinned: args.pinned_certificates.clone(),
+            algorithms: provider.signature_verification_algorithms,
+        };
+        return Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth());
+    }
     let mut roots = rustls::RootCertStore::empty();
     match &args.ssl_ca_location {
         Some(path) => {
@@ -174,7 +192,6 @@ fn tls_config(args: &SecurityArgs) -> anyhow::Result<rustls::ClientConfig> {
             }
         }
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
@@ -193,6 +210,59 @@ fn tls_config(args: &SecurityArgs) -> anyhow::Result<rustls::ClientConfig> {
                 .with_client_auth_cert(chain, key)
                 .context("the client certificate and key do not fit")
         }
+    }
+}
+
+/// Accepts exactly the pinned certificates (the handshake's signature still proves the server
+/// holds their key): stronger than a CA and a name, and needing neither.
+#[derive(Debug)]
+struct PinnedCertificates {
+    pinned: Vec<CertificateDer<'static>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCertificates {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|c| c.as_ref() == end_entity.as_ref())
+        {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
     }
 }
 

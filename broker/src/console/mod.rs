@@ -14,7 +14,8 @@
 //!
 //! Who the console acts as is the HTTP caller (`crate::http_auth`): with
 //! `--http-authentication required` its Kafka requests log in to this broker's SASL_PLAINTEXT
-//! listener with the caller's own credentials (PLAIN, else SCRAM, with a password; OAUTHBEARER
+//! listener (else its SASL_SSL one, trusting exactly the certificate it serves) with the
+//! caller's own credentials (PLAIN, else SCRAM, with a password; OAUTHBEARER
 //! with a token), so the broker's ACLs judge them exactly as any client's; without, they go to
 //! the PLAINTEXT listener as User:ANONYMOUS.
 
@@ -48,6 +49,9 @@ pub struct LocalKafka {
     pub plaintext: Option<String>,
     /// A SASL_PLAINTEXT listener (callers who logged in).
     pub sasl_plaintext: Option<String>,
+    /// Else a SASL_SSL listener, and the certificates it serves (trusted as they are).
+    pub sasl_ssl: Option<String>,
+    pub own_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// `--sasl-enabled-mechanisms`.
     pub mechanisms: Vec<SaslMechanism>,
 }
@@ -157,13 +161,23 @@ fn client_args(
     let mut security = SecurityArgs::plaintext();
     let credential = caller.map_or(&Credential::Anonymous, |c| &c.0.credential);
     let local = &state.local;
-    let sasl_listener = || {
-        local.sasl_plaintext.clone().ok_or_else(|| {
-            anyhow::anyhow!(
-                "the console acts as its logged-in caller on a SASL_PLAINTEXT Kafka listener of \
-                 this broker, and there is none (see --listeners)"
-            )
-        })
+    // SASL_PLAINTEXT if there is one, else SASL_SSL trusting this broker's own certificate.
+    let sasl_listener = |security: &mut SecurityArgs| {
+        if let Some(listener) = &local.sasl_plaintext {
+            security.security_protocol = Protocol::SaslPlaintext;
+            return Ok(listener.clone());
+        }
+        match &local.sasl_ssl {
+            Some(listener) if !local.own_certificates.is_empty() => {
+                security.security_protocol = Protocol::SaslSsl;
+                security.pinned_certificates = local.own_certificates.clone();
+                Ok(listener.clone())
+            }
+            _ => Err(anyhow::anyhow!(
+                "the console acts as its logged-in caller on a SASL_PLAINTEXT or SASL_SSL Kafka \
+                 listener of this broker, and there is none (see --listeners)"
+            )),
+        }
     };
     let bootstrap = match credential {
         Credential::Anonymous => local.plaintext.clone().ok_or_else(|| {
@@ -184,10 +198,9 @@ fn client_args(
             .ok_or_else(|| {
                 anyhow::anyhow!("no password mechanism is in --sasl-enabled-mechanisms")
             })?;
-            security.security_protocol = Protocol::SaslPlaintext;
             security.sasl_username = Some(user.clone());
             security.sasl_password = Some(password.clone());
-            sasl_listener()?
+            sasl_listener(&mut security)?
         }
         Credential::Token(token) => {
             anyhow::ensure!(
@@ -195,9 +208,8 @@ fn client_args(
                 "a Bearer token needs OAUTHBEARER in --sasl-enabled-mechanisms"
             );
             security.sasl_mechanism = SaslMechanism::OauthBearer;
-            security.security_protocol = Protocol::SaslPlaintext;
             security.sasl_oauthbearer_token = Some(token.clone());
-            sasl_listener()?
+            sasl_listener(&mut security)?
         }
     };
     Ok(ClientArgs {

@@ -18,10 +18,8 @@ use tokio_rustls::TlsAcceptor;
 /// How long a client may take to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The acceptor of an SSL listener, from the settings (checked once, at start).
-/// `client_auth`: whether `--ssl-client-auth` applies (SSL listeners; SASL_SSL ones
-/// authenticate with SASL, as Kafka's do unless configured per listener).
-pub fn acceptor(args: &TlsArgs, client_auth: bool) -> anyhow::Result<TlsAcceptor> {
+/// The certificate chain of the TLS listeners (`--ssl-keystore-location`).
+pub fn keystore_chain(args: &TlsArgs) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let Some(keystore) = &args.ssl_keystore_location else {
         bail!("an SSL listener needs --ssl-keystore-location (a PEM file with the certificate chain and its private key)");
     };
@@ -31,6 +29,17 @@ pub fn acceptor(args: &TlsArgs, client_auth: bool) -> anyhow::Result<TlsAcceptor
     if chain.is_empty() {
         bail!("{} holds no certificate", keystore.display());
     }
+    Ok(chain)
+}
+
+/// The acceptor of an SSL listener, from the settings (checked once, at start).
+/// `client_auth`: whether `--ssl-client-auth` applies (SSL listeners; SASL_SSL ones
+/// authenticate with SASL, as Kafka's do unless configured per listener).
+pub fn acceptor(args: &TlsArgs, client_auth: bool) -> anyhow::Result<TlsAcceptor> {
+    let chain = keystore_chain(args)?;
+    let Some(keystore) = &args.ssl_keystore_location else {
+        bail!("an SSL listener needs --ssl-keystore-location");
+    };
     let key_file = args.ssl_key_location.as_ref().unwrap_or(keystore);
     let key = PrivateKeyDer::from_pem_file(key_file).with_context(|| {
         format!(
