@@ -414,13 +414,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ssl = listeners
         .iter()
         .any(|(spec, ..)| spec.protocol == config::SecurityProtocol::Ssl)
-        .then(|| security::tls::acceptor(&args.tls, true))
+        .then(|| security::tls::ReloadingAcceptor::new(&args.tls, true))
         .transpose()?;
     let sasl_ssl = listeners
         .iter()
         .any(|(spec, ..)| spec.protocol == config::SecurityProtocol::SaslSsl)
-        .then(|| security::tls::acceptor(&args.tls, false))
+        .then(|| security::tls::ReloadingAcceptor::new(&args.tls, false))
         .transpose()?;
+    if args.tls.ssl_reload_interval_ms > 0 {
+        let interval = std::time::Duration::from_millis(args.tls.ssl_reload_interval_ms);
+        for acceptor in ssl.iter().chain(&sasl_ssl) {
+            acceptor.spawn_reloader(interval);
+        }
+    }
     let principals = Arc::new(security::principal::PrincipalMapper::parse(
         &args.tls.ssl_principal_mapping_rules,
     )?);

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct ListenerContext {
     pub info: Arc<ListenerInfo>,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<Arc<crate::security::tls::ReloadingAcceptor>>,
     /// Client certificates' subjects to principals.
     pub principals: Arc<crate::security::principal::PrincipalMapper>,
 }
@@ -75,7 +75,7 @@ pub async fn serve(
                     Some(acceptor) => {
                         let accepted = tokio::time::timeout(
                             crate::security::tls::HANDSHAKE_TIMEOUT,
-                            acceptor.accept(socket),
+                            acceptor.current().accept(socket),
                         )
                         .await;
                         match accepted {

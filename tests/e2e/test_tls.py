@@ -151,3 +151,48 @@ def test_tls_settings_are_checked_at_start(tmp_path, pki):
     assert run.returncode != 0 and "--ssl-keystore-location" in run.stderr
     run = serve(listeners="INTERNAL://127.0.0.1:0")
     assert run.returncode != 0 and "add INTERNAL:PROTOCOL" in run.stderr
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(tmp_path):
+    import ssl as tls
+    ca = trustme.CA()
+    first, second = ca.issue_cert("127.0.0.1"), ca.issue_cert("127.0.0.1")
+    keystore, ca_file = tmp_path / "rotating.pem", tmp_path / "rotating-ca.pem"
+    first.private_key_and_cert_chain_pem.write_to_path(str(keystore))
+    ca.cert_pem.write_to_path(str(ca_file))
+    broker = start(tmp_path, "--ssl-keystore-location", str(keystore),
+                   "--ssl-reload-interval-ms", "200")
+
+    def der(cert) -> bytes:
+        return tls.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
+
+    def served() -> bytes:
+        context = tls.create_default_context(cafile=str(ca_file))
+        with socket.create_connection(("127.0.0.1", broker.kafka_port), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+            return conn.getpeercert(binary_form=True)
+
+    try:
+        b = broker.bootstrap
+        conf = {"security.protocol": "SSL", "ssl.ca.location": str(ca_file)}
+        assert served() == der(first)
+        topic = h.unique_topic("renewed")
+        p = h.producer(b, **conf)
+        h.produce_and_wait(p, topic, [b"before"], partition=0)
+        # The Secret is rewritten with a renewed certificate: new connections get it, the
+        # producer's open connection goes on.
+        second.private_key_and_cert_chain_pem.write_to_path(str(keystore))
+        deadline = time.monotonic() + 10
+        while served() != der(second):
+            assert time.monotonic() < deadline, "the renewed certificate was never served"
+            time.sleep(0.2)
+        h.produce_and_wait(p, topic, [b"after"], partition=0)
+        got = h.read_partitions(b, topic, [0], c=h.consumer(b, **conf))
+        assert [r.value for r in got] == [b"before", b"after"]
+        # A half-written or broken file keeps the certificate that works, loudly.
+        keystore.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+        time.sleep(1.0)
+        assert served() == der(second)
+        assert "cannot be used; still serving the previous ones" in broker.log_path.read_text()
+    finally:
+        broker.cleanup()

@@ -48,6 +48,16 @@ pub struct TlsArgs {
         value_name = "RULES"
     )]
     pub ssl_principal_mapping_rules: String,
+    /// How often the keystore, key and truststore files are checked for new contents (a
+    /// renewed certificate): new connections then use them, open ones keep theirs. 0: read
+    /// at start only.
+    #[arg(
+        long,
+        env = "SKIFF_SSL_RELOAD_INTERVAL_MS",
+        default_value_t = 30_000,
+        value_name = "MS"
+    )]
+    pub ssl_reload_interval_ms: u64,
 }
 
 /// The SASL mechanisms a listener may offer (Kafka's `sasl.enabled.mechanisms`).

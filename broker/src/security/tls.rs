@@ -85,6 +85,90 @@ pub fn acceptor(args: &TlsArgs, client_auth: bool) -> anyhow::Result<TlsAcceptor
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// A TLS listener's acceptor, built again when its files change (a rotated certificate, as
+/// cert-manager or any renewal rewrites a mounted Secret): new connections get the new one,
+/// open ones keep theirs. Files that cannot be used keep the acceptor as it was, loudly.
+pub struct ReloadingAcceptor {
+    args: TlsArgs,
+    client_auth: bool,
+    current: std::sync::RwLock<(TlsAcceptor, u64)>,
+}
+
+impl ReloadingAcceptor {
+    /// Reads the files and builds the acceptor (failing as [`acceptor`] does).
+    pub fn new(args: &TlsArgs, client_auth: bool) -> anyhow::Result<Arc<ReloadingAcceptor>> {
+        let fingerprint = files_fingerprint(args);
+        let acceptor = acceptor(args, client_auth)?;
+        Ok(Arc::new(ReloadingAcceptor {
+            args: args.clone(),
+            client_auth,
+            current: std::sync::RwLock::new((acceptor, fingerprint)),
+        }))
+    }
+
+    /// The acceptor for a new connection.
+    pub fn current(&self) -> TlsAcceptor {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Builds the acceptor again if the files' contents changed: `Ok(true)` when it did.
+    pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
+        let fingerprint = files_fingerprint(&self.args);
+        if fingerprint == self.current.read().unwrap_or_else(|e| e.into_inner()).1 {
+            return Ok(false);
+        }
+        let acceptor = acceptor(&self.args, self.client_auth);
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        // Remembered either way: broken files are reported once, not at every check.
+        current.1 = fingerprint;
+        current.0 = acceptor?;
+        Ok(true)
+    }
+
+    /// Checks the files every `interval` until the process ends.
+    pub fn spawn_reloader(self: &Arc<Self>, interval: std::time::Duration) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                match this.reload_if_changed() {
+                    Ok(false) => {}
+                    Ok(true) => tracing::info!(
+                        keystore = ?this.args.ssl_keystore_location,
+                        client_auth = this.client_auth,
+                        "TLS certificates reloaded: new connections use them"
+                    ),
+                    Err(error) => tracing::error!(
+                        error = %format!("{error:#}"),
+                        "the TLS files changed but cannot be used; still serving the previous ones"
+                    ),
+                }
+            }
+        });
+    }
+}
+
+/// A hash of the TLS files' contents (a file that cannot be read counts as empty).
+fn files_fingerprint(args: &TlsArgs) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for path in [
+        &args.ssl_keystore_location,
+        &args.ssl_key_location,
+        &args.ssl_truststore_location,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        std::fs::read(path).unwrap_or_default().hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
 fn trust_store(path: &Path) -> anyhow::Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(path)
