@@ -3,9 +3,11 @@
 //! scrape ([`OPEN_PATHS`]) needs one of
 //!
 //! - `Authorization: Basic` with a SASL user's name and password, checked against the user's
-//!   SCRAM credential as a PLAIN login is (a password once checked is remembered for
-//!   [`CHECKED_PASSWORD_TTL_MS`] by an HMAC of user and password under a per-process key, so a
-//!   console page's requests do not each cost a PBKDF2);
+//!   SCRAM credential as a PLAIN login is. A password once checked is remembered for
+//!   [`CHECKED_PASSWORD_TTL_MS`] by an HMAC of user, password and the credential's stored key
+//!   under a per-process key, so a console page's requests do not each cost a PBKDF2; the
+//!   credential is read at every request, so a changed password or a deleted user takes
+//!   effect at once;
 //! - `Authorization: Bearer` with an OAUTHBEARER token, checked as an OAUTHBEARER login is.
 //!
 //! Anything else is answered 401 with both challenges (a browser then asks for a user name and
@@ -118,11 +120,24 @@ impl HttpAuth {
         self.broker.log.clock().now_ms()
     }
 
-    /// Checks Basic credentials, or finds them checked lately.
+    /// Checks Basic credentials, or finds them checked lately against the same credential.
     async fn password(&self, user: &str, password: &str) -> Result<(), String> {
+        let current = self
+            .broker
+            .sasl
+            .password_credential(user)
+            .await
+            .map_err(|e| e.to_string())?;
+        // (An unknown user is never remembered: its check below always fails.)
+        let stored_key = current.map_or_else(String::new, |(_, c)| c.stored_key);
         let tag = aws_lc_rs::hmac::sign(
             &self.inner.key,
-            format!("{}\0{user}\0{password}", user.len()).as_bytes(),
+            format!(
+                "{}\0{user}\0{}\0{password}\0{stored_key}",
+                user.len(),
+                password.len()
+            )
+            .as_bytes(),
         )
         .as_ref()
         .to_vec();

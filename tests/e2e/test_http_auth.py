@@ -88,6 +88,24 @@ def test_the_admin_api_asks_who_calls_and_shows_what_acls_allow(acl_broker):
     assert get(b, "/v1/brokers", auth=ALICE)[0] == 200
     assert metric(b, "skiff_http_authentications_total", scheme="basic",
                   result="success") >= 8
+    # A changed password, then a deleted user, take effect at once (checked passwords are
+    # remembered against the credential they opened).
+    from confluent_kafka.admin import (ScramCredentialInfo, ScramMechanism,
+                                       UserScramCredentialDeletion,
+                                       UserScramCredentialUpsertion)
+    su = admin(b, "admin")
+    changes = [UserScramCredentialUpsertion(
+        "alice", ScramCredentialInfo(m, 4096), b"alice-New-pw-2")
+        for m in (ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512)]
+    for f in su.alter_user_scram_credentials(changes).values():
+        f.result(timeout=15)
+    assert get(b, "/v1/topics", auth=ALICE)[0] == 401
+    assert get(b, "/v1/topics", auth=("alice", "alice-New-pw-2"))[0] == 200
+    deletions = [UserScramCredentialDeletion("alice", m)
+                 for m in (ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512)]
+    for f in su.alter_user_scram_credentials(deletions).values():
+        f.result(timeout=15)
+    assert get(b, "/v1/topics", auth=("alice", "alice-New-pw-2"))[0] == 401
 
 
 def test_the_console_acts_as_its_caller(acl_broker):

@@ -377,20 +377,14 @@ impl Authenticator {
         }
         // The strongest credential the user has; a made-up one for an unknown user, so that
         // both cost the same.
-        let mut found = None;
-        for mechanism in [ScramMechanism::Sha512, ScramMechanism::Sha256] {
-            if let Some(credential) = self.credential(mechanism, user).await? {
-                found = Some((mechanism, credential, true));
-                break;
-            }
-        }
-        let (mechanism, credential, known) = found.unwrap_or_else(|| {
-            (
+        let (mechanism, credential, known) = match self.password_credential(user).await? {
+            Some((mechanism, credential)) => (mechanism, credential, true),
+            None => (
                 ScramMechanism::Sha256,
                 self.unknown_user(ScramMechanism::Sha256, user),
                 false,
-            )
-        });
+            ),
+        };
         let _slot = self
             .password_checks
             .acquire()
@@ -407,6 +401,20 @@ impl Authenticator {
         } else {
             Err(LoginError::InvalidCredentials)
         }
+    }
+
+    /// The credential a password of `user` is checked against: the strongest the user has
+    /// (`None`: no such user).
+    pub async fn password_credential(
+        &self,
+        user: &str,
+    ) -> Result<Option<(ScramMechanism, ScramCredential)>, LoginError> {
+        for mechanism in [ScramMechanism::Sha512, ScramMechanism::Sha256] {
+            if let Some(credential) = self.credential(mechanism, user).await? {
+                return Ok(Some((mechanism, credential)));
+            }
+        }
+        Ok(None)
     }
 
     /// An OAUTHBEARER token's subject and expiry, when it holds (HTTP callers' Bearer tokens).
