@@ -19,6 +19,7 @@
 
 use crate::api::Broker;
 use crate::config::Secret;
+use crate::security::sasl::LoginError;
 use crate::security::Principal;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -70,7 +71,8 @@ pub struct HttpAuth {
 
 struct Checked {
     key: aws_lc_rs::hmac::Key,
-    /// HMAC(user, password) → until when it is good, in milliseconds since the epoch.
+    /// HMAC(user, password, stored key) → until when it is good, in milliseconds since the
+    /// epoch.
     passwords: Mutex<HashMap<Vec<u8>, i64>>,
 }
 
@@ -121,13 +123,8 @@ impl HttpAuth {
     }
 
     /// Checks Basic credentials, or finds them checked lately against the same credential.
-    async fn password(&self, user: &str, password: &str) -> Result<(), String> {
-        let current = self
-            .broker
-            .sasl
-            .password_credential(user)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn password(&self, user: &str, password: &str) -> Result<(), LoginError> {
+        let current = self.broker.sasl.password_credential(user).await?;
         // (An unknown user is never remembered: its check below always fails.)
         let stored_key = current.map_or_else(String::new, |(_, c)| c.stored_key);
         let tag = aws_lc_rs::hmac::sign(
@@ -155,8 +152,7 @@ impl HttpAuth {
         self.broker
             .sasl
             .check_password(user, password.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let mut passwords = self
             .inner
             .passwords
@@ -169,7 +165,7 @@ impl HttpAuth {
         Ok(())
     }
 
-    async fn caller(&self, presented: Presented, ip: IpAddr) -> Result<Caller, String> {
+    async fn caller(&self, presented: Presented, ip: IpAddr) -> Result<Caller, LoginError> {
         match presented {
             Presented::Basic { user, password } => {
                 self.password(&user, &password).await?;
@@ -183,12 +179,7 @@ impl HttpAuth {
                 })
             }
             Presented::Bearer(token) => {
-                let valid = self
-                    .broker
-                    .sasl
-                    .check_token(&token)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let valid = self.broker.sasl.check_token(&token).await?;
                 Ok(Caller {
                     principal: Principal::user(valid.subject),
                     ip,
@@ -245,6 +236,15 @@ pub async fn authenticate(
             auth.broker.metrics.http_authentication(scheme, true);
             request.extensions_mut().insert(caller);
             next.run(request).await
+        }
+        Err(LoginError::Store(reason)) => {
+            // The store is in trouble, not the caller's credentials: say so, at once.
+            tracing::warn!(peer = %peer, reason = %reason, "HTTP authentication: credentials unreadable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": "credentials cannot be read now; retry" })),
+            )
+                .into_response()
         }
         Err(reason) => {
             auth.broker.metrics.http_authentication(scheme, false);

@@ -203,3 +203,25 @@ def test_the_console_reaches_a_sasl_ssl_only_broker_trusting_its_own_certificate
         assert [bytes.fromhex(r["value"]) for r in body["records"]] == [b"over", b"tls"]
     finally:
         b.cleanup()
+
+
+def test_a_dead_metadata_store_is_a_503_not_a_wrong_password(tmp_path, start_broker, etcd, s3):
+    from servers import broker_args
+    run = skiff("user", "bootstrap", "dave", "--password-stdin", "--etcd-endpoints",
+                etcd.endpoint, stdin="dave-Secr3t-pw\n")
+    assert run.returncode == 0, run.stderr
+    b = start_broker(args=broker_args(etcd, s3) + [
+        "--http-authentication", "required", "--sasl-enabled-mechanisms", "PLAIN",
+        "--etcd-request-timeout-ms", "1000"])
+    dave = ("dave", "dave-Secr3t-pw")
+    assert get(b, "/v1/brokers", auth=dave)[0] == 200
+    etcd.stop()
+    try:
+        status, body = get(b, "/v1/brokers", auth=dave)
+        assert status == 503 and "cannot be read" in body["error"], (status, body)
+    finally:
+        etcd.start()
+    deadline = time.monotonic() + 30
+    while get(b, "/v1/brokers", auth=dave)[0] != 200:
+        assert time.monotonic() < deadline, "never answered again after etcd came back"
+        time.sleep(0.5)
