@@ -45,15 +45,8 @@ def login(port: int, mechanism: str, password: str = PASSWORD) -> bool:
             return False
 
         def step(auth: bytes):
-            corr = conn.next_corr()
-            conn.send_raw(w.frame(w.request_header_v1(36, 0, corr) + w.nbytes(auth)))
-            frame = conn.recv_frame()
-            if frame is None:
-                return None
-            r = w.Reader(frame[4:])
-            code = r.i16()
-            r.string()
-            return r.nbytes() if code == 0 else None
+            answer = w.sasl_authenticate(conn, auth)
+            return answer[2] if answer is not None and answer[0] == 0 else None
 
         if mechanism == "PLAIN":
             return step(f"\0bench\0{password}".encode()) is not None

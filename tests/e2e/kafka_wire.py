@@ -396,3 +396,17 @@ def api_versions(conn: Conn) -> dict[int, tuple[int, int]]:
     rcorr, err, keys = parse_api_versions_v0(payload)
     assert rcorr == corr and err == 0, f"ApiVersions v0 failed: corr {rcorr}/{corr} err {err}"
     return keys
+
+
+def sasl_authenticate(conn: Conn, auth: bytes, version: int = 0
+                      ) -> tuple[int, str | None, bytes | None, int] | None:
+    """SaslAuthenticate v0 or v1 (not flexible): (error code, message, auth bytes, session
+    lifetime ms; 0 for v0), or None when the broker closed the connection instead."""
+    corr = conn.next_corr()
+    conn.send_raw(frame(request_header_v1(36, version, corr) + nbytes(auth)))
+    payload = conn.recv_frame()
+    if payload is None:
+        return None
+    r = Reader(payload[4:])
+    code, message, auth_bytes = r.i16(), r.string(), r.nbytes()
+    return code, message, auth_bytes, r.i64() if version >= 1 else 0

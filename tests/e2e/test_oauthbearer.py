@@ -240,15 +240,8 @@ def test_clients_log_in_with_tokens_and_the_subject_is_the_principal(oauth_broke
 
 def sasl_authenticate_v1(conn: w.Conn, auth: bytes) -> tuple[int, str | None, int] | None:
     """SaslAuthenticate v1: (error code, message, session lifetime ms); None if closed."""
-    corr = conn.next_corr()
-    conn.send_raw(w.frame(w.request_header_v1(36, 1, corr) + w.nbytes(auth)))
-    payload = conn.recv_frame()
-    if payload is None:
-        return None
-    r = w.Reader(payload[4:])
-    code, message = r.i16(), r.string()
-    r.nbytes()
-    return code, message, r.i64()
+    answer = w.sasl_authenticate(conn, auth, version=1)
+    return None if answer is None else (answer[0], answer[1], answer[3])
 
 
 def bearer(token: str) -> bytes:

@@ -28,7 +28,6 @@ PASSWORDS = {"alice": "alice-Secr3t-pw", "bob": "bob-Secr3t-pw"}
 MECHANISMS = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 API_SASL_HANDSHAKE = 17
-API_SASL_AUTHENTICATE = 36
 ERR_SASL_AUTHENTICATION_FAILED = 58
 ERR_ILLEGAL_SASL_STATE = 34
 ERR_UNSUPPORTED_SASL_MECHANISM = 33
@@ -243,13 +242,8 @@ def sasl_handshake(conn: w.Conn, mechanism: str) -> tuple[int, list[str]]:
 
 def sasl_authenticate(conn: w.Conn, auth: bytes) -> tuple[int, str | None] | None:
     """SaslAuthenticate v0; None when the broker closed the connection instead."""
-    corr = conn.next_corr()
-    conn.send_raw(w.frame(w.request_header_v1(API_SASL_AUTHENTICATE, 0, corr) + w.nbytes(auth)))
-    payload = conn.recv_frame()
-    if payload is None:
-        return None
-    r = w.Reader(payload[4:])
-    return r.i16(), r.string()
+    answer = w.sasl_authenticate(conn, auth)
+    return None if answer is None else answer[:2]
 
 
 def raw(broker) -> w.Conn:
