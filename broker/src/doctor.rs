@@ -58,6 +58,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
         }
     }
     listeners(&args, &mut report).await;
+    security(&args, &mut report).await;
     metadata(&args, &mut report).await;
     bucket(&args, &mut report).await;
     Ok(report.checks.iter().all(|(s, _, _)| *s != Status::Fail))
@@ -121,6 +122,91 @@ async fn listeners(args: &ServeArgs, report: &mut Report) {
             );
         }
     }
+}
+
+/// The TLS files the listeners would serve with, and the OAUTHBEARER signing keys.
+async fn security(args: &ServeArgs, report: &mut Report) {
+    use crate::config::{SaslMechanism, SecurityProtocol};
+    let kafka = args.kafka_listeners().unwrap_or_default();
+    if kafka.iter().any(|l| {
+        matches!(
+            l.protocol,
+            SecurityProtocol::Ssl | SecurityProtocol::SaslSsl
+        )
+    }) {
+        // (validate() built the acceptor already; this says what it serves.)
+        match crate::security::tls::keystore_chain(&args.tls) {
+            Ok(chain) => {
+                let leaf = x509_parser::parse_x509_certificate(&chain[0]).ok();
+                let detail = leaf.map_or_else(
+                    || format!("{} certificates", chain.len()),
+                    |(_, cert)| {
+                        format!(
+                            "{} valid until {}",
+                            cert.subject(),
+                            cert.validity().not_after
+                        )
+                    },
+                );
+                let expired = leaf_expired(&chain[0]);
+                report.add(
+                    if expired { Status::Fail } else { Status::Ok },
+                    "tls certificate",
+                    if expired {
+                        format!("expired: {detail}; renew --ssl-keystore-location")
+                    } else {
+                        detail
+                    },
+                );
+            }
+            Err(error) => report.add(Status::Fail, "tls certificate", format!("{error:#}")),
+        }
+    }
+    if args
+        .sasl
+        .sasl_enabled_mechanisms
+        .contains(&SaslMechanism::OauthBearer)
+    {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let fetched =
+            match crate::security::oauth::TokenValidator::new(&args.sasl.oauthbearer, clock) {
+                Ok(Some(validator)) => tokio::time::timeout(CHECK_TIMEOUT, validator.fetch_keys())
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {CHECK_TIMEOUT:?}"))),
+                Ok(None) => Err(anyhow::anyhow!(
+                    "--sasl-oauthbearer-jwks-endpoint-url is not set"
+                )),
+                Err(error) => Err(error),
+            };
+        let url = args
+            .sasl
+            .oauthbearer
+            .sasl_oauthbearer_jwks_endpoint_url
+            .as_deref()
+            .unwrap_or("");
+        match fetched {
+            Ok(0) => report.add(
+                Status::Fail,
+                "oauthbearer keys",
+                format!("{url} publishes no key that can check signatures"),
+            ),
+            Ok(count) => report.add(
+                Status::Ok,
+                "oauthbearer keys",
+                format!("{count} signing keys from {url}"),
+            ),
+            Err(error) => report.add(Status::Fail, "oauthbearer keys", format!("{error:#}")),
+        }
+    }
+}
+
+/// Whether a certificate's `notAfter` has passed.
+fn leaf_expired(der: &[u8]) -> bool {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return false;
+    };
+    let now = SystemClock.now_ms() / 1000;
+    cert.validity().not_after.timestamp() < now
 }
 
 async fn metadata(args: &ServeArgs, report: &mut Report) {

@@ -344,7 +344,16 @@ def test_doctor_checks_a_configuration_and_says_what_is_wrong(tmp_path, etcd, s3
     assert checks["advertised PLAINTEXT"][0] == "FAIL"
     assert "--advertised-listeners PLAINTEXT://" in checks["advertised PLAINTEXT"][1]
     assert checks["advertised SSL"][0] == "ok"
+    assert checks["tls certificate"][0] == "ok" and "valid until" in checks["tls certificate"][1]
     assert checks["metadata store"][0] == "ok"
+    # OAUTHBEARER whose identity provider does not answer.
+    rc, checks = doctor("--data-dir", str(tmp_path / "oauth"), "--listeners",
+                        "SASL_PLAINTEXT://127.0.0.1:0", "--advertised-listeners",
+                        "SASL_PLAINTEXT://127.0.0.1:9092",
+                        "--sasl-enabled-mechanisms", "OAUTHBEARER",
+                        "--sasl-oauthbearer-jwks-endpoint-url", "http://127.0.0.1:9/jwks.json")
+    assert rc == 1 and checks["oauthbearer keys"][0] == "FAIL", checks
+    assert "cannot fetch http://127.0.0.1:9/jwks.json" in checks["oauthbearer keys"][1]
     # An advertised address no client can use is refused with the settings.
     rc, checks = doctor("--data-dir", str(tmp_path / "wrong"), "--advertised-listeners",
                         "0.0.0.0:9092")
