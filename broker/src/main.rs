@@ -323,6 +323,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         authorizer,
     });
 
+    // SSL listeners ask for client certificates as --ssl-client-auth says; SASL_SSL ones
+    // authenticate with SASL.
+    let ssl = listeners
+        .iter()
+        .any(|(spec, ..)| spec.protocol == config::SecurityProtocol::Ssl)
+        .then(|| security::tls::ReloadingAcceptor::new(&args.tls, true))
+        .transpose()?;
+    let sasl_ssl = listeners
+        .iter()
+        .any(|(spec, ..)| spec.protocol == config::SecurityProtocol::SaslSsl)
+        .then(|| security::tls::ReloadingAcceptor::new(&args.tls, false))
+        .transpose()?;
+    if args.tls.ssl_reload_interval_ms > 0 {
+        let interval = std::time::Duration::from_millis(args.tls.ssl_reload_interval_ms);
+        for acceptor in ssl.iter().chain(&sasl_ssl) {
+            acceptor.spawn_reloader(interval);
+        }
+    }
     let http_bind = args.http_bind()?;
     let http_listener = tokio::net::TcpListener::bind(http_bind)
         .await
@@ -331,7 +349,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http = {
         let shutdown = shutdown.clone();
         // The console acts as a Kafka client of this broker's own listeners: PLAINTEXT for
-        // anonymous callers, SASL_PLAINTEXT as the caller who logged in (`http_auth`).
+        // anonymous callers, SASL_PLAINTEXT (else SASL_SSL) as the caller who logged in
+        // (`http_auth`).
         let local = |protocol: config::SecurityProtocol| {
             listeners
                 .iter()
@@ -341,16 +360,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     bound => bound.to_string(),
                 })
         };
-        let sasl_ssl = local(config::SecurityProtocol::SaslSsl);
         let local_kafka = console::LocalKafka {
             plaintext: local(config::SecurityProtocol::Plaintext),
             sasl_plaintext: local(config::SecurityProtocol::SaslPlaintext),
-            own_certificates: match &sasl_ssl {
-                // (Read and checked already: the SASL_SSL listener could not start without.)
-                Some(_) => security::tls::keystore_chain(&args.tls)?,
-                None => Vec::new(),
-            },
-            sasl_ssl,
+            sasl_ssl: local(config::SecurityProtocol::SaslSsl).zip(sasl_ssl.clone()),
             mechanisms: args.sasl.sasl_enabled_mechanisms.clone(),
         };
         let http_authentication =
@@ -359,7 +372,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             local_kafka
                 .sasl_plaintext
                 .as_ref()
-                .or(local_kafka.sasl_ssl.as_ref())
+                .or(local_kafka.sasl_ssl.as_ref().map(|(address, _)| address))
         } else {
             local_kafka.plaintext.as_ref()
         };
@@ -409,24 +422,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "skiff broker started"
     );
     let close_connections = CancellationToken::new();
-    // SSL listeners ask for client certificates as --ssl-client-auth says; SASL_SSL ones
-    // authenticate with SASL.
-    let ssl = listeners
-        .iter()
-        .any(|(spec, ..)| spec.protocol == config::SecurityProtocol::Ssl)
-        .then(|| security::tls::ReloadingAcceptor::new(&args.tls, true))
-        .transpose()?;
-    let sasl_ssl = listeners
-        .iter()
-        .any(|(spec, ..)| spec.protocol == config::SecurityProtocol::SaslSsl)
-        .then(|| security::tls::ReloadingAcceptor::new(&args.tls, false))
-        .transpose()?;
-    if args.tls.ssl_reload_interval_ms > 0 {
-        let interval = std::time::Duration::from_millis(args.tls.ssl_reload_interval_ms);
-        for acceptor in ssl.iter().chain(&sasl_ssl) {
-            acceptor.spawn_reloader(interval);
-        }
-    }
     let principals = Arc::new(security::principal::PrincipalMapper::parse(
         &args.tls.ssl_principal_mapping_rules,
     )?);

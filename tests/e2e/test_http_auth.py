@@ -15,7 +15,7 @@ import helpers as h
 from conftest import SkiffBroker
 from test_acls import USERS, acl_broker, admin, allow, conf, create_acls, pki_files  # noqa: F401
 from test_console import CHROMIUM, FLAGS
-from test_sasl import metric, pki, skiff  # noqa: F401
+from test_sasl import metric, skiff
 
 ADMIN = ("admin", USERS["admin"])
 ALICE = ("alice", USERS["alice"])
@@ -182,8 +182,14 @@ class SaslSslOnlyBroker(SkiffBroker):
                       "--sasl-enabled-mechanisms", "SCRAM-SHA-512"]
 
 
-def test_the_console_reaches_a_sasl_ssl_only_broker_trusting_its_own_certificate(tmp_path, pki):
-    b = SaslSslOnlyBroker(tmp_path / "b", pki["server"])
+def test_the_console_reaches_a_sasl_ssl_only_broker_trusting_its_own_certificate(tmp_path):
+    import trustme
+    ca = trustme.CA()
+    keystore, ca_file = tmp_path / "server.pem", tmp_path / "ca.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(keystore))
+    ca.cert_pem.write_to_path(str(ca_file))
+    b = SaslSslOnlyBroker(tmp_path / "b", str(keystore))
+    b.extra_args = ["--ssl-reload-interval-ms", "200"]
     run = skiff("user", "bootstrap", "carol", "--password-stdin", "--data-dir", str(b.data_dir),
                 stdin="carol-Secr3t-pw\n")
     assert run.returncode == 0, run.stderr
@@ -193,7 +199,7 @@ def test_the_console_reaches_a_sasl_ssl_only_broker_trusting_its_own_certificate
         status, body = b.http_request("POST", "/v1/topics", {"name": "tls-only"}, auth=carol,
                                       timeout=30)
         assert status == 200, body
-        login = {"security.protocol": "SASL_SSL", "ssl.ca.location": pki["ca"],
+        login = {"security.protocol": "SASL_SSL", "ssl.ca.location": str(ca_file),
                  "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": carol[0],
                  "sasl.password": carol[1]}
         h.produce_and_wait(h.producer(b.bootstrap, **login), "tls-only", [b"over", b"tls"],
@@ -201,6 +207,14 @@ def test_the_console_reaches_a_sasl_ssl_only_broker_trusting_its_own_certificate
         status, body = get(b, "/v1/records?topic=tls-only&partition=0", auth=carol)
         assert status == 200, body
         assert [bytes.fromhex(r["value"]) for r in body["records"]] == [b"over", b"tls"]
+        # A renewed certificate: the console trusts the new one as soon as it is served.
+        ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(keystore))
+        deadline = time.monotonic() + 10
+        while "TLS certificates reloaded" not in b.log_path.read_text():
+            assert time.monotonic() < deadline, "the renewed certificate was not loaded"
+            time.sleep(0.2)
+        status, body = get(b, "/v1/records?topic=tls-only&partition=0", auth=carol)
+        assert status == 200, body
     finally:
         b.cleanup()
 

@@ -49,9 +49,12 @@ pub struct LocalKafka {
     pub plaintext: Option<String>,
     /// A SASL_PLAINTEXT listener (callers who logged in).
     pub sasl_plaintext: Option<String>,
-    /// Else a SASL_SSL listener, and the certificates it serves (trusted as they are).
-    pub sasl_ssl: Option<String>,
-    pub own_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Else a SASL_SSL listener, and its acceptor: the certificates it serves are trusted as
+    /// they are.
+    pub sasl_ssl: Option<(
+        String,
+        std::sync::Arc<crate::security::tls::ReloadingAcceptor>,
+    )>,
     /// `--sasl-enabled-mechanisms`.
     pub mechanisms: Vec<SaslMechanism>,
 }
@@ -168,12 +171,12 @@ fn client_args(
             return Ok(listener.clone());
         }
         match &local.sasl_ssl {
-            Some(listener) if !local.own_certificates.is_empty() => {
+            Some((listener, acceptor)) => {
                 security.security_protocol = Protocol::SaslSsl;
-                security.pinned_certificates = local.own_certificates.clone();
+                security.pinned_certificates = acceptor.certificates();
                 Ok(listener.clone())
             }
-            _ => Err(anyhow::anyhow!(
+            None => Err(anyhow::anyhow!(
                 "the console acts as its logged-in caller on a SASL_PLAINTEXT or SASL_SSL Kafka \
                  listener of this broker, and there is none (see --listeners)"
             )),

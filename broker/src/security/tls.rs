@@ -91,7 +91,24 @@ pub fn acceptor(args: &TlsArgs, client_auth: bool) -> anyhow::Result<TlsAcceptor
 pub struct ReloadingAcceptor {
     args: TlsArgs,
     client_auth: bool,
-    current: std::sync::RwLock<(TlsAcceptor, u64)>,
+    current: std::sync::RwLock<Loaded>,
+}
+
+impl std::fmt::Debug for ReloadingAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingAcceptor")
+            .field("keystore", &self.args.ssl_keystore_location)
+            .field("client_auth", &self.client_auth)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Loaded {
+    acceptor: TlsAcceptor,
+    /// Of the files' contents.
+    fingerprint: u64,
+    /// The chain served, then the one served before the latest reload.
+    certificates: Vec<CertificateDer<'static>>,
 }
 
 impl ReloadingAcceptor {
@@ -102,7 +119,11 @@ impl ReloadingAcceptor {
         Ok(Arc::new(ReloadingAcceptor {
             args: args.clone(),
             client_auth,
-            current: std::sync::RwLock::new((acceptor, fingerprint)),
+            current: std::sync::RwLock::new(Loaded {
+                acceptor,
+                fingerprint,
+                certificates: keystore_chain(args)?,
+            }),
         }))
     }
 
@@ -111,21 +132,42 @@ impl ReloadingAcceptor {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .0
+            .acceptor
+            .clone()
+    }
+
+    /// The certificates served now and before the latest reload (the console trusts its own
+    /// broker's, and other brokers may reload a little later).
+    pub fn certificates(&self) -> Vec<CertificateDer<'static>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .certificates
             .clone()
     }
 
     /// Builds the acceptor again if the files' contents changed: `Ok(true)` when it did.
     pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
         let fingerprint = files_fingerprint(&self.args);
-        if fingerprint == self.current.read().unwrap_or_else(|e| e.into_inner()).1 {
+        if fingerprint
+            == self
+                .current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .fingerprint
+        {
             return Ok(false);
         }
-        let acceptor = acceptor(&self.args, self.client_auth);
+        let built = acceptor(&self.args, self.client_auth)
+            .and_then(|acceptor| Ok((acceptor, keystore_chain(&self.args)?)));
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         // Remembered either way: broken files are reported once, not at every check.
-        current.1 = fingerprint;
-        current.0 = acceptor?;
+        current.fingerprint = fingerprint;
+        let (acceptor, chain) = built?;
+        current.acceptor = acceptor;
+        let mut certificates = chain;
+        certificates.extend(current.certificates.iter().take(8).cloned());
+        current.certificates = certificates;
         Ok(true)
     }
 
