@@ -27,13 +27,14 @@ pub fn routes(store: Arc<dyn MetadataStore>, compactor: Option<Arc<Compactor>>) 
         .with_state(CompactorState { store, compactor })
 }
 
-/// The whole HTTP API of `skiff compactor`: `/health`, `/metrics`, `/v1/compactor`,
-/// `/v1/object-store` and `/v1/metadata-store`.
+/// The whole HTTP API of `skiff compactor`: `/health`, `/metrics`, and, for callers who may
+/// describe the cluster, `/v1/compactor`, `/v1/object-store` and `/v1/metadata-store`.
 pub fn standalone(
     store: Arc<dyn MetadataStore>,
     compactor: Arc<Compactor>,
     objects: Arc<ObjectStoreCounts>,
     metadata: Arc<MetadataCounts>,
+    authorizer: Arc<crate::security::authorizer::Authorizer>,
 ) -> Router {
     let metrics = {
         let (store, compactor, objects, metadata) = (
@@ -68,9 +69,7 @@ pub fn standalone(
             crate::metrics::respond(crate::metrics::encode_scraped(&scraped))
         }
     };
-    Router::new()
-        .route("/health", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
+    let views = Router::new()
         .route(
             "/v1/object-store",
             get(move || {
@@ -86,6 +85,14 @@ pub fn standalone(
             }),
         )
         .merge(routes(store, Some(compactor)))
+        .route_layer(axum::middleware::from_fn_with_state(
+            authorizer,
+            crate::http::require_describe_cluster,
+        ));
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .merge(views)
 }
 
 /// A compactor's metrics: this process's compactor counters, and the cluster's compaction backlog

@@ -4,7 +4,7 @@ use crate::api::Broker;
 use crate::compactor_http::counts_json;
 use crate::http_auth::Caller;
 use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
-use crate::security::authorizer::Access;
+use crate::security::authorizer::{Access, Authorizer};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
@@ -31,14 +31,10 @@ pub fn router(broker: Arc<Broker>) -> Router {
 
 /// What the caller may see: its principal's rights (the authentication middleware names a
 /// caller for every route but the open ones).
-fn access(broker: &Broker, caller: Option<&Extension<Caller>>) -> Access {
+fn access(authorizer: &Authorizer, caller: Option<&Extension<Caller>>) -> Access {
     match caller {
-        Some(Extension(caller)) => broker
-            .authorizer
-            .access_of(Some(&caller.principal), caller.ip),
-        None => broker
-            .authorizer
-            .access_of(None, std::net::Ipv4Addr::UNSPECIFIED.into()),
+        Some(Extension(caller)) => authorizer.access_of(Some(&caller.principal), caller.ip),
+        None => authorizer.access_of(None, std::net::Ipv4Addr::UNSPECIFIED.into()),
     }
 }
 
@@ -46,8 +42,11 @@ fn access(broker: &Broker, caller: Option<&Extension<Caller>>) -> Access {
 type Answer = (StatusCode, Json<Value>);
 
 /// 403 unless the caller may describe the cluster (the broker-wide views).
-pub fn describe_cluster(broker: &Broker, caller: Option<&Extension<Caller>>) -> Result<(), Answer> {
-    if access(broker, caller).allows(Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
+pub fn describe_cluster(
+    authorizer: &Authorizer,
+    caller: Option<&Extension<Caller>>,
+) -> Result<(), Answer> {
+    if access(authorizer, caller).allows(Operation::Describe, ResourceType::Cluster, CLUSTER_NAME) {
         Ok(())
     } else {
         Err((
@@ -59,15 +58,15 @@ pub fn describe_cluster(broker: &Broker, caller: Option<&Extension<Caller>>) -> 
     }
 }
 
-/// Middleware for the broker-wide views merged from elsewhere (`/v1/compactor`): 403 unless
-/// the caller may describe the cluster.
+/// Middleware for the broker-wide views merged from elsewhere (`/v1/compactor`, and
+/// `skiff compactor`'s views): 403 unless the caller may describe the cluster.
 pub async fn require_describe_cluster(
-    State(broker): State<Arc<Broker>>,
+    State(authorizer): State<Arc<Authorizer>>,
     caller: Option<Extension<Caller>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    match describe_cluster(&broker, caller.as_ref()) {
+    match describe_cluster(&authorizer, caller.as_ref()) {
         Ok(()) => next.run(request).await,
         Err(answer) => answer.into_response(),
     }
@@ -152,7 +151,7 @@ async fn groups(
     State(broker): State<Arc<Broker>>,
     caller: Option<Extension<Caller>>,
 ) -> impl IntoResponse {
-    let access = access(&broker, caller.as_ref());
+    let access = access(&broker.authorizer, caller.as_ref());
     let (stored, live) = match (
         skiff_tiering::group_offsets::groups(&*broker.store).await,
         live_brokers(&*broker.store).await,
@@ -255,7 +254,7 @@ async fn stats(
     State(broker): State<Arc<Broker>>,
     caller: Option<Extension<Caller>>,
 ) -> Result<Json<Value>, Answer> {
-    describe_cluster(&broker, caller.as_ref())?;
+    describe_cluster(&broker.authorizer, caller.as_ref())?;
     let stats = broker.log.stats();
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
     Ok(Json(json!({
@@ -431,7 +430,7 @@ async fn transactions(
     State(broker): State<Arc<Broker>>,
     caller: Option<Extension<Caller>>,
 ) -> impl IntoResponse {
-    let access = access(&broker, caller.as_ref());
+    let access = access(&broker.authorizer, caller.as_ref());
     use skiff_tiering::keys;
     use skiff_tiering::producers::ProducerStates;
     use skiff_tiering::transactions::TransactionRecord;
@@ -506,7 +505,7 @@ async fn topics(
     State(broker): State<Arc<Broker>>,
     caller: Option<Extension<Caller>>,
 ) -> impl IntoResponse {
-    let access = access(&broker, caller.as_ref());
+    let access = access(&broker.authorizer, caller.as_ref());
     let mut topics = match broker.log.catalog().list().await {
         Ok(topics) => topics,
         Err(error) => return unavailable(error.to_string()),

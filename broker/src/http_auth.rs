@@ -17,9 +17,8 @@
 //! what its principal may describe, and the console's Kafka requests log in as the caller, so
 //! the broker's ACLs judge them as any client's. With `none`, every caller is User:ANONYMOUS.
 
-use crate::api::Broker;
 use crate::config::Secret;
-use crate::security::sasl::LoginError;
+use crate::security::sasl::{Authenticator, LoginError};
 use crate::security::Principal;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -28,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use serde_json::json;
+use skiff_tiering::clock::Clock;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -61,10 +61,15 @@ pub enum Credential {
     Token(Secret),
 }
 
+/// Counts one checked caller: (scheme, success).
+pub type Counter = Arc<dyn Fn(&'static str, bool) + Send + Sync>;
+
 /// The middleware's state.
 #[derive(Clone)]
 pub struct HttpAuth {
-    broker: Arc<Broker>,
+    sasl: Arc<Authenticator>,
+    clock: Arc<dyn Clock>,
+    count: Counter,
     required: bool,
     inner: Arc<Checked>,
 }
@@ -104,9 +109,17 @@ fn parse(value: &str) -> Option<Presented> {
 }
 
 impl HttpAuth {
-    pub fn new(broker: Arc<Broker>, required: bool) -> HttpAuth {
+    /// The middleware of a process whose users `sasl` checks; `count` is told each result.
+    pub fn new(
+        sasl: Arc<Authenticator>,
+        clock: Arc<dyn Clock>,
+        count: Counter,
+        required: bool,
+    ) -> HttpAuth {
         HttpAuth {
-            broker,
+            sasl,
+            clock,
+            count,
             required,
             inner: Arc::new(Checked {
                 key: aws_lc_rs::hmac::Key::new(
@@ -119,12 +132,12 @@ impl HttpAuth {
     }
 
     fn now_ms(&self) -> i64 {
-        self.broker.log.clock().now_ms()
+        self.clock.now_ms()
     }
 
     /// Checks Basic credentials, or finds them checked lately against the same credential.
     async fn password(&self, user: &str, password: &str) -> Result<(), LoginError> {
-        let current = self.broker.sasl.password_credential(user).await?;
+        let current = self.sasl.password_credential(user).await?;
         // (An unknown user is never remembered: its check below always fails.)
         let stored_key = current.map_or_else(String::new, |(_, c)| c.stored_key);
         let tag = aws_lc_rs::hmac::sign(
@@ -149,10 +162,7 @@ impl HttpAuth {
         if remembered {
             return Ok(());
         }
-        self.broker
-            .sasl
-            .check_password(user, password.as_bytes())
-            .await?;
+        self.sasl.check_password(user, password.as_bytes()).await?;
         let mut passwords = self
             .inner
             .passwords
@@ -179,7 +189,7 @@ impl HttpAuth {
                 })
             }
             Presented::Bearer(token) => {
-                let valid = self.broker.sasl.check_token(&token).await?;
+                let valid = self.sasl.check_token(&token).await?;
                 Ok(Caller {
                     principal: Principal::user(valid.subject),
                     ip,
@@ -218,7 +228,7 @@ pub async fn authenticate(
             return challenge("authentication required: HTTP Basic with a SASL user, or Bearer")
         }
         Some(None) => {
-            auth.broker.metrics.http_authentication("none", false);
+            (auth.count)("none", false);
             return challenge("malformed Authorization header");
         }
         Some(Some(p)) => p,
@@ -233,7 +243,7 @@ pub async fn authenticate(
     };
     match auth.caller(presented, ip).await {
         Ok(caller) => {
-            auth.broker.metrics.http_authentication(scheme, true);
+            (auth.count)(scheme, true);
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
@@ -247,7 +257,7 @@ pub async fn authenticate(
                 .into_response()
         }
         Err(reason) => {
-            auth.broker.metrics.http_authentication(scheme, false);
+            (auth.count)(scheme, false);
             tracing::info!(
                 peer = %peer,
                 scheme,
@@ -256,7 +266,7 @@ pub async fn authenticate(
                 path = request.uri().path(),
                 "HTTP authentication failed"
             );
-            tokio::time::sleep(auth.broker.sasl.failure_delay()).await;
+            tokio::time::sleep(auth.sasl.failure_delay()).await;
             challenge("invalid credentials")
         }
     }

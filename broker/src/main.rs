@@ -270,7 +270,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .start()
         .await
         .context("cannot read the ACLs from the metadata store")?;
-    let sasl = security::sasl::Authenticator::new(store.clone(), &args.sasl, log.clock().clone())?;
+    let sasl = Arc::new(security::sasl::Authenticator::new(
+        store.clone(),
+        &args.sasl,
+        log.clock().clone(),
+    )?);
     sasl.start_key_refresh().await;
     let broker = Arc::new(Broker {
         log: log.clone(),
@@ -389,14 +393,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         let compactor_routes = compactor_http::routes(store.clone(), compactor.clone())
             .route_layer(axum::middleware::from_fn_with_state(
-                broker.clone(),
+                broker.authorizer.clone(),
                 http::require_describe_cluster,
             ));
         let app = http::router(broker.clone())
             .merge(compactor_routes)
             .merge(console::routes(local_kafka))
             .layer(axum::middleware::from_fn_with_state(
-                http_auth::HttpAuth::new(broker.clone(), http_authentication),
+                http_auth::HttpAuth::new(
+                    broker.sasl.clone(),
+                    log.clock().clone(),
+                    {
+                        let broker = broker.clone();
+                        Arc::new(move |scheme, ok| broker.metrics.http_authentication(scheme, ok))
+                    },
+                    http_authentication,
+                ),
                 http_auth::authenticate,
             ))
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -532,7 +544,28 @@ async fn run_compactor(args: CompactorCommandArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (store, metadata_counts) = storage::open_metadata_store(&args.store, clock.clone()).await?;
     let (objects, object_store_counts) = storage::open_object_store(&args.store)?;
-    let compactor = Compactor::new(store.clone(), objects, clock, args.compactor.settings());
+    let compactor = Compactor::new(
+        store.clone(),
+        objects,
+        clock.clone(),
+        args.compactor.settings(),
+    );
+    // Who may read the HTTP views: the brokers' users and ACLs.
+    let authorizer =
+        security::authorizer::Authorizer::new(store.clone(), args.authorizer.settings());
+    authorizer
+        .start()
+        .await
+        .context("cannot read the ACLs from the metadata store")?;
+    let login_required = args.http_authentication == config::HttpAuthentication::Required;
+    let sasl = Arc::new(security::sasl::Authenticator::new(
+        store.clone(),
+        &args.sasl,
+        clock.clone(),
+    )?);
+    if login_required {
+        sasl.start_key_refresh().await;
+    }
     let http_bind = args.http_bind()?;
     let http_listener = tokio::net::TcpListener::bind(http_bind)
         .await
@@ -545,7 +578,13 @@ async fn run_compactor(args: CompactorCommandArgs) -> anyhow::Result<()> {
             compactor.clone(),
             object_store_counts,
             metadata_counts,
-        );
+            authorizer,
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            http_auth::HttpAuth::new(sasl, clock, Arc::new(|_, _| {}), login_required),
+            http_auth::authenticate,
+        ))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
         tokio::spawn(async move {
             let served = axum::serve(http_listener, app)
                 .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -111,6 +111,11 @@ def test_chart_lints_renders_and_validates(tmp_path, values):
         assert env["SKIFF_SASL_OAUTHBEARER_EXPECTED_AUDIENCE"]["value"] == "kafka"
         assert env["SKIFF_AUTHORIZER"]["value"] == "standard"
         assert env["SKIFF_SUPER_USERS"]["value"] == "User:admin;User:ops"
+        # The compactor's HTTP views ask for the same logins.
+        compactor_env = env_of(container(docs, "rel-skiff-compactor"))
+        assert compactor_env["SKIFF_HTTP_AUTHENTICATION"]["value"] == "required"
+        assert compactor_env["SKIFF_AUTHORIZER"]["value"] == "standard"
+        assert "SKIFF_SSL_KEYSTORE_LOCATION" not in compactor_env
         # The probes stay open under --http-authentication required.
         assert broker["readinessProbe"]["httpGet"]["path"] == "/ready"
     elif values:

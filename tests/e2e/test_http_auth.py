@@ -239,3 +239,26 @@ def test_a_dead_metadata_store_is_a_503_not_a_wrong_password(tmp_path, start_bro
     while get(b, "/v1/brokers", auth=dave)[0] != 200:
         assert time.monotonic() < deadline, "never answered again after etcd came back"
         time.sleep(0.5)
+
+
+def test_the_standalone_compactors_views_ask_for_the_same_logins(tmp_path, etcd, s3):
+    from servers import broker_args
+    from test_compactor import SkiffCompactor
+    for user in ("root", "erin"):
+        run = skiff("user", "bootstrap", user, "--password-stdin", "--etcd-endpoints",
+                    etcd.endpoint, stdin=f"{user}-Secr3t-pw\n")
+        assert run.returncode == 0, run.stderr
+    comp = SkiffCompactor(tmp_path / "compactor", name="compactor", args=broker_args(etcd, s3) + [
+        "--http-authentication", "required", "--sasl-enabled-mechanisms", "SCRAM-SHA-512",
+        "--authorizer", "standard", "--super-users", "User:root"])
+    comp.start()
+    try:
+        for path in ["/health", "/metrics"]:
+            assert comp.http_get(path)[0] == 200, path
+        for path in ["/v1/compactor", "/v1/object-store", "/v1/metadata-store"]:
+            assert comp.http_get(path)[0] == 401, path
+            assert comp.http_get(path, auth=("erin", "erin-Secr3t-pw"))[0] == 403, path
+            assert comp.http_get(path, auth=("root", "root-Secr3t-pw"))[0] == 200, path
+        assert comp.http_get("/v1/compactor", auth=("root", "wrong-Secr3t"))[0] == 401
+    finally:
+        comp.cleanup()

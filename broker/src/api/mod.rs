@@ -185,7 +185,7 @@ pub struct Broker {
     /// The compactor this process runs (the embedded default), for `/metrics`.
     pub compactor: Option<Arc<skiff_compactor::Compactor>>,
     /// SASL logins of the SASL listeners.
-    pub sasl: crate::security::sasl::Authenticator,
+    pub sasl: Arc<crate::security::sasl::Authenticator>,
     /// ACLs and the decisions on them (`--authorizer`).
     pub authorizer: Arc<crate::security::authorizer::Authorizer>,
 }

@@ -144,29 +144,31 @@ async fn fixture() -> Fixture {
         flush_window_min_bytes: 2 << 20,
         metrics: crate::metrics::Metrics::new(true),
         compactor: None,
-        sasl: crate::security::sasl::Authenticator::new(
-            store.clone(),
-            &crate::config::SaslArgs {
-                sasl_enabled_mechanisms: vec![
-                    crate::config::SaslMechanism::Plain,
-                    crate::config::SaslMechanism::ScramSha256,
-                    crate::config::SaslMechanism::ScramSha512,
-                ],
-                connections_max_reauth_ms: 60_000,
-                connection_failed_authentication_delay_ms: 100,
-                sasl_login_timeout_ms: 30_000,
-                oauthbearer: crate::config::OauthBearerArgs {
-                    sasl_oauthbearer_jwks_endpoint_url: None,
-                    sasl_oauthbearer_jwks_endpoint_refresh_ms: 3_600_000,
-                    sasl_oauthbearer_expected_audience: vec![],
-                    sasl_oauthbearer_expected_issuer: None,
-                    sasl_oauthbearer_sub_claim_name: "sub".to_owned(),
-                    sasl_oauthbearer_clock_skew_seconds: 30,
+        sasl: Arc::new(
+            crate::security::sasl::Authenticator::new(
+                store.clone(),
+                &crate::config::SaslArgs {
+                    sasl_enabled_mechanisms: vec![
+                        crate::config::SaslMechanism::Plain,
+                        crate::config::SaslMechanism::ScramSha256,
+                        crate::config::SaslMechanism::ScramSha512,
+                    ],
+                    connections_max_reauth_ms: 60_000,
+                    connection_failed_authentication_delay_ms: 100,
+                    sasl_login_timeout_ms: 30_000,
+                    oauthbearer: crate::config::OauthBearerArgs {
+                        sasl_oauthbearer_jwks_endpoint_url: None,
+                        sasl_oauthbearer_jwks_endpoint_refresh_ms: 3_600_000,
+                        sasl_oauthbearer_expected_audience: vec![],
+                        sasl_oauthbearer_expected_issuer: None,
+                        sasl_oauthbearer_sub_claim_name: "sub".to_owned(),
+                        sasl_oauthbearer_clock_skew_seconds: 30,
+                    },
                 },
-            },
-            clock,
-        )
-        .expect("SASL settings"),
+                clock,
+            )
+            .expect("SASL settings"),
+        ),
         // Enabled, with the tests' principal a super user: every request goes through the
         // authorization rules (an API without one would be refused) and is allowed.
         authorizer: crate::security::authorizer::Authorizer::new(

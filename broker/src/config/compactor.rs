@@ -1,7 +1,7 @@
 //! The compactor's settings, shared by `skiff serve` (which runs one unless
 //! `--compactor-enable false`) and `skiff compactor`.
 
-use super::{parse_listener, LoggingArgs, StoreArgs};
+use super::{parse_listener, AuthorizerArgs, HttpAuthentication, LoggingArgs, SaslArgs, StoreArgs};
 use anyhow::Context;
 use clap::Args;
 use std::net::SocketAddr;
@@ -114,6 +114,27 @@ pub struct CompactorCommandArgs {
     )]
     pub http_listeners: String,
 
+    /// Whether the HTTP API asks who is calling, as `skiff serve`'s does: `required` takes a
+    /// SASL user's password (HTTP Basic, checked against the users in the metadata store) or
+    /// an OAUTHBEARER token (Bearer) on every route but /health and /metrics, and with
+    /// `--authorizer standard` the `/v1` views need DESCRIBE on the cluster; `none` serves
+    /// everyone.
+    #[arg(
+        long,
+        env = "SKIFF_HTTP_AUTHENTICATION",
+        value_enum,
+        default_value = "none",
+        value_name = "MODE"
+    )]
+    pub http_authentication: HttpAuthentication,
+
+    /// The users' settings, for `--http-authentication required` (the same as the brokers').
+    #[command(flatten)]
+    pub sasl: SaslArgs,
+
+    #[command(flatten)]
+    pub authorizer: AuthorizerArgs,
+
     #[command(flatten)]
     pub logging: LoggingArgs,
 }
@@ -121,6 +142,13 @@ pub struct CompactorCommandArgs {
 impl CompactorCommandArgs {
     pub fn validate(&self) -> anyhow::Result<()> {
         parse_listener(&self.http_listeners).context("--http-listeners")?;
+        if self.http_authentication == HttpAuthentication::Required
+            && self.sasl.sasl_enabled_mechanisms.is_empty()
+        {
+            anyhow::bail!(
+                "--http-authentication required needs a SASL mechanism to check callers with"
+            );
+        }
         self.compactor
             .settings()
             .validate()

@@ -113,6 +113,12 @@ true
   value: /etc/skiff/tls/{{ .Values.security.tls.truststoreKey }}
 {{- end }}
 {{- end }}
+{{ include "skiff.loginEnv" . }}
+{{- end -}}
+
+{{/* Users and ACLs as SKIFF_* variables: brokers and compactors check logins alike. */}}
+{{- define "skiff.loginEnv" -}}
+{{- $protocol := include "skiff.protocol" . -}}
 {{- if hasPrefix "SASL_" $protocol }}
 - name: SKIFF_SASL_ENABLED_MECHANISMS
   value: {{ .Values.security.sasl.mechanisms | quote }}
