@@ -70,18 +70,24 @@ impl<'a> Guard<'a> {
     pub fn allows(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
         let allowed = self.access.allows(operation, resource_type, name);
         if !allowed {
-            self.broker
-                .metrics
-                .authorization_denied(operation.name(), resource_type.name());
-            let mut denials = self.denials.lock().unwrap_or_else(|e| e.into_inner());
-            denials.count += 1;
-            if denials.named.len() < DENIALS_LOGGED_MAX {
-                denials
-                    .named
-                    .push((operation, resource_type, name.to_owned()));
-            }
+            self.deny(operation, resource_type, name);
         }
         allowed
+    }
+
+    /// Records a refusal the client is told of (for checks with alternatives, made with
+    /// [`Guard::visible`] until none is left).
+    fn deny(&self, operation: Operation, resource_type: ResourceType, name: &str) {
+        self.broker
+            .metrics
+            .authorization_denied(operation.name(), resource_type.name());
+        let mut denials = self.denials.lock().unwrap_or_else(|e| e.into_inner());
+        denials.count += 1;
+        if denials.named.len() < DENIALS_LOGGED_MAX {
+            denials
+                .named
+                .push((operation, resource_type, name.to_owned()));
+        }
     }
 
     /// Whether a listing shows the resource: checked like [`Guard::allows`], but a refusal
@@ -106,9 +112,10 @@ impl<'a> Guard<'a> {
         self.allows(operation, ResourceType::Cluster, CLUSTER_NAME)
     }
 
-    /// CREATE on the cluster or on the topic.
+    /// CREATE on the cluster or on the topic (a refusal names the topic).
     pub fn create_topic(&self, name: &str) -> bool {
-        self.cluster(Operation::Create) || self.topic(Operation::Create, name)
+        self.visible(Operation::Create, ResourceType::Cluster, CLUSTER_NAME)
+            || self.topic(Operation::Create, name)
     }
 }
 
@@ -535,9 +542,14 @@ pub fn before(guard: &Guard<'_>, body: RequestKind, version: i16) -> Decision {
             let allowed = match &req.transactional_id {
                 Some(id) => guard.transactional_id(Write, id.as_str()),
                 None => {
-                    guard.cluster(IdempotentWrite)
-                        || guard.topic(Write, "*")
-                        || any_topic_write(guard)
+                    let allowed =
+                        guard.visible(IdempotentWrite, ResourceType::Cluster, CLUSTER_NAME)
+                            || guard.visible(Write, ResourceType::Topic, "*")
+                            || any_topic_write(guard);
+                    if !allowed {
+                        guard.deny(IdempotentWrite, ResourceType::Cluster, CLUSTER_NAME);
+                    }
+                    allowed
                 }
             };
             if !allowed {
@@ -591,12 +603,14 @@ pub fn before(guard: &Guard<'_>, body: RequestKind, version: i16) -> Decision {
                 }
             }
             // v4+ (brokers' batched form): only for those allowed everything they name.
-            if req.transactions.iter().any(|t| {
-                !guard.transactional_id(Write, t.transactional_id.as_str())
-                    || t.topics
-                        .iter()
-                        .any(|x| !guard.topic(Write, x.name.as_str()))
-            }) && !guard.cluster(ClusterAction)
+            // (CLUSTER_ACTION first: an item a broker may touch anyway is no refusal.)
+            if !guard.visible(ClusterAction, ResourceType::Cluster, CLUSTER_NAME)
+                && req.transactions.iter().any(|t| {
+                    !guard.transactional_id(Write, t.transactional_id.as_str())
+                        || t.topics
+                            .iter()
+                            .any(|x| !guard.topic(Write, x.name.as_str()))
+                })
             {
                 return refuse(ResponseKind::AddPartitionsToTxn(
                     AddPartitionsToTxnResponse::default().with_error_code(cluster_error),
@@ -783,7 +797,7 @@ fn any_topic_write(guard: &Guard<'_>) -> bool {
     let any = acls
         .bindings()
         .filter(|b| b.pattern.resource_type == ResourceType::Topic)
-        .any(|b| guard.topic(Operation::Write, &b.pattern.name));
+        .any(|b| guard.visible(Operation::Write, ResourceType::Topic, &b.pattern.name));
     any
 }
 
