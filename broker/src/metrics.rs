@@ -496,7 +496,7 @@ fn error_name(code: i16) -> &'static str {
     let mut names = NAMES
         .get_or_init(Default::default)
         .lock()
-        .expect("error names poisoned");
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     names.entry(code).or_insert_with(|| {
         let name = kafka_protocol::ResponseError::try_from_code(code)
             .map_or_else(|| "None".to_owned(), |e| e.to_string());
