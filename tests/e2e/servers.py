@@ -77,8 +77,13 @@ class Etcd:
                  "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
                  "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                  "--initial-cluster", f"e2e={peer}",
-                 "--heartbeat-interval", "10", "--election-timeout", "100"],
+                 "--heartbeat-interval", "10", "--election-timeout", "100",
+                 *self.extra_flags()],
                 stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+
+    def extra_flags(self) -> list[str]:
+        """More etcd flags (TLS, say) for subclasses."""
+        return []
 
     def _healthy(self) -> bool:
         import urllib.request

@@ -30,19 +30,9 @@ class TlsEtcd(Etcd):
     def endpoint(self) -> str:
         return f"https://127.0.0.1:{self.client_port}"
 
-    def _spawn(self) -> None:
-        peer = f"http://127.0.0.1:{self.peer_port}"
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [os.environ.get("SKIFF_ETCD_BIN", "etcd"), "--name", "e2e",
-                 "--data-dir", str(self.workdir / "data"),
-                 "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
-                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                 "--initial-cluster", f"e2e={peer}",
-                 "--cert-file", self.files["server.pem"], "--key-file", self.files["server.key"],
-                 "--trusted-ca-file", self.files["ca.pem"], "--client-cert-auth",
-                 "--heartbeat-interval", "10", "--election-timeout", "100"],
-                stdout=log, stderr=subprocess.STDOUT)
+    def extra_flags(self) -> list[str]:
+        return ["--cert-file", self.files["server.pem"], "--key-file", self.files["server.key"],
+                "--trusted-ca-file", self.files["ca.pem"], "--client-cert-auth"]
 
     def _healthy(self) -> bool:
         context = ssl.create_default_context(cafile=self.files["ca.pem"])
