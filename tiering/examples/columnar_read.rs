@@ -83,7 +83,9 @@ fn main() {
         summary.rows
     );
     let runs: usize = args.next().map_or(5, |a| a.parse().expect("runs"));
-    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let metered = skiff_tiering::metered::MeteredStore::new(Arc::new(InMemory::new()));
+    let counts = metered.counts();
+    let store: Arc<dyn ObjectStore> = Arc::new(metered);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -120,6 +122,7 @@ fn main() {
                     .row_group("bench.parquet", size, i)
                     .await
                     .expect("row group")
+                    .ranges
                     .len();
             }
             batches
@@ -154,10 +157,11 @@ fn main() {
     };
     println!(
         "CPU-s per GiB of records (medians of {runs}): parquet rebuild {:.3}, \
-         zstd decompression alone {:.3}, one copy of stored batches {:.3}",
+         zstd decompression alone {:.3}, one copy of stored batches {:.3}; GETs per pass {}",
         median(&mut parquet),
         median(&mut zstd_floor),
-        median(&mut copy)
+        median(&mut copy),
+        counts.gets.load(std::sync::atomic::Ordering::Relaxed) / runs as u64
     );
 }
 

@@ -5,7 +5,7 @@
 use super::errors::log_error;
 use super::Broker;
 use crate::memory::{ConnectionMemory, Held};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
@@ -178,17 +178,7 @@ async fn read_partition(
     };
     match read {
         Ok(read) => {
-            let records = match read.batches.len() {
-                0 => Bytes::new(),
-                1 => read.batches[0].clone(),
-                _ => {
-                    let mut joined = BytesMut::with_capacity(read.bytes());
-                    for batch in &read.batches {
-                        joined.extend_from_slice(batch);
-                    }
-                    joined.freeze()
-                }
-            };
+            let records = read.records();
             let aborted = read
                 .aborted
                 .iter()

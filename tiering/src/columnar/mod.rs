@@ -28,9 +28,11 @@
 
 pub mod json;
 mod read;
+mod rebuild;
 mod write;
 
 pub use read::{decode_file, ColumnarReader, ReadBatches, RowGroupInfo};
+pub use rebuild::RowGroupBatches;
 pub use write::{FileSummary, FileWriter};
 
 use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
@@ -104,24 +106,6 @@ pub(crate) fn starts_with_base(found: &Schema) -> bool {
             .iter()
             .zip(base.fields().iter())
             .all(|(a, b)| a == b)
-}
-
-/// Column positions in [`schema`].
-pub(crate) mod col {
-    pub const OFFSET: usize = 1;
-    pub const TIMESTAMP: usize = 2;
-    pub const TIMESTAMP_TYPE: usize = 3;
-    pub const KEY: usize = 4;
-    pub const VALUE: usize = 5;
-    pub const HEADERS: usize = 6;
-    pub const PRODUCER_ID: usize = 7;
-    pub const PRODUCER_EPOCH: usize = 8;
-    pub const SEQUENCE: usize = 9;
-    pub const IS_TRANSACTIONAL: usize = 10;
-    pub const IS_CONTROL: usize = 11;
-    pub const LEADER_EPOCH: usize = 12;
-    pub const BATCH_BASE_OFFSET: usize = 13;
-    pub const BATCH_LAST_OFFSET: usize = 14;
 }
 
 #[cfg(test)]

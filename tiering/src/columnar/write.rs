@@ -1,7 +1,7 @@
 //! Writing one partition's record batches into one Parquet file, in memory.
 
 use super::json::{JsonBuilders, JsonFields};
-use super::{col, schema, ColumnarError, FORMAT_VERSION, ROW_GROUP_TARGET_BYTES};
+use super::{schema, ColumnarError, FORMAT_VERSION, ROW_GROUP_TARGET_BYTES};
 use crate::batch::BatchHeader;
 use crate::records::Record;
 use arrow_array::builder::{
@@ -229,7 +229,7 @@ impl FileWriter {
         columns.push(Arc::new(c.leader_epoch.finish()));
         columns.push(Arc::new(c.batch_base_offset.finish()));
         columns.push(Arc::new(c.batch_last_offset.finish()));
-        debug_assert_eq!(columns.len(), col::BATCH_LAST_OFFSET + 1);
+        debug_assert_eq!(columns.len(), schema().fields().len());
         columns.extend(self.json.finish());
         let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(failed)?;
         self.writer.write(&batch).map_err(failed)?;

@@ -13,7 +13,8 @@ use crate::keys::{IndexEntry, ParquetFile};
 use crate::producers::AbortedTxn;
 use crate::records;
 use crate::tree::{Leaf, LeafCursor, ReadError, Slot};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 
 /// Kafka's Fetch isolation levels.
@@ -35,11 +36,33 @@ pub struct ReadOutcome {
     pub log_start_offset: i64,
     /// For `read_committed`: aborted transactions overlapping the batches returned.
     pub aborted: Vec<AbortedTxn>,
+    /// `batches` as one slice of the buffer they were read into, when they are consecutive
+    /// bytes of one (a section, a rebuilt row group).
+    run: Option<Bytes>,
 }
 
 impl ReadOutcome {
     pub fn bytes(&self) -> usize {
         self.batches.iter().map(Bytes::len).sum()
+    }
+
+    /// The batches end to end, as a Fetch response carries them: without copying when they
+    /// were read as consecutive bytes of one buffer, else copied into one.
+    pub fn records(&self) -> Bytes {
+        if let Some(run) = &self.run {
+            return run.clone();
+        }
+        match self.batches.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            batches => {
+                let mut joined = BytesMut::with_capacity(self.bytes());
+                for batch in batches {
+                    joined.extend_from_slice(batch);
+                }
+                joined.freeze()
+            }
+        }
     }
 }
 
@@ -90,6 +113,7 @@ pub(crate) async fn read(
         last_stable_offset,
         log_start_offset,
         aborted: Vec::new(),
+        run: None,
     };
     // read_committed stops at the LSO, which is always a batch's first offset.
     let end = match isolation {
@@ -99,7 +123,7 @@ pub(crate) async fn read(
     if offset >= end {
         return Ok(outcome);
     }
-    outcome.batches = with_reload!(
+    (outcome.batches, outcome.run) = with_reload!(
         inner,
         tp,
         partition,
@@ -141,27 +165,80 @@ struct Taker {
     first_batch_whole: bool,
     taken: usize,
     batches: Vec<Bytes>,
+    /// Every batch taken as one slice of the buffer they share, while they are consecutive
+    /// bytes of one buffer (a section, a rebuilt row group).
+    run: Option<Run>,
     full: bool,
 }
 
+enum Took {
+    Skipped,
+    Taken,
+    Full,
+}
+
+/// Consecutive bytes of one buffer: the buffer and the range.
+struct Run {
+    buffer: Bytes,
+    range: Range<usize>,
+}
+
 impl Taker {
+    /// Takes batch `range` of `buffer` if it fits; false once the read is full.
+    fn offer_from(&mut self, buffer: &Bytes, range: Range<usize>, last_offset: i64) -> bool {
+        let first = self.batches.is_empty();
+        match self.take(buffer.slice(range.clone()), last_offset) {
+            Took::Full => return false,
+            Took::Skipped => return true,
+            Took::Taken => {}
+        }
+        if first {
+            self.run = Some(Run {
+                buffer: buffer.clone(),
+                range,
+            });
+        } else if let Some(run) = &mut self.run {
+            let same_buffer =
+                run.buffer.as_ptr() == buffer.as_ptr() && run.buffer.len() == buffer.len();
+            if same_buffer && run.range.end == range.start {
+                run.range.end = range.end;
+            } else {
+                self.run = None;
+            }
+        }
+        true
+    }
+
     /// Takes a batch if it fits; false once the read is full.
     fn offer(&mut self, batch: Bytes, last_offset: i64) -> bool {
+        let len = batch.len();
+        self.offer_from(&batch, 0..len, last_offset)
+    }
+
+    /// Takes a batch unless it is below the read or ends it (at the end, or over the limit).
+    fn take(&mut self, batch: Bytes, last_offset: i64) -> Took {
         if last_offset < self.offset {
-            return true;
+            return Took::Skipped;
         }
         if last_offset >= self.end {
             self.full = true;
-            return false;
+            return Took::Full;
         }
         let whole_first = self.batches.is_empty() && self.first_batch_whole;
         if !whole_first && self.taken + batch.len() > self.max_bytes {
             self.full = true;
-            return false;
+            return Took::Full;
         }
         self.taken += batch.len();
         self.batches.push(batch);
-        true
+        Took::Taken
+    }
+
+    /// The batches taken as one slice of the buffer they came from, when they are consecutive
+    /// bytes of one.
+    fn run(&self) -> Option<Bytes> {
+        let run = self.run.as_ref().filter(|_| !self.batches.is_empty())?;
+        Some(run.buffer.slice(run.range.clone()))
     }
 
     /// Whether the next leaf or row group is worth reading.
@@ -176,7 +253,7 @@ async fn read_batches(
     offset: i64,
     (max_bytes, first_batch_whole): (usize, bool),
     end: i64,
-) -> Result<Vec<Bytes>, ReadError> {
+) -> Result<(Vec<Bytes>, Option<Bytes>), ReadError> {
     let top = {
         let view = partition.view.lock().expect("view mutex poisoned");
         index::top_slots(&view)
@@ -189,6 +266,7 @@ async fn read_batches(
         first_batch_whole,
         taken: 0,
         batches: Vec::new(),
+        run: None,
         full: false,
     };
     while taker.wants_more() {
@@ -204,8 +282,8 @@ async fn read_batches(
             Leaf::Section(entry) => {
                 let section = section_bytes(inner, &entry).await?;
                 for (position, header) in batch::headers(&section) {
-                    let bytes = section.slice(position..position + header.size_bytes);
-                    if !taker.offer(bytes, header.last_offset()) {
+                    let range = position..position + header.size_bytes;
+                    if !taker.offer_from(&section, range, header.last_offset()) {
                         break;
                     }
                 }
@@ -231,13 +309,13 @@ async fn read_batches(
                         .stats
                         .parquet_row_groups_read
                         .fetch_add(1, Ordering::Relaxed);
-                    for batch in rebuilt.iter() {
-                        let last = batch::parse_header(batch)
+                    for range in &rebuilt.ranges {
+                        let last = batch::parse_header(&rebuilt.buffer[range.clone()])
                             .map_err(|e| {
                                 ReadError::Corrupt(format!("object={}: {e}", file.object))
                             })?
                             .last_offset();
-                        if !taker.offer(batch.clone(), last) {
+                        if !taker.offer_from(&rebuilt.buffer, range.clone(), last) {
                             break;
                         }
                     }
@@ -254,7 +332,8 @@ async fn read_batches(
             }
         }
     }
-    Ok(taker.batches)
+    let run = taker.run();
+    Ok((taker.batches, run))
 }
 
 /// A batch of no records covering `base_offset..=last_offset`.
@@ -343,12 +422,12 @@ async fn file_batch(
             .columnar
             .row_group(&file.object, file.bytes, i)
             .await?
-            .iter()
+            .batches()
         {
-            let header = batch::parse_header(batch)
+            let header = batch::parse_header(&batch)
                 .map_err(|e| ReadError::Corrupt(format!("object={}: {e}", file.object)))?;
             if wanted(header.max_timestamp) {
-                return Ok(Some(batch.clone()));
+                return Ok(Some(batch));
             }
         }
     }

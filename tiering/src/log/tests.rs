@@ -122,6 +122,13 @@ async fn one_object_per_flush_across_partitions() {
             .map(|b| batch::parse_header(b).expect("header").base_offset)
             .collect();
         assert_eq!(firsts, vec![2, 4], "starts with the batch holding offset 3");
+        let records = read.records();
+        assert_eq!(records, read.batches.concat());
+        assert_eq!(
+            records.as_ptr(),
+            read.batches[0].as_ptr(),
+            "consecutive batches of one section go out as a slice of it, not a copy"
+        );
         for b in &read.batches {
             let header = batch::parse_header(b).expect("header");
             batch::validate(&header, b).expect("stored batches stay valid");
@@ -151,6 +158,11 @@ async fn committed_data_survives_a_new_broker_process() {
     assert_eq!(log.offsets(&tp).await.expect("offsets"), (0, 5));
     let read = log.read(&tp, 0, 1 << 20, RU).await.expect("read");
     assert_eq!(read.batches.len(), 5);
+    assert_eq!(
+        read.records(),
+        read.batches.concat(),
+        "five sections joined"
+    );
     assert_eq!(log.stats().range_reads.load(Ordering::Relaxed), 5);
     let next = log
         .append(tp.clone(), batches(3, 9), false)
