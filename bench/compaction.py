@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,12 +101,20 @@ def consume_phase(binary, data, log, topic, partitions, count, produced_bytes, l
         stop(proc)
 
 
+def medians(runs: list) -> tuple:
+    """(throughput, CPU per GiB): the medians of several consume phases."""
+    return tuple(statistics.median(r[i] for r in runs) for i in (0, 1))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default="target/release/skiff")
     ap.add_argument("--count", type=int, default=500_000)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="consume from flush objects, then from Parquet, this many times each "
+                         "(a fresh broker each time) and compare medians (this machine's noise)")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="skiff-bench-compaction-"))
     data = workdir / "data"
@@ -127,8 +136,9 @@ def main() -> int:
         wal_bytes = dir_bytes(data / "objects" / "wal")
 
         # 2. Consume from flush objects.
-        wal_rate, wal_cpu = consume_phase(args.binary, data, log, topic, args.partitions,
-                                          args.count, produced_bytes, "flush objects")
+        wal_rate, wal_cpu = medians([
+            consume_phase(args.binary, data, log, topic, args.partitions, args.count,
+                          produced_bytes, "flush objects") for _ in range(args.repeat)])
 
         # 3. Compact.
         proc, kafka, http = start_broker(args.binary, data, 250, log,
@@ -161,11 +171,11 @@ def main() -> int:
         stop(proc)
 
         # 4. Consume from Parquet.
-        pq_rate, pq_cpu = consume_phase(args.binary, data, log, topic, args.partitions,
-                                        args.count, produced_bytes, "parquet")
+        pq_rate, pq_cpu = medians([
+            consume_phase(args.binary, data, log, topic, args.partitions, args.count,
+                          produced_bytes, "parquet") for _ in range(args.repeat)])
         print(f"parquet vs flush objects: throughput {pq_rate / wal_rate:.2f}x, "
               f"CPU per GiB {pq_cpu / wal_cpu:.2f}x", flush=True)
-
         # 5. Retention: everything expires; garbage collection empties the bucket.
         proc, kafka, http = start_broker(args.binary, data, 250, log,
                                          ("--compactor-freshness-ms", "2000",
