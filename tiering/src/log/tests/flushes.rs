@@ -211,3 +211,92 @@ async fn a_failed_flush_costs_only_the_flushes_planned_past_it() {
     assert_eq!(base_offset(d.await), 2);
     log.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_producer_outrunning_storage_waits_instead_of_buffering_more() {
+    use object_store::throttle::{ThrottleConfig, ThrottledStore};
+    let fx = Fixture::new().await;
+    let one = batches(1, 1);
+    let append_bytes = one[0].1.len();
+    // Room for exactly one append; every PUT takes 300 ms.
+    let slow = ThrottledStore::new(
+        InMemory::new(),
+        ThrottleConfig {
+            wait_put_per_call: std::time::Duration::from_millis(300),
+            ..ThrottleConfig::default()
+        },
+    );
+    let log = Log::open(
+        fx.store.clone(),
+        Arc::new(slow),
+        fx.clock.clone(),
+        LogConfig {
+            flush_linger_ms: 1,
+            flush_max_bytes: append_bytes,
+            buffer_max_bytes: append_bytes,
+            ..LogConfig::default()
+        },
+    );
+    fx.topic(&log, "t", 1).await;
+    let tp = TopicPartition::new("t", 0);
+    let first = log.enqueue(tp.clone(), one, false).await.expect("enqueue");
+    // The buffer is full until the first append is committed: the second must wait.
+    let second = log.enqueue(tp.clone(), batches(1, 1), false);
+    tokio::pin!(second);
+    assert!(
+        futures::poll!(second.as_mut()).is_pending(),
+        "a full produce buffer must hold the next append back"
+    );
+    assert_eq!(
+        first.await.expect("reply").expect("committed").base_offset,
+        0
+    );
+    let second = second.await.expect("enqueued once the buffer drained");
+    assert_eq!(
+        second.await.expect("reply").expect("committed").base_offset,
+        1
+    );
+    let bigger = Bytes::from(sample_batch(1, 1, 64));
+    let header = batch::parse_header(&bigger).expect("header");
+    assert!(matches!(
+        log.enqueue(tp, vec![(header, bigger)], false).await,
+        Err(LogError::TooLarge { .. })
+    ));
+    log.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_flusher_that_dies_is_reported_not_silent() {
+    let fx = Fixture::new().await;
+    let log = Log::open(
+        fx.store.clone(),
+        Arc::new(InjectedWrites(InMemory::new(), WriteFault::Panic)),
+        fx.clock.clone(),
+        LogConfig {
+            flush_linger_ms: 1,
+            ..LogConfig::default()
+        },
+    );
+    fx.topic(&log, "doomed", 1).await;
+    let appending = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            log.append(TopicPartition::new("doomed", 0), batches(1, 1), false)
+                .await
+        })
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), log.flusher_failed())
+        .await
+        .expect("the flusher's death is reported");
+    appending.abort();
+}
+
+#[tokio::test]
+async fn a_flusher_stopped_by_shutdown_is_no_failure() {
+    let fx = Fixture::new().await;
+    let log = fx.log(1);
+    log.shutdown().await;
+    let reported =
+        tokio::time::timeout(std::time::Duration::from_millis(100), log.flusher_failed()).await;
+    assert!(reported.is_err());
+}
