@@ -440,9 +440,12 @@ where
                 let staged = api::stage(&broker, request, &session).await;
                 drop(held);
                 let in_flight = staged.produce_window().map(|idempotent| {
-                    let (in_flight, all_blocked) = broker.windows.enter(&window, idempotent);
+                    let (in_flight, blocked) = broker.windows.enter(&window, idempotent);
                     let min_bytes = broker.flush_window_min_bytes;
-                    if all_blocked && min_bytes > 0 && broker.log.buffered_bytes() >= min_bytes {
+                    if blocked.all
+                        && min_bytes > 0
+                        && broker.log.buffered_bytes() >= blocked.flush_threshold(min_bytes)
+                    {
                         broker.log.flush_without_linger();
                     }
                     in_flight

@@ -4,8 +4,9 @@
 //! it cannot send more, and the rest of the flush linger only delays it. When every connection
 //! that has produce requests waiting is so blocked, nothing more can arrive before the flush:
 //! waiting cannot make the object fuller, so the broker flushes at once (or as soon as the
-//! flush in progress ends), provided `--flush-window-min-bytes` are buffered, which bounds the
-//! objects this adds. A connection's window is the most idempotent requests it has had in
+//! flush in progress ends), provided `--flush-window-min-bytes` are buffered (in proportion
+//! when the blocked windows hold fewer than five requests in all), which bounds the objects
+//! this adds. A connection's window is the most idempotent requests it has had in
 //! flight at once (at most five); a plain producer's window is unknown, and keeps the linger.
 //! At high load from many producers nothing changes; a lone idempotent producer is no longer
 //! held to one window per linger.
@@ -26,6 +27,28 @@ pub struct ProduceWindows {
 struct Counts {
     waiting: usize,
     blocked: usize,
+    /// The windows of the blocked connections, added up.
+    blocked_windows: usize,
+}
+
+/// What a produce request's arrival says about flushing early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocked {
+    /// Every connection with produce requests waiting has its window full.
+    pub all: bool,
+    /// Their windows added up (at most five counted): how many requests the buffer can hold
+    /// before the flush, however fast the producers are.
+    pub windows: usize,
+}
+
+impl Blocked {
+    /// The buffered bytes from which an early flush is worth its object: `min_bytes` for full
+    /// windows of five, in proportion for smaller ones (a one-partition producer keeps one
+    /// request in flight: its window holds a fifth of what five do, and waiting out the linger
+    /// would only hold it to one request per linger, each flush one request either way).
+    pub fn flush_threshold(&self, min_bytes: usize) -> usize {
+        min_bytes * self.windows.clamp(1, IDEMPOTENT_WINDOW) / IDEMPOTENT_WINDOW
+    }
 }
 
 /// One connection's produce requests waiting for their flush.
@@ -40,6 +63,8 @@ struct InFlightCounts {
     idempotent: usize,
     /// The most idempotent requests seen in flight at once (at most the idempotent window).
     window: usize,
+    /// The window counted in `Counts::blocked_windows` while blocked.
+    counted_window: usize,
 }
 
 impl InFlightCounts {
@@ -60,12 +85,13 @@ pub struct InFlight {
 
 impl ProduceWindows {
     /// Counts a produce request (that will be answered) of `connection` as waiting. Returns
-    /// its guard, and whether every waiting connection is now blocked (flush without linger).
+    /// its guard, and whether every waiting connection is now blocked (flush without linger
+    /// once enough is buffered, see [`Blocked::flush_threshold`]).
     pub fn enter(
         self: &Arc<Self>,
         connection: &Arc<ConnectionWindow>,
         idempotent: bool,
-    ) -> (InFlight, bool) {
+    ) -> (InFlight, Blocked) {
         let mut counts = self.counts.lock().expect("windows poisoned");
         let mut in_flight = connection.in_flight.lock().expect("window poisoned");
         let (was_waiting, was_blocked) = (in_flight.all > 0, in_flight.blocked());
@@ -78,18 +104,40 @@ impl ProduceWindows {
         if !was_waiting {
             counts.waiting += 1;
         }
-        match (was_blocked, in_flight.blocked()) {
-            (false, true) => counts.blocked += 1,
-            (true, false) => counts.blocked -= 1,
-            _ => {}
-        }
-        let all_blocked = counts.waiting > 0 && counts.blocked == counts.waiting;
+        transition(&mut counts, &mut in_flight, was_blocked);
+        let blocked = Blocked {
+            all: counts.waiting > 0 && counts.blocked == counts.waiting,
+            windows: counts.blocked_windows,
+        };
         let guard = InFlight {
             windows: self.clone(),
             connection: connection.clone(),
             idempotent,
         };
-        (guard, all_blocked)
+        (guard, blocked)
+    }
+}
+
+/// Keeps the broker-wide counts true after a connection's counts changed.
+fn transition(counts: &mut Counts, in_flight: &mut InFlightCounts, was_blocked: bool) {
+    match (was_blocked, in_flight.blocked()) {
+        (false, true) => {
+            counts.blocked += 1;
+            counts.blocked_windows += in_flight.window;
+            in_flight.counted_window = in_flight.window;
+        }
+        (true, false) => {
+            counts.blocked -= 1;
+            counts.blocked_windows -= in_flight.counted_window;
+            in_flight.counted_window = 0;
+        }
+        (true, true) => {
+            // The window grew while full (a new most in flight).
+            counts.blocked_windows += in_flight.window;
+            counts.blocked_windows -= in_flight.counted_window;
+            in_flight.counted_window = in_flight.window;
+        }
+        (false, false) => {}
     }
 }
 
@@ -100,11 +148,7 @@ impl Drop for InFlight {
         let was_blocked = in_flight.blocked();
         in_flight.all -= 1;
         in_flight.idempotent -= usize::from(self.idempotent);
-        match (was_blocked, in_flight.blocked()) {
-            (false, true) => counts.blocked += 1,
-            (true, false) => counts.blocked -= 1,
-            _ => {}
-        }
+        transition(&mut counts, &mut in_flight, was_blocked);
         if in_flight.all == 0 {
             counts.waiting -= 1;
         }
@@ -124,30 +168,51 @@ mod tests {
         let windows = Arc::new(ProduceWindows::default());
         let idempotent = Arc::new(ConnectionWindow::default());
         // Ramping up, each new most-in-flight is a full window.
-        let (first, all_blocked) = windows.enter(&idempotent, true);
-        assert!(all_blocked);
-        let (second, all_blocked) = windows.enter(&idempotent, true);
-        assert!(all_blocked);
+        let (first, blocked) = windows.enter(&idempotent, true);
+        assert_eq!(
+            blocked,
+            Blocked {
+                all: true,
+                windows: 1
+            }
+        );
+        let (second, blocked) = windows.enter(&idempotent, true);
+        assert_eq!(
+            blocked,
+            Blocked {
+                all: true,
+                windows: 2
+            }
+        );
         // One answered: below its window of two, it may send again.
         drop(first);
         assert_eq!(
             counts(&windows),
             Counts {
                 waiting: 1,
-                blocked: 0
+                blocked: 0,
+                blocked_windows: 0
             }
         );
-        let (third, all_blocked) = windows.enter(&idempotent, true);
-        assert!(all_blocked, "two in flight again: the window is full");
+        let (third, blocked) = windows.enter(&idempotent, true);
+        assert_eq!(
+            blocked,
+            Blocked {
+                all: true,
+                windows: 2
+            },
+            "two in flight again: the window is full"
+        );
         // A plain producer waiting too: its window is unknown, so the linger holds.
         let plain = Arc::new(ConnectionWindow::default());
-        let (plain_guard, all_blocked) = windows.enter(&plain, false);
-        assert!(!all_blocked);
+        let (plain_guard, blocked) = windows.enter(&plain, false);
+        assert!(!blocked.all);
         assert_eq!(
             counts(&windows),
             Counts {
                 waiting: 2,
-                blocked: 1
+                blocked: 1,
+                blocked_windows: 2
             }
         );
         drop((second, third, plain_guard));
@@ -157,8 +222,45 @@ mod tests {
             .map(|_| windows.enter(&idempotent, true).0)
             .collect();
         assert_eq!(counts(&windows).blocked, 1);
+        assert_eq!(counts(&windows).blocked_windows, IDEMPOTENT_WINDOW);
         drop(guards);
         assert_eq!(counts(&windows), Counts::default());
+    }
+
+    #[test]
+    fn windows_of_blocked_connections_add_up_and_scale_the_flush_threshold() {
+        let windows = Arc::new(ProduceWindows::default());
+        // A one-partition producer: one request in flight at a time.
+        let one = Arc::new(ConnectionWindow::default());
+        let (one_guard, blocked) = windows.enter(&one, true);
+        assert_eq!(blocked.flush_threshold(5_000_000), 1_000_000);
+        // Another with two in flight: three requests' worth between them.
+        let two = Arc::new(ConnectionWindow::default());
+        let (two_a, _) = windows.enter(&two, true);
+        let (two_b, blocked) = windows.enter(&two, true);
+        assert_eq!(
+            blocked,
+            Blocked {
+                all: true,
+                windows: 3
+            }
+        );
+        assert_eq!(blocked.flush_threshold(5_000_000), 3_000_000);
+        drop(two_a);
+        assert_eq!(counts(&windows).blocked_windows, 1);
+        drop((one_guard, two_b));
+        assert_eq!(counts(&windows), Counts::default());
+        // Never more than the full threshold, never nothing.
+        let full = Blocked {
+            all: true,
+            windows: 12,
+        };
+        assert_eq!(full.flush_threshold(5_000_000), 5_000_000);
+        let none = Blocked {
+            all: true,
+            windows: 0,
+        };
+        assert_eq!(none.flush_threshold(5_000_000), 1_000_000);
     }
 
     #[test]
@@ -167,8 +269,8 @@ mod tests {
         let plain = Arc::new(ConnectionWindow::default());
         let guards: Vec<_> = (0..10)
             .map(|_| {
-                let (guard, all_blocked) = windows.enter(&plain, false);
-                assert!(!all_blocked);
+                let (guard, blocked) = windows.enter(&plain, false);
+                assert!(!blocked.all);
                 guard
             })
             .collect();

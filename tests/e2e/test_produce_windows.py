@@ -41,3 +41,19 @@ def test_a_plain_producer_waits_for_the_linger(broker):
     produce(broker, topic, idempotent=False)
     assert broker.stats()["flushes_without_linger"] == before
     assert len(h.read_partitions(broker.bootstrap, topic, [0])) == RECORDS
+
+
+@pytest.mark.skiff(flush_linger_ms=LINGER_MS, args=["--flush-window-min-bytes", "40000"])
+def test_a_window_of_one_request_needs_a_fifth_of_the_bytes(broker):
+    # One request in flight at a time (~16 KB each): under the 40,000 bytes five would need,
+    # over the fifth of it that one request's window needs.
+    topic = h.unique_topic("window-one")
+    h.create_topic(broker.bootstrap, topic, 1)
+    before = broker.stats()["flushes_without_linger"]
+    p = h.producer(broker.bootstrap, **{
+        "enable.idempotence": True, "linger.ms": 0, "batch.size": 16384,
+        "max.in.flight.requests.per.connection": 1})
+    h.produce_and_wait(p, topic, [b"v" * 4000] * 20, partition=0)
+    assert broker.stats()["flushes_without_linger"] - before >= 3
+    recs = h.read_partitions(broker.bootstrap, topic, [0])
+    assert [r.offset for r in recs] == list(range(20)), "every record once, in order"

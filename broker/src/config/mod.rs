@@ -202,7 +202,8 @@ pub struct ServeArgs {
     /// flush without waiting for the linger once this many bytes are buffered; 0 turns that
     /// off. Lifts window-limited producers (the Java client's and franz-go's default) from five
     /// requests per linger to the flush speed; smaller objects than this still wait for the
-    /// linger, so it bounds the PUTs per GiB this adds.
+    /// linger, so it bounds the PUTs per GiB this adds. Windows of fewer than five requests in
+    /// all (a one-partition producer keeps one in flight) need that share of it.
     #[arg(
         long,
         env = "SKIFF_FLUSH_WINDOW_MIN_BYTES",
