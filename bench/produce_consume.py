@@ -223,6 +223,8 @@ def main() -> int:
             "cpu_s_per_gib_consumed": (cpu2 - cpu1) / (total_bytes / GIB),
             "range_reads_consume": stats2["range_reads"] - stats1["range_reads"],
             "peak_rss_mib": peak_rss_mib(proc.pid),
+            "flushes": stats2["flushes"],
+            "flushes_without_linger": stats2.get("flushes_without_linger", 0),
             # The broker's flush stages over the whole run, p50/p99 ms (see /v1/stats).
             "flush_stages_p50_p99_ms": {k: [round(v["p50_ms"], 1), round(v["p99_ms"], 1)]
                                         for k, v in stats2.get("flush_stages", {}).items()},
