@@ -48,7 +48,8 @@ fn sample(
     (fields, records)
 }
 
-async fn write_and_read(batches: &[Bytes]) -> (Vec<Bytes>, FileSummary, Vec<RowGroupInfo>) {
+/// A file holding `batches`, written the compactor's way.
+fn write_file(batches: &[Bytes]) -> (Bytes, FileSummary) {
     let mut writer = FileWriter::new("orders", 4).expect("writer");
     for batch in batches {
         let header = parse_header(batch).expect("header");
@@ -56,7 +57,11 @@ async fn write_and_read(batches: &[Bytes]) -> (Vec<Bytes>, FileSummary, Vec<RowG
             .push(&header, &records::decode(&header, batch).expect("decode"))
             .expect("push");
     }
-    let (bytes, summary) = writer.finish().expect("finish");
+    writer.finish().expect("finish")
+}
+
+async fn write_and_read(batches: &[Bytes]) -> (Vec<Bytes>, FileSummary, Vec<RowGroupInfo>) {
+    let (bytes, summary) = write_file(batches);
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     store
         .put(&Path::from("p/file.parquet"), bytes.into())
@@ -244,14 +249,7 @@ async fn nulls_empties_and_header_counts_rebuild_byte_for_byte_across_pages() {
     assert_eq!(summary.rows, 4000);
     assert_eq!(rebuilt, originals);
 
-    let mut writer = FileWriter::new("orders", 4).expect("writer");
-    for batch in &originals {
-        let header = parse_header(batch).expect("header");
-        writer
-            .push(&header, &records::decode(&header, batch).expect("decode"))
-            .expect("push");
-    }
-    let (bytes, _) = writer.finish().expect("finish");
+    let (bytes, _) = write_file(&originals);
     assert_eq!(
         decode_file("p/file.parquet", bytes).expect("decode"),
         originals
@@ -266,14 +264,7 @@ async fn a_row_group_is_read_once_for_concurrent_fetches_and_a_vanished_file_is_
             records::encode(&fields, &records)
         })
         .collect();
-    let mut writer = FileWriter::new("orders", 4).expect("writer");
-    for batch in &originals {
-        let header = parse_header(batch).expect("header");
-        writer
-            .push(&header, &records::decode(&header, batch).expect("decode"))
-            .expect("push");
-    }
-    let (bytes, summary) = writer.finish().expect("finish");
+    let (bytes, summary) = write_file(&originals);
     let metered = crate::metered::MeteredStore::new(Arc::new(InMemory::new()));
     let counts = metered.counts();
     let store: Arc<dyn ObjectStore> = Arc::new(metered);
