@@ -86,11 +86,11 @@ def start_broker(binary: str, data_dir: Path, linger_ms: int, log,
 
 def produce(bootstrap: str, topic: str, partitions: int, count: int, size: int, linger_ms: int,
             rate: float, idempotence: bool = False, request_max_bytes: int = 1_000_000,
-            client: dict | None = None):
+            client: dict | None = None, batch_bytes: int = 1_000_000):
     producer = Producer({
         **(client or {}),
         "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": linger_ms,
-        "batch.size": 1_000_000, "queue.buffering.max.kbytes": 1_048_576,
+        "batch.size": batch_bytes, "queue.buffering.max.kbytes": 1_048_576,
         "queue.buffering.max.messages": 1_000_000, "enable.idempotence": idempotence,
         # librdkafka's cap on one ProduceRequest (its message.max.bytes).
         "message.max.bytes": request_max_bytes,
@@ -164,6 +164,9 @@ def main() -> int:
                         help="idempotent producer (sequence numbers checked and committed)")
     parser.add_argument("--client-request-max-bytes", type=int, default=1_000_000,
                         help="librdkafka message.max.bytes: the size cap of one ProduceRequest")
+    parser.add_argument("--client-batch-bytes", type=int, default=1_000_000,
+                        help="librdkafka batch.size: one partition's batch in a request (the "
+                             "Java client's default is 16384)")
     parser.add_argument("--tls", action="store_true",
                         help="an SSL:// listener (certificates made with trustme); clients use "
                              "security.protocol=SSL")
@@ -199,7 +202,7 @@ def main() -> int:
         produce_s, latencies, failures = produce(bootstrap, topic, args.partitions, args.count,
                                                  args.size, args.client_linger_ms, args.rate,
                                                  args.idempotence, args.client_request_max_bytes,
-                                                 client)
+                                                 client, args.client_batch_bytes)
         cpu1, stats1 = cpu_seconds(proc.pid), stats(http)
         if failures:
             raise SystemExit(f"{len(failures)} produce failures, first: {failures[0]}")
@@ -211,6 +214,7 @@ def main() -> int:
             "flush_linger_ms": args.flush_linger_ms, "client_linger_ms": args.client_linger_ms,
             "rate_records_s": args.rate, "idempotence": args.idempotence, "tls": args.tls,
             "client_request_max_bytes": args.client_request_max_bytes,
+            "client_batch_bytes": args.client_batch_bytes,
             "produce_mib_s": total_bytes / MIB / produce_s,
             "produce_records_s": args.count / produce_s,
             "ack_p50_ms": percentile(latencies, 0.50) * 1000,
