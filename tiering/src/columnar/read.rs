@@ -134,23 +134,9 @@ impl ColumnarReader {
                 "object={object}: not a skiff topic file (schema differs)"
             )));
         }
-        // Statistics are per leaf column (a list of structs is two), so columns go by name.
-        let leaf = |name: &str| {
-            metadata
-                .metadata()
-                .file_metadata()
-                .schema_descr()
-                .columns()
-                .iter()
-                .position(|c| c.path().string() == name)
-        };
-        let (Some(last_column), Some(timestamp_column)) =
-            (leaf("batch_last_offset"), leaf("timestamp"))
-        else {
-            return Err(ColumnarError::Corrupt(format!(
-                "object={object}: columns missing"
-            )));
-        };
+        // Statistics are per leaf column (a list of structs is two): the leaves found by name.
+        let leaves = Leaves::find(metadata.metadata())
+            .map_err(|e| ColumnarError::Corrupt(format!("object={object}: {e}")))?;
         let mut row_groups = Vec::new();
         for group in metadata.metadata().row_groups() {
             let max_i64 = |column: usize| match group.column(column).statistics() {
@@ -158,7 +144,7 @@ impl ColumnarReader {
                 _ => None,
             };
             let (Some(last_offset), Some(max_timestamp)) =
-                (max_i64(last_column), max_i64(timestamp_column))
+                (max_i64(leaves.last_offset), max_i64(leaves.timestamp))
             else {
                 return Err(ColumnarError::Corrupt(format!(
                     "object={object}: row group without offset or timestamp statistics"
@@ -169,8 +155,6 @@ impl ColumnarReader {
                 max_timestamp,
             });
         }
-        let leaves = Leaves::find(metadata.metadata())
-            .map_err(|e| ColumnarError::Corrupt(format!("object={object}: {e}")))?;
         let footer = Arc::new(Footer {
             metadata: metadata.metadata().clone(),
             leaves,

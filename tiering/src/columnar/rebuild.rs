@@ -22,7 +22,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Leaves {
     offset: usize,
-    timestamp: usize,
+    /// Read for row-group statistics too (the reader's footer).
+    pub(super) timestamp: usize,
     timestamp_type: usize,
     key: usize,
     value: usize,
@@ -35,7 +36,7 @@ pub(super) struct Leaves {
     control: usize,
     leader_epoch: usize,
     base_offset: usize,
-    last_offset: usize,
+    pub(super) last_offset: usize,
 }
 
 impl Leaves {
@@ -290,8 +291,10 @@ pub(super) fn row_group<R: ChunkReader + 'static>(
                 let base_sequence = if sequence[i] < 0 {
                     -1
                 } else {
-                    let delta = i32::try_from(row_offset - batch_base)
-                        .map_err(|_| format!("offset {row_offset} too far from its batch"))?;
+                    let delta = row_offset
+                        .checked_sub(batch_base)
+                        .and_then(|d| i32::try_from(d).ok())
+                        .ok_or_else(|| format!("offset {row_offset} too far from its batch"))?;
                     sequence[i].wrapping_sub(delta)
                 };
                 let epoch = i16::try_from(producer_epoch[i])

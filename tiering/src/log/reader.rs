@@ -52,17 +52,11 @@ impl ReadOutcome {
         if let Some(run) = &self.run {
             return run.clone();
         }
-        match self.batches.as_slice() {
-            [] => Bytes::new(),
-            [one] => one.clone(),
-            batches => {
-                let mut joined = BytesMut::with_capacity(self.bytes());
-                for batch in batches {
-                    joined.extend_from_slice(batch);
-                }
-                joined.freeze()
-            }
+        let mut joined = BytesMut::with_capacity(self.bytes());
+        for batch in &self.batches {
+            joined.extend_from_slice(batch);
         }
+        joined.freeze()
     }
 }
 
@@ -235,9 +229,9 @@ impl Taker {
     }
 
     /// The batches taken as one slice of the buffer they came from, when they are consecutive
-    /// bytes of one.
+    /// bytes of one (a run starts with the first batch taken, so none without batches).
     fn run(&self) -> Option<Bytes> {
-        let run = self.run.as_ref().filter(|_| !self.batches.is_empty())?;
+        let run = self.run.as_ref()?;
         Some(run.buffer.slice(run.range.clone()))
     }
 
