@@ -63,8 +63,6 @@ struct InFlightCounts {
     idempotent: usize,
     /// The most idempotent requests seen in flight at once (at most the idempotent window).
     window: usize,
-    /// The window counted in `Counts::blocked_windows` while blocked.
-    counted_window: usize,
 }
 
 impl InFlightCounts {
@@ -94,7 +92,8 @@ impl ProduceWindows {
     ) -> (InFlight, Blocked) {
         let mut counts = self.counts.lock().expect("windows poisoned");
         let mut in_flight = connection.in_flight.lock().expect("window poisoned");
-        let (was_waiting, was_blocked) = (in_flight.all > 0, in_flight.blocked());
+        let was_waiting = in_flight.all > 0;
+        let was = (in_flight.blocked(), in_flight.window);
         in_flight.all += 1;
         in_flight.idempotent += usize::from(idempotent);
         in_flight.window = in_flight
@@ -104,7 +103,7 @@ impl ProduceWindows {
         if !was_waiting {
             counts.waiting += 1;
         }
-        transition(&mut counts, &mut in_flight, was_blocked);
+        transition(&mut counts, was, &in_flight);
         let blocked = Blocked {
             all: counts.waiting > 0 && counts.blocked == counts.waiting,
             windows: counts.blocked_windows,
@@ -118,26 +117,17 @@ impl ProduceWindows {
     }
 }
 
-/// Keeps the broker-wide counts true after a connection's counts changed.
-fn transition(counts: &mut Counts, in_flight: &mut InFlightCounts, was_blocked: bool) {
-    match (was_blocked, in_flight.blocked()) {
-        (false, true) => {
-            counts.blocked += 1;
-            counts.blocked_windows += in_flight.window;
-            in_flight.counted_window = in_flight.window;
-        }
-        (true, false) => {
-            counts.blocked -= 1;
-            counts.blocked_windows -= in_flight.counted_window;
-            in_flight.counted_window = 0;
-        }
-        (true, true) => {
-            // The window grew while full (a new most in flight).
-            counts.blocked_windows += in_flight.window;
-            counts.blocked_windows -= in_flight.counted_window;
-            in_flight.counted_window = in_flight.window;
-        }
-        (false, false) => {}
+/// Keeps the broker-wide counts true after a connection's counts changed from `was` (blocked,
+/// window) to `now`.
+fn transition(counts: &mut Counts, was: (bool, usize), now: &InFlightCounts) {
+    let (was_blocked, was_window) = was;
+    if was_blocked {
+        counts.blocked -= 1;
+        counts.blocked_windows -= was_window;
+    }
+    if now.blocked() {
+        counts.blocked += 1;
+        counts.blocked_windows += now.window;
     }
 }
 
@@ -145,10 +135,10 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let mut counts = self.windows.counts.lock().expect("windows poisoned");
         let mut in_flight = self.connection.in_flight.lock().expect("window poisoned");
-        let was_blocked = in_flight.blocked();
+        let was = (in_flight.blocked(), in_flight.window);
         in_flight.all -= 1;
         in_flight.idempotent -= usize::from(self.idempotent);
-        transition(&mut counts, &mut in_flight, was_blocked);
+        transition(&mut counts, was, &in_flight);
         if in_flight.all == 0 {
             counts.waiting -= 1;
         }
