@@ -134,6 +134,8 @@ def test_topic_acls_decide_reads_writes_creates_and_metadata(acl_broker):
     assert any("User:alice" in line and "TOPIC:team-a.events" in line for line in denied), denied
     assert any("User:bob" in line and "TOPIC:team-b.events" in line for line in denied), denied
     assert metric(b, "skiff_authorization_denials_total", resource_type="TOPIC") >= 2
+    # Nobody asked to create a topic: no CREATE refusal (asked only when one would be created).
+    assert metric(b, "skiff_authorization_denials_total", operation="CREATE") == 0
 
     # Reads: the deny wins over eve's wildcard allow.
     error = consume_error(b, "eve", "secret", "eve-group")

@@ -183,8 +183,8 @@ pub async fn handle(
             continue;
         }
         // Auto-creation takes CREATE on the cluster or the topic, as CreateTopics does.
-        let auto_create = auto_create && guard.create_topic(name.as_str());
-        let entry = match broker.topic_or_create(&name, auto_create).await {
+        let may_create = || auto_create && guard.create_topic(name.as_str());
+        let entry = match broker.topic_or_create(&name, may_create).await {
             Ok(Some(topic)) => describe_topic(broker, &topic, &live_ids).await,
             Ok(None) => topic_error(
                 Some(name),

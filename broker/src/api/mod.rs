@@ -191,16 +191,17 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// The topic, created with defaults first when auto-creation is on and `create` is asked.
+    /// The topic, created with defaults first when auto-creation is on and `may_create` agrees.
     async fn topic_or_create(
         &self,
         name: &str,
-        create: bool,
+        may_create: impl FnOnce() -> bool,
     ) -> Result<Option<Topic>, CatalogError> {
         if let Some(topic) = self.log.catalog().get(name).await? {
             return Ok(Some(topic));
         }
-        if !(create && self.topic_defaults.auto_create_topics_enable) {
+        // Asked (an ACL check, logged if refused) only when a topic would be created.
+        if !(self.topic_defaults.auto_create_topics_enable && may_create()) {
             return Ok(None);
         }
         let now = self.log.clock().now_ms();

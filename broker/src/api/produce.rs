@@ -252,7 +252,10 @@ async fn topic_record(
         }
     }
     // Auto-creation takes CREATE, as through Metadata (asked only for a topic not led here).
-    match broker.topic_or_create(name, guard.create_topic(name)).await {
+    match broker
+        .topic_or_create(name, || guard.create_topic(name))
+        .await
+    {
         Ok(Some(topic)) => Ok(topic.record),
         Ok(None) => Err((ResponseError::UnknownTopicOrPartition, name.to_owned())),
         Err(error) => Err((catalog_error(&error), error.to_string())),
