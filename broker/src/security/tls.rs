@@ -36,11 +36,21 @@ pub fn keystore_chain(args: &TlsArgs) -> anyhow::Result<Vec<CertificateDer<'stat
 /// `client_auth`: whether `--ssl-client-auth` applies (SSL listeners; SASL_SSL ones
 /// authenticate with SASL, as Kafka's do unless configured per listener).
 pub fn acceptor(args: &TlsArgs, client_auth: bool) -> anyhow::Result<TlsAcceptor> {
+    Ok(build(args, client_auth)?.0)
+}
+
+/// The acceptor and the chain it serves, the files read once.
+fn build(
+    args: &TlsArgs,
+    client_auth: bool,
+) -> anyhow::Result<(TlsAcceptor, Vec<CertificateDer<'static>>)> {
     let chain = keystore_chain(args)?;
-    let Some(keystore) = &args.ssl_keystore_location else {
-        bail!("an SSL listener needs --ssl-keystore-location");
-    };
-    let key_file = args.ssl_key_location.as_ref().unwrap_or(keystore);
+    // The keystore is there (keystore_chain checked); the key is in it unless given apart.
+    let key_file = args
+        .ssl_key_location
+        .as_ref()
+        .or(args.ssl_keystore_location.as_ref())
+        .context("an SSL listener needs --ssl-keystore-location")?;
     let key = PrivateKeyDer::from_pem_file(key_file).with_context(|| {
         format!(
             "cannot read an unencrypted private key from {} (PKCS#8, PKCS#1 or SEC1 PEM)",
@@ -76,13 +86,15 @@ pub fn acceptor(args: &TlsArgs, client_auth: bool) -> anyhow::Result<TlsAcceptor
             )
         }
     };
-    let config = builder.with_single_cert(chain, key).with_context(|| {
-        format!(
-            "the key in {} does not fit its certificate",
-            keystore.display()
-        )
-    })?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    let config = builder
+        .with_single_cert(chain.clone(), key)
+        .with_context(|| {
+            format!(
+                "the key in {} does not fit its certificate",
+                key_file.display()
+            )
+        })?;
+    Ok((TlsAcceptor::from(Arc::new(config)), chain))
 }
 
 /// A TLS listener's acceptor, built again when its files change (a rotated certificate, as
@@ -107,22 +119,25 @@ struct Loaded {
     acceptor: TlsAcceptor,
     /// Of the files' contents.
     fingerprint: u64,
-    /// The chain served, then the one served before the latest reload.
-    certificates: Vec<CertificateDer<'static>>,
+    /// The chain served.
+    chain: Vec<CertificateDer<'static>>,
+    /// The chain served before the latest reload (empty before any).
+    previous_chain: Vec<CertificateDer<'static>>,
 }
 
 impl ReloadingAcceptor {
     /// Reads the files and builds the acceptor (failing as [`acceptor`] does).
     pub fn new(args: &TlsArgs, client_auth: bool) -> anyhow::Result<Arc<ReloadingAcceptor>> {
         let fingerprint = files_fingerprint(args);
-        let acceptor = acceptor(args, client_auth)?;
+        let (acceptor, chain) = build(args, client_auth)?;
         Ok(Arc::new(ReloadingAcceptor {
             args: args.clone(),
             client_auth,
             current: std::sync::RwLock::new(Loaded {
                 acceptor,
                 fingerprint,
-                certificates: keystore_chain(args)?,
+                chain,
+                previous_chain: Vec::new(),
             }),
         }))
     }
@@ -139,11 +154,13 @@ impl ReloadingAcceptor {
     /// The certificates served now and before the latest reload (the console trusts its own
     /// broker's, and other brokers may reload a little later).
     pub fn certificates(&self) -> Vec<CertificateDer<'static>> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .certificates
-            .clone()
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current
+            .chain
+            .iter()
+            .chain(&current.previous_chain)
+            .cloned()
+            .collect()
     }
 
     /// Builds the acceptor again if the files' contents changed: `Ok(true)` when it did.
@@ -158,16 +175,13 @@ impl ReloadingAcceptor {
         {
             return Ok(false);
         }
-        let built = acceptor(&self.args, self.client_auth)
-            .and_then(|acceptor| Ok((acceptor, keystore_chain(&self.args)?)));
+        let built = build(&self.args, self.client_auth);
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         // Remembered either way: broken files are reported once, not at every check.
         current.fingerprint = fingerprint;
         let (acceptor, chain) = built?;
         current.acceptor = acceptor;
-        let mut certificates = chain;
-        certificates.extend(current.certificates.iter().take(8).cloned());
-        current.certificates = certificates;
+        current.previous_chain = std::mem::replace(&mut current.chain, chain);
         Ok(true)
     }
 
