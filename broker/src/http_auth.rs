@@ -139,7 +139,9 @@ impl HttpAuth {
     async fn password(&self, user: &str, password: &str) -> Result<(), LoginError> {
         let current = self.sasl.password_credential(user).await?;
         // (An unknown user is never remembered: its check below always fails.)
-        let stored_key = current.map_or_else(String::new, |(_, c)| c.stored_key);
+        let stored_key = current
+            .as_ref()
+            .map_or_else(String::new, |(_, c)| c.stored_key.clone());
         let tag = aws_lc_rs::hmac::sign(
             &self.inner.key,
             format!(
@@ -162,7 +164,9 @@ impl HttpAuth {
         if remembered {
             return Ok(());
         }
-        self.sasl.check_password(user, password.as_bytes()).await?;
+        self.sasl
+            .check_password_against(user, password.as_bytes(), current)
+            .await?;
         let mut passwords = self
             .inner
             .passwords

@@ -375,9 +375,24 @@ impl Authenticator {
         if user.is_empty() || password.is_empty() {
             return Err(LoginError::InvalidCredentials);
         }
+        let found = self.password_credential(user).await?;
+        self.check_password_against(user, password, found).await
+    }
+
+    /// [`Self::check_password`] against `found`, the user's credential as
+    /// [`Self::password_credential`] read it (for a caller that has just read it).
+    pub async fn check_password_against(
+        &self,
+        user: &str,
+        password: &[u8],
+        found: Option<(ScramMechanism, ScramCredential)>,
+    ) -> Result<(), LoginError> {
+        if user.is_empty() || password.is_empty() {
+            return Err(LoginError::InvalidCredentials);
+        }
         // The strongest credential the user has; a made-up one for an unknown user, so that
         // both cost the same.
-        let (mechanism, credential, known) = match self.password_credential(user).await? {
+        let (mechanism, credential, known) = match found {
             Some((mechanism, credential)) => (mechanism, credential, true),
             None => (
                 ScramMechanism::Sha256,
