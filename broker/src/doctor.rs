@@ -137,18 +137,20 @@ async fn security(args: &ServeArgs, report: &mut Report) {
         // (validate() built the acceptor already; this says what it serves.)
         match crate::security::tls::keystore_chain(&args.tls) {
             Ok(chain) => {
-                let leaf = x509_parser::parse_x509_certificate(&chain[0]).ok();
-                let detail = leaf.map_or_else(
-                    || format!("{} certificates", chain.len()),
-                    |(_, cert)| {
-                        format!(
-                            "{} valid until {}",
-                            cert.subject(),
-                            cert.validity().not_after
+                // (keystore_chain refuses an empty chain.)
+                let (detail, expired) = match x509_parser::parse_x509_certificate(&chain[0]) {
+                    Ok((_, cert)) => {
+                        let not_after = cert.validity().not_after;
+                        // The DN as principal mapping rules see it.
+                        let subject = crate::security::principal::subject_dn(&chain[0])
+                            .unwrap_or_else(|| cert.subject().to_string());
+                        (
+                            format!("{subject} valid until {not_after}"),
+                            not_after.timestamp() < SystemClock.now_ms() / 1000,
                         )
-                    },
-                );
-                let expired = leaf_expired(&chain[0]);
+                    }
+                    Err(_) => (format!("{} certificates", chain.len()), false),
+                };
                 report.add(
                     if expired { Status::Fail } else { Status::Ok },
                     "tls certificate",
@@ -198,15 +200,6 @@ async fn security(args: &ServeArgs, report: &mut Report) {
             Err(error) => report.add(Status::Fail, "oauthbearer keys", format!("{error:#}")),
         }
     }
-}
-
-/// Whether a certificate's `notAfter` has passed.
-fn leaf_expired(der: &[u8]) -> bool {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return false;
-    };
-    let now = SystemClock.now_ms() / 1000;
-    cert.validity().not_after.timestamp() < now
 }
 
 async fn metadata(args: &ServeArgs, report: &mut Report) {
