@@ -142,13 +142,7 @@ pub struct CompactorCommandArgs {
 impl CompactorCommandArgs {
     pub fn validate(&self) -> anyhow::Result<()> {
         parse_listener(&self.http_listeners).context("--http-listeners")?;
-        if self.http_authentication == HttpAuthentication::Required
-            && self.sasl.sasl_enabled_mechanisms.is_empty()
-        {
-            anyhow::bail!(
-                "--http-authentication required needs a SASL mechanism to check callers with"
-            );
-        }
+        self.http_authentication.validate(&self.sasl)?;
         self.compactor
             .settings()
             .validate()

@@ -558,6 +558,16 @@ pub enum HttpAuthentication {
     Required,
 }
 
+impl HttpAuthentication {
+    /// Logins need a SASL mechanism to check callers with (`serve` and `compactor` alike).
+    pub fn validate(self, sasl: &SaslArgs) -> anyhow::Result<()> {
+        if self == HttpAuthentication::Required && sasl.sasl_enabled_mechanisms.is_empty() {
+            bail!("--http-authentication required needs a SASL mechanism to check callers with");
+        }
+        Ok(())
+    }
+}
+
 /// `--read-cache-disk-bytes` when a bucket is configured and the flag is not given.
 const READ_CACHE_DISK_BYTES_WITH_BUCKET: usize = 1024 * 1024 * 1024;
 
@@ -634,11 +644,7 @@ impl ServeArgs {
             }
         }
         self.http_bind()?;
-        if self.http_authentication() == HttpAuthentication::Required
-            && self.sasl.sasl_enabled_mechanisms.is_empty()
-        {
-            bail!("--http-authentication required needs a SASL mechanism to check callers with");
-        }
+        self.http_authentication().validate(&self.sasl)?;
         if self.node_id.is_some_and(|id| id < 0) {
             bail!("--node-id must not be negative");
         }

@@ -433,7 +433,8 @@ pub fn before(guard: &Guard<'_>, body: RequestKind, version: i16) -> Decision {
             }
             // v4+ (brokers' batched form): only for those allowed everything they name.
             // (CLUSTER_ACTION first: an item a broker may touch anyway is no refusal.)
-            if !guard.visible(ClusterAction, ResourceType::Cluster, CLUSTER_NAME)
+            if !req.transactions.is_empty()
+                && !guard.visible(ClusterAction, ResourceType::Cluster, CLUSTER_NAME)
                 && req.transactions.iter().any(|t| {
                     !guard.transactional_id(Write, t.transactional_id.as_str())
                         || t.topics
