@@ -439,8 +439,8 @@ where
                 }
                 let staged = api::stage(&broker, request, &session).await;
                 drop(held);
-                let in_flight = staged.produce_window().map(|idempotent| {
-                    let (in_flight, blocked) = broker.windows.enter(&window, idempotent);
+                let in_flight = staged.produce_window().map(|(idempotent, bytes)| {
+                    let (in_flight, blocked) = broker.windows.enter(&window, idempotent, bytes);
                     let min_bytes = broker.flush_window_min_bytes;
                     if blocked.all
                         && min_bytes > 0

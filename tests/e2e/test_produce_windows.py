@@ -2,6 +2,8 @@
 wait out the flush linger once its window is full and enough is buffered; a plain producer,
 whose window is unknown, always does. Counted with the broker's `flushes_without_linger`."""
 
+import time
+
 import pytest
 
 import helpers as h
@@ -57,3 +59,48 @@ def test_a_window_of_one_request_needs_a_fifth_of_the_bytes(broker):
     assert broker.stats()["flushes_without_linger"] - before >= 3
     recs = h.read_partitions(broker.bootstrap, topic, [0])
     assert [r.offset for r in recs] == list(range(20)), "every record once, in order"
+
+
+# The default threshold (2 MiB): one 16 KB request in flight never reaches a fifth of it.
+@pytest.mark.skiff(flush_linger_ms=500)
+def test_a_saturated_producer_of_small_batches_skips_the_linger(broker):
+    # The Java client's default batch.size: 4 records a request, one request in flight, 15
+    # requests. Each flush holds one request whenever it happens; after four full ones in a
+    # row the producer is saturated and the rest flush at once.
+    topic = h.unique_topic("small-batches")
+    h.create_topic(broker.bootstrap, topic, 1)
+    before = broker.stats()["flushes_without_linger"]
+    p = h.producer(broker.bootstrap, **{
+        "enable.idempotence": True, "linger.ms": 0, "batch.size": 16384,
+        "max.in.flight.requests.per.connection": 1})
+    h.produce_and_wait(p, topic, [b"v" * 4000] * RECORDS, partition=0)
+    assert broker.stats()["flushes_without_linger"] - before >= 8
+    recs = h.read_partitions(broker.bootstrap, topic, [0])
+    assert [r.offset for r in recs] == list(range(RECORDS)), "every record once, in order"
+
+
+@pytest.mark.skiff(flush_linger_ms=500)
+def test_a_paced_idempotent_producer_keeps_the_linger(broker):
+    # One small record every 25 ms, one request in flight: while the linger holds its
+    # request, ~20 records gather in the client, and its next request is as full as its
+    # last. Flushed early, the next request holds one record: not saturated, so the linger
+    # holds again for four rounds. Over ~10 rounds, at most a few early flushes.
+    topic = h.unique_topic("paced")
+    h.create_topic(broker.bootstrap, topic, 1)
+    before = broker.stats()
+    p = h.producer(broker.bootstrap, **{
+        "enable.idempotence": True, "linger.ms": 0,
+        "max.in.flight.requests.per.connection": 1})
+    count = 200
+    for i in range(count):
+        p.produce(topic, value=b"p" * 200, partition=0)
+        p.poll(0)
+        time.sleep(0.025)
+    assert p.flush(30) == 0
+    after = broker.stats()
+    flushes = after["flushes"] - before["flushes"]
+    early = after["flushes_without_linger"] - before["flushes_without_linger"]
+    assert flushes >= 8, f"{flushes} flushes: the linger held the paced producer"
+    assert early <= 3, f"{early} early flushes of {flushes}"
+    recs = h.read_partitions(broker.bootstrap, topic, [0])
+    assert [r.offset for r in recs] == list(range(count)), "every record once, in order"

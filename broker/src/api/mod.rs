@@ -390,9 +390,9 @@ impl std::fmt::Debug for StagedBody {
 }
 
 impl Staged {
-    /// For a produce request that will be answered: whether its producer is idempotent (see
-    /// `crate::windows`).
-    pub fn produce_window(&self) -> Option<bool> {
+    /// For a produce request that will be answered: whether its producer is idempotent and
+    /// the records bytes it queued (see `crate::windows`).
+    pub fn produce_window(&self) -> Option<(bool, usize)> {
         match &self.body {
             StagedBody::Produce(staged) => staged.window(),
             StagedBody::Other(_) => None,

@@ -39,13 +39,16 @@ pub struct Staged {
     topics: Vec<StagedTopic>,
     /// Some batch came from an idempotent (or transactional) producer.
     idempotent: bool,
+    /// Records bytes accepted into the log.
+    accepted_bytes: usize,
 }
 
 impl Staged {
     /// For a request that will be answered (acks ≠ 0): whether its producer is idempotent,
-    /// whose window of requests in flight is known (`crate::windows`).
-    pub fn window(&self) -> Option<bool> {
-        (self.acks != 0).then_some(self.idempotent)
+    /// whose window of requests in flight is known (`crate::windows`), and the records bytes
+    /// it put in the log.
+    pub fn window(&self) -> Option<(bool, usize)> {
+        (self.acks != 0).then_some((self.idempotent, self.accepted_bytes))
     }
 }
 
@@ -164,6 +167,7 @@ pub async fn stage(
         timeout_ms: request.timeout_ms,
         topics,
         idempotent,
+        accepted_bytes,
     }
 }
 

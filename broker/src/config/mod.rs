@@ -203,7 +203,10 @@ pub struct ServeArgs {
     /// off. Lifts window-limited producers (the Java client's and franz-go's default) from five
     /// requests per linger to the flush speed; smaller objects than this still wait for the
     /// linger, so it bounds the PUTs per GiB this adds. Windows of fewer than five requests in
-    /// all (a one-partition producer keeps one in flight) need that share of it.
+    /// all (a one-partition producer keeps one in flight) need that share of it. A producer
+    /// whose requests come as full as its client makes them (small client batches, such as
+    /// the Java client's 16 KB) needs no more than its window holds: its objects hold one
+    /// window whenever they are written.
     #[arg(
         long,
         env = "SKIFF_FLUSH_WINDOW_MIN_BYTES",
