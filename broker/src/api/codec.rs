@@ -114,7 +114,7 @@ pub fn encode_fetch_response(
         .responses
         .iter()
         .flat_map(|t| &t.partitions)
-        .filter_map(|p| p.records.as_ref())
+        .flat_map(|p| p.records.iter().chain(&p.records_continued))
         .map(Bytes::len)
         .filter(|&n| n >= SHARED_RECORDS_MIN_BYTES)
         .sum();

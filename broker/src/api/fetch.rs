@@ -115,7 +115,7 @@ async fn read_once(
                 isolation,
             )
             .await;
-            total += data.records.as_ref().map_or(0, Bytes::len);
+            total += data.records_len();
             errors |= data.error_code != 0;
             partitions.push(data);
         }
@@ -178,7 +178,12 @@ async fn read_partition(
     };
     match read {
         Ok(read) => {
-            let records = read.records();
+            // One part per buffer the read took consecutive batches from: sent from those
+            // buffers as they are, never joined into a new one.
+            let (records, continued) = match read.records() {
+                [] => (Bytes::new(), Vec::new()),
+                [first, rest @ ..] => (first.clone(), rest.to_vec()),
+            };
             let aborted = read
                 .aborted
                 .iter()
@@ -194,6 +199,7 @@ async fn read_partition(
                 .with_log_start_offset(read.log_start_offset)
                 .with_aborted_transactions(Some(aborted))
                 .with_records(Some(records))
+                .with_records_continued(continued)
         }
         Err(error) => {
             let mut data = fail(log_error(&error));

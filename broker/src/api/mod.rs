@@ -577,12 +577,7 @@ async fn dispatch(
                 fetch::handle(broker, req, version, connection, session).await;
             held = reserved;
             for topic in &response.responses {
-                let bytes: usize = topic
-                    .partitions
-                    .iter()
-                    .filter_map(|p| p.records.as_ref())
-                    .map(Bytes::len)
-                    .sum();
+                let bytes: usize = topic.partitions.iter().map(|p| p.records_len()).sum();
                 broker.metrics.fetched(topic.topic.as_str(), bytes as u64);
                 for partition in topic.partitions.iter().filter(|p| p.error_code != 0) {
                     broker

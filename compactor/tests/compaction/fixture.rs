@@ -171,7 +171,7 @@ impl Fixture {
                 assert_eq!(offset, read.high_watermark);
                 return out;
             }
-            assert_eq!(read.records(), read.batches.concat());
+            assert_eq!(read.records().concat(), read.batches.concat());
             for bytes in read.batches {
                 let header = batch::parse_header(&bytes).expect("header");
                 batch::verify_crc(&header, &bytes).expect("a valid batch CRC");

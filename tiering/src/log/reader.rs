@@ -13,7 +13,7 @@ use crate::keys::{IndexEntry, ParquetFile};
 use crate::producers::AbortedTxn;
 use crate::records;
 use crate::tree::{Leaf, LeafCursor, ReadError, Slot};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 
@@ -36,9 +36,9 @@ pub struct ReadOutcome {
     pub log_start_offset: i64,
     /// For `read_committed`: aborted transactions overlapping the batches returned.
     pub aborted: Vec<AbortedTxn>,
-    /// `batches` as one slice of the buffer they were read into, when they are consecutive
-    /// bytes of one (a section, a rebuilt row group).
-    run: Option<Bytes>,
+    /// `batches` end to end as slices of the buffers they were read into (sections, rebuilt
+    /// row groups): one per run of consecutive bytes of one buffer.
+    runs: Vec<Bytes>,
 }
 
 impl ReadOutcome {
@@ -46,17 +46,11 @@ impl ReadOutcome {
         self.batches.iter().map(Bytes::len).sum()
     }
 
-    /// The batches end to end, as a Fetch response carries them: without copying when they
-    /// were read as consecutive bytes of one buffer, else copied into one.
-    pub fn records(&self) -> Bytes {
-        if let Some(run) = &self.run {
-            return run.clone();
-        }
-        let mut joined = BytesMut::with_capacity(self.bytes());
-        for batch in &self.batches {
-            joined.extend_from_slice(batch);
-        }
-        joined.freeze()
+    /// The batches end to end, as a Fetch response carries them, without copying: one slice
+    /// of each buffer they were read into (a section, a rebuilt row group) per run of
+    /// consecutive bytes, in order.
+    pub fn records(&self) -> &[Bytes] {
+        &self.runs
     }
 }
 
@@ -107,7 +101,7 @@ pub(crate) async fn read(
         last_stable_offset,
         log_start_offset,
         aborted: Vec::new(),
-        run: None,
+        runs: Vec::new(),
     };
     // read_committed stops at the LSO, which is always a batch's first offset.
     let end = match isolation {
@@ -117,7 +111,7 @@ pub(crate) async fn read(
     if offset >= end {
         return Ok(outcome);
     }
-    (outcome.batches, outcome.run) = with_reload!(
+    (outcome.batches, outcome.runs) = with_reload!(
         inner,
         tp,
         partition,
@@ -159,9 +153,9 @@ struct Taker {
     first_batch_whole: bool,
     taken: usize,
     batches: Vec<Bytes>,
-    /// Every batch taken as one slice of the buffer they share, while they are consecutive
-    /// bytes of one buffer (a section, a rebuilt row group).
-    run: Option<Run>,
+    /// The batches taken, as runs of consecutive bytes of one buffer (a section, a rebuilt
+    /// row group).
+    runs: Vec<Run>,
     full: bool,
 }
 
@@ -180,25 +174,23 @@ struct Run {
 impl Taker {
     /// Takes batch `range` of `buffer` if it fits; false once the read is full.
     fn offer_from(&mut self, buffer: &Bytes, range: Range<usize>, last_offset: i64) -> bool {
-        let first = self.batches.is_empty();
         match self.take(buffer.slice(range.clone()), last_offset) {
             Took::Full => return false,
             Took::Skipped => return true,
             Took::Taken => {}
         }
-        if first {
-            self.run = Some(Run {
+        match self.runs.last_mut() {
+            Some(run)
+                if run.buffer.as_ptr() == buffer.as_ptr()
+                    && run.buffer.len() == buffer.len()
+                    && run.range.end == range.start =>
+            {
+                run.range.end = range.end;
+            }
+            _ => self.runs.push(Run {
                 buffer: buffer.clone(),
                 range,
-            });
-        } else if let Some(run) = &mut self.run {
-            let same_buffer =
-                run.buffer.as_ptr() == buffer.as_ptr() && run.buffer.len() == buffer.len();
-            if same_buffer && run.range.end == range.start {
-                run.range.end = range.end;
-            } else {
-                self.run = None;
-            }
+            }),
         }
         true
     }
@@ -228,11 +220,12 @@ impl Taker {
         Took::Taken
     }
 
-    /// The batches taken as one slice of the buffer they came from, when they are consecutive
-    /// bytes of one (a run starts with the first batch taken, so none without batches).
-    fn run(&self) -> Option<Bytes> {
-        let run = self.run.as_ref()?;
-        Some(run.buffer.slice(run.range.clone()))
+    /// The batches taken end to end, one slice per run.
+    fn runs(&self) -> Vec<Bytes> {
+        self.runs
+            .iter()
+            .map(|run| run.buffer.slice(run.range.clone()))
+            .collect()
     }
 
     /// Whether the next leaf or row group is worth reading.
@@ -247,7 +240,7 @@ async fn read_batches(
     offset: i64,
     (max_bytes, first_batch_whole): (usize, bool),
     end: i64,
-) -> Result<(Vec<Bytes>, Option<Bytes>), ReadError> {
+) -> Result<(Vec<Bytes>, Vec<Bytes>), ReadError> {
     let top = {
         let view = partition.view.lock().expect("view mutex poisoned");
         index::top_slots(&view)
@@ -260,7 +253,7 @@ async fn read_batches(
         first_batch_whole,
         taken: 0,
         batches: Vec::new(),
-        run: None,
+        runs: Vec::new(),
         full: false,
     };
     while taker.wants_more() {
@@ -326,8 +319,8 @@ async fn read_batches(
             }
         }
     }
-    let run = taker.run();
-    Ok((taker.batches, run))
+    let runs = taker.runs();
+    Ok((taker.batches, runs))
 }
 
 /// A batch of no records covering `base_offset..=last_offset`.

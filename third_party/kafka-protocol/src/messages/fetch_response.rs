@@ -1243,11 +1243,21 @@ pub struct PartitionData {
     /// Supported API versions: 4-18
     pub records: Option<Bytes>,
 
+    /// Skiff patch: record data that follows `records` on the wire, as if joined to it, sent
+    /// from its own shared buffers. Never set by decoding.
+    pub records_continued: Vec<Bytes>,
+
     /// Other tagged fields
     pub unknown_tagged_fields: BTreeMap<i32, Bytes>,
 }
 
 impl PartitionData {
+    /// Skiff patch: the record bytes, `records` and `records_continued` together.
+    pub fn records_len(&self) -> usize {
+        self.records.as_ref().map_or(0, Bytes::len)
+            + self.records_continued.iter().map(Bytes::len).sum::<usize>()
+    }
+
     /// Sets `partition_index` to the passed value.
     ///
     /// The partition index.
@@ -1347,6 +1357,11 @@ impl PartitionData {
         self.records = value;
         self
     }
+    /// Skiff patch: sets `records_continued` to the passed value.
+    pub fn with_records_continued(mut self, value: Vec<Bytes>) -> Self {
+        self.records_continued = value;
+        self
+    }
     /// Sets unknown_tagged_fields to the passed value.
     pub fn with_unknown_tagged_fields(mut self, value: BTreeMap<i32, Bytes>) -> Self {
         self.unknown_tagged_fields = value;
@@ -1385,11 +1400,8 @@ impl Encodable for PartitionData {
                 bail!("A field is set that is not available on the selected protocol version");
             }
         }
-        if version >= 12 {
-            types::CompactBytes.encode(buf, &self.records)?;
-        } else {
-            types::Bytes.encode(buf, &self.records)?;
-        }
+        // Skiff patch: `records_continued` follows `records`.
+        types::encode_bytes_parts(buf, version >= 12, &self.records, &self.records_continued)?;
         if version >= 12 {
             let mut num_tagged_fields = self.unknown_tagged_fields.len();
             if &self.diverging_epoch != &Default::default() {
@@ -1473,11 +1485,8 @@ impl Encodable for PartitionData {
                 bail!("A field is set that is not available on the selected protocol version");
             }
         }
-        if version >= 12 {
-            total_size += types::CompactBytes.compute_size(&self.records)?;
-        } else {
-            total_size += types::Bytes.compute_size(&self.records)?;
-        }
+        total_size +=
+            types::bytes_parts_size(version >= 12, &self.records, &self.records_continued)?;
         if version >= 12 {
             let mut num_tagged_fields = self.unknown_tagged_fields.len();
             if &self.diverging_epoch != &Default::default() {
@@ -1609,6 +1618,7 @@ impl Decodable for PartitionData {
             aborted_transactions,
             preferred_read_replica,
             records,
+            records_continued: Vec::new(),
             unknown_tagged_fields,
         })
     }
@@ -1628,6 +1638,7 @@ impl Default for PartitionData {
             aborted_transactions: Some(Default::default()),
             preferred_read_replica: (-1).into(),
             records: Some(Default::default()),
+            records_continued: Vec::new(),
             unknown_tagged_fields: BTreeMap::new(),
         }
     }
