@@ -42,11 +42,13 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(serve_args) => {
             serve_args.validate()?;
             init_tracing(&serve_args.logging);
+            apply_process_settings(&serve_args.process);
             runtime()?.block_on(serve(*serve_args))
         }
         Command::Compactor(compactor_args) => {
             compactor_args.validate()?;
             init_tracing(&compactor_args.logging);
+            apply_process_settings(&compactor_args.process);
             runtime()?.block_on(run_compactor(*compactor_args))
         }
         Command::Doctor(args) => admin_command(doctor::run(*args)),
@@ -58,6 +60,16 @@ fn main() -> anyhow::Result<()> {
         Command::Produce(command) => admin_command(admin::produce(command)),
         Command::Consume(command) => admin_command(admin::consume(command)),
     }
+}
+
+/// Settings of the process itself, before its threads start.
+fn apply_process_settings(process: &config::ProcessArgs) {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = nix::sys::prctl::set_thp_disable(!process.transparent_huge_pages) {
+        tracing::warn!(%error, "cannot set whether memory uses transparent huge pages");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = process;
 }
 
 /// Runs an admin command: exit 0 if all of it was done, 1 if anything failed (said on stderr).

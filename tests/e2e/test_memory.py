@@ -124,3 +124,18 @@ def test_peak_memory_stays_under_the_default_bound(broker):
     assert peak < BOUND, f"peak RSS {peak / MIB:.0f} MiB over the default bound {BOUND / MIB:.0f} MiB"
     assert took < 30, f"a healthy client's round trip took {took:.1f} s"
     assert_session_kept(broker)
+
+
+def thp_enabled(pid: int) -> str:
+    with open(f"/proc/{pid}/status") as status:
+        return next(line.split()[1] for line in status if line.startswith("THP_enabled:"))
+
+
+def test_the_broker_runs_without_transparent_huge_pages(broker):
+    # Each fresh huge page is zeroed whole on first touch; the broker's buffers churn.
+    assert thp_enabled(broker.pid) == "0"
+
+
+@pytest.mark.skiff(args=["--transparent-huge-pages", "true"])
+def test_transparent_huge_pages_can_be_allowed(broker):
+    assert thp_enabled(broker.pid) == "1"

@@ -1,7 +1,10 @@
 //! The compactor's settings, shared by `skiff serve` (which runs one unless
 //! `--compactor-enable false`) and `skiff compactor`.
 
-use super::{parse_listener, AuthorizerArgs, HttpAuthentication, LoggingArgs, SaslArgs, StoreArgs};
+use super::{
+    parse_listener, AuthorizerArgs, HttpAuthentication, LoggingArgs, ProcessArgs, SaslArgs,
+    StoreArgs,
+};
 use anyhow::Context;
 use clap::Args;
 use std::net::SocketAddr;
@@ -137,6 +140,9 @@ pub struct CompactorCommandArgs {
 
     #[command(flatten)]
     pub logging: LoggingArgs,
+
+    #[command(flatten)]
+    pub process: ProcessArgs,
 }
 
 impl CompactorCommandArgs {

@@ -15,7 +15,7 @@ pub use file::load_config_file_into_env;
 use file::read_config_file;
 pub use listeners::{Listener, SecurityProtocol};
 pub use security::{AuthorizerArgs, ClientAuth, OauthBearerArgs, SaslArgs, SaslMechanism, TlsArgs};
-pub use shared::{LoggingArgs, Secret, StoreArgs};
+pub use shared::{LoggingArgs, ProcessArgs, Secret, StoreArgs};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -536,6 +536,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub logging: LoggingArgs,
+
+    #[command(flatten)]
+    pub process: ProcessArgs,
 
     /// Label `/metrics`' produce and fetch byte and record counters by topic. A cluster with
     /// very many topics can turn it off to bound the series (the counters then carry
