@@ -381,6 +381,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             sasl_plaintext: local(config::SecurityProtocol::SaslPlaintext),
             sasl_ssl: local(config::SecurityProtocol::SaslSsl).zip(sasl_ssl.clone()),
             mechanisms: args.sasl.sasl_enabled_mechanisms.clone(),
+            truststore: args.tls.ssl_truststore_location.clone(),
         };
         let http_authentication =
             args.http_authentication() == config::HttpAuthentication::Required;

@@ -219,6 +219,54 @@ def test_the_console_reaches_a_sasl_ssl_only_broker_trusting_its_own_certificate
         b.cleanup()
 
 
+def test_the_console_follows_leaders_to_brokers_with_their_own_certificates(tmp_path, etcd, s3):
+    # Two brokers, each serving its own certificate from one CA: the console of the first
+    # trusts its own certificate as served and the other's by --ssl-truststore-location.
+    import trustme
+    from confluent_kafka.admin import AdminClient
+    from servers import broker_args
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    run = skiff("user", "bootstrap", "carol", "--password-stdin", "--etcd-endpoints",
+                etcd.endpoint, stdin="carol-Secr3t-pw\n")
+    assert run.returncode == 0, run.stderr
+    carol = ("carol", "carol-Secr3t-pw")
+    brokers = []
+    try:
+        for name in ("a", "b"):
+            keystore = tmp_path / f"{name}.pem"
+            ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(keystore))
+            b = SaslSslOnlyBroker(tmp_path / name, str(keystore))
+            b.extra_args = broker_args(etcd, s3) + ["--ssl-truststore-location", str(ca_file)]
+            brokers.append(b.start())
+        a = brokers[0]
+        login = {"security.protocol": "SASL_SSL", "ssl.ca.location": str(ca_file),
+                 "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": carol[0],
+                 "sasl.password": carol[1]}
+        client = AdminClient({"bootstrap.servers": a.bootstrap, **login})
+        client.create_topics([NewTopic("spread", 4)])["spread"].result(timeout=15)
+        deadline = time.monotonic() + 30
+        while True:
+            partitions = client.list_topics("spread", timeout=10).topics["spread"].partitions
+            leaders = {p.leader for p in partitions.values()}
+            if len(leaders) == 2 and -1 not in leaders:
+                break
+            assert time.monotonic() < deadline, f"leaders never spread: {leaders}"
+            time.sleep(0.5)
+        p = h.producer(a.bootstrap, **login)
+        for partition in range(4):
+            h.produce_and_wait(p, "spread", [f"p{partition}".encode()], partition=partition)
+        for partition in range(4):
+            status, body = get(a, f"/v1/records?topic=spread&partition={partition}", auth=carol)
+            assert status == 200, body
+            assert [bytes.fromhex(r["value"]) for r in body["records"]] == \
+                [f"p{partition}".encode()], partition
+    finally:
+        for b in brokers:
+            b.cleanup()
+
+
 def test_a_dead_metadata_store_is_a_503_not_a_wrong_password(tmp_path, start_broker, etcd, s3):
     from servers import broker_args
     run = skiff("user", "bootstrap", "dave", "--password-stdin", "--etcd-endpoints",

@@ -110,8 +110,9 @@ pub struct SecurityArgs {
         global = true
     )]
     pub ssl_key_location: Option<PathBuf>,
-    /// Trust exactly these server certificates, whatever name they are reached by, instead of
-    /// CAs (the console, connecting to its own broker's SASL_SSL listener). Not a flag.
+    /// Trust exactly these server certificates, whatever name they are reached by (the
+    /// console, connecting to its own broker's SASL_SSL listener); other servers' are checked
+    /// against --ssl-ca-location if given, else refused. Not a flag.
     #[arg(skip)]
     pub pinned_certificates: Vec<CertificateDer<'static>>,
 }
@@ -163,8 +164,20 @@ pub async fn transport(
 fn tls_config(args: &SecurityArgs) -> anyhow::Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     if !args.pinned_certificates.is_empty() {
+        let otherwise = match &args.ssl_ca_location {
+            None => None,
+            Some(path) => Some(
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(ca_roots(path)?),
+                    provider.clone(),
+                )
+                .build()
+                .with_context(|| format!("no usable CA certificate in {}", path.display()))?,
+            ),
+        };
         let verifier = PinnedCertificates {
             pinned: args.pinned_certificates.clone(),
+            otherwise,
             algorithms: provider.signature_verification_algorithms,
         };
         return Ok(rustls::ClientConfig::builder_with_provider(provider)
@@ -174,24 +187,17 @@ fn tls_config(args: &SecurityArgs) -> anyhow::Result<rustls::ClientConfig> {
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth());
     }
-    let mut roots = rustls::RootCertStore::empty();
-    match &args.ssl_ca_location {
-        Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("cannot read {}", path.display()))?
-            {
-                roots
-                    .add(cert.with_context(|| format!("bad certificate in {}", path.display()))?)
-                    .with_context(|| format!("unusable CA certificate in {}", path.display()))?;
-            }
-        }
+    let roots = match &args.ssl_ca_location {
+        Some(path) => ca_roots(path)?,
         None => {
+            let mut roots = rustls::RootCertStore::empty();
             for cert in rustls_native_certs::load_native_certs().certs {
                 // Some system stores hold certificates rustls cannot use; skip them.
                 let _ = roots.add(cert);
             }
+            roots
         }
-    }
+    };
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
@@ -213,11 +219,26 @@ fn tls_config(args: &SecurityArgs) -> anyhow::Result<rustls::ClientConfig> {
     }
 }
 
+/// The CA certificates of a PEM file.
+fn ca_roots(path: &std::path::Path) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+    {
+        roots
+            .add(cert.with_context(|| format!("bad certificate in {}", path.display()))?)
+            .with_context(|| format!("unusable CA certificate in {}", path.display()))?;
+    }
+    Ok(roots)
+}
+
 /// Accepts exactly the pinned certificates (the handshake's signature still proves the server
-/// holds their key): stronger than a CA and a name, and needing neither.
+/// holds their key): stronger than a CA and a name, and needing neither. Any other is checked
+/// by `otherwise` (CAs and the name it was reached by) when there is one.
 #[derive(Debug)]
 struct PinnedCertificates {
     pinned: Vec<CertificateDer<'static>>,
+    otherwise: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
@@ -225,21 +246,29 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCertificates {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
         if self
             .pinned
             .iter()
             .any(|c| c.as_ref() == end_entity.as_ref())
         {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        match &self.otherwise {
+            Some(verifier) => verifier.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ),
+            None => Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::UnknownIssuer,
-            ))
+            )),
         }
     }
 

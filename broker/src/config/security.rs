@@ -26,7 +26,8 @@ pub struct TlsArgs {
     #[arg(long, env = "SKIFF_SSL_KEY_LOCATION", value_name = "FILE")]
     pub ssl_key_location: Option<PathBuf>,
     /// PEM file with the CA certificates client certificates must chain to (Kafka's
-    /// `ssl.truststore.location` with `ssl.truststore.type=PEM`).
+    /// `ssl.truststore.location` with `ssl.truststore.type=PEM`); the console, over SASL_SSL,
+    /// also checks other brokers' certificates against them.
     #[arg(long, env = "SKIFF_SSL_TRUSTSTORE_LOCATION", value_name = "FILE")]
     pub ssl_truststore_location: Option<PathBuf>,
     /// Whether an `SSL://` listener asks clients for certificates (Kafka's `ssl.client.auth`).

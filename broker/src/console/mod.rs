@@ -14,7 +14,8 @@
 //!
 //! Who the console acts as is the HTTP caller (`crate::http_auth`): with
 //! `--http-authentication required` its Kafka requests log in to this broker's SASL_PLAINTEXT
-//! listener (else its SASL_SSL one, trusting exactly the certificate it serves) with the
+//! listener (else its SASL_SSL one, trusting exactly the certificate it serves, and other
+//! brokers' certificates by the CAs of `--ssl-truststore-location`) with the
 //! caller's own credentials (PLAIN, else SCRAM, with a password; OAUTHBEARER
 //! with a token), so the broker's ACLs judge them exactly as any client's; without, they go to
 //! the PLAINTEXT listener as User:ANONYMOUS.
@@ -55,6 +56,9 @@ pub struct LocalKafka {
         String,
         std::sync::Arc<crate::security::tls::ReloadingAcceptor>,
     )>,
+    /// `--ssl-truststore-location`: over SASL_SSL, the CAs other brokers' certificates (a
+    /// partition's leader elsewhere) are checked against, with the name they advertise.
+    pub truststore: Option<std::path::PathBuf>,
     /// `--sasl-enabled-mechanisms`.
     pub mechanisms: Vec<SaslMechanism>,
 }
@@ -164,7 +168,8 @@ fn client_args(
     let mut security = SecurityArgs::plaintext();
     let credential = caller.map_or(&Credential::Anonymous, |c| &c.0.credential);
     let local = &state.local;
-    // SASL_PLAINTEXT if there is one, else SASL_SSL trusting this broker's own certificate.
+    // SASL_PLAINTEXT if there is one, else SASL_SSL trusting this broker's own certificate
+    // (and other brokers' by the truststore's CAs).
     let sasl_listener = |security: &mut SecurityArgs| {
         if let Some(listener) = &local.sasl_plaintext {
             security.security_protocol = Protocol::SaslPlaintext;
@@ -174,6 +179,7 @@ fn client_args(
             Some((listener, acceptor)) => {
                 security.security_protocol = Protocol::SaslSsl;
                 security.pinned_certificates = acceptor.certificates();
+                security.ssl_ca_location = local.truststore.clone();
                 Ok(listener.clone())
             }
             None => Err(anyhow::anyhow!(

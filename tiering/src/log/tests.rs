@@ -167,7 +167,11 @@ async fn committed_data_survives_a_new_broker_process() {
     assert_eq!(runs.len(), 5, "five sections, five slices");
     assert_eq!(runs.concat(), read.batches.concat());
     for (run, batch) in runs.iter().zip(&read.batches) {
-        assert_eq!(run.as_ptr(), batch.as_ptr(), "a slice of its section, not a copy");
+        assert_eq!(
+            run.as_ptr(),
+            batch.as_ptr(),
+            "a slice of its section, not a copy"
+        );
     }
     assert_eq!(log.stats().range_reads.load(Ordering::Relaxed), 5);
     let next = log

@@ -81,7 +81,10 @@ fn records_in_several_parts_encode_as_joined_and_stay_shared() {
                 .with_records(Some(first.clone()))
                 .with_records_continued(vec![second.clone(), third.clone()]),
         );
-        assert_eq!(parted.responses[0].partitions[0].records_len(), joined.len());
+        assert_eq!(
+            parted.responses[0].partitions[0].records_len(),
+            joined.len()
+        );
         let whole = response(PartitionData::default().with_records(Some(joined.clone())));
         assert_eq!(
             parted.compute_size(version).expect("sized"),
@@ -90,7 +93,11 @@ fn records_in_several_parts_encode_as_joined_and_stay_shared() {
         );
         let parts = encode_fetch_response(version, 7, &parted).expect("encodes");
         let expected = encode_fetch_response(version, 7, &whole).expect("encodes");
-        assert_eq!(parts.concat(), expected.concat(), "v{version}: the same bytes");
+        assert_eq!(
+            parts.concat(),
+            expected.concat(),
+            "v{version}: the same bytes"
+        );
         for shared in [&first, &third] {
             assert!(
                 parts.iter().any(|p| p.as_ptr() == shared.as_ptr()),
