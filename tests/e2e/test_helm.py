@@ -55,8 +55,15 @@ def by_kind(docs: list[dict]) -> dict[tuple[str, str], dict]:
     return {(d["kind"], d["metadata"]["name"]): d for d in docs}
 
 
+def workload(docs, name) -> dict:
+    """The Deployment or StatefulSet called `name`."""
+    [w] = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")
+           and d["metadata"]["name"] == name]
+    return w
+
+
 def container(docs, name) -> dict:
-    [c] = by_kind(docs)[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
+    [c] = workload(docs, name)["spec"]["template"]["spec"]["containers"]
     return c
 
 
@@ -73,20 +80,34 @@ def test_chart_lints_renders_and_validates(tmp_path, values):
     result = validate(tmp_path, [d for d in docs if d["kind"] not in CRD_KINDS])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "passed" in result.stdout and "failed" not in result.stdout.lower()
-    # The validator rejects what it should: the same broker Deployment with a misspelt field.
-    broken = json.loads(json.dumps(by_kind(docs)[("Deployment", "rel-skiff-broker")]))
+    # The validator rejects what it should: the same broker StatefulSet with a misspelt field.
+    broken = json.loads(json.dumps(by_kind(docs)[("StatefulSet", "rel-skiff-broker")]))
     broken["spec"]["replica"] = 3
     assert validate(tmp_path, [broken]).returncode != 0
 
     kinds = by_kind(docs)
     broker = container(docs, "rel-skiff-broker")
-    pod = kinds[("Deployment", "rel-skiff-broker")]["spec"]["template"]["spec"]
+    brokers = kinds[("StatefulSet", "rel-skiff-broker")]
+    pod = brokers["spec"]["template"]["spec"]
     env = env_of(broker)
-    # Per-pod advertised addresses; the compactor runs apart; probes on real health.
-    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    # Per-pod advertised addresses: with TLS the pod's DNS name under the headless Service (a
+    # certificate can carry it), else its IP; the compactor runs apart; probes on real health.
     protocol = "SASL_SSL" if "secured" in " ".join(values) else "PLAINTEXT"
     assert broker["args"][broker["args"].index("--listeners") + 1] == f"{protocol}://0.0.0.0:9092"
-    assert env["SKIFF_ADVERTISED_LISTENERS"]["value"] == f"{protocol}://$(POD_IP):9092"
+    if protocol == "SASL_SSL":
+        assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+        assert env["SKIFF_ADVERTISED_LISTENERS"]["value"] == (
+            f"{protocol}://$(POD_NAME).rel-skiff-brokers.$(POD_NAMESPACE).svc.cluster.local:9092")
+        assert "POD_IP" not in env
+    else:
+        assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+        assert env["SKIFF_ADVERTISED_LISTENERS"]["value"] == f"{protocol}://$(POD_IP):9092"
+    headless = kinds[("Service", "rel-skiff-brokers")]["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
+    assert brokers["spec"]["serviceName"] == "rel-skiff-brokers"
+    assert brokers["spec"]["podManagementPolicy"] == "Parallel"
+    assert "volumeClaimTemplates" not in brokers["spec"]
     assert env["SKIFF_COMPACTOR_ENABLE"]["value"] == "false"
     assert broker["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert broker["livenessProbe"]["httpGet"]["path"] == "/health"
@@ -96,9 +117,10 @@ def test_chart_lints_renders_and_validates(tmp_path, values):
     compactor = container(docs, "rel-skiff-compactor")
     assert compactor["args"][0] == "compactor"
     pdb = kinds[("PodDisruptionBudget", "rel-skiff-broker")]
-    labels = kinds[("Deployment", "rel-skiff-broker")]["spec"]["template"]["metadata"]["labels"]
+    labels = brokers["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert kinds[("Service", "rel-skiff")]["spec"]["selector"].items() <= labels.items()
+    assert headless["selector"].items() <= labels.items()
     if protocol == "SASL_SSL":
         # Secured: the TLS Secret mounted for the keystore, logins and ACLs on.
         [tls] = [v for v in pod["volumes"] if v["name"] == "tls"]
@@ -124,8 +146,9 @@ def test_chart_lints_renders_and_validates(tmp_path, values):
         assert key["name"] == "skiff-bucket"
         assert not [d for d in docs if d["kind"] == "Secret"]
         hpa = kinds[("HorizontalPodAutoscaler", "rel-skiff-broker")]
-        assert hpa["spec"]["scaleTargetRef"]["name"] == "rel-skiff-broker"
-        assert "replicas" not in kinds[("Deployment", "rel-skiff-broker")]["spec"]
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1", "kind": "StatefulSet", "name": "rel-skiff-broker"}
+        assert "replicas" not in brokers["spec"]
         assert pod["terminationGracePeriodSeconds"] == 90
         assert ("ServiceMonitor", "rel-skiff") in kinds
         assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
@@ -137,10 +160,21 @@ def test_chart_lints_renders_and_validates(tmp_path, values):
 def test_a_secured_chart_needs_its_tls_secret_and_a_known_protocol():
     binary = os.environ.get("SKIFF_HELM")
     for values, why in [(["--set", "security.protocol=SSL"], "security.tls.existingSecret"),
-                        (["--set", "security.protocol=SASL"], "security.protocol must be")]:
+                        (["--set", "security.protocol=SASL"], "security.protocol must be"),
+                        (["--set", "broker.advertise=pod"], "broker.advertise must be")]:
         run = subprocess.run([binary, "template", "rel", str(CHART), *values],
                              capture_output=True, text=True, timeout=120)
         assert run.returncode != 0 and why in run.stderr, run.stderr
+
+
+def test_brokers_advertise_what_is_asked():
+    for values, advertised in [
+            (["--set", "broker.advertise=podDNS", "--set", "clusterDomain=k8s.example"],
+             "PLAINTEXT://$(POD_NAME).rel-skiff-brokers.$(POD_NAMESPACE).svc.k8s.example:9092"),
+            (["--set", "security.protocol=SSL", "--set", "security.tls.existingSecret=t",
+              "--set", "broker.advertise=podIP"], "SSL://$(POD_IP):9092")]:
+        env = env_of(container(render(*values), "rel-skiff-broker"))
+        assert env["SKIFF_ADVERTISED_LISTENERS"]["value"] == advertised, values
 
 
 def store_values(etcd, s3) -> list[str]:

@@ -98,6 +98,19 @@ true
 {{- end -}}
 {{- end -}}
 
+{{/* What each broker advertises: podDNS (its name under the headless Service, which a
+certificate can carry) or podIP; `auto` is podDNS with TLS, else podIP. */}}
+{{- define "skiff.advertise" -}}
+{{- $a := .Values.broker.advertise -}}
+{{- if eq $a "auto" -}}
+{{- if include "skiff.tls" . }}podDNS{{ else }}podIP{{ end -}}
+{{- else if has $a (list "podDNS" "podIP") -}}
+{{- $a -}}
+{{- else -}}
+{{- fail (printf "broker.advertise must be auto, podDNS or podIP, not %q" $a) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The brokers' security settings as SKIFF_* variables. */}}
 {{- define "skiff.securityEnv" -}}
 {{- $protocol := include "skiff.protocol" . -}}
