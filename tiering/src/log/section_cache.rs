@@ -25,6 +25,17 @@ use std::sync::Arc;
 /// plus one append) fits one, or is kept in memory only.
 const DISK_BLOCK_BYTES: usize = 16 * 1024 * 1024;
 
+/// The least memory one shard of the cache holds. foyer splits the memory between shards
+/// (eight by default) and each evicts on its own: a section can be 8 MiB (one partition
+/// flushed alone), so eighths of the default 128 MiB held two each, and a few hot sections
+/// could evict each other while the cache as a whole had room.
+const SHARD_MIN_BYTES: usize = 64 * 1024 * 1024;
+
+/// Shards for `memory_bytes`: as many as hold [`SHARD_MIN_BYTES`] each, one to eight.
+fn shards(memory_bytes: usize) -> usize {
+    (memory_bytes / SHARD_MIN_BYTES).clamp(1, 8)
+}
+
 /// A section: its object, range, and the CRC32C its index entry records.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SectionKey {
@@ -111,6 +122,7 @@ impl SectionCache {
             Backend::Memory(
                 CacheBuilder::new(memory_bytes)
                     .with_name("skiff_sections")
+                    .with_shards(shards(memory_bytes))
                     .with_weighter(weight)
                     .build(),
             )
@@ -138,6 +150,7 @@ impl SectionCache {
         let cache = HybridCacheBuilder::new()
             .with_name("skiff_sections")
             .memory(memory_bytes)
+            .with_shards(shards(memory_bytes))
             .with_weighter(weight)
             .storage()
             // pread/pwrite on the blocking pool: no io_uring needed.
@@ -296,6 +309,45 @@ mod tests {
             cache.read(&objects, &entry(1)).await,
             Err(ReadError::Corrupt(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn large_sections_fill_the_whole_memory_not_a_shard_of_it() {
+        assert_eq!(
+            [16 << 20, 128 << 20, 256 << 20, 4 << 30].map(shards),
+            [1, 2, 4, 8]
+        );
+        // Seven sections of 7.5 MiB in 64 MiB: with eight shards of 8 MiB each, one section
+        // per shard at most, and two hashed to one shard evict each other.
+        let cache = SectionCache::new(64 << 20);
+        let store = Arc::new(InMemory::new());
+        let objects: Arc<dyn ObjectStore> = store.clone();
+        let mut entries = Vec::new();
+        for i in 0..7u8 {
+            let body = Bytes::from(vec![i; 15 << 19]);
+            let name = format!("o{i}");
+            store
+                .put(&ObjectPath::from(name.as_str()), body.clone().into())
+                .await
+                .expect("put");
+            let entry = IndexEntry {
+                object: name,
+                position: 0,
+                length: body.len() as u64,
+                crc32c: crc32c::crc32c(&body),
+                ..entry(0)
+            };
+            cache.read(&objects, &entry).await.expect("read");
+            entries.push(entry);
+        }
+        for entry in &entries {
+            assert_eq!(
+                cache.read(&objects, entry).await.expect("read").1,
+                Served::Memory,
+                "{}",
+                entry.object
+            );
+        }
     }
 
     #[tokio::test]
