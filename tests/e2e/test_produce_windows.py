@@ -24,6 +24,14 @@ def produce(broker, topic: str, idempotent: bool) -> None:
     h.produce_and_wait(p, topic, [value] * RECORDS, partition=0)
 
 
+def one_in_flight(broker):
+    """An idempotent producer of 16 KB batches (the Java client's batch.size), one request in
+    flight at a time."""
+    return h.producer(broker.bootstrap, **{
+        "enable.idempotence": True, "linger.ms": 0, "batch.size": 16384,
+        "max.in.flight.requests.per.connection": 1})
+
+
 @pytest.mark.skiff(flush_linger_ms=LINGER_MS, args=ARGS)
 def test_an_idempotent_producer_with_a_full_window_skips_the_linger(broker):
     topic = h.unique_topic("window")
@@ -52,10 +60,7 @@ def test_a_window_of_one_request_needs_a_fifth_of_the_bytes(broker):
     topic = h.unique_topic("window-one")
     h.create_topic(broker.bootstrap, topic, 1)
     before = broker.stats()["flushes_without_linger"]
-    p = h.producer(broker.bootstrap, **{
-        "enable.idempotence": True, "linger.ms": 0, "batch.size": 16384,
-        "max.in.flight.requests.per.connection": 1})
-    h.produce_and_wait(p, topic, [b"v" * 4000] * 20, partition=0)
+    h.produce_and_wait(one_in_flight(broker), topic, [b"v" * 4000] * 20, partition=0)
     assert broker.stats()["flushes_without_linger"] - before >= 3
     recs = h.read_partitions(broker.bootstrap, topic, [0])
     assert [r.offset for r in recs] == list(range(20)), "every record once, in order"
@@ -70,10 +75,7 @@ def test_a_saturated_producer_of_small_batches_skips_the_linger(broker):
     topic = h.unique_topic("small-batches")
     h.create_topic(broker.bootstrap, topic, 1)
     before = broker.stats()["flushes_without_linger"]
-    p = h.producer(broker.bootstrap, **{
-        "enable.idempotence": True, "linger.ms": 0, "batch.size": 16384,
-        "max.in.flight.requests.per.connection": 1})
-    h.produce_and_wait(p, topic, [b"v" * 4000] * RECORDS, partition=0)
+    h.produce_and_wait(one_in_flight(broker), topic, [b"v" * 4000] * RECORDS, partition=0)
     assert broker.stats()["flushes_without_linger"] - before >= 8
     recs = h.read_partitions(broker.bootstrap, topic, [0])
     assert [r.offset for r in recs] == list(range(RECORDS)), "every record once, in order"

@@ -275,6 +275,22 @@ mod tests {
         }
     }
 
+    /// Puts `body` as object `name`, and the index entry of all of it as one section.
+    async fn put_object(store: &InMemory, name: String, body: impl Into<Bytes>) -> IndexEntry {
+        let body: Bytes = body.into();
+        store
+            .put(&ObjectPath::from(name.as_str()), body.clone().into())
+            .await
+            .expect("put");
+        IndexEntry {
+            object: name,
+            position: 0,
+            length: body.len() as u64,
+            crc32c: crc32c::crc32c(&body),
+            ..entry(0)
+        }
+    }
+
     /// Reads through `cache` twice, the object deleted in between; then a bad CRC.
     async fn read_once_and_checked(cache: &SectionCache) {
         let store = Arc::new(InMemory::new());
@@ -324,19 +340,7 @@ mod tests {
         let objects: Arc<dyn ObjectStore> = store.clone();
         let mut entries = Vec::new();
         for i in 0..7u8 {
-            let body = Bytes::from(vec![i; 15 << 19]);
-            let name = format!("o{i}");
-            store
-                .put(&ObjectPath::from(name.as_str()), body.clone().into())
-                .await
-                .expect("put");
-            let entry = IndexEntry {
-                object: name,
-                position: 0,
-                length: body.len() as u64,
-                crc32c: crc32c::crc32c(&body),
-                ..entry(0)
-            };
+            let entry = put_object(&store, format!("o{i}"), vec![i; 15 << 19]).await;
             cache.read(&objects, &entry).await.expect("read");
             entries.push(entry);
         }
@@ -393,18 +397,7 @@ mod tests {
         let mut entries = Vec::new();
         for i in 0..4 {
             let body = Bytes::from(format!("section number {i}"));
-            let name = format!("o{i}");
-            store
-                .put(&ObjectPath::from(name.as_str()), body.clone().into())
-                .await
-                .expect("put");
-            let entry = IndexEntry {
-                object: name,
-                position: 0,
-                length: body.len() as u64,
-                crc32c: crc32c::crc32c(&body),
-                ..entry(0)
-            };
+            let entry = put_object(&store, format!("o{i}"), body.clone()).await;
             assert_eq!(
                 cache.read(&objects, &entry).await.expect("read").1,
                 Served::Bucket
