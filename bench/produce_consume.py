@@ -158,7 +158,7 @@ def file_write_cpu_s_per_gib(directory: Path, total_bytes: int, file_bytes: int)
     deleting them: the kernel's share of the broker's produce cost on the embedded store,
     measured in the same run. On these VMs new page-cache pages cost 1-4 CPU-s per GiB."""
     total = min(total_bytes, GIB)
-    chunk = os.urandom(min(file_bytes, 8 * MIB))
+    chunk = os.urandom(max(1, min(file_bytes, 8 * MIB)))
     written, names = 0, []
     before = resource.getrusage(resource.RUSAGE_SELF)
     while written < total:
@@ -174,7 +174,7 @@ def file_write_cpu_s_per_gib(directory: Path, total_bytes: int, file_bytes: int)
     for name in names:
         name.unlink()
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return cpu / (written / GIB)
+    return cpu / (written / GIB) if written else 0.0
 
 
 def main() -> int:

@@ -383,6 +383,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             mechanisms: args.sasl.sasl_enabled_mechanisms.clone(),
             truststore: args.tls.ssl_truststore_location.clone(),
         };
+        // The console reads it for every connection to another broker: a file it cannot use
+        // fails the start, not the console's requests later.
+        if let (Some(_), Some(path)) = (&local_kafka.sasl_ssl, &local_kafka.truststore) {
+            admin::security::ca_roots(path).context("--ssl-truststore-location")?;
+        }
         let http_authentication =
             args.http_authentication() == config::HttpAuthentication::Required;
         let console_listener = if http_authentication {

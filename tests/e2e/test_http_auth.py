@@ -7,6 +7,8 @@ HTTP requests and with the console in Chromium, logged in through Playwright).""
 import json
 import time
 
+import pytest
+
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import (AclOperation, AclPermissionType, NewTopic,
                                    ResourcePatternType, ResourceType)
@@ -219,9 +221,12 @@ def test_the_console_reaches_a_sasl_ssl_only_broker_trusting_its_own_certificate
         b.cleanup()
 
 
-def test_the_console_follows_leaders_to_brokers_with_their_own_certificates(tmp_path, etcd, s3):
+@pytest.mark.parametrize("second_name", ["127.0.0.1", "localhost"])
+def test_the_console_follows_leaders_to_brokers_with_their_own_certificates(
+        tmp_path, etcd, s3, second_name):
     # Two brokers, each serving its own certificate from one CA: the console of the first
-    # trusts its own certificate as served and the other's by --ssl-truststore-location.
+    # trusts its own certificate as served and the other's by --ssl-truststore-location, when
+    # it names the address the other advertises (127.0.0.1); one for another name is refused.
     import trustme
     from confluent_kafka.admin import AdminClient
     from servers import broker_args
@@ -234,13 +239,13 @@ def test_the_console_follows_leaders_to_brokers_with_their_own_certificates(tmp_
     carol = ("carol", "carol-Secr3t-pw")
     brokers = []
     try:
-        for name in ("a", "b"):
+        for name, identity in (("a", "127.0.0.1"), ("b", second_name)):
             keystore = tmp_path / f"{name}.pem"
-            ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(keystore))
+            ca.issue_cert(identity).private_key_and_cert_chain_pem.write_to_path(str(keystore))
             b = SaslSslOnlyBroker(tmp_path / name, str(keystore))
             b.extra_args = broker_args(etcd, s3) + ["--ssl-truststore-location", str(ca_file)]
             brokers.append(b.start())
-        a = brokers[0]
+        a, second = brokers
         login = {"security.protocol": "SASL_SSL", "ssl.ca.location": str(ca_file),
                  "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": carol[0],
                  "sasl.password": carol[1]}
@@ -248,20 +253,27 @@ def test_the_console_follows_leaders_to_brokers_with_their_own_certificates(tmp_
         client.create_topics([NewTopic("spread", 4)])["spread"].result(timeout=15)
         deadline = time.monotonic() + 30
         while True:
-            partitions = client.list_topics("spread", timeout=10).topics["spread"].partitions
-            leaders = {p.leader for p in partitions.values()}
-            if len(leaders) == 2 and -1 not in leaders:
+            md = client.list_topics("spread", timeout=10)
+            leaders = {p.id: p.leader for p in md.topics["spread"].partitions.values()}
+            if len(set(leaders.values())) == 2 and -1 not in leaders.values():
                 break
             assert time.monotonic() < deadline, f"leaders never spread: {leaders}"
             time.sleep(0.5)
-        p = h.producer(a.bootstrap, **login)
-        for partition in range(4):
-            h.produce_and_wait(p, "spread", [f"p{partition}".encode()], partition=partition)
-        for partition in range(4):
+        [second_id] = [i for i, b in md.brokers.items() if b.port == second.kafka_port]
+        if second_name == "127.0.0.1":
+            p = h.producer(a.bootstrap, **login)
+            for partition in range(4):
+                h.produce_and_wait(p, "spread", [f"p{partition}".encode()], partition=partition)
+        for partition, leader in sorted(leaders.items()):
             status, body = get(a, f"/v1/records?topic=spread&partition={partition}", auth=carol)
-            assert status == 200, body
-            assert [bytes.fromhex(r["value"]) for r in body["records"]] == \
-                [f"p{partition}".encode()], partition
+            if second_name == "127.0.0.1":
+                assert status == 200, body
+                assert [bytes.fromhex(r["value"]) for r in body["records"]] == \
+                    [f"p{partition}".encode()], partition
+            elif leader == second_id:
+                assert status == 400 and "not valid for name" in body["error"], body
+            else:
+                assert status == 200, body
     finally:
         for b in brokers:
             b.cleanup()

@@ -128,7 +128,10 @@ def test_peak_memory_stays_under_the_default_bound(broker):
 
 def thp_enabled(pid: int) -> str:
     with open(f"/proc/{pid}/status") as status:
-        return next(line.split()[1] for line in status if line.startswith("THP_enabled:"))
+        found = [line.split()[1] for line in status if line.startswith("THP_enabled:")]
+    if not found:
+        pytest.skip("this kernel does not report THP_enabled")
+    return found[0]
 
 
 def test_the_broker_runs_without_transparent_huge_pages(broker):

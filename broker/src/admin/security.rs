@@ -220,7 +220,7 @@ fn tls_config(args: &SecurityArgs) -> anyhow::Result<rustls::ClientConfig> {
 }
 
 /// The CA certificates of a PEM file.
-fn ca_roots(path: &std::path::Path) -> anyhow::Result<rustls::RootCertStore> {
+pub fn ca_roots(path: &std::path::Path) -> anyhow::Result<rustls::RootCertStore> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(path)
         .with_context(|| format!("cannot read {}", path.display()))?

@@ -39,7 +39,7 @@ pub struct Staged {
     topics: Vec<StagedTopic>,
     /// Some batch came from an idempotent (or transactional) producer.
     idempotent: bool,
-    /// Records bytes accepted into the log.
+    /// Records bytes validated and queued for the log (a queued append may still fail).
     accepted_bytes: usize,
 }
 

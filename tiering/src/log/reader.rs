@@ -144,6 +144,9 @@ pub(crate) async fn read(
     Ok(outcome)
 }
 
+/// A run shorter than its buffer divided by this is copied rather than shared.
+const SHARED_RUN_MIN_SHARE: usize = 16;
+
 /// Collects whole batches in offset order within the byte limits of a read.
 struct Taker {
     offset: i64,
@@ -220,11 +223,19 @@ impl Taker {
         Took::Taken
     }
 
-    /// The batches taken end to end, one slice per run.
+    /// The batches taken end to end, one slice per run; a run under a sixteenth of its buffer
+    /// is copied out, so that what a response holds stays near the bytes it carries (a slice
+    /// keeps all of its buffer alive until the response is written).
     fn runs(&self) -> Vec<Bytes> {
         self.runs
             .iter()
-            .map(|run| run.buffer.slice(run.range.clone()))
+            .map(|run| {
+                if run.range.len() * SHARED_RUN_MIN_SHARE < run.buffer.len() {
+                    Bytes::copy_from_slice(&run.buffer[run.range.clone()])
+                } else {
+                    run.buffer.slice(run.range.clone())
+                }
+            })
             .collect()
     }
 

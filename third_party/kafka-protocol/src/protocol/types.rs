@@ -872,8 +872,10 @@ pub fn bytes_parts_size(
             Bytes.compute_size(first)
         };
     }
-    let len = first.as_ref().map_or(0, bytes::Bytes::len)
-        + rest.iter().map(bytes::Bytes::len).sum::<usize>();
+    let Some(first) = first else {
+        bail!("byte string parts continue a null value");
+    };
+    let len = first.len() + rest.iter().map(bytes::Bytes::len).sum::<usize>();
     let prefix = if compact {
         UnsignedVarInt.compute_size((len as u32).saturating_add(1))?
     } else {
