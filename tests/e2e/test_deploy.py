@@ -17,7 +17,7 @@ from confluent_kafka import TopicPartition
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 import helpers as h
-from conftest import SkiffBroker, free_port, skiff_bin
+from conftest import HEALTH_TIMEOUT_S, SkiffBroker, free_port, skiff_bin
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 
@@ -79,6 +79,18 @@ class ComposeService(SkiffBroker):
                 arg = str(self.data_dir)
             argv.append(arg)
         return [str(skiff_bin()), *argv]
+
+    def start(self, timeout: float = HEALTH_TIMEOUT_S) -> "ComposeService":
+        # The file's host ports (19092, 29092, 39092, ...) lie in Linux's ephemeral range, so a
+        # client connection elsewhere on the machine may hold one for a moment: wait it out.
+        for attempt in range(10):
+            try:
+                return super().start(timeout)
+            except RuntimeError as e:
+                if "Address already in use" not in str(e) or attempt == 9:
+                    raise
+                time.sleep(1)
+        raise AssertionError("unreachable")
 
     def _kafka_port_accepts(self) -> bool:
         return self.kafka_port == 0 or super()._kafka_port_accepts()
