@@ -230,6 +230,15 @@ impl Drop for InFlight {
 mod tests {
     use super::*;
 
+    /// Every waiting connection blocked, `windows` requests in their windows, none saturated.
+    fn waiting_blocked(windows: usize) -> Blocked {
+        Blocked {
+            all: true,
+            windows,
+            saturated_bytes: None,
+        }
+    }
+
     fn counts(windows: &ProduceWindows) -> Counts {
         *windows.counts.lock().expect("poisoned")
     }
@@ -240,23 +249,9 @@ mod tests {
         let idempotent = Arc::new(ConnectionWindow::default());
         // Ramping up, each new most-in-flight is a full window.
         let (first, blocked) = windows.enter(&idempotent, true, 1000);
-        assert_eq!(
-            blocked,
-            Blocked {
-                all: true,
-                windows: 1,
-                saturated_bytes: None
-            }
-        );
+        assert_eq!(blocked, waiting_blocked(1));
         let (second, blocked) = windows.enter(&idempotent, true, 1000);
-        assert_eq!(
-            blocked,
-            Blocked {
-                all: true,
-                windows: 2,
-                saturated_bytes: None
-            }
-        );
+        assert_eq!(blocked, waiting_blocked(2));
         // One answered: below its window of two, it may send again.
         drop(first);
         assert_eq!(
@@ -272,11 +267,7 @@ mod tests {
         let (third, blocked) = windows.enter(&idempotent, true, 1000);
         assert_eq!(
             blocked,
-            Blocked {
-                all: true,
-                windows: 2,
-                saturated_bytes: None
-            },
+            waiting_blocked(2),
             "two in flight again: the window is full"
         );
         // A plain producer waiting too: its window is unknown, so the linger holds.
@@ -316,14 +307,7 @@ mod tests {
         let two = Arc::new(ConnectionWindow::default());
         let (two_a, _) = windows.enter(&two, true, 1000);
         let (two_b, blocked) = windows.enter(&two, true, 1000);
-        assert_eq!(
-            blocked,
-            Blocked {
-                all: true,
-                windows: 3,
-                saturated_bytes: None
-            }
-        );
+        assert_eq!(blocked, waiting_blocked(3));
         assert_eq!(blocked.flush_threshold(5_000_000), 3_000_000);
         drop(two_a);
         assert_eq!(counts(&windows).blocked_windows, 1);

@@ -837,10 +837,7 @@ pub fn encode_bytes_parts<B: ByteBufMut>(
             Bytes.encode(buf, first)
         };
     }
-    let Some(first) = first else {
-        bail!("byte string parts continue a null value");
-    };
-    let len = first.len() + rest.iter().map(bytes::Bytes::len).sum::<usize>();
+    let (first, len) = parts_len(first, rest)?;
     if compact {
         if len >= u32::MAX as usize {
             bail!("CompactBytes is too long to encode ({len} bytes)");
@@ -859,6 +856,18 @@ pub fn encode_bytes_parts<B: ByteBufMut>(
     Ok(())
 }
 
+/// Skiff patch: the first part of a byte string given in parts, and their length together; a
+/// null value has no parts to continue it.
+fn parts_len<'a>(
+    first: &'a Option<bytes::Bytes>,
+    rest: &[bytes::Bytes],
+) -> Result<(&'a bytes::Bytes, usize)> {
+    let Some(first) = first else {
+        bail!("byte string parts continue a null value");
+    };
+    Ok((first, first.len() + rest.iter().map(bytes::Bytes::len).sum::<usize>()))
+}
+
 /// Skiff patch: the encoded size of [`encode_bytes_parts`].
 pub fn bytes_parts_size(
     compact: bool,
@@ -872,10 +881,7 @@ pub fn bytes_parts_size(
             Bytes.compute_size(first)
         };
     }
-    let Some(first) = first else {
-        bail!("byte string parts continue a null value");
-    };
-    let len = first.len() + rest.iter().map(bytes::Bytes::len).sum::<usize>();
+    let (_, len) = parts_len(first, rest)?;
     let prefix = if compact {
         UnsignedVarInt.compute_size((len as u32).saturating_add(1))?
     } else {
