@@ -8,6 +8,7 @@ files are checked against what the processes really export."""
 
 import json
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -29,6 +30,33 @@ def compose() -> dict:
 def substitute(value: str) -> str:
     """Compose's ${VAR:-default}, with no such variable set (the file's defaults)."""
     return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", lambda m: m.group(1), str(value))
+
+
+def published_ports(spec: dict) -> set[int]:
+    """The host ports the file publishes for its skiff services."""
+    return {int(m.split(":")[-2]) for name, svc in spec["services"].items()
+            if name.startswith("skiff-") or name == "compactor" for m in svc["ports"]}
+
+
+# The file's host ports (19092, 29092, 39092, ...) lie in Linux's ephemeral range: any outgoing
+# connection on the machine may be given one as its local port, and a long-lived one (a broker's
+# etcd or S3 connection, etcd's own gateway) holds it for the whole test. A port bound by a
+# socket is never given to an outgoing connection, so this module binds them all when it is
+# collected (before any fixture starts a server) and lets each go just before its service binds.
+_RESERVED: dict[int, socket.socket] = {}
+for _port in sorted(published_ports(compose())):
+    _s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        _s.bind(("127.0.0.1", _port))
+        _RESERVED[_port] = _s
+    except OSError:
+        _s.close()  # held already: start() waits for it
+
+
+def release(port: int) -> None:
+    s = _RESERVED.pop(port, None)
+    if s is not None:
+        s.close()
 
 
 def image_cmd() -> list[str]:
@@ -81,8 +109,9 @@ class ComposeService(SkiffBroker):
         return [str(skiff_bin()), *argv]
 
     def start(self, timeout: float = HEALTH_TIMEOUT_S) -> "ComposeService":
-        # The file's host ports (19092, 29092, 39092, ...) lie in Linux's ephemeral range, so a
-        # client connection elsewhere on the machine may hold one for a moment: wait it out.
+        for port in self.ports.values():
+            release(port)
+        # A port that was held when the module reserved them may still be, for a moment.
         for attempt in range(10):
             try:
                 return super().start(timeout)
