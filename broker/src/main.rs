@@ -9,6 +9,7 @@ mod doctor;
 mod group;
 mod http;
 mod http_auth;
+mod low_watermark;
 mod memory;
 mod metrics;
 mod retention;

@@ -8,6 +8,7 @@
 //! client sends can at worst close its own connection.
 
 use crate::api::{self, Broker, Decoded, Reply};
+use crate::low_watermark::{FrameNeed, LowWatermark};
 use crate::memory::{Budgets, Held};
 use crate::security::sasl::Next;
 use crate::security::{Admission, ListenerInfo, Session};
@@ -73,13 +74,20 @@ pub async fn serve(
             let served = async {
                 match tls {
                     None => {
+                        let need = FrameNeed::default();
                         let (reader, writer) = socket.into_split();
-                        run_connection(reader, writer, broker, Arc::new(session)).await;
+                        let reader = LowWatermark::new(reader, need.clone(), 0);
+                        run_connection(reader, writer, broker, Arc::new(session), need).await;
                     }
                     Some(acceptor) => {
+                        let need = FrameNeed::default();
                         let accepted = tokio::time::timeout(
                             crate::security::tls::HANDSHAKE_TIMEOUT,
-                            acceptor.current().accept(socket),
+                            acceptor.current().accept(LowWatermark::new(
+                                socket,
+                                need.clone(),
+                                crate::low_watermark::TLS_MARGIN_BYTES,
+                            )),
                         )
                         .await;
                         match accepted {
@@ -98,7 +106,8 @@ pub async fn serve(
                                     None => session,
                                 };
                                 let (reader, writer) = tokio::io::split(stream);
-                                run_connection(reader, writer, broker, Arc::new(session)).await;
+                                run_connection(reader, writer, broker, Arc::new(session), need)
+                                    .await;
                             }
                             Ok(Err(error)) => {
                                 broker.metrics.tls_handshake_failed();
@@ -186,6 +195,7 @@ pub async fn read_frame(
     limits: FrameLimits,
     idle: Duration,
     budgets: &Budgets,
+    need: &FrameNeed,
 ) -> Result<Option<Frame>, FrameError> {
     let mut prefix = [0u8; 4];
     match tokio::time::timeout(idle, reader.read_exact(&mut prefix)).await {
@@ -234,6 +244,7 @@ pub async fn read_frame(
     frame.extend_from_slice(&key[..length.min(2)]);
     let body = async {
         while frame.len() < length {
+            need.set(length - frame.len());
             let wanted = (length - frame.len()).min(FRAME_READ_CHUNK_BYTES);
             frame.reserve(wanted);
             let read = (&mut *reader)
@@ -247,7 +258,9 @@ pub async fn read_frame(
         Ok(())
     };
     // Waiting for the budget does not count against the client; reading does.
-    match tokio::time::timeout(body_deadline, body).await {
+    let body = tokio::time::timeout(body_deadline, body).await;
+    need.set(0);
+    match body {
         Err(_) => return Err(FrameError::Idle(body_deadline)),
         Ok(result) => result?,
     }
@@ -322,8 +335,13 @@ impl Pending {
 }
 
 /// Serves one connection (plain TCP or TLS) until it closes.
-async fn run_connection<R, W>(mut reader: R, writer: W, broker: Arc<Broker>, session: Arc<Session>)
-where
+async fn run_connection<R, W>(
+    mut reader: R,
+    writer: W,
+    broker: Arc<Broker>,
+    session: Arc<Session>,
+    need: FrameNeed,
+) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -412,7 +430,8 @@ where
         } else {
             limits
         };
-        let frame = match read_frame(&mut reader, frame_limits, idle, &broker.budgets).await {
+        let frame = match read_frame(&mut reader, frame_limits, idle, &broker.budgets, &need).await
+        {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(error) => {
@@ -658,30 +677,57 @@ mod tests {
     async fn frames_are_bounded_and_read_as_they_arrive() {
         let idle = Duration::from_secs(5);
         let mut ok: &[u8] = &[0, 0, 0, 3, b'a', b'b', b'c'];
-        let frame = read_frame(&mut ok, limits(10), idle, &budgets())
+        let frame = read_frame(&mut ok, limits(10), idle, &budgets(), &FrameNeed::default())
             .await
             .expect("frame")
             .expect("some");
         assert_eq!(&frame.bytes[..], b"abc");
         let mut empty: &[u8] = &[];
-        assert!(read_frame(&mut empty, limits(10), idle, &budgets())
-            .await
-            .expect("eof")
-            .is_none());
+        assert!(read_frame(
+            &mut empty,
+            limits(10),
+            idle,
+            &budgets(),
+            &FrameNeed::default()
+        )
+        .await
+        .expect("eof")
+        .is_none());
         let mut too_long: &[u8] = &[0, 0, 0, 11];
         assert!(matches!(
-            read_frame(&mut too_long, limits(10), idle, &budgets()).await,
+            read_frame(
+                &mut too_long,
+                limits(10),
+                idle,
+                &budgets(),
+                &FrameNeed::default()
+            )
+            .await,
             Err(FrameError::BadLength(11, 10))
         ));
         let mut negative: &[u8] = &[0xff, 0xff, 0xff, 0xff];
         assert!(matches!(
-            read_frame(&mut negative, limits(10), idle, &budgets()).await,
+            read_frame(
+                &mut negative,
+                limits(10),
+                idle,
+                &budgets(),
+                &FrameNeed::default()
+            )
+            .await,
             Err(FrameError::BadLength(-1, 10))
         ));
         // Announces 100 MB, sends 2 bytes: an error, and no 100 MB buffer.
         let mut short: &[u8] = &[0x05, 0xf5, 0xe1, 0x00, 1, 2];
         assert!(matches!(
-            read_frame(&mut short, limits(200_000_000), idle, &budgets()).await,
+            read_frame(
+                &mut short,
+                limits(200_000_000),
+                idle,
+                &budgets(),
+                &FrameNeed::default()
+            )
+            .await,
             Err(FrameError::Truncated)
         ));
     }
@@ -690,10 +736,16 @@ mod tests {
     async fn silent_connections_time_out() {
         let (mut client, mut server) = tokio::io::duplex(64);
         let idle = Duration::from_secs(30);
-        let reading =
-            tokio::spawn(
-                async move { read_frame(&mut server, limits(10), idle, &budgets()).await },
-            );
+        let reading = tokio::spawn(async move {
+            read_frame(
+                &mut server,
+                limits(10),
+                idle,
+                &budgets(),
+                &FrameNeed::default(),
+            )
+            .await
+        });
         client.write_all(&[0, 0, 0, 5, 1]).await.expect("write");
         let result = reading.await.expect("join");
         assert!(matches!(result, Err(FrameError::Idle(_))), "{result:?}");
@@ -714,21 +766,40 @@ mod tests {
             bytes
         };
         let produce = frame(ApiKey::Produce as i16, 50);
-        let read = read_frame(&mut &produce[..], limits, idle, &budgets)
-            .await
-            .expect("produce frame")
-            .expect("some");
+        let read = read_frame(
+            &mut &produce[..],
+            limits,
+            idle,
+            &budgets,
+            &FrameNeed::default(),
+        )
+        .await
+        .expect("produce frame")
+        .expect("some");
         assert_eq!(read.held.bytes(), 50);
         let metadata = frame(ApiKey::Metadata as i16, 50);
         assert!(matches!(
-            read_frame(&mut &metadata[..], limits, idle, &budgets).await,
+            read_frame(
+                &mut &metadata[..],
+                limits,
+                idle,
+                &budgets,
+                &FrameNeed::default()
+            )
+            .await,
             Err(FrameError::NonProduceTooLong(3, 50, 10))
         ));
         let small = frame(ApiKey::Metadata as i16, 10);
-        let read = read_frame(&mut &small[..], limits, idle, &budgets)
-            .await
-            .expect("small frame")
-            .expect("some");
+        let read = read_frame(
+            &mut &small[..],
+            limits,
+            idle,
+            &budgets,
+            &FrameNeed::default(),
+        )
+        .await
+        .expect("small frame")
+        .expect("some");
         assert_eq!(
             read.held.bytes(),
             10,
@@ -748,6 +819,7 @@ mod tests {
                 limits(100 << 20),
                 Duration::from_secs(600),
                 &budgets,
+                &FrameNeed::default(),
             )
             .await;
             (result, started.elapsed())
