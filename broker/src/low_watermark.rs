@@ -155,19 +155,20 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    async fn pair() -> (TcpStream, TcpStream) {
+    /// A client socket, and its server end read under a mark with `margin`, needing 10,000 bytes.
+    async fn watched(margin: usize) -> (TcpStream, FrameNeed, LowWatermark<TcpStream>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let (client, accepted) = tokio::join!(TcpStream::connect(address), listener.accept());
-        (client.expect("connect"), accepted.expect("accept").0)
+        let need = FrameNeed::default();
+        let reader = LowWatermark::new(accepted.expect("accept").0, need.clone(), margin);
+        need.set(10_000);
+        (client.expect("connect"), need, reader)
     }
 
     #[tokio::test]
     async fn the_reader_wakes_once_the_needed_bytes_are_there() {
-        let (mut client, server) = pair().await;
-        let need = FrameNeed::default();
-        let mut reader = LowWatermark::new(server, need.clone(), 0);
-        need.set(10_000);
+        let (mut client, need, mut reader) = watched(0).await;
         let reading = async {
             let mut got = vec![0u8; 10_000];
             let mut first = 0;
@@ -203,10 +204,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_margin_wakes_the_reader_before_the_whole_need_arrived() {
-        let (mut client, server) = pair().await;
-        let need = FrameNeed::default();
-        let mut reader = LowWatermark::new(server, need.clone(), 4_000);
-        need.set(10_000);
+        let (mut client, _need, mut reader) = watched(4_000).await;
         let mut got = vec![0u8; 10_000];
         let waiting = tokio::time::timeout(Duration::from_millis(50), reader.read(&mut got)).await;
         assert!(waiting.is_err());

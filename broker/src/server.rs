@@ -664,6 +664,16 @@ mod tests {
         }
     }
 
+    /// [`read_frame`] for a reader under no low-water mark.
+    async fn read_any(
+        reader: &mut (impl AsyncReadExt + Unpin),
+        limits: FrameLimits,
+        idle: Duration,
+        budgets: &Budgets,
+    ) -> Result<Option<Frame>, FrameError> {
+        read_frame(reader, limits, idle, budgets, &FrameNeed::default()).await
+    }
+
     fn budgets() -> Budgets {
         Budgets::new(BudgetSettings {
             queued_max_request_bytes: 1 << 30,
@@ -677,57 +687,30 @@ mod tests {
     async fn frames_are_bounded_and_read_as_they_arrive() {
         let idle = Duration::from_secs(5);
         let mut ok: &[u8] = &[0, 0, 0, 3, b'a', b'b', b'c'];
-        let frame = read_frame(&mut ok, limits(10), idle, &budgets(), &FrameNeed::default())
+        let frame = read_any(&mut ok, limits(10), idle, &budgets())
             .await
             .expect("frame")
             .expect("some");
         assert_eq!(&frame.bytes[..], b"abc");
         let mut empty: &[u8] = &[];
-        assert!(read_frame(
-            &mut empty,
-            limits(10),
-            idle,
-            &budgets(),
-            &FrameNeed::default()
-        )
-        .await
-        .expect("eof")
-        .is_none());
+        assert!(read_any(&mut empty, limits(10), idle, &budgets())
+            .await
+            .expect("eof")
+            .is_none());
         let mut too_long: &[u8] = &[0, 0, 0, 11];
         assert!(matches!(
-            read_frame(
-                &mut too_long,
-                limits(10),
-                idle,
-                &budgets(),
-                &FrameNeed::default()
-            )
-            .await,
+            read_any(&mut too_long, limits(10), idle, &budgets()).await,
             Err(FrameError::BadLength(11, 10))
         ));
         let mut negative: &[u8] = &[0xff, 0xff, 0xff, 0xff];
         assert!(matches!(
-            read_frame(
-                &mut negative,
-                limits(10),
-                idle,
-                &budgets(),
-                &FrameNeed::default()
-            )
-            .await,
+            read_any(&mut negative, limits(10), idle, &budgets()).await,
             Err(FrameError::BadLength(-1, 10))
         ));
         // Announces 100 MB, sends 2 bytes: an error, and no 100 MB buffer.
         let mut short: &[u8] = &[0x05, 0xf5, 0xe1, 0x00, 1, 2];
         assert!(matches!(
-            read_frame(
-                &mut short,
-                limits(200_000_000),
-                idle,
-                &budgets(),
-                &FrameNeed::default()
-            )
-            .await,
+            read_any(&mut short, limits(200_000_000), idle, &budgets()).await,
             Err(FrameError::Truncated)
         ));
     }
@@ -736,16 +719,8 @@ mod tests {
     async fn silent_connections_time_out() {
         let (mut client, mut server) = tokio::io::duplex(64);
         let idle = Duration::from_secs(30);
-        let reading = tokio::spawn(async move {
-            read_frame(
-                &mut server,
-                limits(10),
-                idle,
-                &budgets(),
-                &FrameNeed::default(),
-            )
-            .await
-        });
+        let reading =
+            tokio::spawn(async move { read_any(&mut server, limits(10), idle, &budgets()).await });
         client.write_all(&[0, 0, 0, 5, 1]).await.expect("write");
         let result = reading.await.expect("join");
         assert!(matches!(result, Err(FrameError::Idle(_))), "{result:?}");
@@ -766,40 +741,21 @@ mod tests {
             bytes
         };
         let produce = frame(ApiKey::Produce as i16, 50);
-        let read = read_frame(
-            &mut &produce[..],
-            limits,
-            idle,
-            &budgets,
-            &FrameNeed::default(),
-        )
-        .await
-        .expect("produce frame")
-        .expect("some");
+        let read = read_any(&mut &produce[..], limits, idle, &budgets)
+            .await
+            .expect("produce frame")
+            .expect("some");
         assert_eq!(read.held.bytes(), 50);
         let metadata = frame(ApiKey::Metadata as i16, 50);
         assert!(matches!(
-            read_frame(
-                &mut &metadata[..],
-                limits,
-                idle,
-                &budgets,
-                &FrameNeed::default()
-            )
-            .await,
+            read_any(&mut &metadata[..], limits, idle, &budgets).await,
             Err(FrameError::NonProduceTooLong(3, 50, 10))
         ));
         let small = frame(ApiKey::Metadata as i16, 10);
-        let read = read_frame(
-            &mut &small[..],
-            limits,
-            idle,
-            &budgets,
-            &FrameNeed::default(),
-        )
-        .await
-        .expect("small frame")
-        .expect("some");
+        let read = read_any(&mut &small[..], limits, idle, &budgets)
+            .await
+            .expect("small frame")
+            .expect("some");
         assert_eq!(
             read.held.bytes(),
             10,
@@ -814,12 +770,11 @@ mod tests {
         // Announces 10 MiB and sends 1 byte: dropped after 40 s, well before the idle limit.
         let reading = tokio::spawn(async move {
             let started = tokio::time::Instant::now();
-            let result = read_frame(
+            let result = read_any(
                 &mut server,
                 limits(100 << 20),
                 Duration::from_secs(600),
                 &budgets,
-                &FrameNeed::default(),
             )
             .await;
             (result, started.elapsed())
