@@ -487,7 +487,7 @@ async fn answer(
         header,
         api_key,
         body,
-        ..
+        started,
     } = staged;
     let version = header.request_api_version;
     let span = tracing::debug_span!(
@@ -501,7 +501,7 @@ async fn answer(
     );
     let body = match body {
         StagedBody::Produce(staged) => {
-            let response = produce::complete(broker, staged).await;
+            let response = produce::complete(broker, staged, started).await;
             return match response {
                 None => Reply::Nothing,
                 Some(response) => respond(

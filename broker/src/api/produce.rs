@@ -173,7 +173,13 @@ pub async fn stage(
 
 /// Waits until every queued partition is committed (or failed) and builds the response;
 /// `None` for acks=0, which Kafka never answers.
-pub async fn complete(broker: &Broker, staged: Staged) -> Option<ProduceResponse> {
+/// Waits for the staged appends, at most the request's timeout from `started` (when it was
+/// read: the connection's writer may reach the reply later).
+pub async fn complete(
+    broker: &Broker,
+    staged: Staged,
+    started: tokio::time::Instant,
+) -> Option<ProduceResponse> {
     let Staged {
         acks,
         timeout_ms,
@@ -191,8 +197,9 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Option<ProduceResponse
         }
         return None;
     }
-    let wait = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0))
-        .max(Duration::from_millis(broker_min_wait_ms(broker)));
+    let deadline = started
+        + Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0))
+            .max(Duration::from_millis(broker_min_wait_ms(broker)));
     let mut response = ProduceResponse::default();
     for (name, topic_id, slots) in topics {
         let topic = name.as_str();
@@ -200,7 +207,7 @@ pub async fn complete(broker: &Broker, staged: Staged) -> Option<ProduceResponse
             let result = match slot {
                 Slot::Failed(code, message) => Err((code, message)),
                 Slot::Waiting(pending, (bytes, records)) => {
-                    match tokio::time::timeout(wait, pending).await {
+                    match tokio::time::timeout_at(deadline, pending).await {
                         Err(_) => Err((
                             ResponseError::RequestTimedOut,
                             "not committed within the request timeout".to_owned(),
