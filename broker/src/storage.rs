@@ -4,7 +4,7 @@
 
 use crate::config::StoreArgs;
 use anyhow::{bail, Context};
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
@@ -163,13 +163,23 @@ fn open_unmetered(args: &StoreArgs) -> anyhow::Result<Arc<dyn ObjectStore>> {
     if let Some(secret) = &args.s3_secret_access_key {
         builder = builder.with_secret_access_key(secret.expose());
     }
+    let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+    let unsigned_payload = match args.s3_unsigned_payload {
+        Some(unsigned) => Some(unsigned),
+        None if std::env::var_os("AWS_UNSIGNED_PAYLOAD").is_some() => None,
+        None => Some(unsigned_payload_by_default(endpoint.as_deref())),
+    };
+    if let Some(unsigned) = unsigned_payload {
+        builder = builder.with_unsigned_payload(unsigned);
+    }
     let s3 = builder
         .build()
         .context("invalid S3 settings (--object-store-url, --s3-*)")?;
     tracing::info!(
         bucket,
         prefix,
-        endpoint = args.s3_endpoint.as_deref().unwrap_or("(AWS)"),
+        endpoint = endpoint.as_deref().unwrap_or("(AWS)"),
+        unsigned_payload = ?unsigned_payload,
         "object store: S3"
     );
     let prefix = prefix.trim_matches('/');
@@ -180,6 +190,12 @@ fn open_unmetered(args: &StoreArgs) -> anyhow::Result<Arc<dyn ObjectStore>> {
     }
 }
 
+/// Whether object bodies go unsigned when no setting says: over HTTPS (AWS itself, or an
+/// https:// endpoint), where TLS already protects them in transit.
+fn unsigned_payload_by_default(endpoint: Option<&str>) -> bool {
+    endpoint.is_none_or(|e| e.to_ascii_lowercase().starts_with("https://"))
+}
+
 fn local(dir: &std::path::Path) -> anyhow::Result<Arc<dyn ObjectStore>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let store = LocalFileSystem::new_with_prefix(dir)
@@ -188,4 +204,17 @@ fn local(dir: &std::path::Path) -> anyhow::Result<Arc<dyn ObjectStore>> {
         .with_fsync(true);
     tracing::info!(dir = %dir.display(), "object store: local directory");
     Ok(Arc::new(store))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_go_unsigned_by_default_only_over_https() {
+        assert!(unsigned_payload_by_default(None), "AWS itself");
+        assert!(unsigned_payload_by_default(Some("https://s3.example.com")));
+        assert!(unsigned_payload_by_default(Some("HTTPS://minio:9000")));
+        assert!(!unsigned_payload_by_default(Some("http://minio:9000")));
+    }
 }

@@ -8,8 +8,13 @@ import helpers as h
 from servers import S3Door, broker_args
 
 
-def test_produce_consume_through_etcd_and_s3(start_broker, etcd, s3):
-    b = start_broker(args=broker_args(etcd, s3), flush_linger_ms=50)
+@pytest.mark.parametrize("unsigned", [None, "true"])
+def test_produce_consume_through_etcd_and_s3(start_broker, etcd, s3, unsigned):
+    # Over plain HTTP object bodies are signed unless --s3-unsigned-payload says otherwise
+    # (the S3 server checks the SHA-256 the signature names).
+    extra = ["--s3-unsigned-payload", unsigned] if unsigned else []
+    b = start_broker(args=broker_args(etcd, s3) + extra, flush_linger_ms=50)
+    assert f"unsigned_payload=Some({unsigned or 'false'})" in b.log_tail(200)
     topic = "on-s3"
     h.create_topic(b.bootstrap, topic, 4)
     p = h.producer(b.bootstrap)
