@@ -171,10 +171,9 @@ pub async fn stage(
     }
 }
 
-/// Waits until every queued partition is committed (or failed) and builds the response;
-/// `None` for acks=0, which Kafka never answers.
-/// Waits for the staged appends, at most the request's timeout from `started` (when it was
-/// read: the connection's writer may reach the reply later).
+/// Waits until every queued partition is committed (or failed), at most the request's timeout
+/// from `started` (when it was read: the connection's writer may reach the reply later), and
+/// builds the response; `None` for acks=0, which Kafka never answers.
 pub async fn complete(
     broker: &Broker,
     staged: Staged,
