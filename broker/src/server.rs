@@ -13,7 +13,7 @@ use crate::memory::{Budgets, Held};
 use crate::security::sasl::Next;
 use crate::security::{Admission, ListenerInfo, Session};
 use bytes::{Bytes, BytesMut};
-use futures::{FutureExt, TryFutureExt};
+use futures::FutureExt;
 use kafka_protocol::messages::ApiKey;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -316,19 +316,22 @@ enum Pending {
 }
 
 impl Pending {
-    /// The reply, or the panic message of a handler that panicked.
-    fn into_future(self) -> Pin<Box<dyn Future<Output = Result<Reply, String>> + Send>> {
+    /// The reply, or what a handler that panicked said.
+    async fn reply(self) -> Result<Reply, String> {
         match self {
-            Pending::Ready(reply) => Box::pin(std::future::ready(Ok(reply))),
-            Pending::Task(handle) => Box::pin(handle.map_err(|e| e.to_string())),
+            Pending::Ready(reply) => Ok(reply),
+            Pending::Task(handle) => handle.await.map_err(|e| e.to_string()),
             Pending::Inline(reply) => {
-                Box::pin(AssertUnwindSafe(reply).catch_unwind().map_err(|panic| {
-                    panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "panic".to_owned())
-                }))
+                AssertUnwindSafe(reply)
+                    .catch_unwind()
+                    .await
+                    .map_err(|panic| {
+                        panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "panic".to_owned())
+                    })
             }
         }
     }
@@ -351,11 +354,11 @@ async fn run_connection<R, W>(
     let writer_task = tokio::spawn(async move {
         let mut writer = BufWriter::new(writer);
         while let Some(pending) = ordered_replies.recv().await {
-            let mut reply = pending.into_future();
+            let mut reply = std::pin::pin!(pending.reply());
             // Responses written so far go out before waiting for one still being handled: a
             // pipelining producer always has a next request queued, so "flush when nothing is
             // queued" alone held its acknowledgements back until the buffer filled.
-            let response = match (&mut reply).now_or_never() {
+            let response = match reply.as_mut().now_or_never() {
                 Some(response) => response,
                 None => {
                     match tokio::time::timeout(write_timeout, writer.flush()).await {
