@@ -272,6 +272,9 @@ async fn stats(
         "flushes_without_linger": load(&stats.flushes_without_linger),
         "read_cache_bytes": broker.log.read_cache_bytes(),
         "parquet_row_groups_read": load(&stats.parquet_row_groups_read),
+        "replica_reads": load(&stats.replica_reads),
+        "replica_view_loads": load(&stats.replica_view_loads),
+        "replica_views": broker.log.replica_views(),
         "flush_stages": stats
             .flush_times
             .summaries()
@@ -306,10 +309,13 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
             ("read_cache_hits", "Reads served from the read cache (memory or disk)", load(&stats.read_cache_hits)),
             ("read_cache_disk_hits", "Of the read cache's hits, those served from its disk part", load(&stats.read_cache_disk_hits)),
             ("parquet_row_groups_read", "Parquet row groups decoded for Fetch", load(&stats.parquet_row_groups_read)),
+            ("replica_reads", "Reads that returned records of partitions another broker leads, served for consumers (fetch from follower)", load(&stats.replica_reads)),
+            ("replica_view_loads", "Views of partitions another broker leads loaded from the metadata store for those reads", load(&stats.replica_view_loads)),
         ],
         gauges: vec![
             ("buffered_bytes", "Produce bytes accepted and not yet committed", gauge(broker.log.buffered_bytes())),
             ("read_cache_bytes", "Bytes held by the read cache's memory part", gauge(broker.log.read_cache_bytes())),
+            ("replica_views", "Partitions another broker leads that this broker keeps a view of for consumers' reads", gauge(broker.log.replica_views())),
         ],
         object_store: broker.object_store_counts.snapshot(),
         metadata_store: broker.metadata_counts.snapshot(),

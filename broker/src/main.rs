@@ -158,7 +158,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 node_id,
                 host,
                 port,
-                rack: None,
+                rack: args.broker_rack.clone().filter(|r| !r.is_empty()),
                 incarnation: String::new(),
                 listeners: endpoints.clone(),
             },
@@ -183,6 +183,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             read_cache_max_bytes: args.read_cache_max_bytes,
             index_rollup_fanout: args.index_rollup_fanout,
             producer_id_expiration_ms: args.producer_id_expiration_ms,
+            replica_view_refresh_ms: args.replica_view_refresh_ms,
+            replica_views_max: args.replica_views_max,
             object_commit_timeout_ms: args.compactor.object_commit_timeout_ms,
             ..LogConfig::default()
         },
@@ -293,7 +295,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         log: log.clone(),
         groups,
         store: store.clone(),
-        node: Node { node_id },
+        node: Node {
+            node_id,
+            replica_selector: args.replica_selector_class,
+        },
         cluster_id: args.cluster_id.clone(),
         limits: Limits {
             max_connections: args.max_connections,

@@ -33,6 +33,7 @@ API_CREATE_PARTITIONS = 37
 ERR_NONE = 0
 ERR_CORRUPT_MESSAGE = 2
 ERR_UNKNOWN_TOPIC_OR_PARTITION = 3
+ERR_NOT_LEADER_OR_FOLLOWER = 6
 ERR_MESSAGE_TOO_LARGE = 10
 ERR_UNSUPPORTED_VERSION = 35
 ERR_INVALID_RECORD = 87
@@ -348,6 +349,47 @@ def parse_fetch_v4(payload: bytes) -> tuple[int, dict[tuple[str, int], tuple[int
             records = r.nbytes()
             out[(name, p)] = (err, hw, records or b"")
     assert r.remaining() == 0, f"{r.remaining()} unexpected trailing bytes in Fetch v4 response"
+    return corr, out
+
+
+def fetch_v10_body(topic: str, partition: int, offset: int, max_wait_ms: int = 0,
+                   min_bytes: int = 1, max_bytes: int = 1 << 20, leader_epoch: int = -1,
+                   rack: str | None = None) -> bytes:
+    """A consumer's Fetch v10 (sessionless), or v11 when `rack` is given (v11 adds rack_id)."""
+    part = i32(partition) + i32(leader_epoch) + i64(offset) + i64(-1) + i32(max_bytes)
+    body = (i32(-1) + i32(max_wait_ms) + i32(min_bytes) + i32(max_bytes) + i8(0)
+            + i32(0) + i32(-1)  # session id, session epoch: no session
+            + array([string(topic) + array([part])])
+            + array([]))  # forgotten topics
+    return body + (string(rack) if rack is not None else b"")
+
+
+def parse_fetch_v10(payload: bytes, version: int = 10
+                    ) -> tuple[int, dict[tuple[str, int], tuple[int, int, int, bytes]]]:
+    """-> (correlation_id, {(topic, partition): (error_code, high_watermark,
+    preferred_read_replica, records)}); Fetch v10 and v11 (which adds preferred_read_replica)."""
+    r = Reader(payload)
+    corr = r.i32()
+    r.i32()  # throttle_time_ms
+    assert r.i16() == 0, "fetch-level error"
+    r.i32()  # session id
+    out = {}
+    for _ in range(r.i32()):
+        name = r.string()
+        for _ in range(r.i32()):
+            p = r.i32()
+            err = r.i16()
+            hw = r.i64()
+            r.i64()  # last_stable_offset
+            r.i64()  # log_start_offset
+            n_aborted = r.i32()
+            for _ in range(max(n_aborted, 0)):
+                r.i64()
+                r.i64()
+            preferred = r.i32() if version >= 11 else -1
+            records = r.nbytes()
+            out[(name, p)] = (err, hw, preferred, records or b"")
+    assert r.remaining() == 0, f"{r.remaining()} unexpected trailing bytes in Fetch v{version}"
     return corr, out
 
 

@@ -29,6 +29,7 @@ const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
 const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
+const TYPE_CLASS: i8 = 8;
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -390,6 +391,17 @@ impl StaticBrokerConfigs {
             (
                 "log.retention.bytes",
                 (args.log_retention_bytes.to_string(), TYPE_LONG),
+            ),
+            (
+                "broker.rack",
+                (args.broker_rack.clone().unwrap_or_default(), TYPE_STRING),
+            ),
+            (
+                "replica.selector.class",
+                (
+                    args.replica_selector_class.kafka_class().to_owned(),
+                    TYPE_CLASS,
+                ),
             ),
             ("log.cleanup.policy", ("delete".to_owned(), TYPE_LIST)),
             ("log.segment.bytes", ("1073741824".to_owned(), TYPE_INT)),

@@ -4,6 +4,7 @@
 
 use super::errors::log_error;
 use super::Broker;
+use crate::config::ReplicaSelector;
 use crate::memory::{ConnectionMemory, Held};
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchPartition;
@@ -15,6 +16,9 @@ use kafka_protocol::ResponseError;
 use skiff_tiering::log::{Isolation, TopicPartition};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// The oldest cluster view whose live brokers a leader picks a consumer's read replica from.
+const BROKERS_VIEW_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// Longest long poll we honour, whatever the client asks.
 const MAX_WAIT_MS_MAX: u64 = 60_000;
@@ -48,6 +52,7 @@ pub async fn handle(
         .filter(|m| *m > 0)
         .unwrap_or(usize::MAX)
         .min(broker.limits.fetch_max_bytes);
+    let replicas = ReadReplicas::new(broker, &request, version, session);
     let mut commits = broker.log.subscribe_commits();
     loop {
         commits.borrow_and_update();
@@ -59,39 +64,62 @@ pub async fn handle(
         else {
             return (FetchResponse::default().with_session_id(0), Held::default());
         };
-        let (responses, bytes, errors) =
-            read_once(broker, &request, &resolved, reservation.bytes()).await;
+        let pass = read_once(broker, &request, &resolved, &replicas, reservation.bytes()).await;
+        let (responses, bytes) = (pass.responses, pass.bytes);
         let response = FetchResponse::default()
             .with_session_id(0)
             .with_responses(responses);
         // Kafka answers at once when min_bytes is met (min_bytes = 0 always is), on errors,
-        // and when nothing was asked for.
-        if bytes >= min_bytes || errors || request.topics.is_empty() || Instant::now() >= deadline {
+        // when it sends the client to another replica, and when nothing was asked for.
+        if bytes >= min_bytes
+            || pass.answer_now
+            || request.topics.is_empty()
+            || Instant::now() >= deadline
+        {
             return (response, reservation.shrink_to(bytes));
         }
         // Nothing is held while waiting.
         drop(reservation);
+        // This broker's commits wake it for what it leads; what other brokers lead shows in
+        // its replica views once they are checked again.
+        let wake = if pass.replica_reads {
+            deadline.min(Instant::now() + replicas.refresh)
+        } else {
+            deadline
+        };
         tokio::select! {
             changed = commits.changed() => {
                 if changed.is_err() {
                     return (response, Held::default());
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => {}
+            _ = tokio::time::sleep_until(wake) => {}
         }
     }
 }
 
-/// One pass over every requested partition; returns the responses, bytes read, and whether
-/// any partition had an error (errors are answered at once, as Kafka does).
+/// What one pass over the requested partitions found.
+struct Pass {
+    responses: Vec<FetchableTopicResponse>,
+    bytes: usize,
+    /// A partition had an error, or names another replica to read from: Kafka answers such
+    /// fetches at once.
+    answer_now: bool,
+    /// Some partition was read from a replica view (another broker leads it).
+    replica_reads: bool,
+}
+
+/// One pass over every requested partition.
 async fn read_once(
     broker: &Broker,
     request: &FetchRequest,
     resolved: &[Result<(), ResponseError>],
+    replicas: &ReadReplicas,
     max_bytes: usize,
-) -> (Vec<FetchableTopicResponse>, usize, bool) {
+) -> Pass {
     let mut total = 0usize;
     let mut errors = false;
+    let mut replica_reads = false;
     let mut responses = Vec::with_capacity(request.topics.len());
     let isolation = if request.isolation_level == 1 {
         Isolation::ReadCommitted
@@ -107,16 +135,17 @@ async fn read_once(
                 continue;
             }
             let remaining = max_bytes.saturating_sub(total);
-            let data = read_partition(
+            let (data, replica_read) = read_partition(
                 broker,
-                &topic.topic,
-                partition,
+                (&topic.topic, partition),
+                replicas,
                 (remaining, total == 0),
                 isolation,
             )
             .await;
             total += data.records_len();
-            errors |= data.error_code != 0;
+            errors |= data.error_code != 0 || data.preferred_read_replica.0 >= 0;
+            replica_reads |= replica_read;
             partitions.push(data);
         }
         responses.push(
@@ -126,57 +155,80 @@ async fn read_once(
                 .with_partitions(partitions),
         );
     }
-    (responses, total, errors)
+    Pass {
+        responses,
+        bytes: total,
+        answer_now: errors,
+        replica_reads,
+    }
 }
 
+/// Reads one partition; says too whether it was read from a replica view.
 async fn read_partition(
     broker: &Broker,
-    topic: &TopicName,
-    partition: &FetchPartition,
+    (topic, partition): (&TopicName, &FetchPartition),
+    replicas: &ReadReplicas,
     (remaining, first): (usize, bool),
     isolation: Isolation,
-) -> PartitionData {
+) -> (PartitionData, bool) {
     let tp = TopicPartition::new(topic, partition.partition);
     let empty = unanswered(partition.partition);
-    let fail = |code: ResponseError| empty.clone().with_error_code(code.code());
-    match broker.log.leader_epoch(&tp).await {
+    let fail = |code: ResponseError| (empty.clone().with_error_code(code.code()), false);
+    let view = match broker
+        .log
+        .read_view(
+            &tp,
+            (partition.fetch_offset, partition.current_leader_epoch),
+            replicas.any_replica,
+        )
+        .await
+    {
+        Ok(view) => view,
         Err(error) => return fail(log_error(&error)),
-        Ok(epoch) if partition.current_leader_epoch >= 0 => {
-            if partition.current_leader_epoch < epoch {
-                return fail(ResponseError::FencedLeaderEpoch);
-            }
-            if partition.current_leader_epoch > epoch {
-                return fail(ResponseError::UnknownLeaderEpoch);
-            }
+    };
+    let epoch = view.leader_epoch();
+    if partition.current_leader_epoch >= 0 {
+        if partition.current_leader_epoch < epoch {
+            return fail(ResponseError::FencedLeaderEpoch);
         }
-        Ok(_) => {}
+        if partition.current_leader_epoch > epoch {
+            return fail(ResponseError::UnknownLeaderEpoch);
+        }
+    }
+    let offsets = |data: PartitionData| {
+        let (start, stable, end) = view.stable_offsets();
+        data.with_high_watermark(end)
+            .with_last_stable_offset(stable)
+            .with_log_start_offset(start)
+            .with_records(Some(Bytes::new()))
+    };
+    // KIP-392: the leader sends a consumer to a replica in its rack, with no records.
+    if view.led_here() {
+        if let Some(replica) = replicas.preferred(&tp) {
+            return (
+                offsets(empty.clone()).with_preferred_read_replica(BrokerId(replica)),
+                false,
+            );
+        }
     }
     let partition_max = usize::try_from(partition.partition_max_bytes).unwrap_or(0);
     // KIP-74: the first batch of the response is sent whole, even over the limits; past it,
     // no batch goes over fetch.max.bytes nor max.partition.fetch.bytes.
     let limit = partition_max.min(remaining);
     if limit == 0 && !first {
-        return match broker.log.stable_offsets(&tp).await {
-            Ok((start, stable, end)) => empty
-                .with_high_watermark(end)
-                .with_last_stable_offset(stable)
-                .with_log_start_offset(start)
-                .with_records(Some(Bytes::new())),
-            Err(error) => fail(log_error(&error)),
-        };
+        return (offsets(empty.clone()), !view.led_here());
     }
-    let read = if first {
-        broker
-            .log
-            .read(&tp, partition.fetch_offset, limit, isolation)
-            .await
-    } else {
-        broker
-            .log
-            .read_within(&tp, partition.fetch_offset, limit, isolation)
-            .await
-    };
-    match read {
+    let read = broker
+        .log
+        .read_from(
+            &view,
+            &tp,
+            partition.fetch_offset,
+            (limit, first),
+            isolation,
+        )
+        .await;
+    let data = match read {
         Ok(read) => {
             // One part per buffer the read took consecutive batches from: sent from those
             // buffers as they are, never joined into a new one.
@@ -202,7 +254,7 @@ async fn read_partition(
                 .with_records_continued(continued)
         }
         Err(error) => {
-            let mut data = fail(log_error(&error));
+            let mut data = fail(log_error(&error)).0;
             if let skiff_tiering::LogError::OffsetOutOfRange {
                 log_start_offset,
                 high_watermark,
@@ -215,7 +267,85 @@ async fn read_partition(
             }
             data
         }
+    };
+    (data, !view.led_here())
+}
+
+/// Which brokers may serve this fetch's partitions (KIP-392).
+struct ReadReplicas {
+    /// A consumer's Fetch v11+, which any broker may serve (every one reads the bucket); older
+    /// versions, and followers (none here), read from the leader only, as in Kafka.
+    any_replica: bool,
+    /// Where to send the consumer for partitions this broker leads: the live brokers in the
+    /// consumer's rack, by node id, when `--replica-selector-class rack-aware` and the
+    /// consumer named its rack; empty otherwise.
+    in_client_rack: Vec<i32>,
+    /// How often a replica view is checked again (the long poll's wake-up for them).
+    refresh: Duration,
+    /// This broker, which leads the partitions it may send elsewhere.
+    leader_id: i32,
+}
+
+impl ReadReplicas {
+    fn new(
+        broker: &Broker,
+        request: &FetchRequest,
+        version: i16,
+        session: &crate::security::Session,
+    ) -> Self {
+        let replica_id = if version >= 15 {
+            request.replica_state.replica_id.0
+        } else {
+            request.replica_id.0
+        };
+        let any_replica = version >= 11 && replica_id < 0;
+        let rack = request.rack_id.as_str();
+        let in_client_rack = match (broker.node.replica_selector, rack) {
+            (ReplicaSelector::RackAware, rack) if any_replica && !rack.is_empty() => {
+                // The controller's view of live brokers (at most a pass old); without one, the
+                // leader serves.
+                let listener = &*session.listener.name;
+                broker
+                    .view
+                    .latest(BROKERS_VIEW_MAX_AGE)
+                    .map(|view| {
+                        view.brokers
+                            .iter()
+                            .filter(|b| b.rack.as_deref() == Some(rack))
+                            .filter(|b| b.endpoint(listener).is_some())
+                            .map(|b| b.node_id)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        Self {
+            any_replica,
+            in_client_rack,
+            refresh: Duration::from_millis(broker.log.config().replica_view_refresh_ms.max(1)),
+            leader_id: broker.node.node_id,
+        }
     }
+
+    /// The broker this (leader) sends the consumer to for `tp`, if not itself.
+    fn preferred(&self, tp: &TopicPartition) -> Option<i32> {
+        preferred_read_replica(&self.in_client_rack, self.leader_id, tp)
+    }
+}
+
+/// The broker in the client's rack that serves `tp`'s reads: the leader when it is in the rack
+/// (None: no redirection), else one chosen by the partition, so that a partition's reads keep
+/// going to one broker (its caches) and partitions spread over the rack's brokers.
+fn preferred_read_replica(in_client_rack: &[i32], leader: i32, tp: &TopicPartition) -> Option<i32> {
+    if in_client_rack.is_empty() || in_client_rack.contains(&leader) {
+        return None;
+    }
+    let mut candidates = in_client_rack.to_vec();
+    candidates.sort_unstable();
+    let spread = crc32c::crc32c(format!("{}-{}", tp.topic, tp.partition).as_bytes());
+    let index = usize::try_from(spread).unwrap_or(0) % candidates.len();
+    Some(candidates[index])
 }
 
 /// A partition's answer before anything is known of it.
@@ -260,4 +390,37 @@ async fn resolve_topic_ids(
         });
     }
     resolved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leader_keeps_a_consumer_in_its_rack_and_otherwise_picks_one_broker_per_partition() {
+        let tp = |p| TopicPartition::new("orders", p);
+        assert_eq!(
+            preferred_read_replica(&[], 1, &tp(0)),
+            None,
+            "no rack named"
+        );
+        assert_eq!(
+            preferred_read_replica(&[1, 3], 1, &tp(0)),
+            None,
+            "the leader is in the consumer's rack"
+        );
+        assert_eq!(preferred_read_replica(&[2], 1, &tp(0)), Some(2));
+        // Several brokers in the rack: each partition goes to one of them, the same one
+        // whichever order the view lists them in, and the partitions spread over them.
+        let chosen: Vec<i32> = (0..32)
+            .map(|p| preferred_read_replica(&[4, 2, 3], 1, &tp(p)).expect("a replica"))
+            .collect();
+        for (p, id) in chosen.iter().enumerate() {
+            let p = i32::try_from(p).expect("small");
+            assert_eq!(preferred_read_replica(&[3, 4, 2], 1, &tp(p)), Some(*id));
+        }
+        for id in [2, 3, 4] {
+            assert!(chosen.contains(&id), "broker {id} serves some partition");
+        }
+    }
 }

@@ -7,6 +7,7 @@
 
 use super::errors::catalog_error;
 use super::{topic_uuid, Broker};
+use crate::config::ReplicaSelector;
 use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -55,10 +56,14 @@ pub async fn handle(
             Some((b.node_id, host.to_owned(), port, b.rack.clone()))
         })
         .collect();
-    let live_ids: Vec<i32> = live.iter().map(|b| b.0).collect();
+    let live_ids = Live {
+        ids: live.iter().map(|b| b.0).collect(),
+        every_broker_a_replica: broker.node.replica_selector == ReplicaSelector::RackAware,
+    };
     // Any broker can serve admin requests (they are metadata-store transactions); clients that
     // insist on a controller get the lowest live id.
     let controller = live_ids
+        .ids
         .iter()
         .copied()
         .min()
@@ -210,7 +215,7 @@ fn topic_error(
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-async fn describe_topic(broker: &Broker, topic: &Topic, live: &[i32]) -> MetadataResponseTopic {
+async fn describe_topic(broker: &Broker, topic: &Topic, live: &Live) -> MetadataResponseTopic {
     let name = TopicName(StrBytes::from_string(topic.record.name.clone()));
     let states = match partition_states(&*broker.store, &topic.record.name).await {
         Ok(states) => states,
@@ -226,20 +231,48 @@ async fn describe_topic(broker: &Broker, topic: &Topic, live: &[i32]) -> Metadat
     describe(topic, &states, live)
 }
 
+/// The live brokers a Metadata answer names, by node id.
+struct Live {
+    ids: Vec<i32>,
+    /// Every live broker is listed as a replica of every partition (after its leader): with
+    /// rack-aware replica selection, a leader may send a consumer to any of them, and clients
+    /// (the Java client) read only from a broker the partition lists as a replica. Any broker
+    /// serves any partition's reads from the shared bucket.
+    every_broker_a_replica: bool,
+}
+
+/// A partition's replicas: its leader, then (see `Live`) the other live brokers.
+fn replicas(leader: i32, live: &Live) -> Vec<BrokerId> {
+    let mut nodes = vec![BrokerId(leader)];
+    if live.every_broker_a_replica {
+        nodes.extend(
+            live.ids
+                .iter()
+                .filter(|id| **id != leader)
+                .map(|id| BrokerId(*id)),
+        );
+    }
+    nodes
+}
+
 /// A topic's Metadata entry from its partitions' stored states; partitions whose leader is
 /// not live (or none) are LEADER_NOT_AVAILABLE.
-fn describe(topic: &Topic, states: &PartitionStates, live: &[i32]) -> MetadataResponseTopic {
+fn describe(topic: &Topic, states: &PartitionStates, live: &Live) -> MetadataResponseTopic {
     let name = TopicName(StrBytes::from_string(topic.record.name.clone()));
     let mut partitions = Vec::with_capacity(topic.record.partitions as usize);
     for index in 0..topic.record.partitions {
         let (leader, epoch) = states
             .get(&index)
             .map_or((-1, -1), |(state, _)| (state.leader, state.leader_epoch));
-        let leader = if live.contains(&leader) { leader } else { -1 };
+        let leader = if live.ids.contains(&leader) {
+            leader
+        } else {
+            -1
+        };
         let (error, nodes) = if leader < 0 {
             (ResponseError::LeaderNotAvailable.code(), Vec::new())
         } else {
-            (0, vec![BrokerId(leader)])
+            (0, replicas(leader, live))
         };
         partitions.push(
             MetadataResponsePartition::default()

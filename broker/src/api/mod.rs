@@ -127,6 +127,8 @@ pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
 #[derive(Debug, Clone)]
 pub struct Node {
     pub node_id: i32,
+    /// Where this broker, when it leads a partition, sends consumers that name their rack.
+    pub replica_selector: crate::config::ReplicaSelector,
 }
 
 #[derive(Debug, Clone)]

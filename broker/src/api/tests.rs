@@ -98,7 +98,10 @@ async fn fixture() -> Fixture {
         groups,
         log,
         store: store.clone(),
-        node: Node { node_id: 1 },
+        node: Node {
+            node_id: 1,
+            replica_selector: crate::config::ReplicaSelector::Leader,
+        },
         cluster_id: "test".into(),
         limits: Limits {
             max_connections: 10,

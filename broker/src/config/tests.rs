@@ -95,3 +95,33 @@ fn the_read_cache_disk_part_is_for_buckets() {
         0
     );
 }
+
+#[test]
+fn the_replica_selector_takes_our_names_and_kafkas_classes() {
+    for (value, expected) in [
+        ("leader", ReplicaSelector::Leader),
+        ("rack-aware", ReplicaSelector::RackAware),
+        (
+            "org.apache.kafka.common.replica.RackAwareReplicaSelector",
+            ReplicaSelector::RackAware,
+        ),
+    ] {
+        let args = serve_args(&["--replica-selector-class", value]);
+        assert_eq!(args.replica_selector_class, expected, "{value}");
+    }
+    assert!(
+        Cli::try_parse_from(["skiff", "serve", "--replica-selector-class", "nearest"]).is_err()
+    );
+    assert_eq!(
+        serve_args(&[]).replica_selector_class,
+        ReplicaSelector::Leader
+    );
+}
+
+fn serve_args(flags: &[&str]) -> ServeArgs {
+    let cli = Cli::try_parse_from(["skiff", "serve"].iter().chain(flags)).expect("parse");
+    let Command::Serve(args) = cli.command else {
+        panic!("parsed as serve")
+    };
+    *args
+}

@@ -21,10 +21,13 @@ mod pending;
 mod queries;
 mod reader;
 mod recent;
+mod replicas;
+pub use replicas::{REPLICA_VIEWS_MAX, REPLICA_VIEW_REFRESH_MS};
 pub mod section_cache;
 mod writer;
 
 pub use index::ROLLUP_FANOUT;
+pub use queries::ReadView;
 pub use reader::{Isolation, ReadOutcome};
 
 use crate::catalog::{Catalog, CatalogError, Topic};
@@ -97,6 +100,13 @@ pub struct LogConfig {
     pub parquet_cache_max_bytes: usize,
     /// Memory for flush-object sections read back (catch-up reads; 0: none).
     pub read_cache_max_bytes: usize,
+    /// How stale a replica view (a partition another broker leads, read for a consumer) may be
+    /// at the end of the log: the lag of its high watermark behind the leader's (see
+    /// `replicas`).
+    pub replica_view_refresh_ms: u64,
+    /// Replica views kept at most (least recently used dropped first; 0: none kept, each read
+    /// loads the partition from the store).
+    pub replica_views_max: usize,
 }
 
 impl Default for LogConfig {
@@ -113,6 +123,8 @@ impl Default for LogConfig {
             object_commit_timeout_ms: OBJECT_COMMIT_TIMEOUT_MS,
             parquet_cache_max_bytes: 64 * 1024 * 1024,
             read_cache_max_bytes: 128 * 1024 * 1024,
+            replica_view_refresh_ms: REPLICA_VIEW_REFRESH_MS,
+            replica_views_max: REPLICA_VIEWS_MAX,
         }
     }
 }
@@ -216,6 +228,11 @@ pub struct LogStats {
     pub flushes_without_linger: AtomicU64,
     /// Row groups of Parquet files read back (from the reader's cache or the bucket).
     pub parquet_row_groups_read: AtomicU64,
+    /// Reads that returned records of a partition another broker leads, served here for
+    /// consumers (KIP-392).
+    pub replica_reads: AtomicU64,
+    /// Replica views loaded or reloaded from the metadata store for those reads.
+    pub replica_view_loads: AtomicU64,
     /// How long each stage of a flush took.
     pub flush_times: flush_times::FlushTimes,
 }
@@ -275,6 +292,8 @@ pub(crate) struct LogInner {
     pub(crate) config: LogConfig,
     pub(crate) catalog: Catalog,
     pub(crate) partitions: RwLock<HashMap<TopicPartition, Arc<PartitionLog>>>,
+    /// Views of partitions other brokers lead, for consumers' reads (see [`replicas`]).
+    pub(crate) replicas: replicas::ReplicaViews,
     pub(crate) pending: Mutex<Pending>,
     /// Wakes the flusher: data arrived, the size trigger was reached, or shutdown.
     pub(crate) flush_wakeup: Notify,
@@ -349,6 +368,7 @@ impl Log {
         sections: section_cache::SectionCache,
     ) -> Self {
         let (commits, _) = watch::channel(0);
+        let replicas = replicas::ReplicaViews::new(config.replica_views_max);
         let inner = Arc::new(LogInner {
             catalog: Catalog::new(store.clone()),
             buffer: Arc::new(Semaphore::new(config.buffer_max_bytes)),
@@ -361,6 +381,7 @@ impl Log {
             clock,
             config,
             partitions: RwLock::new(HashMap::new()),
+            replicas,
             needs_rollup: Mutex::new(Vec::new()),
             pending: Mutex::new(Pending::default()),
             flush_wakeup: Notify::new(),
@@ -429,6 +450,11 @@ impl Log {
         self.inner.sections.disk_io_bytes()
     }
 
+    /// Partitions other brokers lead that this broker keeps a view of for consumers' reads.
+    pub fn replica_views(&self) -> usize {
+        self.inner.replicas.len()
+    }
+
     pub fn buffered_bytes(&self) -> usize {
         self.inner
             .pending
@@ -458,6 +484,7 @@ impl Log {
         let mut partitions = self.inner.partitions.write().expect("partitions poisoned");
         self.inner.cache_generation.fetch_add(1, Ordering::AcqRel);
         partitions.retain(|tp, _| &*tp.topic != topic);
+        self.inner.replicas.forget_topic(topic);
         self.inner.awaited.forget_topic(topic);
     }
 
@@ -542,6 +569,7 @@ impl Log {
         let mut partitions = self.inner.partitions.write().expect("partitions poisoned");
         self.inner.cache_generation.fetch_add(1, Ordering::AcqRel);
         partitions.clear();
+        self.inner.replicas.forget_all();
     }
 
     /// The topic record of a partition this broker leads, from its cache: the produce path's
@@ -684,6 +712,45 @@ pub(crate) async fn load_partition(
         return Ok(found.clone());
     }
     let generation = inner.cache_generation.load(Ordering::Acquire);
+    let loaded = read_partition(inner, tp, Producers::IfLed).await?;
+    if loaded
+        .view
+        .lock()
+        .expect("view mutex poisoned")
+        .state
+        .leader
+        != inner.config.node_id
+    {
+        // Only led partitions are cached here: a view of someone else's partition would go
+        // stale unnoticed, and answering NOT_LEADER from a fresh read costs little (reads of
+        // other brokers' partitions keep their own views, refreshed: see `replicas`).
+        return Ok(loaded);
+    }
+    let mut partitions = inner.partitions.write().expect("partitions poisoned");
+    if inner.cache_generation.load(Ordering::Acquire) != generation {
+        // Cached partitions were dropped while this load ran: what it read may be stale, so it
+        // serves this one call and is not cached.
+        return Ok(loaded);
+    }
+    Ok(partitions.entry(tp.clone()).or_insert(loaded).clone())
+}
+
+/// Whose idempotent-producer state a partition read from the store loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Producers {
+    /// Only a partition this broker leads (its appends check them).
+    IfLed,
+    /// Always (a replica's reads need the last stable offset).
+    Always,
+}
+
+/// A partition's committed state, index and (see `producers`) producer state, as the store
+/// holds them now; nothing cached.
+pub(crate) async fn read_partition(
+    inner: &LogInner,
+    tp: &TopicPartition,
+    producers: Producers,
+) -> Result<Arc<PartitionLog>, LogError> {
     let unknown = || LogError::UnknownTopicOrPartition(tp.to_string());
     let topic = inner.catalog.get(&tp.topic).await?.ok_or_else(unknown)?;
     if tp.partition < 0 || tp.partition >= topic.record.partitions {
@@ -699,7 +766,7 @@ pub(crate) async fn load_partition(
     };
     let snapshot = IndexSnapshot::load(&*inner.store, &tp.topic, tp.partition).await?;
     let (index, rollups) = view_index(&snapshot);
-    let producers = if state.leader == inner.config.node_id {
+    let producers = if state.leader == inner.config.node_id || producers == Producers::Always {
         match inner
             .store
             .get(&keys::producers(&tp.topic, tp.partition))
@@ -711,7 +778,7 @@ pub(crate) async fn load_partition(
     } else {
         ProducerStates::default()
     };
-    let loaded = Arc::new(PartitionLog {
+    Ok(Arc::new(PartitionLog {
         topic_create_revision: topic.create_revision,
         topic: Mutex::new((topic.mod_revision, topic.record)),
         view: Mutex::new(PartitionView {
@@ -727,26 +794,7 @@ pub(crate) async fn load_partition(
             plan_generation: 0,
         }),
         inflight: pending::Inflight::default(),
-    });
-    if loaded
-        .view
-        .lock()
-        .expect("view mutex poisoned")
-        .state
-        .leader
-        != inner.config.node_id
-    {
-        // Only led partitions are cached: a view of someone else's partition would go stale
-        // unnoticed, and answering NOT_LEADER from a fresh read costs little.
-        return Ok(loaded);
-    }
-    let mut partitions = inner.partitions.write().expect("partitions poisoned");
-    if inner.cache_generation.load(Ordering::Acquire) != generation {
-        // Cached partitions were dropped while this load ran: what it read may be stale, so it
-        // serves this one call and is not cached.
-        return Ok(loaded);
-    }
-    Ok(partitions.entry(tp.clone()).or_insert(loaded).clone())
+    }))
 }
 
 #[cfg(test)]

@@ -1,11 +1,105 @@
 //! What a partition this broker leads holds: its batches (the read path is `reader`), offsets,
 //! leader epoch and producer state, for Fetch, ListOffsets and the admin APIs.
 
-use super::{reader, Isolation, Log, LogError, ReadOutcome, TopicPartition};
+use super::{
+    reader, replicas, Isolation, Log, LogError, PartitionLog, ReadOutcome, TopicPartition,
+};
 use crate::producers::ProducerStates;
 use bytes::Bytes;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// A partition as one read sees it: led by this broker, or a replica view of a partition
+/// another broker leads (see `replicas`).
+#[derive(Debug, Clone)]
+pub struct ReadView {
+    partition: Arc<PartitionLog>,
+    led_here: bool,
+}
+
+impl ReadView {
+    /// Whether this broker leads the partition (else the view is a replica's).
+    pub fn led_here(&self) -> bool {
+        self.led_here
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        let view = self.partition.view.lock().expect("view mutex poisoned");
+        view.state.leader_epoch
+    }
+
+    /// (log start offset, last stable offset, high watermark).
+    pub fn stable_offsets(&self) -> (i64, i64, i64) {
+        let view = self.partition.view.lock().expect("view mutex poisoned");
+        let end = view.state.next_offset;
+        (
+            view.state.log_start_offset,
+            view.producers
+                .last_stable_offset(end)
+                .max(view.state.log_start_offset),
+            end,
+        )
+    }
+}
 
 impl Log {
+    /// The partition for a consumer's read from `offset`: the led partition, or, when
+    /// `any_replica` (Fetch v11+ from a consumer, which any replica may serve) and another
+    /// broker leads it, a replica view of it — checked against the store first when the read
+    /// reaches its end or asks for a newer `leader_epoch` (-1: none) than it knows.
+    pub async fn read_view(
+        &self,
+        tp: &TopicPartition,
+        (offset, leader_epoch): (i64, i32),
+        any_replica: bool,
+    ) -> Result<ReadView, LogError> {
+        match self.led_partition(tp).await {
+            Ok(partition) => Ok(ReadView {
+                partition,
+                led_here: true,
+            }),
+            Err(LogError::NotLeader(_)) if any_replica => {
+                let partition =
+                    replicas::replica_view(&self.inner, tp, offset, leader_epoch).await?;
+                Ok(ReadView {
+                    partition,
+                    led_here: false,
+                })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Reads whole batches from `offset` of a partition as `view` shows it: at most
+    /// `max_bytes` of them, except that with `first_batch_whole` the first is returned whole
+    /// whatever its size (KIP-74: a fetch's first batch), and without it none is returned if
+    /// the first does not fit (a fetch's partitions after the first that returned data).
+    pub async fn read_from(
+        &self,
+        view: &ReadView,
+        tp: &TopicPartition,
+        offset: i64,
+        (max_bytes, first_batch_whole): (usize, bool),
+        isolation: Isolation,
+    ) -> Result<ReadOutcome, LogError> {
+        let read = reader::read(
+            &self.inner,
+            tp,
+            &view.partition,
+            offset,
+            (max_bytes, first_batch_whole),
+            isolation,
+        )
+        .await;
+        if !view.led_here && read.as_ref().is_ok_and(|read| !read.batches.is_empty()) {
+            self.inner
+                .stats
+                .replica_reads
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        read
+    }
+
     /// Reads whole batches from `offset`, at most `max_bytes` of them except that the first is
     /// returned whole whatever its size (KIP-74: a fetch's first batch).
     pub async fn read(

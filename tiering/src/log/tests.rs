@@ -13,6 +13,7 @@ mod fencing;
 mod flushes;
 mod index;
 mod producers;
+mod replicas;
 mod transactions;
 
 use faults::{InjectedWrites, PutGate, WriteFault};

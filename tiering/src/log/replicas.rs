@@ -1,0 +1,278 @@
+//! Reads of partitions another broker leads (Kafka's fetch from follower, KIP-392).
+//!
+//! Every broker reads the same bucket, so any broker can serve a consumer whatever partition it
+//! reads: what it needs is the partition's committed state and index, which the metadata store
+//! holds. A broker keeps a *replica view* of each such partition it served recently, read from
+//! the store and checked again (one read of the partition's state key, the whole view reloaded
+//! only when that key moved) when a read reaches the view's end, asks for a newer leader epoch,
+//! or finds the view older than its maximum age. Between checks the view lags the leader, as a
+//! Kafka follower's high watermark does: by at most `replica_view_refresh_ms` for a consumer at
+//! the end of the log.
+//!
+//! A replica view only ever shows committed data (the state key's next offset is the high
+//! watermark: nothing the leader has not committed is visible), so reading from one never shows
+//! a record that could be lost. What it reads may have been compacted or deleted since the view
+//! was loaded; the reader then finds an object gone and reloads the index (as a leader does).
+
+use super::{read_partition, LogError, LogInner, PartitionLog, Producers, TopicPartition};
+use crate::keys;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+/// Default of `LogConfig::replica_view_refresh_ms`.
+pub const REPLICA_VIEW_REFRESH_MS: u64 = 250;
+
+/// A view used for reads below its end is checked again after this many refresh intervals
+/// (retention, DeleteRecords, a new leader), so its log start offset does not lag for long.
+const MAX_AGE_REFRESHES: i64 = 20;
+
+/// Default of `LogConfig::replica_views_max`.
+pub const REPLICA_VIEWS_MAX: usize = 1024;
+
+/// The replica views this broker keeps, at most `max` (the least recently used goes first).
+#[derive(Debug)]
+pub(crate) struct ReplicaViews {
+    views: Mutex<HashMap<TopicPartition, Arc<ReplicaView>>>,
+    max: usize,
+}
+
+#[derive(Debug)]
+struct ReplicaView {
+    /// The latest load; replaced whole by a reload.
+    partition: Mutex<Arc<PartitionLog>>,
+    /// When the store was last asked about this partition (the clock's milliseconds).
+    checked_ms: Mutex<i64>,
+    /// When a read last used it (for eviction).
+    used_ms: Mutex<i64>,
+    /// One check at a time: concurrent reads of a stale view wait for one store read.
+    checking: tokio::sync::Mutex<()>,
+}
+
+/// Why a view must be checked against the store before a read.
+fn needs_check(
+    (offset, leader_epoch): (i64, i32),
+    partition: &PartitionLog,
+    (checked_ms, now_ms): (i64, i64),
+    refresh_ms: i64,
+) -> bool {
+    let view = partition.view.lock().expect("view mutex poisoned");
+    let age_ms = now_ms.saturating_sub(checked_ms);
+    let end = view.state.next_offset;
+    // Past the end: the consumer has seen more than this view (from the leader, or another
+    // replica) — only the store can say whether that offset exists.
+    offset > end
+        || leader_epoch > view.state.leader_epoch
+        || (offset == end && age_ms >= refresh_ms)
+        || age_ms >= refresh_ms.saturating_mul(MAX_AGE_REFRESHES)
+}
+
+impl ReplicaViews {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            views: Mutex::new(HashMap::new()),
+            max,
+        }
+    }
+
+    pub(crate) fn forget_topic(&self, topic: &str) {
+        self.views
+            .lock()
+            .expect("replica views poisoned")
+            .retain(|tp, _| &*tp.topic != topic);
+    }
+
+    pub(crate) fn forget_all(&self) {
+        self.views.lock().expect("replica views poisoned").clear();
+    }
+
+    /// Views kept now.
+    pub(crate) fn len(&self) -> usize {
+        self.views.lock().expect("replica views poisoned").len()
+    }
+
+    fn insert(&self, tp: &TopicPartition, view: Arc<ReplicaView>) {
+        if self.max == 0 {
+            return;
+        }
+        let mut views = self.views.lock().expect("replica views poisoned");
+        if views.len() >= self.max && !views.contains_key(tp) {
+            let oldest = views
+                .iter()
+                .min_by_key(|(_, v)| *v.used_ms.lock().expect("used mutex poisoned"))
+                .map(|(tp, _)| tp.clone());
+            if let Some(oldest) = oldest {
+                views.remove(&oldest);
+            }
+        }
+        views.insert(tp.clone(), view);
+    }
+}
+
+/// The partition as the store last showed it, checked again first when `offset` or
+/// `leader_epoch` (-1: none) need a fresher view (see [`needs_check`]).
+pub(crate) async fn replica_view(
+    inner: &LogInner,
+    tp: &TopicPartition,
+    offset: i64,
+    leader_epoch: i32,
+) -> Result<Arc<PartitionLog>, LogError> {
+    let now_ms = inner.clock.now_ms();
+    let refresh_ms = i64::try_from(inner.config.replica_view_refresh_ms).unwrap_or(i64::MAX);
+    let known = inner
+        .replicas
+        .views
+        .lock()
+        .expect("replica views poisoned")
+        .get(tp)
+        .cloned();
+    let Some(view) = known else {
+        inner
+            .stats
+            .replica_view_loads
+            .fetch_add(1, Ordering::Relaxed);
+        let partition = read_partition(inner, tp, Producers::Always).await?;
+        inner.replicas.insert(
+            tp,
+            Arc::new(ReplicaView {
+                partition: Mutex::new(partition.clone()),
+                checked_ms: Mutex::new(now_ms),
+                used_ms: Mutex::new(now_ms),
+                checking: tokio::sync::Mutex::new(()),
+            }),
+        );
+        return Ok(partition);
+    };
+    *view.used_ms.lock().expect("used mutex poisoned") = now_ms;
+    let look = |view: &ReplicaView| {
+        let partition = view
+            .partition
+            .lock()
+            .expect("partition mutex poisoned")
+            .clone();
+        let checked_ms = *view.checked_ms.lock().expect("checked mutex poisoned");
+        let stale = needs_check(
+            (offset, leader_epoch),
+            &partition,
+            (checked_ms, now_ms),
+            refresh_ms,
+        );
+        (partition, stale)
+    };
+    let (partition, stale) = look(&view);
+    if !stale {
+        return Ok(partition);
+    }
+    let _checking = view.checking.lock().await;
+    // Another read may have checked while this one waited.
+    let (partition, stale) = look(&view);
+    if !stale {
+        return Ok(partition);
+    }
+    match check(inner, tp, &partition).await {
+        Ok(fresh) => {
+            *view.partition.lock().expect("partition mutex poisoned") = fresh.clone();
+            *view.checked_ms.lock().expect("checked mutex poisoned") = now_ms;
+            Ok(fresh)
+        }
+        Err(error) => {
+            // A deleted topic, a store outage: the next read starts from the store again.
+            inner
+                .replicas
+                .views
+                .lock()
+                .expect("replica views poisoned")
+                .remove(tp);
+            Err(error)
+        }
+    }
+}
+
+/// The view itself when the partition's state key has not moved since it was loaded, else a
+/// fresh load.
+async fn check(
+    inner: &LogInner,
+    tp: &TopicPartition,
+    partition: &Arc<PartitionLog>,
+) -> Result<Arc<PartitionLog>, LogError> {
+    let revision = inner
+        .store
+        .get(&keys::partition(&tp.topic, tp.partition))
+        .await?
+        .map_or(0, |kv| kv.mod_revision);
+    let loaded_revision = partition
+        .view
+        .lock()
+        .expect("view mutex poisoned")
+        .state_revision;
+    if revision != 0 && revision == loaded_revision {
+        return Ok(partition.clone());
+    }
+    inner
+        .stats
+        .replica_view_loads
+        .fetch_add(1, Ordering::Relaxed);
+    read_partition(inner, tp, Producers::Always).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::PartitionState;
+    use crate::log::{pending, PartitionView};
+    use crate::producers::ProducerStates;
+    use std::collections::BTreeMap;
+
+    fn partition(next_offset: i64, leader_epoch: i32) -> PartitionLog {
+        PartitionLog {
+            topic_create_revision: 1,
+            topic: Mutex::new((
+                1,
+                keys::TopicRecord {
+                    name: "t".into(),
+                    id: String::new(),
+                    partitions: 1,
+                    configs: BTreeMap::new(),
+                    created_ms: 0,
+                },
+            )),
+            view: Mutex::new(PartitionView {
+                state: PartitionState {
+                    next_offset,
+                    leader_epoch,
+                    ..PartitionState::default()
+                },
+                releasing: false,
+                state_revision: 5,
+                layout: keys::Layout::default(),
+                layout_revision: 0,
+                index: BTreeMap::new(),
+                rollups: BTreeMap::new(),
+                producers: ProducerStates::default(),
+                projected: None,
+                plan_generation: 0,
+            }),
+            inflight: pending::Inflight::default(),
+        }
+    }
+
+    #[test]
+    fn a_view_is_checked_only_at_its_end_past_the_refresh_or_when_old() {
+        let p = partition(100, 3);
+        let fresh = (1_000, 1_100); // checked 100 ms ago
+        let due = (1_000, 1_250); // the refresh interval has passed
+        let old = (1_000, 1_000 + 250 * MAX_AGE_REFRESHES);
+        assert!(!needs_check((50, -1), &p, fresh, 250), "below the end");
+        assert!(!needs_check((50, -1), &p, due, 250), "below the end");
+        assert!(needs_check((50, -1), &p, old, 250), "too old");
+        assert!(!needs_check((100, -1), &p, fresh, 250), "at the end, fresh");
+        assert!(needs_check((100, -1), &p, due, 250), "at the end, due");
+        assert!(needs_check((101, -1), &p, fresh, 250), "past the end");
+        assert!(needs_check((50, 4), &p, fresh, 250), "a newer epoch");
+        assert!(!needs_check((50, 3), &p, fresh, 250), "the same epoch");
+        assert!(
+            !needs_check((50, 2), &p, fresh, 250),
+            "an older epoch: fenced, not stale"
+        );
+    }
+}
