@@ -161,6 +161,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 rack: args.broker_rack.clone().filter(|r| !r.is_empty()),
                 incarnation: String::new(),
                 listeners: endpoints.clone(),
+                follower_reads: args.replica_selector_class == config::ReplicaSelector::RackAware,
             },
             session_ms,
             std::time::Duration::from_millis(args.broker_session_timeout_ms * 2 + 2_000),

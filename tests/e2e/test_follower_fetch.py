@@ -154,3 +154,49 @@ def test_any_broker_answers_a_consumers_fetch_v11_and_only_the_leader_older_ones
             err, hw, preferred, records = parts[(topic, 0)]
             assert (err, preferred) == (0, -1)
             assert len(kw.decode_records(records)) == 11
+
+
+def test_only_brokers_serving_follower_reads_are_replicas_and_serve_them(start_broker, etcd, s3):
+    # Node 1 serves follower reads (rack-aware); node 2 keeps Kafka's default (leader).
+    nodes = {
+        node: start_broker(
+            name=f"node{node}", flush_linger_ms=20,
+            args=broker_args(etcd, s3) + ["--node-id", str(node), "--broker-rack", RACKS[node],
+                                          "--replica-selector-class", selector])
+        for node, selector in ((1, "rack-aware"), (2, "leader"))
+    }
+    topic = "mixed"
+    h.create_topic(nodes[1].bootstrap, topic, PARTITIONS)
+    h.wait_leaders(nodes[1].bootstrap, topic)
+    led = leaders(nodes[1], topic)
+    by_leader = {node: [p for p, n in led.items() if n == node] for node in nodes}
+    assert by_leader[1] and by_leader[2], f"one broker leads every partition: {led}"
+    produce(nodes[1].bootstrap, topic, [f"m{i}".encode() for i in range(60)])
+
+    # Every broker lists the same replicas, whatever its own setting: the leader, then node 1.
+    for b in nodes.values():
+        md = h.admin(b.bootstrap).list_topics(topic, timeout=10)
+        for p, meta in md.topics[topic].partitions.items():
+            assert list(meta.replicas) == ([1] if led[p] == 1 else [2, 1]), (p, meta.replicas)
+
+    with kw.Conn.to(nodes[2]) as conn:
+        p = by_leader[1][0]
+        _, payload = conn.request(kw.API_FETCH, 11, kw.fetch_v10_body(topic, p, 0, rack=""))
+        _, parts = kw.parse_fetch_v10(payload, 11)
+        assert parts[(topic, p)][0] == kw.ERR_NOT_LEADER_OR_FOLLOWER, \
+            "a broker without follower reads served a partition it does not lead"
+    with kw.Conn.to(nodes[1]) as conn:
+        p = by_leader[2][0]
+        _, payload = conn.request(kw.API_FETCH, 11, kw.fetch_v10_body(topic, p, 0, rack=""))
+        _, parts = kw.parse_fetch_v10(payload, 11)
+        err, hw, preferred, records = parts[(topic, p)]
+        assert (err, hw, preferred) == (0, 10, -1)
+        assert len(kw.decode_records(records)) == 10
+        # A consumer in node 2's rack stays on node 1: node 2 does not serve follower reads.
+        p = by_leader[1][0]
+        _, payload = conn.request(kw.API_FETCH, 11,
+                                  kw.fetch_v10_body(topic, p, 0, rack=RACKS[2]))
+        _, parts = kw.parse_fetch_v10(payload, 11)
+        err, _, preferred, records = parts[(topic, p)]
+        assert (err, preferred) == (0, -1)
+        assert len(kw.decode_records(records)) == 10

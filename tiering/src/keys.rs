@@ -91,6 +91,10 @@ pub struct BrokerRecord {
     /// a client is told the addresses of the listener it connected to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerEndpoint>,
+    /// Serves consumers' reads of partitions it does not lead (fetch from follower, KIP-392):
+    /// Metadata lists it as a replica of every partition, and leaders may send consumers to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follower_reads: bool,
 }
 
 /// One advertised listener of a broker.

@@ -179,6 +179,7 @@ async fn read_partition(
         .read_view(
             &tp,
             (partition.fetch_offset, partition.current_leader_epoch),
+            isolation,
             replicas.any_replica,
         )
         .await
@@ -273,8 +274,9 @@ async fn read_partition(
 
 /// Which brokers may serve this fetch's partitions (KIP-392).
 struct ReadReplicas {
-    /// A consumer's Fetch v11+, which any broker may serve (every one reads the bucket); older
-    /// versions, and followers (none here), read from the leader only, as in Kafka.
+    /// A consumer's Fetch v11+ on a broker serving follower reads (`--replica-selector-class
+    /// rack-aware`): served whoever leads the partition, since every broker reads the bucket.
+    /// Older versions, and followers (none here), read from the leader only, as in Kafka.
     any_replica: bool,
     /// Where to send the consumer for partitions this broker leads: the live brokers in the
     /// consumer's rack, by node id, when `--replica-selector-class rack-aware` and the
@@ -298,10 +300,14 @@ impl ReadReplicas {
         } else {
             request.replica_id.0
         };
-        let any_replica = version >= 11 && replica_id < 0;
+        // Only brokers that registered as serving follower reads do (Metadata lists them as
+        // replicas); the others answer NOT_LEADER_OR_FOLLOWER, from memory, as Kafka's brokers
+        // outside a partition's replica set do.
+        let rack_aware = broker.node.replica_selector == ReplicaSelector::RackAware;
+        let any_replica = rack_aware && version >= 11 && replica_id < 0;
         let rack = request.rack_id.as_str();
-        let in_client_rack = match (broker.node.replica_selector, rack) {
-            (ReplicaSelector::RackAware, rack) if any_replica && !rack.is_empty() => {
+        let in_client_rack = match rack {
+            rack if any_replica && !rack.is_empty() => {
                 // The controller's view of live brokers (at most a pass old); without one, the
                 // leader serves.
                 let listener = &*session.listener.name;
@@ -311,7 +317,7 @@ impl ReadReplicas {
                     .map(|view| {
                         view.brokers
                             .iter()
-                            .filter(|b| b.rack.as_deref() == Some(rack))
+                            .filter(|b| b.follower_reads && b.rack.as_deref() == Some(rack))
                             .filter(|b| b.endpoint(listener).is_some())
                             .map(|b| b.node_id)
                             .collect()

@@ -7,7 +7,6 @@
 
 use super::errors::catalog_error;
 use super::{topic_uuid, Broker};
-use crate::config::ReplicaSelector;
 use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -49,6 +48,18 @@ pub async fn handle(
     // Each broker's address on the listener this client connected to; brokers without that
     // listener are left out (as Kafka does), and so count as not live here.
     let listener = &*session.listener.name;
+    let live: Vec<_> = live
+        .into_iter()
+        .filter(|b| b.endpoint(listener).is_some())
+        .collect();
+    let live_ids = Live {
+        ids: live.iter().map(|b| b.node_id).collect(),
+        follower_reads: live
+            .iter()
+            .filter(|b| b.follower_reads)
+            .map(|b| b.node_id)
+            .collect(),
+    };
     let live: Vec<(i32, String, i32, Option<String>)> = live
         .into_iter()
         .filter_map(|b| {
@@ -56,10 +67,6 @@ pub async fn handle(
             Some((b.node_id, host.to_owned(), port, b.rack.clone()))
         })
         .collect();
-    let live_ids = Live {
-        ids: live.iter().map(|b| b.0).collect(),
-        every_broker_a_replica: broker.node.replica_selector == ReplicaSelector::RackAware,
-    };
     // Any broker can serve admin requests (they are metadata-store transactions); clients that
     // insist on a controller get the lowest live id.
     let controller = live_ids
@@ -234,24 +241,23 @@ async fn describe_topic(broker: &Broker, topic: &Topic, live: &Live) -> Metadata
 /// The live brokers a Metadata answer names, by node id.
 struct Live {
     ids: Vec<i32>,
-    /// Every live broker is listed as a replica of every partition (after its leader): with
-    /// rack-aware replica selection, a leader may send a consumer to any of them, and clients
-    /// (the Java client) read only from a broker the partition lists as a replica. Any broker
-    /// serves any partition's reads from the shared bucket.
-    every_broker_a_replica: bool,
+    /// Those that serve consumers' reads of partitions they do not lead (rack-aware replica
+    /// selection, registered with their membership): each is listed as a replica of every
+    /// partition, after its leader, since a leader may send a consumer to any of them and
+    /// clients (the Java one) read only from a replica the partition lists. Every broker
+    /// answers the same, whatever its own setting.
+    follower_reads: Vec<i32>,
 }
 
-/// A partition's replicas: its leader, then (see `Live`) the other live brokers.
+/// A partition's replicas: its leader, then (see `Live`) the brokers serving follower reads.
 fn replicas(leader: i32, live: &Live) -> Vec<BrokerId> {
     let mut nodes = vec![BrokerId(leader)];
-    if live.every_broker_a_replica {
-        nodes.extend(
-            live.ids
-                .iter()
-                .filter(|id| **id != leader)
-                .map(|id| BrokerId(*id)),
-        );
-    }
+    nodes.extend(
+        live.follower_reads
+            .iter()
+            .filter(|id| **id != leader)
+            .map(|id| BrokerId(*id)),
+    );
     nodes
 }
 

@@ -65,6 +65,7 @@ async fn fixture() -> Fixture {
                 rack: None,
                 incarnation: String::new(),
                 listeners: Vec::new(),
+                follower_reads: false,
             },
             60_000,
             std::time::Duration::ZERO,

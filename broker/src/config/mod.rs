@@ -166,9 +166,10 @@ pub struct ServeArgs {
     /// Which broker a partition's leader sends a consumer to for its reads (Kafka's
     /// `replica.selector.class`, KIP-392). Every broker reads the same bucket, so any can
     /// serve any partition: `leader` keeps consumers on the leader (Kafka's default);
-    /// `rack-aware` sends a consumer that names its rack (`client.rack`) to a live broker in
-    /// that rack (the leader if it is one), and lists every live broker as a replica in
-    /// Metadata so clients accept the choice. Kafka's class names
+    /// `rack-aware` makes this broker serve consumers' reads of partitions it does not lead
+    /// (Metadata then lists it as a replica of every partition) and, as a leader, send a
+    /// consumer that names its rack (`client.rack`) to a broker in that rack that does the
+    /// same (itself if it is in that rack). Set it on every broker. Kafka's class names
     /// (`org.apache.kafka.common.replica.RackAwareReplicaSelector`) are accepted too.
     #[arg(
         long,

@@ -341,6 +341,7 @@ mod tests {
             rack: None,
             incarnation: String::new(),
             listeners: Vec::new(),
+            follower_reads: false,
         };
         let membership = Arc::new(
             Membership::register(store.clone(), record, 60_000, Duration::ZERO)

@@ -223,6 +223,7 @@ mod tests {
             rack: None,
             incarnation: String::new(),
             listeners: Vec::new(),
+            follower_reads: false,
         }
     }
 

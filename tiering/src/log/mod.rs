@@ -249,6 +249,8 @@ pub(crate) struct PartitionLog {
     pub(crate) view: Mutex<PartitionView>,
     /// Appends accepted and not yet answered; a hand-over waits for them.
     pub(crate) inflight: pending::Inflight,
+    /// A replica view of a partition another broker leads (see `replicas`), never appended to.
+    pub(crate) replica: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -712,7 +714,7 @@ pub(crate) async fn load_partition(
         return Ok(found.clone());
     }
     let generation = inner.cache_generation.load(Ordering::Acquire);
-    let loaded = read_partition(inner, tp, Producers::IfLed).await?;
+    let loaded = read_partition(inner, tp, LoadFor::Leader).await?;
     if loaded
         .view
         .lock()
@@ -735,66 +737,85 @@ pub(crate) async fn load_partition(
     Ok(partitions.entry(tp.clone()).or_insert(loaded).clone())
 }
 
-/// Whose idempotent-producer state a partition read from the store loads.
+/// What a partition is read from the store for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Producers {
-    /// Only a partition this broker leads (its appends check them).
-    IfLed,
-    /// Always (a replica's reads need the last stable offset).
-    Always,
+pub(crate) enum LoadFor {
+    /// This broker's own use: it leads the partition (its appends check the producer state,
+    /// loaded only then), or it answers that it does not.
+    Leader,
+    /// A replica view (see `replicas`): producer state always (reads need the last stable
+    /// offset), consistent with the partition state read before it.
+    Replica,
 }
 
-/// A partition's committed state, index and (see `producers`) producer state, as the store
+/// Loads giving up on a partition whose producer state keeps changing while it is read.
+const LOAD_ATTEMPTS: usize = 8;
+
+/// A partition's committed state, index and producer state (see [`LoadFor`]), as the store
 /// holds them now; nothing cached.
+///
+/// The state is read first, then the index and the producer state, each on its own: the index
+/// may hold sections past the state's high watermark (reads stop there), and a replica's load
+/// is read again if the producer state is newer than the state (a commit came in between: its
+/// markers would end transactions whose entries the index read may lack).
 pub(crate) async fn read_partition(
     inner: &LogInner,
     tp: &TopicPartition,
-    producers: Producers,
+    load_for: LoadFor,
 ) -> Result<Arc<PartitionLog>, LogError> {
     let unknown = || LogError::UnknownTopicOrPartition(tp.to_string());
-    let topic = inner.catalog.get(&tp.topic).await?.ok_or_else(unknown)?;
-    if tp.partition < 0 || tp.partition >= topic.record.partitions {
-        return Err(unknown());
-    }
-    let state_key = keys::partition(&tp.topic, tp.partition);
-    let (state, state_revision) = match inner.store.get(&state_key).await? {
-        Some(kv) => (
-            keys::decode::<PartitionState>(&kv.key, &kv.value).map_err(LogError::Corrupt)?,
-            kv.mod_revision,
-        ),
-        None => (PartitionState::default(), 0),
-    };
-    let snapshot = IndexSnapshot::load(&*inner.store, &tp.topic, tp.partition).await?;
-    let (index, rollups) = view_index(&snapshot);
-    let producers = if state.leader == inner.config.node_id || producers == Producers::Always {
-        match inner
-            .store
-            .get(&keys::producers(&tp.topic, tp.partition))
-            .await?
-        {
-            Some(kv) => keys::decode(&kv.key, &kv.value).map_err(LogError::Corrupt)?,
-            None => ProducerStates::default(),
+    for _ in 0..LOAD_ATTEMPTS {
+        let topic = inner.catalog.get(&tp.topic).await?.ok_or_else(unknown)?;
+        if tp.partition < 0 || tp.partition >= topic.record.partitions {
+            return Err(unknown());
         }
-    } else {
-        ProducerStates::default()
-    };
-    Ok(Arc::new(PartitionLog {
-        topic_create_revision: topic.create_revision,
-        topic: Mutex::new((topic.mod_revision, topic.record)),
-        view: Mutex::new(PartitionView {
-            state,
-            releasing: false,
-            state_revision,
-            layout: snapshot.layout,
-            layout_revision: snapshot.layout_revision,
-            index,
-            rollups,
-            producers,
-            projected: None,
-            plan_generation: 0,
-        }),
-        inflight: pending::Inflight::default(),
-    }))
+        let state_key = keys::partition(&tp.topic, tp.partition);
+        let (state, state_revision) = match inner.store.get(&state_key).await? {
+            Some(kv) => (
+                keys::decode::<PartitionState>(&kv.key, &kv.value).map_err(LogError::Corrupt)?,
+                kv.mod_revision,
+            ),
+            None => (PartitionState::default(), 0),
+        };
+        let snapshot = IndexSnapshot::load(&*inner.store, &tp.topic, tp.partition).await?;
+        let (index, rollups) = view_index(&snapshot);
+        let producers = if state.leader == inner.config.node_id || load_for == LoadFor::Replica {
+            match inner
+                .store
+                .get(&keys::producers(&tp.topic, tp.partition))
+                .await?
+            {
+                Some(kv) if load_for == LoadFor::Replica && kv.mod_revision > state_revision => {
+                    continue;
+                }
+                Some(kv) => keys::decode(&kv.key, &kv.value).map_err(LogError::Corrupt)?,
+                None => ProducerStates::default(),
+            }
+        } else {
+            ProducerStates::default()
+        };
+        return Ok(Arc::new(PartitionLog {
+            topic_create_revision: topic.create_revision,
+            topic: Mutex::new((topic.mod_revision, topic.record)),
+            view: Mutex::new(PartitionView {
+                state,
+                releasing: false,
+                state_revision,
+                layout: snapshot.layout,
+                layout_revision: snapshot.layout_revision,
+                index,
+                rollups,
+                producers,
+                projected: None,
+                plan_generation: 0,
+            }),
+            inflight: pending::Inflight::default(),
+            replica: load_for == LoadFor::Replica,
+        }));
+    }
+    Err(LogError::Unavailable(format!(
+        "{tp} kept changing while read"
+    )))
 }
 
 #[cfg(test)]

@@ -46,11 +46,13 @@ impl Log {
     /// The partition for a consumer's read from `offset`: the led partition, or, when
     /// `any_replica` (Fetch v11+ from a consumer, which any replica may serve) and another
     /// broker leads it, a replica view of it — checked against the store first when the read
-    /// reaches its end or asks for a newer `leader_epoch` (-1: none) than it knows.
+    /// reaches the end of what `isolation` shows or asks for a newer `leader_epoch` (-1: none)
+    /// than it knows.
     pub async fn read_view(
         &self,
         tp: &TopicPartition,
         (offset, leader_epoch): (i64, i32),
+        isolation: Isolation,
         any_replica: bool,
     ) -> Result<ReadView, LogError> {
         match self.led_partition(tp).await {
@@ -60,7 +62,8 @@ impl Log {
             }),
             Err(LogError::NotLeader(_)) if any_replica => {
                 let partition =
-                    replicas::replica_view(&self.inner, tp, offset, leader_epoch).await?;
+                    replicas::replica_view(&self.inner, tp, (offset, leader_epoch), isolation)
+                        .await?;
                 Ok(ReadView {
                     partition,
                     led_here: false,

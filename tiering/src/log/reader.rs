@@ -54,14 +54,13 @@ impl ReadOutcome {
     }
 }
 
-/// Runs `read` against the view; if an object it needed is gone, reloads the view's index
-/// (a compaction moved the data) and runs it once more.
+/// Runs `read` against the view; if an object it needed is gone, reloads the view (a
+/// compaction moved the data) and runs it once more.
 macro_rules! with_reload {
     ($inner:expr, $tp:expr, $partition:expr, $read:expr) => {
         match $read {
             Err(ReadError::Missing(missing)) => {
-                tracing::debug!(partition = %$tp, %missing, "object gone; reloading the index");
-                super::refresh_index($inner, $tp, $partition).await?;
+                reload_after_missing($inner, $tp, $partition, &missing).await?;
                 $read.map_err(LogError::from)
             }
             other => other.map_err(LogError::from),
@@ -69,23 +68,86 @@ macro_rules! with_reload {
     };
 }
 
+/// An object the view pointed to is gone: a leader reloads its index (a compactor's swap it
+/// has not seen yet); a replica view reloads whole, since its log start may have moved too
+/// (retention, DeleteRecords) and the read must then answer OFFSET_OUT_OF_RANGE rather than
+/// skip to the next batch that still exists.
+async fn reload_after_missing(
+    inner: &LogInner,
+    tp: &TopicPartition,
+    partition: &PartitionLog,
+    missing: &str,
+) -> Result<(), LogError> {
+    tracing::debug!(partition = %tp, %missing, "object gone; reloading the view");
+    if partition.replica {
+        super::replicas::reload_in_place(inner, tp, partition).await
+    } else {
+        super::refresh_index(inner, tp, partition).await
+    }
+}
+
+/// Why one attempt at a read failed.
+enum Failed {
+    /// An object the view pointed to is gone.
+    Missing(String),
+    Log(LogError),
+}
+
+impl From<LogError> for Failed {
+    fn from(error: LogError) -> Self {
+        Failed::Log(error)
+    }
+}
+
+impl From<ReadError> for Failed {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Missing(missing) => Failed::Missing(missing),
+            other => Failed::Log(other.into()),
+        }
+    }
+}
+
 pub(crate) async fn read(
+    inner: &LogInner,
+    tp: &TopicPartition,
+    partition: &PartitionLog,
+    offset: i64,
+    limits: (usize, bool),
+    isolation: Isolation,
+) -> Result<ReadOutcome, LogError> {
+    match read_attempt(inner, tp, partition, offset, limits, isolation).await {
+        Ok(outcome) => Ok(outcome),
+        Err(Failed::Log(error)) => Err(error),
+        Err(Failed::Missing(missing)) => {
+            reload_after_missing(inner, tp, partition, &missing).await?;
+            // From the bounds again: the reload may have moved them.
+            match read_attempt(inner, tp, partition, offset, limits, isolation).await {
+                Ok(outcome) => Ok(outcome),
+                Err(Failed::Log(error)) => Err(error),
+                Err(Failed::Missing(missing)) => Err(ReadError::Missing(missing).into()),
+            }
+        }
+    }
+}
+
+async fn read_attempt(
     inner: &LogInner,
     tp: &TopicPartition,
     partition: &PartitionLog,
     offset: i64,
     (max_bytes, first_batch_whole): (usize, bool),
     isolation: Isolation,
-) -> Result<ReadOutcome, LogError> {
+) -> Result<ReadOutcome, Failed> {
     let (high_watermark, last_stable_offset, log_start_offset) = {
         let view = partition.view.lock().expect("view mutex poisoned");
         let (start, end) = (view.state.log_start_offset, view.state.next_offset);
         if offset < start || offset > end {
-            return Err(LogError::OffsetOutOfRange {
+            return Err(Failed::Log(LogError::OffsetOutOfRange {
                 offset,
                 log_start_offset: start,
                 high_watermark: end,
-            });
+            }));
         }
         // Never below the log start (retention or DeleteRecords may pass an open
         // transaction's first offset), as Kafka.
@@ -111,34 +173,24 @@ pub(crate) async fn read(
     if offset >= end {
         return Ok(outcome);
     }
-    (outcome.batches, outcome.runs) = with_reload!(
+    (outcome.batches, outcome.runs) = read_batches(
         inner,
-        tp,
         partition,
-        read_batches(
-            inner,
-            partition,
-            offset,
-            (max_bytes, first_batch_whole),
-            end
-        )
-        .await
-    )?;
+        offset,
+        (max_bytes, first_batch_whole),
+        end,
+    )
+    .await?;
     if isolation == Isolation::ReadCommitted {
         if let Some(last) = outcome.batches.last() {
             let upper = batch::parse_header(last)
                 .map_err(|e| LogError::Corrupt(format!("{tp}: {e}")))?
                 .last_offset()
                 + 1;
-            outcome.aborted = with_reload!(
-                inner,
-                tp,
-                partition,
-                inner
-                    .index_objects
-                    .aborted(live_top(partition), offset, upper)
-                    .await
-            )?;
+            outcome.aborted = inner
+                .index_objects
+                .aborted(live_top(partition), offset, upper)
+                .await?;
         }
     }
     Ok(outcome)

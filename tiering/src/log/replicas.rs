@@ -14,7 +14,7 @@
 //! a record that could be lost. What it reads may have been compacted or deleted since the view
 //! was loaded; the reader then finds an object gone and reloads the index (as a leader does).
 
-use super::{read_partition, LogError, LogInner, PartitionLog, Producers, TopicPartition};
+use super::{read_partition, Isolation, LoadFor, LogError, LogInner, PartitionLog, TopicPartition};
 use crate::keys;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -51,19 +51,27 @@ struct ReplicaView {
 
 /// Why a view must be checked against the store before a read.
 fn needs_check(
-    (offset, leader_epoch): (i64, i32),
+    (offset, leader_epoch, isolation): (i64, i32, Isolation),
     partition: &PartitionLog,
     (checked_ms, now_ms): (i64, i64),
     refresh_ms: i64,
 ) -> bool {
     let view = partition.view.lock().expect("view mutex poisoned");
     let age_ms = now_ms.saturating_sub(checked_ms);
-    let end = view.state.next_offset;
-    // Past the end: the consumer has seen more than this view (from the leader, or another
-    // replica) — only the store can say whether that offset exists.
-    offset > end
+    let high_watermark = view.state.next_offset;
+    // Where this read's data ends: a read_committed consumer waits at the last stable offset.
+    let end = match isolation {
+        Isolation::ReadUncommitted => high_watermark,
+        Isolation::ReadCommitted => view
+            .producers
+            .last_stable_offset(high_watermark)
+            .max(view.state.log_start_offset),
+    };
+    // Past the high watermark: the consumer has seen more than this view (from the leader, or
+    // another replica) — only the store can say whether that offset exists.
+    offset > high_watermark
         || leader_epoch > view.state.leader_epoch
-        || (offset == end && age_ms >= refresh_ms)
+        || (offset >= end && age_ms >= refresh_ms)
         || age_ms >= refresh_ms.saturating_mul(MAX_AGE_REFRESHES)
 }
 
@@ -109,13 +117,13 @@ impl ReplicaViews {
     }
 }
 
-/// The partition as the store last showed it, checked again first when `offset` or
-/// `leader_epoch` (-1: none) need a fresher view (see [`needs_check`]).
+/// The partition as the store last showed it, checked again first when the read (`offset`,
+/// `leader_epoch` (-1: none), `isolation`) needs a fresher view (see [`needs_check`]).
 pub(crate) async fn replica_view(
     inner: &LogInner,
     tp: &TopicPartition,
-    offset: i64,
-    leader_epoch: i32,
+    (offset, leader_epoch): (i64, i32),
+    isolation: Isolation,
 ) -> Result<Arc<PartitionLog>, LogError> {
     let now_ms = inner.clock.now_ms();
     let refresh_ms = i64::try_from(inner.config.replica_view_refresh_ms).unwrap_or(i64::MAX);
@@ -131,7 +139,7 @@ pub(crate) async fn replica_view(
             .stats
             .replica_view_loads
             .fetch_add(1, Ordering::Relaxed);
-        let partition = read_partition(inner, tp, Producers::Always).await?;
+        let partition = read_partition(inner, tp, LoadFor::Replica).await?;
         inner.replicas.insert(
             tp,
             Arc::new(ReplicaView {
@@ -152,7 +160,7 @@ pub(crate) async fn replica_view(
             .clone();
         let checked_ms = *view.checked_ms.lock().expect("checked mutex poisoned");
         let stale = needs_check(
-            (offset, leader_epoch),
+            (offset, leader_epoch, isolation),
             &partition,
             (checked_ms, now_ms),
             refresh_ms,
@@ -188,6 +196,40 @@ pub(crate) async fn replica_view(
     }
 }
 
+/// Reloads a replica view in place, whole (state, index, producer state), for a read that found
+/// an object gone. A topic deleted (or re-created) meanwhile is forgotten instead: the read fails
+/// retriably and the next one starts from the store.
+pub(crate) async fn reload_in_place(
+    inner: &LogInner,
+    tp: &TopicPartition,
+    partition: &PartitionLog,
+) -> Result<(), LogError> {
+    inner
+        .stats
+        .replica_view_loads
+        .fetch_add(1, Ordering::Relaxed);
+    let fresh = match read_partition(inner, tp, LoadFor::Replica).await {
+        Ok(fresh) if fresh.topic_create_revision == partition.topic_create_revision => fresh,
+        other => {
+            inner
+                .replicas
+                .views
+                .lock()
+                .expect("replica views poisoned")
+                .remove(tp);
+            return match other {
+                Ok(_) => Err(LogError::Unavailable(format!(
+                    "{tp}: topic re-created while read"
+                ))),
+                Err(error) => Err(error),
+            };
+        }
+    };
+    let fresh = fresh.view.lock().expect("view mutex poisoned").clone();
+    *partition.view.lock().expect("view mutex poisoned") = fresh;
+    Ok(())
+}
+
 /// The view itself when the partition's state key has not moved since it was loaded, else a
 /// fresh load.
 async fn check(
@@ -212,7 +254,7 @@ async fn check(
         .stats
         .replica_view_loads
         .fetch_add(1, Ordering::Relaxed);
-    read_partition(inner, tp, Producers::Always).await
+    read_partition(inner, tp, LoadFor::Replica).await
 }
 
 #[cfg(test)]
@@ -253,6 +295,7 @@ mod tests {
                 plan_generation: 0,
             }),
             inflight: pending::Inflight::default(),
+            replica: true,
         }
     }
 
@@ -262,16 +305,20 @@ mod tests {
         let fresh = (1_000, 1_100); // checked 100 ms ago
         let due = (1_000, 1_250); // the refresh interval has passed
         let old = (1_000, 1_000 + 250 * MAX_AGE_REFRESHES);
-        assert!(!needs_check((50, -1), &p, fresh, 250), "below the end");
-        assert!(!needs_check((50, -1), &p, due, 250), "below the end");
-        assert!(needs_check((50, -1), &p, old, 250), "too old");
-        assert!(!needs_check((100, -1), &p, fresh, 250), "at the end, fresh");
-        assert!(needs_check((100, -1), &p, due, 250), "at the end, due");
-        assert!(needs_check((101, -1), &p, fresh, 250), "past the end");
-        assert!(needs_check((50, 4), &p, fresh, 250), "a newer epoch");
-        assert!(!needs_check((50, 3), &p, fresh, 250), "the same epoch");
+        const RU: Isolation = Isolation::ReadUncommitted;
+        assert!(!needs_check((50, -1, RU), &p, fresh, 250), "below the end");
+        assert!(!needs_check((50, -1, RU), &p, due, 250), "below the end");
+        assert!(needs_check((50, -1, RU), &p, old, 250), "too old");
         assert!(
-            !needs_check((50, 2), &p, fresh, 250),
+            !needs_check((100, -1, RU), &p, fresh, 250),
+            "at the end, fresh"
+        );
+        assert!(needs_check((100, -1, RU), &p, due, 250), "at the end, due");
+        assert!(needs_check((101, -1, RU), &p, fresh, 250), "past the end");
+        assert!(needs_check((50, 4, RU), &p, fresh, 250), "a newer epoch");
+        assert!(!needs_check((50, 3, RU), &p, fresh, 250), "the same epoch");
+        assert!(
+            !needs_check((50, 2, RU), &p, fresh, 250),
             "an older epoch: fenced, not stale"
         );
     }

@@ -38,13 +38,13 @@ async fn another_broker_serves_a_consumer_what_the_leader_committed() {
     let other = replica(&fx, 2, 16);
     assert!(
         matches!(
-            other.read_view(&tp, (0, -1), false).await,
+            other.read_view(&tp, (0, -1), RU, false).await,
             Err(LogError::NotLeader(_))
         ),
         "only the leader serves reads that are not a consumer's Fetch v11+"
     );
     let view = other
-        .read_view(&tp, (0, -1), true)
+        .read_view(&tp, (0, -1), RU, true)
         .await
         .expect("replica view");
     assert!(!view.led_here());
@@ -75,7 +75,7 @@ async fn a_replica_view_at_the_end_of_the_log_catches_up_after_the_refresh_inter
         .await
         .expect("append");
     let other = replica(&fx, 2, 16);
-    let view = other.read_view(&tp, (2, -1), true).await.expect("view");
+    let view = other.read_view(&tp, (2, -1), RU, true).await.expect("view");
     assert_eq!(view.stable_offsets().2, 2);
     leader
         .append(tp.clone(), batches(2, 10), false)
@@ -85,9 +85,9 @@ async fn a_replica_view_at_the_end_of_the_log_catches_up_after_the_refresh_inter
     assert_eq!(loads(), 1);
 
     // Below the end, and at the end within the refresh interval: the view as it was.
-    let view = other.read_view(&tp, (0, -1), true).await.expect("view");
+    let view = other.read_view(&tp, (0, -1), RU, true).await.expect("view");
     assert_eq!(view.stable_offsets().2, 2, "below the end: not checked");
-    let view = other.read_view(&tp, (2, -1), true).await.expect("view");
+    let view = other.read_view(&tp, (2, -1), RU, true).await.expect("view");
     assert_eq!(
         view.stable_offsets().2,
         2,
@@ -104,7 +104,7 @@ async fn a_replica_view_at_the_end_of_the_log_catches_up_after_the_refresh_inter
 
     // At the end once the interval passed: checked, and reloaded since the state moved.
     fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
-    let view = other.read_view(&tp, (2, -1), true).await.expect("view");
+    let view = other.read_view(&tp, (2, -1), RU, true).await.expect("view");
     assert_eq!(view.stable_offsets().2, 4);
     assert_eq!(loads(), 2);
     let read = other
@@ -115,7 +115,7 @@ async fn a_replica_view_at_the_end_of_the_log_catches_up_after_the_refresh_inter
 
     // Checked again with nothing new: one key read, no reload.
     fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
-    other.read_view(&tp, (4, -1), true).await.expect("view");
+    other.read_view(&tp, (4, -1), RU, true).await.expect("view");
     assert_eq!(loads(), 2, "the state key had not moved");
 
     // Past the view's end (the consumer saw more elsewhere): checked at once.
@@ -123,11 +123,11 @@ async fn a_replica_view_at_the_end_of_the_log_catches_up_after_the_refresh_inter
         .append(tp.clone(), batches(2, 10), false)
         .await
         .expect("append");
-    let view = other.read_view(&tp, (6, -1), true).await.expect("view");
+    let view = other.read_view(&tp, (6, -1), RU, true).await.expect("view");
     assert_eq!(view.stable_offsets().2, 6);
     assert_eq!(loads(), 3);
     // Past the store's end too: out of range, as from the leader.
-    let view = other.read_view(&tp, (9, -1), true).await.expect("view");
+    let view = other.read_view(&tp, (9, -1), RU, true).await.expect("view");
     assert!(matches!(
         other.read_from(&view, &tp, 9, (1 << 20, true), RU).await,
         Err(LogError::OffsetOutOfRange {
@@ -149,7 +149,7 @@ async fn a_newer_leader_epoch_than_the_view_knows_checks_it_at_once() {
         .expect("append");
     let other = replica(&fx, 2, 16);
     let epoch = other
-        .read_view(&tp, (0, -1), true)
+        .read_view(&tp, (0, -1), RU, true)
         .await
         .expect("view")
         .leader_epoch();
@@ -179,7 +179,7 @@ async fn a_newer_leader_epoch_than_the_view_knows_checks_it_at_once() {
     .expect("claim")
     .expect("claimed");
     let view = other
-        .read_view(&tp, (0, epoch + 1), true)
+        .read_view(&tp, (0, epoch + 1), RU, true)
         .await
         .expect("view");
     assert_eq!(
@@ -197,10 +197,143 @@ async fn replica_views_are_bounded_and_forgotten_with_their_topic() {
     let other = replica(&fx, 2, 2);
     for p in 0..3 {
         let tp = TopicPartition::new("t", p);
-        other.read_view(&tp, (0, -1), true).await.expect("view");
+        other.read_view(&tp, (0, -1), RU, true).await.expect("view");
         fx.clock.advance_ms(1);
     }
-    assert_eq!(other.replica_views(), 2, "the least recently read went");
+    assert_eq!(other.replica_views(), 2);
+    let loads = || other.stats().replica_view_loads.load(Ordering::Relaxed);
+    let before = loads();
+    let tps: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new("t", p)).collect();
+    for p in [2, 1] {
+        other
+            .read_view(&tps[p], (0, -1), RU, true)
+            .await
+            .expect("view");
+    }
+    assert_eq!(loads(), before, "the two most recently read are kept");
+    other
+        .read_view(&tps[0], (0, -1), RU, true)
+        .await
+        .expect("view");
+    assert_eq!(loads(), before + 1, "the least recently read went");
     other.forget_topic("t");
     assert_eq!(other.replica_views(), 0);
+}
+
+#[tokio::test]
+async fn a_read_committed_consumer_at_the_lso_sees_a_transaction_end_after_the_refresh_interval() {
+    use super::transactions::{request_marker, transactional};
+    use crate::producers::{AbortedTxn, Marker};
+    let fx = Fixture::new().await;
+    let leader = fx.log(10);
+    fx.topic(&leader, "t", 1).await;
+    let tp = TopicPartition::new("t", 0);
+    const RC: Isolation = Isolation::ReadCommitted;
+    leader
+        .append(tp.clone(), transactional(2, 7, 0, 0), false)
+        .await
+        .expect("txn");
+    leader
+        .append(tp.clone(), batches(1, 5), false)
+        .await
+        .expect("plain");
+    let other = replica(&fx, 2, 16);
+    let view = other.read_view(&tp, (0, -1), RC, true).await.expect("view");
+    assert_eq!(
+        view.stable_offsets(),
+        (0, 0, 3),
+        "the open transaction holds the LSO"
+    );
+    let read = other
+        .read_from(&view, &tp, 0, (1 << 20, true), RC)
+        .await
+        .expect("read");
+    assert!(read.batches.is_empty());
+
+    let abort = Marker {
+        producer_id: 7,
+        epoch: 0,
+        commit: false,
+        revision: 0,
+        end: 0,
+    };
+    let key = request_marker(&fx, &tp, "seven", abort).await;
+    leader
+        .append_marker(tp.clone(), abort, key)
+        .await
+        .expect("marker");
+    // Below the high watermark but at the LSO: the end of what read_committed shows, so the
+    // view is checked once the interval has passed.
+    let view = other.read_view(&tp, (0, -1), RC, true).await.expect("view");
+    assert_eq!(view.stable_offsets().1, 0, "within the interval");
+    fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
+    let view = other.read_view(&tp, (0, -1), RC, true).await.expect("view");
+    assert_eq!(view.stable_offsets(), (0, 4, 4));
+    let read = other
+        .read_from(&view, &tp, 0, (1 << 20, true), RC)
+        .await
+        .expect("read");
+    assert_eq!(base_offsets(&read), vec![0, 2, 3]);
+    assert_eq!(
+        read.aborted,
+        vec![AbortedTxn {
+            producer_id: 7,
+            first_offset: 0,
+            last_offset: 3
+        }],
+        "the aborted transaction is reported, as by the leader"
+    );
+    let from_leader = leader.read(&tp, 0, 1 << 20, RC).await.expect("read");
+    assert_eq!(read.aborted, from_leader.aborted);
+}
+
+#[tokio::test]
+async fn a_stale_view_reading_data_deleted_since_answers_out_of_range_not_the_next_batch() {
+    let fx = Fixture::new().await;
+    let leader = fx.log(10);
+    fx.topic(&leader, "t", 1).await;
+    let tp = TopicPartition::new("t", 0);
+    for _ in 0..2 {
+        leader
+            .append(tp.clone(), batches(2, 10), false)
+            .await
+            .expect("append");
+    }
+    let other = replica(&fx, 2, 16);
+    other.read_view(&tp, (0, -1), RU, true).await.expect("view");
+    // DeleteRecords below 2, and garbage collection of the object holding 0..1.
+    let first = fx
+        .store
+        .get(&keys::index_entry("t", 0, 0))
+        .await
+        .expect("get")
+        .expect("entry of offset 0");
+    let first: IndexEntry = keys::decode(&first.key, &first.value).expect("decode");
+    assert_eq!(
+        leader.delete_records(&tp, 2).await.expect("delete records"),
+        2
+    );
+    object_store::ObjectStoreExt::delete(
+        &*fx.objects,
+        &object_store::path::Path::from(first.object.as_str()),
+    )
+    .await
+    .expect("delete object");
+
+    // The view, fresh as far as its age goes, still starts at 0: the read finds the object
+    // gone, reloads the view and answers as the leader would.
+    let view = other.read_view(&tp, (0, -1), RU, true).await.expect("view");
+    assert_eq!(view.stable_offsets().0, 0, "not checked yet");
+    assert!(matches!(
+        other.read_from(&view, &tp, 0, (1 << 20, true), RU).await,
+        Err(LogError::OffsetOutOfRange {
+            log_start_offset: 2,
+            ..
+        })
+    ));
+    let read = other
+        .read_from(&view, &tp, 2, (1 << 20, true), RU)
+        .await
+        .expect("read");
+    assert_eq!(base_offsets(&read), vec![2]);
 }

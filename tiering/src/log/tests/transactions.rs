@@ -3,7 +3,7 @@
 use super::*;
 use crate::producers::{AbortedTxn, Marker};
 
-fn transactional(
+pub(super) fn transactional(
     count: i32,
     producer_id: i64,
     epoch: i16,
@@ -18,7 +18,12 @@ fn transactional(
 }
 
 /// A marker request as the coordinator writes it.
-async fn request_marker(fx: &Fixture, tp: &TopicPartition, txn: &str, marker: Marker) -> String {
+pub(super) async fn request_marker(
+    fx: &Fixture,
+    tp: &TopicPartition,
+    txn: &str,
+    marker: Marker,
+) -> String {
     let key = keys::marker_request(&tp.topic, tp.partition, txn);
     let request = keys::MarkerRequest {
         producer_id: marker.producer_id,
