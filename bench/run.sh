@@ -65,3 +65,13 @@ echo "== compaction and transactions"
   $PY bench/transactions.py --flush-linger-ms 250
   echo '```'
 } | tee -a "$out"
+
+echo "== fetch from follower"
+{
+  echo
+  echo "**Fetch from follower** ($(date +%F), \`bench/follower_fetch.py\`):"
+  echo
+  echo '```'
+  $PY bench/follower_fetch.py --count 200000
+  echo '```'
+} | tee -a "$out"
