@@ -17,12 +17,10 @@ import atexit
 import json
 import shutil
 import signal
-import statistics
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
@@ -33,17 +31,10 @@ sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
 sys.path.insert(0, str(HERE))
 from servers import Etcd, MotoS3, broker_args  # noqa: E402
 import produce_consume as pc  # noqa: E402
+from cluster import leaders  # noqa: E402
 
 GIB = 1024 ** 3
 RACKS = {1: "az-a", 2: "az-b"}
-
-
-def leaders(http, topic):
-    with urllib.request.urlopen(f"http://{http}/v1/topics", timeout=5) as r:
-        for t in json.load(r)["topics"]:
-            if t["name"] == topic:
-                return {p["partition"]: p["leader"] for p in t["partitions"]}
-    return {}
 
 
 def snapshot(brokers):

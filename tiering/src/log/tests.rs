@@ -90,6 +90,14 @@ fn idempotent(
     vec![(batch::parse_header(&bytes).expect("header"), bytes)]
 }
 
+/// The base offset of each batch a read returned.
+fn base_offsets(read: &ReadOutcome) -> Vec<i64> {
+    read.batches
+        .iter()
+        .map(|b| batch::parse_header(b).expect("header").base_offset)
+        .collect()
+}
+
 fn batches(count: i32, ts: i64) -> Vec<(batch::BatchHeader, Bytes)> {
     let bytes = Bytes::from(sample_batch(count, ts, 32));
     vec![(batch::parse_header(&bytes).expect("header"), bytes)]

@@ -16,25 +16,24 @@ fn replica(fx: &Fixture, node_id: i32, views_max: usize) -> Log {
     )
 }
 
-fn base_offsets(read: &ReadOutcome) -> Vec<i64> {
-    read.batches
-        .iter()
-        .map(|b| batch::parse_header(b).expect("header").base_offset)
-        .collect()
+/// Node 1 leading partition `t-0`, with `appends` batches of `records` each committed.
+async fn led(fx: &Fixture, appends: usize, records: i32) -> (Log, TopicPartition) {
+    let leader = fx.log(10);
+    fx.topic(&leader, "t", 1).await;
+    let tp = TopicPartition::new("t", 0);
+    for _ in 0..appends {
+        leader
+            .append(tp.clone(), batches(records, 10), false)
+            .await
+            .expect("append");
+    }
+    (leader, tp)
 }
 
 #[tokio::test]
 async fn another_broker_serves_a_consumer_what_the_leader_committed() {
     let fx = Fixture::new().await;
-    let leader = fx.log(10);
-    fx.topic(&leader, "t", 1).await;
-    let tp = TopicPartition::new("t", 0);
-    for _ in 0..2 {
-        leader
-            .append(tp.clone(), batches(3, 10), false)
-            .await
-            .expect("append");
-    }
+    let (leader, tp) = led(&fx, 2, 3).await;
     let other = replica(&fx, 2, 16);
     assert!(
         matches!(
@@ -67,13 +66,7 @@ async fn another_broker_serves_a_consumer_what_the_leader_committed() {
 #[tokio::test]
 async fn a_replica_view_at_the_end_of_the_log_catches_up_after_the_refresh_interval() {
     let fx = Fixture::new().await;
-    let leader = fx.log(10);
-    fx.topic(&leader, "t", 1).await;
-    let tp = TopicPartition::new("t", 0);
-    leader
-        .append(tp.clone(), batches(2, 10), false)
-        .await
-        .expect("append");
+    let (leader, tp) = led(&fx, 1, 2).await;
     let other = replica(&fx, 2, 16);
     let view = other.read_view(&tp, (2, -1), RU, true).await.expect("view");
     assert_eq!(view.stable_offsets().2, 2);
@@ -140,13 +133,7 @@ async fn a_replica_view_at_the_end_of_the_log_catches_up_after_the_refresh_inter
 #[tokio::test]
 async fn a_newer_leader_epoch_than_the_view_knows_checks_it_at_once() {
     let fx = Fixture::new().await;
-    let leader = fx.log(10);
-    fx.topic(&leader, "t", 1).await;
-    let tp = TopicPartition::new("t", 0);
-    leader
-        .append(tp.clone(), batches(1, 10), false)
-        .await
-        .expect("append");
+    let (leader, tp) = led(&fx, 1, 1).await;
     let other = replica(&fx, 2, 16);
     let epoch = other
         .read_view(&tp, (0, -1), RU, true)
@@ -290,15 +277,7 @@ async fn a_read_committed_consumer_at_the_lso_sees_a_transaction_end_after_the_r
 #[tokio::test]
 async fn a_stale_view_reading_data_deleted_since_answers_out_of_range_not_the_next_batch() {
     let fx = Fixture::new().await;
-    let leader = fx.log(10);
-    fx.topic(&leader, "t", 1).await;
-    let tp = TopicPartition::new("t", 0);
-    for _ in 0..2 {
-        leader
-            .append(tp.clone(), batches(2, 10), false)
-            .await
-            .expect("append");
-    }
+    let (leader, tp) = led(&fx, 2, 2).await;
     let other = replica(&fx, 2, 16);
     other.read_view(&tp, (0, -1), RU, true).await.expect("view");
     // DeleteRecords below 2, and garbage collection of the object holding 0..1.

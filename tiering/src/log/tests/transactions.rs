@@ -39,13 +39,6 @@ pub(super) async fn request_marker(
     key
 }
 
-fn base_offsets(read: &ReadOutcome) -> Vec<i64> {
-    read.batches
-        .iter()
-        .map(|b| batch::parse_header(b).expect("header").base_offset)
-        .collect()
-}
-
 #[tokio::test]
 async fn markers_end_transactions_and_read_committed_stops_at_the_lso() {
     let fx = Fixture::new().await;
