@@ -177,6 +177,18 @@ def test_brokers_advertise_what_is_asked():
         assert env["SKIFF_ADVERTISED_LISTENERS"]["value"] == advertised, values
 
 
+def test_zone_aware_reads_give_each_broker_its_pods_zone(tmp_path):
+    env = env_of(container(render(), "rel-skiff-broker"))
+    assert "SKIFF_BROKER_RACK" not in env and "SKIFF_REPLICA_SELECTOR_CLASS" not in env
+    docs = render("--set", "broker.zoneAwareReads.enabled=true")
+    run = validate(tmp_path, [d for d in docs if d["kind"] not in CRD_KINDS])
+    assert run.returncode == 0, run.stdout + run.stderr
+    env = env_of(container(docs, "rel-skiff-broker"))
+    assert env["SKIFF_BROKER_RACK"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+        "metadata.labels['topology.kubernetes.io/zone']"
+    assert env["SKIFF_REPLICA_SELECTOR_CLASS"]["value"] == "rack-aware"
+
+
 def store_values(etcd, s3) -> list[str]:
     return ["--set", f"etcd.endpoints={etcd.endpoint}",
             "--set", f"objectStore.url=s3://{MotoS3.BUCKET}/helm",
