@@ -279,8 +279,8 @@ struct ReadReplicas {
     /// Older versions, and followers (none here), read from the leader only, as in Kafka.
     any_replica: bool,
     /// Where to send the consumer for partitions this broker leads: the live brokers in the
-    /// consumer's rack, by node id, when `--replica-selector-class rack-aware` and the
-    /// consumer named its rack; empty otherwise.
+    /// consumer's rack that serve follower reads and have its listener, by node id, when this
+    /// broker is `rack-aware` and the consumer named its rack; empty otherwise.
     in_client_rack: Vec<i32>,
     /// How often a replica view is checked again (the long poll's wake-up for them).
     refresh: Duration,
