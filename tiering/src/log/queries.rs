@@ -31,14 +31,7 @@ impl ReadView {
     /// (log start offset, last stable offset, high watermark).
     pub fn stable_offsets(&self) -> (i64, i64, i64) {
         let view = self.partition.view.lock().expect("view mutex poisoned");
-        let end = view.state.next_offset;
-        (
-            view.state.log_start_offset,
-            view.producers
-                .last_stable_offset(end)
-                .max(view.state.log_start_offset),
-            end,
-        )
+        view.stable_offsets()
     }
 }
 
@@ -103,8 +96,8 @@ impl Log {
         read
     }
 
-    /// Reads whole batches from `offset`, at most `max_bytes` of them except that the first is
-    /// returned whole whatever its size (KIP-74: a fetch's first batch).
+    /// Reads whole batches of a partition this broker leads from `offset`, at most `max_bytes`
+    /// of them except that the first is returned whole whatever its size (KIP-74).
     pub async fn read(
         &self,
         tp: &TopicPartition,
@@ -112,37 +105,9 @@ impl Log {
         max_bytes: usize,
         isolation: Isolation,
     ) -> Result<ReadOutcome, LogError> {
-        let partition = self.led_partition(tp).await?;
-        reader::read(
-            &self.inner,
-            tp,
-            &partition,
-            offset,
-            (max_bytes, true),
-            isolation,
-        )
-        .await
-    }
-
-    /// Reads whole batches from `offset` that fit in `max_bytes` together (none if the first
-    /// does not): a fetch's partitions after the first that returned data.
-    pub async fn read_within(
-        &self,
-        tp: &TopicPartition,
-        offset: i64,
-        max_bytes: usize,
-        isolation: Isolation,
-    ) -> Result<ReadOutcome, LogError> {
-        let partition = self.led_partition(tp).await?;
-        reader::read(
-            &self.inner,
-            tp,
-            &partition,
-            offset,
-            (max_bytes, false),
-            isolation,
-        )
-        .await
+        let view = self.read_view(tp, (offset, -1), isolation, false).await?;
+        self.read_from(&view, tp, offset, (max_bytes, true), isolation)
+            .await
     }
 
     /// The first stored batch whose max timestamp is at or after `timestamp_ms`.
@@ -175,14 +140,7 @@ impl Log {
     pub async fn stable_offsets(&self, tp: &TopicPartition) -> Result<(i64, i64, i64), LogError> {
         let partition = self.led_partition(tp).await?;
         let view = partition.view.lock().expect("view mutex poisoned");
-        let end = view.state.next_offset;
-        Ok((
-            view.state.log_start_offset,
-            view.producers
-                .last_stable_offset(end)
-                .max(view.state.log_start_offset),
-            end,
-        ))
+        Ok(view.stable_offsets())
     }
 
     /// The idempotent and transactional producers the led partition remembers (DescribeProducers,

@@ -139,24 +139,18 @@ async fn read_attempt(
     (max_bytes, first_batch_whole): (usize, bool),
     isolation: Isolation,
 ) -> Result<ReadOutcome, Failed> {
-    let (high_watermark, last_stable_offset, log_start_offset) = {
-        let view = partition.view.lock().expect("view mutex poisoned");
-        let (start, end) = (view.state.log_start_offset, view.state.next_offset);
-        if offset < start || offset > end {
-            return Err(Failed::Log(LogError::OffsetOutOfRange {
-                offset,
-                log_start_offset: start,
-                high_watermark: end,
-            }));
-        }
-        // Never below the log start (retention or DeleteRecords may pass an open
-        // transaction's first offset), as Kafka.
-        (
-            end,
-            view.producers.last_stable_offset(end).max(start),
-            start,
-        )
-    };
+    let (log_start_offset, last_stable_offset, high_watermark) = partition
+        .view
+        .lock()
+        .expect("view mutex poisoned")
+        .stable_offsets();
+    if offset < log_start_offset || offset > high_watermark {
+        return Err(Failed::Log(LogError::OffsetOutOfRange {
+            offset,
+            log_start_offset,
+            high_watermark,
+        }));
+    }
     let mut outcome = ReadOutcome {
         batches: Vec::new(),
         high_watermark,

@@ -58,14 +58,11 @@ fn needs_check(
 ) -> bool {
     let view = partition.view.lock().expect("view mutex poisoned");
     let age_ms = now_ms.saturating_sub(checked_ms);
-    let high_watermark = view.state.next_offset;
+    let (_, last_stable_offset, high_watermark) = view.stable_offsets();
     // Where this read's data ends: a read_committed consumer waits at the last stable offset.
     let end = match isolation {
         Isolation::ReadUncommitted => high_watermark,
-        Isolation::ReadCommitted => view
-            .producers
-            .last_stable_offset(high_watermark)
-            .max(view.state.log_start_offset),
+        Isolation::ReadCommitted => last_stable_offset,
     };
     // Past the high watermark: the consumer has seen more than this view (from the leader, or
     // another replica) — only the store can say whether that offset exists.
@@ -92,6 +89,13 @@ impl ReplicaViews {
 
     pub(crate) fn forget_all(&self) {
         self.views.lock().expect("replica views poisoned").clear();
+    }
+
+    fn forget(&self, tp: &TopicPartition) {
+        self.views
+            .lock()
+            .expect("replica views poisoned")
+            .remove(tp);
     }
 
     /// Views kept now.
@@ -135,11 +139,7 @@ pub(crate) async fn replica_view(
         .get(tp)
         .cloned();
     let Some(view) = known else {
-        inner
-            .stats
-            .replica_view_loads
-            .fetch_add(1, Ordering::Relaxed);
-        let partition = read_partition(inner, tp, LoadFor::Replica).await?;
+        let partition = load(inner, tp).await?;
         inner.replicas.insert(
             tp,
             Arc::new(ReplicaView {
@@ -185,12 +185,7 @@ pub(crate) async fn replica_view(
         }
         Err(error) => {
             // A deleted topic, a store outage: the next read starts from the store again.
-            inner
-                .replicas
-                .views
-                .lock()
-                .expect("replica views poisoned")
-                .remove(tp);
+            inner.replicas.forget(tp);
             Err(error)
         }
     }
@@ -204,19 +199,10 @@ pub(crate) async fn reload_in_place(
     tp: &TopicPartition,
     partition: &PartitionLog,
 ) -> Result<(), LogError> {
-    inner
-        .stats
-        .replica_view_loads
-        .fetch_add(1, Ordering::Relaxed);
-    let fresh = match read_partition(inner, tp, LoadFor::Replica).await {
+    let fresh = match load(inner, tp).await {
         Ok(fresh) if fresh.topic_create_revision == partition.topic_create_revision => fresh,
         other => {
-            inner
-                .replicas
-                .views
-                .lock()
-                .expect("replica views poisoned")
-                .remove(tp);
+            inner.replicas.forget(tp);
             return match other {
                 Ok(_) => Err(LogError::Unavailable(format!(
                     "{tp}: topic re-created while read"
@@ -250,6 +236,11 @@ async fn check(
     if revision != 0 && revision == loaded_revision {
         return Ok(partition.clone());
     }
+    load(inner, tp).await
+}
+
+/// The partition read from the store for a replica view (counted).
+async fn load(inner: &LogInner, tp: &TopicPartition) -> Result<Arc<PartitionLog>, LogError> {
     inner
         .stats
         .replica_view_loads

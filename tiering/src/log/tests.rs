@@ -229,7 +229,11 @@ async fn read_bounds_and_unknown_partitions() {
         1
     );
     // ... unless the batch must fit (a fetch's later partitions).
-    let within = log.read_within(&tp, 0, 1, RU).await.expect("read within");
+    let view = log.read_view(&tp, (0, -1), RU, false).await.expect("view");
+    let within = log
+        .read_from(&view, &tp, 0, (1, false), RU)
+        .await
+        .expect("read within");
     assert!(within.batches.is_empty());
     assert!(within.high_watermark > 0);
     log.shutdown().await;

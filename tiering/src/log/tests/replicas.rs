@@ -209,8 +209,8 @@ async fn replica_views_are_bounded_and_forgotten_with_their_topic() {
 
 #[tokio::test]
 async fn a_read_committed_consumer_at_the_lso_sees_a_transaction_end_after_the_refresh_interval() {
-    use super::transactions::{request_marker, transactional};
-    use crate::producers::{AbortedTxn, Marker};
+    use super::transactions::{marker, request_marker, transactional};
+    use crate::producers::AbortedTxn;
     let fx = Fixture::new().await;
     let leader = fx.log(10);
     fx.topic(&leader, "t", 1).await;
@@ -237,13 +237,7 @@ async fn a_read_committed_consumer_at_the_lso_sees_a_transaction_end_after_the_r
         .expect("read");
     assert!(read.batches.is_empty());
 
-    let abort = Marker {
-        producer_id: 7,
-        epoch: 0,
-        commit: false,
-        revision: 0,
-        end: 0,
-    };
+    let abort = marker(7, 0, false);
     let key = request_marker(&fx, &tp, "seven", abort).await;
     leader
         .append_marker(tp.clone(), abort, key)

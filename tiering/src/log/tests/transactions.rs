@@ -17,6 +17,17 @@ pub(super) fn transactional(
     vec![(batch::parse_header(&bytes).expect("header"), bytes)]
 }
 
+/// The marker ending producer `producer_id`'s transaction (epoch `epoch`) in a partition.
+pub(super) fn marker(producer_id: i64, epoch: i16, commit: bool) -> Marker {
+    Marker {
+        producer_id,
+        epoch,
+        commit,
+        revision: 0,
+        end: 0,
+    }
+}
+
 /// A marker request as the coordinator writes it.
 pub(super) async fn request_marker(
     fx: &Fixture,
@@ -76,13 +87,7 @@ async fn markers_end_transactions_and_read_committed_stops_at_the_lso() {
     ));
 
     // 7 aborts: its marker lands at 4, the LSO moves to 8's transaction.
-    let abort = Marker {
-        producer_id: 7,
-        epoch: 0,
-        commit: false,
-        revision: 0,
-        end: 0,
-    };
+    let abort = marker(7, 0, false);
     let key = request_marker(&fx, &tp, "seven", abort).await;
     let outcome = log
         .append_marker(tp.clone(), abort, key.clone())
@@ -109,13 +114,7 @@ async fn markers_end_transactions_and_read_committed_stops_at_the_lso() {
     );
 
     // 8 commits: everything is stable; 7's abort still overlaps a read from 0, not from 3.
-    let commit = Marker {
-        producer_id: 8,
-        epoch: 0,
-        commit: true,
-        revision: 0,
-        end: 0,
-    };
+    let commit = marker(8, 0, true);
     let key = request_marker(&fx, &tp, "eight", commit).await;
     log.append_marker(tp.clone(), commit, key)
         .await
@@ -135,13 +134,7 @@ async fn markers_end_transactions_and_read_committed_stops_at_the_lso() {
     log.append(tp.clone(), transactional(1, 8, 2, 0), false)
         .await
         .expect("epoch 2");
-    let stale = Marker {
-        producer_id: 8,
-        epoch: 1,
-        commit: true,
-        revision: 0,
-        end: 0,
-    };
+    let stale = marker(8, 1, true);
     let key = request_marker(&fx, &tp, "eight", stale).await;
     assert!(matches!(
         log.append_marker(tp.clone(), stale, key).await,
@@ -186,13 +179,7 @@ async fn aborted_transactions_are_found_after_the_index_rolls_up() {
             .await
             .expect("txn")
             .base_offset;
-        let abort = Marker {
-            producer_id: 7,
-            epoch: 0,
-            commit: false,
-            revision: 0,
-            end: 0,
-        };
+        let abort = marker(7, 0, false);
         let key = request_marker(&fx, &tp, "seven", abort).await;
         let marker = log
             .append_marker(tp.clone(), abort, key)
