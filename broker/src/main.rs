@@ -6,6 +6,7 @@ mod compactor_http;
 mod config;
 mod console;
 mod doctor;
+mod frame;
 mod group;
 mod http;
 mod http_auth;
@@ -158,10 +159,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 node_id,
                 host,
                 port,
-                rack: args.broker_rack.clone().filter(|r| !r.is_empty()),
+                rack: args.replicas.broker_rack.clone().filter(|r| !r.is_empty()),
                 incarnation: String::new(),
                 listeners: endpoints.clone(),
-                follower_reads: args.replica_selector_class == config::ReplicaSelector::RackAware,
+                follower_reads: args.replicas.replica_selector_class
+                    == config::ReplicaSelector::RackAware,
             },
             session_ms,
             std::time::Duration::from_millis(args.broker_session_timeout_ms * 2 + 2_000),
@@ -184,8 +186,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             read_cache_max_bytes: args.read_cache_max_bytes,
             index_rollup_fanout: args.index_rollup_fanout,
             producer_id_expiration_ms: args.producer_id_expiration_ms,
-            replica_view_refresh_ms: args.replica_view_refresh_ms,
-            replica_views_max: args.replica_views_max,
+            replica_view_refresh_ms: args.replicas.replica_view_refresh_ms,
+            replica_views_max: args.replicas.replica_views_max,
             object_commit_timeout_ms: args.compactor.object_commit_timeout_ms,
             ..LogConfig::default()
         },
@@ -298,7 +300,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store: store.clone(),
         node: Node {
             node_id,
-            replica_selector: args.replica_selector_class,
+            replica_selector: args.replicas.replica_selector_class,
         },
         cluster_id: args.cluster_id.clone(),
         limits: Limits {
