@@ -394,12 +394,18 @@ impl StaticBrokerConfigs {
             ),
             (
                 "broker.rack",
-                (args.broker_rack.clone().unwrap_or_default(), TYPE_STRING),
+                (
+                    args.replicas.broker_rack.clone().unwrap_or_default(),
+                    TYPE_STRING,
+                ),
             ),
             (
                 "replica.selector.class",
                 (
-                    args.replica_selector_class.kafka_class().to_owned(),
+                    args.replicas
+                        .replica_selector_class
+                        .kafka_class()
+                        .to_owned(),
                     TYPE_CLASS,
                 ),
             ),

@@ -107,13 +107,13 @@ fn the_replica_selector_takes_our_names_and_kafkas_classes() {
         ),
     ] {
         let args = serve_args(&["--replica-selector-class", value]);
-        assert_eq!(args.replica_selector_class, expected, "{value}");
+        assert_eq!(args.replicas.replica_selector_class, expected, "{value}");
     }
     assert!(
         Cli::try_parse_from(["skiff", "serve", "--replica-selector-class", "nearest"]).is_err()
     );
     assert_eq!(
-        serve_args(&[]).replica_selector_class,
+        serve_args(&[]).replicas.replica_selector_class,
         ReplicaSelector::Leader
     );
 }
