@@ -331,25 +331,8 @@ def fetch_v4_body(topic: str, partition: int, offset: int, max_wait_ms: int, min
 
 def parse_fetch_v4(payload: bytes) -> tuple[int, dict[tuple[str, int], tuple[int, int, bytes]]]:
     """-> (correlation_id, {(topic, partition): (error_code, high_watermark, records)})."""
-    r = Reader(payload)
-    corr = r.i32()
-    r.i32()  # throttle_time_ms
-    out = {}
-    for _ in range(r.i32()):
-        name = r.string()
-        for _ in range(r.i32()):
-            p = r.i32()
-            err = r.i16()
-            hw = r.i64()
-            r.i64()  # last_stable_offset
-            n_aborted = r.i32()
-            for _ in range(max(n_aborted, 0)):
-                r.i64()
-                r.i64()
-            records = r.nbytes()
-            out[(name, p)] = (err, hw, records or b"")
-    assert r.remaining() == 0, f"{r.remaining()} unexpected trailing bytes in Fetch v4 response"
-    return corr, out
+    corr, parts = parse_fetch(payload, 4)
+    return corr, {key: (err, hw, records) for key, (err, hw, _, records) in parts.items()}
 
 
 def fetch_v10_body(topic: str, partition: int, offset: int, max_wait_ms: int = 0,
@@ -364,15 +347,17 @@ def fetch_v10_body(topic: str, partition: int, offset: int, max_wait_ms: int = 0
     return body + (string(rack) if rack is not None else b"")
 
 
-def parse_fetch_v10(payload: bytes, version: int = 10
-                    ) -> tuple[int, dict[tuple[str, int], tuple[int, int, int, bytes]]]:
-    """-> (correlation_id, {(topic, partition): (error_code, high_watermark,
-    preferred_read_replica, records)}); Fetch v10 and v11 (which adds preferred_read_replica)."""
+def parse_fetch(payload: bytes, version: int
+                ) -> tuple[int, dict[tuple[str, int], tuple[int, int, int, bytes]]]:
+    """A Fetch response, v4 to v11 (the non-flexible versions these tests send) -> (correlation_id,
+    {(topic, partition): (error_code, high_watermark, preferred_read_replica, records)});
+    preferred_read_replica is -1 before v11, which added it."""
     r = Reader(payload)
     corr = r.i32()
     r.i32()  # throttle_time_ms
-    assert r.i16() == 0, "fetch-level error"
-    r.i32()  # session id
+    if version >= 7:
+        assert r.i16() == 0, "fetch-level error"
+        r.i32()  # session id
     out = {}
     for _ in range(r.i32()):
         name = r.string()
@@ -381,7 +366,8 @@ def parse_fetch_v10(payload: bytes, version: int = 10
             err = r.i16()
             hw = r.i64()
             r.i64()  # last_stable_offset
-            r.i64()  # log_start_offset
+            if version >= 5:
+                r.i64()  # log_start_offset
             n_aborted = r.i32()
             for _ in range(max(n_aborted, 0)):
                 r.i64()

@@ -112,12 +112,12 @@ def test_any_broker_answers_a_consumers_fetch_v11_and_only_the_leader_older_ones
     with kw.Conn.to(racks[other]) as conn:
         # Fetch v10 predates KIP-392: a consumer must read from the leader.
         _, payload = conn.request(kw.API_FETCH, 10, kw.fetch_v10_body(topic, 0, 0))
-        _, parts = kw.parse_fetch_v10(payload, 10)
+        _, parts = kw.parse_fetch(payload, 10)
         assert parts[(topic, 0)][0] == kw.ERR_NOT_LEADER_OR_FOLLOWER
 
         # Fetch v11 from a consumer: served, from offset 3, exactly as the leader holds it.
         _, payload = conn.request(kw.API_FETCH, 11, kw.fetch_v10_body(topic, 0, 3, rack=""))
-        _, parts = kw.parse_fetch_v10(payload, 11)
+        _, parts = kw.parse_fetch(payload, 11)
         err, hw, preferred, records = parts[(topic, 0)]
         assert (err, hw, preferred) == (0, 10, -1)
         assert [(o, v) for o, _k, v in kw.decode_records(records) if o >= 3] == \
@@ -125,7 +125,7 @@ def test_any_broker_answers_a_consumers_fetch_v11_and_only_the_leader_older_ones
 
         # Past the end the leader's log has: out of range there too.
         _, payload = conn.request(kw.API_FETCH, 11, kw.fetch_v10_body(topic, 0, 11, rack=""))
-        _, parts = kw.parse_fetch_v10(payload, 11)
+        _, parts = kw.parse_fetch(payload, 11)
         assert parts[(topic, 0)][0] == 1, "OFFSET_OUT_OF_RANGE"
 
         # A long poll at the end wakes for a record the leader commits meanwhile.
@@ -134,7 +134,7 @@ def test_any_broker_answers_a_consumers_fetch_v11_and_only_the_leader_older_ones
                                + kw.fetch_v10_body(topic, 0, 10, max_wait_ms=10_000, rack="")))
         produce(racks[leader].bootstrap, topic, [b"late"], 1)
         payload = conn.recv_frame()
-        _, parts = kw.parse_fetch_v10(payload, 11)
+        _, parts = kw.parse_fetch(payload, 11)
         err, hw, _, records = parts[(topic, 0)]
         assert (err, hw) == (0, 11)
         assert [v for _o, _k, v in kw.decode_records(records)] == [b"late"]
@@ -144,13 +144,13 @@ def test_any_broker_answers_a_consumers_fetch_v11_and_only_the_leader_older_ones
     with kw.Conn.to(racks[leader]) as conn:
         _, payload = conn.request(kw.API_FETCH, 11,
                                   kw.fetch_v10_body(topic, 0, 0, rack=RACKS[third]))
-        _, parts = kw.parse_fetch_v10(payload, 11)
+        _, parts = kw.parse_fetch(payload, 11)
         err, hw, preferred, records = parts[(topic, 0)]
         assert (err, hw, preferred, records) == (0, 11, third, b"")
         # In its own rack, or in one no broker is in, the leader serves.
         for rack in (RACKS[leader], "az-nowhere"):
             _, payload = conn.request(kw.API_FETCH, 11, kw.fetch_v10_body(topic, 0, 0, rack=rack))
-            _, parts = kw.parse_fetch_v10(payload, 11)
+            _, parts = kw.parse_fetch(payload, 11)
             err, hw, preferred, records = parts[(topic, 0)]
             assert (err, preferred) == (0, -1)
             assert len(kw.decode_records(records)) == 11
@@ -182,13 +182,13 @@ def test_only_brokers_serving_follower_reads_are_replicas_and_serve_them(start_b
     with kw.Conn.to(nodes[2]) as conn:
         p = by_leader[1][0]
         _, payload = conn.request(kw.API_FETCH, 11, kw.fetch_v10_body(topic, p, 0, rack=""))
-        _, parts = kw.parse_fetch_v10(payload, 11)
+        _, parts = kw.parse_fetch(payload, 11)
         assert parts[(topic, p)][0] == kw.ERR_NOT_LEADER_OR_FOLLOWER, \
             "a broker without follower reads served a partition it does not lead"
     with kw.Conn.to(nodes[1]) as conn:
         p = by_leader[2][0]
         _, payload = conn.request(kw.API_FETCH, 11, kw.fetch_v10_body(topic, p, 0, rack=""))
-        _, parts = kw.parse_fetch_v10(payload, 11)
+        _, parts = kw.parse_fetch(payload, 11)
         err, hw, preferred, records = parts[(topic, p)]
         assert (err, hw, preferred) == (0, 10, -1)
         assert len(kw.decode_records(records)) == 10
@@ -196,7 +196,7 @@ def test_only_brokers_serving_follower_reads_are_replicas_and_serve_them(start_b
         p = by_leader[1][0]
         _, payload = conn.request(kw.API_FETCH, 11,
                                   kw.fetch_v10_body(topic, p, 0, rack=RACKS[2]))
-        _, parts = kw.parse_fetch_v10(payload, 11)
+        _, parts = kw.parse_fetch(payload, 11)
         err, _, preferred, records = parts[(topic, p)]
         assert (err, preferred) == (0, -1)
         assert len(kw.decode_records(records)) == 10
