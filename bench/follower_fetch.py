@@ -5,9 +5,10 @@ Two brokers on a real etcd and an S3-compatible server (moto), in racks az-a (no
 (node 2), with `--replica-selector-class rack-aware`. A topic is produced through both leaders;
 then the same data is consumed twice from the start — by a consumer that names no rack (each
 leader serves its partitions) and by one in az-b (node 2 serves every partition, those node 1
-leads from its replica views) — and tailed at a paced rate both ways. Reported per phase: broker
-CPU per GiB consumed, GETs per GiB, metadata-store requests per second, and for the tail the
-end-to-end latency (producer's timestamp → consumer) p50/p99.
+leads from its replica views) — and tailed at a paced rate both ways; then a consumer in az-b
+waits at the end with nothing produced, and nobody reads. Reported per phase: broker CPU per GiB
+consumed, GETs per GiB, metadata-store requests per second, and for the tail the end-to-end
+latency (producer's timestamp → consumer) p50/p99.
 
     bench/follower_fetch.py [--skiff BIN] [--count N] [--tail-rate R] [--tail-seconds S]
 """
@@ -100,6 +101,20 @@ def tail(bootstrap, topic, partitions, rate, seconds, rack):
     return pc.percentile(latencies, 0.5), pc.percentile(latencies, 0.99)
 
 
+def wait_at_end(bootstrap, topic, partitions, seconds, rack):
+    """A consumer long-polling at the end of the log while nothing is produced."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-unused",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 500,
+                         "client.rack": rack})
+    consumer.assign([TopicPartition(topic, p, -1) for p in range(partitions)])
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for m in consumer.consume(1000, timeout=0.5):
+            if m.error() is None:
+                raise SystemExit("a record arrived while nothing was produced")
+    consumer.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skiff", default="target/release/skiff")
@@ -150,6 +165,11 @@ def main() -> int:
             after = snapshot(brokers)
             result[name] = {"e2e_p50_ms": round(p50), "e2e_p99_ms": round(p99),
                             "brokers": delta(before, after, time.monotonic() - t0, 0)}
+        # A consumer at the end of a quiet log, served from views: what waiting costs.
+        before, t0 = snapshot(brokers), time.monotonic()
+        wait_at_end(bootstrap, "bench", args.partitions, 10, "az-b")
+        result["waiting_rack_az_b"] = {
+            "brokers": delta(before, snapshot(brokers), time.monotonic() - t0, 0)}
         # Idle, nobody reading: what the views cost afterwards.
         before, t0 = snapshot(brokers), time.monotonic()
         time.sleep(5)

@@ -275,6 +275,7 @@ async fn stats(
         "replica_reads": load(&stats.replica_reads),
         "replica_view_loads": load(&stats.replica_view_loads),
         "replica_views": broker.log.replica_views(),
+        "replica_view_watches": broker.log.replica_view_watches(),
         "flush_stages": stats
             .flush_times
             .summaries()
@@ -316,6 +317,7 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
             ("buffered_bytes", "Produce bytes accepted and not yet committed", gauge(broker.log.buffered_bytes())),
             ("read_cache_bytes", "Bytes held by the read cache's memory part", gauge(broker.log.read_cache_bytes())),
             ("replica_views", "Partitions another broker leads that this broker keeps a view of for consumers' reads", gauge(broker.log.replica_views())),
+            ("replica_view_watches", "Topics whose partition changes this broker watches to keep its replica views current", gauge(broker.log.replica_view_watches())),
         ],
         object_store: broker.object_store_counts.snapshot(),
         metadata_store: broker.metadata_counts.snapshot(),

@@ -131,7 +131,7 @@ impl Catalog {
         Self { store }
     }
 
-    fn decode(kv: crate::metadata::KeyValue) -> Result<Topic, CatalogError> {
+    pub(crate) fn decode(kv: crate::metadata::KeyValue) -> Result<Topic, CatalogError> {
         let record = keys::decode(&kv.key, &kv.value).map_err(CatalogError::Corrupt)?;
         Ok(Topic {
             record,

@@ -2,8 +2,8 @@
 //!
 //! The stored index of a partition is three things: its [`Layout`] (the Parquet part, one key),
 //! its flush-object rollups and its flush-object tail (one key each). [`IndexSnapshot::load`]
-//! reads them so that they agree, and [`Swap`] is the transaction that moves a prefix of the
-//! flush-object part into the Parquet part (or drops it below the log start).
+//! reads them at one revision, so that they agree, and [`Swap`] is the transaction that moves a
+//! prefix of the flush-object part into the Parquet part (or drops it below the log start).
 //!
 //! Who writes what:
 //! - the leader appends tail keys (never touching existing ones) and rolls its oldest tail keys
@@ -16,7 +16,9 @@
 //! other moved, and appends, which only add keys above everything a swap touches, never conflict.
 
 use crate::keys::{self, IndexEntry, Layout, ParquetFile, RollupBody, RollupEntry};
-use crate::metadata::{Compare, CompareOp, CompareTarget, MetadataError, MetadataStore, Revision};
+use crate::metadata::{
+    Compare, CompareOp, CompareTarget, KeyValue, MetadataError, MetadataStore, Read, Revision,
+};
 use crate::metadata::{Txn, TxnOp};
 use crate::tree::{self, Slot};
 use std::collections::BTreeMap;
@@ -26,9 +28,6 @@ use std::collections::BTreeMap;
 pub const FILES_INLINE_MAX: usize = 32;
 /// Entries moved into one index object when a layout's inline part is rolled up.
 pub const FILES_ROLLUP: usize = 16;
-
-/// Reads of a partition's index keys before giving up because swaps keep changing it.
-const LOAD_ATTEMPTS: usize = 5;
 
 /// A partition's index keys, read consistently (see [`IndexSnapshot::load`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,63 +42,76 @@ pub struct IndexSnapshot {
 }
 
 impl IndexSnapshot {
-    /// Reads the layout, the tail, the rollups, then the layout again, until both layout reads
-    /// agree: a swap in between would otherwise show data twice or not at all. A roll-up by the
-    /// leader in between shows its sections both in the tail and in the new rollup; reading the
-    /// tail first makes that the only possible overlap, and the tail entries the last rollup
-    /// covers are dropped here, once, for every reader.
+    /// The reads of a partition's index keys (layout, tail, rollups), for
+    /// [`MetadataStore::read_many`]: a caller may add reads of its own after them and build the
+    /// snapshot from the first three results with [`IndexSnapshot::from_reads`].
+    pub fn reads(topic: &str, partition: i32) -> Vec<Read> {
+        vec![
+            Read::Key(keys::layout(topic, partition)),
+            Read::Prefix(keys::index_prefix(topic, partition)),
+            Read::Prefix(keys::rollup_prefix(topic, partition)),
+        ]
+    }
+
+    /// Reads the layout, the tail and the rollups at one revision, in one request: a swap
+    /// commits all three at once, so they agree. A roll-up by the leader also moves tail
+    /// entries into a rollup in one transaction; tail entries a rollup covers are dropped here
+    /// all the same, once, for every reader.
     pub async fn load(
         store: &dyn MetadataStore,
         topic: &str,
         partition: i32,
     ) -> Result<Self, MetadataError> {
-        let layout_key = keys::layout(topic, partition);
-        for _ in 0..LOAD_ATTEMPTS {
-            let before = store.get(&layout_key).await?;
-            let mut tail = BTreeMap::new();
-            for kv in store
-                .range_prefix(&keys::index_prefix(topic, partition), 0)
-                .await?
-            {
-                let entry: IndexEntry =
-                    keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?;
-                tail.insert(entry.base_offset, (entry, kv.mod_revision));
-            }
-            let mut rollups = BTreeMap::new();
-            for kv in store
-                .range_prefix(&keys::rollup_prefix(topic, partition), 0)
-                .await?
-            {
-                let entry: RollupEntry =
-                    keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?;
-                rollups.insert(entry.base_offset, (entry, kv.mod_revision));
-            }
-            let covered = rollups
-                .values()
-                .last()
-                .map_or(i64::MIN, |(r, _): &(RollupEntry, Revision)| r.last_offset);
-            tail.retain(|base, _| *base > covered);
-            let after = store.get(&layout_key).await?;
-            let revision = |kv: &Option<crate::metadata::KeyValue>| {
-                kv.as_ref().map_or(0, |kv| kv.mod_revision)
-            };
-            if revision(&before) != revision(&after) {
-                continue;
-            }
-            let layout = match &after {
-                Some(kv) => keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?,
-                None => Layout::default(),
-            };
-            return Ok(Self {
-                layout,
-                layout_revision: revision(&after),
-                rollups,
-                tail,
-            });
+        let mut found = store.read_many(&Self::reads(topic, partition)).await?;
+        Self::from_reads(&mut found.results)
+    }
+
+    /// The snapshot from the results of [`IndexSnapshot::reads`], taken from the front of
+    /// `results`.
+    pub fn from_reads(results: &mut Vec<Vec<KeyValue>>) -> Result<Self, MetadataError> {
+        if results.len() < 3 {
+            return Err(MetadataError::Corrupt(format!(
+                "index read: {} results for 3 reads",
+                results.len()
+            )));
         }
-        Err(MetadataError::Unavailable(format!(
-            "index of {topic}-{partition} kept changing while read"
-        )))
+        let mut found = results.drain(..3);
+        let (layout_kv, tail_kvs, rollup_kvs) = (
+            found.next().unwrap_or_default(),
+            found.next().unwrap_or_default(),
+            found.next().unwrap_or_default(),
+        );
+        drop(found);
+        let mut tail = BTreeMap::new();
+        for kv in tail_kvs {
+            let entry: IndexEntry =
+                keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?;
+            tail.insert(entry.base_offset, (entry, kv.mod_revision));
+        }
+        let mut rollups = BTreeMap::new();
+        for kv in rollup_kvs {
+            let entry: RollupEntry =
+                keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?;
+            rollups.insert(entry.base_offset, (entry, kv.mod_revision));
+        }
+        let covered = rollups
+            .values()
+            .last()
+            .map_or(i64::MIN, |(r, _): &(RollupEntry, Revision)| r.last_offset);
+        tail.retain(|base, _| *base > covered);
+        let (layout, layout_revision) = match layout_kv.first() {
+            Some(kv) => (
+                keys::decode(&kv.key, &kv.value).map_err(MetadataError::Corrupt)?,
+                kv.mod_revision,
+            ),
+            None => (Layout::default(), 0),
+        };
+        Ok(Self {
+            layout,
+            layout_revision,
+            rollups,
+            tail,
+        })
     }
 
     /// The flush-object part's top level, oldest first: rollups, then the tail.

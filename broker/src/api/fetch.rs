@@ -80,8 +80,9 @@ pub async fn handle(
         }
         // Nothing is held while waiting.
         drop(reservation);
-        // This broker's commits wake it for what it leads; what other brokers lead shows in
-        // its replica views once they are checked again.
+        // This broker's commits wake it for what it leads, and its replica views' watches for
+        // what other brokers lead; a view reloads at most once per refresh interval, so a change
+        // seen sooner shows at the next wake-up.
         let wake = if pass.replica_reads {
             deadline.min(Instant::now() + replicas.refresh)
         } else {

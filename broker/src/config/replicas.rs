@@ -29,8 +29,9 @@ pub struct ReplicaArgs {
     pub replica_selector_class: ReplicaSelector,
 
     /// How far behind the leader a broker's view of a partition it does not lead may be when
-    /// it serves a consumer reading at the end of the log (fetch from follower): it asks the
-    /// metadata store again after this long (one key read; the index only when it moved).
+    /// it serves a consumer reading at the end of the log (fetch from follower): it reloads the
+    /// view (one metadata-store request) at most this often, and only when its watch of the
+    /// topic saw the partition change.
     #[arg(
         long,
         env = "SKIFF_REPLICA_VIEW_REFRESH_MS",

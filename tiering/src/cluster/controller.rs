@@ -553,6 +553,13 @@ mod tests {
         ) -> crate::metadata::Result<crate::metadata::TxnOutcome> {
             self.inner.txn(txn).await
         }
+        async fn read_many(
+            &self,
+            reads: &[crate::metadata::Read],
+        ) -> crate::metadata::Result<crate::metadata::ReadOutcome> {
+            self.count();
+            self.inner.read_many(reads).await
+        }
         async fn watch_prefix(
             &self,
             prefix: &str,

@@ -4,8 +4,10 @@
 use super::{
     layouts::view_index, pending, LogError, LogInner, PartitionLog, PartitionView, TopicPartition,
 };
+use crate::catalog::Catalog;
 use crate::keys::{self, PartitionState};
 use crate::layout::IndexSnapshot;
+use crate::metadata::{Read, Revision};
 use crate::producers::ProducerStates;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -54,76 +56,81 @@ pub(crate) enum LoadFor {
     /// loaded only then), or it answers that it does not.
     Leader,
     /// A replica view (see `replicas`): producer state always (reads need the last stable
-    /// offset), consistent with the partition state read before it.
+    /// offset).
     Replica,
 }
 
-/// Loads giving up on a partition whose producer state keeps changing while it is read.
-const LOAD_ATTEMPTS: usize = 8;
-
 /// A partition's committed state, index and producer state (see [`LoadFor`]), as the store
-/// holds them now; nothing cached.
-///
-/// The state is read first, then the index and the producer state, each on its own: the index
-/// may hold sections past the state's high watermark (reads stop there), and a replica's load
-/// is read again if the producer state is newer than the state (a commit came in between: its
-/// markers would end transactions whose entries the index read may lack).
+/// holds them now; nothing cached. Everything is read in one request at one revision (the
+/// topic, the state, the index keys, the producer state), so it is what one commit left: the
+/// index may hold sections past the state's high watermark only while a leader's append is in
+/// flight (reads stop at the high watermark), and the producer state's markers match the index.
 pub(crate) async fn read_partition(
     inner: &LogInner,
     tp: &TopicPartition,
     load_for: LoadFor,
 ) -> Result<Arc<PartitionLog>, LogError> {
+    Ok(read_partition_at(inner, tp, load_for).await?.0)
+}
+
+/// [`read_partition`], with the store's revision it read at: any later change of the partition's
+/// keys has a larger `mod_revision` (what replica views compare watch events with).
+pub(crate) async fn read_partition_at(
+    inner: &LogInner,
+    tp: &TopicPartition,
+    load_for: LoadFor,
+) -> Result<(Arc<PartitionLog>, Revision), LogError> {
     let unknown = || LogError::UnknownTopicOrPartition(tp.to_string());
-    for _ in 0..LOAD_ATTEMPTS {
-        let topic = inner.catalog.get(&tp.topic).await?.ok_or_else(unknown)?;
-        if tp.partition < 0 || tp.partition >= topic.record.partitions {
-            return Err(unknown());
-        }
-        let state_key = keys::partition(&tp.topic, tp.partition);
-        let (state, state_revision) = match inner.store.get(&state_key).await? {
-            Some(kv) => (
-                keys::decode::<PartitionState>(&kv.key, &kv.value).map_err(LogError::Corrupt)?,
-                kv.mod_revision,
-            ),
-            None => (PartitionState::default(), 0),
-        };
-        let snapshot = IndexSnapshot::load(&*inner.store, &tp.topic, tp.partition).await?;
-        let (index, rollups) = view_index(&snapshot);
-        let producers = if state.leader == inner.config.node_id || load_for == LoadFor::Replica {
-            match inner
-                .store
-                .get(&keys::producers(&tp.topic, tp.partition))
-                .await?
-            {
-                Some(kv) if load_for == LoadFor::Replica && kv.mod_revision > state_revision => {
-                    continue;
-                }
-                Some(kv) => keys::decode(&kv.key, &kv.value).map_err(LogError::Corrupt)?,
-                None => ProducerStates::default(),
-            }
-        } else {
-            ProducerStates::default()
-        };
-        return Ok(Arc::new(PartitionLog {
-            topic_create_revision: topic.create_revision,
-            topic: Mutex::new((topic.mod_revision, topic.record)),
-            view: Mutex::new(PartitionView {
-                state,
-                releasing: false,
-                state_revision,
-                layout: snapshot.layout,
-                layout_revision: snapshot.layout_revision,
-                index,
-                rollups,
-                producers,
-                projected: None,
-                plan_generation: 0,
-            }),
-            inflight: pending::Inflight::default(),
-            replica: load_for == LoadFor::Replica,
-        }));
+    let mut reads = IndexSnapshot::reads(&tp.topic, tp.partition);
+    reads.extend([
+        Read::Key(keys::topic(&tp.topic)),
+        Read::Key(keys::partition(&tp.topic, tp.partition)),
+        Read::Key(keys::producers(&tp.topic, tp.partition)),
+    ]);
+    let found = inner.store.read_many(&reads).await?;
+    let mut results = found.results;
+    let snapshot = IndexSnapshot::from_reads(&mut results)?;
+    let mut rest = results.into_iter().map(|kvs| kvs.into_iter().next());
+    let (topic_kv, state_kv, producers_kv) = (
+        rest.next().flatten(),
+        rest.next().flatten(),
+        rest.next().flatten(),
+    );
+    let topic = Catalog::decode(topic_kv.ok_or_else(unknown)?)?;
+    if tp.partition < 0 || tp.partition >= topic.record.partitions {
+        return Err(unknown());
     }
-    Err(LogError::Unavailable(format!(
-        "{tp} kept changing while read"
-    )))
+    let (state, state_revision) = match state_kv {
+        Some(kv) => (
+            keys::decode::<PartitionState>(&kv.key, &kv.value).map_err(LogError::Corrupt)?,
+            kv.mod_revision,
+        ),
+        None => (PartitionState::default(), 0),
+    };
+    let (index, rollups) = view_index(&snapshot);
+    let producers = match producers_kv {
+        Some(kv) if state.leader == inner.config.node_id || load_for == LoadFor::Replica => {
+            keys::decode(&kv.key, &kv.value).map_err(LogError::Corrupt)?
+        }
+        _ => ProducerStates::default(),
+    };
+    let partition = Arc::new(PartitionLog {
+        topic_create_revision: topic.create_revision,
+        topic: Mutex::new((topic.mod_revision, topic.record)),
+        view: Mutex::new(PartitionView {
+            state,
+            releasing: false,
+            state_revision,
+            layout: snapshot.layout,
+            layout_revision: snapshot.layout_revision,
+            index,
+            rollups,
+            producers,
+            projected: None,
+            plan_generation: 0,
+        }),
+        inflight: pending::Inflight::default(),
+        replica: load_for == LoadFor::Replica,
+    });
+    Ok((partition, found.revision))
 }

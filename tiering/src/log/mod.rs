@@ -16,13 +16,14 @@ mod index;
 mod layouts;
 mod load;
 use layouts::refresh_index;
-pub(crate) use load::{load_partition, read_partition, LoadFor};
+pub(crate) use load::{load_partition, LoadFor};
 pub mod leadership;
 pub mod markers;
 mod pending;
 mod queries;
 mod reader;
 mod recent;
+mod replica_watch;
 mod replicas;
 pub use replicas::{REPLICA_VIEWS_MAX, REPLICA_VIEW_REFRESH_MS};
 pub mod section_cache;
@@ -321,7 +322,8 @@ pub(crate) struct LogInner {
     pub(crate) columnar: ColumnarReader,
     /// Partitions whose index grew past the bound at their last commit.
     pub(crate) needs_rollup: Mutex<Vec<(TopicPartition, Arc<PartitionLog>)>>,
-    /// Bumped after every commit; long-polling fetches wait on it.
+    /// Bumped after every commit, and by replica views' watches for every change they see;
+    /// long-polling fetches wait on it.
     pub(crate) commits: watch::Sender<u64>,
     pub(crate) recent: Mutex<recent::RecentObjects>,
     /// Sections read back from the bucket (catch-up reads).
@@ -472,6 +474,11 @@ impl Log {
         self.inner.replicas.len()
     }
 
+    /// Topics whose partitions' changes this broker watches for its replica views.
+    pub fn replica_view_watches(&self) -> usize {
+        self.inner.replicas.watches()
+    }
+
     pub fn buffered_bytes(&self) -> usize {
         self.inner
             .pending
@@ -480,7 +487,8 @@ impl Log {
             .bytes()
     }
 
-    /// A receiver that changes after every commit (for long polls).
+    /// A receiver that changes after every commit of this broker's and every change of a
+    /// partition a replica view's watch sees (for long polls).
     pub fn subscribe_commits(&self) -> watch::Receiver<u64> {
         self.inner.commits.subscribe()
     }

@@ -3,19 +3,21 @@
 //! Every broker reads the same bucket, so any broker can serve a consumer whatever partition it
 //! reads: what it needs is the partition's committed state and index, which the metadata store
 //! holds. A broker keeps a *replica view* of each such partition it served recently, read from
-//! the store and checked again (one read of the partition's state key, the whole view reloaded
-//! only when that key moved) when a read reaches the view's end, asks for a newer leader epoch,
-//! or finds the view older than its maximum age. Between checks the view lags the leader, as a
-//! Kafka follower's high watermark does: by at most `replica_view_refresh_ms` for a consumer at
-//! the end of the log.
+//! the store in one request and reloaded when a read reaches the view's end, asks for a newer
+//! leader epoch, or finds the view older than its maximum age — unless the topic's watch
+//! (`replica_watch`) says nothing changed since the view was loaded, which costs no request.
+//! Between reloads the view lags the leader, as a Kafka follower's high watermark does: by at
+//! most `replica_view_refresh_ms` for a consumer at the end of the log.
 //!
 //! A replica view only ever shows committed data (the state key's next offset is the high
 //! watermark: nothing the leader has not committed is visible), so reading from one never shows
 //! a record that could be lost. What it reads may have been compacted or deleted since the view
 //! was loaded; the reader then finds an object gone and reloads the index (as a leader does).
 
-use super::{read_partition, Isolation, LoadFor, LogError, LogInner, PartitionLog, TopicPartition};
-use crate::keys;
+use super::load::read_partition_at;
+use super::replica_watch::{TopicWatch, Watched};
+use super::{Isolation, LoadFor, LogError, LogInner, PartitionLog, TopicPartition};
+use crate::metadata::Revision;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -30,18 +32,31 @@ const MAX_AGE_REFRESHES: i64 = 20;
 /// Default of `LogConfig::replica_views_max`.
 pub const REPLICA_VIEWS_MAX: usize = 1024;
 
-/// The replica views this broker keeps, at most `max` (the least recently used goes first).
+/// The replica views this broker keeps, at most `max` (the least recently used goes first), and
+/// a watch per topic they belong to.
 #[derive(Debug)]
 pub(crate) struct ReplicaViews {
     views: Mutex<HashMap<TopicPartition, Arc<ReplicaView>>>,
+    /// Locked after `views` when both are.
+    watches: Mutex<HashMap<Arc<str>, Arc<TopicWatch>>>,
     max: usize,
+}
+
+/// A load of a replica view.
+#[derive(Debug, Clone)]
+struct Loaded {
+    partition: Arc<PartitionLog>,
+    /// The store's revision the load read at.
+    revision: Revision,
+    /// The topic watch's generation when the load started (0: none ran).
+    generation: u64,
 }
 
 #[derive(Debug)]
 struct ReplicaView {
     /// The latest load; replaced whole by a reload.
-    partition: Mutex<Arc<PartitionLog>>,
-    /// When the store was last asked about this partition (the clock's milliseconds).
+    loaded: Mutex<Loaded>,
+    /// When the store was last read for this partition (the clock's milliseconds).
     checked_ms: Mutex<i64>,
     /// When a read last used it (for eviction).
     used_ms: Mutex<i64>,
@@ -49,12 +64,14 @@ struct ReplicaView {
     checking: tokio::sync::Mutex<()>,
 }
 
-/// Why a view must be checked against the store before a read.
+/// Why a view must be reloaded from the store before a read (`watched`: what the topic's watch
+/// says about it).
 fn needs_check(
     (offset, leader_epoch, isolation): (i64, i32, Isolation),
     partition: &PartitionLog,
     (checked_ms, now_ms): (i64, i64),
     refresh_ms: i64,
+    watched: Watched,
 ) -> bool {
     let view = partition.view.lock().expect("view mutex poisoned");
     let age_ms = now_ms.saturating_sub(checked_ms);
@@ -66,41 +83,79 @@ fn needs_check(
     };
     // Past the high watermark: the consumer has seen more than this view (from the leader, or
     // another replica) — only the store can say whether that offset exists.
+    // Past the high watermark, or a newer epoch: a consumer has seen more than the watch may
+    // have told yet, so the store is asked whatever the watch says.
     offset > high_watermark
         || leader_epoch > view.state.leader_epoch
-        || (offset >= end && age_ms >= refresh_ms)
-        || age_ms >= refresh_ms.saturating_mul(MAX_AGE_REFRESHES)
+        || (watched != Watched::Unmoved
+            && ((offset >= end && age_ms >= refresh_ms)
+                || age_ms >= refresh_ms.saturating_mul(MAX_AGE_REFRESHES)))
 }
 
 impl ReplicaViews {
     pub(crate) fn new(max: usize) -> Self {
         Self {
             views: Mutex::new(HashMap::new()),
+            watches: Mutex::new(HashMap::new()),
             max,
         }
     }
 
     pub(crate) fn forget_topic(&self, topic: &str) {
-        self.views
-            .lock()
-            .expect("replica views poisoned")
-            .retain(|tp, _| &*tp.topic != topic);
+        let mut views = self.views.lock().expect("replica views poisoned");
+        views.retain(|tp, _| &*tp.topic != topic);
+        self.drop_unused_watch(&views, topic);
     }
 
     pub(crate) fn forget_all(&self) {
         self.views.lock().expect("replica views poisoned").clear();
+        self.watches.lock().expect("watches poisoned").clear();
     }
 
     fn forget(&self, tp: &TopicPartition) {
-        self.views
-            .lock()
-            .expect("replica views poisoned")
-            .remove(tp);
+        let mut views = self.views.lock().expect("replica views poisoned");
+        views.remove(tp);
+        self.drop_unused_watch(&views, &tp.topic);
+    }
+
+    /// Stops `topic`'s watch if no view of it is left.
+    fn drop_unused_watch(&self, views: &HashMap<TopicPartition, Arc<ReplicaView>>, topic: &str) {
+        if !views.keys().any(|tp| &*tp.topic == topic) {
+            self.watches.lock().expect("watches poisoned").remove(topic);
+        }
     }
 
     /// Views kept now.
     pub(crate) fn len(&self) -> usize {
         self.views.lock().expect("replica views poisoned").len()
+    }
+
+    /// Topic watches running now.
+    pub(crate) fn watches(&self) -> usize {
+        self.watches.lock().expect("watches poisoned").len()
+    }
+
+    fn watch_if_any(&self, topic: &str) -> Option<Arc<TopicWatch>> {
+        self.watches
+            .lock()
+            .expect("watches poisoned")
+            .get(topic)
+            .cloned()
+    }
+
+    /// `topic`'s watch, opened first if there is none.
+    async fn watch(&self, inner: &LogInner, topic: &Arc<str>) -> Arc<TopicWatch> {
+        if let Some(watch) = self.watch_if_any(topic) {
+            return watch;
+        }
+        let opened = TopicWatch::open(inner.store.clone(), topic, inner.commits.clone()).await;
+        // Another read may have opened one meanwhile: keep the first.
+        self.watches
+            .lock()
+            .expect("watches poisoned")
+            .entry(topic.clone())
+            .or_insert(opened)
+            .clone()
     }
 
     fn insert(&self, tp: &TopicPartition, view: Arc<ReplicaView>) {
@@ -115,6 +170,9 @@ impl ReplicaViews {
                 .map(|(tp, _)| tp.clone());
             if let Some(oldest) = oldest {
                 views.remove(&oldest);
+                if oldest.topic != tp.topic {
+                    self.drop_unused_watch(&views, &oldest.topic);
+                }
             }
         }
         views.insert(tp.clone(), view);
@@ -139,11 +197,13 @@ pub(crate) async fn replica_view(
         .get(tp)
         .cloned();
     let Some(view) = known else {
-        let partition = load(inner, tp).await?;
+        let watch = inner.replicas.watch(inner, &tp.topic).await;
+        let loaded = load(inner, tp, watch.generation()).await?;
+        let partition = loaded.partition.clone();
         inner.replicas.insert(
             tp,
             Arc::new(ReplicaView {
-                partition: Mutex::new(partition.clone()),
+                loaded: Mutex::new(loaded),
                 checked_ms: Mutex::new(now_ms),
                 used_ms: Mutex::new(now_ms),
                 checking: tokio::sync::Mutex::new(()),
@@ -152,20 +212,21 @@ pub(crate) async fn replica_view(
         return Ok(partition);
     };
     *view.used_ms.lock().expect("used mutex poisoned") = now_ms;
+    let watch = inner.replicas.watch_if_any(&tp.topic);
     let look = |view: &ReplicaView| {
-        let partition = view
-            .partition
-            .lock()
-            .expect("partition mutex poisoned")
-            .clone();
+        let loaded = view.loaded.lock().expect("loaded mutex poisoned").clone();
+        let watched = watch.as_ref().map_or(Watched::Unknown, |watch| {
+            watch.says(tp.partition, (loaded.revision, loaded.generation))
+        });
         let checked_ms = *view.checked_ms.lock().expect("checked mutex poisoned");
         let stale = needs_check(
             (offset, leader_epoch, isolation),
-            &partition,
+            &loaded.partition,
             (checked_ms, now_ms),
             refresh_ms,
+            watched,
         );
-        (partition, stale)
+        (loaded.partition, stale)
     };
     let (partition, stale) = look(&view);
     if !stale {
@@ -177,11 +238,13 @@ pub(crate) async fn replica_view(
     if !stale {
         return Ok(partition);
     }
-    match check(inner, tp, &partition).await {
+    let watch = inner.replicas.watch(inner, &tp.topic).await;
+    match load(inner, tp, watch.generation()).await {
         Ok(fresh) => {
-            *view.partition.lock().expect("partition mutex poisoned") = fresh.clone();
+            let partition = fresh.partition.clone();
+            *view.loaded.lock().expect("loaded mutex poisoned") = fresh;
             *view.checked_ms.lock().expect("checked mutex poisoned") = now_ms;
-            Ok(fresh)
+            Ok(partition)
         }
         Err(error) => {
             // A deleted topic, a store outage: the next read starts from the store again.
@@ -199,8 +262,14 @@ pub(crate) async fn reload_in_place(
     tp: &TopicPartition,
     partition: &PartitionLog,
 ) -> Result<(), LogError> {
-    let fresh = match load(inner, tp).await {
-        Ok(fresh) if fresh.topic_create_revision == partition.topic_create_revision => fresh,
+    let generation = inner
+        .replicas
+        .watch_if_any(&tp.topic)
+        .map_or(0, |watch| watch.generation());
+    let fresh = match load(inner, tp, generation).await {
+        Ok(fresh) if fresh.partition.topic_create_revision == partition.topic_create_revision => {
+            fresh
+        }
         other => {
             inner.replicas.forget(tp);
             return match other {
@@ -211,47 +280,50 @@ pub(crate) async fn reload_in_place(
             };
         }
     };
-    let fresh = fresh.view.lock().expect("view mutex poisoned").clone();
-    *partition.view.lock().expect("view mutex poisoned") = fresh;
-    Ok(())
-}
-
-/// The view itself when the partition's state key has not moved since it was loaded, else a
-/// fresh load.
-async fn check(
-    inner: &LogInner,
-    tp: &TopicPartition,
-    partition: &Arc<PartitionLog>,
-) -> Result<Arc<PartitionLog>, LogError> {
-    let revision = inner
-        .store
-        .get(&keys::partition(&tp.topic, tp.partition))
-        .await?
-        .map_or(0, |kv| kv.mod_revision);
-    let loaded_revision = partition
+    let view = fresh
+        .partition
         .view
         .lock()
         .expect("view mutex poisoned")
-        .state_revision;
-    if revision != 0 && revision == loaded_revision {
-        return Ok(partition.clone());
+        .clone();
+    *partition.view.lock().expect("view mutex poisoned") = view;
+    // The view now holds what this load read: say so, so the watch is asked from here on.
+    let kept = inner
+        .replicas
+        .views
+        .lock()
+        .expect("replica views poisoned")
+        .get(tp)
+        .cloned();
+    if let Some(kept) = kept {
+        let mut loaded = kept.loaded.lock().expect("loaded mutex poisoned");
+        if std::ptr::eq(Arc::as_ptr(&loaded.partition), partition) {
+            loaded.revision = fresh.revision;
+            loaded.generation = fresh.generation;
+        }
     }
-    load(inner, tp).await
+    Ok(())
 }
 
-/// The partition read from the store for a replica view (counted).
-async fn load(inner: &LogInner, tp: &TopicPartition) -> Result<Arc<PartitionLog>, LogError> {
+/// The partition read from the store for a replica view (counted), under the watch
+/// `generation` read before it started.
+async fn load(inner: &LogInner, tp: &TopicPartition, generation: u64) -> Result<Loaded, LogError> {
     inner
         .stats
         .replica_view_loads
         .fetch_add(1, Ordering::Relaxed);
-    read_partition(inner, tp, LoadFor::Replica).await
+    let (partition, revision) = read_partition_at(inner, tp, LoadFor::Replica).await?;
+    Ok(Loaded {
+        partition,
+        revision,
+        generation,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::PartitionState;
+    use crate::keys::{self, PartitionState};
     use crate::log::{pending, PartitionView};
     use crate::producers::ProducerStates;
     use std::collections::BTreeMap;
@@ -297,20 +369,42 @@ mod tests {
         let due = (1_000, 1_250); // the refresh interval has passed
         let old = (1_000, 1_000 + 250 * MAX_AGE_REFRESHES);
         const RU: Isolation = Isolation::ReadUncommitted;
-        assert!(!needs_check((50, -1, RU), &p, fresh, 250), "below the end");
-        assert!(!needs_check((50, -1, RU), &p, due, 250), "below the end");
-        assert!(needs_check((50, -1, RU), &p, old, 250), "too old");
-        assert!(
-            !needs_check((100, -1, RU), &p, fresh, 250),
-            "at the end, fresh"
-        );
-        assert!(needs_check((100, -1, RU), &p, due, 250), "at the end, due");
-        assert!(needs_check((101, -1, RU), &p, fresh, 250), "past the end");
-        assert!(needs_check((50, 4, RU), &p, fresh, 250), "a newer epoch");
-        assert!(!needs_check((50, 3, RU), &p, fresh, 250), "the same epoch");
-        assert!(
-            !needs_check((50, 2, RU), &p, fresh, 250),
-            "an older epoch: fenced, not stale"
-        );
+        // Without a watch, and with one that saw a change: the intervals decide.
+        for w in [Watched::Unknown, Watched::Moved] {
+            assert!(
+                !needs_check((50, -1, RU), &p, fresh, 250, w),
+                "below the end"
+            );
+            assert!(!needs_check((50, -1, RU), &p, due, 250, w), "below the end");
+            assert!(needs_check((50, -1, RU), &p, old, 250, w), "too old");
+            assert!(
+                !needs_check((100, -1, RU), &p, fresh, 250, w),
+                "at the end, fresh"
+            );
+            assert!(
+                needs_check((100, -1, RU), &p, due, 250, w),
+                "at the end, due"
+            );
+        }
+        // A watch that saw nothing change since the load: never, however old.
+        let w = Watched::Unmoved;
+        assert!(!needs_check((100, -1, RU), &p, due, 250, w), "at the end");
+        assert!(!needs_check((50, -1, RU), &p, old, 250, w), "old");
+        // Whatever the watch says: a consumer that saw more, or a newer epoch, asks the store.
+        for w in [Watched::Unknown, Watched::Moved, Watched::Unmoved] {
+            assert!(
+                needs_check((101, -1, RU), &p, fresh, 250, w),
+                "past the end"
+            );
+            assert!(needs_check((50, 4, RU), &p, fresh, 250, w), "a newer epoch");
+            assert!(
+                !needs_check((50, 3, RU), &p, fresh, 250, w),
+                "the same epoch"
+            );
+            assert!(
+                !needs_check((50, 2, RU), &p, fresh, 250, w),
+                "an older epoch: fenced, not stale"
+            );
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! for real with etcd). Every check uses keys under its own prefix so runs against a shared server don't clash.
 
 use super::{
-    Compare, CompareOp, CompareTarget, MetadataError, MetadataStore, Txn, TxnOp, WatchEvent,
+    Compare, CompareOp, CompareTarget, MetadataError, MetadataStore, Read, Txn, TxnOp, WatchEvent,
 };
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -20,6 +20,7 @@ pub async fn run_all(store: &dyn MetadataStore, advance_ms: Advance<'_>) {
     range_prefix_is_ordered_and_bounded(store).await;
     range_prefix_returns_many_keys_whole(store).await;
     range_prefix_returns_more_than_a_response_holds(store).await;
+    read_many_reads_keys_and_prefixes_at_one_revision(store).await;
     compares_guard_transactions(store).await;
     delete_prefix_removes_only_the_prefix(store).await;
     watch_sees_changes_under_prefix(store).await;
@@ -150,6 +151,54 @@ async fn put_numbered(
     }
     let txn = Txn::when(vec![]).and_then(ops);
     assert!(store.txn(txn).await.expect("put batch").succeeded);
+}
+
+async fn read_many_reads_keys_and_prefixes_at_one_revision(store: &dyn MetadataStore) {
+    put(store, "/contract/many/state", "s1").await;
+    put(store, "/contract/many/index/2", "i2").await;
+    put(store, "/contract/many/index/1", "i1").await;
+    put(store, "/contract/many/indexes", "not under the prefix").await;
+    // A write of two keys at once: a reader sees both or neither.
+    let last = store
+        .txn(Txn::when(vec![]).and_then(vec![
+            TxnOp::put("/contract/many/state", "s2"),
+            TxnOp::put("/contract/many/index/3", "i3"),
+        ]))
+        .await
+        .expect("txn")
+        .revision;
+    let found = store
+        .read_many(&[
+            Read::Key("/contract/many/state".into()),
+            Read::Prefix("/contract/many/index/".into()),
+            Read::Key("/contract/many/missing".into()),
+            Read::Prefix("/contract/many/nothing/".into()),
+        ])
+        .await
+        .expect("read_many");
+    assert!(found.revision >= last, "{} < {last}", found.revision);
+    let values = |i: usize| -> Vec<&[u8]> {
+        found.results[i]
+            .iter()
+            .map(|kv| kv.value.as_ref())
+            .collect()
+    };
+    assert_eq!(found.results.len(), 4);
+    assert_eq!(values(0), vec![b"s2".as_slice()]);
+    assert_eq!(found.results[0][0].mod_revision, last);
+    assert_eq!(
+        values(1),
+        vec![b"i1".as_slice(), b"i2", b"i3"],
+        "in key order"
+    );
+    assert!(found.results[2].is_empty() && found.results[3].is_empty());
+    let none = store.read_many(&[]).await.expect("no reads");
+    assert!(none.results.is_empty() && none.revision >= last);
+    let too_many = vec![Read::Key("/contract/many/state".into()); store.max_txn_ops() + 1];
+    assert!(matches!(
+        store.read_many(&too_many).await,
+        Err(MetadataError::TooLarge(_))
+    ));
 }
 
 async fn compares_guard_transactions(store: &dyn MetadataStore) {

@@ -9,8 +9,8 @@
 //! key left by a previous process is deleted, as etcd would once their TTL ran out.
 
 use super::{
-    compare_holds, KeyValue, LeaseId, MetadataError, MetadataStore, Result, Revision, Txn, TxnOp,
-    TxnOutcome, WatchEvent,
+    compare_holds, KeyValue, LeaseId, MetadataError, MetadataStore, Read, ReadOutcome, Result,
+    Revision, Txn, TxnOp, TxnOutcome, WatchEvent,
 };
 use crate::clock::Clock;
 use async_trait::async_trait;
@@ -385,6 +385,61 @@ impl MetadataStore for EmbeddedStore {
             )));
         }
         self.apply(txn).await
+    }
+
+    async fn read_many(&self, reads: &[Read]) -> Result<ReadOutcome> {
+        if reads.len() > MAX_TXN_OPS {
+            return Err(MetadataError::TooLarge(format!(
+                "read_many reads={} max={MAX_TXN_OPS}",
+                reads.len()
+            )));
+        }
+        let reads = reads.to_vec();
+        self.blocking(move |inner| {
+            // One read transaction: a snapshot of the keys and the revision together.
+            let read = inner.db.begin_read().map_err(storage_err)?;
+            let revision = match read.open_table(META) {
+                Ok(meta) => meta
+                    .get(REVISION_KEY)
+                    .map_err(storage_err)?
+                    .map_or(0, |v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                Err(e) => return Err(storage_err(e)),
+            };
+            let table = match read.open_table(KV) {
+                Ok(t) => Some(t),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(storage_err(e)),
+            };
+            let mut results = Vec::with_capacity(reads.len());
+            for one in &reads {
+                let mut found = Vec::new();
+                if let Some(table) = &table {
+                    match one {
+                        Read::Key(key) => {
+                            if let Some(raw) = table.get(key.as_str()).map_err(storage_err)? {
+                                found.push(decode_record(key, raw.value())?);
+                            }
+                        }
+                        Read::Prefix(prefix) => {
+                            let end = super::prefix_end(prefix);
+                            let range = match &end {
+                                Some(end) => table.range(prefix.as_str()..end.as_str()),
+                                None => table.range(prefix.as_str()..),
+                            }
+                            .map_err(storage_err)?;
+                            for entry in range {
+                                let (k, v) = entry.map_err(storage_err)?;
+                                found.push(decode_record(k.value(), v.value())?);
+                            }
+                        }
+                    }
+                }
+                results.push(found);
+            }
+            Ok(ReadOutcome { revision, results })
+        })
+        .await
     }
 
     async fn watch_prefix(&self, prefix: &str) -> Result<BoxStream<'static, WatchEvent>> {

@@ -8,8 +8,8 @@
 mod range;
 
 use super::{
-    Compare, CompareOp, CompareTarget, KeyValue, LeaseId, MetadataError, MetadataStore, Result,
-    Txn, TxnOp, TxnOutcome, WatchEvent,
+    Compare, CompareOp, CompareTarget, KeyValue, LeaseId, MetadataError, MetadataStore, Read,
+    ReadOutcome, Result, Txn, TxnOp, TxnOutcome, WatchEvent,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -254,6 +254,55 @@ impl MetadataStore for EtcdStore {
             succeeded: response.succeeded(),
             revision,
         })
+    }
+
+    async fn read_many(&self, reads: &[Read]) -> Result<ReadOutcome> {
+        if reads.len() > self.max_txn_ops {
+            return Err(MetadataError::TooLarge(format!(
+                "read_many reads={} max={}",
+                reads.len(),
+                self.max_txn_ops
+            )));
+        }
+        let ops: Vec<etcd::TxnOp> = reads
+            .iter()
+            .map(|read| match read {
+                Read::Key(key) => etcd::TxnOp::get(key.as_str(), None),
+                Read::Prefix(prefix) => {
+                    etcd::TxnOp::get(prefix.as_str(), Some(etcd::GetOptions::new().with_prefix()))
+                }
+            })
+            .collect();
+        // No compares: the success branch always runs, all its ranges at one revision.
+        let response = self
+            .kv
+            .clone()
+            .txn(etcd::Txn::new().and_then(ops))
+            .await
+            .map_err(map_err)?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        let mut results = Vec::with_capacity(reads.len());
+        for op in response.op_responses() {
+            let etcd::TxnOpResponse::Get(get) = op else {
+                return Err(MetadataError::Corrupt(
+                    "etcd: a read transaction answered with a write".into(),
+                ));
+            };
+            if get.more() {
+                return Err(MetadataError::TooLarge(
+                    "read_many: a prefix did not fit one response".into(),
+                ));
+            }
+            results.push(get.kvs().iter().map(from_etcd).collect::<Result<_>>()?);
+        }
+        if results.len() != reads.len() {
+            return Err(MetadataError::Corrupt(format!(
+                "etcd: {} results for {} reads",
+                results.len(),
+                reads.len()
+            )));
+        }
+        Ok(ReadOutcome { revision, results })
     }
 
     async fn watch_prefix(&self, prefix: &str) -> Result<BoxStream<'static, WatchEvent>> {

@@ -2,7 +2,9 @@
 //! costs the metadata store (etcd), measured rather than guessed, and what an operator watches
 //! as etcd nears its limits.
 
-use super::{KeyValue, LeaseId, MetadataStore, Result, Txn, TxnOp, TxnOutcome, WatchEvent};
+use super::{
+    KeyValue, LeaseId, MetadataStore, Read, ReadOutcome, Result, Txn, TxnOp, TxnOutcome, WatchEvent,
+};
 use crate::latency::LatencyHistogram;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -127,6 +129,19 @@ impl MetadataStore for MeteredMetadata {
             add(&self.counts.txns_failed, 1);
         }
         Ok(outcome)
+    }
+
+    async fn read_many(&self, reads: &[Read]) -> Result<ReadOutcome> {
+        // One request, counted with the range reads (its keys too).
+        add(&self.counts.ranges, 1);
+        tracing::trace!(reads = reads.len(), "metadata read_many");
+        let started = Instant::now();
+        let found = self.inner.read_many(reads).await;
+        self.counts.range_latency.record(started.elapsed());
+        let found = found?;
+        let keys: usize = found.results.iter().map(Vec::len).sum();
+        add(&self.counts.range_keys, keys as u64);
+        Ok(found)
     }
 
     async fn watch_prefix(&self, prefix: &str) -> Result<BoxStream<'static, WatchEvent>> {

@@ -149,6 +149,24 @@ pub struct TxnOutcome {
     pub revision: Revision,
 }
 
+/// One read of [`MetadataStore::read_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// The key, if it exists (zero or one result).
+    Key(String),
+    /// Every key starting with the prefix, in key order. It must fit one response: for a
+    /// prefix of unbounded size use [`MetadataStore::range_prefix`], which pages.
+    Prefix(String),
+}
+
+/// What [`MetadataStore::read_many`] found: one list per read, in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// The store's revision the reads saw.
+    pub revision: Revision,
+    pub results: Vec<Vec<KeyValue>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
     Put(KeyValue),
@@ -185,6 +203,12 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     async fn range_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<KeyValue>>;
 
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome>;
+
+    /// Several keys and prefixes read at one revision in one request (etcd: a transaction of
+    /// ranges), so a reader of related keys (a partition's state, index and producers) sees
+    /// them as one commit left them, without reading twice to check. At most
+    /// [`MetadataStore::max_txn_ops`] reads.
+    async fn read_many(&self, reads: &[Read]) -> Result<ReadOutcome>;
 
     /// Changes to keys starting with `prefix` after this call returns.
     async fn watch_prefix(&self, prefix: &str) -> Result<BoxStream<'static, WatchEvent>>;

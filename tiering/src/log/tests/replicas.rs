@@ -16,6 +16,14 @@ fn replica(fx: &Fixture, node_id: i32, views_max: usize) -> Log {
     )
 }
 
+/// Lets the replica's topic watch take in what the store just sent it (the tests run on one
+/// thread: the watch's task runs while this one yields).
+async fn settle() {
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Node 1 leading partition `t-0`, with `appends` batches of `records` each committed.
 async fn led(fx: &Fixture, appends: usize, records: i32) -> (Log, TopicPartition) {
     let leader = fx.log(10);
@@ -74,6 +82,7 @@ async fn a_replica_view_at_the_end_of_the_log_catches_up_after_the_refresh_inter
         .append(tp.clone(), batches(2, 10), false)
         .await
         .expect("append");
+    settle().await;
     let loads = || other.stats().replica_view_loads.load(Ordering::Relaxed);
     assert_eq!(loads(), 1);
 
@@ -106,10 +115,10 @@ async fn a_replica_view_at_the_end_of_the_log_catches_up_after_the_refresh_inter
         .expect("read");
     assert_eq!(base_offsets(&read), vec![2]);
 
-    // Checked again with nothing new: one key read, no reload.
+    // Due again with nothing new: the topic's watch says so, no reload.
     fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
     other.read_view(&tp, (4, -1), RU, true).await.expect("view");
-    assert_eq!(loads(), 2, "the state key had not moved");
+    assert_eq!(loads(), 2, "nothing had moved");
 
     // Past the view's end (the consumer saw more elsewhere): checked at once.
     leader
@@ -309,4 +318,78 @@ async fn a_stale_view_reading_data_deleted_since_answers_out_of_range_not_the_ne
         .await
         .expect("read");
     assert_eq!(base_offsets(&read), vec![2]);
+}
+
+#[tokio::test]
+async fn a_watched_view_reads_the_store_only_when_its_partition_moved() {
+    use crate::metadata::metered::MeteredMetadata;
+    let fx = Fixture::new().await;
+    let (leader, tp) = led(&fx, 1, 2).await;
+    let metered = Arc::new(MeteredMetadata::new(fx.store.clone()));
+    let counts = metered.counts();
+    let other = Log::open(
+        metered,
+        fx.objects.clone(),
+        fx.clock.clone(),
+        LogConfig {
+            node_id: 2,
+            ..LogConfig::default()
+        },
+    );
+    // As the controller tells a broker in a cluster: the topic is known, its partition led
+    // elsewhere (answered without a store read).
+    let mut led = leadership::LedPartitions::default();
+    led.add_topic("t", 1);
+    other.publish_leadership(led);
+    let reads = || counts.gets.load(Ordering::Relaxed) + counts.ranges.load(Ordering::Relaxed);
+    let loads = || other.stats().replica_view_loads.load(Ordering::Relaxed);
+    let view = other.read_view(&tp, (2, -1), RU, true).await.expect("view");
+    assert_eq!(view.stable_offsets().2, 2);
+    assert_eq!(other.replica_view_watches(), 1, "one watch for the topic");
+    assert_eq!(loads(), 1);
+    settle().await;
+
+    // A consumer waiting at the end, many intervals long: nothing moved, nothing read.
+    let before = reads();
+    for _ in 0..60 {
+        fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
+        let view = other.read_view(&tp, (2, -1), RU, true).await.expect("view");
+        assert_eq!(view.stable_offsets().2, 2);
+        settle().await;
+    }
+    assert_eq!(reads(), before, "no store read while nothing moved");
+    assert_eq!(loads(), 1);
+
+    // The leader commits: the view, last read from the store long ago, reloads at once, in
+    // one request; another commit within the interval waits for it.
+    leader
+        .append(tp.clone(), batches(3, 10), false)
+        .await
+        .expect("append");
+    settle().await;
+    let view = other.read_view(&tp, (2, -1), RU, true).await.expect("view");
+    assert_eq!(view.stable_offsets().2, 5, "the commit is seen");
+    assert_eq!(
+        (loads(), reads()),
+        (2, before + 1),
+        "one reload, one request"
+    );
+    leader
+        .append(tp.clone(), batches(1, 10), false)
+        .await
+        .expect("append");
+    settle().await;
+    let view = other.read_view(&tp, (5, -1), RU, true).await.expect("view");
+    assert_eq!(view.stable_offsets().2, 5, "within the interval");
+    fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
+    let view = other.read_view(&tp, (5, -1), RU, true).await.expect("view");
+    assert_eq!(view.stable_offsets().2, 6, "after it");
+    assert_eq!(reads(), before + 2);
+    fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
+    other.read_view(&tp, (6, -1), RU, true).await.expect("view");
+    assert_eq!(reads(), before + 2, "and quiet again");
+
+    // The watch goes with the topic's last view.
+    other.forget_topic("t");
+    assert_eq!(other.replica_view_watches(), 0);
 }
