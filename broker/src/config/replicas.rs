@@ -41,7 +41,8 @@ pub struct ReplicaArgs {
     pub replica_view_refresh_ms: u64,
 
     /// Partitions another broker leads that this broker keeps a view of for consumers' reads
-    /// (each holds its index tail: tens of KB); the least recently read is dropped first.
+    /// (each holds its index tail: tens of KB); the least recently read is dropped first, but
+    /// not one read within the last refresh interval (reads beyond the bound load each time).
     #[arg(
         long,
         env = "SKIFF_REPLICA_VIEWS_MAX",

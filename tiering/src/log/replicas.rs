@@ -158,20 +158,28 @@ impl ReplicaViews {
             .clone()
     }
 
-    fn insert(&self, tp: &TopicPartition, view: Arc<ReplicaView>) {
-        if self.max == 0 {
-            return;
-        }
+    /// Keeps `view` of `tp`, dropping the least recently read view if there are `max`, unless
+    /// that one was read within `recent_ms` of `now_ms`: then every kept view is in use (a
+    /// consumer fetching more partitions than `max`) and dropping one would only make the next
+    /// pass load it again, so `view` serves its one read and is not kept.
+    fn insert(&self, tp: &TopicPartition, view: Arc<ReplicaView>, (now_ms, recent_ms): (i64, i64)) {
         let mut views = self.views.lock().expect("replica views poisoned");
         if views.len() >= self.max && !views.contains_key(tp) {
             let oldest = views
                 .iter()
-                .min_by_key(|(_, v)| *v.used_ms.lock().expect("used mutex poisoned"))
-                .map(|(tp, _)| tp.clone());
-            if let Some(oldest) = oldest {
-                views.remove(&oldest);
-                if oldest.topic != tp.topic {
-                    self.drop_unused_watch(&views, &oldest.topic);
+                .map(|(tp, v)| (tp, *v.used_ms.lock().expect("used mutex poisoned")))
+                .min_by_key(|(_, used_ms)| *used_ms);
+            match oldest {
+                Some((oldest, used_ms)) if now_ms.saturating_sub(used_ms) >= recent_ms => {
+                    let oldest = oldest.clone();
+                    views.remove(&oldest);
+                    if oldest.topic != tp.topic {
+                        self.drop_unused_watch(&views, &oldest.topic);
+                    }
+                }
+                _ => {
+                    self.drop_unused_watch(&views, &tp.topic);
+                    return;
                 }
             }
         }
@@ -197,8 +205,11 @@ pub(crate) async fn replica_view(
         .get(tp)
         .cloned();
     let Some(view) = known else {
-        let watch = inner.replicas.watch(inner, &tp.topic).await;
-        let loaded = load(inner, tp, watch.generation()).await?;
+        let generation = match inner.replicas.max {
+            0 => 0,
+            _ => inner.replicas.watch(inner, &tp.topic).await.generation(),
+        };
+        let loaded = load(inner, tp, generation).await?;
         let partition = loaded.partition.clone();
         inner.replicas.insert(
             tp,
@@ -208,6 +219,7 @@ pub(crate) async fn replica_view(
                 used_ms: Mutex::new(now_ms),
                 checking: tokio::sync::Mutex::new(()),
             }),
+            (now_ms, refresh_ms),
         );
         return Ok(partition);
     };

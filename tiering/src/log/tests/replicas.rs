@@ -191,29 +191,39 @@ async fn replica_views_are_bounded_and_forgotten_with_their_topic() {
     let leader = fx.log(10);
     fx.topic(&leader, "t", 3).await;
     let other = replica(&fx, 2, 2);
-    for p in 0..3 {
-        let tp = TopicPartition::new("t", p);
-        other.read_view(&tp, (0, -1), RU, true).await.expect("view");
-        fx.clock.advance_ms(1);
-    }
-    assert_eq!(other.replica_views(), 2);
-    let loads = || other.stats().replica_view_loads.load(Ordering::Relaxed);
-    let before = loads();
     let tps: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new("t", p)).collect();
-    for p in [2, 1] {
-        other
-            .read_view(&tps[p], (0, -1), RU, true)
-            .await
-            .expect("view");
+    let loads = || other.stats().replica_view_loads.load(Ordering::Relaxed);
+    let read = |p: usize| other.read_view(&tps[p], (0, -1), RU, true);
+    read(0).await.expect("view");
+    fx.clock.advance_ms(1);
+    read(1).await.expect("view");
+    assert_eq!(other.replica_views(), 2);
+
+    // A consumer reading more partitions than there may be views: the views in use stay, the
+    // extra partition is loaded for each read rather than evicting one the next pass needs.
+    fx.clock.advance_ms(1);
+    for _ in 0..3 {
+        read(2).await.expect("view");
     }
-    assert_eq!(loads(), before, "the two most recently read are kept");
-    other
-        .read_view(&tps[0], (0, -1), RU, true)
-        .await
-        .expect("view");
-    assert_eq!(loads(), before + 1, "the least recently read went");
+    assert_eq!(loads(), 5, "the extra partition loaded per read");
+    let before = loads();
+    read(0).await.expect("view");
+    read(1).await.expect("view");
+    assert_eq!(loads(), before, "the views in use kept");
+
+    // Once one has not been read for an interval, it makes room.
+    fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
+    read(1).await.expect("view");
+    read(2).await.expect("view");
+    assert_eq!(loads(), before + 1);
+    read(2).await.expect("view");
+    read(1).await.expect("view");
+    assert_eq!(loads(), before + 1, "t-2 kept, t-1 too");
+    read(0).await.expect("view");
+    assert_eq!(loads(), before + 2, "t-0 went; read now, it is not kept");
     other.forget_topic("t");
     assert_eq!(other.replica_views(), 0);
+    assert_eq!(other.replica_view_watches(), 0);
 }
 
 #[tokio::test]
