@@ -139,12 +139,16 @@ async fn read_attempt(
     (max_bytes, first_batch_whole): (usize, bool),
     isolation: Isolation,
 ) -> Result<ReadOutcome, Failed> {
-    let (log_start_offset, last_stable_offset, high_watermark) = partition
-        .view
-        .lock()
-        .expect("view mutex poisoned")
-        .stable_offsets();
-    if offset < log_start_offset || offset > high_watermark {
+    let ((log_start_offset, last_stable_offset, high_watermark), log_end_offset) = {
+        let view = partition.view.lock().expect("view mutex poisoned");
+        // Offsets flushes in flight were given: as Kafka's log end offset past its high
+        // watermark, not out of range (a replica view that saw their commit first may have
+        // shown them to the consumer already).
+        let in_flight = view.projected.as_ref().map_or(0, |p| p.next_offset);
+        let offsets = view.stable_offsets();
+        (offsets, in_flight.max(offsets.2))
+    };
+    if offset < log_start_offset || offset > log_end_offset {
         return Err(Failed::Log(LogError::OffsetOutOfRange {
             offset,
             log_start_offset,

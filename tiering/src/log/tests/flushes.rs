@@ -300,3 +300,37 @@ async fn a_flusher_stopped_by_shutdown_is_no_failure() {
         tokio::time::timeout(std::time::Duration::from_millis(100), log.flusher_failed()).await;
     assert!(reported.is_err());
 }
+
+/// A consumer may have seen a commit elsewhere (a replica view, watching the store) before the
+/// leader applied it: offsets a flush in flight was given are answered empty, as Kafka answers
+/// offsets between its high watermark and log end offset; only past them is out of range.
+#[tokio::test]
+async fn offsets_of_a_flush_in_flight_are_not_out_of_range() {
+    let fx = Fixture::new().await;
+    let (log, gate) = gated(&fx, 1).await;
+    let tp = TopicPartition::new("t", 0);
+    let held = uploading(&log, &gate, &tp, batches(2, 0), 1).await;
+    for offset in [1, 2] {
+        let read = log
+            .read(&tp, offset, 1 << 20, Isolation::ReadUncommitted)
+            .await
+            .expect("in flight: not out of range");
+        assert!(read.batches.is_empty());
+        assert_eq!(read.high_watermark, 0);
+    }
+    assert!(matches!(
+        log.read(&tp, 3, 1 << 20, Isolation::ReadUncommitted).await,
+        Err(LogError::OffsetOutOfRange {
+            high_watermark: 0,
+            ..
+        })
+    ));
+    gate.release(0, true);
+    assert_eq!(base_offset(held.await), 0);
+    let read = log
+        .read(&tp, 1, 1 << 20, Isolation::ReadUncommitted)
+        .await
+        .expect("read");
+    assert_eq!((read.high_watermark, read.batches.len()), (2, 1));
+    log.shutdown().await;
+}
