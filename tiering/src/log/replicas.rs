@@ -135,6 +135,14 @@ impl ReplicaViews {
         self.watches.lock().expect("watches poisoned").len()
     }
 
+    fn get(&self, tp: &TopicPartition) -> Option<Arc<ReplicaView>> {
+        self.views
+            .lock()
+            .expect("replica views poisoned")
+            .get(tp)
+            .cloned()
+    }
+
     fn watch_if_any(&self, topic: &str) -> Option<Arc<TopicWatch>> {
         self.watches
             .lock()
@@ -197,13 +205,7 @@ pub(crate) async fn replica_view(
 ) -> Result<Arc<PartitionLog>, LogError> {
     let now_ms = inner.clock.now_ms();
     let refresh_ms = i64::try_from(inner.config.replica_view_refresh_ms).unwrap_or(i64::MAX);
-    let known = inner
-        .replicas
-        .views
-        .lock()
-        .expect("replica views poisoned")
-        .get(tp)
-        .cloned();
+    let known = inner.replicas.get(tp);
     let Some(view) = known else {
         let generation = match inner.replicas.max {
             0 => 0,
@@ -300,13 +302,7 @@ pub(crate) async fn reload_in_place(
         .clone();
     *partition.view.lock().expect("view mutex poisoned") = view;
     // The view now holds what this load read: say so, so the watch is asked from here on.
-    let kept = inner
-        .replicas
-        .views
-        .lock()
-        .expect("replica views poisoned")
-        .get(tp)
-        .cloned();
+    let kept = inner.replicas.get(tp);
     if let Some(kept) = kept {
         let mut loaded = kept.loaded.lock().expect("loaded mutex poisoned");
         if std::ptr::eq(Arc::as_ptr(&loaded.partition), partition) {
