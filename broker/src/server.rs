@@ -78,6 +78,8 @@ pub async fn serve(
                         let need = FrameNeed::default();
                         let (reader, writer) = socket.into_split();
                         let reader = LowWatermark::new(reader, need.clone(), 0);
+                        let reader =
+                            tokio::io::BufReader::with_capacity(HEADER_READ_AHEAD_BYTES, reader);
                         run_connection(reader, writer, broker, Arc::new(session), need).await;
                     }
                     Some(acceptor) => {
@@ -130,6 +132,12 @@ pub async fn serve(
         });
     }
 }
+
+/// What a plaintext connection reads ahead when it reads a frame's length: the length and the
+/// API key then come with one system call rather than two (TLS reads come from rustls's buffer
+/// already). Reads of a frame's body larger than this go straight into the frame's buffer, so
+/// a body is copied out of this buffer only for its first few bytes.
+const HEADER_READ_AHEAD_BYTES: usize = 64;
 
 /// Bytes of a response written at a time; each write must make progress within
 /// `connection_write_timeout`.

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 #[derive(Debug, Default)]
 pub struct MetadataCounts {
     pub gets: AtomicU64,
-    /// Range reads (by prefix) and the keys they returned.
+    /// Range reads (by prefix, and `read_many` requests) and the keys they returned.
     pub ranges: AtomicU64,
     pub range_keys: AtomicU64,
     /// Transactions, those whose compares failed, their operations and the bytes they wrote.
