@@ -101,6 +101,9 @@ def test_confluent_broker_resource(broker):
         assert name in entries, name
     assert entries["advertised.listeners"].value == f"PLAINTEXT://{broker.bootstrap}"
     assert all(e.is_read_only for e in entries.values())
+    # Unset settings are null, as Kafka reports them, not empty strings.
+    assert entries["broker.rack"].value is None
+    assert entries["replica.selector.class"].value.endswith("LeaderSelector")
 
     res = ConfigResource(ResourceType.BROKER, "1", incremental_configs=[
         ConfigEntry("log.retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)])

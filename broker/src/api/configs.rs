@@ -260,14 +260,14 @@ fn config_type(name: &str) -> i8 {
 /// read once at start, so they are read-only.
 fn entry(
     name: &str,
-    value: String,
+    value: Option<String>,
     source: i8,
     kind: i8,
     read_only: bool,
 ) -> DescribeConfigsResourceResult {
     DescribeConfigsResourceResult::default()
         .with_name(StrBytes::from_string(name.to_owned()))
-        .with_value(Some(StrBytes::from_string(value)))
+        .with_value(value.map(StrBytes::from_string))
         .with_read_only(read_only)
         .with_config_source(source)
         .with_config_type(kind)
@@ -298,7 +298,7 @@ pub async fn describe(broker: &Broker, request: DescribeConfigsRequest) -> Descr
                             } else {
                                 SOURCE_DEFAULT
                             };
-                            entry(name, value, source, config_type(name), false)
+                            entry(name, Some(value), source, config_type(name), false)
                         })
                         .collect();
                 }
@@ -344,9 +344,10 @@ fn timestamp_type_name(timestamp_type: TimestampType) -> &'static str {
 }
 
 /// Broker settings DescribeConfigs reports (Kafka's names) that request handling does not
-/// otherwise keep, fixed at start. All are static: Skiff reads its settings once.
+/// otherwise keep, fixed at start (None: unset, reported as null as Kafka does). All are
+/// static: Skiff reads its settings once.
 #[derive(Debug, Clone, Default)]
-pub struct StaticBrokerConfigs(Vec<(&'static str, String, i8)>);
+pub struct StaticBrokerConfigs(Vec<(&'static str, Option<String>, i8)>);
 
 impl StaticBrokerConfigs {
     /// `listeners` are the bound Kafka listeners, `advertised` what clients are told, both as
@@ -391,13 +392,6 @@ impl StaticBrokerConfigs {
             (
                 "log.retention.bytes",
                 (args.log_retention_bytes.to_string(), TYPE_LONG),
-            ),
-            (
-                "broker.rack",
-                (
-                    args.replicas.broker_rack.clone().unwrap_or_default(),
-                    TYPE_STRING,
-                ),
             ),
             (
                 "replica.selector.class",
@@ -449,10 +443,12 @@ impl StaticBrokerConfigs {
                 (args.producer_id_expiration_ms.to_string(), TYPE_LONG),
             ),
         ];
+        let rack = args.replicas.broker_rack.clone().filter(|r| !r.is_empty());
         Self(
             entries
                 .into_iter()
-                .map(|(name, (value, kind))| (name, value, kind))
+                .map(|(name, (value, kind))| (name, Some(value), kind))
+                .chain([("broker.rack", rack, TYPE_STRING)])
                 .collect(),
         )
     }
@@ -484,10 +480,10 @@ pub fn retention(
     }
 }
 
-fn broker_configs(broker: &Broker) -> Vec<(&'static str, String, i8)> {
+fn broker_configs(broker: &Broker) -> Vec<(&'static str, Option<String>, i8)> {
     let timestamp_type = timestamp_type_name(broker.topic_defaults.message_timestamp_type);
     let node_id = broker.node.node_id.to_string();
-    let mut configs = vec![
+    let configs = vec![
         ("node.id", node_id.clone(), TYPE_INT),
         ("broker.id", node_id, TYPE_INT),
         (
@@ -526,6 +522,10 @@ fn broker_configs(broker: &Broker) -> Vec<(&'static str, String, i8)> {
             TYPE_STRING,
         ),
     ];
+    let mut configs: Vec<_> = configs
+        .into_iter()
+        .map(|(name, value, kind)| (name, Some(value), kind))
+        .collect();
     for (name, value, kind) in &broker.static_configs.0 {
         if !configs.iter().any(|(known, _, _)| known == name) {
             configs.push((name, value.clone(), *kind));
