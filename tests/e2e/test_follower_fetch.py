@@ -200,3 +200,36 @@ def test_only_brokers_serving_follower_reads_are_replicas_and_serve_them(start_b
         err, _, preferred, records = parts[(topic, p)]
         assert (err, preferred) == (0, -1)
         assert len(kw.decode_records(records)) == 10
+
+
+@pytest.mark.timeout(180)
+def test_views_keep_up_across_an_etcd_restart(racks, etcd):
+    """A broker's views learn of commits from a watch per topic; etcd's restart ends it, the
+    views fall back to reading the store, and a new watch takes over."""
+    topic = "watched"
+    h.create_topic(racks[1].bootstrap, topic, 1)
+    h.wait_leaders(racks[1].bootstrap, topic)
+    leader = leaders(racks[1], topic)[0]
+    other = racks[next(node for node in RACKS if node != leader)]
+    produce(racks[leader].bootstrap, topic, [b"before"], 1)
+
+    def fetch_from(offset):
+        with kw.Conn.to(other) as conn:
+            _, payload = conn.request(kw.API_FETCH, 11,
+                                      kw.fetch_v10_body(topic, 0, offset, rack=""))
+        err, hw, _, records = kw.parse_fetch(payload, 11)[1][(topic, 0)]
+        return err, hw, [v for _o, _k, v in kw.decode_records(records) if _o >= offset]
+
+    assert fetch_from(0) == (0, 1, [b"before"])
+    assert other.stats()["replica_view_watches"] == 1
+
+    etcd.stop()
+    etcd.start()
+    produce(racks[leader].bootstrap, topic, [b"after"], 1)
+    # The view catches up (from the store while no watch runs, then from the new watch).
+    wait_for(lambda: fetch_from(1) == (0, 2, [b"after"]), 30, "the view to show the new record")
+    produce(racks[leader].bootstrap, topic, [b"later"], 1)
+    wait_for(lambda: fetch_from(2) == (0, 3, [b"later"]), 30, "the view to show another")
+    assert other.stats()["replica_view_watches"] == 1
+    assert "watch for replica views ended" in other.log_path.read_text(errors="replace"), \
+        "the restart did not end the watch: this test did not test the fallback"
