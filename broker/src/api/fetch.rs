@@ -127,6 +127,23 @@ async fn read_once(
     } else {
         Isolation::ReadUncommitted
     };
+    if replicas.any_replica {
+        // Views due for a reload are reloaded together, not one store round trip per
+        // partition as the pass below reaches them.
+        let reads: Vec<_> = request
+            .topics
+            .iter()
+            .zip(resolved)
+            .filter(|(_, resolved)| resolved.is_ok())
+            .flat_map(|(topic, _)| {
+                topic.partitions.iter().map(|p| {
+                    let tp = TopicPartition::new(&topic.topic, p.partition);
+                    (tp, p.fetch_offset, p.current_leader_epoch)
+                })
+            })
+            .collect();
+        broker.log.prepare_replica_views(&reads, isolation).await;
+    }
     for (topic, resolved) in request.topics.iter().zip(resolved) {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in &topic.partitions {

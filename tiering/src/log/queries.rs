@@ -66,6 +66,29 @@ impl Log {
         }
     }
 
+    /// Brings up to date, concurrently, the replica views a consumer's Fetch is about to read
+    /// (`reads`: partition, fetch offset, leader epoch): what [`Self::read_view`] would reload
+    /// one after the other, each waiting for the store, is reloaded
+    /// [`replicas::VIEW_LOADS_AT_ONCE`] at a time, so a fetch of hundreds of partitions served
+    /// from views does not wait hundreds of round trips. Only partitions this broker certainly
+    /// does not lead are looked at; errors are left for the reads to meet.
+    pub async fn prepare_replica_views(
+        &self,
+        reads: &[(TopicPartition, i64, i32)],
+        isolation: Isolation,
+    ) {
+        use futures::StreamExt;
+        let inner = &self.inner;
+        futures::stream::iter(reads.iter().filter(|(tp, _, _)| self.rules_out(tp)))
+            .for_each_concurrent(
+                replicas::VIEW_LOADS_AT_ONCE,
+                |(tp, offset, epoch)| async move {
+                    let _ = replicas::replica_view(inner, tp, (*offset, *epoch), isolation).await;
+                },
+            )
+            .await;
+    }
+
     /// Reads whole batches from `offset` of a partition as `view` shows it: at most
     /// `max_bytes` of them, except that with `first_batch_whole` the first is returned whole
     /// whatever its size (KIP-74: a fetch's first batch), and without it none is returned if

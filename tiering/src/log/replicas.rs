@@ -29,6 +29,9 @@ pub const REPLICA_VIEW_REFRESH_MS: u64 = 250;
 /// (retention, DeleteRecords, a new leader), so its log start offset does not lag for long.
 const MAX_AGE_REFRESHES: i64 = 20;
 
+/// Replica views one fetch reloads at once (`Log::prepare_replica_views`).
+pub(crate) const VIEW_LOADS_AT_ONCE: usize = 16;
+
 /// Default of `LogConfig::replica_views_max`.
 pub const REPLICA_VIEWS_MAX: usize = 1024;
 

@@ -403,3 +403,39 @@ async fn a_watched_view_reads_the_store_only_when_its_partition_moved() {
     other.forget_topic("t");
     assert_eq!(other.replica_view_watches(), 0);
 }
+
+#[tokio::test]
+async fn a_fetchs_due_views_are_reloaded_together_before_its_reads() {
+    let fx = Fixture::new().await;
+    let leader = fx.log(10);
+    fx.topic(&leader, "t", 3).await;
+    let other = replica(&fx, 2, 16);
+    let mut led = leadership::LedPartitions::default();
+    led.add_topic("t", 3);
+    other.publish_leadership(led);
+    let tps: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new("t", p)).collect();
+    for tp in &tps {
+        other.read_view(tp, (0, -1), RU, true).await.expect("view");
+    }
+    for tp in &tps {
+        leader
+            .append(tp.clone(), batches(1, 10), false)
+            .await
+            .expect("append");
+    }
+    settle().await;
+    fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
+    let loads = || other.stats().replica_view_loads.load(Ordering::Relaxed);
+    let reads: Vec<_> = tps.iter().map(|tp| (tp.clone(), 0, -1)).collect();
+    other.prepare_replica_views(&reads, RU).await;
+    assert_eq!(loads(), 6, "the three moved views reloaded");
+    for tp in &tps {
+        let view = other.read_view(tp, (0, -1), RU, true).await.expect("view");
+        assert_eq!(view.stable_offsets().2, 1);
+    }
+    assert_eq!(loads(), 6, "the reads found them fresh");
+    // A partition this broker may lead is left to its read.
+    let unknown = [(TopicPartition::new("u", 0), 0, -1)];
+    other.prepare_replica_views(&unknown, RU).await;
+    assert_eq!(loads(), 6);
+}
