@@ -274,6 +274,8 @@ async fn stats(
         "parquet_row_groups_read": load(&stats.parquet_row_groups_read),
         "replica_reads": load(&stats.replica_reads),
         "replica_view_loads": load(&stats.replica_view_loads),
+        "prefetch_reads": load(&stats.prefetch_reads),
+        "sections_prefetched": load(&stats.sections_prefetched),
         "replica_views": broker.log.replica_views(),
         "replica_view_watches": broker.log.replica_view_watches(),
         "flush_stages": stats
@@ -312,6 +314,8 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
             ("parquet_row_groups_read", "Parquet row groups decoded for Fetch", load(&stats.parquet_row_groups_read)),
             ("replica_reads", "Reads that returned records of partitions another broker leads, served for consumers (fetch from follower)", load(&stats.replica_reads)),
             ("replica_view_loads", "Views of partitions another broker leads loaded from the metadata store for those reads", load(&stats.replica_view_loads)),
+            ("prefetch_reads", "Ranged reads that fetched several sections of one flush object at once, ahead of a fetch's reads", load(&stats.prefetch_reads)),
+            ("sections_prefetched", "Sections those ranged reads put in the read cache", load(&stats.sections_prefetched)),
         ],
         gauges: vec![
             ("buffered_bytes", "Produce bytes accepted and not yet committed", gauge(broker.log.buffered_bytes())),

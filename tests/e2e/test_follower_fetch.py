@@ -76,6 +76,11 @@ def test_a_consumer_reads_from_the_broker_in_its_rack(racks):
         assert replica_reads(racks[2]) > 0, "node 2 never served a partition it does not lead"
         assert replica_reads(racks[1]) == 0 and replica_reads(racks[3]) == 0, \
             "a broker outside the consumer's rack served it as a replica"
+        # The partitions a leader flushed together are in one object: node 2 read their
+        # sections for a fetch with one GET, not one per partition.
+        stats = racks[2].stats()
+        assert stats["prefetch_reads"] > 0, stats
+        assert stats["sections_prefetched"] > stats["prefetch_reads"], stats
 
         # Tailing: records produced now reach the consumer through node 2's views, which
         # catch up with the leaders' commits.

@@ -127,22 +127,39 @@ async fn read_once(
     } else {
         Isolation::ReadUncommitted
     };
+    // What the pass is about to read: partition, fetch offset, leader epoch, bytes.
+    let reads: Vec<_> = request
+        .topics
+        .iter()
+        .zip(resolved)
+        .filter(|(_, resolved)| resolved.is_ok())
+        .flat_map(|(topic, _)| {
+            topic.partitions.iter().map(|p| {
+                let tp = TopicPartition::new(&topic.topic, p.partition);
+                let bytes = usize::try_from(p.partition_max_bytes).unwrap_or(0);
+                (tp, p.fetch_offset, p.current_leader_epoch, bytes)
+            })
+        })
+        .collect();
     if replicas.any_replica {
         // Views due for a reload are reloaded together, not one store round trip per
         // partition as the pass below reaches them.
-        let reads: Vec<_> = request
-            .topics
+        let views: Vec<_> = reads
             .iter()
-            .zip(resolved)
-            .filter(|(_, resolved)| resolved.is_ok())
-            .flat_map(|(topic, _)| {
-                topic.partitions.iter().map(|p| {
-                    let tp = TopicPartition::new(&topic.topic, p.partition);
-                    (tp, p.fetch_offset, p.current_leader_epoch)
-                })
-            })
+            .map(|(tp, offset, epoch, _)| (tp.clone(), *offset, *epoch))
             .collect();
-        broker.log.prepare_replica_views(&reads, isolation).await;
+        broker.log.prepare_replica_views(&views, isolation).await;
+    }
+    if reads.len() > 1 {
+        // Sections of one flush object that several partitions need are read with one GET,
+        // not one each as the pass reaches them. Partitions whose consumer this leader sends
+        // to another replica are not read here.
+        let sections: Vec<_> = reads
+            .iter()
+            .filter(|(tp, ..)| replicas.preferred(tp).is_none() || broker.log.rules_out(tp))
+            .map(|(tp, offset, _, bytes)| (tp.clone(), *offset, *bytes))
+            .collect();
+        broker.log.prefetch(&sections, isolation, max_bytes).await;
     }
     for (topic, resolved) in request.topics.iter().zip(resolved) {
         let mut partitions = Vec::with_capacity(topic.partitions.len());

@@ -20,6 +20,7 @@ pub(crate) use load::{load_partition, LoadFor};
 pub mod leadership;
 pub mod markers;
 mod pending;
+mod prefetch;
 mod queries;
 mod reader;
 mod recent;
@@ -235,6 +236,10 @@ pub struct LogStats {
     pub replica_reads: AtomicU64,
     /// Replica views loaded or reloaded from the metadata store for those reads.
     pub replica_view_loads: AtomicU64,
+    /// GETs that read several sections of one flush object at once, ahead of a fetch's reads.
+    pub prefetch_reads: AtomicU64,
+    /// Sections those GETs put in the read cache.
+    pub sections_prefetched: AtomicU64,
     /// How long each stage of a flush took.
     pub flush_times: flush_times::FlushTimes,
 }
@@ -328,6 +333,8 @@ pub(crate) struct LogInner {
     pub(crate) recent: Mutex<recent::RecentObjects>,
     /// Sections read back from the bucket (catch-up reads).
     pub(crate) sections: section_cache::SectionCache,
+    /// Prefetches of one object take turns (see `prefetch`).
+    pub(crate) prefetching: prefetch::Turns,
     pub(crate) stats: LogStats,
     pub(crate) shutting_down: AtomicBool,
     /// Set by a hand-over: flush without waiting for the linger time.
@@ -393,6 +400,7 @@ impl Log {
             buffer: Arc::new(Semaphore::new(config.buffer_max_bytes)),
             recent: Mutex::new(recent::RecentObjects::new(config.recent_cache_max_bytes)),
             sections,
+            prefetching: prefetch::Turns::default(),
             index_objects: crate::tree::IndexObjects::new(objects.clone()),
             columnar: ColumnarReader::new(objects.clone(), config.parquet_cache_max_bytes),
             store,

@@ -2,7 +2,7 @@
 //! leader epoch and producer state, for Fetch, ListOffsets and the admin APIs.
 
 use super::{
-    reader, replicas, Isolation, Log, LogError, PartitionLog, ReadOutcome, TopicPartition,
+    prefetch, reader, replicas, Isolation, Log, LogError, PartitionLog, ReadOutcome, TopicPartition,
 };
 use crate::producers::ProducerStates;
 use bytes::Bytes;
@@ -87,6 +87,48 @@ impl Log {
                 },
             )
             .await;
+    }
+
+    /// Reads into the read cache, together, the flush-object sections a fetch is about to read
+    /// (`reads`: partition, fetch offset, the bytes its read may take; `max_bytes` for the
+    /// fetch): sections of one object one GET per run of nearby ones, objects at once, rather
+    /// than one GET per partition as the reads reach them (see `prefetch`). Only partitions
+    /// this broker has loaded (led, or a replica view) are looked at; errors are left for the
+    /// reads to meet.
+    pub async fn prefetch(
+        &self,
+        reads: &[(TopicPartition, i64, usize)],
+        isolation: Isolation,
+        max_bytes: usize,
+    ) {
+        if !self.inner.sections.enabled() {
+            return;
+        }
+        let partitions: Vec<_> = {
+            let led = self.inner.partitions.read().expect("partitions poisoned");
+            reads
+                .iter()
+                .filter_map(|(tp, offset, max)| {
+                    let partition = match led.get(tp) {
+                        Some(partition) => partition.clone(),
+                        None => self.inner.replicas.partition(tp)?,
+                    };
+                    Some((partition, *offset, *max))
+                })
+                .collect()
+        };
+        let wanted: Vec<_> = partitions
+            .iter()
+            .map(|(partition, offset, max)| prefetch::Wanted {
+                partition,
+                offset: *offset,
+                max_bytes: *max,
+            })
+            .collect();
+        match prefetch::sections_wanted(&self.inner, &wanted, isolation, max_bytes).await {
+            Ok(sections) => prefetch::fill(&self.inner, sections).await,
+            Err(error) => tracing::debug!(%error, "prefetch skipped; the reads will retry"),
+        }
     }
 
     /// Reads whole batches from `offset` of a partition as `view` shows it: at most

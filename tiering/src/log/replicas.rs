@@ -146,6 +146,13 @@ impl ReplicaViews {
             .cloned()
     }
 
+    /// The partition a view shows now, if this broker keeps one (not marked as used).
+    pub(crate) fn partition(&self, tp: &TopicPartition) -> Option<Arc<PartitionLog>> {
+        let view = self.get(tp)?;
+        let loaded = view.loaded.lock().expect("replica view poisoned");
+        Some(loaded.partition.clone())
+    }
+
     fn watch_if_any(&self, topic: &str) -> Option<Arc<TopicWatch>> {
         self.watches
             .lock()

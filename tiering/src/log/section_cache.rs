@@ -222,6 +222,37 @@ impl SectionCache {
             })
     }
 
+    /// Whether sections are cached at all (a memory budget of 0 turns the cache off).
+    pub(crate) fn enabled(&self) -> bool {
+        !matches!(self.backend, Backend::Off)
+    }
+
+    /// Whether the section is cached (in memory, or maybe on disk: the disk part's index can
+    /// answer yes for what it lost, and the read then fetches it again).
+    pub(crate) fn contains(&self, entry: &IndexEntry) -> bool {
+        let key = SectionKey::of(entry);
+        match &self.backend {
+            Backend::Off => false,
+            Backend::Memory(cache) => cache.contains(&key),
+            Backend::Hybrid(cache) => cache.contains(&key),
+        }
+    }
+
+    /// Caches a section read by other means (a prefetch); `bytes` must have been checked
+    /// against the entry's CRC.
+    pub(crate) fn insert(&self, entry: &IndexEntry, bytes: Bytes) {
+        let key = SectionKey::of(entry);
+        match &self.backend {
+            Backend::Off => {}
+            Backend::Memory(cache) => {
+                cache.insert(key, bytes);
+            }
+            Backend::Hybrid(cache) => {
+                cache.insert(key, bytes);
+            }
+        }
+    }
+
     /// Bytes held in memory now.
     pub(crate) fn usage(&self) -> usize {
         match &self.backend {

@@ -193,6 +193,59 @@ async fn committed_data_survives_a_new_broker_process() {
 }
 
 #[tokio::test]
+async fn a_fetchs_sections_of_one_object_are_read_with_one_get() {
+    let fx = Fixture::new().await;
+    let log = fx.log(50);
+    fx.topic(&log, "t", 4).await;
+    let appends = (0..4).map(|p| log.append(TopicPartition::new("t", p), batches(2, 10), false));
+    for outcome in futures::future::join_all(appends).await {
+        outcome.expect("append");
+    }
+    assert_eq!(fx.object_count().await, 1, "one object for all partitions");
+    log.shutdown().await;
+    drop(log);
+
+    // A fresh broker: nothing of the object in memory.
+    let log = fx.log(50);
+    let reads: Vec<_> = (0..4)
+        .map(|p| (TopicPartition::new("t", p), 1, 1 << 20))
+        .collect();
+    for (tp, _, _) in &reads {
+        log.offsets(tp).await.expect("load the partition");
+    }
+    log.prefetch(&reads, RU, 1 << 20).await;
+    let stats = log.stats();
+    assert_eq!(stats.prefetch_reads.load(Ordering::Relaxed), 1, "one GET");
+    assert_eq!(stats.sections_prefetched.load(Ordering::Relaxed), 4);
+    // Read again: all cached, nothing fetched.
+    log.prefetch(&reads, RU, 1 << 20).await;
+    assert_eq!(stats.prefetch_reads.load(Ordering::Relaxed), 1);
+    for (tp, offset, max) in &reads {
+        let read = log.read(tp, *offset, *max, RU).await.expect("read");
+        assert_eq!(read.batches.len(), 1);
+    }
+    assert_eq!(stats.range_reads.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.read_cache_hits.load(Ordering::Relaxed), 4);
+
+    // At the end of the log, or past what the fetch may take, nothing is wanted.
+    let fresh = fx.log(50);
+    let at_end: Vec<_> = (0..4)
+        .map(|p| (TopicPartition::new("t", p), 2, 1 << 20))
+        .collect();
+    for (tp, _, _) in &at_end {
+        fresh.offsets(tp).await.expect("load the partition");
+    }
+    fresh.prefetch(&at_end, RU, 1 << 20).await;
+    fresh.prefetch(&reads, RU, 0).await;
+    assert_eq!(fresh.stats().prefetch_reads.load(Ordering::Relaxed), 0);
+    // A partition alone in its run is left to its read.
+    fresh.prefetch(&reads[..1], RU, 1 << 20).await;
+    assert_eq!(fresh.stats().prefetch_reads.load(Ordering::Relaxed), 0);
+    log.shutdown().await;
+    fresh.shutdown().await;
+}
+
+#[tokio::test]
 async fn read_bounds_and_unknown_partitions() {
     let fx = Fixture::new().await;
     let log = fx.log(1);
