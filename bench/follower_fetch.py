@@ -56,6 +56,13 @@ def delta(before, after, seconds, gib):
             "metadata_requests_per_s": round((meta(s1) - meta(s0)) / seconds, 1),
             "replica_reads": s1["replica_reads"] - s0["replica_reads"],
             "replica_view_loads": s1["replica_view_loads"] - s0["replica_view_loads"],
+            # GETs that read several sections of one flush object for a fetch (0 on builds
+            # without them).
+            "prefetch_reads": s1.get("prefetch_reads", 0) - s0.get("prefetch_reads", 0),
+            "sections_prefetched": s1.get("sections_prefetched", 0)
+            - s0.get("sections_prefetched", 0),
+            # Sections read alone, one GET each.
+            "range_reads": s1["range_reads"] - s0["range_reads"],
         }
     return out
 

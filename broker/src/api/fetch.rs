@@ -209,16 +209,14 @@ async fn read_partition(
     let tp = TopicPartition::new(topic, partition.partition);
     let empty = unanswered(partition.partition);
     let fail = |code: ResponseError| (empty.clone().with_error_code(code.code()), false);
-    let view = match broker
-        .log
-        .read_view(
-            &tp,
-            (partition.fetch_offset, partition.current_leader_epoch),
-            isolation,
-            replicas.any_replica,
-        )
-        .await
-    {
+    let read = (partition.fetch_offset, partition.current_leader_epoch);
+    // Replica views were brought up to date before the pass (`read_once`).
+    let view = if replicas.any_replica {
+        broker.log.prepared_read_view(&tp, read, isolation).await
+    } else {
+        broker.log.read_view(&tp, read, isolation, false).await
+    };
+    let view = match view {
         Ok(view) => view,
         Err(error) => return fail(log_error(&error)),
     };

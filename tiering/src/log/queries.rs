@@ -48,21 +48,49 @@ impl Log {
         isolation: Isolation,
         any_replica: bool,
     ) -> Result<ReadView, LogError> {
-        match self.led_partition(tp).await {
-            Ok(partition) => Ok(ReadView {
+        let freshness = any_replica.then_some(replicas::Freshness::Due);
+        self.view_for_read(tp, (offset, leader_epoch), isolation, freshness)
+            .await
+    }
+
+    /// [`Self::read_view`] for a consumer's Fetch pass whose views
+    /// [`Self::prepare_replica_views`] just brought up to date: a replica view is read as it
+    /// is unless the read cannot do without a check (past its high watermark, a newer leader
+    /// epoch), so the pass reads the sections its prefetch read.
+    pub async fn prepared_read_view(
+        &self,
+        tp: &TopicPartition,
+        (offset, leader_epoch): (i64, i32),
+        isolation: Isolation,
+    ) -> Result<ReadView, LogError> {
+        let freshness = Some(replicas::Freshness::Prepared);
+        self.view_for_read(tp, (offset, leader_epoch), isolation, freshness)
+            .await
+    }
+
+    /// The led partition, or (`freshness` given) a replica view checked as it says.
+    async fn view_for_read(
+        &self,
+        tp: &TopicPartition,
+        (offset, leader_epoch): (i64, i32),
+        isolation: Isolation,
+        freshness: Option<replicas::Freshness>,
+    ) -> Result<ReadView, LogError> {
+        match (self.led_partition(tp).await, freshness) {
+            (Ok(partition), _) => Ok(ReadView {
                 partition,
                 led_here: true,
             }),
-            Err(LogError::NotLeader(_)) if any_replica => {
+            (Err(LogError::NotLeader(_)), Some(freshness)) => {
+                let read = (offset, leader_epoch);
                 let partition =
-                    replicas::replica_view(&self.inner, tp, (offset, leader_epoch), isolation)
-                        .await?;
+                    replicas::replica_view(&self.inner, tp, read, isolation, freshness).await?;
                 Ok(ReadView {
                     partition,
                     led_here: false,
                 })
             }
-            Err(error) => Err(error),
+            (Err(error), _) => Err(error),
         }
     }
 
@@ -83,7 +111,9 @@ impl Log {
             .for_each_concurrent(
                 replicas::VIEW_LOADS_AT_ONCE,
                 |(tp, offset, epoch)| async move {
-                    let _ = replicas::replica_view(inner, tp, (*offset, *epoch), isolation).await;
+                    let due = replicas::Freshness::Due;
+                    let read = (*offset, *epoch);
+                    let _ = replicas::replica_view(inner, tp, read, isolation, due).await;
                 },
             )
             .await;

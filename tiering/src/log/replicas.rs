@@ -205,6 +205,18 @@ impl ReplicaViews {
     }
 }
 
+/// Which checks of a view a read makes before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// Every check [`needs_check`] asks for, its intervals included.
+    Due,
+    /// Only those the read cannot do without (past the view's high watermark, a newer leader
+    /// epoch): a Fetch pass whose views were just brought up to date together reads them as
+    /// they are, so a view that became due during the pass is not reloaded alone (and its new
+    /// sections read one GET each) but at the next pass.
+    Prepared,
+}
+
 /// The partition as the store last showed it, checked again first when the read (`offset`,
 /// `leader_epoch` (-1: none), `isolation`) needs a fresher view (see [`needs_check`]).
 pub(crate) async fn replica_view(
@@ -212,9 +224,14 @@ pub(crate) async fn replica_view(
     tp: &TopicPartition,
     (offset, leader_epoch): (i64, i32),
     isolation: Isolation,
+    freshness: Freshness,
 ) -> Result<Arc<PartitionLog>, LogError> {
     let now_ms = inner.clock.now_ms();
-    let refresh_ms = i64::try_from(inner.config.replica_view_refresh_ms).unwrap_or(i64::MAX);
+    let refresh_ms = match freshness {
+        Freshness::Due => i64::try_from(inner.config.replica_view_refresh_ms).unwrap_or(i64::MAX),
+        // No interval is ever reached: only a read that needs it checks the store.
+        Freshness::Prepared => i64::MAX,
+    };
     let known = inner.replicas.get(tp);
     let Some(view) = known else {
         let generation = match inner.replicas.max {

@@ -72,6 +72,58 @@ async fn another_broker_serves_a_consumer_what_the_leader_committed() {
 }
 
 #[tokio::test]
+async fn a_prepared_pass_reads_its_views_as_they_are_unless_it_cannot() {
+    let fx = Fixture::new().await;
+    let (leader, tp) = led(&fx, 1, 2).await;
+    let other = replica(&fx, 2, 16);
+    // As the controller tells it: the partition is led elsewhere.
+    let mut led = leadership::LedPartitions::default();
+    led.add_topic("t", 1);
+    other.publish_leadership(led);
+    other.read_view(&tp, (2, -1), RU, true).await.expect("view");
+    leader
+        .append(tp.clone(), batches(2, 10), false)
+        .await
+        .expect("append");
+    settle().await;
+    let loads = || other.stats().replica_view_loads.load(Ordering::Relaxed);
+    assert_eq!(loads(), 1);
+
+    // Due, and moved: a pass that prepared its views does not reload it on its own...
+    fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
+    let view = other
+        .prepared_read_view(&tp, (2, -1), RU)
+        .await
+        .expect("view");
+    assert_eq!(view.stable_offsets().2, 2, "read as it is");
+    assert_eq!(loads(), 1);
+    // ...but a read past its end, or naming a newer epoch, cannot do without the store.
+    let view = other
+        .prepared_read_view(&tp, (3, -1), RU)
+        .await
+        .expect("view");
+    assert_eq!(view.stable_offsets().2, 4, "past the end: checked");
+    assert_eq!(loads(), 2);
+    // The next pass's preparation reloads what is due.
+    leader
+        .append(tp.clone(), batches(2, 10), false)
+        .await
+        .expect("append");
+    settle().await;
+    fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
+    other
+        .prepare_replica_views(&[(tp.clone(), 4, -1)], RU)
+        .await;
+    assert_eq!(loads(), 3);
+    let view = other
+        .prepared_read_view(&tp, (4, -1), RU)
+        .await
+        .expect("view");
+    assert_eq!(view.stable_offsets().2, 6);
+    leader.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_replica_view_at_the_end_of_the_log_catches_up_after_the_refresh_interval() {
     let fx = Fixture::new().await;
     let (leader, tp) = led(&fx, 1, 2).await;
