@@ -7,7 +7,7 @@ use super::{
 use crate::catalog::Catalog;
 use crate::keys::{self, PartitionState};
 use crate::layout::IndexSnapshot;
-use crate::metadata::{Read, Revision};
+use crate::metadata::{KeyValue, Read, Revision};
 use crate::producers::ProducerStates;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -80,15 +80,63 @@ pub(crate) async fn read_partition_at(
     tp: &TopicPartition,
     load_for: LoadFor,
 ) -> Result<(Arc<PartitionLog>, Revision), LogError> {
-    let unknown = || LogError::UnknownTopicOrPartition(tp.to_string());
-    let mut reads = IndexSnapshot::reads(&tp.topic, tp.partition);
-    reads.extend([
-        Read::Key(keys::topic(&tp.topic)),
-        Read::Key(keys::partition(&tp.topic, tp.partition)),
-        Read::Key(keys::producers(&tp.topic, tp.partition)),
-    ]);
+    let (mut loaded, revision) =
+        read_partitions_at(inner, std::slice::from_ref(tp), load_for).await?;
+    let partition = loaded.pop().expect("one result per partition read")?;
+    Ok((partition, revision))
+}
+
+/// Reads a partition's load takes, in the order [`decode_partition`] takes their results.
+pub(crate) const READS_PER_PARTITION: usize = 6;
+
+/// [`read_partition_at`] for several partitions in one request, all at one revision: the store's
+/// error if the request failed, else each partition's load or why it has none (an unknown topic
+/// or partition, a corrupt key). At most [`MetadataStore::max_txn_ops`] /
+/// [`READS_PER_PARTITION`] partitions.
+///
+/// [`MetadataStore::max_txn_ops`]: crate::metadata::MetadataStore::max_txn_ops
+pub(crate) async fn read_partitions_at(
+    inner: &LogInner,
+    tps: &[TopicPartition],
+    load_for: LoadFor,
+) -> Result<(Vec<Result<Arc<PartitionLog>, LogError>>, Revision), LogError> {
+    let mut reads = Vec::with_capacity(tps.len() * READS_PER_PARTITION);
+    for tp in tps {
+        reads.extend(IndexSnapshot::reads(&tp.topic, tp.partition));
+        reads.extend([
+            Read::Key(keys::topic(&tp.topic)),
+            Read::Key(keys::partition(&tp.topic, tp.partition)),
+            Read::Key(keys::producers(&tp.topic, tp.partition)),
+        ]);
+    }
+    debug_assert_eq!(reads.len(), tps.len() * READS_PER_PARTITION);
     let found = inner.store.read_many(&reads).await?;
-    let mut results = found.results;
+    if found.results.len() != reads.len() {
+        return Err(LogError::Corrupt(format!(
+            "the metadata store answered {} of {} reads",
+            found.results.len(),
+            reads.len()
+        )));
+    }
+    let mut results = found.results.into_iter();
+    let loaded = tps
+        .iter()
+        .map(|tp| {
+            let mine: Vec<_> = results.by_ref().take(READS_PER_PARTITION).collect();
+            decode_partition(inner, tp, mine, load_for)
+        })
+        .collect();
+    Ok((loaded, found.revision))
+}
+
+/// One partition's load from the results of its [`READS_PER_PARTITION`] reads.
+fn decode_partition(
+    inner: &LogInner,
+    tp: &TopicPartition,
+    mut results: Vec<Vec<KeyValue>>,
+    load_for: LoadFor,
+) -> Result<Arc<PartitionLog>, LogError> {
+    let unknown = || LogError::UnknownTopicOrPartition(tp.to_string());
     let snapshot = IndexSnapshot::from_reads(&mut results)?;
     let mut rest = results.into_iter().map(|kvs| kvs.into_iter().next());
     let (topic_kv, state_kv, producers_kv) = (
@@ -114,7 +162,7 @@ pub(crate) async fn read_partition_at(
         }
         _ => ProducerStates::default(),
     };
-    let partition = Arc::new(PartitionLog {
+    Ok(Arc::new(PartitionLog {
         topic_create_revision: topic.create_revision,
         topic: Mutex::new((topic.mod_revision, topic.record)),
         view: Mutex::new(PartitionView {
@@ -131,6 +179,5 @@ pub(crate) async fn read_partition_at(
         }),
         inflight: pending::Inflight::default(),
         replica: load_for == LoadFor::Replica,
-    });
-    Ok((partition, found.revision))
+    }))
 }

@@ -94,29 +94,23 @@ impl Log {
         }
     }
 
-    /// Brings up to date, concurrently, the replica views a consumer's Fetch is about to read
-    /// (`reads`: partition, fetch offset, leader epoch): what [`Self::read_view`] would reload
-    /// one after the other, each waiting for the store, is reloaded
-    /// [`replicas::VIEW_LOADS_AT_ONCE`] at a time, so a fetch of hundreds of partitions served
-    /// from views does not wait hundreds of round trips. Only partitions this broker certainly
-    /// does not lead are looked at; errors are left for the reads to meet.
+    /// Brings up to date the replica views a consumer's Fetch is about to read (`reads`:
+    /// partition, fetch offset, leader epoch): those [`Self::read_view`] would reload one after
+    /// the other, each waiting for the store, are reloaded [`replicas::VIEWS_PER_LOAD`] to a
+    /// request, several requests at once, so a fetch of hundreds of partitions served from
+    /// views costs a few round trips. Only partitions this broker certainly does not lead are
+    /// looked at; errors are left for the reads to meet.
     pub async fn prepare_replica_views(
         &self,
         reads: &[(TopicPartition, i64, i32)],
         isolation: Isolation,
     ) {
-        use futures::StreamExt;
-        let inner = &self.inner;
-        futures::stream::iter(reads.iter().filter(|(tp, _, _)| self.rules_out(tp)))
-            .for_each_concurrent(
-                replicas::VIEW_LOADS_AT_ONCE,
-                |(tp, offset, epoch)| async move {
-                    let due = replicas::Freshness::Due;
-                    let read = (*offset, *epoch);
-                    let _ = replicas::replica_view(inner, tp, read, isolation, due).await;
-                },
-            )
-            .await;
+        let elsewhere: Vec<_> = reads
+            .iter()
+            .filter(|(tp, _, _)| self.rules_out(tp))
+            .cloned()
+            .collect();
+        replicas::prepare(&self.inner, &elsewhere, isolation).await;
     }
 
     /// Reads into the read cache, together, the flush-object sections a fetch is about to read

@@ -29,8 +29,12 @@ pub const REPLICA_VIEW_REFRESH_MS: u64 = 250;
 /// (retention, DeleteRecords, a new leader), so its log start offset does not lag for long.
 const MAX_AGE_REFRESHES: i64 = 20;
 
-/// Replica views one fetch reloads at once (`Log::prepare_replica_views`).
-pub(crate) const VIEW_LOADS_AT_ONCE: usize = 16;
+/// Replica views a fetch reloads with one metadata-store request (`Log::prepare_replica_views`;
+/// six reads each, so sixteen take 96 of etcd's 128 operations per transaction).
+pub(crate) const VIEWS_PER_LOAD: usize = 16;
+
+/// Such requests one fetch has in flight at once.
+pub(crate) const LOADS_AT_ONCE: usize = 4;
 
 /// Default of `LogConfig::replica_views_max`.
 pub const REPLICA_VIEWS_MAX: usize = 1024;
@@ -93,6 +97,42 @@ fn needs_check(
         || (watched != Watched::Unmoved
             && ((offset >= end && age_ms >= refresh_ms)
                 || age_ms >= refresh_ms.saturating_mul(MAX_AGE_REFRESHES)))
+}
+
+impl ReplicaView {
+    /// The partition as the view shows it, and whether the read (`offset`, `leader_epoch`,
+    /// `isolation`) must reload it first (see [`needs_check`]).
+    fn look(
+        &self,
+        tp: &TopicPartition,
+        read: (i64, i32, Isolation),
+        watch: Option<&TopicWatch>,
+        (now_ms, refresh_ms): (i64, i64),
+    ) -> (Arc<PartitionLog>, bool) {
+        let loaded = self.loaded.lock().expect("loaded mutex poisoned").clone();
+        let watched = watch.map_or(Watched::Unknown, |watch| {
+            watch.says(tp.partition, (loaded.revision, loaded.generation))
+        });
+        let checked_ms = *self.checked_ms.lock().expect("checked mutex poisoned");
+        let stale = needs_check(
+            read,
+            &loaded.partition,
+            (checked_ms, now_ms),
+            refresh_ms,
+            watched,
+        );
+        (loaded.partition, stale)
+    }
+
+    /// Takes `fresh` unless the view already holds a later load (a read's own reload that
+    /// finished first).
+    fn take(&self, fresh: Loaded, now_ms: i64) {
+        let mut loaded = self.loaded.lock().expect("loaded mutex poisoned");
+        if fresh.revision >= loaded.revision {
+            *loaded = fresh;
+            *self.checked_ms.lock().expect("checked mutex poisoned") = now_ms;
+        }
+    }
 }
 
 impl ReplicaViews {
@@ -227,8 +267,9 @@ pub(crate) async fn replica_view(
     freshness: Freshness,
 ) -> Result<Arc<PartitionLog>, LogError> {
     let now_ms = inner.clock.now_ms();
+    let interval_ms = i64::try_from(inner.config.replica_view_refresh_ms).unwrap_or(i64::MAX);
     let refresh_ms = match freshness {
-        Freshness::Due => i64::try_from(inner.config.replica_view_refresh_ms).unwrap_or(i64::MAX),
+        Freshness::Due => interval_ms,
         // No interval is ever reached: only a read that needs it checks the store.
         Freshness::Prepared => i64::MAX,
     };
@@ -248,27 +289,14 @@ pub(crate) async fn replica_view(
                 used_ms: Mutex::new(now_ms),
                 checking: tokio::sync::Mutex::new(()),
             }),
-            (now_ms, refresh_ms),
+            (now_ms, interval_ms),
         );
         return Ok(partition);
     };
     *view.used_ms.lock().expect("used mutex poisoned") = now_ms;
     let watch = inner.replicas.watch_if_any(&tp.topic);
-    let look = |view: &ReplicaView| {
-        let loaded = view.loaded.lock().expect("loaded mutex poisoned").clone();
-        let watched = watch.as_ref().map_or(Watched::Unknown, |watch| {
-            watch.says(tp.partition, (loaded.revision, loaded.generation))
-        });
-        let checked_ms = *view.checked_ms.lock().expect("checked mutex poisoned");
-        let stale = needs_check(
-            (offset, leader_epoch, isolation),
-            &loaded.partition,
-            (checked_ms, now_ms),
-            refresh_ms,
-            watched,
-        );
-        (loaded.partition, stale)
-    };
+    let read = (offset, leader_epoch, isolation);
+    let look = |view: &ReplicaView| view.look(tp, read, watch.as_deref(), (now_ms, refresh_ms));
     let (partition, stale) = look(&view);
     if !stale {
         return Ok(partition);
@@ -282,15 +310,101 @@ pub(crate) async fn replica_view(
     let watch = inner.replicas.watch(inner, &tp.topic).await;
     match load(inner, tp, watch.generation()).await {
         Ok(fresh) => {
-            let partition = fresh.partition.clone();
-            *view.loaded.lock().expect("loaded mutex poisoned") = fresh;
-            *view.checked_ms.lock().expect("checked mutex poisoned") = now_ms;
-            Ok(partition)
+            view.take(fresh, now_ms);
+            let loaded = view.loaded.lock().expect("loaded mutex poisoned");
+            Ok(loaded.partition.clone())
         }
         Err(error) => {
             // A deleted topic, a store outage: the next read starts from the store again.
             inner.replicas.forget(tp);
             Err(error)
+        }
+    }
+}
+
+/// Brings up to date, [`VIEWS_PER_LOAD`] to a metadata-store request, the views of `reads`
+/// (partition, fetch offset, leader epoch) that a read with `isolation` would reload or load
+/// first (see [`needs_check`]), [`LOADS_AT_ONCE`] requests at a time. Errors are left for the
+/// reads to meet: a failed request changes nothing, and a partition that has no load (a
+/// deleted topic) loses its view.
+pub(crate) async fn prepare(
+    inner: &LogInner,
+    reads: &[(TopicPartition, i64, i32)],
+    isolation: Isolation,
+) {
+    use futures::StreamExt;
+    let now_ms = inner.clock.now_ms();
+    let refresh_ms = i64::try_from(inner.config.replica_view_refresh_ms).unwrap_or(i64::MAX);
+    let mut due: Vec<TopicPartition> = Vec::new();
+    for (tp, offset, leader_epoch) in reads {
+        let stale = match inner.replicas.get(tp) {
+            None => true,
+            Some(view) => {
+                *view.used_ms.lock().expect("used mutex poisoned") = now_ms;
+                let watch = inner.replicas.watch_if_any(&tp.topic);
+                let read = (*offset, *leader_epoch, isolation);
+                view.look(tp, read, watch.as_deref(), (now_ms, refresh_ms))
+                    .1
+            }
+        };
+        if stale && !due.contains(tp) {
+            due.push(tp.clone());
+        }
+    }
+    let per_load = VIEWS_PER_LOAD
+        .min(inner.store.max_txn_ops() / super::load::READS_PER_PARTITION)
+        .max(1);
+    futures::stream::iter(due.chunks(per_load))
+        .for_each_concurrent(LOADS_AT_ONCE, |tps| async move {
+            load_views(inner, tps, (now_ms, refresh_ms)).await;
+        })
+        .await;
+}
+
+/// Loads the views of `tps` with one request and keeps them (or drops those with no load).
+async fn load_views(inner: &LogInner, tps: &[TopicPartition], (now_ms, refresh_ms): (i64, i64)) {
+    // Each topic's watch generation, read before the load (as `replica_view` does).
+    let mut generations: HashMap<Arc<str>, u64> = HashMap::new();
+    for tp in tps {
+        if inner.replicas.max > 0 && !generations.contains_key(&tp.topic) {
+            let generation = inner.replicas.watch(inner, &tp.topic).await.generation();
+            generations.insert(tp.topic.clone(), generation);
+        }
+    }
+    inner
+        .stats
+        .replica_view_loads
+        .fetch_add(tps.len() as u64, Ordering::Relaxed);
+    let (loaded, revision) =
+        match super::load::read_partitions_at(inner, tps, LoadFor::Replica).await {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::debug!(%error, "replica views not reloaded; the reads will retry");
+                return;
+            }
+        };
+    for (tp, partition) in tps.iter().zip(loaded) {
+        let Ok(partition) = partition else {
+            inner.replicas.forget(tp);
+            continue;
+        };
+        let fresh = Loaded {
+            partition,
+            revision,
+            generation: generations.get(&tp.topic).copied().unwrap_or(0),
+        };
+        match inner.replicas.get(tp) {
+            Some(view) => view.take(fresh, now_ms),
+            None => inner.replicas.insert(
+                tp,
+                Arc::new(ReplicaView {
+                    loaded: Mutex::new(fresh),
+                    checked_ms: Mutex::new(now_ms),
+                    used_ms: Mutex::new(now_ms),
+                    checking: tokio::sync::Mutex::new(()),
+                }),
+                (now_ms, refresh_ms),
+            ),
         }
     }
 }

@@ -458,10 +458,21 @@ async fn a_watched_view_reads_the_store_only_when_its_partition_moved() {
 
 #[tokio::test]
 async fn a_fetchs_due_views_are_reloaded_together_before_its_reads() {
+    use crate::metadata::metered::MeteredMetadata;
     let fx = Fixture::new().await;
     let leader = fx.log(10);
     fx.topic(&leader, "t", 3).await;
-    let other = replica(&fx, 2, 16);
+    let metered = Arc::new(MeteredMetadata::new(fx.store.clone()));
+    let counts = metered.counts();
+    let other = Log::open(
+        metered,
+        fx.objects.clone(),
+        fx.clock.clone(),
+        LogConfig {
+            node_id: 2,
+            ..LogConfig::default()
+        },
+    );
     let mut led = leadership::LedPartitions::default();
     led.add_topic("t", 3);
     other.publish_leadership(led);
@@ -479,8 +490,11 @@ async fn a_fetchs_due_views_are_reloaded_together_before_its_reads() {
     fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
     let loads = || other.stats().replica_view_loads.load(Ordering::Relaxed);
     let reads: Vec<_> = tps.iter().map(|tp| (tp.clone(), 0, -1)).collect();
+    let requests = || counts.gets.load(Ordering::Relaxed) + counts.ranges.load(Ordering::Relaxed);
+    let before = requests();
     other.prepare_replica_views(&reads, RU).await;
     assert_eq!(loads(), 6, "the three moved views reloaded");
+    assert_eq!(requests() - before, 1, "with one request");
     for tp in &tps {
         let view = other.read_view(tp, (0, -1), RU, true).await.expect("view");
         assert_eq!(view.stable_offsets().2, 1);
@@ -490,4 +504,22 @@ async fn a_fetchs_due_views_are_reloaded_together_before_its_reads() {
     let unknown = [(TopicPartition::new("u", 0), 0, -1)];
     other.prepare_replica_views(&unknown, RU).await;
     assert_eq!(loads(), 6);
+    // More views than one request holds (none known yet): a request per VIEWS_PER_LOAD; a
+    // partition past the topic's partitions is not ruled out, so left to its read.
+    let many = crate::log::replicas::VIEWS_PER_LOAD as i32 + 2;
+    fx.topic(&leader, "w", many).await;
+    let mut led = leadership::LedPartitions::default();
+    led.add_topic("t", 3);
+    led.add_topic("w", many);
+    other.publish_leadership(led);
+    let mut reads: Vec<_> = (0..many)
+        .map(|p| (TopicPartition::new("w", p), 0, -1))
+        .collect();
+    reads.push((TopicPartition::new("w", many), 0, -1));
+    let before = requests();
+    other.prepare_replica_views(&reads, RU).await;
+    assert_eq!(requests() - before, 2, "two requests for {many} views");
+    assert_eq!(loads(), 6 + many as u64);
+    assert_eq!(other.replica_views(), 3 + many as usize);
+    leader.shutdown().await;
 }
