@@ -30,8 +30,8 @@ pub struct ReplicaArgs {
 
     /// How far behind the leader a broker's view of a partition it does not lead may be when
     /// it serves a consumer reading at the end of the log (fetch from follower): it reloads the
-    /// view (one metadata-store request) at most this often, and only when its watch of the
-    /// topic saw the partition change.
+    /// view at most this often, and only when its watch of the topic saw the partition change
+    /// (a fetch's due views together, sixteen to a metadata-store request).
     #[arg(
         long,
         env = "SKIFF_REPLICA_VIEW_REFRESH_MS",

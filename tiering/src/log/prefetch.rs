@@ -132,9 +132,9 @@ pub(crate) async fn sections_wanted(
 }
 
 /// Reads into the read cache those of `sections` it and the recent-objects cache lack: one GET
-/// per run of nearby sections of an object, [`GETS_AT_ONCE`] at a time. A section alone in its
-/// run is left to its read (which shares one GET with concurrent readers of it). Errors are
-/// only logged: the reads meet them.
+/// per run of nearby sections of an object, [`GETS_AT_ONCE`] at a time (a section alone in its
+/// run through the read cache's own single GET, shared with concurrent readers of it). Errors
+/// are only logged: the reads meet them.
 pub(crate) async fn fill(inner: &LogInner, sections: Vec<IndexEntry>) {
     use futures::StreamExt;
     if !inner.sections.enabled() {
@@ -153,17 +153,26 @@ pub(crate) async fn fill(inner: &LogInner, sections: Vec<IndexEntry>) {
             .filter(|entry| !inner.sections.contains(entry))
             .collect()
     };
-    let runs: Vec<Run> = plan(missing, GAP_MAX_BYTES)
-        .into_iter()
-        .filter(|run| run.sections.len() > 1)
-        .collect();
-    futures::stream::iter(runs)
+    futures::stream::iter(plan(missing, GAP_MAX_BYTES))
         .for_each_concurrent(GETS_AT_ONCE, |run| async move {
-            if let Err(error) = read_run(inner, run).await {
+            let read = match run.sections.as_slice() {
+                [alone] => read_alone(inner, alone).await,
+                _ => read_run(inner, run).await,
+            };
+            if let Err(error) = read {
                 tracing::debug!(%error, "prefetch failed; the reads will retry");
             }
         })
         .await;
+}
+
+/// A section with no other wanted near it in its object: read as a read would.
+async fn read_alone(inner: &LogInner, entry: &IndexEntry) -> Result<(), ReadError> {
+    let (_, served) = inner.sections.read(&inner.objects, entry).await?;
+    if served == super::section_cache::Served::Bucket {
+        inner.stats.range_reads.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// One run: a GET of its range, each section checked against its CRC and put in the read

@@ -238,9 +238,13 @@ async fn a_fetchs_sections_of_one_object_are_read_with_one_get() {
     fresh.prefetch(&at_end, RU, 1 << 20).await;
     fresh.prefetch(&reads, RU, 0).await;
     assert_eq!(fresh.stats().prefetch_reads.load(Ordering::Relaxed), 0);
-    // A partition alone in its run is left to its read.
+    // A section alone in its run is read on its own, as its read would.
     fresh.prefetch(&reads[..1], RU, 1 << 20).await;
     assert_eq!(fresh.stats().prefetch_reads.load(Ordering::Relaxed), 0);
+    assert_eq!(fresh.stats().range_reads.load(Ordering::Relaxed), 1);
+    fresh.read(&reads[0].0, 1, 1 << 20, RU).await.expect("read");
+    assert_eq!(fresh.stats().range_reads.load(Ordering::Relaxed), 1);
+    assert_eq!(fresh.stats().read_cache_hits.load(Ordering::Relaxed), 1);
     log.shutdown().await;
     fresh.shutdown().await;
 }
