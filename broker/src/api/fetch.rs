@@ -210,11 +210,15 @@ async fn read_partition(
     let empty = unanswered(partition.partition);
     let fail = |code: ResponseError| (empty.clone().with_error_code(code.code()), false);
     let read = (partition.fetch_offset, partition.current_leader_epoch);
-    // Replica views were brought up to date before the pass (`read_once`).
-    let view = if replicas.any_replica {
+    // The replica views of partitions certainly led elsewhere were brought up to date before
+    // the pass (`read_once`); any other is checked as its read needs.
+    let view = if replicas.any_replica && broker.log.rules_out(&tp) {
         broker.log.prepared_read_view(&tp, read, isolation).await
     } else {
-        broker.log.read_view(&tp, read, isolation, false).await
+        broker
+            .log
+            .read_view(&tp, read, isolation, replicas.any_replica)
+            .await
     };
     let view = match view {
         Ok(view) => view,

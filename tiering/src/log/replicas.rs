@@ -336,7 +336,11 @@ pub(crate) async fn prepare(
     let now_ms = inner.clock.now_ms();
     let refresh_ms = i64::try_from(inner.config.replica_view_refresh_ms).unwrap_or(i64::MAX);
     let mut due: Vec<TopicPartition> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (tp, offset, leader_epoch) in reads {
+        if !seen.insert(tp) {
+            continue;
+        }
         let stale = match inner.replicas.get(tp) {
             None => true,
             Some(view) => {
@@ -347,7 +351,7 @@ pub(crate) async fn prepare(
                     .1
             }
         };
-        if stale && !due.contains(tp) {
+        if stale {
             due.push(tp.clone());
         }
     }
