@@ -192,6 +192,17 @@ async fn committed_data_survives_a_new_broker_process() {
     log.shutdown().await;
 }
 
+/// Reads of `t`'s four partitions from `offset`, 1 MiB each, their partitions loaded.
+async fn loaded_reads(log: &Log, offset: i64) -> Vec<(TopicPartition, i64, usize)> {
+    let reads: Vec<_> = (0..4)
+        .map(|p| (TopicPartition::new("t", p), offset, 1 << 20))
+        .collect();
+    for (tp, _, _) in &reads {
+        log.offsets(tp).await.expect("load the partition");
+    }
+    reads
+}
+
 #[tokio::test]
 async fn a_fetchs_sections_of_one_object_are_read_with_one_get() {
     let fx = Fixture::new().await;
@@ -207,12 +218,7 @@ async fn a_fetchs_sections_of_one_object_are_read_with_one_get() {
 
     // A fresh broker: nothing of the object in memory.
     let log = fx.log(50);
-    let reads: Vec<_> = (0..4)
-        .map(|p| (TopicPartition::new("t", p), 1, 1 << 20))
-        .collect();
-    for (tp, _, _) in &reads {
-        log.offsets(tp).await.expect("load the partition");
-    }
+    let reads = loaded_reads(&log, 1).await;
     log.prefetch(&reads, RU, 1 << 20).await;
     let stats = log.stats();
     assert_eq!(stats.prefetch_reads.load(Ordering::Relaxed), 1, "one GET");
@@ -229,12 +235,7 @@ async fn a_fetchs_sections_of_one_object_are_read_with_one_get() {
 
     // At the end of the log, or past what the fetch may take, nothing is wanted.
     let fresh = fx.log(50);
-    let at_end: Vec<_> = (0..4)
-        .map(|p| (TopicPartition::new("t", p), 2, 1 << 20))
-        .collect();
-    for (tp, _, _) in &at_end {
-        fresh.offsets(tp).await.expect("load the partition");
-    }
+    let at_end = loaded_reads(&fresh, 2).await;
     fresh.prefetch(&at_end, RU, 1 << 20).await;
     fresh.prefetch(&reads, RU, 0).await;
     assert_eq!(fresh.stats().prefetch_reads.load(Ordering::Relaxed), 0);

@@ -16,12 +16,39 @@ fn replica(fx: &Fixture, node_id: i32, views_max: usize) -> Log {
     )
 }
 
+/// Node 2 over a metadata store that counts its requests.
+fn metered_replica(fx: &Fixture) -> (Log, Arc<crate::metadata::metered::MetadataCounts>) {
+    let metered = Arc::new(crate::metadata::metered::MeteredMetadata::new(
+        fx.store.clone(),
+    ));
+    let counts = metered.counts();
+    let log = Log::open(
+        metered,
+        fx.objects.clone(),
+        fx.clock.clone(),
+        LogConfig {
+            node_id: 2,
+            ..LogConfig::default()
+        },
+    );
+    (log, counts)
+}
+
 /// Lets the replica's topic watch take in what the store just sent it (the tests run on one
 /// thread: the watch's task runs while this one yields).
 async fn settle() {
     for _ in 0..64 {
         tokio::task::yield_now().await;
     }
+}
+
+/// The leader commits a batch of two records, and the replica's watch hears of it.
+async fn commit_two(leader: &Log, tp: &TopicPartition) {
+    leader
+        .append(tp.clone(), batches(2, 10), false)
+        .await
+        .expect("append");
+    settle().await;
 }
 
 /// Node 1 leading partition `t-0`, with `appends` batches of `records` each committed.
@@ -81,11 +108,7 @@ async fn a_prepared_pass_reads_its_views_as_they_are_unless_it_cannot() {
     led.add_topic("t", 1);
     other.publish_leadership(led);
     other.read_view(&tp, (2, -1), RU, true).await.expect("view");
-    leader
-        .append(tp.clone(), batches(2, 10), false)
-        .await
-        .expect("append");
-    settle().await;
+    commit_two(&leader, &tp).await;
     let loads = || other.stats().replica_view_loads.load(Ordering::Relaxed);
     assert_eq!(loads(), 1);
 
@@ -105,11 +128,7 @@ async fn a_prepared_pass_reads_its_views_as_they_are_unless_it_cannot() {
     assert_eq!(view.stable_offsets().2, 4, "past the end: checked");
     assert_eq!(loads(), 2);
     // The next pass's preparation reloads what is due.
-    leader
-        .append(tp.clone(), batches(2, 10), false)
-        .await
-        .expect("append");
-    settle().await;
+    commit_two(&leader, &tp).await;
     fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
     other
         .prepare_replica_views(&[(tp.clone(), 4, -1)], RU)
@@ -130,11 +149,7 @@ async fn a_replica_view_at_the_end_of_the_log_catches_up_after_the_refresh_inter
     let other = replica(&fx, 2, 16);
     let view = other.read_view(&tp, (2, -1), RU, true).await.expect("view");
     assert_eq!(view.stable_offsets().2, 2);
-    leader
-        .append(tp.clone(), batches(2, 10), false)
-        .await
-        .expect("append");
-    settle().await;
+    commit_two(&leader, &tp).await;
     let loads = || other.stats().replica_view_loads.load(Ordering::Relaxed);
     assert_eq!(loads(), 1);
 
@@ -173,10 +188,7 @@ async fn a_replica_view_at_the_end_of_the_log_catches_up_after_the_refresh_inter
     assert_eq!(loads(), 2, "nothing had moved");
 
     // Past the view's end (the consumer saw more elsewhere): checked at once.
-    leader
-        .append(tp.clone(), batches(2, 10), false)
-        .await
-        .expect("append");
+    commit_two(&leader, &tp).await;
     let view = other.read_view(&tp, (6, -1), RU, true).await.expect("view");
     assert_eq!(view.stable_offsets().2, 6);
     assert_eq!(loads(), 3);
@@ -384,20 +396,9 @@ async fn a_stale_view_reading_data_deleted_since_answers_out_of_range_not_the_ne
 
 #[tokio::test]
 async fn a_watched_view_reads_the_store_only_when_its_partition_moved() {
-    use crate::metadata::metered::MeteredMetadata;
     let fx = Fixture::new().await;
     let (leader, tp) = led(&fx, 1, 2).await;
-    let metered = Arc::new(MeteredMetadata::new(fx.store.clone()));
-    let counts = metered.counts();
-    let other = Log::open(
-        metered,
-        fx.objects.clone(),
-        fx.clock.clone(),
-        LogConfig {
-            node_id: 2,
-            ..LogConfig::default()
-        },
-    );
+    let (other, counts) = metered_replica(&fx);
     // As the controller tells a broker in a cluster: the topic is known, its partition led
     // elsewhere (answered without a store read).
     let mut led = leadership::LedPartitions::default();
@@ -458,21 +459,10 @@ async fn a_watched_view_reads_the_store_only_when_its_partition_moved() {
 
 #[tokio::test]
 async fn a_fetchs_due_views_are_reloaded_together_before_its_reads() {
-    use crate::metadata::metered::MeteredMetadata;
     let fx = Fixture::new().await;
     let leader = fx.log(10);
     fx.topic(&leader, "t", 3).await;
-    let metered = Arc::new(MeteredMetadata::new(fx.store.clone()));
-    let counts = metered.counts();
-    let other = Log::open(
-        metered,
-        fx.objects.clone(),
-        fx.clock.clone(),
-        LogConfig {
-            node_id: 2,
-            ..LogConfig::default()
-        },
-    );
+    let (other, counts) = metered_replica(&fx);
     let mut led = leadership::LedPartitions::default();
     led.add_topic("t", 3);
     other.publish_leadership(led);
