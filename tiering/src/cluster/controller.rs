@@ -512,85 +512,20 @@ mod tests {
         new.log.shutdown().await;
     }
 
-    /// Counts the reads a broker's log makes; everything else passes through.
-    #[derive(Debug)]
-    struct CountingStore {
-        inner: Arc<dyn MetadataStore>,
-        reads: std::sync::atomic::AtomicUsize,
-    }
-
-    impl CountingStore {
-        fn reads(&self) -> usize {
-            self.reads.load(std::sync::atomic::Ordering::Relaxed)
-        }
-
-        fn count(&self) {
-            self.reads
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl MetadataStore for CountingStore {
-        async fn get(
-            &self,
-            key: &str,
-        ) -> crate::metadata::Result<Option<crate::metadata::KeyValue>> {
-            self.count();
-            self.inner.get(key).await
-        }
-        async fn range_prefix(
-            &self,
-            prefix: &str,
-            limit: usize,
-        ) -> crate::metadata::Result<Vec<crate::metadata::KeyValue>> {
-            self.count();
-            self.inner.range_prefix(prefix, limit).await
-        }
-        async fn txn(
-            &self,
-            txn: crate::metadata::Txn,
-        ) -> crate::metadata::Result<crate::metadata::TxnOutcome> {
-            self.inner.txn(txn).await
-        }
-        async fn read_many(
-            &self,
-            reads: &[crate::metadata::Read],
-        ) -> crate::metadata::Result<crate::metadata::ReadOutcome> {
-            self.count();
-            self.inner.read_many(reads).await
-        }
-        async fn watch_prefix(
-            &self,
-            prefix: &str,
-        ) -> crate::metadata::Result<futures::stream::BoxStream<'static, crate::metadata::WatchEvent>>
-        {
-            self.inner.watch_prefix(prefix).await
-        }
-        async fn lease_grant(&self, ttl_ms: i64) -> crate::metadata::Result<i64> {
-            self.inner.lease_grant(ttl_ms).await
-        }
-        async fn lease_keep_alive(&self, lease: i64) -> crate::metadata::Result<()> {
-            self.inner.lease_keep_alive(lease).await
-        }
-        async fn lease_revoke(&self, lease: i64) -> crate::metadata::Result<()> {
-            self.inner.lease_revoke(lease).await
-        }
-        fn max_txn_ops(&self) -> usize {
-            self.inner.max_txn_ops()
-        }
-    }
-
     /// A client with stale metadata asking for many partitions led elsewhere is answered from
     /// what the controller knows, not with store reads per partition.
     #[tokio::test]
     async fn partitions_led_elsewhere_are_refused_without_store_reads() {
         let (_dir, store, objects) = stores().await;
-        let counting = Arc::new(CountingStore {
-            inner: store.clone(),
-            reads: Default::default(),
-        });
-        let counted: Arc<dyn MetadataStore> = counting.clone();
+        // Counts the reads a broker's log makes (gets, ranges and read_many requests).
+        let metered = crate::metadata::metered::MeteredMetadata::new(store.clone());
+        let counts = metered.counts();
+        let reads = || {
+            let (gets, ranges) = (&counts.gets, &counts.ranges);
+            (gets.load(std::sync::atomic::Ordering::Relaxed)
+                + ranges.load(std::sync::atomic::Ordering::Relaxed)) as usize
+        };
+        let counted: Arc<dyn MetadataStore> = Arc::new(metered);
         let (a, b) = (
             node(&counted, &objects, 1).await,
             node(&store, &objects, 2).await,
@@ -618,7 +553,7 @@ mod tests {
             "b leads its share"
         );
 
-        let before = counting.reads();
+        let before = reads();
         for &p in &led_by_b {
             let tp = TopicPartition::new("t", p);
             let refused = a.log.leader_epoch(&tp).await;
@@ -627,11 +562,7 @@ mod tests {
                 "{refused:?}"
             );
         }
-        assert_eq!(
-            counting.reads() - before,
-            0,
-            "no store read per not-led partition"
-        );
+        assert_eq!(reads() - before, 0, "no store read per not-led partition");
 
         // What a leads still loads (and is cached), and an unknown topic still asks the store.
         let mine = (0..partitions)

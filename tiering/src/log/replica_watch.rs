@@ -208,55 +208,8 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::metadata::embedded::EmbeddedStore;
-    use crate::metadata::{LeaseId, Read, ReadOutcome, Result, Txn, TxnOp, TxnOutcome};
-
-    /// The embedded store, with watches that end when told (as etcd's do when it restarts).
-    #[derive(Debug)]
-    struct EndingWatches {
-        inner: EmbeddedStore,
-        end: tokio::sync::watch::Sender<u64>,
-    }
-
-    #[async_trait::async_trait]
-    impl MetadataStore for EndingWatches {
-        async fn get(&self, key: &str) -> Result<Option<crate::metadata::KeyValue>> {
-            self.inner.get(key).await
-        }
-        async fn range_prefix(
-            &self,
-            prefix: &str,
-            limit: usize,
-        ) -> Result<Vec<crate::metadata::KeyValue>> {
-            self.inner.range_prefix(prefix, limit).await
-        }
-        async fn txn(&self, txn: Txn) -> Result<TxnOutcome> {
-            self.inner.txn(txn).await
-        }
-        async fn read_many(&self, reads: &[Read]) -> Result<ReadOutcome> {
-            self.inner.read_many(reads).await
-        }
-        async fn watch_prefix(&self, prefix: &str) -> Result<BoxStream<'static, WatchEvent>> {
-            let mut end = self.end.subscribe();
-            let events = self.inner.watch_prefix(prefix).await?;
-            Ok(events
-                .take_until(async move {
-                    let _ = end.changed().await;
-                })
-                .boxed())
-        }
-        async fn lease_grant(&self, ttl_ms: i64) -> Result<LeaseId> {
-            self.inner.lease_grant(ttl_ms).await
-        }
-        async fn lease_keep_alive(&self, lease: LeaseId) -> Result<()> {
-            self.inner.lease_keep_alive(lease).await
-        }
-        async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-            self.inner.lease_revoke(lease).await
-        }
-        fn max_txn_ops(&self) -> usize {
-            self.inner.max_txn_ops()
-        }
-    }
+    use crate::metadata::faulty::FaultyStore;
+    use crate::metadata::{Txn, TxnOp};
 
     async fn settle() {
         for _ in 0..64 {
@@ -276,12 +229,10 @@ mod tests {
     async fn a_watch_that_ends_is_not_trusted_until_opened_again() {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = Arc::new(ManualClock::new(0));
-        let store = Arc::new(EndingWatches {
-            inner: EmbeddedStore::open(&dir.path().join("meta.redb"), clock)
-                .await
-                .expect("open"),
-            end: tokio::sync::watch::channel(0).0,
-        });
+        let embedded = EmbeddedStore::open(&dir.path().join("meta.redb"), clock)
+            .await
+            .expect("open");
+        let store = Arc::new(FaultyStore::new(Arc::new(embedded)));
         let (wake, mut woken) = tokio::sync::watch::channel(0);
         let watch = TopicWatch::open(store.clone(), "t", wake).await;
         let first = watch.generation();
@@ -311,7 +262,7 @@ mod tests {
 
         // The store ends the watch: nothing it says is trusted until it is open again, and views
         // loaded under the old one never trust the new one.
-        store.end.send_modify(|n| *n += 1);
+        store.end_watches();
         settle().await;
         assert_eq!(watch.generation(), 0);
         assert_eq!(watch.says(0, (moved, first)), Watched::Unknown);

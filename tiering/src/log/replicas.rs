@@ -365,7 +365,10 @@ pub(crate) async fn prepare(
         .await;
 }
 
-/// Loads the views of `tps` with one request and keeps them (or drops those with no load).
+/// Loads the views of `tps` with one request and keeps them; drops those with no load (a
+/// deleted topic, a store that cannot answer), so their reads load them and meet the error
+/// themselves (a pass reads prepared views as they are, and must not keep serving one that
+/// cannot be reloaded).
 async fn load_views(inner: &LogInner, tps: &[TopicPartition], (now_ms, refresh_ms): (i64, i64)) {
     // Each topic's watch generation, read before the load (as `replica_view` does).
     let mut generations: HashMap<Arc<str>, u64> = HashMap::new();
@@ -379,18 +382,14 @@ async fn load_views(inner: &LogInner, tps: &[TopicPartition], (now_ms, refresh_m
         .stats
         .replica_view_loads
         .fetch_add(tps.len() as u64, Ordering::Relaxed);
-    let (loaded, revision) =
-        match super::load::read_partitions_at(inner, tps, LoadFor::Replica).await {
-            Ok(found) => found,
+    for (tp, loaded) in tps.iter().zip(read_views(inner, tps).await) {
+        let (partition, revision) = match loaded {
+            Ok(loaded) => loaded,
             Err(error) => {
-                tracing::debug!(%error, "replica views not reloaded; the reads will retry");
-                return;
+                tracing::debug!(partition = %tp, %error, "replica view not reloaded");
+                inner.replicas.forget(tp);
+                continue;
             }
-        };
-    for (tp, partition) in tps.iter().zip(loaded) {
-        let Ok(partition) = partition else {
-            inner.replicas.forget(tp);
-            continue;
         };
         let fresh = Loaded {
             partition,
@@ -409,6 +408,35 @@ async fn load_views(inner: &LogInner, tps: &[TopicPartition], (now_ms, refresh_m
                 }),
                 (now_ms, refresh_ms),
             ),
+        }
+    }
+}
+
+/// Each of `tps` loaded, with the revision it was read at: all in one request, or, if that
+/// request fails, one request each (one partition may load where many did not: a response
+/// too large, say) — unless the first of those fails too (the store is down: no point asking
+/// again for each).
+async fn read_views(
+    inner: &LogInner,
+    tps: &[TopicPartition],
+) -> Vec<Result<(Arc<PartitionLog>, Revision), LogError>> {
+    match super::load::read_partitions_at(inner, tps, LoadFor::Replica).await {
+        Ok((loaded, revision)) => loaded
+            .into_iter()
+            .map(|partition| partition.map(|p| (p, revision)))
+            .collect(),
+        Err(error) if tps.len() == 1 => vec![Err(error)],
+        Err(error) => {
+            tracing::debug!(%error, views = tps.len(), "views not loaded together; one by one");
+            let mut loaded = Vec::with_capacity(tps.len());
+            for tp in tps {
+                let one = read_partition_at(inner, tp, LoadFor::Replica).await;
+                if loaded.is_empty() && one.is_err() {
+                    return tps.iter().map(|_| Err(error.clone())).collect();
+                }
+                loaded.push(one);
+            }
+            loaded
         }
     }
 }

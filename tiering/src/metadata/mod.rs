@@ -9,6 +9,8 @@
 pub mod contract;
 pub mod embedded;
 pub mod etcd;
+#[cfg(test)]
+pub(crate) mod faulty;
 pub mod metered;
 
 use async_trait::async_trait;

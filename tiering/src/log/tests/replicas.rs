@@ -513,3 +513,60 @@ async fn a_fetchs_due_views_are_reloaded_together_before_its_reads() {
     assert_eq!(other.replica_views(), 3 + many as usize);
     leader.shutdown().await;
 }
+
+#[tokio::test]
+async fn views_the_store_will_not_load_together_are_loaded_one_by_one() {
+    let fx = Fixture::new().await;
+    let leader = fx.log(10);
+    fx.topic(&leader, "t", 3).await;
+    let store = Arc::new(crate::metadata::faulty::FaultyStore::new(fx.store.clone()));
+    // One partition's load, not two.
+    store.refuse_read_many_over(6);
+    let other = Log::open(
+        store.clone(),
+        fx.objects.clone(),
+        fx.clock.clone(),
+        LogConfig {
+            node_id: 2,
+            ..LogConfig::default()
+        },
+    );
+    let mut led = leadership::LedPartitions::default();
+    led.add_topic("t", 3);
+    other.publish_leadership(led);
+    let tps: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new("t", p)).collect();
+    for tp in &tps {
+        leader
+            .append(tp.clone(), batches(1, 10), false)
+            .await
+            .expect("append");
+    }
+    let reads: Vec<_> = tps.iter().map(|tp| (tp.clone(), 0, -1)).collect();
+    other.prepare_replica_views(&reads, RU).await;
+    assert_eq!(store.refused(), 1, "the three together");
+    assert_eq!(other.replica_views(), 3, "then one by one");
+    for tp in &tps {
+        let view = other
+            .prepared_read_view(tp, (0, -1), RU)
+            .await
+            .expect("view");
+        assert_eq!(view.stable_offsets().2, 1);
+    }
+
+    // A store that answers nothing: one request together, one alone, then the views are
+    // dropped and each read meets the error itself.
+    store.refuse_read_many_over(0);
+    for tp in &tps {
+        commit_two(&leader, tp).await;
+    }
+    fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64 * 40);
+    let refused = store.refused();
+    other.prepare_replica_views(&reads, RU).await;
+    assert_eq!(store.refused() - refused, 2);
+    assert_eq!(other.replica_views(), 0);
+    assert!(other
+        .prepared_read_view(&tps[0], (0, -1), RU)
+        .await
+        .is_err());
+    leader.shutdown().await;
+}
