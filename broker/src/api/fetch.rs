@@ -13,7 +13,7 @@ use kafka_protocol::messages::fetch_response::{
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::ResponseError;
-use skiff_tiering::log::{Isolation, TopicPartition};
+use skiff_tiering::log::{Isolation, PartitionRead, TopicPartition};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -127,40 +127,13 @@ async fn read_once(
     } else {
         Isolation::ReadUncommitted
     };
-    // What the pass is about to read: partition, fetch offset, leader epoch, bytes.
-    let reads: Vec<_> = request
-        .topics
-        .iter()
-        .zip(resolved)
-        .filter(|(_, resolved)| resolved.is_ok())
-        .flat_map(|(topic, _)| {
-            topic.partitions.iter().map(|p| {
-                let tp = TopicPartition::new(&topic.topic, p.partition);
-                let bytes = usize::try_from(p.partition_max_bytes).unwrap_or(0);
-                (tp, p.fetch_offset, p.current_leader_epoch, bytes)
-            })
-        })
-        .collect();
+    // Views brought up to date together, and sections of one flush object read with one GET,
+    // rather than each as the pass reaches it.
+    let reads = pass_reads(broker, request, resolved, replicas);
     if replicas.any_replica {
-        // Views due for a reload are reloaded together, not one store round trip per
-        // partition as the pass below reaches them.
-        let views: Vec<_> = reads
-            .iter()
-            .map(|(tp, offset, epoch, _)| (tp.clone(), *offset, *epoch))
-            .collect();
-        broker.log.prepare_replica_views(&views, isolation).await;
+        broker.log.prepare_replica_views(&reads, isolation).await;
     }
-    if reads.len() > 1 {
-        // Sections of one flush object that several partitions need are read with one GET,
-        // not one each as the pass reaches them. Partitions whose consumer this leader sends
-        // to another replica are not read here.
-        let sections: Vec<_> = reads
-            .iter()
-            .filter(|(tp, ..)| replicas.preferred(tp).is_none() || broker.log.rules_out(tp))
-            .map(|(tp, offset, _, bytes)| (tp.clone(), *offset, *bytes))
-            .collect();
-        broker.log.prefetch(&sections, isolation, max_bytes).await;
-    }
+    broker.log.prefetch(&reads, isolation, max_bytes).await;
     for (topic, resolved) in request.topics.iter().zip(resolved) {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in &topic.partitions {
@@ -198,6 +171,38 @@ async fn read_once(
     }
 }
 
+/// What a pass is about to read, but for partitions whose consumer this leader sends to
+/// another replica; nothing for a fetch of one partition from its leader (nothing to bring up
+/// to date, nothing to read together).
+fn pass_reads(
+    broker: &Broker,
+    request: &FetchRequest,
+    resolved: &[Result<(), ResponseError>],
+    replicas: &ReadReplicas,
+) -> Vec<PartitionRead> {
+    let partitions: usize = request.topics.iter().map(|t| t.partitions.len()).sum();
+    if !replicas.any_replica && partitions < 2 {
+        return Vec::new();
+    }
+    let served_here =
+        |tp: &TopicPartition| replicas.preferred(tp).is_none() || broker.log.rules_out(tp);
+    request
+        .topics
+        .iter()
+        .zip(resolved)
+        .filter(|(_, resolved)| resolved.is_ok())
+        .flat_map(|(topic, _)| {
+            topic.partitions.iter().map(|p| PartitionRead {
+                tp: TopicPartition::new(&topic.topic, p.partition),
+                offset: p.fetch_offset,
+                leader_epoch: p.current_leader_epoch,
+                max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+            })
+        })
+        .filter(|read| served_here(&read.tp))
+        .collect()
+}
+
 /// Reads one partition; says too whether it was read from a replica view.
 async fn read_partition(
     broker: &Broker,
@@ -210,15 +215,11 @@ async fn read_partition(
     let empty = unanswered(partition.partition);
     let fail = |code: ResponseError| (empty.clone().with_error_code(code.code()), false);
     let read = (partition.fetch_offset, partition.current_leader_epoch);
-    // The replica views of partitions certainly led elsewhere were brought up to date before
-    // the pass (`read_once`); any other is checked as its read needs.
-    let view = if replicas.any_replica && broker.log.rules_out(&tp) {
+    // Replica views were brought up to date before the pass (`read_once`).
+    let view = if replicas.any_replica {
         broker.log.prepared_read_view(&tp, read, isolation).await
     } else {
-        broker
-            .log
-            .read_view(&tp, read, isolation, replicas.any_replica)
-            .await
+        broker.log.read_view(&tp, read, isolation, false).await
     };
     let view = match view {
         Ok(view) => view,

@@ -31,7 +31,7 @@ pub mod section_cache;
 mod writer;
 
 pub use index::ROLLUP_FANOUT;
-pub use queries::ReadView;
+pub use queries::{PartitionRead, ReadView};
 pub use reader::{Isolation, ReadOutcome};
 
 use crate::catalog::{Catalog, CatalogError, Topic};

@@ -55,7 +55,10 @@ pub(crate) fn plan(mut sections: Vec<IndexEntry>, gap_max_bytes: u64) -> Vec<Run
     sections.dedup_by(|b, a| a.object == b.object && a.position == b.position);
     let mut runs: Vec<Run> = Vec::new();
     for section in sections {
-        let end = section.position + section.length;
+        let Some(end) = section_end(&section) else {
+            // A corrupt entry: its read says so.
+            continue;
+        };
         match runs.last_mut() {
             Some(run)
                 if run.object == section.object
@@ -74,10 +77,19 @@ pub(crate) fn plan(mut sections: Vec<IndexEntry>, gap_max_bytes: u64) -> Vec<Run
     runs
 }
 
+/// Where a section ends in its object; None if its entry cannot be right (the end is past
+/// any address).
+fn section_end(entry: &IndexEntry) -> Option<u64> {
+    entry
+        .position
+        .checked_add(entry.length)
+        .filter(|end| usize::try_from(*end).is_ok())
+}
+
 /// What one partition's read is about to cover: the partition, the offset and the bytes it may
 /// take.
-pub(crate) struct Wanted<'a> {
-    pub(crate) partition: &'a PartitionLog,
+pub(crate) struct Wanted {
+    pub(crate) partition: Arc<PartitionLog>,
     pub(crate) offset: i64,
     pub(crate) max_bytes: usize,
 }
@@ -88,7 +100,7 @@ pub(crate) struct Wanted<'a> {
 /// their own cache). Index objects met on the way are read (and cached, for the reads).
 pub(crate) async fn sections_wanted(
     inner: &LogInner,
-    wanted: &[Wanted<'_>],
+    wanted: &[Wanted],
     isolation: Isolation,
     max_bytes: usize,
 ) -> Result<Vec<IndexEntry>, ReadError> {
@@ -144,11 +156,12 @@ pub(crate) async fn fill(inner: &LogInner, sections: Vec<IndexEntry>) {
         let recent = inner.recent.lock().expect("recent mutex poisoned");
         sections
             .into_iter()
-            .filter(|entry| {
-                let (position, length) = (entry.position as usize, entry.length as usize);
-                recent
-                    .get(&entry.object, position..position + length)
-                    .is_none()
+            .filter(|entry| match section_end(entry) {
+                // Bounded by `section_end`.
+                Some(end) => recent
+                    .get(&entry.object, entry.position as usize..end as usize)
+                    .is_none(),
+                None => false,
             })
             .filter(|entry| !inner.sections.contains(entry))
             .collect()
@@ -166,18 +179,15 @@ pub(crate) async fn fill(inner: &LogInner, sections: Vec<IndexEntry>) {
         .await;
 }
 
-/// A section with no other wanted near it in its object: read as a read would.
+/// A section with no other wanted near it in its object: read as its read would (into the
+/// read cache, with one GET shared with concurrent readers of it).
 async fn read_alone(inner: &LogInner, entry: &IndexEntry) -> Result<(), ReadError> {
-    let (_, served) = inner.sections.read(&inner.objects, entry).await?;
-    if served == super::section_cache::Served::Bucket {
-        inner.stats.range_reads.fetch_add(1, Ordering::Relaxed);
-    }
-    Ok(())
+    super::reader::section_bytes(inner, entry).await.map(drop)
 }
 
 /// One run: a GET of its range, each section checked against its CRC and put in the read
-/// cache. Concurrent prefetches of one object take turns, and each reads only what the one
-/// before it did not.
+/// cache. Concurrent prefetches of one object take turns, and each reads only the sections
+/// the one before it did not (the range from the first to the last of them).
 async fn read_run(inner: &LogInner, run: Run) -> Result<(), ReadError> {
     let turn = inner.prefetching.turn(&run.object);
     let _turn = turn.lock().await;
@@ -186,8 +196,17 @@ async fn read_run(inner: &LogInner, run: Run) -> Result<(), ReadError> {
         .into_iter()
         .filter(|entry| !inner.sections.contains(entry))
         .collect();
-    let Some(run) = plan(sections, GAP_MAX_BYTES).into_iter().next() else {
+    // In position order, each with an end (`plan`).
+    let (Some(first), Some(end)) = (
+        sections.first(),
+        sections.iter().filter_map(section_end).max(),
+    ) else {
         return Ok(());
+    };
+    let run = Run {
+        range: first.position..end,
+        object: run.object,
+        sections,
     };
     let what = format!("object={}", run.object);
     let buffer = inner
@@ -326,6 +345,16 @@ mod tests {
         let runs = plan(vec![section("a", 0, 10), section("a", 1_010, 10)], 1_000);
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].range, 0..1_020);
+    }
+
+    #[test]
+    fn a_section_whose_end_is_past_any_address_is_left_to_its_read() {
+        let runs = plan(
+            vec![section("a", u64::MAX - 1, 10), section("a", 0, 10)],
+            1_000,
+        );
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].range, 0..10);
     }
 
     #[test]

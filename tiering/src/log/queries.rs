@@ -9,6 +9,16 @@ use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// A partition a consumer's Fetch pass is about to read: from `offset`, under `leader_epoch`
+/// (-1: none), at most `max_bytes` (its `partition_max_bytes`).
+#[derive(Debug, Clone)]
+pub struct PartitionRead {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub max_bytes: usize,
+}
+
 /// A partition as one read sees it: led by this broker, or a replica view of a partition
 /// another broker leads (see `replicas`).
 #[derive(Debug, Clone)]
@@ -53,18 +63,23 @@ impl Log {
             .await
     }
 
-    /// [`Self::read_view`] for a consumer's Fetch pass whose views
-    /// [`Self::prepare_replica_views`] just brought up to date: a replica view is read as it
-    /// is unless the read cannot do without a check (past its high watermark, a newer leader
-    /// epoch), so the pass reads the sections its prefetch read.
+    /// [`Self::read_view`] for a read of a consumer's Fetch pass (any replica may serve it),
+    /// after [`Self::prepare_replica_views`] for the pass: a view it brought up to date (of a
+    /// partition certainly led elsewhere) is read as it is unless the read cannot do without a
+    /// check (past its high watermark, a newer leader epoch), so the pass reads the sections
+    /// its prefetch read; any other is checked as [`Self::read_view`] would.
     pub async fn prepared_read_view(
         &self,
         tp: &TopicPartition,
         (offset, leader_epoch): (i64, i32),
         isolation: Isolation,
     ) -> Result<ReadView, LogError> {
-        let freshness = Some(replicas::Freshness::Prepared);
-        self.view_for_read(tp, (offset, leader_epoch), isolation, freshness)
+        let freshness = if self.rules_out(tp) {
+            replicas::Freshness::Prepared
+        } else {
+            replicas::Freshness::Due
+        };
+        self.view_for_read(tp, (offset, leader_epoch), isolation, Some(freshness))
             .await
     }
 
@@ -94,61 +109,46 @@ impl Log {
         }
     }
 
-    /// Brings up to date the replica views a consumer's Fetch is about to read (`reads`:
-    /// partition, fetch offset, leader epoch): those [`Self::read_view`] would reload one after
-    /// the other, each waiting for the store, are reloaded [`replicas::VIEWS_PER_LOAD`] to a
-    /// request, several requests at once, so a fetch of hundreds of partitions served from
-    /// views costs a few round trips. Only partitions this broker certainly does not lead are
-    /// looked at; errors are left for the reads to meet.
-    pub async fn prepare_replica_views(
-        &self,
-        reads: &[(TopicPartition, i64, i32)],
-        isolation: Isolation,
-    ) {
-        let elsewhere: Vec<_> = reads
+    /// Brings up to date the replica views a consumer's Fetch pass is about to read: those
+    /// [`Self::read_view`] would reload one after the other, each waiting for the store, are
+    /// reloaded [`replicas::VIEWS_PER_LOAD`] to a request, several requests at once, so a
+    /// fetch of hundreds of partitions served from views costs a few round trips. Only
+    /// partitions this broker certainly does not lead are looked at; errors are left for the
+    /// reads to meet.
+    pub async fn prepare_replica_views(&self, reads: &[PartitionRead], isolation: Isolation) {
+        let elsewhere: Vec<&PartitionRead> = reads
             .iter()
-            .filter(|(tp, _, _)| self.rules_out(tp))
-            .cloned()
+            .filter(|read| self.rules_out(&read.tp))
             .collect();
         replicas::prepare(&self.inner, &elsewhere, isolation).await;
     }
 
-    /// Reads into the read cache, together, the flush-object sections a fetch is about to read
-    /// (`reads`: partition, fetch offset, the bytes its read may take; `max_bytes` for the
-    /// fetch): sections of one object one GET per run of nearby ones, objects at once, rather
-    /// than one GET per partition as the reads reach them (see `prefetch`). Only partitions
-    /// this broker has loaded (led, or a replica view) are looked at; errors are left for the
-    /// reads to meet.
-    pub async fn prefetch(
-        &self,
-        reads: &[(TopicPartition, i64, usize)],
-        isolation: Isolation,
-        max_bytes: usize,
-    ) {
-        if !self.inner.sections.enabled() {
+    /// Reads into the read cache, together, the flush-object sections a Fetch pass of several
+    /// partitions is about to read (`max_bytes` for the whole fetch): sections of one object
+    /// one GET per run of nearby ones, objects at once, rather than one GET per partition as
+    /// the reads reach them (see `prefetch`). Only partitions this broker has loaded (led, or
+    /// a replica view) are looked at; errors are left for the reads to meet.
+    pub async fn prefetch(&self, reads: &[PartitionRead], isolation: Isolation, max_bytes: usize) {
+        if reads.len() < 2 || !self.inner.sections.enabled() {
             return;
         }
-        let partitions: Vec<_> = {
+        let wanted: Vec<prefetch::Wanted> = {
             let led = self.inner.partitions.read().expect("partitions poisoned");
             reads
                 .iter()
-                .filter_map(|(tp, offset, max)| {
-                    let partition = match led.get(tp) {
+                .filter_map(|read| {
+                    let partition = match led.get(&read.tp) {
                         Some(partition) => partition.clone(),
-                        None => self.inner.replicas.partition(tp)?,
+                        None => self.inner.replicas.partition(&read.tp)?,
                     };
-                    Some((partition, *offset, *max))
+                    Some(prefetch::Wanted {
+                        partition,
+                        offset: read.offset,
+                        max_bytes: read.max_bytes,
+                    })
                 })
                 .collect()
         };
-        let wanted: Vec<_> = partitions
-            .iter()
-            .map(|(partition, offset, max)| prefetch::Wanted {
-                partition,
-                offset: *offset,
-                max_bytes: *max,
-            })
-            .collect();
         match prefetch::sections_wanted(&self.inner, &wanted, isolation, max_bytes).await {
             Ok(sections) => prefetch::fill(&self.inner, sections).await,
             Err(error) => tracing::debug!(%error, "prefetch skipped; the reads will retry"),

@@ -484,7 +484,10 @@ async fn file_batch(
 
 /// A section's bytes, from the recent-objects cache, the read cache or a ranged GET, checked
 /// against the CRC recorded at write time.
-async fn section_bytes(inner: &LogInner, entry: &IndexEntry) -> Result<Bytes, ReadError> {
+pub(super) async fn section_bytes(
+    inner: &LogInner,
+    entry: &IndexEntry,
+) -> Result<Bytes, ReadError> {
     let range = usize::try_from(entry.position)
         .ok()
         .zip(usize::try_from(entry.position + entry.length).ok())

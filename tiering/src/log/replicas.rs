@@ -16,7 +16,7 @@
 
 use super::load::read_partition_at;
 use super::replica_watch::{TopicWatch, Watched};
-use super::{Isolation, LoadFor, LogError, LogInner, PartitionLog, TopicPartition};
+use super::{Isolation, LoadFor, LogError, LogInner, PartitionLog, PartitionRead, TopicPartition};
 use crate::metadata::Revision;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -100,6 +100,16 @@ fn needs_check(
 }
 
 impl ReplicaView {
+    /// A view of what `loaded` read, checked and used at `now_ms`.
+    fn new(loaded: Loaded, now_ms: i64) -> Arc<Self> {
+        Arc::new(Self {
+            loaded: Mutex::new(loaded),
+            checked_ms: Mutex::new(now_ms),
+            used_ms: Mutex::new(now_ms),
+            checking: tokio::sync::Mutex::new(()),
+        })
+    }
+
     /// The partition as the view shows it, and whether the read (`offset`, `leader_epoch`,
     /// `isolation`) must reload it first (see [`needs_check`]).
     fn look(
@@ -281,16 +291,9 @@ pub(crate) async fn replica_view(
         };
         let loaded = load(inner, tp, generation).await?;
         let partition = loaded.partition.clone();
-        inner.replicas.insert(
-            tp,
-            Arc::new(ReplicaView {
-                loaded: Mutex::new(loaded),
-                checked_ms: Mutex::new(now_ms),
-                used_ms: Mutex::new(now_ms),
-                checking: tokio::sync::Mutex::new(()),
-            }),
-            (now_ms, interval_ms),
-        );
+        inner
+            .replicas
+            .insert(tp, ReplicaView::new(loaded, now_ms), (now_ms, interval_ms));
         return Ok(partition);
     };
     *view.used_ms.lock().expect("used mutex poisoned") = now_ms;
@@ -323,21 +326,22 @@ pub(crate) async fn replica_view(
 }
 
 /// Brings up to date, [`VIEWS_PER_LOAD`] to a metadata-store request, the views of `reads`
-/// (partition, fetch offset, leader epoch) that a read with `isolation` would reload or load
-/// first (see [`needs_check`]), [`LOADS_AT_ONCE`] requests at a time. Errors are left for the
-/// reads to meet: a failed request changes nothing, and a partition that has no load (a
-/// deleted topic) loses its view.
-pub(crate) async fn prepare(
-    inner: &LogInner,
-    reads: &[(TopicPartition, i64, i32)],
-    isolation: Isolation,
-) {
+/// that a read with `isolation` would reload or load first (see [`needs_check`]),
+/// [`LOADS_AT_ONCE`] requests at a time. Errors are left for the reads to meet: a view that
+/// could not be loaded (a deleted topic, a store that answers nothing) is dropped.
+pub(crate) async fn prepare(inner: &LogInner, reads: &[&PartitionRead], isolation: Isolation) {
     use futures::StreamExt;
     let now_ms = inner.clock.now_ms();
     let refresh_ms = i64::try_from(inner.config.replica_view_refresh_ms).unwrap_or(i64::MAX);
     let mut due: Vec<TopicPartition> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (tp, offset, leader_epoch) in reads {
+    for PartitionRead {
+        tp,
+        offset,
+        leader_epoch,
+        ..
+    } in reads.iter().copied()
+    {
         if !seen.insert(tp) {
             continue;
         }
@@ -398,16 +402,10 @@ async fn load_views(inner: &LogInner, tps: &[TopicPartition], (now_ms, refresh_m
         };
         match inner.replicas.get(tp) {
             Some(view) => view.take(fresh, now_ms),
-            None => inner.replicas.insert(
-                tp,
-                Arc::new(ReplicaView {
-                    loaded: Mutex::new(fresh),
-                    checked_ms: Mutex::new(now_ms),
-                    used_ms: Mutex::new(now_ms),
-                    checking: tokio::sync::Mutex::new(()),
-                }),
-                (now_ms, refresh_ms),
-            ),
+            None => {
+                let view = ReplicaView::new(fresh, now_ms);
+                inner.replicas.insert(tp, view, (now_ms, refresh_ms));
+            }
         }
     }
 }

@@ -192,13 +192,23 @@ async fn committed_data_survives_a_new_broker_process() {
     log.shutdown().await;
 }
 
-/// Reads of `t`'s four partitions from `offset`, 1 MiB each, their partitions loaded.
-async fn loaded_reads(log: &Log, offset: i64) -> Vec<(TopicPartition, i64, usize)> {
+/// A consumer's read of `tp` from `offset`: no leader epoch, at most 1 MiB.
+fn read_of(tp: TopicPartition, offset: i64) -> PartitionRead {
+    PartitionRead {
+        tp,
+        offset,
+        leader_epoch: -1,
+        max_bytes: 1 << 20,
+    }
+}
+
+/// Reads of `t`'s four partitions from `offset`, their partitions loaded.
+async fn loaded_reads(log: &Log, offset: i64) -> Vec<PartitionRead> {
     let reads: Vec<_> = (0..4)
-        .map(|p| (TopicPartition::new("t", p), offset, 1 << 20))
+        .map(|p| read_of(TopicPartition::new("t", p), offset))
         .collect();
-    for (tp, _, _) in &reads {
-        log.offsets(tp).await.expect("load the partition");
+    for read in &reads {
+        log.offsets(&read.tp).await.expect("load the partition");
     }
     reads
 }
@@ -226,8 +236,11 @@ async fn a_fetchs_sections_of_one_object_are_read_with_one_get() {
     // Read again: all cached, nothing fetched.
     log.prefetch(&reads, RU, 1 << 20).await;
     assert_eq!(stats.prefetch_reads.load(Ordering::Relaxed), 1);
-    for (tp, offset, max) in &reads {
-        let read = log.read(tp, *offset, *max, RU).await.expect("read");
+    for wanted in &reads {
+        let read = log
+            .read(&wanted.tp, wanted.offset, wanted.max_bytes, RU)
+            .await
+            .expect("read");
         assert_eq!(read.batches.len(), 1);
     }
     assert_eq!(stats.range_reads.load(Ordering::Relaxed), 0);
@@ -239,11 +252,18 @@ async fn a_fetchs_sections_of_one_object_are_read_with_one_get() {
     fresh.prefetch(&at_end, RU, 1 << 20).await;
     fresh.prefetch(&reads, RU, 0).await;
     assert_eq!(fresh.stats().prefetch_reads.load(Ordering::Relaxed), 0);
-    // A section alone in its run is read on its own, as its read would.
+    // A fetch of one partition reads nothing ahead; in a fetch of two, a section alone in its
+    // run (the other partition is at its end) is read on its own, as its read would.
     fresh.prefetch(&reads[..1], RU, 1 << 20).await;
+    assert_eq!(fresh.stats().range_reads.load(Ordering::Relaxed), 0);
+    let one_wanted = [reads[0].clone(), at_end[1].clone()];
+    fresh.prefetch(&one_wanted, RU, 1 << 20).await;
     assert_eq!(fresh.stats().prefetch_reads.load(Ordering::Relaxed), 0);
     assert_eq!(fresh.stats().range_reads.load(Ordering::Relaxed), 1);
-    fresh.read(&reads[0].0, 1, 1 << 20, RU).await.expect("read");
+    fresh
+        .read(&reads[0].tp, 1, 1 << 20, RU)
+        .await
+        .expect("read");
     assert_eq!(fresh.stats().range_reads.load(Ordering::Relaxed), 1);
     assert_eq!(fresh.stats().read_cache_hits.load(Ordering::Relaxed), 1);
     log.shutdown().await;

@@ -131,7 +131,7 @@ async fn a_prepared_pass_reads_its_views_as_they_are_unless_it_cannot() {
     commit_two(&leader, &tp).await;
     fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
     other
-        .prepare_replica_views(&[(tp.clone(), 4, -1)], RU)
+        .prepare_replica_views(&[read_of(tp.clone(), 4)], RU)
         .await;
     assert_eq!(loads(), 3);
     let view = other
@@ -139,6 +139,16 @@ async fn a_prepared_pass_reads_its_views_as_they_are_unless_it_cannot() {
         .await
         .expect("view");
     assert_eq!(view.stable_offsets().2, 6);
+    // A partition not known to be led elsewhere is not prepared: its read checks it as due.
+    other.publish_leadership(leadership::LedPartitions::default());
+    commit_two(&leader, &tp).await;
+    fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
+    let view = other
+        .prepared_read_view(&tp, (6, -1), RU)
+        .await
+        .expect("view");
+    assert_eq!(view.stable_offsets().2, 8, "at the end and due: reloaded");
+    assert_eq!(loads(), 4);
     leader.shutdown().await;
 }
 
@@ -479,7 +489,7 @@ async fn a_fetchs_due_views_are_reloaded_together_before_its_reads() {
     settle().await;
     fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
     let loads = || other.stats().replica_view_loads.load(Ordering::Relaxed);
-    let reads: Vec<_> = tps.iter().map(|tp| (tp.clone(), 0, -1)).collect();
+    let reads: Vec<_> = tps.iter().map(|tp| read_of(tp.clone(), 0)).collect();
     let requests = || counts.gets.load(Ordering::Relaxed) + counts.ranges.load(Ordering::Relaxed);
     let before = requests();
     other.prepare_replica_views(&reads, RU).await;
@@ -491,7 +501,7 @@ async fn a_fetchs_due_views_are_reloaded_together_before_its_reads() {
     }
     assert_eq!(loads(), 6, "the reads found them fresh");
     // A partition this broker may lead is left to its read.
-    let unknown = [(TopicPartition::new("u", 0), 0, -1)];
+    let unknown = [read_of(TopicPartition::new("u", 0), 0)];
     other.prepare_replica_views(&unknown, RU).await;
     assert_eq!(loads(), 6);
     // More views than one request holds (none known yet): a request per VIEWS_PER_LOAD; a
@@ -503,9 +513,9 @@ async fn a_fetchs_due_views_are_reloaded_together_before_its_reads() {
     led.add_topic("w", many);
     other.publish_leadership(led);
     let mut reads: Vec<_> = (0..many)
-        .map(|p| (TopicPartition::new("w", p), 0, -1))
+        .map(|p| read_of(TopicPartition::new("w", p), 0))
         .collect();
-    reads.push((TopicPartition::new("w", many), 0, -1));
+    reads.push(read_of(TopicPartition::new("w", many), 0));
     let before = requests();
     other.prepare_replica_views(&reads, RU).await;
     assert_eq!(requests() - before, 2, "two requests for {many} views");
@@ -541,7 +551,7 @@ async fn views_the_store_will_not_load_together_are_loaded_one_by_one() {
             .await
             .expect("append");
     }
-    let reads: Vec<_> = tps.iter().map(|tp| (tp.clone(), 0, -1)).collect();
+    let reads: Vec<_> = tps.iter().map(|tp| read_of(tp.clone(), 0)).collect();
     other.prepare_replica_views(&reads, RU).await;
     assert_eq!(store.refused(), 1, "the three together");
     assert_eq!(other.replica_views(), 3, "then one by one");
