@@ -84,13 +84,24 @@ def produce_unique(bootstrap: str, topic: str, partitions: int, count: int, size
     return time.perf_counter() - started
 
 
-def consume_phase(binary, data, log, topic, partitions, count, produced_bytes, label):
+def consume_phase(binary, data, log, topic, partitions, count, produced_bytes, label,
+                  profile=None):
     proc, kafka, http = start_broker(binary, data, 5, log, ("--compactor-enable", "false"))
+    perf = None
     try:
         time.sleep(1.0)  # leadership claimed
+        if profile:
+            out = Path(profile) / f"{label.replace(' ', '-')}-{proc.pid}.perf.data"
+            perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", str(out),
+                                     "-p", str(proc.pid)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
         cpu0 = cpu_seconds(proc.pid)
         elapsed = consume(kafka, topic, partitions, count)
         cpu = cpu_seconds(proc.pid) - cpu0
+        if perf:
+            perf.send_signal(2)
+            perf.wait(30)
         s = stats(http)
         print(f"consume from {label}: {produced_bytes / MIB / elapsed:.1f} MiB/s, "
               f"broker CPU {cpu / (produced_bytes / GIB):.2f} s/GiB, "
@@ -115,6 +126,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1,
                     help="consume from flush objects, then from Parquet, this many times each "
                          "(a fresh broker each time) and compare medians (this machine's noise)")
+    ap.add_argument("--profile", metavar="DIR",
+                    help="record each consume phase's broker with `perf record -g` into DIR")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="skiff-bench-compaction-"))
     data = workdir / "data"
@@ -138,7 +151,7 @@ def main() -> int:
         # 2. Consume from flush objects.
         wal_rate, wal_cpu = medians([
             consume_phase(args.binary, data, log, topic, args.partitions, args.count,
-                          produced_bytes, "flush objects") for _ in range(args.repeat)])
+                          produced_bytes, "flush objects", args.profile) for _ in range(args.repeat)])
 
         # 3. Compact.
         proc, kafka, http = start_broker(args.binary, data, 250, log,
@@ -173,7 +186,7 @@ def main() -> int:
         # 4. Consume from Parquet.
         pq_rate, pq_cpu = medians([
             consume_phase(args.binary, data, log, topic, args.partitions, args.count,
-                          produced_bytes, "parquet") for _ in range(args.repeat)])
+                          produced_bytes, "parquet", args.profile) for _ in range(args.repeat)])
         print(f"parquet vs flush objects: throughput {pq_rate / wal_rate:.2f}x, "
               f"CPU per GiB {pq_cpu / wal_cpu:.2f}x", flush=True)
         # 5. Retention: everything expires; garbage collection empties the bucket.

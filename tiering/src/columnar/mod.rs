@@ -22,7 +22,9 @@
 //! batch_last_offset  int64               batch again when Fetch reads the file
 //! ```
 //! Rows of one batch never span row groups, so a Fetch decodes only the row groups whose
-//! `batch_last_offset` statistics reach its offset. zstd compression, statistics per page.
+//! `batch_last_offset` statistics reach its offset. The binary columns are zstd-compressed; the
+//! fixed-width ones are stored uncompressed (offsets, timestamps and sequences as deltas, the
+//! rest as dictionaries), so a reader decompresses only what is large. Statistics per page.
 //! Topics with `parquet.value.format=json` have more columns after these (see [`json`]);
 //! readers of the columns above project them and ignore what follows.
 

@@ -311,3 +311,39 @@ async fn a_row_group_is_read_once_for_concurrent_fetches_and_a_vanished_file_is_
         .expect_err("gone");
     assert!(matches!(gone, ColumnarError::Missing(_)), "{gone:?}");
 }
+
+#[test]
+fn only_byte_columns_are_compressed_and_offsets_are_deltas() {
+    use parquet::basic::{Compression, Encoding};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let (fields, records) = sample(100, 500, 300, false);
+    let (file, _) = write_file(&[records::encode(&fields, &records)]);
+    let reader = SerializedFileReader::new(file).expect("parquet file");
+    let group = reader.metadata().row_group(0);
+    let mut zstd = Vec::new();
+    for column in group.columns() {
+        let path = column.column_path().string();
+        if matches!(column.compression(), Compression::ZSTD(_)) {
+            zstd.push(path.clone());
+        } else {
+            assert_eq!(column.compression(), Compression::UNCOMPRESSED, "{path}");
+        }
+        if ["offset", "timestamp", "sequence"].contains(&path.as_str()) {
+            assert!(
+                column
+                    .encodings()
+                    .any(|e| e == Encoding::DELTA_BINARY_PACKED),
+                "{path} is not delta-encoded"
+            );
+        }
+    }
+    assert_eq!(
+        zstd,
+        [
+            "key",
+            "value",
+            "headers.list.item.key",
+            "headers.list.item.value"
+        ]
+    );
+}

@@ -11,13 +11,43 @@ use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray, TimestampMillis
 use arrow_buffer::OffsetBuffer;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
+use parquet::schema::types::ColumnPath;
 use std::sync::Arc;
 
 /// Target size of a data page.
 const DATA_PAGE_BYTES: usize = 64 * 1024;
+
+/// Settings for the fixed-width columns: stored without compression, in encodings that make
+/// them small anyway (offsets and timestamps as deltas, the rest as dictionaries of runs), so a
+/// reader decompresses only the byte columns. Every column chunk that is compressed costs a
+/// reader a fresh zstd context (parquet creates one per chunk): with all fifteen compressed,
+/// creating them was a tenth of a row group's rebuild (bench/RESULTS.md).
+fn fixed_width_columns(mut builder: WriterPropertiesBuilder) -> WriterPropertiesBuilder {
+    for name in [
+        "partition",
+        "timestamp_type",
+        "producer_id",
+        "producer_epoch",
+        "is_transactional",
+        "is_control",
+        "leader_epoch",
+        "batch_base_offset",
+        "batch_last_offset",
+    ] {
+        builder = builder.set_column_compression(ColumnPath::from(name), Compression::UNCOMPRESSED);
+    }
+    for name in ["offset", "timestamp", "sequence"] {
+        let path = ColumnPath::from(name);
+        builder = builder
+            .set_column_compression(path.clone(), Compression::UNCOMPRESSED)
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+    }
+    builder
+}
 
 /// What a finished file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +121,7 @@ impl FileWriter {
         json: &JsonFields,
     ) -> Result<Self, ColumnarError> {
         let schema = json.schema(&schema());
-        let properties = WriterProperties::builder()
+        let properties = fixed_width_columns(WriterProperties::builder())
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(failed)?))
             .set_statistics_enabled(EnabledStatistics::Page)
             // Small pages: finer page statistics for readers that prune by offset or time, and
