@@ -226,6 +226,20 @@ impl ReplicaViews {
             .clone()
     }
 
+    /// How many views not kept now could be kept at `now_ms`: the free places, and the views
+    /// not read within `recent_ms` (each of which [`Self::insert`] may drop for a new one).
+    fn room(&self, (now_ms, recent_ms): (i64, i64)) -> usize {
+        let views = self.views.lock().expect("replica views poisoned");
+        let idle = views
+            .values()
+            .filter(|v| {
+                let used_ms = *v.used_ms.lock().expect("used mutex poisoned");
+                now_ms.saturating_sub(used_ms) >= recent_ms
+            })
+            .count();
+        self.max.saturating_sub(views.len()) + idle
+    }
+
     /// Keeps `view` of `tp`, dropping the least recently read view if there are `max`, unless
     /// that one was read within `recent_ms` of `now_ms`: then every kept view is in use (a
     /// consumer fetching more partitions than `max`) and dropping one would only make the next
@@ -285,15 +299,20 @@ pub(crate) async fn replica_view(
     };
     let known = inner.replicas.get(tp);
     let Some(view) = known else {
-        let generation = match inner.replicas.max {
-            0 => 0,
-            _ => inner.replicas.watch(inner, &tp.topic).await.generation(),
+        // A view there is no room for serves this one read: it needs no watch (opening one
+        // per read, for a consumer of more partitions than `max`, would churn the store's).
+        let keep = inner.replicas.room((now_ms, interval_ms)) > 0;
+        let generation = match keep {
+            false => 0,
+            true => inner.replicas.watch(inner, &tp.topic).await.generation(),
         };
         let loaded = load(inner, tp, generation).await?;
         let partition = loaded.partition.clone();
-        inner
-            .replicas
-            .insert(tp, ReplicaView::new(loaded, now_ms), (now_ms, interval_ms));
+        if keep {
+            inner
+                .replicas
+                .insert(tp, ReplicaView::new(loaded, now_ms), (now_ms, interval_ms));
+        }
         return Ok(partition);
     };
     *view.used_ms.lock().expect("used mutex poisoned") = now_ms;
@@ -327,13 +346,16 @@ pub(crate) async fn replica_view(
 
 /// Brings up to date, [`VIEWS_PER_LOAD`] to a metadata-store request, the views of `reads`
 /// that a read with `isolation` would reload or load first (see [`needs_check`]),
-/// [`LOADS_AT_ONCE`] requests at a time. Errors are left for the reads to meet: a view that
-/// could not be loaded (a deleted topic, a store that answers nothing) is dropped.
+/// [`LOADS_AT_ONCE`] requests at a time. New views only as many as there is room for: the rest
+/// could not be kept until their reads, which would load them again. Errors are left for the
+/// reads to meet: a view that could not be loaded (a deleted topic, a store that answers
+/// nothing) is dropped.
 pub(crate) async fn prepare(inner: &LogInner, reads: &[&PartitionRead], isolation: Isolation) {
     use futures::StreamExt;
     let now_ms = inner.clock.now_ms();
     let refresh_ms = i64::try_from(inner.config.replica_view_refresh_ms).unwrap_or(i64::MAX);
     let mut due: Vec<TopicPartition> = Vec::new();
+    let mut new: Vec<TopicPartition> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for PartitionRead {
         tp,
@@ -346,7 +368,10 @@ pub(crate) async fn prepare(inner: &LogInner, reads: &[&PartitionRead], isolatio
             continue;
         }
         let stale = match inner.replicas.get(tp) {
-            None => true,
+            None => {
+                new.push(tp.clone());
+                false
+            }
             Some(view) => {
                 *view.used_ms.lock().expect("used mutex poisoned") = now_ms;
                 let watch = inner.replicas.watch_if_any(&tp.topic);
@@ -359,6 +384,10 @@ pub(crate) async fn prepare(inner: &LogInner, reads: &[&PartitionRead], isolatio
             due.push(tp.clone());
         }
     }
+    // After the loop: the views this pass reads were marked used, so they are not counted as
+    // room.
+    let room = inner.replicas.room((now_ms, refresh_ms));
+    due.extend(new.into_iter().take(room));
     let per_load = VIEWS_PER_LOAD
         .min(inner.store.max_txn_ops() / super::load::READS_PER_PARTITION)
         .max(1);

@@ -18,6 +18,14 @@ fn replica(fx: &Fixture, node_id: i32, views_max: usize) -> Log {
 
 /// Node 2 over a metadata store that counts its requests.
 fn metered_replica(fx: &Fixture) -> (Log, Arc<crate::metadata::metered::MetadataCounts>) {
+    metered_replica_of(fx, crate::log::REPLICA_VIEWS_MAX)
+}
+
+/// [`metered_replica`] keeping at most `views_max` views.
+fn metered_replica_of(
+    fx: &Fixture,
+    views_max: usize,
+) -> (Log, Arc<crate::metadata::metered::MetadataCounts>) {
     let metered = Arc::new(crate::metadata::metered::MeteredMetadata::new(
         fx.store.clone(),
     ));
@@ -28,6 +36,7 @@ fn metered_replica(fx: &Fixture) -> (Log, Arc<crate::metadata::metered::Metadata
         fx.clock.clone(),
         LogConfig {
             node_id: 2,
+            replica_views_max: views_max,
             ..LogConfig::default()
         },
     );
@@ -578,5 +587,57 @@ async fn views_the_store_will_not_load_together_are_loaded_one_by_one() {
         .prepared_read_view(&tps[0], (0, -1), RU)
         .await
         .is_err());
+    leader.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_partition_past_the_views_bound_is_loaded_once_per_pass_without_a_watch() {
+    let fx = Fixture::new().await;
+    let leader = fx.log(10);
+    fx.topic(&leader, "t", 1).await;
+    fx.topic(&leader, "u", 1).await;
+    let (other, counts) = metered_replica_of(&fx, 1);
+    let mut led = leadership::LedPartitions::default();
+    led.add_topic("t", 1);
+    led.add_topic("u", 1);
+    other.publish_leadership(led);
+    let (t, u) = (TopicPartition::new("t", 0), TopicPartition::new("u", 0));
+    let loads = || other.stats().replica_view_loads.load(Ordering::Relaxed);
+    let watches = || counts.watches.load(Ordering::Relaxed);
+    other.read_view(&t, (0, -1), RU, true).await.expect("view");
+    assert_eq!((loads(), other.replica_view_watches()), (1, 1));
+    let watches_before = watches();
+
+    // Passes reading both: t's view is in use, so u's cannot be kept; each pass loads it once
+    // (its read, not also the pass's preparation) and opens no watch for it.
+    let reads = [read_of(t.clone(), 0), read_of(u.clone(), 0)];
+    for pass in 1..=3u64 {
+        fx.clock.advance_ms(1);
+        other.prepare_replica_views(&reads, RU).await;
+        for tp in [&t, &u] {
+            other
+                .prepared_read_view(tp, (0, -1), RU)
+                .await
+                .expect("view");
+        }
+        assert_eq!(loads(), 1 + pass, "u loaded once in pass {pass}");
+    }
+    assert_eq!(watches(), watches_before, "no watch opened for u");
+    assert_eq!(
+        (other.replica_views(), other.replica_view_watches()),
+        (1, 1)
+    );
+
+    // Once t's view has not been read for an interval, the pass's preparation loads u's view
+    // (there is room again) and the read keeps it.
+    fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
+    other.prepare_replica_views(&reads[1..], RU).await;
+    assert_eq!(loads(), 5);
+    other
+        .prepared_read_view(&u, (0, -1), RU)
+        .await
+        .expect("view");
+    assert_eq!(loads(), 5, "u kept by the preparation");
+    assert_eq!(other.replica_views(), 1);
     leader.shutdown().await;
 }
