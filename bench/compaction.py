@@ -55,13 +55,14 @@ def stop(proc) -> None:
     proc.wait(30)
 
 
-def produce_unique(bootstrap: str, topic: str, partitions: int, count: int, size: int) -> float:
+def produce_unique(bootstrap: str, topic: str, partitions: int, count: int, size: int,
+                   compression: str = "lz4") -> float:
     """COUNT distinct JSON-like values of SIZE bytes (half random hex, so about as compressible as
     real payloads; identical values would flatter Parquet's dictionary encoding)."""
     producer = Producer({
         "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
         "batch.size": 1_000_000, "queue.buffering.max.kbytes": 1_048_576,
-        "queue.buffering.max.messages": 1_000_000, "compression.type": "lz4",
+        "queue.buffering.max.messages": 1_000_000, "compression.type": compression,
     })
     failures = []
     started = time.perf_counter()
@@ -92,7 +93,7 @@ def consume_phase(binary, data, log, topic, partitions, count, produced_bytes, l
         time.sleep(1.0)  # leadership claimed
         if profile:
             out = Path(profile) / f"{label.replace(' ', '-')}-{proc.pid}.perf.data"
-            perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", str(out),
+            perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-o", str(out),
                                      "-p", str(proc.pid)], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             time.sleep(0.5)
@@ -126,6 +127,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1,
                     help="consume from flush objects, then from Parquet, this many times each "
                          "(a fresh broker each time) and compare medians (this machine's noise)")
+    ap.add_argument("--compression", default="lz4",
+                    help="the producer's compression.type (flush objects keep its batches as sent)")
     ap.add_argument("--profile", metavar="DIR",
                     help="record each consume phase's broker with `perf record -g` into DIR")
     args = ap.parse_args()
@@ -143,7 +146,8 @@ def main() -> int:
         admin = AdminClient({"bootstrap.servers": kafka})  # alive until answered
         admin.create_topics([NewTopic(topic, args.partitions, 1)])[topic].result(30)
         time.sleep(1.0)
-        elapsed = produce_unique(kafka, topic, args.partitions, args.count, args.size)
+        elapsed = produce_unique(kafka, topic, args.partitions, args.count, args.size,
+                                 args.compression)
         print(f"produce: {produced_bytes / MIB / elapsed:.1f} MiB/s", flush=True)
         stop(proc)
         wal_bytes = dir_bytes(data / "objects" / "wal")

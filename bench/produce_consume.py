@@ -89,15 +89,18 @@ def start_broker(binary: str, data_dir: Path, linger_ms: int, log,
 
 def produce(bootstrap: str, topic: str, partitions: int, count: int, size: int, linger_ms: int,
             rate: float, idempotence: bool = False, request_max_bytes: int = 1_000_000,
-            client: dict | None = None, batch_bytes: int = 1_000_000):
-    producer = Producer({
+            client: dict | None = None, batch_bytes: int = 1_000_000, producers: int = 1):
+    """Record i goes to partition i % partitions through producer i % producers: several
+    producers are several client instances, each with its own connection (and, idempotent,
+    its own window of in-flight requests), as several application instances are."""
+    clients = [Producer({
         **(client or {}),
         "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": linger_ms,
         "batch.size": batch_bytes, "queue.buffering.max.kbytes": 1_048_576,
         "queue.buffering.max.messages": 1_000_000, "enable.idempotence": idempotence,
         # librdkafka's cap on one ProduceRequest (its message.max.bytes).
         "message.max.bytes": request_max_bytes,
-    })
+    }) for _ in range(producers)]
     latencies = []
     failures = []
     payload = os.urandom(size)
@@ -114,7 +117,8 @@ def produce(bootstrap: str, topic: str, partitions: int, count: int, size: int, 
             # Open-loop pacing: record i is due at started + i / rate.
             delay = started + i / rate - time.perf_counter()
             if delay > 0:
-                producer.poll(delay) if delay > 0.001 else time.sleep(delay)
+                clients[0].poll(delay) if delay > 0.001 else time.sleep(delay)
+        producer = clients[i % producers]
         sent_at = time.perf_counter()
         while True:
             try:
@@ -124,8 +128,10 @@ def produce(bootstrap: str, topic: str, partitions: int, count: int, size: int, 
             except BufferError:
                 producer.poll(0.01)
         if i % 1000 == 0:
-            producer.poll(0)
-    producer.flush(120)
+            for c in clients:
+                c.poll(0)
+    for c in clients:
+        c.flush(120)
     elapsed = time.perf_counter() - started
     return elapsed, latencies, failures
 
@@ -195,6 +201,8 @@ def main() -> int:
     parser.add_argument("--client-batch-bytes", type=int, default=1_000_000,
                         help="librdkafka batch.size: one partition's batch in a request (the "
                              "Java client's default is 16384)")
+    parser.add_argument("--producers", type=int, default=1,
+                        help="client instances sharing the load (records dealt round-robin)")
     parser.add_argument("--tls", action="store_true",
                         help="an SSL:// listener (certificates made with trustme); clients use "
                              "security.protocol=SSL")
@@ -234,7 +242,7 @@ def main() -> int:
         produce_s, latencies, failures = produce(bootstrap, topic, args.partitions, args.count,
                                                  args.size, args.client_linger_ms, args.rate,
                                                  args.idempotence, args.client_request_max_bytes,
-                                                 client, args.client_batch_bytes)
+                                                 client, args.client_batch_bytes, args.producers)
         cpu1, stats1 = cpu_seconds(proc.pid), stats(http)
         if failures:
             raise SystemExit(f"{len(failures)} produce failures, first: {failures[0]}")
@@ -248,6 +256,7 @@ def main() -> int:
             "records": args.count, "record_bytes": args.size, "partitions": args.partitions,
             "flush_linger_ms": args.flush_linger_ms, "client_linger_ms": args.client_linger_ms,
             "rate_records_s": args.rate, "idempotence": args.idempotence, "tls": args.tls,
+            "producers": args.producers,
             "client_request_max_bytes": args.client_request_max_bytes,
             "client_batch_bytes": args.client_batch_bytes,
             "produce_mib_s": total_bytes / MIB / produce_s,
