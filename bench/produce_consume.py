@@ -211,6 +211,8 @@ def main() -> int:
                                            "store's page-cache cost, 1-4 CPU-s per GiB on these "
                                            "VMs, out of the broker's figures")
     parser.add_argument("--results", help="append a markdown row to this file")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="record the produce phase's broker with `perf record` into DIR")
     parser.add_argument("--broker-args", nargs=argparse.REMAINDER, default=[],
                         help="further `skiff serve` flags, e.g. --compactor-enable false (the "
                              "embedded compactor's Parquet work otherwise lands in whichever run "
@@ -238,12 +240,22 @@ def main() -> int:
             [NewTopic(topic, num_partitions=args.partitions, replication_factor=1)])[topic].result(15)
         total_bytes = args.count * args.size
 
+        perf = None
+        if args.profile:
+            out = Path(args.profile) / f"produce{'-tls' if args.tls else ''}-{proc.pid}.perf.data"
+            perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384",
+                                     "-o", str(out), "-p", str(proc.pid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
         cpu0, stats0 = cpu_seconds(proc.pid), stats(http)
         produce_s, latencies, failures = produce(bootstrap, topic, args.partitions, args.count,
                                                  args.size, args.client_linger_ms, args.rate,
                                                  args.idempotence, args.client_request_max_bytes,
                                                  client, args.client_batch_bytes, args.producers)
         cpu1, stats1 = cpu_seconds(proc.pid), stats(http)
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(30)
         if failures:
             raise SystemExit(f"{len(failures)} produce failures, first: {failures[0]}")
         consume_s = consume(bootstrap, topic, args.partitions, args.count, client)

@@ -2,7 +2,10 @@
 //! the compactor's way, against slicing the same batches out of memory (what a flush object
 //! costs) and against zstd-decompressing the file's bytes alone (a floor).
 //!
-//! `cargo run --release -p skiff-tiering --example columnar_read [records] [value_bytes]`
+//! `cargo run --release -p skiff-tiering --example columnar_read [records] [value_bytes] [runs]
+//! [hex|json]`: values half random hex and half a repeated byte (what bench/compaction.py
+//! produces), or JSON events (field names, a few enumerations, numbers, a random id; padded
+//! with more events to `value_bytes`).
 
 use bytes::Bytes;
 use object_store::memory::InMemory;
@@ -22,6 +25,12 @@ fn main() {
     let value_len: usize = args
         .next()
         .map_or(1024, |a| a.parse().expect("value bytes"));
+    let runs: usize = args.next().map_or(5, |a| a.parse().expect("runs"));
+    let json = match args.next().as_deref() {
+        None | Some("hex") => false,
+        Some("json") => true,
+        Some(other) => panic!("payload {other}: hex or json"),
+    };
     let per_batch = 100;
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut random = move || {
@@ -35,13 +44,37 @@ fn main() {
     for first in (0..count).step_by(per_batch) {
         let records: Vec<Record> = (first..(first + per_batch).min(count))
             .map(|i| {
-                // Half random hex, half a repeated pattern: what bench/compaction.py produces.
                 let mut value = Vec::with_capacity(value_len);
-                while value.len() < value_len / 2 {
-                    value.extend_from_slice(format!("{:016x}", random()).as_bytes());
+                if json {
+                    const KINDS: [&str; 4] = ["page_view", "click", "add_to_cart", "purchase"];
+                    const COUNTRIES: [&str; 5] = ["DE", "FR", "US", "JP", "BR"];
+                    value.push(b'[');
+                    while value.len() < value_len {
+                        let r = random();
+                        let event = format!(
+                            r#"{{"event_id":"{:016x}{:016x}","user_id":{},"kind":"{}","country":"{}","amount_cents":{},"ts":{},"path":"/shop/item/{}"}},"#,
+                            r,
+                            random(),
+                            r % 100_000,
+                            KINDS[(r >> 20) as usize % KINDS.len()],
+                            COUNTRIES[(r >> 30) as usize % COUNTRIES.len()],
+                            (r >> 40) % 50_000,
+                            1_700_000_000_000u64 + i as u64,
+                            (r >> 12) % 10_000
+                        );
+                        value.extend_from_slice(event.as_bytes());
+                    }
+                    value.truncate(value_len - 1);
+                    value.push(b']');
+                } else {
+                    // Half random hex, half a repeated pattern: what bench/compaction.py
+                    // produces.
+                    while value.len() < value_len / 2 {
+                        value.extend_from_slice(format!("{:016x}", random()).as_bytes());
+                    }
+                    value.truncate(value_len / 2);
+                    value.resize(value_len, b'x');
                 }
-                value.truncate(value_len / 2);
-                value.resize(value_len, b'x');
                 record_bytes += value_len + 16;
                 Record {
                     offset: i as i64,
@@ -82,7 +115,6 @@ fn main() {
         file.len() as f64 / 1048576.0,
         summary.rows
     );
-    let runs: usize = args.next().map_or(5, |a| a.parse().expect("runs"));
     let metered = skiff_tiering::metered::MeteredStore::new(Arc::new(InMemory::new()));
     let counts = metered.counts();
     let store: Arc<dyn ObjectStore> = Arc::new(metered);

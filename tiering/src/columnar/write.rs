@@ -122,7 +122,10 @@ impl FileWriter {
     ) -> Result<Self, ColumnarError> {
         let schema = json.schema(&schema());
         let properties = fixed_width_columns(WriterProperties::builder())
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(failed)?))
+            // Level 1, not 3: on payloads with random ids (hex, UUIDs) level 3 finds short
+            // matches that make decoding slower and files no smaller; level 1 wrote 5 % smaller
+            // files, 45 % faster, read back 20 % cheaper (bench/RESULTS.md).
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(failed)?))
             .set_statistics_enabled(EnabledStatistics::Page)
             // Small pages: finer page statistics for readers that prune by offset or time, and
             // small decompression buffers (no Fetch CPU change measured, bench/RESULTS.md).
