@@ -23,7 +23,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from produce_consume import (GIB, MIB, consume, cpu_seconds,  # noqa: E402
-                             start_broker, stats)
+                             start_broker, start_profile, stats, stop_profile)
 from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType,  # noqa: E402
                                   ConfigEntry, ConfigResource, NewTopic)
@@ -88,21 +87,13 @@ def produce_unique(bootstrap: str, topic: str, partitions: int, count: int, size
 def consume_phase(binary, data, log, topic, partitions, count, produced_bytes, label,
                   profile=None):
     proc, kafka, http = start_broker(binary, data, 5, log, ("--compactor-enable", "false"))
-    perf = None
     try:
         time.sleep(1.0)  # leadership claimed
-        if profile:
-            out = Path(profile) / f"{label.replace(' ', '-')}-{proc.pid}.perf.data"
-            perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-o", str(out),
-                                     "-p", str(proc.pid)], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-            time.sleep(0.5)
+        perf = start_profile(profile, label.replace(" ", "-"), proc.pid)
         cpu0 = cpu_seconds(proc.pid)
         elapsed = consume(kafka, topic, partitions, count)
         cpu = cpu_seconds(proc.pid) - cpu0
-        if perf:
-            perf.send_signal(2)
-            perf.wait(30)
+        stop_profile(perf)
         s = stats(http)
         print(f"consume from {label}: {produced_bytes / MIB / elapsed:.1f} MiB/s, "
               f"broker CPU {cpu / (produced_bytes / GIB):.2f} s/GiB, "

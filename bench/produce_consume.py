@@ -87,6 +87,25 @@ def start_broker(binary: str, data_dir: Path, linger_ms: int, log,
     raise SystemExit("broker did not become healthy")
 
 
+def start_profile(directory: str | None, name: str, pid: int) -> subprocess.Popen | None:
+    """`perf record --call-graph dwarf` of process `pid` into DIRECTORY/NAME-PID.perf.data
+    until [`stop_profile`]; None without a directory."""
+    if not directory:
+        return None
+    out = Path(directory) / f"{name}-{pid}.perf.data"
+    perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384",
+                             "-o", str(out), "-p", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached
+    return perf
+
+
+def stop_profile(perf: subprocess.Popen | None) -> None:
+    if perf is not None:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(30)
+
+
 def produce(bootstrap: str, topic: str, partitions: int, count: int, size: int, linger_ms: int,
             rate: float, idempotence: bool = False, request_max_bytes: int = 1_000_000,
             client: dict | None = None, batch_bytes: int = 1_000_000, producers: int = 1):
@@ -240,22 +259,14 @@ def main() -> int:
             [NewTopic(topic, num_partitions=args.partitions, replication_factor=1)])[topic].result(15)
         total_bytes = args.count * args.size
 
-        perf = None
-        if args.profile:
-            out = Path(args.profile) / f"produce{'-tls' if args.tls else ''}-{proc.pid}.perf.data"
-            perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384",
-                                     "-o", str(out), "-p", str(proc.pid)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(0.5)
+        perf = start_profile(args.profile, "produce-tls" if args.tls else "produce", proc.pid)
         cpu0, stats0 = cpu_seconds(proc.pid), stats(http)
         produce_s, latencies, failures = produce(bootstrap, topic, args.partitions, args.count,
                                                  args.size, args.client_linger_ms, args.rate,
                                                  args.idempotence, args.client_request_max_bytes,
                                                  client, args.client_batch_bytes, args.producers)
         cpu1, stats1 = cpu_seconds(proc.pid), stats(http)
-        if perf:
-            perf.send_signal(signal.SIGINT)
-            perf.wait(30)
+        stop_profile(perf)
         if failures:
             raise SystemExit(f"{len(failures)} produce failures, first: {failures[0]}")
         consume_s = consume(bootstrap, topic, args.partitions, args.count, client)

@@ -117,20 +117,13 @@ def run_one(target: str, idempotence: bool, args, workroot: Path, log) -> dict:
         time.sleep(1)
         puts0 = moto_puts(s3)
         total = args.count * 1024
-        perf = None
-        if args.profile:
-            out = Path(args.profile) / f"{target}-{'idempotent' if idempotence else 'plain'}-{proc.pid}.perf.data"
-            perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384",
-                                     "-o", str(out), "-p", str(proc.pid)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(0.5)
+        perf = pc.start_profile(args.profile,
+                                f"{target}-{'idempotent' if idempotence else 'plain'}", proc.pid)
         cpu0 = pc.cpu_seconds(proc.pid)
         produce_s, _lat, failures = pc.produce(bootstrap, "bench", 8, args.count, 1024, 5, 0,
                                                idempotence)
         cpu1 = pc.cpu_seconds(proc.pid)
-        if perf:
-            perf.send_signal(signal.SIGINT)
-            perf.wait(30)
+        pc.stop_profile(perf)
         if failures:
             raise SystemExit(f"{target}: {len(failures)} produce failures: {failures[0]}")
         puts = moto_puts(s3) - puts0 if s3 else None
