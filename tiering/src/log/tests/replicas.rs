@@ -606,6 +606,16 @@ async fn a_partition_past_the_views_bound_is_loaded_once_per_pass_without_a_watc
     let watches = || counts.watches.load(Ordering::Relaxed);
     other.read_view(&t, (0, -1), RU, true).await.expect("view");
     assert_eq!((loads(), other.replica_view_watches()), (1, 1));
+    // The store's watches open now: t's two (states, layouts) and the log's own layouts watch,
+    // which a task opens some time after the log starts.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while watches() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "watches never opened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
     let watches_before = watches();
 
     // Passes reading both: t's view is in use, so u's cannot be kept; each pass loads it once
