@@ -520,11 +520,7 @@ mod tests {
         // Counts the reads a broker's log makes (gets, ranges and read_many requests).
         let metered = crate::metadata::metered::MeteredMetadata::new(store.clone());
         let counts = metered.counts();
-        let reads = || {
-            let (gets, ranges) = (&counts.gets, &counts.ranges);
-            (gets.load(std::sync::atomic::Ordering::Relaxed)
-                + ranges.load(std::sync::atomic::Ordering::Relaxed)) as usize
-        };
+        let reads = || counts.reads();
         let counted: Arc<dyn MetadataStore> = Arc::new(metered);
         let (a, b) = (
             node(&counted, &objects, 1).await,

@@ -134,6 +134,12 @@ impl ReplicaView {
         (loaded.partition, stale)
     }
 
+    /// Not read within `recent_ms` of `now_ms`: a new view may take its place.
+    fn idle(&self, (now_ms, recent_ms): (i64, i64)) -> bool {
+        let used_ms = *self.used_ms.lock().expect("used mutex poisoned");
+        now_ms.saturating_sub(used_ms) >= recent_ms
+    }
+
     /// Takes `fresh` unless the view already holds a later load (a read's own reload that
     /// finished first).
     fn take(&self, fresh: Loaded, now_ms: i64) {
@@ -226,33 +232,32 @@ impl ReplicaViews {
             .clone()
     }
 
-    /// How many views not kept now could be kept at `now_ms`: the free places, and the views
-    /// not read within `recent_ms` (each of which [`Self::insert`] may drop for a new one).
-    fn room(&self, (now_ms, recent_ms): (i64, i64)) -> usize {
+    /// How many views not kept now could be kept at `now_ms`: the free places, and the idle
+    /// views (not read within `recent_ms`, each of which [`Self::insert`] may drop for a new one).
+    fn room(&self, at: (i64, i64)) -> usize {
         let views = self.views.lock().expect("replica views poisoned");
-        let idle = views
-            .values()
-            .filter(|v| {
-                let used_ms = *v.used_ms.lock().expect("used mutex poisoned");
-                now_ms.saturating_sub(used_ms) >= recent_ms
-            })
-            .count();
+        let idle = views.values().filter(|v| v.idle(at)).count();
         self.max.saturating_sub(views.len()) + idle
+    }
+
+    /// Whether one more view could be kept ([`Self::room`] without counting them all).
+    fn has_room(&self, at: (i64, i64)) -> bool {
+        let views = self.views.lock().expect("replica views poisoned");
+        views.len() < self.max || views.values().any(|v| v.idle(at))
     }
 
     /// Keeps `view` of `tp`, dropping the least recently read view if there are `max`, unless
     /// that one was read within `recent_ms` of `now_ms`: then every kept view is in use (a
     /// consumer fetching more partitions than `max`) and dropping one would only make the next
     /// pass load it again, so `view` serves its one read and is not kept.
-    fn insert(&self, tp: &TopicPartition, view: Arc<ReplicaView>, (now_ms, recent_ms): (i64, i64)) {
+    fn insert(&self, tp: &TopicPartition, view: Arc<ReplicaView>, at: (i64, i64)) {
         let mut views = self.views.lock().expect("replica views poisoned");
         if views.len() >= self.max && !views.contains_key(tp) {
             let oldest = views
                 .iter()
-                .map(|(tp, v)| (tp, *v.used_ms.lock().expect("used mutex poisoned")))
-                .min_by_key(|(_, used_ms)| *used_ms);
+                .min_by_key(|(_, v)| *v.used_ms.lock().expect("used mutex poisoned"));
             match oldest {
-                Some((oldest, used_ms)) if now_ms.saturating_sub(used_ms) >= recent_ms => {
+                Some((oldest, v)) if v.idle(at) => {
                     let oldest = oldest.clone();
                     views.remove(&oldest);
                     if oldest.topic != tp.topic {
@@ -301,7 +306,7 @@ pub(crate) async fn replica_view(
     let Some(view) = known else {
         // A view there is no room for serves this one read: it needs no watch (opening one
         // per read, for a consumer of more partitions than `max`, would churn the store's).
-        let keep = inner.replicas.room((now_ms, interval_ms)) > 0;
+        let keep = inner.replicas.has_room((now_ms, interval_ms));
         let generation = match keep {
             false => 0,
             true => inner.replicas.watch(inner, &tp.topic).await.generation(),
@@ -403,10 +408,11 @@ pub(crate) async fn prepare(inner: &LogInner, reads: &[&PartitionRead], isolatio
 /// themselves (a pass reads prepared views as they are, and must not keep serving one that
 /// cannot be reloaded).
 async fn load_views(inner: &LogInner, tps: &[TopicPartition], (now_ms, refresh_ms): (i64, i64)) {
-    // Each topic's watch generation, read before the load (as `replica_view` does).
+    // Each topic's watch generation, read before the load (as `replica_view` does). Only views
+    // there is room for come here, so none with `max` 0.
     let mut generations: HashMap<Arc<str>, u64> = HashMap::new();
     for tp in tps {
-        if inner.replicas.max > 0 && !generations.contains_key(&tp.topic) {
+        if !generations.contains_key(&tp.topic) {
             let generation = inner.replicas.watch(inner, &tp.topic).await.generation();
             generations.insert(tp.topic.clone(), generation);
         }

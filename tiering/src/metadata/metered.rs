@@ -34,6 +34,11 @@ pub struct MetadataCounts {
 }
 
 impl MetadataCounts {
+    /// Read requests: gets, and range reads or `read_many` requests.
+    pub fn reads(&self) -> u64 {
+        self.gets.load(Ordering::Relaxed) + self.ranges.load(Ordering::Relaxed)
+    }
+
     /// (name, value) of every counter, for the admin API.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);

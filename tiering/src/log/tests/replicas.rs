@@ -43,6 +43,13 @@ fn metered_replica_of(
     (log, counts)
 }
 
+/// A pass's read of `tp` from `offset` (no leader epoch), after its views were prepared.
+async fn prepared(log: &Log, tp: &TopicPartition, offset: i64) -> ReadView {
+    log.prepared_read_view(tp, (offset, -1), RU)
+        .await
+        .expect("view")
+}
+
 /// Lets the replica's topic watch take in what the store just sent it (the tests run on one
 /// thread: the watch's task runs while this one yields).
 async fn settle() {
@@ -123,17 +130,11 @@ async fn a_prepared_pass_reads_its_views_as_they_are_unless_it_cannot() {
 
     // Due, and moved: a pass that prepared its views does not reload it on its own...
     fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
-    let view = other
-        .prepared_read_view(&tp, (2, -1), RU)
-        .await
-        .expect("view");
+    let view = prepared(&other, &tp, 2).await;
     assert_eq!(view.stable_offsets().2, 2, "read as it is");
     assert_eq!(loads(), 1);
     // ...but a read past its end, or naming a newer epoch, cannot do without the store.
-    let view = other
-        .prepared_read_view(&tp, (3, -1), RU)
-        .await
-        .expect("view");
+    let view = prepared(&other, &tp, 3).await;
     assert_eq!(view.stable_offsets().2, 4, "past the end: checked");
     assert_eq!(loads(), 2);
     // The next pass's preparation reloads what is due.
@@ -143,19 +144,13 @@ async fn a_prepared_pass_reads_its_views_as_they_are_unless_it_cannot() {
         .prepare_replica_views(&[read_of(tp.clone(), 4)], RU)
         .await;
     assert_eq!(loads(), 3);
-    let view = other
-        .prepared_read_view(&tp, (4, -1), RU)
-        .await
-        .expect("view");
+    let view = prepared(&other, &tp, 4).await;
     assert_eq!(view.stable_offsets().2, 6);
     // A partition not known to be led elsewhere is not prepared: its read checks it as due.
     other.publish_leadership(leadership::LedPartitions::default());
     commit_two(&leader, &tp).await;
     fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
-    let view = other
-        .prepared_read_view(&tp, (6, -1), RU)
-        .await
-        .expect("view");
+    let view = prepared(&other, &tp, 6).await;
     assert_eq!(view.stable_offsets().2, 8, "at the end and due: reloaded");
     assert_eq!(loads(), 4);
     leader.shutdown().await;
@@ -423,7 +418,7 @@ async fn a_watched_view_reads_the_store_only_when_its_partition_moved() {
     let mut led = leadership::LedPartitions::default();
     led.add_topic("t", 1);
     other.publish_leadership(led);
-    let reads = || counts.gets.load(Ordering::Relaxed) + counts.ranges.load(Ordering::Relaxed);
+    let reads = || counts.reads();
     let loads = || other.stats().replica_view_loads.load(Ordering::Relaxed);
     let view = other.read_view(&tp, (2, -1), RU, true).await.expect("view");
     assert_eq!(view.stable_offsets().2, 2);
@@ -499,7 +494,7 @@ async fn a_fetchs_due_views_are_reloaded_together_before_its_reads() {
     fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
     let loads = || other.stats().replica_view_loads.load(Ordering::Relaxed);
     let reads: Vec<_> = tps.iter().map(|tp| read_of(tp.clone(), 0)).collect();
-    let requests = || counts.gets.load(Ordering::Relaxed) + counts.ranges.load(Ordering::Relaxed);
+    let requests = || counts.reads();
     let before = requests();
     other.prepare_replica_views(&reads, RU).await;
     assert_eq!(loads(), 6, "the three moved views reloaded");
@@ -565,10 +560,7 @@ async fn views_the_store_will_not_load_together_are_loaded_one_by_one() {
     assert_eq!(store.refused(), 1, "the three together");
     assert_eq!(other.replica_views(), 3, "then one by one");
     for tp in &tps {
-        let view = other
-            .prepared_read_view(tp, (0, -1), RU)
-            .await
-            .expect("view");
+        let view = prepared(&other, tp, 0).await;
         assert_eq!(view.stable_offsets().2, 1);
     }
 
@@ -625,10 +617,7 @@ async fn a_partition_past_the_views_bound_is_loaded_once_per_pass_without_a_watc
         fx.clock.advance_ms(1);
         other.prepare_replica_views(&reads, RU).await;
         for tp in [&t, &u] {
-            other
-                .prepared_read_view(tp, (0, -1), RU)
-                .await
-                .expect("view");
+            prepared(&other, tp, 0).await;
         }
         assert_eq!(loads(), 1 + pass, "u loaded once in pass {pass}");
     }
@@ -643,10 +632,7 @@ async fn a_partition_past_the_views_bound_is_loaded_once_per_pass_without_a_watc
     fx.clock.advance_ms(REPLICA_VIEW_REFRESH_MS as i64);
     other.prepare_replica_views(&reads[1..], RU).await;
     assert_eq!(loads(), 5);
-    other
-        .prepared_read_view(&u, (0, -1), RU)
-        .await
-        .expect("view");
+    prepared(&other, &u, 0).await;
     assert_eq!(loads(), 5, "u kept by the preparation");
     assert_eq!(other.replica_views(), 1);
     leader.shutdown().await;
