@@ -52,6 +52,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def minor_faults(pid: int) -> int:
+    """Page faults served without I/O: on the produce path, first touches of fresh buffers."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -260,12 +265,12 @@ def main() -> int:
         total_bytes = args.count * args.size
 
         perf = start_profile(args.profile, "produce-tls" if args.tls else "produce", proc.pid)
-        cpu0, stats0 = cpu_seconds(proc.pid), stats(http)
+        cpu0, stats0, faults0 = cpu_seconds(proc.pid), stats(http), minor_faults(proc.pid)
         produce_s, latencies, failures = produce(bootstrap, topic, args.partitions, args.count,
                                                  args.size, args.client_linger_ms, args.rate,
                                                  args.idempotence, args.client_request_max_bytes,
                                                  client, args.client_batch_bytes, args.producers)
-        cpu1, stats1 = cpu_seconds(proc.pid), stats(http)
+        cpu1, stats1, faults1 = cpu_seconds(proc.pid), stats(http), minor_faults(proc.pid)
         stop_profile(perf)
         if failures:
             raise SystemExit(f"{len(failures)} produce failures, first: {failures[0]}")
@@ -292,6 +297,7 @@ def main() -> int:
             "object_bytes_mean_mib": (stats1["object_bytes_written"] - stats0["object_bytes_written"]) / max(objects, 1) / MIB,
             "cpu_s_per_gib_produced": (cpu1 - cpu0) / (total_bytes / GIB),
             "cpu_s_per_gib_consumed": (cpu2 - cpu1) / (total_bytes / GIB),
+            "page_faults_per_gib_produced": (faults1 - faults0) / (total_bytes / GIB),
             # The same objects' bytes written to new files by this process, in this run: on
             # the embedded store, the kernel's page-cache cost inside the produce figure.
             "file_write_cpu_s_per_gib": file_writes * object_bytes / total_bytes,

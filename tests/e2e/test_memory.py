@@ -142,3 +142,27 @@ def test_the_broker_runs_without_transparent_huge_pages(broker):
 @pytest.mark.skiff(args=["--transparent-huge-pages", "true"])
 def test_transparent_huge_pages_can_be_allowed(broker):
     assert thp_enabled(broker.pid) == "1"
+
+
+def environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        pairs = [item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item]
+    return {k.decode(): v.decode() for k, v in pairs}
+
+
+def test_the_broker_keeps_freed_memory_ten_seconds_before_giving_it_back(start_broker,
+                                                                        monkeypatch):
+    # mimalloc's default (1 s) gave the broker's churning buffers back and faulted them in
+    # again; the allocator reads the setting at load, so the broker runs itself again with it.
+    monkeypatch.delenv("MIMALLOC_PURGE_DELAY", raising=False)
+    broker = start_broker()
+    assert environ(broker.pid).get("MIMALLOC_PURGE_DELAY") == "10000"
+    with open(f"/proc/{broker.pid}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[1] == b"serve", "the same process, its arguments kept"
+
+
+def test_an_operators_allocator_setting_is_kept(start_broker):
+    broker = start_broker(start=False)
+    broker.extra_env["MIMALLOC_PURGE_DELAY"] = "250"
+    broker.start()
+    assert environ(broker.pid).get("MIMALLOC_PURGE_DELAY") == "250"
