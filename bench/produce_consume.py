@@ -236,7 +236,7 @@ def main() -> int:
                                            "VMs, out of the broker's figures")
     parser.add_argument("--results", help="append a markdown row to this file")
     parser.add_argument("--profile", metavar="DIR",
-                        help="record the produce phase's broker with `perf record` into DIR")
+                        help="record the broker's produce and consume phases with `perf record` into DIR")
     parser.add_argument("--broker-args", nargs=argparse.REMAINDER, default=[],
                         help="further `skiff serve` flags, e.g. --compactor-enable false (the "
                              "embedded compactor's Parquet work otherwise lands in whichever run "
@@ -274,7 +274,9 @@ def main() -> int:
         stop_profile(perf)
         if failures:
             raise SystemExit(f"{len(failures)} produce failures, first: {failures[0]}")
+        perf = start_profile(args.profile, "consume-tls" if args.tls else "consume", proc.pid)
         consume_s = consume(bootstrap, topic, args.partitions, args.count, client)
+        stop_profile(perf)
         cpu2, stats2 = cpu_seconds(proc.pid), stats(http)
         objects = stats1["objects_written"] - stats0["objects_written"]
         object_bytes = stats1["object_bytes_written"] - stats0["object_bytes_written"]

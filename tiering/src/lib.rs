@@ -22,6 +22,7 @@ pub mod metered;
 pub mod object;
 pub mod paths;
 pub mod producers;
+pub mod ranged;
 pub mod records;
 pub mod transactions;
 pub mod tree;

@@ -332,13 +332,13 @@ pub async fn read_section(
     entry: &IndexEntry,
 ) -> Result<Bytes, ReadError> {
     let what = format!("object={}", entry.object);
-    let bytes = objects
-        .get_range(
-            &Path::from(entry.object.as_str()),
-            entry.position..entry.position + entry.length,
-        )
-        .await
-        .map_err(|e| ReadError::from_store(&what, e))?;
+    let bytes = crate::ranged::get_range(
+        objects,
+        &Path::from(entry.object.as_str()),
+        entry.position..entry.position + entry.length,
+    )
+    .await
+    .map_err(|e| ReadError::from_store(&what, e))?;
     object::verify_section(&bytes, entry.crc32c)
         .map_err(|e| ReadError::Corrupt(format!("{what}: {e}")))?;
     Ok(bytes)

@@ -12,7 +12,7 @@ use foyer::{Cache, CacheBuilder};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
@@ -284,8 +284,7 @@ fn external(error: object_store::Error) -> parquet::errors::ParquetError {
 impl AsyncFileReader for BucketFile {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         async move {
-            self.objects
-                .get_range(&self.path, range)
+            crate::ranged::get_range(&*self.objects, &self.path, range)
                 .await
                 .map_err(external)
         }

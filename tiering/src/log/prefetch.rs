@@ -15,7 +15,6 @@ use crate::object;
 use crate::tree::{Leaf, LeafCursor, ReadError};
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::ObjectStoreExt;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -209,11 +208,13 @@ async fn read_run(inner: &LogInner, run: Run) -> Result<(), ReadError> {
         sections,
     };
     let what = format!("object={}", run.object);
-    let buffer = inner
-        .objects
-        .get_range(&Path::from(run.object.as_str()), run.range.clone())
-        .await
-        .map_err(|e| ReadError::from_store(&what, e))?;
+    let buffer = crate::ranged::get_range(
+        &*inner.objects,
+        &Path::from(run.object.as_str()),
+        run.range.clone(),
+    )
+    .await
+    .map_err(|e| ReadError::from_store(&what, e))?;
     if buffer.len() as u64 != run.range.end - run.range.start {
         return Err(ReadError::Corrupt(format!(
             "{what}: read {} bytes of range {:?}",
