@@ -1,11 +1,14 @@
 """TLS on the Kafka listener (`SSL://`, Kafka's SSL security protocol) with real clients:
 confluent-kafka and kcat verify the broker's certificate against a CA made in the test
 (trustme); with `--ssl-client-auth required` only clients with a certificate from the trusted
-CA get in. Plaintext clients, untrusted CAs, missing or foreign client certificates and garbage
-on the TLS port are refused at the handshake, counted, and harm nobody else."""
+CA get in. Plaintext clients, untrusted CAs, missing, foreign or expired client certificates,
+garbage on the TLS port and handshakes that never finish are refused (or closed after 10 s),
+counted, and harm nobody else; clients refuse a broker whose certificate has expired."""
 
+import datetime
 import json
 import socket
+import ssl as ssl_module
 import subprocess
 import time
 
@@ -34,6 +37,12 @@ def pki(tmp_path):
     server = ca.issue_cert("127.0.0.1", "localhost")
     client = ca.issue_cert("client@skiff.test")
     stranger = trustme.CA().issue_cert("stranger@skiff.test")
+    # Valid yesterday, from the trusted CA.
+    now = datetime.datetime.now(datetime.timezone.utc)
+    lapsed = {"not_before": now - datetime.timedelta(days=2),
+              "not_after": now - datetime.timedelta(days=1)}
+    expired = ca.issue_cert("expired@skiff.test", **lapsed)
+    expired_server = ca.issue_cert("127.0.0.1", "localhost", **lapsed)
     files = {}
     for name, blob in [("ca.pem", ca.cert_pem.bytes()),
                        ("server.pem", server.private_key_and_cert_chain_pem.bytes()),
@@ -43,6 +52,10 @@ def pki(tmp_path):
                        ("client.key", client.private_key_pem.bytes()),
                        ("stranger.pem", b"".join(c.bytes() for c in stranger.cert_chain_pems)),
                        ("stranger.key", stranger.private_key_pem.bytes()),
+                       ("expired.pem", b"".join(c.bytes() for c in expired.cert_chain_pems)),
+                       ("expired.key", expired.private_key_pem.bytes()),
+                       ("expired-server.pem",
+                        expired_server.private_key_and_cert_chain_pem.bytes()),
                        ("other-ca.pem", trustme.CA().cert_pem.bytes())]:
         path = tmp_path / name
         path.write_bytes(blob)
@@ -129,7 +142,52 @@ def test_client_certificates_when_required(tmp_path, pki):
         refused(b, ssl(pki))
         refused(b, ssl(pki, **{"ssl.certificate.location": pki["stranger.pem"],
                                "ssl.key.location": pki["stranger.key"]}))
-        assert failures(broker) >= 2
+        # One from the trusted CA that has expired: refused too.
+        before = failures(broker)
+        refused(b, ssl(pki, **{"ssl.certificate.location": pki["expired.pem"],
+                               "ssl.key.location": pki["expired.key"]}))
+        assert failures(broker) > before
+        assert broker.is_running()
+    finally:
+        broker.cleanup()
+
+
+def test_clients_refuse_an_expired_server_certificate(tmp_path, pki):
+    broker = start(tmp_path, "--ssl-keystore-location", pki["expired-server.pem"])
+    try:
+        refused(broker.bootstrap, ssl(pki))
+        # Why, as OpenSSL's own verification says it.
+        context = ssl_module.create_default_context(cafile=pki["ca.pem"])
+        with socket.create_connection(("127.0.0.1", broker.kafka_port), timeout=5) as raw:
+            with pytest.raises(ssl_module.SSLCertVerificationError) as failed:
+                context.wrap_socket(raw, server_hostname="127.0.0.1")
+        assert "expired" in failed.value.verify_message, failed.value.verify_message
+    finally:
+        broker.cleanup()
+
+
+def test_a_client_that_never_finishes_its_handshake_is_closed(tmp_path, pki):
+    broker = start(tmp_path, "--ssl-keystore-location", pki["server.pem"])
+    try:
+        before = failures(broker)
+        stalled = []
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", broker.kafka_port), timeout=5)
+            # The start of a TLS record (a handshake of 512 bytes), and nothing more.
+            s.sendall(b"\x16\x03\x01\x02\x00\x01")
+            stalled.append(s)
+        # Meanwhile others are served as usual.
+        topic = h.unique_topic("stall")
+        h.produce_and_wait(h.producer(broker.bootstrap, **ssl(pki)), topic, [b"x"], partition=0)
+        started = time.monotonic()
+        for s in stalled:
+            s.settimeout(30)
+            assert s.recv(4096) == b"", "a stalled handshake was not closed"
+            s.close()
+        # The broker waits 10 s for a handshake to finish (`tls::HANDSHAKE_TIMEOUT`).
+        assert time.monotonic() - started < 20
+        assert failures(broker) >= before + 3
+        assert broker.is_running()
     finally:
         broker.cleanup()
 
