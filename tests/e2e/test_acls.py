@@ -2,8 +2,10 @@
 SASL_PLAINTEXT: ACLs created, listed and deleted with confluent-kafka's AdminClient and with
 `skiff acl`; every decision checked with a client that is refused or allowed: topic read,
 write, create and describe (Metadata lists only what a principal may describe), consumer
-groups, transactional ids, idempotent producers, literal and prefixed patterns (match and
-non-match), a deny overriding an allow, super users, and `--allow-everyone-if-no-acl-found`."""
+groups, transactional ids, idempotent producers, the admin APIs (configs, ListOffsets,
+DeleteRecords, CreatePartitions, DeleteGroups), an ACL on the cluster, literal and prefixed
+patterns (match and non-match), a deny overriding an allow, super users, and
+`--allow-everyone-if-no-acl-found`."""
 
 import subprocess
 
@@ -11,8 +13,9 @@ import pytest
 import trustme
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
-                                   AclPermissionType, AdminClient, NewTopic,
-                                   ResourcePatternType, ResourceType)
+                                   AclPermissionType, AdminClient, AlterConfigOpType,
+                                   ConfigEntry, ConfigResource, NewPartitions, NewTopic,
+                                   OffsetSpec, ResourcePatternType, ResourceType)
 
 import helpers as h
 from conftest import skiff_bin
@@ -208,6 +211,80 @@ def test_transactional_and_idempotent_producers_need_their_acls(acl_broker):
     assert produce_error(b, "bob", "txn-topic", **{"enable.idempotence": True}) is None
     assert idempotent_denials() == denied
     assert produce_error(b, "eve", "txn-topic", **{"enable.idempotence": True}) is not None
+
+
+def refusal(future):
+    """The Kafka error code `future` fails with, or None when it succeeds."""
+    try:
+        future.result(timeout=15)
+        return None
+    except KafkaException as failed:
+        return failed.args[0].code()
+
+
+def test_admin_apis_keep_to_the_acls(acl_broker):
+    # Each admin API against a principal with no ACL (alice) and one granted exactly the
+    # operation Kafka asks for (bob), including an ACL on the cluster itself.
+    b = acl_broker
+    su = admin(b, "admin")
+    for f in su.create_topics([NewTopic("ops", 1)]).values():
+        f.result(timeout=15)
+    h.produce_and_wait(_producer(b, "admin"), "ops", [b"a", b"b", b"c"], partition=0)
+    alice, bob = admin(b, "alice"), admin(b, "bob")
+    topic = ConfigResource(ConfigResource.Type.TOPIC, "ops")
+    change = ConfigResource(ConfigResource.Type.TOPIC, "ops", incremental_configs=[
+        ConfigEntry("retention.ms", "86400000",
+                    incremental_operation=AlterConfigOpType.SET)])
+    asks = {
+        "DescribeConfigs": (lambda a: a.describe_configs([topic])[topic],
+                            AclOperation.DESCRIBE_CONFIGS),
+        "IncrementalAlterConfigs": (lambda a: a.incremental_alter_configs([change])[change],
+                                    AclOperation.ALTER_CONFIGS),
+        "ListOffsets": (lambda a: a.list_offsets(
+            {TopicPartition("ops", 0): OffsetSpec.latest()})[TopicPartition("ops", 0)],
+                        AclOperation.DESCRIBE),
+        "DeleteRecords": (lambda a: a.delete_records(
+            [TopicPartition("ops", 0, 1)])[TopicPartition("ops", 0, 1)], AclOperation.DELETE),
+        "CreatePartitions": (lambda a: a.create_partitions([NewPartitions("ops", 2)])["ops"],
+                             AclOperation.ALTER),
+    }
+    # alice may describe the topic (librdkafka looks up a partition's leader in Metadata before
+    # a ListOffsets or DeleteRecords), nothing more: the broker itself refuses the rest.
+    create_acls(b, [allow(ResourceType.TOPIC, "ops", "User:alice", AclOperation.DESCRIBE)])
+    for api, (ask, _) in asks.items():
+        expected = None if api == "ListOffsets" else KafkaError.TOPIC_AUTHORIZATION_FAILED
+        assert refusal(ask(alice)) == expected, api
+    create_acls(b, [allow(ResourceType.TOPIC, "ops", "User:bob", operation)
+                    for _, operation in asks.values()])
+    for api, (ask, _) in asks.items():
+        assert refusal(ask(bob)) is None, api
+    assert su.describe_configs([topic])[topic].result(timeout=15)["retention.ms"].value == \
+        "86400000"
+    assert len(su.list_topics(timeout=10).topics["ops"].partitions) == 2
+
+    # Groups: deleting one needs DELETE on it.
+    assert consume_error(b, "admin", "ops", "ops-readers") is None
+    assert refusal(alice.delete_consumer_groups(["ops-readers"])["ops-readers"]) == \
+        KafkaError.GROUP_AUTHORIZATION_FAILED
+    create_acls(b, [allow(ResourceType.GROUP, "ops-readers", "User:bob", AclOperation.DELETE)])
+    assert refusal(bob.delete_consumer_groups(["ops-readers"])["ops-readers"]) is None
+
+    # The cluster: changing ACLs needs ALTER on it, granted like any other resource.
+    grant = allow(ResourceType.TOPIC, "ops", "User:alice", AclOperation.READ)
+    assert refusal(alice.create_acls([grant])[grant]) == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    create_acls(b, [allow(ResourceType.BROKER, "kafka-cluster", "User:alice",
+                          AclOperation.ALTER)])
+    assert refusal(alice.create_acls([grant])[grant]) is None
+    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                                  AclOperation.ANY, AclPermissionType.ANY)
+    listed = su.describe_acls(everything).result(timeout=15)
+    assert ("ops", "User:alice", "READ") in {(a.name, a.principal, a.operation.name)
+                                             for a in listed}
+
+
+def _producer(broker, user: str):
+    c = conf(broker, user)
+    return h.producer(c.pop("bootstrap.servers"), **c)
 
 
 def test_acls_are_managed_with_skiff_acl_and_listed_for_describers(acl_broker):
