@@ -36,6 +36,9 @@ DEFAULT_BIN = REPO / "target" / "debug" / "skiff"
 HEALTH_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
 DEFAULT_FLUSH_LINGER_MS = 20
+# The harness's own lines in a broker's log (each start's command line, which holds the flags
+# a test passed, secrets included): not what the broker wrote.
+HARNESS_LINE_PREFIX = "===== start #"
 LOG_TAIL_LINES = 300
 
 
@@ -129,7 +132,8 @@ class SkiffBroker:
         env.update(self.extra_env)
         self.starts += 1
         with open(self.log_path, "ab") as log:
-            log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
+            log.write(f"\n{HARNESS_LINE_PREFIX}{self.starts}: {' '.join(self.command())}\n"
+                      .encode())
             log.flush()
             self.proc = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -266,6 +270,30 @@ def pytest_runtest_makereport(item, call):
         for b in getattr(item, "_skiff_brokers", []):
             rep.sections.append(
                 (f"skiff log: {b.name} (pid {b.pid}, {b.log_path})", b.log_tail()))
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_any_log(tmp_path):
+    """After each test, before its directory goes (pytest.ini keeps only failed tests'): no log
+    it wrote (brokers, compactors, etcd, the S3 server) contains a secret any test of the run
+    registered (`helpers.secret`). Fails the test at teardown naming the file and the line,
+    never the secret. Torn down after the test's brokers stop (they are set up after it)."""
+    yield
+    import helpers
+    if not helpers.SECRETS:
+        return
+    leaks = []
+    for path in sorted(tmp_path.rglob("*.log")):
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.startswith(HARNESS_LINE_PREFIX):
+                continue
+            if any(secret in line for secret in helpers.SECRETS):
+                leaks.append(f"{path}:{number}")
+    assert not leaks, f"a secret appears in {len(leaks)} log line(s): {leaks[:10]}"
 
 
 @pytest.fixture

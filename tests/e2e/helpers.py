@@ -189,3 +189,14 @@ def produce_and_wait(p: Producer, topic: str, values, timeout: float = 30.0, **k
     assert remaining == 0, f"{remaining} messages still undelivered after {timeout}s"
     assert all(r is not None for r in reports), "missing delivery reports"
     return reports
+
+
+# Secrets tests gave brokers (passwords, tokens, keys): at the end of the run no log written
+# during it may contain one (conftest's `no_secret_in_any_log`).
+SECRETS: set[str] = set()
+
+
+def secret(value: str) -> str:
+    """Registers `value` as a secret no log of the run may show; returns it."""
+    SECRETS.add(value)
+    return value

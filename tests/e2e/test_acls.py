@@ -21,7 +21,9 @@ import helpers as h
 from conftest import skiff_bin
 from test_sasl import SaslBroker, metric, set_user
 
-USERS = {"admin": "admin-pw-1", "alice": "alice-pw-1", "bob": "bob-pw-1", "eve": "eve-pw-1"}
+USERS = {user: h.secret(password) for user, password in
+         {"admin": "admin-pw-1", "alice": "alice-pw-1", "bob": "bob-pw-1",
+          "eve": "eve-pw-1"}.items()}
 
 
 @pytest.fixture

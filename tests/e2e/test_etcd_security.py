@@ -16,7 +16,7 @@ import helpers as h
 from conftest import SkiffBroker, skiff_bin
 from servers import Etcd
 
-PASSWORD = "etcd-root-Secr3t"
+PASSWORD = h.secret("etcd-root-Secr3t")
 
 
 class TlsEtcd(Etcd):

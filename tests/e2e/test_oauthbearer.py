@@ -106,7 +106,7 @@ class IdentityProvider:
                 "exp": now + lifetime, **claims}
         body = {k: v for k, v in body.items() if v is not None}
         alg = "RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256"
-        return jwt.encode(body, key, algorithm=alg, headers={"kid": kid})
+        return h.secret(jwt.encode(body, key, algorithm=alg, headers={"kid": kid}))
 
     def close(self) -> None:
         self.server.shutdown()

@@ -24,7 +24,7 @@ import helpers as h
 import kafka_wire as w
 from conftest import SkiffBroker, free_port, skiff_bin
 
-PASSWORDS = {"alice": "alice-Secr3t-pw", "bob": "bob-Secr3t-pw"}
+PASSWORDS = {"alice": h.secret("alice-Secr3t-pw"), "bob": h.secret("bob-Secr3t-pw")}
 MECHANISMS = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 API_SASL_HANDSHAKE = 17

@@ -1,6 +1,8 @@
 """No secret in what the broker shows: the bucket's secret key and the TLS private key, given
 as flags and environment, appear in none of the logs (debug level), `/metrics`, `/v1/*`,
-`--help`, `skiff doctor`'s report or a failing start's error."""
+`--help`, `skiff doctor`'s report or a failing start's error. (Every test's logs are also
+searched for every secret the run registered, `helpers.secret`: conftest's
+`no_secret_in_any_log`.)"""
 
 import os
 import subprocess
@@ -11,7 +13,7 @@ import helpers as h
 from conftest import skiff_bin
 from servers import broker_args
 
-SECRET = "s3cr3t-6f1d2c9a-never-print-me"
+SECRET = h.secret("s3cr3t-6f1d2c9a-never-print-me")
 
 
 def test_no_secret_appears_in_logs_metrics_help_or_errors(start_broker, etcd, s3, tmp_path):
