@@ -31,7 +31,7 @@ from test_sasl import (ERR_SASL_AUTHENTICATION_FAILED, SaslBroker, metric, pki, 
 
 ISSUER = "https://idp.test.example"
 AUDIENCE = "skiff"
-CLIENT_SECRETS = {"svc-orders": "orders-client-Secr3t"}
+CLIENT_SECRETS = {"svc-orders": h.secret("orders-client-Secr3t")}
 
 
 class IdentityProvider:
@@ -215,6 +215,9 @@ def test_clients_log_in_with_tokens_and_the_subject_is_the_principal(oauth_broke
     consumer.close()
     assert got == values + [b"kafka-python"]
     assert idp.tokens_issued >= 1
+    # (kcat cannot log in with a signed token: Debian's librdkafka 2.0.2 is built without
+    # OIDC, "OAuth/OIDC depends on libcurl", and kcat has no token callback; it is tested
+    # refused with librdkafka's unsecured token below.)
     # `skiff` with a token: Metadata lists only what the principal may describe.
     run = subprocess.run(
         [str(skiff_bin()), "topic", "list", "--bootstrap-server", b.sasl_plaintext,

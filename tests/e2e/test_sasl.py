@@ -159,10 +159,13 @@ def test_kcat_and_kafka_python_log_in(sasl_broker, pki):
     b = sasl_broker
     topic = h.unique_topic("clients")
     h.create_topic(b.bootstrap, topic, 1)
-    # kcat (librdkafka 2.0.2): PLAIN over SASL_PLAINTEXT, SCRAM-SHA-512 over SASL_SSL.
+    # kcat (librdkafka 2.0.2): PLAIN and SCRAM-SHA-256 over SASL_PLAINTEXT, SCRAM-SHA-512 over
+    # SASL_SSL.
     kcat_conf = {
         "plain": ["-b", b.sasl_plaintext, "-X", "security.protocol=SASL_PLAINTEXT",
                   "-X", "sasl.mechanisms=PLAIN"],
+        "scram256": ["-b", b.sasl_plaintext, "-X", "security.protocol=SASL_PLAINTEXT",
+                     "-X", "sasl.mechanisms=SCRAM-SHA-256"],
         "scram": ["-b", b.sasl_ssl, "-X", "security.protocol=SASL_SSL",
                   "-X", "sasl.mechanisms=SCRAM-SHA-512", "-X", f"ssl.ca.location={pki['ca']}"],
     }
@@ -185,12 +188,12 @@ def test_kcat_and_kafka_python_log_in(sasl_broker, pki):
         got = [m.value for m in consumer]
     finally:
         consumer.close()
-    assert got == [b"kcat-plain", b"kcat-scram", b"kafka-python"]
+    assert got == [b"kcat-plain", b"kcat-scram256", b"kcat-scram", b"kafka-python"]
     run = subprocess.run(["kcat", "-C", "-e", "-t", topic, *kcat_conf["scram"],
                           "-X", "sasl.username=bob", "-X", f"sasl.password={PASSWORDS['bob']}"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["kcat-plain", "kcat-scram", "kafka-python"]
+    assert run.stdout.split() == ["kcat-plain", "kcat-scram256", "kcat-scram", "kafka-python"]
 
 
 def test_users_are_managed_with_the_admin_apis(sasl_broker, pki):
