@@ -205,3 +205,23 @@ def test_offsets_of_idle_groups_expire_and_live_ones_stay(start_broker, etcd, s3
     assert etcd_keys(etcd, "/skiff/groups/busy/")[0] == 1, "a live group lost its offsets"
     assert etcd_keys(etcd, "/skiff/groups/recent/")[0] == 1, "a recent commit expired"
     member.close()
+
+
+def test_bucket_credentials_from_the_aws_environment(start_broker, etcd, s3):
+    # No key flags: the standard AWS_* variables give them (as a pod's environment or a
+    # Kubernetes Secret mounted as variables would); without them the client would ask the
+    # cloud's instance metadata, which is not here, and every upload would fail.
+    args = broker_args(etcd, s3)
+    for flag in ("--s3-access-key-id", "--s3-secret-access-key"):
+        at = args.index(flag)
+        del args[at:at + 2]
+    b = start_broker(args=args, start=False)
+    b.extra_env.update({"AWS_ACCESS_KEY_ID": "env-key-id",
+                        "AWS_SECRET_ACCESS_KEY": h.secret("env-Secr3t-access-key")})
+    b.start()
+    topic = "env-credentials"
+    h.create_topic(b.bootstrap, topic, 1)
+    values = [b"v%d" % i for i in range(20)]
+    h.produce_and_wait(h.producer(b.bootstrap), topic, values, partition=0)
+    assert s3.keys("cluster/wal/"), "no flush objects in the bucket"
+    assert [r.value for r in h.read_partitions(b.bootstrap, topic, [0])] == values
