@@ -75,10 +75,12 @@ def percentile(values, p):
 
 
 def start_broker(binary: str, data_dir: Path, linger_ms: int, log,
-                 extra: tuple[str, ...] = (), scheme: str = "") -> tuple[subprocess.Popen, str, str]:
+                 extra: tuple[str, ...] = (), scheme: str = "",
+                 more_listeners: str = "") -> tuple[subprocess.Popen, str, str]:
     kafka, http = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
-        [binary, "serve", "--data-dir", str(data_dir), "--listeners", scheme + kafka,
+        [binary, "serve", "--data-dir", str(data_dir),
+         "--listeners", scheme + kafka + more_listeners,
          "--http-listeners", http, "--flush-linger-ms", str(linger_ms), "--log", "warn", *extra],
         stdout=log, stderr=log)
     deadline = time.monotonic() + 20
@@ -230,6 +232,10 @@ def main() -> int:
     parser.add_argument("--tls", action="store_true",
                         help="an SSL:// listener (certificates made with trustme); clients use "
                              "security.protocol=SSL")
+    parser.add_argument("--sasl", metavar="MECHANISM",
+                        choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
+                        help="a SASL_SSL:// listener (TLS as --tls, and a user logging in with "
+                             "MECHANISM); clients use security.protocol=SASL_SSL")
     parser.add_argument("--work-dir", help="where the broker's data dir goes (default: the "
                                            "system's temporary dir); /dev/shm keeps the embedded "
                                            "store's page-cache cost, 1-4 CPU-s per GiB on these "
@@ -245,7 +251,8 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="skiff-bench-", dir=args.work_dir))
     log = open(workdir / "skiff.log", "wb")
-    client, broker_args, scheme = {}, list(args.broker_args), ""
+    client, broker_args, scheme, more_listeners = {}, list(args.broker_args), "", ""
+    args.tls = args.tls or bool(args.sasl)
     if args.tls:
         import trustme
         ca = trustme.CA()
@@ -255,8 +262,21 @@ def main() -> int:
         broker_args += ["--ssl-keystore-location", str(workdir / "server.pem")]
         client = {"security.protocol": "SSL", "ssl.ca.location": str(workdir / "ca.pem")}
         scheme = "SSL://"
+    if args.sasl:
+        # The user is set through a PLAINTEXT listener of its own; the load goes over SASL_SSL.
+        admin_listener = f"127.0.0.1:{free_port()}"
+        more_listeners = f",PLAINTEXT://{admin_listener}"
+        # (The HTTP API, which the script reads for stats, stays open: not what is measured.)
+        broker_args += ["--sasl-enabled-mechanisms", args.sasl, "--http-authentication", "none"]
+        client.update({"security.protocol": "SASL_SSL", "sasl.mechanism": args.sasl,
+                       "sasl.username": "bench", "sasl.password": "bench-password"})
+        scheme = "SASL_SSL://"
     proc, bootstrap, http = start_broker(args.skiff, workdir / "data", args.flush_linger_ms, log,
-                                         tuple(broker_args), scheme)
+                                         tuple(broker_args), scheme, more_listeners)
+    if args.sasl:
+        subprocess.run([args.skiff, "user", "set", "bench", "--password-stdin",
+                        "--bootstrap-server", admin_listener], input=b"bench-password\n",
+                       check=True, capture_output=True, timeout=60)
     try:
         topic = "bench"
         admin = AdminClient({"bootstrap.servers": bootstrap, **client})
@@ -285,7 +305,7 @@ def main() -> int:
         result = {
             "records": args.count, "record_bytes": args.size, "partitions": args.partitions,
             "flush_linger_ms": args.flush_linger_ms, "client_linger_ms": args.client_linger_ms,
-            "rate_records_s": args.rate, "idempotence": args.idempotence, "tls": args.tls,
+            "rate_records_s": args.rate, "idempotence": args.idempotence, "tls": args.tls, "sasl": args.sasl,
             "producers": args.producers,
             "client_request_max_bytes": args.client_request_max_bytes,
             "client_batch_bytes": args.client_batch_bytes,
