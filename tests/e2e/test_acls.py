@@ -273,7 +273,13 @@ def test_admin_apis_keep_to_the_acls(acl_broker):
 
     # The cluster: changing ACLs needs ALTER on it, granted like any other resource.
     grant = allow(ResourceType.TOPIC, "ops", "User:alice", AclOperation.READ)
+    denied = metric(b, "skiff_authorization_denials_total", resource_type="CLUSTER")
     assert refusal(alice.create_acls([grant])[grant]) == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    # Logged and counted as every refusal.
+    assert metric(b, "skiff_authorization_denials_total", resource_type="CLUSTER") == denied + 1
+    assert any("User:alice" in line and "api=CreateAcls" in line and "ALTER CLUSTER" in line
+               for line in b.log_path.read_text().splitlines()
+               if "authorization denied" in line)
     create_acls(b, [allow(ResourceType.BROKER, "kafka-cluster", "User:alice",
                           AclOperation.ALTER)])
     assert refusal(alice.create_acls([grant])[grant]) is None

@@ -5,12 +5,14 @@
 use super::errors::metadata_error;
 use super::Broker;
 use crate::security::acl::{AclBinding, AclFilter, Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::Access;
 use crate::security::Session;
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
 use kafka_protocol::messages::delete_acls_response::{
     DeleteAclsFilterResult, DeleteAclsMatchingAcl,
 };
 use kafka_protocol::messages::describe_acls_response::{AclDescription, DescribeAclsResource};
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::{
     CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse,
     DescribeAclsRequest, DescribeAclsResponse,
@@ -25,14 +27,39 @@ fn text(message: impl Into<String>) -> Option<StrBytes> {
 
 /// Why the request as a whole is refused: no authorizer, or not allowed `operation` on the
 /// cluster.
-fn refused(broker: &Broker, session: &Session, operation: Operation) -> Option<ResponseError> {
+fn refused(
+    broker: &Broker,
+    session: &Session,
+    api: ApiKey,
+    operation: Operation,
+) -> Option<ResponseError> {
     if !broker.authorizer.enabled() {
         return Some(ResponseError::SecurityDisabled);
     }
-    let allowed = broker
-        .authorizer
-        .allows(session, operation, ResourceType::Cluster, CLUSTER_NAME);
-    (!allowed).then_some(ResponseError::ClusterAuthorizationFailed)
+    let access = broker.authorizer.access(session);
+    if access.allows(operation, ResourceType::Cluster, CLUSTER_NAME) {
+        return None;
+    }
+    // Logged and counted as every refusal a client hears of (see `authz`).
+    let (principal, host) = match &access {
+        Access::Checked {
+            principal, host, ..
+        } => (principal.as_str(), host.as_str()),
+        _ => ("", ""),
+    };
+    tracing::info!(
+        target: "skiff::authorizer",
+        principal,
+        host,
+        api = ?api,
+        denied = 1,
+        resources = format!("{} {}:{CLUSTER_NAME}", operation.name(), ResourceType::Cluster.name()),
+        "authorization denied"
+    );
+    broker
+        .metrics
+        .authorization_denied(operation.name(), ResourceType::Cluster.name());
+    Some(ResponseError::ClusterAuthorizationFailed)
 }
 
 pub async fn create(
@@ -41,7 +68,7 @@ pub async fn create(
     request: CreateAclsRequest,
 ) -> CreateAclsResponse {
     let count = request.creations.len();
-    if let Some(error) = refused(broker, session, Operation::Alter) {
+    if let Some(error) = refused(broker, session, ApiKey::CreateAcls, Operation::Alter) {
         let result = AclCreationResult::default().with_error_code(error.code());
         return CreateAclsResponse::default().with_results(vec![result; count]);
     }
@@ -86,7 +113,7 @@ pub async fn describe(
     session: &Session,
     request: DescribeAclsRequest,
 ) -> DescribeAclsResponse {
-    if let Some(error) = refused(broker, session, Operation::Describe) {
+    if let Some(error) = refused(broker, session, ApiKey::DescribeAcls, Operation::Describe) {
         return DescribeAclsResponse::default().with_error_code(error.code());
     }
     let Some(filter) = AclFilter::from_wire(
@@ -137,7 +164,7 @@ pub async fn delete(
     session: &Session,
     request: DeleteAclsRequest,
 ) -> DeleteAclsResponse {
-    if let Some(error) = refused(broker, session, Operation::Alter) {
+    if let Some(error) = refused(broker, session, ApiKey::DeleteAcls, Operation::Alter) {
         let result = DeleteAclsFilterResult::default().with_error_code(error.code());
         return DeleteAclsResponse::default()
             .with_filter_results(vec![result; request.filters.len()]);

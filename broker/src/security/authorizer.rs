@@ -132,17 +132,6 @@ impl Authorizer {
             .clone()
     }
 
-    /// Whether the session may do `operation` on the resource.
-    pub fn allows(
-        &self,
-        session: &Session,
-        operation: Operation,
-        resource_type: ResourceType,
-        name: &str,
-    ) -> bool {
-        self.access(session).allows(operation, resource_type, name)
-    }
-
     /// What the session may do, worked out once for a request's many checks: its principal and
     /// host as ACLs name them, and the ACLs as now.
     pub fn access(&self, session: &Session) -> Access {
