@@ -3,15 +3,15 @@ SASL_PLAINTEXT: ACLs created, listed and deleted with confluent-kafka's AdminCli
 `skiff acl`; every decision checked with a client that is refused or allowed: topic read,
 write, create and describe (Metadata lists only what a principal may describe), consumer
 groups, transactional ids, idempotent producers, the admin APIs (configs, ListOffsets,
-DeleteRecords, CreatePartitions, DeleteGroups), an ACL on the cluster, literal and prefixed
-patterns (match and non-match), a deny overriding an allow, super users, and
+DeleteRecords, CreatePartitions, DeleteGroups, ElectLeaders), an ACL on the cluster, literal
+and prefixed patterns (match and non-match), a deny overriding an allow, super users, and
 `--allow-everyone-if-no-acl-found`."""
 
 import subprocess
 
 import pytest
 import trustme
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import ElectionType, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
                                    AclPermissionType, AdminClient, AlterConfigOpType,
                                    ConfigEntry, ConfigResource, NewPartitions, NewTopic,
@@ -283,6 +283,13 @@ def test_admin_apis_keep_to_the_acls(acl_broker):
     create_acls(b, [allow(ResourceType.BROKER, "kafka-cluster", "User:alice",
                           AclOperation.ALTER)])
     assert refusal(alice.create_acls([grant])[grant]) is None
+    # Electing leaders is ALTER on the cluster too: bob may not, alice now may.
+    ops0 = [TopicPartition("ops", 0)]
+    assert refusal(bob.elect_leaders(ElectionType.PREFERRED, ops0)) == \
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    elected = alice.elect_leaders(ElectionType.PREFERRED, ops0).result(timeout=15)
+    # Allowed: the election ran and found the leader preferred already (one broker).
+    assert [e.code() for e in elected.values()] == [KafkaError.ELECTION_NOT_NEEDED], elected
     everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
                                   AclOperation.ANY, AclPermissionType.ANY)
     listed = su.describe_acls(everything).result(timeout=15)
