@@ -297,7 +297,8 @@ def test_bad_logins_get_kafka_errors_and_harm_nobody(sasl_broker, pki):
         assert time.monotonic() - started < 6
     assert metric(b, "skiff_sasl_authentications_total", result="failure") > failures_before + 6
 
-    # A flood of failed logins while a logged-in producer goes on: every record acknowledged.
+    # A flood of thousands of failed logins while a logged-in producer goes on: every record
+    # acknowledged.
     topic = h.unique_topic("flood")
     h.create_topic(b.bootstrap, topic, 1)
     stop = threading.Event()
@@ -321,7 +322,7 @@ def test_bad_logins_get_kafka_errors_and_harm_nobody(sasl_broker, pki):
         p = h.producer(c.pop("bootstrap.servers"), **c)
         rounds = 0
         deadline = time.monotonic() + 60
-        while attempts[0] < 300 and time.monotonic() < deadline:
+        while attempts[0] < 2000 and time.monotonic() < deadline:
             h.produce_and_wait(p, topic, [b"r%d-%d" % (rounds, i) for i in range(50)],
                                partition=0, timeout=30)
             rounds += 1
@@ -329,7 +330,7 @@ def test_bad_logins_get_kafka_errors_and_harm_nobody(sasl_broker, pki):
         stop.set()
         for t in threads:
             t.join(30)
-    assert attempts[0] >= 300, attempts
+    assert attempts[0] >= 2000, attempts
     assert h.watermarks(b.bootstrap, topic, 0)[1] == 50 * rounds
     # Failed logins are logged, never with the password.
     log = b.log_path.read_text()
