@@ -2,10 +2,10 @@
 //! (`crate::security::authorizer`), kept in the metadata store. Changing them takes ALTER on
 //! the cluster, reading them DESCRIBE; without an authorizer they answer SECURITY_DISABLED.
 
+use super::authz::Guard;
 use super::errors::metadata_error;
 use super::Broker;
-use crate::security::acl::{AclBinding, AclFilter, Operation, ResourceType, CLUSTER_NAME};
-use crate::security::authorizer::Access;
+use crate::security::acl::{AclBinding, AclFilter, Operation};
 use crate::security::Session;
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
 use kafka_protocol::messages::delete_acls_response::{
@@ -26,7 +26,7 @@ fn text(message: impl Into<String>) -> Option<StrBytes> {
 }
 
 /// Why the request as a whole is refused: no authorizer, or not allowed `operation` on the
-/// cluster.
+/// cluster (logged and counted as every refusal a client hears of: [`Guard`]).
 fn refused(
     broker: &Broker,
     session: &Session,
@@ -36,30 +36,8 @@ fn refused(
     if !broker.authorizer.enabled() {
         return Some(ResponseError::SecurityDisabled);
     }
-    let access = broker.authorizer.access(session);
-    if access.allows(operation, ResourceType::Cluster, CLUSTER_NAME) {
-        return None;
-    }
-    // Logged and counted as every refusal a client hears of (see `authz`).
-    let (principal, host) = match &access {
-        Access::Checked {
-            principal, host, ..
-        } => (principal.as_str(), host.as_str()),
-        _ => ("", ""),
-    };
-    tracing::info!(
-        target: "skiff::authorizer",
-        principal,
-        host,
-        api = ?api,
-        denied = 1,
-        resources = format!("{} {}:{CLUSTER_NAME}", operation.name(), ResourceType::Cluster.name()),
-        "authorization denied"
-    );
-    broker
-        .metrics
-        .authorization_denied(operation.name(), ResourceType::Cluster.name());
-    Some(ResponseError::ClusterAuthorizationFailed)
+    let allowed = Guard::new(broker, session, api).cluster(operation);
+    (!allowed).then_some(ResponseError::ClusterAuthorizationFailed)
 }
 
 pub async fn create(
