@@ -18,6 +18,7 @@
 //! the broker's ACLs judge them as any client's. With `none`, every caller is User:ANONYMOUS.
 
 use crate::config::Secret;
+use crate::http_listener::HttpPeer;
 use crate::security::sasl::{Authenticator, LoginError};
 use crate::security::Principal;
 use axum::extract::{ConnectInfo, Request, State};
@@ -29,7 +30,7 @@ use base64::Engine;
 use serde_json::json;
 use skiff_tiering::clock::Clock;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 /// Routes open to every caller: liveness and readiness probes, and the Prometheus scrape
@@ -207,7 +208,7 @@ impl HttpAuth {
 /// The middleware: puts the [`Caller`] in the request, or answers 401.
 pub async fn authenticate(
     State(auth): State<HttpAuth>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(HttpPeer(peer)): ConnectInfo<HttpPeer>,
     mut request: Request,
     next: Next,
 ) -> Response {

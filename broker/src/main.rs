@@ -10,6 +10,7 @@ mod frame;
 mod group;
 mod http;
 mod http_auth;
+mod http_listener;
 mod low_watermark;
 mod memory;
 mod metrics;
@@ -388,23 +389,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ssl = listeners
         .iter()
         .any(|(spec, ..)| spec.protocol == config::SecurityProtocol::Ssl)
-        .then(|| security::tls::ReloadingAcceptor::new(&args.tls, true))
+        .then(|| security::tls::ReloadingAcceptor::reloading(&args.tls, true))
         .transpose()?;
     let sasl_ssl = listeners
         .iter()
         .any(|(spec, ..)| spec.protocol == config::SecurityProtocol::SaslSsl)
-        .then(|| security::tls::ReloadingAcceptor::new(&args.tls, false))
+        .then(|| security::tls::ReloadingAcceptor::reloading(&args.tls, false))
         .transpose()?;
-    if args.tls.ssl_reload_interval_ms > 0 {
-        let interval = std::time::Duration::from_millis(args.tls.ssl_reload_interval_ms);
-        for acceptor in ssl.iter().chain(&sasl_ssl) {
-            acceptor.spawn_reloader(interval);
-        }
-    }
-    let http_bind = args.http_bind()?;
+    let http_spec = args.http_listener()?;
+    let http_bind = http_spec.bind;
     let http_listener = tokio::net::TcpListener::bind(http_bind)
         .await
         .with_context(|| format!("cannot bind the HTTP admin listener on {http_bind}"))?;
+    // HTTPS serves the SASL_SSL listeners' certificate, without client certificates.
+    let https = match (http_spec.tls, &sasl_ssl) {
+        (false, _) => None,
+        (true, Some(acceptor)) => Some(acceptor.clone()),
+        (true, None) => Some(security::tls::ReloadingAcceptor::reloading(
+            &args.tls, false,
+        )?),
+    };
     let shutdown = CancellationToken::new();
     let http = {
         let shutdown = shutdown.clone();
@@ -472,12 +476,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     http_authentication,
                 ),
                 http_auth::authenticate,
-            ))
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            ));
+        let handshake_failed: http_listener::HandshakeFailed = {
+            let broker = broker.clone();
+            Arc::new(move || broker.metrics.tls_handshake_failed())
+        };
         tokio::spawn(async move {
-            let served = axum::serve(http_listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
+            let served =
+                http_listener::serve(http_listener, https, app, shutdown, handshake_failed).await;
             if let Err(error) = served {
                 tracing::error!(%error, "HTTP admin server failed");
             }
@@ -628,10 +634,15 @@ async fn run_compactor(args: CompactorCommandArgs) -> anyhow::Result<()> {
     if login_required {
         sasl.start_key_refresh().await;
     }
-    let http_bind = args.http_bind()?;
+    let http_spec = args.http_listener()?;
+    let http_bind = http_spec.bind;
     let http_listener = tokio::net::TcpListener::bind(http_bind)
         .await
         .with_context(|| format!("cannot bind the HTTP listener on {http_bind}"))?;
+    let https = http_spec
+        .tls
+        .then(|| security::tls::ReloadingAcceptor::reloading(&args.tls, false))
+        .transpose()?;
     let shutdown = CancellationToken::new();
     let http = {
         let shutdown = shutdown.clone();
@@ -645,12 +656,10 @@ async fn run_compactor(args: CompactorCommandArgs) -> anyhow::Result<()> {
         .layer(axum::middleware::from_fn_with_state(
             http_auth::HttpAuth::new(sasl, clock, Arc::new(|_, _| {}), login_required),
             http_auth::authenticate,
-        ))
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        ));
         tokio::spawn(async move {
-            let served = axum::serve(http_listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
+            let served =
+                http_listener::serve(http_listener, https, app, shutdown, Arc::new(|| {})).await;
             if let Err(error) = served {
                 tracing::error!(%error, "HTTP server failed");
             }

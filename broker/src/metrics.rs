@@ -134,7 +134,7 @@ impl Metrics {
         let tls_handshake_failures = Counter::default();
         registry.register(
             "skiff_tls_handshake_failures",
-            "TLS handshakes of the Kafka listener that failed or did not finish in time (untrusted or expired certificates, plaintext clients, scanners)",
+            "TLS handshakes of the Kafka and HTTPS listeners that failed or did not finish in time (untrusted or expired certificates, plaintext clients, scanners)",
             tls_handshake_failures.clone(),
         );
         let sasl_authentications = Family::<SaslLabels, Counter>::default();

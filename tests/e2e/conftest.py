@@ -23,6 +23,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -84,6 +85,8 @@ class SkiffBroker:
         self.exit_codes: list[int] = []
         # Environment variables the process gets on top of the test's (without its SKIFF_*).
         self.extra_env: dict[str, str] = {}
+        # The CA that signed the broker's certificate, when its HTTP port serves HTTPS.
+        self.http_ca: str | None = None
 
     # ---- addresses -------------------------------------------------------------------------
     @property
@@ -99,6 +102,11 @@ class SkiffBroker:
         return f"127.0.0.1:{self.http_port}"
 
     @property
+    def http_listener(self) -> str:
+        """`--http-listeners`: HTTPS when the harness has a CA to check the broker with."""
+        return f"https://{self.http}" if self.http_ca else self.http
+
+    @property
     def objects_dir(self) -> Path:
         return self.data_dir / "objects"
 
@@ -112,7 +120,7 @@ class SkiffBroker:
             "--data-dir", str(self.data_dir),
             "--listeners", self.bootstrap,
             "--advertised-listeners", self.bootstrap,
-            "--http-listeners", self.http,
+            "--http-listeners", self.http_listener,
             "--flush-linger-ms", str(self.flush_linger_ms),
             *self.extra_args,
         ]
@@ -224,10 +232,12 @@ class SkiffBroker:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(f"http://{self.http}{path}", data=data,
+        scheme = "https" if self.http_ca else "http"
+        request = urllib.request.Request(f"{scheme}://{self.http}{path}", data=data,
                                          headers=headers, method=method)
+        context = ssl.create_default_context(cafile=self.http_ca) if self.http_ca else None
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as resp:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()

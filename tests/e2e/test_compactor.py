@@ -34,7 +34,7 @@ class SkiffCompactor(SkiffBroker):
 
     def command(self) -> list[str]:
         return [str(__import__("conftest").skiff_bin()), "compactor",
-                "--http-listeners", self.http, *self.extra_args]
+                "--http-listeners", self.http_listener, *self.extra_args]
 
     def _kafka_port_accepts(self) -> bool:
         return True

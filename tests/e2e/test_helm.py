@@ -137,9 +137,20 @@ def test_chart_lints_renders_and_validates(tmp_path, values):
         compactor_env = env_of(container(docs, "rel-skiff-compactor"))
         assert compactor_env["SKIFF_HTTP_AUTHENTICATION"]["value"] == "required"
         assert compactor_env["SKIFF_AUTHORIZER"]["value"] == "standard"
-        assert "SKIFF_SSL_KEYSTORE_LOCATION" not in compactor_env
+        # The HTTP ports serve HTTPS with the same certificate; probes follow.
+        assert compactor_env["SKIFF_SSL_KEYSTORE_LOCATION"]["value"] == "/etc/skiff/tls/tls.crt"
+        assert {"name": "tls", "mountPath": "/etc/skiff/tls", "readOnly": True} in \
+            container(docs, "rel-skiff-compactor")["volumeMounts"]
+        assert "https://0.0.0.0:9644" in broker["args"]
+        assert "https://0.0.0.0:9645" in container(docs, "rel-skiff-compactor")["args"]
         # The probes stay open under --http-authentication required.
         assert broker["readinessProbe"]["httpGet"]["path"] == "/ready"
+        assert broker["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+        assert container(docs, "rel-skiff-compactor")["livenessProbe"]["httpGet"]["scheme"] \
+            == "HTTPS"
+        monitor = kinds[("ServiceMonitor", "rel-skiff")]["spec"]["endpoints"][0]
+        assert monitor["scheme"] == "https"
+        assert monitor["tlsConfig"]["ca"]["secret"] == {"name": "skiff-tls", "key": "ca.crt"}
     elif values:
         # Production: credentials from an existing Secret only, autoscaling, a ServiceMonitor.
         key = env["SKIFF_S3_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]
@@ -152,6 +163,8 @@ def test_chart_lints_renders_and_validates(tmp_path, values):
         assert pod["terminationGracePeriodSeconds"] == 90
         assert ("ServiceMonitor", "rel-skiff") in kinds
         assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+        monitor = kinds[("ServiceMonitor", "rel-skiff")]["spec"]["endpoints"][0]
+        assert "scheme" not in monitor or monitor["scheme"] == "http"
     else:
         assert "SKIFF_S3_ACCESS_KEY_ID" not in env  # the cloud's credential chain
         assert "SKIFF_SASL_ENABLED_MECHANISMS" not in env and "tls" not in str(pod["volumes"])
@@ -249,6 +262,7 @@ class RenderedPod(SkiffBroker):
 
     def probe(self, kind: str) -> int:
         path = self.c[kind]["httpGet"]["path"]
+        assert self.c[kind]["httpGet"]["scheme"] == "HTTP"  # these pods run without TLS
         try:
             with urllib.request.urlopen(f"http://{self.http}{path}", timeout=5) as r:
                 return r.status

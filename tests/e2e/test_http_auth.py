@@ -4,10 +4,16 @@ Prometheus scrape open, shows each caller only what its ACLs let it describe, an
 console's Kafka requests as the caller, so the broker's ACLs judge them (checked with plain
 HTTP requests and with the console in Chromium, logged in through Playwright)."""
 
+import http.client
 import json
+import socket
+import ssl
 import time
+import urllib.error
+import urllib.request
 
 import pytest
+import trustme
 
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import (AclOperation, AclPermissionType, NewTopic,
@@ -17,7 +23,8 @@ import helpers as h
 from conftest import SkiffBroker
 from test_acls import USERS, acl_broker, admin, allow, conf, create_acls, pki_files  # noqa: F401
 from test_console import CHROMIUM, FLAGS
-from test_sasl import metric, skiff
+from test_sasl import PASSWORDS, SaslBroker, metric, set_user, skiff
+from test_tls import failures as tls_failures
 
 ADMIN = ("admin", USERS["admin"])
 ALICE = ("alice", USERS["alice"])
@@ -279,6 +286,73 @@ def test_the_console_follows_leaders_to_brokers_with_their_own_certificates(
             b.cleanup()
 
 
+def https_pki(tmp_path) -> dict:
+    """A CA, the broker's certificate from it (with its key), and a CA nobody trusts."""
+    ca = trustme.CA()
+    files = {"ca": tmp_path / "ca.pem", "server": tmp_path / "server.pem",
+             "other": tmp_path / "other-ca.pem"}
+    files["ca"].write_bytes(ca.cert_pem.bytes())
+    files["server"].write_bytes(
+        ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.bytes())
+    files["other"].write_bytes(trustme.CA().cert_pem.bytes())
+    return {name: str(path) for name, path in files.items()}
+
+
+def test_the_admin_api_and_console_over_https(tmp_path):
+    """`--http-listeners https://…`: the HTTP port serves the SASL_SSL listener's certificate,
+    so passwords never cross in the clear; plain HTTP, clients that do not trust the
+    certificate and handshakes that never finish are refused, counted, and slow nobody."""
+    pki = https_pki(tmp_path)
+    b = SaslBroker(tmp_path / "https", pki["server"], [])
+    b.http_ca = pki["ca"]
+    b.start()  # its /health answered over HTTPS, the certificate checked against the CA
+    try:
+        set_user(b, "alice", PASSWORDS["alice"])
+        alice = ("alice", PASSWORDS["alice"])
+        assert get(b, "/v1/topics")[0] == 401
+        status, body = get(b, "/v1/topics", auth=alice)
+        assert status == 200 and "topics" in body, (status, body)
+        status, page = b.http_get("/", auth=alice)
+        assert status == 200 and b"<html" in page.lower()
+
+        before = tls_failures(b)
+        # Plain HTTP on the HTTPS port gets no HTTP answer.
+        with pytest.raises((OSError, http.client.HTTPException)):
+            urllib.request.urlopen(f"http://{b.http}/health", timeout=5).read()
+        # A client that does not trust the broker's CA refuses it.
+        untrusting = ssl.create_default_context(cafile=pki["other"])
+        with pytest.raises(urllib.error.URLError) as refused:
+            urllib.request.urlopen(f"https://{b.http}/health", timeout=5, context=untrusting)
+        assert "CERTIFICATE_VERIFY_FAILED" in str(refused.value), refused.value
+        # Handshakes that never finish hold up nobody and are closed after 10 s.
+        stalled = []
+        for _ in range(5):
+            s = socket.create_connection(("127.0.0.1", b.http_port), timeout=5)
+            s.sendall(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello
+            stalled.append(s)
+        started = time.monotonic()
+        status, _ = get(b, "/v1/brokers", auth=alice)
+        assert status == 200 and time.monotonic() - started < 5
+        for s in stalled:
+            s.settimeout(30)
+            assert s.recv(4096) == b"", "a stalled handshake was not closed"
+            s.close()
+        assert time.monotonic() - started < 20
+        assert tls_failures(b) >= before + 2 + len(stalled)
+        assert b.is_running()
+    finally:
+        b.cleanup()
+
+
+def test_https_needs_a_certificate(tmp_path):
+    run = skiff("serve", "--data-dir", str(tmp_path / "d"), "--listeners", "127.0.0.1:0",
+                "--http-listeners", "https://127.0.0.1:0")
+    assert run.returncode != 0 and "--ssl-keystore-location" in run.stderr, run.stderr
+    run = skiff("serve", "--data-dir", str(tmp_path / "d"), "--listeners", "127.0.0.1:0",
+                "--http-listeners", "ftp://127.0.0.1:0")
+    assert run.returncode != 0 and "https://IP:PORT" in run.stderr, run.stderr
+
+
 def test_a_dead_metadata_store_is_a_503_not_a_wrong_password(tmp_path, start_broker, etcd, s3):
     from servers import broker_args
     run = skiff("user", "bootstrap", "dave", "--password-stdin", "--etcd-endpoints",
@@ -301,16 +375,23 @@ def test_a_dead_metadata_store_is_a_503_not_a_wrong_password(tmp_path, start_bro
         time.sleep(0.5)
 
 
-def test_the_standalone_compactors_views_ask_for_the_same_logins(tmp_path, etcd, s3):
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_the_standalone_compactors_views_ask_for_the_same_logins(tmp_path, etcd, s3, scheme):
     from servers import broker_args
     from test_compactor import SkiffCompactor
     for user in ("root", "erin"):
         run = skiff("user", "bootstrap", user, "--password-stdin", "--etcd-endpoints",
                     etcd.endpoint, stdin=f"{user}-Secr3t-pw\n")
         assert run.returncode == 0, run.stderr
+    tls = []
+    if scheme == "https":
+        pki = https_pki(tmp_path)
+        tls = ["--ssl-keystore-location", pki["server"]]
     comp = SkiffCompactor(tmp_path / "compactor", name="compactor", args=broker_args(etcd, s3) + [
         "--http-authentication", "required", "--sasl-enabled-mechanisms", "SCRAM-SHA-512",
-        "--authorizer", "standard", "--super-users", "User:root"])
+        "--authorizer", "standard", "--super-users", "User:root", *tls])
+    if scheme == "https":
+        comp.http_ca = pki["ca"]
     comp.start()
     try:
         for path in ["/health", "/metrics"]:

@@ -56,7 +56,7 @@ class SaslBroker(SkiffBroker):
                      f"SASL_SSL://{self.sasl_ssl}")
         return [str(skiff_bin()), "serve", "--data-dir", str(self.data_dir),
                 "--listeners", listeners, "--advertised-listeners", listeners,
-                "--http-listeners", self.http, "--flush-linger-ms", "5",
+                "--http-listeners", self.http_listener, "--flush-linger-ms", "5",
                 "--ssl-keystore-location", self.keystore, *self.sasl_args(), *self.extra_args]
 
     def sasl_args(self) -> list[str]:

@@ -2,12 +2,11 @@
 //! `--compactor-enable false`) and `skiff compactor`.
 
 use super::{
-    parse_listener, AuthorizerArgs, HttpAuthentication, LoggingArgs, ProcessArgs, SaslArgs,
-    StoreArgs,
+    AuthorizerArgs, HttpAuthentication, HttpListener, LoggingArgs, ProcessArgs, SaslArgs,
+    StoreArgs, TlsArgs,
 };
 use anyhow::Context;
 use clap::Args;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Args)]
@@ -108,7 +107,8 @@ pub struct CompactorCommandArgs {
     #[command(flatten)]
     pub compactor: CompactorArgs,
 
-    /// Address the compactor's HTTP API binds (`/health`, `/v1/compactor`).
+    /// Address the compactor's HTTP API binds (`/health`, `/v1/compactor`): `IP:PORT` for
+    /// HTTP, `https://IP:PORT` for HTTPS with the certificate of --ssl-keystore-location.
     #[arg(
         long,
         env = "SKIFF_HTTP_LISTENERS",
@@ -135,6 +135,11 @@ pub struct CompactorCommandArgs {
     #[command(flatten)]
     pub sasl: SaslArgs,
 
+    /// The certificate of an `https://` HTTP listener (the same flags as the brokers'; the
+    /// client-certificate ones do not apply here).
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     #[command(flatten)]
     pub authorizer: AuthorizerArgs,
 
@@ -147,7 +152,9 @@ pub struct CompactorCommandArgs {
 
 impl CompactorCommandArgs {
     pub fn validate(&self) -> anyhow::Result<()> {
-        parse_listener(&self.http_listeners).context("--http-listeners")?;
+        if self.http_listener()?.tls {
+            crate::security::tls::acceptor(&self.tls, false).context("--http-listeners https")?;
+        }
         self.http_authentication.validate(&self.sasl)?;
         self.compactor
             .settings()
@@ -155,7 +162,7 @@ impl CompactorCommandArgs {
             .map_err(anyhow::Error::msg)
     }
 
-    pub fn http_bind(&self) -> anyhow::Result<SocketAddr> {
-        parse_listener(&self.http_listeners).context("--http-listeners")
+    pub fn http_listener(&self) -> anyhow::Result<HttpListener> {
+        HttpListener::parse(&self.http_listeners)
     }
 }

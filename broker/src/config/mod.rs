@@ -131,7 +131,10 @@ pub struct ServeArgs {
     )]
     pub listener_security_protocol_map: String,
 
-    /// Address the HTTP admin API binds (`/health`, `/v1/stats`, `/v1/topics`).
+    /// Address the HTTP admin API and console bind (`/health`, `/metrics`, `/v1/topics`, the
+    /// console at `/`): `IP:PORT` for HTTP, `https://IP:PORT` for HTTPS with the Kafka listeners'
+    /// certificate (--ssl-keystore-location, renewals picked up the same way; no client
+    /// certificate asked).
     #[arg(
         long,
         env = "SKIFF_HTTP_LISTENERS",
@@ -144,8 +147,8 @@ pub struct ServeArgs {
     /// a Kafka listener uses SASL) takes a SASL user's name and password (HTTP Basic) or an
     /// OAUTHBEARER token (HTTP Bearer) on every route but /health, /ready and /metrics, and
     /// the caller's principal is what ACLs judge; `none` serves everyone as User:ANONYMOUS.
-    /// Basic sends the password in the clear: reach this port over TLS (an ingress) or
-    /// loopback.
+    /// Basic sends the password in the clear over plain HTTP: serve HTTPS (--http-listeners
+    /// https://IP:PORT) or keep the port on loopback.
     #[arg(
         long,
         env = "SKIFF_HTTP_AUTHENTICATION",
@@ -617,8 +620,12 @@ impl ServeArgs {
         )
     }
 
+    pub fn http_listener(&self) -> anyhow::Result<HttpListener> {
+        HttpListener::parse(&self.http_listeners)
+    }
+
     pub fn http_bind(&self) -> anyhow::Result<SocketAddr> {
-        parse_listener(&self.http_listeners).context("--http-listeners")
+        Ok(self.http_listener()?.bind)
     }
 
     pub fn log_retention(&self) -> skiff_tiering::log::Retention {
@@ -654,7 +661,9 @@ impl ServeArgs {
                 bail!("--super-users: {user:?} is not a principal (User:NAME)");
             }
         }
-        self.http_bind()?;
+        if self.http_listener()?.tls {
+            crate::security::tls::acceptor(&self.tls, false).context("--http-listeners https")?;
+        }
         self.http_authentication().validate(&self.sasl)?;
         if self.node_id.is_some_and(|id| id < 0) {
             bail!("--node-id must not be negative");
@@ -743,6 +752,32 @@ fn strip_scheme(listener: &str) -> &str {
     listener
         .split_once("://")
         .map_or(listener, |(_, address)| address)
+}
+
+/// `--http-listeners`: where the HTTP API binds, and whether it serves HTTPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpListener {
+    pub bind: SocketAddr,
+    pub tls: bool,
+}
+
+impl HttpListener {
+    /// `IP:PORT` or `http://IP:PORT` (plain), `https://IP:PORT` (TLS).
+    pub fn parse(listener: &str) -> anyhow::Result<HttpListener> {
+        let listener = listener.trim();
+        let (tls, address) = match listener.split_once("://") {
+            None => (false, listener),
+            Some((scheme, address)) => match scheme.to_ascii_lowercase().as_str() {
+                "http" => (false, address),
+                "https" => (true, address),
+                _ => bail!(
+                    "--http-listeners: {listener:?} is neither http://IP:PORT nor https://IP:PORT"
+                ),
+            },
+        };
+        let bind = parse_listener(address).context("--http-listeners")?;
+        Ok(HttpListener { bind, tls })
+    }
 }
 
 fn parse_listener(listener: &str) -> anyhow::Result<SocketAddr> {

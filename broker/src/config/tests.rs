@@ -13,6 +13,26 @@ fn listeners_accept_kafka_spelling() {
 }
 
 #[test]
+fn http_listeners_say_whether_they_serve_https() {
+    let bind: SocketAddr = "127.0.0.1:9644".parse().expect("addr");
+    for (given, tls) in [
+        ("127.0.0.1:9644", false),
+        ("http://127.0.0.1:9644", false),
+        ("HTTPS://localhost:9644", true),
+        (" https://127.0.0.1:9644 ", true),
+    ] {
+        assert_eq!(
+            HttpListener::parse(given).expect(given),
+            HttpListener { bind, tls },
+            "{given}"
+        );
+    }
+    for bad in ["ftp://127.0.0.1:9644", "https://", "https://nowhere"] {
+        assert!(HttpListener::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn the_compactor_command_takes_its_own_keys() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("compactor.toml");

@@ -21,7 +21,7 @@ pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// The certificate chain of the TLS listeners (`--ssl-keystore-location`).
 pub fn keystore_chain(args: &TlsArgs) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let Some(keystore) = &args.ssl_keystore_location else {
-        bail!("an SSL listener needs --ssl-keystore-location (a PEM file with the certificate chain and its private key)");
+        bail!("a TLS listener (SSL, SASL_SSL, https) needs --ssl-keystore-location (a PEM file with the certificate chain and its private key)");
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(keystore)
         .and_then(|certs| certs.collect::<Result<_, _>>())
@@ -50,7 +50,7 @@ fn build(
         .ssl_key_location
         .as_ref()
         .or(args.ssl_keystore_location.as_ref())
-        .context("an SSL listener needs --ssl-keystore-location")?;
+        .context("a TLS listener needs --ssl-keystore-location")?;
     let key = PrivateKeyDer::from_pem_file(key_file).with_context(|| {
         format!(
             "cannot read an unencrypted private key from {} (PKCS#8, PKCS#1 or SEC1 PEM)",
@@ -185,8 +185,20 @@ impl ReloadingAcceptor {
         Ok(true)
     }
 
+    /// [`ReloadingAcceptor::new`], then checking the files every `--ssl-reload-interval-ms`
+    /// (if not 0) until the process ends.
+    pub fn reloading(args: &TlsArgs, client_auth: bool) -> anyhow::Result<Arc<ReloadingAcceptor>> {
+        let acceptor = ReloadingAcceptor::new(args, client_auth)?;
+        if args.ssl_reload_interval_ms > 0 {
+            acceptor.spawn_reloader(std::time::Duration::from_millis(
+                args.ssl_reload_interval_ms,
+            ));
+        }
+        Ok(acceptor)
+    }
+
     /// Checks the files every `interval` until the process ends.
-    pub fn spawn_reloader(self: &Arc<Self>, interval: std::time::Duration) {
+    fn spawn_reloader(self: &Arc<Self>, interval: std::time::Duration) {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             loop {

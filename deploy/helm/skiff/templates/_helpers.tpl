@@ -98,6 +98,26 @@ true
 {{- end -}}
 {{- end -}}
 
+{{/* "true" when the HTTP ports serve HTTPS (TLS on, security.tls.https). */}}
+{{- define "skiff.https" -}}
+{{- if and (include "skiff.tls" .) .Values.security.tls.https -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The HTTP probes' scheme. */}}
+{{- define "skiff.probeScheme" -}}
+{{- if include "skiff.https" . }}HTTPS{{ else }}HTTP{{ end -}}
+{{- end -}}
+
+{{/* The keystore of the TLS Secret (mounted at /etc/skiff/tls). */}}
+{{- define "skiff.keystoreEnv" -}}
+- name: SKIFF_SSL_KEYSTORE_LOCATION
+  value: /etc/skiff/tls/tls.crt
+- name: SKIFF_SSL_KEY_LOCATION
+  value: /etc/skiff/tls/tls.key
+{{- end -}}
+
 {{/* What each broker advertises: podDNS (its name under the headless Service, which a
 certificate can carry) or podIP; `auto` is podDNS with TLS, else podIP. */}}
 {{- define "skiff.advertise" -}}
@@ -115,10 +135,7 @@ certificate can carry) or podIP; `auto` is podDNS with TLS, else podIP. */}}
 {{- define "skiff.securityEnv" -}}
 {{- $protocol := include "skiff.protocol" . -}}
 {{- if include "skiff.tls" . }}
-- name: SKIFF_SSL_KEYSTORE_LOCATION
-  value: /etc/skiff/tls/tls.crt
-- name: SKIFF_SSL_KEY_LOCATION
-  value: /etc/skiff/tls/tls.key
+{{ include "skiff.keystoreEnv" . }}
 {{- if ne .Values.security.tls.clientAuth "none" }}
 - name: SKIFF_SSL_CLIENT_AUTH
   value: {{ .Values.security.tls.clientAuth | quote }}
