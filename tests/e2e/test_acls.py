@@ -479,3 +479,92 @@ def test_topics_by_id_and_raw_produce_keep_to_the_acls(acl_broker):
         code, _ = w.produce(conn, "team-a.fresh", 0, w.record_batch([b"x"]))
         assert code == 3, code                                    # UNKNOWN_TOPIC_OR_PARTITION
     assert "team-a.fresh" not in su.list_topics(timeout=10).topics
+
+
+def describe_producers(conn, topics: dict[str, list[int]]) -> dict[tuple[str, int], tuple]:
+    """DescribeProducers v0 (flexible; no client library has it): (topic, partition) →
+    (error code, producer ids)."""
+    import kafka_wire as w
+    body = w.uvarint(len(topics) + 1)
+    for name, partitions in topics.items():
+        body += (w.compact_string(name) + w.uvarint(len(partitions) + 1)
+                 + b"".join(w.i32(p) for p in partitions) + w.uvarint(0))
+    _, payload = conn.request(61, 0, body + w.uvarint(0), flexible_header=True)
+    r = w.Reader(payload[4:])
+    r.skip_tagged_fields()
+    r.i32()                                          # throttle
+    out = {}
+    for _ in range(r.uvarint() - 1):
+        name = r._take(r.uvarint() - 1).decode()
+        for _ in range(r.uvarint() - 1):
+            partition, error = r.i32(), r.i16()
+            n = r.uvarint()
+            if n:
+                r._take(n - 1)                       # error message
+            producers = []
+            for _ in range(r.uvarint() - 1):
+                producers.append(r.i64())            # producer id
+                r.i32(), r.i32(), r.i64(), r.i32(), r.i64()
+                r.skip_tagged_fields()
+            r.skip_tagged_fields()
+            out[(name, partition)] = (error, producers)
+        r.skip_tagged_fields()
+    return out
+
+
+def offset_delete(conn, group: str, topics: dict[str, list[int]]) -> tuple[int, dict]:
+    """OffsetDelete v0 (confluent-kafka has no call for it): (error code, {(topic, partition):
+    error code})."""
+    import kafka_wire as w
+    body = w.string(group) + w.array([
+        w.string(name) + w.array([w.i32(p) for p in partitions])
+        for name, partitions in topics.items()])
+    _, payload = conn.request(47, 0, body)
+    r = w.Reader(payload[4:])
+    error = r.i16()
+    r.i32()                                          # throttle
+    out = {}
+    for _ in range(max(r.i32(), 0)):
+        name = r.string()
+        for _ in range(r.i32()):
+            partition = r.i32()
+            out[(name, partition)] = r.i16()
+    return error, out
+
+
+def test_offset_delete_and_describe_producers_keep_to_the_acls(acl_broker):
+    """The two APIs no client library here calls, raw: DescribeProducers needs READ on each
+    topic, OffsetDelete DELETE on the group and READ on each topic (Kafka's rules)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    b = acl_broker
+    su = admin(b, "admin")
+    for f in su.create_topics([NewTopic("orders", 1), NewTopic("ledger", 1)]).values():
+        f.result(timeout=15)
+    c = conf(b, "admin", **{"enable.idempotence": True})
+    p = h.producer(c.pop("bootstrap.servers"), **c)
+    for topic in ["orders", "ledger"]:
+        h.produce_and_wait(p, topic, [b"a", b"b"], partition=0)
+    for group in ["g-alice", "g-bob"]:
+        c = conf(b, "admin", **{"group.id": group})
+        consumer = h.consumer(c.pop("bootstrap.servers"), **c)
+        consumer.commit(offsets=[TopicPartition("orders", 0, 2), TopicPartition("ledger", 0, 1)],
+                        asynchronous=False)
+        consumer.close()
+    create_acls(b, [
+        allow(ResourceType.TOPIC, "orders", "User:alice", AclOperation.READ),
+        allow(ResourceType.GROUP, "g-alice", "User:alice", AclOperation.DELETE),
+    ])
+    with raw_login(b, "alice") as conn:
+        described = describe_producers(conn, {"orders": [0], "ledger": [0]})
+        assert described[("orders", 0)][0] == 0 and len(described[("orders", 0)][1]) == 1
+        assert described[("ledger", 0)] == (29, [])   # TOPIC_AUTHORIZATION_FAILED
+        # No DELETE on the group: nothing is deleted.
+        assert offset_delete(conn, "g-bob", {"orders": [0]})[0] == 30  # GROUP_AUTHORIZATION_FAILED
+        error, partitions = offset_delete(conn, "g-alice", {"orders": [0], "ledger": [0]})
+        assert error == 0 and partitions == {("orders", 0): 0, ("ledger", 0): 29}, partitions
+
+    def committed(group: str) -> dict[str, int]:
+        listed = su.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+        return {tp.topic: tp.offset for tp in listed[group].result(15).topic_partitions}
+    assert committed("g-alice") == {"ledger": 1}    # orders' offset deleted, ledger's kept
+    assert committed("g-bob") == {"orders": 2, "ledger": 1}
