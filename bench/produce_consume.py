@@ -64,6 +64,15 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def requests_handled(http: str, api: str) -> float:
+    """Requests of one API the broker has handled (its Prometheus counter)."""
+    with urllib.request.urlopen(f"http://{http}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("skiff_requests_total{") and f'api="{api}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def stats(http: str) -> dict:
     with urllib.request.urlopen(f"http://{http}/v1/stats", timeout=5) as r:
         return json.load(r)
@@ -100,7 +109,8 @@ def start_profile(directory: str | None, name: str, pid: int) -> subprocess.Pope
     if not directory:
         return None
     out = Path(directory) / f"{name}-{pid}.perf.data"
-    perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384",
+    perf = subprocess.Popen(["perf", "record", "-F", os.environ.get("PERF_FREQ", "499"),
+                             "--call-graph", "dwarf,16384",
                              "-o", str(out), "-p", str(pid)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # attached
@@ -286,11 +296,14 @@ def main() -> int:
 
         perf = start_profile(args.profile, "produce-tls" if args.tls else "produce", proc.pid)
         cpu0, stats0, faults0 = cpu_seconds(proc.pid), stats(http), minor_faults(proc.pid)
+        requests0 = requests_handled(http, "Produce")
         produce_s, latencies, failures = produce(bootstrap, topic, args.partitions, args.count,
                                                  args.size, args.client_linger_ms, args.rate,
                                                  args.idempotence, args.client_request_max_bytes,
                                                  client, args.client_batch_bytes, args.producers)
         cpu1, stats1, faults1 = cpu_seconds(proc.pid), stats(http), minor_faults(proc.pid)
+        requests = requests_handled(http, "Produce") - requests0
+        fetches0 = requests_handled(http, "Fetch")
         stop_profile(perf)
         if failures:
             raise SystemExit(f"{len(failures)} produce failures, first: {failures[0]}")
@@ -298,6 +311,7 @@ def main() -> int:
         consume_s = consume(bootstrap, topic, args.partitions, args.count, client)
         stop_profile(perf)
         cpu2, stats2 = cpu_seconds(proc.pid), stats(http)
+        fetches = requests_handled(http, "Fetch") - fetches0
         objects = stats1["objects_written"] - stats0["objects_written"]
         object_bytes = stats1["object_bytes_written"] - stats0["object_bytes_written"]
         file_writes = file_write_cpu_s_per_gib(workdir, object_bytes,
@@ -320,10 +334,15 @@ def main() -> int:
             "cpu_s_per_gib_produced": (cpu1 - cpu0) / (total_bytes / GIB),
             "cpu_s_per_gib_consumed": (cpu2 - cpu1) / (total_bytes / GIB),
             "page_faults_per_gib_produced": (faults1 - faults0) / (total_bytes / GIB),
+            # Per-request cost: what a paced load pays beyond the bytes.
+            "produce_requests_per_s": requests / produce_s,
+            "cpu_us_per_produce_request": (cpu1 - cpu0) * 1e6 / max(requests, 1),
             # The same objects' bytes written to new files by this process, in this run: on
             # the embedded store, the kernel's page-cache cost inside the produce figure.
             "file_write_cpu_s_per_gib": file_writes * object_bytes / total_bytes,
             "range_reads_consume": stats2["range_reads"] - stats1["range_reads"],
+            "fetch_requests_consume": fetches,
+            "fetched_kib_per_request": total_bytes / 1024 / max(fetches, 1),
             "peak_rss_mib": peak_rss_mib(proc.pid),
             "flushes": stats2["flushes"],
             "flushes_without_linger": stats2.get("flushes_without_linger", 0),

@@ -8,7 +8,9 @@
 //!   under a per-process key, so a console page's requests do not each cost a PBKDF2; the
 //!   credential is read at every request, so a changed password or a deleted user takes
 //!   effect at once;
-//! - `Authorization: Bearer` with an OAUTHBEARER token, checked as an OAUTHBEARER login is.
+//! - `Authorization: Bearer` with an OAUTHBEARER token, checked as an OAUTHBEARER login is;
+//! - on HTTPS with `--ssl-client-auth` other than `none`, and no Authorization header: a client
+//!   certificate verified in the handshake, its principal mapped as an SSL client's is.
 //!
 //! Anything else is answered 401 with both challenges (a browser then asks for a user name and
 //! password), after `--connection-failed-authentication-delay-ms` when credentials were wrong;
@@ -60,6 +62,9 @@ pub enum Credential {
         password: Secret,
     },
     Token(Secret),
+    /// A client certificate verified by the HTTPS listener: nothing the console can log in
+    /// with.
+    Certificate,
 }
 
 /// Counts one checked caller: (scheme, success).
@@ -208,7 +213,10 @@ impl HttpAuth {
 /// The middleware: puts the [`Caller`] in the request, or answers 401.
 pub async fn authenticate(
     State(auth): State<HttpAuth>,
-    ConnectInfo(HttpPeer(peer)): ConnectInfo<HttpPeer>,
+    ConnectInfo(HttpPeer {
+        addr: peer,
+        certificate,
+    }): ConnectInfo<HttpPeer>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -228,10 +236,23 @@ pub async fn authenticate(
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().ok().and_then(parse));
-    let presented = match presented {
-        None => {
-            return challenge("authentication required: HTTP Basic with a SASL user, or Bearer")
+    let presented = match (presented, certificate) {
+        (None, Some(principal)) => {
+            // A client certificate verified in the TLS handshake, and nothing else shown.
+            (auth.count)("certificate", true);
+            request.extensions_mut().insert(Caller {
+                principal,
+                ip,
+                credential: Credential::Certificate,
+            });
+            return next.run(request).await;
         }
+        (presented, _) => presented,
+    };
+    let presented = match presented {
+        None => return challenge(
+            "authentication required: HTTP Basic with a SASL user, Bearer, or a client certificate",
+        ),
         Some(None) => {
             (auth.count)("none", false);
             return challenge("malformed Authorization header");

@@ -2,13 +2,17 @@
 //! plain HTTP, or HTTPS when the listener is written `https://IP:PORT`.
 //!
 //! HTTPS serves the Kafka listeners' certificate (`--ssl-keystore-location`, reloaded with it
-//! when renewed) and asks no client certificate: callers authenticate with HTTP Basic or a
-//! Bearer token (`http_auth`), as a SASL_SSL client does with SASL, so a password never
-//! crosses the network in the clear. Handshakes run in their own tasks, at most
+//! when renewed). Callers authenticate with HTTP Basic or a Bearer token (`http_auth`), as a
+//! SASL_SSL client does with SASL, so a password never crosses the network in the clear; with
+//! `--ssl-client-auth` other than `none` the port also asks for a client certificate (never
+//! insists: probes and browsers have none), and one it verified names the caller as it names
+//! an SSL client (`--ssl-principal-mapping-rules`). Handshakes run in their own tasks, at most
 //! [`HANDSHAKES_MAX`] at once and each within the Kafka listeners' handshake timeout, so a
 //! client that stalls its handshake holds up no one else.
 
+use crate::security::principal::{subject_dn, PrincipalMapper};
 use crate::security::tls::{ReloadingAcceptor, HANDSHAKE_TIMEOUT};
+use crate::security::Principal;
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use axum::Router;
@@ -24,34 +28,47 @@ pub const HANDSHAKES_MAX: usize = 256;
 /// Handshaken connections waiting for the HTTP server to take them.
 const ACCEPTED_QUEUE_MAX: usize = 64;
 
-/// The caller's address, as the handlers see it (`ConnectInfo<HttpPeer>`), whichever the
-/// listener.
-#[derive(Clone, Copy, Debug)]
-pub struct HttpPeer(pub SocketAddr);
+/// Who is at the other end of a connection, as the handlers see it
+/// (`ConnectInfo<HttpPeer>`), whichever the listener.
+#[derive(Clone, Debug)]
+pub struct HttpPeer {
+    pub addr: SocketAddr,
+    /// The principal of the client certificate verified in the TLS handshake, if any.
+    pub certificate: Option<Principal>,
+}
 
 impl Connected<IncomingStream<'_, TcpListener>> for HttpPeer {
     fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
-        HttpPeer(*stream.remote_addr())
+        HttpPeer {
+            addr: *stream.remote_addr(),
+            certificate: None,
+        }
     }
 }
 
 impl Connected<IncomingStream<'_, TlsListener>> for HttpPeer {
     fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        HttpPeer(*stream.remote_addr())
+        stream.remote_addr().clone()
     }
 }
 
 /// Called for each TLS handshake that fails or does not finish in time.
 pub type HandshakeFailed = Arc<dyn Fn() + Send + Sync>;
 
+/// HTTPS: the acceptor, and how client certificates' subjects become principals.
+pub struct Https {
+    pub acceptor: Arc<ReloadingAcceptor>,
+    pub principals: Arc<PrincipalMapper>,
+    pub handshake_failed: HandshakeFailed,
+}
+
 /// Serves `app` on `tcp` (over TLS with `tls`) until `shutdown`, then lets requests in
 /// progress finish.
 pub async fn serve(
     tcp: TcpListener,
-    tls: Option<Arc<ReloadingAcceptor>>,
+    tls: Option<Https>,
     app: Router,
     shutdown: CancellationToken,
-    handshake_failed: HandshakeFailed,
 ) -> std::io::Result<()> {
     let app = app.into_make_service_with_connect_info::<HttpPeer>();
     let stopped = shutdown.clone();
@@ -61,8 +78,8 @@ pub async fn serve(
                 .with_graceful_shutdown(async move { stopped.cancelled().await })
                 .await
         }
-        Some(acceptor) => {
-            let listener = TlsListener::spawn(tcp, acceptor, handshake_failed, shutdown)?;
+        Some(https) => {
+            let listener = TlsListener::spawn(tcp, https, shutdown)?;
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stopped.cancelled().await })
                 .await
@@ -72,7 +89,7 @@ pub async fn serve(
 
 /// Accepted connections after their TLS handshake, for axum.
 pub struct TlsListener {
-    accepted: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    accepted: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, HttpPeer)>,
     local: SocketAddr,
 }
 
@@ -80,10 +97,14 @@ impl TlsListener {
     /// Starts accepting on `tcp`: each connection is handshaken in a task of its own.
     fn spawn(
         tcp: TcpListener,
-        acceptor: Arc<ReloadingAcceptor>,
-        handshake_failed: HandshakeFailed,
+        https: Https,
         shutdown: CancellationToken,
     ) -> std::io::Result<TlsListener> {
+        let Https {
+            acceptor,
+            principals,
+            handshake_failed,
+        } = https;
         let local = tcp.local_addr()?;
         let (sender, accepted) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE_MAX);
         let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
@@ -110,12 +131,24 @@ impl TlsListener {
                 let tls = acceptor.current();
                 let sender = sender.clone();
                 let handshake_failed = handshake_failed.clone();
+                let principals = principals.clone();
                 tokio::spawn(async move {
                     let accepted =
                         tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(socket)).await;
                     drop(permit);
                     match accepted {
                         Ok(Ok(stream)) => {
+                            let certificate = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .and_then(|cert| subject_dn(cert))
+                                .map(|dn| Principal::user(principals.map(&dn)));
+                            let peer = HttpPeer {
+                                addr: peer,
+                                certificate,
+                            };
                             // The server has stopped when nothing receives.
                             let _ = sender.send((stream, peer)).await;
                         }
@@ -137,7 +170,7 @@ impl TlsListener {
 
 impl Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
+    type Addr = HttpPeer;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.accepted.recv().await {
@@ -148,6 +181,9 @@ impl Listener for TlsListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+        Ok(HttpPeer {
+            addr: self.local,
+            certificate: None,
+        })
     }
 }

@@ -401,12 +401,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http_listener = tokio::net::TcpListener::bind(http_bind)
         .await
         .with_context(|| format!("cannot bind the HTTP admin listener on {http_bind}"))?;
-    // HTTPS serves the SASL_SSL listeners' certificate, without client certificates.
-    let https = match (http_spec.tls, &sasl_ssl) {
-        (false, _) => None,
-        (true, Some(acceptor)) => Some(acceptor.clone()),
-        (true, None) => Some(security::tls::ReloadingAcceptor::reloading(
-            &args.tls, false,
+    let principals = Arc::new(security::principal::PrincipalMapper::parse(
+        &args.tls.ssl_principal_mapping_rules,
+    )?);
+    // HTTPS serves the Kafka listeners' certificate: with the SASL_SSL listeners' acceptor when
+    // it asks for no client certificate either.
+    let https = match http_spec.tls_settings(&args.tls)? {
+        None => None,
+        Some((_, false)) if sasl_ssl.is_some() => sasl_ssl.clone(),
+        Some((tls, certificates)) => Some(security::tls::ReloadingAcceptor::reloading(
+            &tls,
+            certificates,
         )?),
     };
     let shutdown = CancellationToken::new();
@@ -477,13 +482,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 ),
                 http_auth::authenticate,
             ));
-        let handshake_failed: http_listener::HandshakeFailed = {
-            let broker = broker.clone();
-            Arc::new(move || broker.metrics.tls_handshake_failed())
-        };
+        let https = https.map(|acceptor| http_listener::Https {
+            acceptor,
+            principals: principals.clone(),
+            handshake_failed: {
+                let broker = broker.clone();
+                Arc::new(move || broker.metrics.tls_handshake_failed())
+            },
+        });
         tokio::spawn(async move {
-            let served =
-                http_listener::serve(http_listener, https, app, shutdown, handshake_failed).await;
+            let served = http_listener::serve(http_listener, https, app, shutdown).await;
             if let Err(error) = served {
                 tracing::error!(%error, "HTTP admin server failed");
             }
@@ -502,9 +510,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "skiff broker started"
     );
     let close_connections = CancellationToken::new();
-    let principals = Arc::new(security::principal::PrincipalMapper::parse(
-        &args.tls.ssl_principal_mapping_rules,
-    )?);
     let mut kafka = Vec::new();
     for (spec, socket, _, _, _) in listeners {
         let context = server::ListenerContext {
@@ -639,10 +644,16 @@ async fn run_compactor(args: CompactorCommandArgs) -> anyhow::Result<()> {
     let http_listener = tokio::net::TcpListener::bind(http_bind)
         .await
         .with_context(|| format!("cannot bind the HTTP listener on {http_bind}"))?;
-    let https = http_spec
-        .tls
-        .then(|| security::tls::ReloadingAcceptor::reloading(&args.tls, false))
-        .transpose()?;
+    let https = match http_spec.tls_settings(&args.tls)? {
+        None => None,
+        Some((tls, certificates)) => Some(http_listener::Https {
+            acceptor: security::tls::ReloadingAcceptor::reloading(&tls, certificates)?,
+            principals: Arc::new(security::principal::PrincipalMapper::parse(
+                &tls.ssl_principal_mapping_rules,
+            )?),
+            handshake_failed: Arc::new(|| {}),
+        }),
+    };
     let shutdown = CancellationToken::new();
     let http = {
         let shutdown = shutdown.clone();
@@ -658,8 +669,7 @@ async fn run_compactor(args: CompactorCommandArgs) -> anyhow::Result<()> {
             http_auth::authenticate,
         ));
         tokio::spawn(async move {
-            let served =
-                http_listener::serve(http_listener, https, app, shutdown, Arc::new(|| {})).await;
+            let served = http_listener::serve(http_listener, https, app, shutdown).await;
             if let Err(error) = served {
                 tracing::error!(%error, "HTTP server failed");
             }

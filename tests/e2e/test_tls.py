@@ -28,7 +28,7 @@ class TlsBroker(SkiffBroker):
         return [str(skiff_bin()), "serve", "--data-dir", str(self.data_dir),
                 "--listeners", f"SSL://{self.bootstrap}",
                 "--advertised-listeners", f"SSL://{self.bootstrap}",
-                "--http-listeners", self.http, "--flush-linger-ms", "5", *self.extra_args]
+                "--http-listeners", self.http_listener, "--flush-linger-ms", "5", *self.extra_args]
 
 
 @pytest.fixture
@@ -252,5 +252,59 @@ def test_a_renewed_certificate_is_served_without_a_restart(tmp_path):
         time.sleep(1.0)
         assert served() == der(second)
         assert "cannot be used; still serving the previous ones" in broker.log_path.read_text()
+    finally:
+        broker.cleanup()
+
+
+def test_the_https_port_names_callers_by_their_client_certificates(tmp_path, pki):
+    """`--http-listeners https://…` with `--ssl-client-auth`: the HTTP port asks for a client
+    certificate but never insists (probes have none), and one from the trusted CA names the
+    caller as it names an SSL client, so ACLs judge certificate-only deployments' HTTP
+    callers too; other certificates are refused in the handshake."""
+    import urllib.error
+    import urllib.request
+    from cryptography import x509
+    from confluent_kafka.admin import NewTopic
+    with open(pki["client.pem"], "rb") as f:
+        subject = x509.load_pem_x509_certificate(f.read()).subject.rfc4514_string()
+    broker = TlsBroker(tmp_path / "tls", args=[
+        "--ssl-keystore-location", pki["server.pem"], "--ssl-client-auth", "required",
+        "--ssl-truststore-location", pki["ca.pem"], "--http-authentication", "required",
+        "--authorizer", "standard", "--super-users", f"User:{subject}"])
+    broker.http_ca = pki["ca.pem"]
+    broker.start()  # its /health answered over HTTPS to a caller without a certificate
+    try:
+        client = ssl(pki, **{"ssl.certificate.location": pki["client.pem"],
+                             "ssl.key.location": pki["client.key"]})
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap, **client})
+        for f in admin.create_topics([NewTopic("by-cert", 1)]).values():
+            f.result(timeout=15)
+
+        def get(path: str, who: str | None = None) -> tuple[int, dict]:
+            context = ssl_module.create_default_context(cafile=pki["ca.pem"])
+            if who:
+                context.load_cert_chain(pki[f"{who}.pem"], pki[f"{who}.key"])
+            try:
+                with urllib.request.urlopen(f"https://{broker.http}{path}", timeout=10,
+                                            context=context) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read() or b"{}")
+
+        assert get("/v1/topics")[0] == 401
+        status, body = get("/v1/topics", "client")
+        assert status == 200 and [t["name"] for t in body["topics"]] == ["by-cert"], body
+        # A certificate from a CA nobody trusts, or an expired one: refused in the handshake
+        # (TLS 1.3 tells the client with its first read).
+        for who in ["stranger", "expired"]:
+            with pytest.raises(OSError) as refused:
+                get("/v1/topics", who)
+            assert "alert" in str(refused.value).lower(), refused.value
+        # The console's Kafka pages log in as their caller: a certificate cannot be replayed.
+        status, body = get("/v1/records?topic=by-cert&partition=0", "client")
+        assert status >= 400 and "client certificate" in body["error"], (status, body)
+        _, metrics = broker.http_get("/metrics")
+        assert 'skiff_http_authentications_total{scheme="certificate",result="success"}' \
+            in metrics.decode()
     finally:
         broker.cleanup()

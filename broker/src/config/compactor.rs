@@ -5,7 +5,6 @@ use super::{
     AuthorizerArgs, HttpAuthentication, HttpListener, LoggingArgs, ProcessArgs, SaslArgs,
     StoreArgs, TlsArgs,
 };
-use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -119,7 +118,8 @@ pub struct CompactorCommandArgs {
 
     /// Whether the HTTP API asks who is calling, as `skiff serve`'s does: `required` takes a
     /// SASL user's password (HTTP Basic, checked against the users in the metadata store) or
-    /// an OAUTHBEARER token (Bearer) on every route but /health and /metrics, and with
+    /// an OAUTHBEARER token (Bearer), or on an https:// listener with --ssl-client-auth a
+    /// client certificate, on every route but /health and /metrics, and with
     /// `--authorizer standard` the `/v1` views need DESCRIBE on the cluster; `none` serves
     /// everyone.
     #[arg(
@@ -152,10 +152,11 @@ pub struct CompactorCommandArgs {
 
 impl CompactorCommandArgs {
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.http_listener()?.tls {
-            crate::security::tls::acceptor(&self.tls, false).context("--http-listeners https")?;
-        }
-        self.http_authentication.validate(&self.sasl)?;
+        let https = self.http_listener()?.tls_settings(&self.tls)?;
+        self.http_authentication.validate(
+            &self.sasl,
+            https.is_some_and(|(_, certificates)| certificates),
+        )?;
         self.compactor
             .settings()
             .validate()

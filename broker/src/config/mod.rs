@@ -145,8 +145,9 @@ pub struct ServeArgs {
 
     /// Whether the HTTP admin API and console ask who is calling: `required` (the default when
     /// a Kafka listener uses SASL) takes a SASL user's name and password (HTTP Basic) or an
-    /// OAUTHBEARER token (HTTP Bearer) on every route but /health, /ready and /metrics, and
-    /// the caller's principal is what ACLs judge; `none` serves everyone as User:ANONYMOUS.
+    /// OAUTHBEARER token (HTTP Bearer) on every route but /health, /ready and /metrics (or,
+    /// on an https:// listener with --ssl-client-auth, a client certificate, its principal
+    /// mapped by --ssl-principal-mapping-rules), and the caller's principal is what ACLs judge; `none` serves everyone as User:ANONYMOUS.
     /// Basic sends the password in the clear over plain HTTP: serve HTTPS (--http-listeners
     /// https://IP:PORT) or keep the port on loopback.
     #[arg(
@@ -573,12 +574,44 @@ pub enum HttpAuthentication {
 }
 
 impl HttpAuthentication {
-    /// Logins need a SASL mechanism to check callers with (`serve` and `compactor` alike).
-    pub fn validate(self, sasl: &SaslArgs) -> anyhow::Result<()> {
-        if self == HttpAuthentication::Required && sasl.sasl_enabled_mechanisms.is_empty() {
-            bail!("--http-authentication required needs a SASL mechanism to check callers with");
+    /// Logins need a SASL mechanism or client certificates (on an https:// listener with
+    /// --ssl-client-auth) to check callers with (`serve` and `compactor` alike).
+    pub fn validate(self, sasl: &SaslArgs, client_certificates: bool) -> anyhow::Result<()> {
+        if self == HttpAuthentication::Required
+            && sasl.sasl_enabled_mechanisms.is_empty()
+            && !client_certificates
+        {
+            bail!(
+                "--http-authentication required needs a SASL mechanism (--sasl-enabled-mechanisms) \
+                 or client certificates (--http-listeners https://... with --ssl-client-auth) to \
+                 check callers with"
+            );
         }
         Ok(())
+    }
+}
+
+impl HttpListener {
+    /// An https:// listener's TLS settings, and whether it asks for client certificates: when
+    /// --ssl-client-auth is not `none` it requests them, but never insists (probes and browsers
+    /// have none; they log in otherwise). Checked (the files read) once, at start.
+    pub fn tls_settings(self, tls: &TlsArgs) -> anyhow::Result<Option<(TlsArgs, bool)>> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let settings = match tls.ssl_client_auth {
+            ClientAuth::None => (tls.clone(), false),
+            _ => (
+                TlsArgs {
+                    ssl_client_auth: ClientAuth::Requested,
+                    ..tls.clone()
+                },
+                true,
+            ),
+        };
+        crate::security::tls::acceptor(&settings.0, settings.1)
+            .context("--http-listeners https")?;
+        Ok(Some(settings))
     }
 }
 
@@ -661,10 +694,11 @@ impl ServeArgs {
                 bail!("--super-users: {user:?} is not a principal (User:NAME)");
             }
         }
-        if self.http_listener()?.tls {
-            crate::security::tls::acceptor(&self.tls, false).context("--http-listeners https")?;
-        }
-        self.http_authentication().validate(&self.sasl)?;
+        let https = self.http_listener()?.tls_settings(&self.tls)?;
+        self.http_authentication().validate(
+            &self.sasl,
+            https.is_some_and(|(_, certificates)| certificates),
+        )?;
         if self.node_id.is_some_and(|id| id < 0) {
             bail!("--node-id must not be negative");
         }

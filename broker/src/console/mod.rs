@@ -211,6 +211,10 @@ fn client_args(
             security.sasl_password = Some(password.clone());
             sasl_listener(&mut security)?
         }
+        Credential::Certificate => anyhow::bail!(
+            "the console's Kafka requests log in as the caller with a password or a token; \
+             a client certificate shows the admin views only"
+        ),
         Credential::Token(token) => {
             anyhow::ensure!(
                 local.mechanisms.contains(&SaslMechanism::OauthBearer),
