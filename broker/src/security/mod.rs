@@ -8,6 +8,7 @@
 
 pub mod acl;
 pub mod authorizer;
+pub mod hashing;
 pub mod oauth;
 pub mod principal;
 pub mod sasl;

@@ -6,7 +6,8 @@
 //!
 //! - PLAIN: `authzid NUL user NUL password`, checked against the user's SCRAM credential (one
 //!   user store for every mechanism; PBKDF2 runs off the async threads, a bounded number at a
-//!   time, so a flood of logins cannot starve authenticated clients).
+//!   time at the lowest CPU priority (`hashing`), so a flood of logins cannot starve
+//!   authenticated clients).
 //! - SCRAM-SHA-256 and SCRAM-SHA-512 (`scram`), credentials from the metadata store. An unknown
 //!   user gets a made-up credential and fails at the proof, as a wrong password does.
 //! - OAUTHBEARER (`oauth`): a JWT checked against the identity provider's published keys; the
@@ -34,7 +35,6 @@ use skiff_tiering::credentials::{self, ScramCredential, ScramMechanism};
 use skiff_tiering::metadata::MetadataStore;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 /// Kafka's `sasl.server.max.receive.size`: the largest SASL message a client may send.
 pub const AUTH_BYTES_MAX: usize = 512 * 1024;
@@ -68,8 +68,8 @@ pub struct Authenticator {
     failure_delay: Duration,
     /// How long a connection may take to log in.
     pub login_timeout: Duration,
-    /// PBKDF2 runs (PLAIN logins) at a time.
-    password_checks: Semaphore,
+    /// Where PBKDF2 runs (PLAIN logins, HTTP Basic).
+    password_checks: super::hashing::Hashers,
     /// Makes unknown users' credentials up, the same each time for a user.
     unknown_user_key: Vec<u8>,
     /// Checks OAUTHBEARER tokens (when that mechanism is enabled).
@@ -139,7 +139,7 @@ impl Authenticator {
             failure_delay: Duration::from_millis(args.connection_failed_authentication_delay_ms),
             login_timeout: Duration::from_millis(args.sasl_login_timeout_ms),
             // Half the cores at most: logins never take all of them.
-            password_checks: Semaphore::new((cores / 2).max(1)),
+            password_checks: super::hashing::Hashers::new(cores / 2),
             unknown_user_key: scram::random_bytes(32),
             tokens,
             clock,
@@ -400,17 +400,12 @@ impl Authenticator {
                 false,
             ),
         };
-        let _slot = self
-            .password_checks
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
         let password = password.to_vec();
-        let matches = tokio::task::spawn_blocking(move || {
-            scram::password_matches(mechanism, &credential, &password)
-        })
-        .await
-        .map_err(|e| LoginError::Store(format!("password check failed: {e}")))?;
+        let matches = self
+            .password_checks
+            .run(move || scram::password_matches(mechanism, &credential, &password))
+            .await
+            .ok_or_else(|| LoginError::Store("the password check failed".to_owned()))?;
         if matches && known {
             Ok(())
         } else {
