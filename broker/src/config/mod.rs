@@ -5,6 +5,7 @@
 
 mod compactor;
 mod file;
+mod http;
 pub mod listeners;
 mod replicas;
 mod security;
@@ -14,6 +15,7 @@ pub use compactor::{CompactorArgs, CompactorCommandArgs};
 pub use file::load_config_file_into_env;
 #[cfg(test)]
 use file::read_config_file;
+pub use http::{HttpAuthentication, HttpListener};
 pub use listeners::{Listener, SecurityProtocol};
 pub use replicas::{ReplicaArgs, ReplicaSelector};
 pub use security::{AuthorizerArgs, ClientAuth, OauthBearerArgs, SaslArgs, SaslMechanism, TlsArgs};
@@ -564,57 +566,6 @@ pub struct ServeArgs {
     pub compactor: CompactorArgs,
 }
 
-/// `--http-authentication`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum HttpAuthentication {
-    /// Every caller is User:ANONYMOUS.
-    None,
-    /// HTTP Basic with a SASL user, or Bearer with an OAUTHBEARER token.
-    Required,
-}
-
-impl HttpAuthentication {
-    /// Logins need a SASL mechanism or client certificates (on an https:// listener with
-    /// --ssl-client-auth) to check callers with (`serve` and `compactor` alike).
-    pub fn validate(self, sasl: &SaslArgs, client_certificates: bool) -> anyhow::Result<()> {
-        if self == HttpAuthentication::Required
-            && sasl.sasl_enabled_mechanisms.is_empty()
-            && !client_certificates
-        {
-            bail!(
-                "--http-authentication required needs a SASL mechanism (--sasl-enabled-mechanisms) \
-                 or client certificates (--http-listeners https://... with --ssl-client-auth) to \
-                 check callers with"
-            );
-        }
-        Ok(())
-    }
-}
-
-impl HttpListener {
-    /// An https:// listener's TLS settings, and whether it asks for client certificates: when
-    /// --ssl-client-auth is not `none` it requests them, but never insists (probes and browsers
-    /// have none; they log in otherwise). Checked (the files read) once, at start.
-    pub fn tls_settings(self, tls: &TlsArgs) -> anyhow::Result<Option<(TlsArgs, bool)>> {
-        if !self.tls {
-            return Ok(None);
-        }
-        let settings = match tls.ssl_client_auth {
-            ClientAuth::None => (tls.clone(), false),
-            _ => (
-                TlsArgs {
-                    ssl_client_auth: ClientAuth::Requested,
-                    ..tls.clone()
-                },
-                true,
-            ),
-        };
-        crate::security::tls::acceptor(&settings.0, settings.1)
-            .context("--http-listeners https")?;
-        Ok(Some(settings))
-    }
-}
-
 /// `--read-cache-disk-bytes` when a bucket is configured and the flag is not given.
 const READ_CACHE_DISK_BYTES_WITH_BUCKET: usize = 1024 * 1024 * 1024;
 
@@ -786,32 +737,6 @@ fn strip_scheme(listener: &str) -> &str {
     listener
         .split_once("://")
         .map_or(listener, |(_, address)| address)
-}
-
-/// `--http-listeners`: where the HTTP API binds, and whether it serves HTTPS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpListener {
-    pub bind: SocketAddr,
-    pub tls: bool,
-}
-
-impl HttpListener {
-    /// `IP:PORT` or `http://IP:PORT` (plain), `https://IP:PORT` (TLS).
-    pub fn parse(listener: &str) -> anyhow::Result<HttpListener> {
-        let listener = listener.trim();
-        let (tls, address) = match listener.split_once("://") {
-            None => (false, listener),
-            Some((scheme, address)) => match scheme.to_ascii_lowercase().as_str() {
-                "http" => (false, address),
-                "https" => (true, address),
-                _ => bail!(
-                    "--http-listeners: {listener:?} is neither http://IP:PORT nor https://IP:PORT"
-                ),
-            },
-        };
-        let bind = parse_listener(address).context("--http-listeners")?;
-        Ok(HttpListener { bind, tls })
-    }
 }
 
 fn parse_listener(listener: &str) -> anyhow::Result<SocketAddr> {
