@@ -30,7 +30,8 @@ pub struct TlsArgs {
     /// also checks other brokers' certificates against them.
     #[arg(long, env = "SKIFF_SSL_TRUSTSTORE_LOCATION", value_name = "FILE")]
     pub ssl_truststore_location: Option<PathBuf>,
-    /// Whether an `SSL://` listener asks clients for certificates (Kafka's `ssl.client.auth`).
+    /// Whether an `SSL://` listener asks clients for certificates (Kafka's `ssl.client.auth`);
+    /// other than `none`, an `https://` HTTP listener requests them too (never requires them).
     #[arg(
         long,
         env = "SKIFF_SSL_CLIENT_AUTH",
