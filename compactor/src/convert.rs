@@ -40,8 +40,7 @@ pub async fn fetch_sections(
             .map(|e| e.position..e.position + e.length)
             .collect();
         let what = format!("object={object}");
-        let fetched = objects
-            .get_ranges(&Path::from(object), &ranges)
+        let fetched = skiff_tiering::ranged::get_ranges(objects, &Path::from(object), &ranges)
             .await
             .map_err(|e| ReadError::from_store(&what, e))?;
         for (entry, bytes) in entries.into_iter().zip(fetched) {

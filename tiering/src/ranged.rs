@@ -5,7 +5,8 @@
 //! once, 8 % of the broker's CPU while a consumer catches up on the embedded store. Here a
 //! local file's range is read into uninitialised capacity instead; any other store's answer is
 //! collected as object_store's `get_range` collects it. Either way it is one request, so
-//! request counts (and bills) do not change.
+//! request counts (and bills) do not change. Several ranges of one object are coalesced into
+//! GETs as object_store coalesces them for remote stores.
 
 use bytes::Bytes;
 use object_store::path::Path;
@@ -35,6 +36,23 @@ pub async fn get_range(
         }
         GetResultPayload::Stream(_) => result.bytes().await,
     }
+}
+
+/// The bytes of each of `ranges` of the object at `path`, as `ObjectStore::get_ranges` gets
+/// them from a remote store (ranges less than `OBJECT_STORE_COALESCE_DEFAULT` apart share one
+/// GET, a few GETs at once), each GET read as [`get_range`] reads it: a local file's without
+/// zero-filling.
+pub async fn get_ranges(
+    store: &dyn ObjectStore,
+    path: &Path,
+    ranges: &[Range<u64>],
+) -> object_store::Result<Vec<Bytes>> {
+    object_store::coalesce_ranges(
+        ranges,
+        |range| get_range(store, path, range),
+        object_store::OBJECT_STORE_COALESCE_DEFAULT,
+    )
+    .await
 }
 
 /// Reads `range` of `file` into a buffer of exactly that capacity, never initialised before
@@ -73,6 +91,17 @@ mod tests {
         let ours = get_range(store, path, range.clone()).await.expect("ours");
         let theirs = store.get_range(path, range.clone()).await.expect("theirs");
         assert_eq!(ours, theirs, "range {range:?}");
+        // Several ranges, near and far apart, overlapping ones among them.
+        let end = range.end;
+        let ranges = [
+            range.clone(),
+            range.start / 2..range.start / 2 + 1,
+            end.saturating_sub(3)..end,
+            0..end.min(5),
+        ];
+        let ours = get_ranges(store, path, &ranges).await.expect("ours");
+        let theirs = store.get_ranges(path, &ranges).await.expect("theirs");
+        assert_eq!(ours, theirs, "ranges {ranges:?}");
     }
 
     #[tokio::test]

@@ -251,8 +251,7 @@ async fn read_row_group(
             start..start + length
         })
         .collect();
-    let chunks = objects
-        .get_ranges(&Path::from(object.as_str()), &ranges)
+    let chunks = crate::ranged::get_ranges(&*objects, &Path::from(object.as_str()), &ranges)
         .await
         .map_err(|e| unreadable(&object, external(e)))?;
     let source = Chunks {
@@ -296,8 +295,7 @@ impl AsyncFileReader for BucketFile {
         ranges: Vec<Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
         async move {
-            self.objects
-                .get_ranges(&self.path, &ranges)
+            crate::ranged::get_ranges(&*self.objects, &self.path, &ranges)
                 .await
                 .map_err(external)
         }
