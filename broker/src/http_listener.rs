@@ -10,7 +10,7 @@
 //! [`HANDSHAKES_MAX`] at once and each within the Kafka listeners' handshake timeout, so a
 //! client that stalls its handshake holds up no one else.
 
-use crate::security::principal::{subject_dn, PrincipalMapper};
+use crate::security::principal::PrincipalMapper;
 use crate::security::tls::{ReloadingAcceptor, HANDSHAKE_TIMEOUT};
 use crate::security::Principal;
 use axum::extract::connect_info::Connected;
@@ -138,16 +138,10 @@ impl TlsListener {
                     drop(permit);
                     match accepted {
                         Ok(Ok(stream)) => {
-                            let certificate = stream
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|chain| chain.first())
-                                .and_then(|cert| subject_dn(cert))
-                                .map(|dn| Principal::user(principals.map(&dn)));
                             let peer = HttpPeer {
                                 addr: peer,
-                                certificate,
+                                certificate: principals
+                                    .of_peer(stream.get_ref().1.peer_certificates()),
                             };
                             // The server has stopped when nothing receives.
                             let _ = sender.send((stream, peer)).await;

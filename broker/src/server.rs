@@ -96,16 +96,10 @@ pub async fn serve(
                         match accepted {
                             Ok(Ok(stream)) => {
                                 // A verified client certificate names the principal.
-                                let dn = stream
-                                    .get_ref()
-                                    .1
-                                    .peer_certificates()
-                                    .and_then(|chain| chain.first())
-                                    .and_then(|cert| crate::security::principal::subject_dn(cert));
-                                let session = match dn {
-                                    Some(dn) => session.with_certificate(
-                                        crate::security::Principal::user(principals.map(&dn)),
-                                    ),
+                                let session = match principals
+                                    .of_peer(stream.get_ref().1.peer_certificates())
+                                {
+                                    Some(principal) => session.with_certificate(principal),
                                     None => session,
                                 };
                                 let (reader, writer) = tokio::io::split(stream);

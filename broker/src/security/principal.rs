@@ -132,6 +132,16 @@ impl PrincipalMapper {
         Ok(PrincipalMapper { rules: parsed })
     }
 
+    /// The principal of a TLS peer: its verified certificate's subject, mapped; `None` when
+    /// it showed no certificate.
+    pub fn of_peer(
+        &self,
+        chain: Option<&[rustls::pki_types::CertificateDer<'_>]>,
+    ) -> Option<super::Principal> {
+        let dn = subject_dn(chain?.first()?)?;
+        Some(super::Principal::user(self.map(&dn)))
+    }
+
     /// The principal name for `dn`: the first rule that matches (none: the DN).
     pub fn map(&self, dn: &str) -> String {
         for rule in &self.rules {
