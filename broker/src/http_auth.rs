@@ -143,6 +143,9 @@ impl HttpAuth {
 
     /// Checks Basic credentials, or finds them checked lately against the same credential.
     async fn password(&self, user: &str, password: &str) -> Result<(), LoginError> {
+        if !self.sasl.accepts_passwords() {
+            return Err(LoginError::PasswordsDisabled);
+        }
         let current = self.sasl.password_credential(user).await?;
         // (An unknown user is never remembered: its check below always fails.)
         let stored_key = current

@@ -280,13 +280,15 @@ def test_the_https_port_names_callers_by_their_client_certificates(tmp_path, pki
         for f in admin.create_topics([NewTopic("by-cert", 1)]).values():
             f.result(timeout=15)
 
-        def get(path: str, who: str | None = None) -> tuple[int, dict]:
+        def get(path: str, who: str | None = None, headers: dict | None = None
+                ) -> tuple[int, dict]:
             context = ssl_module.create_default_context(cafile=pki["ca.pem"])
             if who:
                 context.load_cert_chain(pki[f"{who}.pem"], pki[f"{who}.key"])
+            request = urllib.request.Request(f"https://{broker.http}{path}",
+                                             headers=headers or {})
             try:
-                with urllib.request.urlopen(f"https://{broker.http}{path}", timeout=10,
-                                            context=context) as r:
+                with urllib.request.urlopen(request, timeout=10, context=context) as r:
                     return r.status, json.loads(r.read())
             except urllib.error.HTTPError as e:
                 return e.code, json.loads(e.read() or b"{}")
@@ -300,6 +302,19 @@ def test_the_https_port_names_callers_by_their_client_certificates(tmp_path, pki
             with pytest.raises(OSError) as refused:
                 get("/v1/topics", who)
             assert "alert" in str(refused.value).lower(), refused.value
+        # Users' passwords (SCRAM, the default mechanisms) work beside certificates: carol,
+        # with no ACLs, sees no topic.
+        import base64
+        from confluent_kafka.admin import (ScramCredentialInfo, ScramMechanism,
+                                           UserScramCredentialUpsertion)
+        password = h.secret("carol-Secr3t-pw")
+        upsert = UserScramCredentialUpsertion(
+            "carol", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), password.encode())
+        for f in admin.alter_user_scram_credentials([upsert]).values():
+            f.result(timeout=15)
+        basic = base64.b64encode(f"carol:{password}".encode()).decode()
+        status, body = get("/v1/topics", headers={"Authorization": f"Basic {basic}"})
+        assert status == 200 and body["topics"] == [], (status, body)
         # The console's Kafka pages log in as their caller: a certificate cannot be replayed.
         status, body = get("/v1/records?topic=by-cert&partition=0", "client")
         assert status >= 400 and "client certificate" in body["error"], (status, body)

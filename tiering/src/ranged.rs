@@ -49,7 +49,22 @@ pub async fn get_ranges(
 ) -> object_store::Result<Vec<Bytes>> {
     object_store::coalesce_ranges(
         ranges,
-        |range| get_range(store, path, range),
+        |range| async move {
+            let bytes = get_range(store, path, range.clone()).await?;
+            // The ranges are cut out of what came back: a short read (an object shorter than
+            // its index says) is an error here, not a slice past the end.
+            if bytes.len() as u64 != range.end - range.start {
+                return Err(object_store::Error::Generic {
+                    store: "ranged",
+                    source: format!(
+                        "path={path} range={range:?}: {} bytes read, the object ends early",
+                        bytes.len()
+                    )
+                    .into(),
+                });
+            }
+            Ok(bytes)
+        },
         object_store::OBJECT_STORE_COALESCE_DEFAULT,
     )
     .await
@@ -130,5 +145,8 @@ mod tests {
         ));
         local.put(&path, vec![1u8; 10].into()).await.expect("put");
         assert!(get_range(&local, &path, 20..30).await.is_err());
+        // Ranges past the end, coalesced with one inside: an error, never a panic.
+        assert!(get_ranges(&local, &path, &[0..4, 8..16]).await.is_err());
+        assert!(get_ranges(&local, &path, &[0..4, 30..40]).await.is_err());
     }
 }

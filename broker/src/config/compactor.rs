@@ -135,8 +135,8 @@ pub struct CompactorCommandArgs {
     #[command(flatten)]
     pub sasl: SaslArgs,
 
-    /// The certificate of an `https://` HTTP listener (the same flags as the brokers'; the
-    /// client-certificate ones do not apply here).
+    /// The certificate of an `https://` HTTP listener, and the client certificates it requests
+    /// with --ssl-client-auth (the same flags as the brokers').
     #[command(flatten)]
     pub tls: TlsArgs,
 

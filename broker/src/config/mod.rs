@@ -135,8 +135,9 @@ pub struct ServeArgs {
 
     /// Address the HTTP admin API and console bind (`/health`, `/metrics`, `/v1/topics`, the
     /// console at `/`): `IP:PORT` for HTTP, `https://IP:PORT` for HTTPS with the Kafka listeners'
-    /// certificate (--ssl-keystore-location, renewals picked up the same way; no client
-    /// certificate asked).
+    /// certificate (--ssl-keystore-location, renewals picked up the same way), requesting
+    /// client certificates when --ssl-client-auth is not `none` (a verified one names the
+    /// caller).
     #[arg(
         long,
         env = "SKIFF_HTTP_LISTENERS",

@@ -1,8 +1,9 @@
 //! Password hashing (the PBKDF2 of a PLAIN login or an HTTP Basic check, milliseconds of CPU
-//! each) on threads of its own at the lowest CPU priority (`nice` 19), a few at once. A flood of logins, failed or not, then takes only the CPU
-//! that authenticated clients' requests leave: when a Kafka request arrives the kernel runs its
-//! worker thread at once instead of sharing the core with a hash in progress. The threads start
-//! with the first hash (processes that never hash have none).
+//! each) on threads of its own at the lowest CPU priority (`nice` 19), a few at once. A flood
+//! of logins, failed or not, then takes only the CPU that authenticated clients' requests
+//! leave: when a Kafka request arrives the kernel runs its worker thread at once instead of
+//! sharing the core with a hash in progress (on a saturated broker a hash waits longer, never
+//! forever). The threads start with the first hash (processes that never hash have none).
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -10,10 +11,10 @@ use tokio::sync::{oneshot, Semaphore};
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The hashing threads, and a permit per thread for the jobs waiting or running.
+/// The hashing threads, and a permit per thread for the jobs queued or running.
 pub struct Hashers {
     threads: usize,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     jobs: OnceLock<SyncSender<Job>>,
 }
 
@@ -22,7 +23,7 @@ impl Hashers {
         let threads = threads.max(1);
         Hashers {
             threads,
-            slots: Semaphore::new(threads),
+            slots: Arc::new(Semaphore::new(threads)),
             jobs: OnceLock::new(),
         }
     }
@@ -32,10 +33,20 @@ impl Hashers {
         &self,
         hash: impl FnOnce() -> T + Send + 'static,
     ) -> Option<T> {
-        let _slot = self.slots.acquire().await.expect("never closed");
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = reply.send(hash());
+            // The permit goes with the job: a caller that gave up (a client gone) frees its
+            // place only when its job is done, not while it is still queued.
+            let _slot = slot;
+            if !reply.is_closed() {
+                let _ = reply.send(hash());
+            }
         });
         // A permit per thread and a queue place per thread: the queue always has room.
         self.jobs
@@ -72,7 +83,10 @@ fn work(queue: &Mutex<Receiver<Job>>) {
             Ok(job) => job,
             Err(_) => return, // the process is ending
         };
-        job();
+        // A panicking hash fails its login (the reply is dropped), not the thread.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+            tracing::error!("a password hash panicked");
+        }
     }
 }
 
@@ -113,5 +127,37 @@ mod tests {
             assert_eq!(nice, 19);
         }
         assert!(most.load(std::sync::atomic::Ordering::SeqCst) <= 2);
+    }
+
+    #[tokio::test]
+    async fn callers_that_give_up_and_hashes_that_panic_leave_the_rest_working() {
+        let hashers = Arc::new(Hashers::new(1));
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let (started, running) = oneshot::channel::<()>();
+        // One hash holds the only thread; callers behind it give up while queued.
+        let blocked = {
+            let hashers = hashers.clone();
+            tokio::spawn(async move {
+                hashers
+                    .run(move || {
+                        let _ = started.send(());
+                        let _ = gate.lock().expect("gate").recv();
+                    })
+                    .await
+            })
+        };
+        running.await.expect("the first hash runs");
+        for _ in 0..3 {
+            let hashers = hashers.clone();
+            let gave_up =
+                tokio::time::timeout(std::time::Duration::from_millis(20), hashers.run(|| ()))
+                    .await;
+            assert!(gave_up.is_err());
+        }
+        release.send(()).expect("release");
+        assert_eq!(blocked.await.expect("task"), Some(()));
+        assert_eq!(hashers.run(|| -> u8 { panic!("boom") }).await, None);
+        assert_eq!(hashers.run(|| 7).await, Some(7));
     }
 }

@@ -97,6 +97,8 @@ pub enum LoginError {
     AuthorizationId,
     #[error("wrong password or unknown user")]
     InvalidCredentials,
+    #[error("no password mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) is enabled")]
+    PasswordsDisabled,
     #[error("re-authentication as {0}, not the session's principal")]
     PrincipalChanged(Principal),
     #[error("SASL message of {0} bytes, over the limit")]
@@ -435,6 +437,14 @@ impl Authenticator {
                 "OAUTHBEARER is not enabled (--sasl-enabled-mechanisms)".to_owned(),
             ))),
         }
+    }
+
+    /// Whether users may log in with passwords at all (PLAIN or SCRAM enabled): HTTP Basic
+    /// takes a password only where Kafka clients could.
+    pub fn accepts_passwords(&self) -> bool {
+        self.mechanisms
+            .iter()
+            .any(|m| *m != SaslMechanism::OauthBearer)
     }
 
     /// How long a failed login's answer is held back.
