@@ -85,12 +85,40 @@ pub fn routes(local: LocalKafka) -> Router {
             "/console/style.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE) }),
         )
-        .route("/v1/records", get(records))
-        .route("/v1/topics", post(create_topic))
-        .route("/v1/topics/{name}", delete(delete_topic))
-        .route("/v1/topics/{name}/configs", post(alter_topic_configs))
-        .route("/v1/groups/{group}/reset-offsets", post(reset_offsets))
+        .merge(
+            Router::new()
+                .route("/v1/records", get(records))
+                .route("/v1/topics", post(create_topic))
+                .route("/v1/topics/{name}", delete(delete_topic))
+                .route("/v1/topics/{name}/configs", post(alter_topic_configs))
+                .route("/v1/groups/{group}/reset-offsets", post(reset_offsets))
+                .route_layer(axum::middleware::from_fn(needs_a_login)),
+        )
         .with_state(ConsoleState { local })
+}
+
+/// The console's Kafka requests log in as their caller with its password or token: a caller
+/// known only by a client certificate has nothing to log in with, and is told so (403, not a
+/// 503 that says to retry).
+async fn needs_a_login(
+    caller: Option<Extension<Caller>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if matches!(
+        caller.as_ref().map(|c| &c.0.credential),
+        Some(Credential::Certificate)
+    ) {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "error": "the console's Kafka requests log in as the caller with a password or \
+                          a token; a client certificate shows the admin views only"
+            })),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 #[derive(Debug, Deserialize)]
