@@ -408,11 +408,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // it asks for no client certificate either.
     let https = match http_spec.tls_settings(&args.tls)? {
         None => None,
-        Some((_, false)) if sasl_ssl.is_some() => sasl_ssl.clone(),
-        Some((tls, certificates)) => Some(security::tls::ReloadingAcceptor::reloading(
-            &tls,
-            certificates,
-        )?),
+        Some(tls) if !config::asks_certificates(Some(&tls)) && sasl_ssl.is_some() => {
+            sasl_ssl.clone()
+        }
+        Some(tls) => Some(security::tls::ReloadingAcceptor::reloading(&tls, true)?),
     };
     let shutdown = CancellationToken::new();
     let http = {
@@ -646,8 +645,8 @@ async fn run_compactor(args: CompactorCommandArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind the HTTP listener on {http_bind}"))?;
     let https = match http_spec.tls_settings(&args.tls)? {
         None => None,
-        Some((tls, certificates)) => Some(http_listener::Https {
-            acceptor: security::tls::ReloadingAcceptor::reloading(&tls, certificates)?,
+        Some(tls) => Some(http_listener::Https {
+            acceptor: security::tls::ReloadingAcceptor::reloading(&tls, true)?,
             principals: Arc::new(security::principal::PrincipalMapper::parse(
                 &tls.ssl_principal_mapping_rules,
             )?),

@@ -153,10 +153,8 @@ pub struct CompactorCommandArgs {
 impl CompactorCommandArgs {
     pub fn validate(&self) -> anyhow::Result<()> {
         let https = self.http_listener()?.tls_settings(&self.tls)?;
-        self.http_authentication.validate(
-            &self.sasl,
-            https.is_some_and(|(_, certificates)| certificates),
-        )?;
+        self.http_authentication
+            .validate(&self.sasl, super::asks_certificates(https.as_ref()))?;
         self.compactor
             .settings()
             .validate()

@@ -33,30 +33,6 @@ impl HttpAuthentication {
     }
 }
 
-impl HttpListener {
-    /// An https:// listener's TLS settings, and whether it asks for client certificates: when
-    /// --ssl-client-auth is not `none` it requests them, but never insists (probes and browsers
-    /// have none; they log in otherwise). Checked (the files read) once, at start.
-    pub fn tls_settings(self, tls: &TlsArgs) -> anyhow::Result<Option<(TlsArgs, bool)>> {
-        if !self.tls {
-            return Ok(None);
-        }
-        let settings = match tls.ssl_client_auth {
-            ClientAuth::None => (tls.clone(), false),
-            _ => (
-                TlsArgs {
-                    ssl_client_auth: ClientAuth::Requested,
-                    ..tls.clone()
-                },
-                true,
-            ),
-        };
-        crate::security::tls::acceptor(&settings.0, settings.1)
-            .context("--http-listeners https")?;
-        Ok(Some(settings))
-    }
-}
-
 /// `--http-listeners`: where the HTTP API binds, and whether it serves HTTPS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpListener {
@@ -81,4 +57,28 @@ impl HttpListener {
         let bind = parse_listener(address).context("--http-listeners")?;
         Ok(HttpListener { bind, tls })
     }
+
+    /// An https:// listener's TLS settings: when --ssl-client-auth is not `none` it requests
+    /// client certificates, but never insists (probes and browsers have none; they log in
+    /// otherwise). Checked (the files read) once, at start.
+    pub fn tls_settings(self, tls: &TlsArgs) -> anyhow::Result<Option<TlsArgs>> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let settings = TlsArgs {
+            ssl_client_auth: match tls.ssl_client_auth {
+                ClientAuth::None => ClientAuth::None,
+                _ => ClientAuth::Requested,
+            },
+            ..tls.clone()
+        };
+        crate::security::tls::acceptor(&settings, true).context("--http-listeners https")?;
+        Ok(Some(settings))
+    }
+}
+
+/// Whether an https:// listener's settings ([`HttpListener::tls_settings`]) ask for client
+/// certificates, which then name callers.
+pub fn asks_certificates(https: Option<&TlsArgs>) -> bool {
+    https.is_some_and(|tls| tls.ssl_client_auth != ClientAuth::None)
 }

@@ -15,7 +15,7 @@ pub use compactor::{CompactorArgs, CompactorCommandArgs};
 pub use file::load_config_file_into_env;
 #[cfg(test)]
 use file::read_config_file;
-pub use http::{HttpAuthentication, HttpListener};
+pub use http::{asks_certificates, HttpAuthentication, HttpListener};
 pub use listeners::{Listener, SecurityProtocol};
 pub use replicas::{ReplicaArgs, ReplicaSelector};
 pub use security::{AuthorizerArgs, ClientAuth, OauthBearerArgs, SaslArgs, SaslMechanism, TlsArgs};
@@ -647,10 +647,8 @@ impl ServeArgs {
             }
         }
         let https = self.http_listener()?.tls_settings(&self.tls)?;
-        self.http_authentication().validate(
-            &self.sasl,
-            https.is_some_and(|(_, certificates)| certificates),
-        )?;
+        self.http_authentication()
+            .validate(&self.sasl, asks_certificates(https.as_ref()))?;
         if self.node_id.is_some_and(|id| id < 0) {
             bail!("--node-id must not be negative");
         }
